@@ -433,3 +433,25 @@ class AttemptRecord:
         """kill_sent -> subject healthy, monotonic; None unless recovered."""
         m = self.milestones.get("recovered")
         return None if m is None or self.outcome is not Outcome.RECOVERED else m.offset
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the engine needs to know of one subject pod, decoded from the API once."""
+
+    name: str
+    uid: str
+    namespace: str
+    labels: Mapping[str, str]
+    node: str | None  # spec.nodeName: set once scheduled
+    phase: str  # Pending, Running, ...
+    ready: bool  # the Ready condition is True
+    restart_count: int  # sum over containers
+    created_at: float | None  # unix seconds (metadata.creationTimestamp)
+    deleting: bool  # metadata.deletionTimestamp is set
+    owner_kind: str | None = None  # e.g. StatefulSet
+    ready_at: float | None = None  # lastTransitionTime of Ready, unix seconds
+
+
+#: Label the operator's own pods carry; a selector matching them is refused.
+OPERATOR_POD_LABEL = ("app.kubernetes.io/name", "aftershock")
