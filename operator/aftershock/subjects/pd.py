@@ -1,0 +1,248 @@
+"""A read-only client for PD's HTTP API: the stores and the PD members' health.
+
+What can go wrong, and how it is reported:
+
+- PD cannot be reached, times out, or answers 5xx: `PdUnavailableError`. PD is briefly
+  unavailable during its own leader changes; callers retry.
+- PD answers, but not with what its API documents (malformed JSON, a wrong shape, a 3xx or 4xx):
+  `PdDataError`. A wrong pdURL (not PD at all) usually ends up here.
+
+Both are `PdError` and keep the original exception as ``__cause__``. They are infrastructure
+errors: a trial that meets one is not a measurement of the subject.
+
+Redirects are never followed: the pdURL has been checked (`aftershock.model.check_pd_url`) and a
+redirect could lead the operator to a host nobody checked. Proxy variables from the environment
+are ignored for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+STORES_PATH = "/pd/api/v1/stores"
+HEALTH_PATH = "/pd/api/v1/health"
+
+#: A response larger than this is refused instead of read into memory: a stores list of a
+#: thousand stores is well under 2 MiB.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class PdError(Exception):
+    """PD could not be read. Always an infrastructure error, never the subject's failure."""
+
+
+class PdUnavailableError(PdError):
+    """PD did not answer usefully: connection refused, timeout, or a 5xx."""
+
+
+class PdDataError(PdError):
+    """PD answered with something its API does not produce. `status` is the HTTP status."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- Parsed values ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """One TiKV store as PD sees it."""
+
+    id: int
+    address: str  # <pod>.<headless-svc>.<ns>.svc:20160
+    state_name: str  # Up, Disconnected, Down, Offline, Tombstone
+    start_timestamp: int  # unix seconds; changes when tikv-server restarts; 0 if PD has none
+    last_heartbeat_ns: int  # unix nanoseconds; 0 if PD has none
+    leader_count: int
+    region_count: int
+    pending_peer_count: int = 0  # PD omits it when zero
+    uptime: str | None = None  # Go duration string; PD omits it when zero
+    status_address: str | None = None
+
+
+@dataclass(frozen=True)
+class PdMemberHealth:
+    name: str
+    member_id: int
+    health: bool
+
+
+# --- Parsing: pure, raises PdDataError naming what is wrong ------------------------------------
+
+
+def _field(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in obj:
+        raise PdDataError(f"{where}: missing {key!r}")
+    return obj[key]
+
+
+def _int(value: Any, where: str) -> int:
+    # bool is an int in Python, never in PD's JSON.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PdDataError(f"{where}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise PdDataError(f"{where}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _obj(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise PdDataError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _optional_int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    """Go's `omitempty` drops zero values: absent means 0."""
+    return _int(obj[key], f"{where}.{key}") if key in obj else 0
+
+
+def parse_store(raw: Any, where: str = "store") -> StoreInfo:
+    entry = _obj(raw, where)
+    meta = _obj(_field(entry, "store", where), f"{where}.store")
+    status = _obj(entry.get("status") or {}, f"{where}.status")
+    m, s = f"{where}.store", f"{where}.status"
+    uptime = status.get("uptime")
+    status_address = meta.get("status_address")
+    return StoreInfo(
+        id=_int(_field(meta, "id", m), f"{m}.id"),
+        address=_str(_field(meta, "address", m), f"{m}.address"),
+        state_name=_str(_field(meta, "state_name", m), f"{m}.state_name"),
+        start_timestamp=_optional_int(meta, "start_timestamp", m),
+        last_heartbeat_ns=_optional_int(meta, "last_heartbeat", m),
+        leader_count=_optional_int(status, "leader_count", s),
+        region_count=_optional_int(status, "region_count", s),
+        pending_peer_count=_optional_int(status, "pending_peer_count", s),
+        uptime=None if uptime is None else _str(uptime, f"{s}.uptime"),
+        status_address=None if status_address is None else _str(status_address, f"{m}.status_address"),
+    )
+
+
+def parse_stores(raw: Any) -> list[StoreInfo]:
+    """``{"count": N, "stores": [...]}``; PD sends ``"stores": null`` when there are none."""
+    body = _obj(raw, "stores response")
+    stores = _field(body, "stores", "stores response")
+    if stores is None:
+        return []
+    if not isinstance(stores, list):
+        raise PdDataError(f"stores response: 'stores' is not a list but {type(stores).__name__}")
+    return [parse_store(item, f"stores[{i}]") for i, item in enumerate(stores)]
+
+
+def parse_health(raw: Any) -> list[PdMemberHealth]:
+    """A list of ``{"name", "member_id", "client_urls", "health"}``."""
+    if not isinstance(raw, list):
+        raise PdDataError(f"health response: expected a list, got {type(raw).__name__}")
+    members = []
+    for i, item in enumerate(raw):
+        where = f"health[{i}]"
+        obj = _obj(item, where)
+        health = _field(obj, "health", where)
+        if not isinstance(health, bool):
+            raise PdDataError(f"{where}.health: expected true or false, got {health!r}")
+        members.append(
+            PdMemberHealth(
+                name=_str(_field(obj, "name", where), f"{where}.name"),
+                member_id=_int(_field(obj, "member_id", where), f"{where}.member_id"),
+                health=health,
+            )
+        )
+    return members
+
+
+# --- The client ---------------------------------------------------------------------------------
+
+
+class PdClient:
+    """Reads PD at `base_url` (a checked pdURL such as ``http://pd.tikv:2379``).
+
+    `timeout` bounds each whole request (connect, send, read), not only each phase of it.
+    `transport` replaces the network, for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"Accept": "application/json"},
+        )
+
+    async def stores(self) -> list[StoreInfo]:
+        """Every store PD lists (by default all but Tombstone ones)."""
+        return parse_stores(await self._get_json(STORES_PATH))
+
+    async def health(self) -> list[PdMemberHealth]:
+        """The health of each PD member."""
+        return parse_health(await self._get_json(HEALTH_PATH))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> PdClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _get_json(self, path: str) -> Any:
+        what = f"GET {self.base_url.rstrip('/')}{path}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                body, status, location = await self._fetch(path)
+        except TimeoutError as exc:
+            raise PdUnavailableError(f"{what}: no answer within {self._timeout:g}s") from exc
+        except httpx.DecodingError as exc:  # a body its Content-Encoding cannot decode
+            raise PdDataError(f"{what}: undecodable body: {exc}") from exc
+        except httpx.RequestError as exc:  # connection refused, reset, timeouts, protocol errors
+            raise PdUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if status >= 500:
+            raise PdUnavailableError(f"{what}: HTTP {status}: {_snippet(body)}")
+        if 300 <= status < 400:
+            raise PdDataError(f"{what}: HTTP {status} redirect to {location!r}; not followed", status=status)
+        if status >= 400 or status < 200:
+            raise PdDataError(f"{what}: HTTP {status}: {_snippet(body)}", status=status)
+        try:
+            return json.loads(body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise PdDataError(f"{what}: not JSON ({exc}): {_snippet(body)}", status=status) from exc
+
+    async def _fetch(self, path: str) -> tuple[bytes, int, str | None]:
+        async with self._client.stream("GET", path) as response:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise PdDataError(
+                        f"GET {path}: response larger than {MAX_RESPONSE_BYTES} bytes; refused",
+                        status=response.status_code,
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks), response.status_code, response.headers.get("location")
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = body[:limit].decode("utf-8", errors="replace").strip()
+    return text + ("..." if len(body) > limit else "")

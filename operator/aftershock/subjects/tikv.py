@@ -1,0 +1,126 @@
+"""Is a TiKV cluster healthy? Pure judgements over pods and PD's view, no I/O.
+
+Each judgement returns `Health`: a verdict and the reasons it is not healthy, written for a
+person reading a Campaign condition or a log line ("store 4 (tikv-1...) is Disconnected").
+
+Why PD's view is judged on `start_timestamp` and not only on ``state_name``: TiKV heartbeats every
+10 s and PD shows a store Disconnected only after 20 s without one, so a pod that is back within
+that window may never leave ``Up``. A restart shows reliably as a new start timestamp
+(`store_restarted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from aftershock.model import PodState
+from aftershock.subjects.pd import PdMemberHealth, StoreInfo
+
+UP = "Up"
+TOMBSTONE = "Tombstone"
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    reasons: tuple[str, ...] = ()  # empty when healthy
+
+    @classmethod
+    def from_reasons(cls, reasons: Iterable[str]) -> Health:
+        found = tuple(reasons)
+        return cls(healthy=not found, reasons=found)
+
+    def __and__(self, other: Health) -> Health:
+        """Both judgements together: healthy only if both are, with the reasons of both."""
+        return Health.from_reasons(self.reasons + other.reasons)
+
+
+def judge_pods(pods: Sequence[PodState], expected: int) -> Health:
+    """Healthy when exactly `expected` pods exist, none is being deleted, and all are Ready."""
+    reasons: list[str] = []
+    if len(pods) != expected:
+        reasons.append(f"expected {expected} pods, found {len(pods)}")
+    for pod in sorted(pods, key=lambda p: p.name):
+        if pod.deleting:
+            reasons.append(f"pod {pod.name} is being deleted")
+        elif not pod.ready:
+            reasons.append(f"pod {pod.name} is not Ready (phase {pod.phase})")
+    return Health.from_reasons(reasons)
+
+
+def judge_pd(
+    stores: Sequence[StoreInfo],
+    members: Sequence[PdMemberHealth],
+    *,
+    expected_stores: int,
+    now: float,
+    heartbeat_fresh_seconds: float = 30.0,
+) -> Health:
+    """Healthy when PD sees `expected_stores` stores Up, none other than Up (Tombstone aside),
+    every Up store heartbeating within `heartbeat_fresh_seconds` of `now` (unix seconds), no
+    store with pending peers, and every PD member healthy.
+
+    A store listed but not Up (Disconnected, Down, Offline) is a reason even when enough others are
+    Up: its regions are missing a replica until it returns or PD replaces it.
+    """
+    reasons: list[str] = []
+    live = sorted((s for s in stores if s.state_name != TOMBSTONE), key=lambda s: s.id)
+    up = [s for s in live if s.state_name == UP]
+    if len(up) != expected_stores:
+        reasons.append(f"expected {expected_stores} stores Up, PD reports {len(up)}")
+    for store in live:
+        label = f"store {store.id} ({store.address})"
+        if store.state_name != UP:
+            reasons.append(f"{label} is {store.state_name}")
+            continue
+        age = now - store.last_heartbeat_ns / 1e9
+        if store.last_heartbeat_ns <= 0:
+            reasons.append(f"{label} has never sent a heartbeat")
+        elif age > heartbeat_fresh_seconds:
+            reasons.append(f"{label} last heartbeat {age:.0f}s ago (limit {heartbeat_fresh_seconds:g}s)")
+        if store.pending_peer_count > 0:
+            reasons.append(f"{label} has {store.pending_peer_count} pending peers")
+    if not members:
+        reasons.append("PD reports no members")
+    for member in sorted(members, key=lambda m: m.name):
+        if not member.health:
+            reasons.append(f"PD member {member.name} is unhealthy")
+    return Health.from_reasons(reasons)
+
+
+def store_restarted(before: StoreInfo, after: StoreInfo) -> bool:
+    """Whether tikv-server behind this store started again between the two observations.
+
+    True when the start timestamp changed (a later one normally; an earlier one only after a clock
+    step, still a new process), or when `after` is another store altogether (the data was lost and
+    a new store registered at the same address: certainly a new process). A missing start
+    timestamp (0) proves nothing.
+    """
+    if after.id != before.id:
+        return True
+    return after.start_timestamp not in (0, before.start_timestamp)
+
+
+def store_host(address: str) -> str:
+    """The host part of ``host:port`` (IPv6 literals in brackets are unwrapped)."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or "]:" in address else address
+    return host.strip("[]")
+
+
+def match_store(pod_name: str, stores: Iterable[StoreInfo]) -> StoreInfo | None:
+    """The store a TiKV pod advertises, by ``<pod>.<headless-svc>.<ns>.svc:20160``.
+
+    Matched on the first DNS label of the address being exactly the pod name (``tikv-1`` does not
+    match ``tikv-10.…``). If several stores share it (an old one not yet Tombstone beside one that
+    registered after its data was lost), the live one with the newest start wins.
+    """
+    found = [s for s in stores if store_host(s.address).split(".", 1)[0] == pod_name]
+    if not found:
+        return None
+    return max(found, key=lambda s: (s.state_name != TOMBSTONE, s.start_timestamp, s.id))
+
+
+def expected_store_count(pods: Iterable[PodState]) -> int:
+    """One store per pod name: a replaced pod keeps its name, address and volume, hence its store."""
+    return len({p.name for p in pods})
