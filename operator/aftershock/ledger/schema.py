@@ -1,0 +1,133 @@
+"""The ledger's schema as an ordered list of migrations; ``PRAGMA user_version`` counts them.
+
+Rule: a migration, once released, never changes. A file written by an older operator is
+brought forward by running the migrations it lacks, each in its own transaction together
+with the new ``user_version``; a file with a higher version than `MIGRATIONS` knows was
+written by a newer operator and is refused (see ADR 0002).
+
+That is why migration 1 spells out its milestone names and outcome values instead of reading
+`model.MILESTONES` and `model.Outcome`: if those grow, the change needs a new migration
+(``ALTER TABLE attempts ADD COLUMN <name>_wall REAL`` ...), and `missing_milestone_columns`,
+checked at every open and by the unit tests, makes the omission fail loudly instead of
+drifting. The queries, on the other hand, are generated from `model.MILESTONES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: ``PRAGMA application_id``: marks a SQLite file as an aftershock ledger ("AFTS").
+APPLICATION_ID = 0x41465453
+
+_V1_MILESTONES = (
+    "gate_passed",
+    "kill_sent",
+    "kill_acked",
+    "first_unhealthy",
+    "victim_gone",
+    "replacement_created",
+    "replacement_scheduled",
+    "replacement_ready",
+    "store_up",
+    "recovered",
+)
+_V1_OUTCOMES = ("recovered", "unrecovered", "interrupted", "infra_error", "dry_run")
+_V1_COMPLETING_OUTCOMES = ("recovered", "unrecovered", "dry_run")
+
+
+def milestone_columns(name: str) -> tuple[str, str]:
+    """The two ``attempts`` columns of one milestone: wall-clock and monotonic offset."""
+    return f"{name}_wall", f"{name}_offset"
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _v1() -> tuple[str, ...]:
+    milestone_defs = []
+    for name in _V1_MILESTONES:
+        wall, offset = milestone_columns(name)
+        milestone_defs.append(f"{wall} REAL, {offset} REAL, CHECK (({wall} IS NULL) = ({offset} IS NULL))")
+    milestones_sql = ",\n            ".join(milestone_defs)
+    return (
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        """
+        CREATE TABLE campaigns (
+            uid TEXT PRIMARY KEY NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            requested_trials INTEGER NOT NULL CHECK (requested_trials >= 0),
+            seed TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            verdict TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        )
+        """,
+        "CREATE INDEX campaigns_by_name ON campaigns (namespace, name, created_at)",
+        f"""
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            campaign_uid TEXT NOT NULL REFERENCES campaigns (uid),
+            trial_index INTEGER NOT NULL CHECK (trial_index >= 0),
+            attempt INTEGER NOT NULL CHECK (attempt >= 1),
+            victims TEXT NOT NULL,
+            victim_seed TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            outcome TEXT CHECK (outcome IN ({_sql_list(_V1_OUTCOMES)})),
+            initial_state TEXT NOT NULL DEFAULT '{{}}',
+            final_state TEXT NOT NULL DEFAULT '{{}}',
+            error TEXT,
+            {milestones_sql},
+            CHECK ((outcome IS NULL) = (finished_at IS NULL)),
+            UNIQUE (campaign_uid, trial_index, attempt),
+            UNIQUE (id, campaign_uid, trial_index)
+        )
+        """,
+        "CREATE INDEX attempts_in_flight ON attempts (campaign_uid) WHERE outcome IS NULL",
+        # Only completed trials live here, so the primary key is the database's own refusal of
+        # a second completed trial with the same index. The composite key ties each row to an
+        # attempt of the same campaign and index.
+        """
+        CREATE TABLE trials (
+            campaign_uid TEXT NOT NULL REFERENCES campaigns (uid),
+            trial_index INTEGER NOT NULL,
+            attempt_id INTEGER NOT NULL UNIQUE,
+            PRIMARY KEY (campaign_uid, trial_index),
+            FOREIGN KEY (attempt_id, campaign_uid, trial_index)
+                REFERENCES attempts (id, campaign_uid, trial_index)
+        ) WITHOUT ROWID
+        """,
+        f"""
+        CREATE TRIGGER trials_need_a_completing_outcome BEFORE INSERT ON trials
+        WHEN (SELECT outcome FROM attempts WHERE id = NEW.attempt_id) IS NULL
+          OR (SELECT outcome FROM attempts WHERE id = NEW.attempt_id)
+             NOT IN ({_sql_list(_V1_COMPLETING_OUTCOMES)})
+        BEGIN
+            SELECT RAISE(ABORT, 'trials holds only attempts with a completing outcome');
+        END
+        """,
+        """
+        CREATE TRIGGER attempts_outcome_is_final BEFORE UPDATE OF outcome ON attempts
+        WHEN OLD.outcome IS NOT NULL
+        BEGIN
+            SELECT RAISE(ABORT, 'an attempt''s outcome is final once recorded');
+        END
+        """,
+    )
+
+
+#: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(),)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def missing_milestone_columns(existing_columns: Iterable[str], milestones: Iterable[str]) -> list[str]:
+    """Milestones with no columns in ``attempts``: a migration is missing for them."""
+    have = set(existing_columns)
+    return [m for m in milestones if not set(milestone_columns(m)) <= have]
