@@ -45,11 +45,14 @@ def _sql_list(values: Iterable[str]) -> str:
 
 
 def _v1() -> tuple[str, ...]:
-    milestone_defs = []
+    columns: list[str] = []
+    checks: list[str] = []
     for name in _V1_MILESTONES:
         wall, offset = milestone_columns(name)
-        milestone_defs.append(f"{wall} REAL, {offset} REAL, CHECK (({wall} IS NULL) = ({offset} IS NULL))")
-    milestones_sql = ",\n            ".join(milestone_defs)
+        columns += [f"{wall} REAL", f"{offset} REAL"]
+        checks.append(f"CHECK (({wall} IS NULL) = ({offset} IS NULL))")
+    milestone_columns_sql = ",\n            ".join(columns)
+    milestone_checks_sql = ",\n            ".join(checks)
     return (
         f"PRAGMA application_id = {APPLICATION_ID}",
         """
@@ -82,7 +85,8 @@ def _v1() -> tuple[str, ...]:
             initial_state TEXT NOT NULL DEFAULT '{{}}',
             final_state TEXT NOT NULL DEFAULT '{{}}',
             error TEXT,
-            {milestones_sql},
+            {milestone_columns_sql},
+            {milestone_checks_sql},
             CHECK ((outcome IS NULL) = (finished_at IS NULL)),
             UNIQUE (campaign_uid, trial_index, attempt),
             UNIQUE (id, campaign_uid, trial_index)
