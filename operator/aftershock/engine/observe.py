@@ -1,0 +1,174 @@
+"""Turning a stream of observations into a trial's milestones. Pure: no I/O, no clock.
+
+The tracker is fed pod observations (from the watch) and probe results (from PD) with the
+monotonic and wall time each was observed, and records the first moment each milestone
+held. With several victims, a replacement milestone is the moment the *last* victim reached
+it: the subject is only as recovered as its slowest pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aftershock.engine.ports import ProbeResult
+from aftershock.model import Milestone, PodState, Victim
+
+
+@dataclass
+class _VictimTrack:
+    victim: Victim
+    gone: bool = False
+    replacement_uid: str | None = None
+    created: Milestone | None = None
+    scheduled: Milestone | None = None
+    ready: Milestone | None = None
+    store_up: Milestone | None = None
+
+
+@dataclass
+class RecoveryTracker:
+    victims: Sequence[Victim]
+    initial_pods: Sequence[PodState]
+    kill_sent_mono: float
+    kill_sent_wall: float
+    expected_pods: int
+    probe_enabled: bool
+    #: Per victim pod name: its store's start timestamp before the kill.
+    initial_store_starts: Mapping[str, int] = field(default_factory=dict)
+    milestones: dict[str, Milestone] = field(default_factory=dict)
+    pods: dict[str, PodState] = field(default_factory=dict)
+    probe: ProbeResult | None = None
+
+    def __post_init__(self) -> None:
+        self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
+        self._victim_uids = {v.uid: v.name for v in self.victims}
+        self._initial_uids = {p.uid for p in self.initial_pods}
+        self.pods = {p.uid: p for p in self.initial_pods}
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _stamp(self, mono: float, wall: float) -> Milestone:
+        return Milestone(wall=wall, offset=mono - self.kill_sent_mono)
+
+    def _mark(self, name: str, mono: float, wall: float) -> None:
+        if name not in self.milestones:
+            self.milestones[name] = self._stamp(mono, wall)
+
+    def mark_acked(self, mono: float, wall: float) -> None:
+        self._mark("kill_acked", mono, wall)
+
+    @property
+    def recovered(self) -> bool:
+        return "recovered" in self.milestones
+
+    # -- pods --------------------------------------------------------------------------------
+
+    def observe_pod(self, type_: str, pod: PodState, mono: float, wall: float) -> None:
+        if type_ == "DELETED":
+            self.pods.pop(pod.uid, None)
+        else:
+            self.pods[pod.uid] = pod
+        victim_name = self._victim_uids.get(pod.uid)
+        if victim_name is not None and type_ == "DELETED":
+            track = self._tracks[victim_name]
+            if not track.gone:
+                track.gone = True
+                self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
+        if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
+            self._track_replacement(pod, mono, wall)
+        self._check(mono, wall)
+
+    def _replacement_for(self, pod: PodState) -> _VictimTrack | None:
+        # A StatefulSet replaces a pod under the same name; otherwise the first victim
+        # without a replacement yet takes any new pod (Deployment-style subjects).
+        track = self._tracks.get(pod.name)
+        if track is not None and track.replacement_uid in (None, pod.uid):
+            return track
+        for t in self._tracks.values():
+            if t.replacement_uid == pod.uid:
+                return t
+        for t in self._tracks.values():
+            if t.replacement_uid is None and t.victim.name not in {p.name for p in self.pods.values()} - {
+                pod.name
+            }:
+                return t
+        return None
+
+    def _track_replacement(self, pod: PodState, mono: float, wall: float) -> None:
+        track = self._replacement_for(pod)
+        if track is None:
+            return
+        track.replacement_uid = pod.uid
+        stamp = self._stamp(mono, wall)
+        if track.created is None:
+            track.created = stamp
+        if pod.node and track.scheduled is None:
+            track.scheduled = stamp
+        if pod.ready and track.ready is None:
+            track.ready = stamp
+        tracks = list(self._tracks.values())
+        self._all_then("replacement_created", [t.created is not None for t in tracks], mono, wall)
+        self._all_then("replacement_scheduled", [t.scheduled is not None for t in tracks], mono, wall)
+        self._all_then("replacement_ready", [t.ready is not None for t in tracks], mono, wall)
+
+    def _all_then(self, name: str, flags: Iterable[bool], mono: float, wall: float) -> None:
+        if all(flags):
+            self._mark(name, mono, wall)
+
+    # -- probe (PD) --------------------------------------------------------------------------
+
+    def observe_probe(self, result: ProbeResult, mono: float, wall: float) -> None:
+        self.probe = result
+        for name, track in self._tracks.items():
+            if track.store_up is not None:
+                continue
+            start = result.restarts.get(name)
+            before = self.initial_store_starts.get(name)
+            if result.up.get(name) and start is not None and start != before:
+                track.store_up = self._stamp(mono, wall)
+        self._all_then("store_up", [t.store_up is not None for t in self._tracks.values()], mono, wall)
+        self._check(mono, wall)
+
+    # -- the recovery predicate ---------------------------------------------------------------
+
+    def pods_healthy(self) -> bool:
+        live = [p for p in self.pods.values() if not p.deleting]
+        return len(live) == self.expected_pods and all(p.ready for p in live)
+
+    def _check(self, mono: float, wall: float) -> None:
+        if "first_unhealthy" not in self.milestones and (
+            not self.pods_healthy() or (self.probe is not None and not self.probe.healthy)
+        ):
+            self._mark("first_unhealthy", mono, wall)
+        if self.recovered:
+            return
+        if "replacement_ready" not in self.milestones or not self.pods_healthy():
+            return
+        if self.probe_enabled and (
+            "store_up" not in self.milestones or self.probe is None or not self.probe.healthy
+        ):
+            return
+        self._mark("recovered", mono, wall)
+
+    def pending(self) -> list[str]:
+        """What recovery still waits for, in words (for the unrecovered trial's error)."""
+        missing: list[str] = []
+        for name, track in self._tracks.items():
+            if not track.gone and track.replacement_uid is None:
+                missing.append(f"{name}: victim not gone")
+            elif track.created is None:
+                missing.append(f"{name}: no replacement pod")
+            elif track.scheduled is None:
+                missing.append(f"{name}: replacement not scheduled")
+            elif track.ready is None:
+                missing.append(f"{name}: replacement not Ready")
+            elif self.probe_enabled and track.store_up is None:
+                missing.append(f"{name}: store not back Up with a new start timestamp")
+        if not self.pods_healthy():
+            live = [p for p in self.pods.values() if not p.deleting]
+            ready = sum(p.ready for p in live)
+            missing.append(f"{ready}/{self.expected_pods} pods Ready")
+        if self.probe_enabled and self.probe is not None and not self.probe.healthy:
+            missing.extend(self.probe.reasons)
+        return missing

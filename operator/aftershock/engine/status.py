@@ -1,0 +1,154 @@
+"""The Campaign's status, built as a projection of the ledger plus the runner's conditions.
+
+Pure: the runner hands in what the ledger holds and what it is doing; this module turns it
+into the ``status`` object. Rebuilding it after a restart from the same ledger gives the
+same numbers, which is what "status is a projection" means.
+
+Conditions follow the Kubernetes API conventions and kstatus (Flux): ``Reconciling`` True
+while trials run, ``Ready`` True only when the campaign finished as Succeeded, ``Stalled``
+True when it cannot progress without a person (invalid spec, protected namespace, a hard
+failure). Argo CD reads the same through the health check in the README.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aftershock import stats
+from aftershock.model import AttemptRecord, Outcome, Phase, Verdict
+
+# Condition types (documented in the CRD and README).
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+SPEC_VALID = "SpecValid"
+SUBJECT_LOCKED = "SubjectLocked"
+STEADY_STATE = "SteadyState"
+PD_CONFIGURED = "PDConfigured"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition: str
+    observed_generation: int
+
+
+class Conditions:
+    """Conditions keyed by type; lastTransitionTime moves only when status changes."""
+
+    def __init__(self, existing: Sequence[Mapping[str, Any]] | None, generation: int) -> None:
+        self.generation = generation
+        self._items: dict[str, _Condition] = {}
+        for c in existing or ():
+            try:
+                self._items[str(c["type"])] = _Condition(
+                    type=str(c["type"]),
+                    status=str(c.get("status", "Unknown")),
+                    reason=str(c.get("reason", "Unknown")),
+                    message=str(c.get("message", "")),
+                    last_transition=str(c.get("lastTransitionTime") or iso(0.0)),
+                    observed_generation=int(c.get("observedGeneration") or generation),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue  # a hand-edited, malformed condition is simply replaced
+
+    def set(self, type_: str, status: bool | None, reason: str, message: str, now: float) -> None:
+        value = "Unknown" if status is None else ("True" if status else "False")
+        old = self._items.get(type_)
+        transition = old.last_transition if old is not None and old.status == value else iso(now)
+        self._items[type_] = _Condition(type_, value, reason, message, str(transition), self.generation)
+
+    def get(self, type_: str) -> str | None:
+        c = self._items.get(type_)
+        return None if c is None else c.status
+
+    def reason(self, type_: str) -> str | None:
+        c = self._items.get(type_)
+        return None if c is None else c.reason
+
+    def to_list(self) -> list[dict[str, Any]]:
+        order = [READY, RECONCILING, STALLED, SPEC_VALID, SUBJECT_LOCKED, STEADY_STATE, PD_CONFIGURED]
+        keys = sorted(self._items, key=lambda k: (order.index(k) if k in order else len(order), k))
+        return [
+            {
+                "type": c.type,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": c.last_transition,
+                "observedGeneration": c.observed_generation,
+            }
+            for c in (self._items[k] for k in keys)
+        ]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def build_status(
+    *,
+    requested: int,
+    attempts: Sequence[AttemptRecord],
+    phase: Phase,
+    verdict: Verdict,
+    conditions: Conditions,
+    generation: int,
+    health_source: str,
+    started_at: float | None,
+    completed_at: float | None,
+    message: str,
+) -> dict[str, Any]:
+    """The whole status object. `attempts` is every attempt the ledger holds for the campaign."""
+    completed = [a for a in attempts if a.outcome is not None and a.outcome.completes_trial]
+    recoveries = [r for a in completed if (r := a.recovery_seconds) is not None]
+    summary = stats.summarize(recoveries)
+    counts = {o: sum(1 for a in attempts if a.outcome is o) for o in Outcome}
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "progress": f"{len(completed)}/{requested}",
+        "trials": {
+            "requested": requested,
+            "completed": len(completed),
+            "failed": counts[Outcome.UNRECOVERED],
+            "interrupted": counts[Outcome.INTERRUPTED],
+            "infraErrors": counts[Outcome.INFRA_ERROR],
+        },
+        "recovery": {
+            "p50Seconds": _round(summary.p50),
+            "p95Seconds": _round(summary.p95),
+            "maxSeconds": _round(summary.max),
+            "meanSeconds": _round(summary.mean),
+        },
+        "verdict": verdict.value,
+        "healthSource": health_source,
+        "startedAt": iso(started_at),
+        "completedAt": iso(completed_at),
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": conditions.to_list(),
+    }
+    finished = [a for a in attempts if a.outcome is not None]
+    if finished:
+        last = max(finished, key=lambda a: (a.finished_at or 0.0, a.trial_index, a.attempt))
+        status["lastTrial"] = {
+            "index": last.trial_index,
+            "outcome": last.outcome.value if last.outcome else None,
+            "victims": [v.name for v in last.victims],
+            "recoverySeconds": _round(last.recovery_seconds),
+            "finishedAt": iso(last.finished_at),
+        }
+    return status

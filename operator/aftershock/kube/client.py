@@ -1,0 +1,411 @@
+"""A thin, typed, async wrapper over the few API calls aftershock makes.
+
+Payloads are read as plain JSON (``_preload_content=False``) and decoded once into model
+values: the generated model classes cost more CPU than the operator's whole trial loop.
+
+Errors are mapped to one hierarchy so callers can decide by kind, not by status code:
+`KubeUnavailableError` (connection trouble, timeouts, 429, 5xx: retry with backoff; an
+infrastructure error, never the subject's fault), `KubeForbiddenError` (RBAC),
+`KubeNotFoundError`, `KubeConflictError` (409, incl. a failed UID precondition),
+`KubeGoneError` (410: a watch's resourceVersion is too old; re-list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from aftershock.model import GROUP, PLURAL, VERSION, PodState
+
+_REQUEST_TIMEOUT = 15.0
+FIELD_MANAGER = "aftershock"
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeUnavailableError(KubeError):
+    """Transient: the API server could not be reached or asked us to back off."""
+
+
+class KubeForbiddenError(KubeError):
+    """RBAC refused the call: a configuration problem a person has to fix."""
+
+
+class KubeNotFoundError(KubeError):
+    pass
+
+
+class KubeConflictError(KubeError):
+    pass
+
+
+class KubeGoneError(KubeError):
+    """A watch asked for a resourceVersion the server no longer has: list again."""
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, bytes | str):
+        try:
+            data = json.loads(body)
+            return str(data.get("message", body))
+        except (ValueError, AttributeError):
+            return str(body)[:300]
+    return str(body)
+
+
+def _map_error(exc: BaseException, what: str) -> KubeError:
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        msg = f"{what}: {status} {_message(exc.body)}"
+        if status == 403 or status == 401:
+            return KubeForbiddenError(msg, status)
+        if status == 404:
+            return KubeNotFoundError(msg, status)
+        if status == 409:
+            return KubeConflictError(msg, status)
+        if status == 410:
+            return KubeGoneError(msg, status)
+        if status == 429 or status >= 500 or status == 0:
+            return KubeUnavailableError(msg, status)
+        return KubeError(msg, status)
+    return KubeUnavailableError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def format_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decode_pod(raw: Mapping[str, Any]) -> PodState:
+    """Decode a raw pod object (as JSON) into the engine's `PodState`."""
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    ready = False
+    ready_at: float | None = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+            ready_at = parse_time(cond.get("lastTransitionTime")) if ready else None
+    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    owners = meta.get("ownerReferences") or []
+    owner_kind = next((o.get("kind") for o in owners if o.get("controller")), None)
+    return PodState(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        namespace=str(meta.get("namespace", "")),
+        labels=dict(meta.get("labels") or {}),
+        node=spec.get("nodeName") or None,
+        phase=str(status.get("phase") or "Pending"),
+        ready=ready,
+        restart_count=restarts,
+        created_at=parse_time(meta.get("creationTimestamp")),
+        deleting=meta.get("deletionTimestamp") is not None,
+        owner_kind=owner_kind,
+        ready_at=ready_at,
+    )
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    type: str  # ADDED, MODIFIED, DELETED, or SYNC (a re-list replaced the whole picture)
+    pod: PodState
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    holder: str | None
+    renew_time: float | None
+    duration_seconds: int
+    resource_version: str
+
+
+class Kube:
+    """The API calls aftershock makes, typed. One instance per operator process."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self._api = api
+        self._core = k8s.CoreV1Api(api)
+        self._custom = k8s.CustomObjectsApi(api)
+        self._coordination = k8s.CoordinationV1Api(api)
+        #: Non-watch requests made, by verb: a cheap way for benchmarks and metrics to see
+        #: how many API calls a trial costs.
+        self.requests: collections.Counter[str] = collections.Counter()
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
+        configuration = k8s.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get(
+            "KUBECONFIG"
+        ):
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        else:
+            await k8s_config.load_kube_config(
+                config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        return cls(k8s.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _json(self, verb: str, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        self.requests[verb] += 1
+        try:
+            resp = await call(*args, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT, **kwargs)
+            async with resp:
+                body = await resp.read()
+        except ApiException as exc:
+            raise _map_error(exc, what) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_error(exc, what) from exc
+        return json.loads(body) if body else None
+
+    # --- pods ----------------------------------------------------------------------------
+
+    async def list_pods(self, namespace: str, selector: str) -> tuple[list[PodState], str]:
+        data = await self._json(
+            "list",
+            f"list pods in {namespace}",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        pods = [decode_pod(item) for item in data.get("items") or []]
+        return pods, str((data.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_pods(
+        self, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[PodEvent]:
+        """Stream pod events after `resource_version` until the server ends the watch.
+
+        Raises `KubeGoneError` when the version is too old (the caller lists again) and
+        `KubeUnavailableError` when the stream breaks.
+        """
+        what = f"watch pods in {namespace}"
+        try:
+            resp = await self._core.list_namespaced_pod(
+                namespace,
+                label_selector=selector,
+                watch=True,
+                allow_watch_bookmarks=True,
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=(10, timeout_seconds + 30),
+            )
+        except ApiException as exc:
+            raise _map_error(exc, what) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_error(exc, what) from exc
+        try:
+            async with resp:
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    etype = event.get("type")
+                    obj = event.get("object") or {}
+                    if etype == "ERROR":
+                        code = int(obj.get("code") or 0)
+                        if code == 410:
+                            raise KubeGoneError(f"{what}: {obj.get('message')}", 410)
+                        raise KubeUnavailableError(f"{what}: {obj.get('message')}", code)
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+                    if etype == "BOOKMARK":
+                        yield PodEvent("BOOKMARK", decode_pod(obj), rv)
+                        continue
+                    yield PodEvent(str(etype), decode_pod(obj), rv)
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_error(exc, what) from exc
+
+    async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None:
+        """Delete exactly this pod: the UID precondition makes the API refuse (409) if the
+        name now belongs to a replacement, so a retried delete can never kill a pod the
+        trial did not choose."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": grace_period_seconds,
+            "preconditions": {"uid": uid},
+        }
+        await self._json(
+            "delete",
+            f"delete pod {namespace}/{name}",
+            self._core.delete_namespaced_pod,
+            name,
+            namespace,
+            body=body,
+        )
+
+    # --- campaigns -----------------------------------------------------------------------
+
+    async def patch_campaign_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self._json(
+            "patch",
+            f"patch status of campaign {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+            field_manager=FIELD_MANAGER,
+        )
+
+    async def get_campaign(self, namespace: str, name: str) -> Mapping[str, Any]:
+        data = await self._json(
+            "get",
+            f"get campaign {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
+        return dict(data)
+
+    # --- events --------------------------------------------------------------------------
+
+    async def emit_event(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+        now: float,
+    ) -> None:
+        """A core/v1 Event about a Campaign (what `kubectl describe` shows)."""
+        stamp = format_time(now)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Campaign",
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "aftershock"},
+            "reportingComponent": "aftershock.dev/operator",
+            "reportingInstance": os.environ.get("HOSTNAME", "aftershock"),
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": format_micro_time(now),
+            "action": reason,
+            "count": 1,
+        }
+        await self._json(
+            "create", f"create event for {namespace}/{name}", self._core.create_namespaced_event, namespace, body
+        )
+
+    # --- leases (per-subject locks) ------------------------------------------------------
+
+    @staticmethod
+    def _lease_record(data: Mapping[str, Any]) -> LeaseRecord:
+        spec = data.get("spec") or {}
+        return LeaseRecord(
+            holder=spec.get("holderIdentity"),
+            renew_time=parse_time(spec.get("renewTime")),
+            duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+            resource_version=str((data.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+    async def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        try:
+            data = await self._json(
+                "get", f"get lease {namespace}/{name}", self._coordination.read_namespaced_lease, name, namespace
+            )
+        except KubeNotFoundError:
+            return None
+        return self._lease_record(data)
+
+    def _lease_body(
+        self, name: str, holder: str | None, duration: int, now: float, labels: Mapping[str, str], rv: str | None
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
+        if rv:
+            meta["resourceVersion"] = rv
+        spec: dict[str, Any] = {"leaseDurationSeconds": duration}
+        if holder is not None:
+            spec["holderIdentity"] = holder
+            spec["renewTime"] = format_micro_time(now)
+            spec["acquireTime"] = format_micro_time(now)
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    async def create_lease(
+        self, namespace: str, name: str, holder: str, duration: int, now: float, labels: Mapping[str, str]
+    ) -> LeaseRecord:
+        data = await self._json(
+            "create",
+            f"create lease {namespace}/{name}",
+            self._coordination.create_namespaced_lease,
+            namespace,
+            self._lease_body(name, holder, duration, now, labels, None),
+            field_manager=FIELD_MANAGER,
+        )
+        return self._lease_record(data)
+
+    async def replace_lease(
+        self,
+        namespace: str,
+        name: str,
+        holder: str | None,
+        duration: int,
+        now: float,
+        labels: Mapping[str, str],
+        resource_version: str,
+    ) -> LeaseRecord:
+        """Optimistic-concurrency update: a 409 means someone else changed the lease first."""
+        data = await self._json(
+            "update",
+            f"update lease {namespace}/{name}",
+            self._coordination.replace_namespaced_lease,
+            name,
+            namespace,
+            self._lease_body(name, holder, duration, now, labels, resource_version),
+            field_manager=FIELD_MANAGER,
+        )
+        return self._lease_record(data)
