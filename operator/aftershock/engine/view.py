@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aftershock.engine.ports import Clock, PodApi
+from aftershock.errors import ApiError
 from aftershock.model import PodState
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class PodView:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                gone = getattr(exc, "status", None) == 410
+                gone = isinstance(exc, ApiError) and exc.status == 410
                 rv = ""  # list again: we cannot know what we missed
                 if gone:
                     continue

@@ -26,21 +26,18 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from aftershock.errors import ApiError, TransientApiError
 from aftershock.model import GROUP, PLURAL, VERSION, PodState
 
 _REQUEST_TIMEOUT = 15.0
 FIELD_MANAGER = "aftershock"
 
 
-class KubeError(Exception):
+class KubeError(ApiError):
     """An API call failed; `status` is the HTTP status when there was one."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
-
-class KubeUnavailableError(KubeError):
+class KubeUnavailableError(KubeError, TransientApiError):
     """Transient: the API server could not be reached or asked us to back off."""
 
 

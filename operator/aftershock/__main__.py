@@ -1,0 +1,5 @@
+import sys
+
+from aftershock.cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""kopf adapters only: configure kopf, decode the Campaign, hand it to the engine.
+
+No business logic lives here. One daemon per Campaign runs `CampaignRunner`; kopf restarts
+the daemons on every operator start, and the runner resumes from the ledger. Finished
+Campaigns are filtered out so a restart does not re-run them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from aftershock.engine.ports import SubjectProbe
+from aftershock.engine.runner import CampaignRunner, RunnerSettings
+from aftershock.kube import Kube
+from aftershock.kube.lease import LeaseLock
+from aftershock.ledger import Ledger
+from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec
+from aftershock.subjects.tikv import TiKVProbe
+
+log = logging.getLogger("aftershock")
+
+ANNOTATION_PREFIX = "aftershock.dev"
+FINALIZER = "aftershock.dev/finalizer"
+
+
+@dataclass
+class OperatorConfig:
+    """What `aftershock run` decided; carried to the handlers in kopf's memo."""
+
+    db_path: str
+    protected_namespaces: frozenset[str]
+    allow_loopback_pd: bool = False
+    kubeconfig: str | None = None
+    probe_interval: float = 0.5
+    lock_retry_interval: float = 5.0
+
+
+class _Clock:
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class _Stop:
+    """kopf's `stopped` flag as the engine's StopSignal."""
+
+    def __init__(self, stopped: kopf.DaemonStopped) -> None:
+        self._stopped = stopped
+
+    def is_set(self) -> bool:
+        return self._stopped.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        await self._stopped.wait(timeout)
+        return self._stopped.is_set()
+
+
+class _StatusSink:
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+        self._kube, self._namespace, self._name = kube, namespace, name
+
+    async def publish(self, status: Mapping[str, Any]) -> None:
+        await self._kube.patch_campaign_status(self._namespace, self._name, status)
+
+
+class _EventSink:
+    def __init__(self, kube: Kube, ref: CampaignRef) -> None:
+        self._kube, self._ref = kube, ref
+
+    async def emit(self, type_: str, reason: str, message: str) -> None:
+        await self._kube.emit_event(
+            namespace=self._ref.namespace,
+            name=self._ref.name,
+            uid=self._ref.uid,
+            type_=type_,
+            reason=reason,
+            message=message,
+            now=time.time(),
+        )
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own annotation prefix and finalizer, not kopf's defaults: users can tell whose
+    # they are, and two kopf operators in one cluster do not step on each other.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # The engine emits its own, meaningful Events; kopf's per-handler chatter would drown them.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    config: OperatorConfig = memo["config"]
+    memo["kube"] = await Kube.connect(config.kubeconfig)
+    memo["ledger"] = await Ledger.open(config.db_path)
+    log.info("aftershock started: ledger %s", config.db_path)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "ledger" in memo:
+        await memo["ledger"].close()
+    if "kube" in memo:
+        await memo["kube"].close()
+
+
+def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in ("Succeeded", "Failed")
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, when=_unfinished, cancellation_timeout=15.0, backoff=5.0)
+async def campaign(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    namespace: str,
+    name: str,
+    uid: str,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    config: OperatorConfig = memo["config"]
+    kube: Kube = memo["kube"]
+    ref = CampaignRef(namespace=namespace, name=name, uid=uid)
+
+    def spec_source() -> Mapping[str, Any]:
+        # `body` is kopf's live view, kept current by its watch: reading it costs nothing.
+        return dict(body.get("spec") or {})
+
+    def probe_factory(spec: CampaignSpec, ns: str) -> SubjectProbe | None:
+        return TiKVProbe.for_spec(spec, ns)
+
+    runner = CampaignRunner(
+        ref=ref,
+        generation=int(meta.get("generation") or 0),
+        spec_source=spec_source,
+        existing_status=dict(status),
+        ledger=memo["ledger"],
+        pods=kube,
+        probe_factory=probe_factory,
+        lock=LeaseLock(kube, namespace, str((body.get("spec") or {}).get("subject", {}).get("kind", "TiKV")),
+                       f"{namespace}/{name}/{uid}"),
+        status=_StatusSink(kube, namespace, name),
+        events=_EventSink(kube, ref),
+        clock=_Clock(),
+        settings=RunnerSettings(
+            protected_namespaces=config.protected_namespaces,
+            allow_loopback_pd=config.allow_loopback_pd,
+            probe_interval=config.probe_interval,
+            lock_retry_interval=config.lock_retry_interval,
+        ),
+    )
+    phase = await runner.run(_Stop(stopped))
+    log.info("campaign %s/%s: daemon ends in phase %s", namespace, name, phase.value)
