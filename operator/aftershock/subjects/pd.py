@@ -111,7 +111,8 @@ def _optional_int(obj: Mapping[str, Any], key: str, where: str) -> int:
 def parse_store(raw: Any, where: str = "store") -> StoreInfo:
     entry = _obj(raw, where)
     meta = _obj(_field(entry, "store", where), f"{where}.store")
-    status = _obj(entry.get("status") or {}, f"{where}.status")
+    status_raw = entry.get("status")
+    status = {} if status_raw is None else _obj(status_raw, f"{where}.status")
     m, s = f"{where}.store", f"{where}.status"
     uptime = status.get("uptime")
     status_address = meta.get("status_address")

@@ -1,0 +1,359 @@
+"""The PD stand-in itself: PD's shapes, restarts seen as new start timestamps, faults, counters."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from tests.pdstub import PdStandIn, PodRecord, go_duration, rfc3339
+from tests.pdstub.kube_source import pod_record
+
+T0 = 1_750_000_000.0
+
+
+class World:
+    """Pods and a clock the test moves by hand."""
+
+    def __init__(self, n: int = 3) -> None:
+        self.now = T0
+        self.pods: dict[str, PodRecord] = {
+            f"tikv-{i}": {"name": f"tikv-{i}", "uid": f"u{i}-a", "ready": True, "ready_since": T0 - 100 + i}
+            for i in range(n)
+        }
+
+    def source(self) -> list[PodRecord]:
+        return [p.copy() for p in self.pods.values()]
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def stand_in(world: World) -> Iterator[PdStandIn]:
+    with PdStandIn(world.source, headless_service="tikv-peer", namespace="db", clock=world.clock) as s:
+        yield s
+
+
+def get(stand_in: PdStandIn, path: str, timeout: float = 5.0) -> tuple[int, str, bytes]:
+    host, port = stand_in.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def stores(stand_in: PdStandIn) -> dict[str, dict[str, Any]]:
+    status, _, body = get(stand_in, "/pd/api/v1/stores")
+    assert status == 200
+    payload = json.loads(body)
+    assert payload["count"] == len(payload["stores"])
+    return {s["store"]["address"].split(".")[0]: s for s in payload["stores"]}
+
+
+# --- shapes -------------------------------------------------------------------------------------
+
+
+def test_stores_shape(stand_in: PdStandIn) -> None:
+    s = stores(stand_in)["tikv-1"]
+
+    meta, status = s["store"], s["status"]
+    assert meta["address"] == "tikv-1.tikv-peer.db.svc:20160"
+    assert meta["status_address"] == "tikv-1.tikv-peer.db.svc:20180"
+    assert meta["state_name"] == "Up"
+    assert meta["version"] == "8.5.3"
+    assert meta["start_timestamp"] == int(T0 - 99)
+    assert meta["last_heartbeat"] == int(T0 * 1e9)
+    assert "state" not in meta  # metapb Up is 0: omitted by Go's omitempty
+    assert status["start_ts"] == rfc3339(int(T0 - 99) * 1_000_000_000)
+    assert status["last_heartbeat_ts"] == rfc3339(int(T0 * 1e9))
+    assert status["uptime"] == "1m39s"
+    assert status["capacity"].endswith("GiB")
+    assert isinstance(status["leader_count"], int)
+    assert status["region_count"] == 24
+    assert "pending_peer_count" not in status  # omitempty: absent when 0
+
+
+def test_store_ids_stable_and_pd_like(stand_in: PdStandIn, world: World) -> None:
+    first = {name: s["store"]["id"] for name, s in stores(stand_in).items()}
+    world.pods["tikv-9"] = {"name": "tikv-9", "uid": "u9", "ready": True, "ready_since": T0}
+    second = {name: s["store"]["id"] for name, s in stores(stand_in).items()}
+
+    assert first == {"tikv-0": 1, "tikv-1": 4, "tikv-2": 5}
+    assert second == {**first, "tikv-9": 6}
+
+
+def test_leaders_spread_over_up_stores(stand_in: PdStandIn, world: World) -> None:
+    assert sum(s["status"]["leader_count"] for s in stores(stand_in).values()) == 24
+    world.pods["tikv-2"]["ready"] = False
+
+    now = stores(stand_in)
+    assert now["tikv-0"]["status"]["leader_count"] + now["tikv-1"]["status"]["leader_count"] == 24
+
+
+def test_health_members_leader_shapes(stand_in: PdStandIn) -> None:
+    _, ctype, body = get(stand_in, "/pd/api/v1/health")
+    health = json.loads(body)
+    members = json.loads(get(stand_in, "/pd/api/v1/members")[2])
+    leader = json.loads(get(stand_in, "/pd/api/v1/leader")[2])
+
+    assert ctype.startswith("application/json")
+    assert health == [
+        {
+            "name": "pd-0",
+            "member_id": health[0]["member_id"],
+            "client_urls": ["http://pd-0.pd-peer.db.svc:2379"],
+            "health": True,
+        }
+    ]
+    assert members["members"][0]["name"] == "pd-0"
+    assert members["leader"]["member_id"] == health[0]["member_id"]
+    assert members["header"]["cluster_id"] > 0
+    assert leader == members["leader"]
+
+
+def test_unknown_path_is_404(stand_in: PdStandIn) -> None:
+    status, ctype, body = get(stand_in, "/pd/api/v1/nope")
+
+    assert (status, ctype, body) == (404, "text/plain; charset=utf-8", b"404 page not found\n")
+
+
+def test_query_string_is_ignored(stand_in: PdStandIn) -> None:
+    assert get(stand_in, "/pd/api/v1/stores?state=0")[0] == 200
+
+
+# --- a pod's life as PD sees it -----------------------------------------------------------------
+
+
+def test_killed_and_replaced_pod(stand_in: PdStandIn, world: World) -> None:
+    before = stores(stand_in)["tikv-1"]
+
+    world.now += 5
+    del world.pods["tikv-1"]
+    gone = stores(stand_in)["tikv-1"]
+    assert gone["store"]["state_name"] == "Disconnected"
+    assert gone["store"]["last_heartbeat"] == before["store"]["last_heartbeat"]  # stale, kept
+
+    world.now += 5
+    world.pods["tikv-1"] = {"name": "tikv-1", "uid": "u1-b", "ready": False, "ready_since": None}
+    assert stores(stand_in)["tikv-1"]["store"]["state_name"] == "Disconnected"
+
+    world.now += 5
+    world.pods["tikv-1"] = {"name": "tikv-1", "uid": "u1-b", "ready": True, "ready_since": world.now - 1}
+    back = stores(stand_in)["tikv-1"]
+    assert back["store"]["state_name"] == "Up"
+    assert back["store"]["id"] == before["store"]["id"]
+    assert back["store"]["start_timestamp"] == int(world.now - 1)
+    assert back["store"]["last_heartbeat"] == int(world.now * 1e9)
+    assert back["status"]["uptime"] == "1s"
+
+
+def test_restart_within_the_same_second_still_moves_start(stand_in: PdStandIn, world: World) -> None:
+    world.pods["tikv-0"]["ready_since"] = T0 + 0.1
+    world.now = T0 + 0.2
+    first = stores(stand_in)["tikv-0"]["store"]["start_timestamp"]
+    world.pods["tikv-0"] = {"name": "tikv-0", "uid": "u0-b", "ready": True, "ready_since": T0 + 0.7}
+    world.now = T0 + 0.8
+
+    assert stores(stand_in)["tikv-0"]["store"]["start_timestamp"] == first + 1
+
+
+def test_not_ready_pod_keeps_its_start_and_heartbeat(stand_in: PdStandIn, world: World) -> None:
+    before = stores(stand_in)["tikv-2"]["store"]
+    world.now += 60
+    world.pods["tikv-2"]["ready"] = False
+
+    after = stores(stand_in)["tikv-2"]["store"]
+
+    assert after["state_name"] == "Disconnected"
+    assert after["start_timestamp"] == before["start_timestamp"]
+    assert after["last_heartbeat"] == before["last_heartbeat"]
+
+
+def test_pod_never_ready_has_no_store_yet(world: World) -> None:
+    world.pods["tikv-3"] = {"name": "tikv-3", "uid": "u3", "ready": False, "ready_since": None}
+
+    with PdStandIn(world.source, clock=world.clock) as s:
+        assert sorted(stores(s)) == ["tikv-0", "tikv-1", "tikv-2"]
+
+
+# --- faults and counters ------------------------------------------------------------------------
+
+
+def test_error500(stand_in: PdStandIn) -> None:
+    stand_in.set_fault("error500")
+
+    status, _, body = get(stand_in, "/pd/api/v1/stores")
+
+    assert status == 500
+    assert "injected" in json.loads(body)
+
+
+def test_malformed_is_truncated_json_with_honest_length(stand_in: PdStandIn) -> None:
+    stand_in.set_fault("malformed")
+
+    status, _, body = get(stand_in, "/pd/api/v1/stores")
+
+    assert status == 200
+    assert body.startswith(b"{")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
+
+
+def test_timeout_holds_the_answer(stand_in: PdStandIn) -> None:
+    stand_in.set_fault("timeout", delay_seconds=0.3)
+
+    started = time.monotonic()
+    status, _, _ = get(stand_in, "/pd/api/v1/health")
+
+    assert status == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_stop_releases_held_requests(world: World) -> None:
+    s = PdStandIn(world.source, clock=world.clock)
+    s.start()
+    s.set_fault("timeout", delay_seconds=30)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            get(s, "/pd/api/v1/health", timeout=10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    s.stop()
+    t.join(timeout=5)
+
+    assert not t.is_alive()
+    assert time.monotonic() - started < 3
+    assert errors  # the held request got no answer
+
+
+def test_fault_times_and_paths(stand_in: PdStandIn) -> None:
+    stand_in.set_fault("error500", times=2, paths={"/pd/api/v1/health"})
+
+    assert get(stand_in, "/pd/api/v1/stores")[0] == 200  # other paths untouched, not counted
+    assert [get(stand_in, "/pd/api/v1/health")[0] for _ in range(3)] == [500, 500, 200]
+
+
+def test_fault_none_clears(stand_in: PdStandIn) -> None:
+    stand_in.set_fault("error500")
+    stand_in.set_fault("none")
+
+    assert get(stand_in, "/pd/api/v1/health")[0] == 200
+
+
+def test_unknown_fault_is_refused(stand_in: PdStandIn) -> None:
+    with pytest.raises(ValueError, match="unknown fault"):
+        stand_in.set_fault("slow")  # type: ignore[arg-type]
+
+
+def test_requests_served_counts_everything(stand_in: PdStandIn) -> None:
+    get(stand_in, "/pd/api/v1/stores")
+    get(stand_in, "/pd/api/v1/nope")
+    stand_in.set_fault("error500", times=1)
+    get(stand_in, "/pd/api/v1/health")
+
+    assert stand_in.requests_served == 3
+
+
+def test_failing_pod_source_is_a_500(world: World) -> None:
+    def broken() -> list[PodRecord]:
+        raise RuntimeError("watch not synced")
+
+    with PdStandIn(broken) as s:
+        status, _, body = get(s, "/pd/api/v1/stores")
+        assert status == 500
+        assert "watch not synced" in json.loads(body)
+        assert get(s, "/pd/api/v1/health")[0] == 200  # health does not read pods
+
+
+def test_listens_on_loopback_only(stand_in: PdStandIn) -> None:
+    assert stand_in.base_url.startswith("http://127.0.0.1:")
+
+
+def test_stopped_stand_in_refuses_connections(world: World) -> None:
+    s = PdStandIn(world.source)
+    s.start()
+    s.stop()
+    s.stop()  # idempotent
+
+    with pytest.raises(ConnectionRefusedError):
+        get(s, "/pd/api/v1/stores", timeout=1)
+
+
+# --- Go formats ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (0, "0s"),
+        (1, "1ns"),
+        (1_500, "1.5µs"),
+        (1_500_000, "1.5ms"),
+        (2_500_000_000, "2.5s"),
+        (62_500_000_000, "1m2.5s"),
+        (3_600_000_000_000, "1h0m0s"),
+        (90_061_000_000_000, "25h1m1s"),
+        (-2_000_000_000, "-2s"),
+    ],
+)
+def test_go_duration(ns: int, text: str) -> None:
+    assert go_duration(ns) == text
+
+
+def test_rfc3339() -> None:
+    assert rfc3339(0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(1_500_000_000) == "1970-01-01T00:00:01.5Z"
+    assert rfc3339(1_000_000_001) == "1970-01-01T00:00:01.000000001Z"
+
+
+# --- the kube pod source's decoding (the watch itself needs a cluster) ------------------------
+
+
+def _v1pod(ready: str | None, *, deleting: bool = False) -> k8s.V1Pod:
+    since = datetime.datetime(2025, 6, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    conditions = (
+        None
+        if ready is None
+        else [k8s.V1PodCondition(type="Ready", status=ready, last_transition_time=since)]
+    )
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(
+            name="tikv-0",
+            uid="abc",
+            deletion_timestamp=since if deleting else None,
+        ),
+        status=k8s.V1PodStatus(conditions=conditions),
+    )
+
+
+def test_pod_record_ready_since_is_the_ready_transition() -> None:
+    since = datetime.datetime(2025, 6, 1, 12, 0, 0, tzinfo=datetime.UTC).timestamp()
+
+    assert pod_record(_v1pod("True")) == {"name": "tikv-0", "uid": "abc", "ready": True, "ready_since": since}
+
+
+@pytest.mark.parametrize(("ready", "deleting"), [("False", False), (None, False), ("True", True)])
+def test_pod_record_not_ready(ready: str | None, deleting: bool) -> None:
+    assert pod_record(_v1pod(ready, deleting=deleting))["ready"] is False
