@@ -16,6 +16,7 @@ import types
 from typing import Any
 
 from kubernetes import client, watch
+
 from tests.pdstub.server import PodRecord
 
 log = logging.getLogger(__name__)

@@ -87,8 +87,9 @@ async def test_base_url_with_trailing_slash(stand_in: PdStandIn) -> None:
 async def test_http_500_is_unavailable(stand_in: PdStandIn, client: PdClient) -> None:
     stand_in.set_fault("error500")
 
-    with pytest.raises(PdUnavailableError, match="HTTP 500"):
+    with pytest.raises(PdUnavailableError, match="HTTP 500") as info:
         await client.stores()
+    assert info.value.status == 500
 
 
 async def test_timeout_is_unavailable_and_bounded(stand_in: PdStandIn) -> None:

@@ -34,7 +34,14 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
 class PdError(Exception):
-    """PD could not be read. Always an infrastructure error, never the subject's failure."""
+    """PD could not be read. Always an infrastructure error, never the subject's failure.
+
+    `status` is the HTTP status when PD answered, None when it did not.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class PdUnavailableError(PdError):
@@ -42,11 +49,7 @@ class PdUnavailableError(PdError):
 
 
 class PdDataError(PdError):
-    """PD answered with something its API does not produce. `status` is the HTTP status."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+    """PD answered with something its API does not produce (bad JSON or shape, a 3xx or 4xx)."""
 
 
 # --- Parsed values ------------------------------------------------------------------------------
@@ -219,7 +222,7 @@ class PdClient:
         except httpx.RequestError as exc:  # connection refused, reset, timeouts, protocol errors
             raise PdUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
         if status >= 500:
-            raise PdUnavailableError(f"{what}: HTTP {status}: {_snippet(body)}")
+            raise PdUnavailableError(f"{what}: HTTP {status}: {_snippet(body)}", status=status)
         if 300 <= status < 400:
             raise PdDataError(f"{what}: HTTP {status} redirect to {location!r}; not followed", status=status)
         if status >= 400 or status < 200:
