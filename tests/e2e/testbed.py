@@ -1,0 +1,110 @@
+"""Access to the local test bed for end-to-end tests: a real API server (kube-apiserver,
+controllers, scheduler, etcd) with kwok-simulated nodes, started by hack/testbed/cluster.sh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "hack" / "testbed"
+
+
+def run(cmd: Sequence[str], *, check: bool = True, input_: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, input=input_, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    bin_dir: str
+    started_here: bool
+
+    @property
+    def kubectl_path(self) -> str:
+        return os.path.join(self.bin_dir, "kubectl")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = self.kubeconfig
+        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '')}"
+        return env
+
+    def kubectl(self, *args: str, check: bool = True, input_: str | None = None,
+                kubeconfig: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run([self.kubectl_path, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
+                   check=check, input_=input_, timeout=timeout)
+
+    def apply(self, obj: dict[str, Any] | str, *, namespace: str | None = None, check: bool = True,
+              kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        return self.kubectl(*args, input_=text, check=check, kubeconfig=kubeconfig)
+
+    def api_client(self, kubeconfig: str | None = None) -> k8s.ApiClient:
+        return k8s_config.new_client_from_config(config_file=kubeconfig or self.kubeconfig)
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def service_account_kubeconfig(self, namespace: str, sa: str, path: Path, duration: str = "2h") -> str:
+        """A kubeconfig that authenticates as the ServiceAccount with a bound token
+        (TokenRequest API), never the admin certificate."""
+        token = self.kubectl("create", "token", sa, "-n", namespace, f"--duration={duration}").stdout.strip()
+        admin = yaml.safe_load(Path(self.kubeconfig).read_text())
+        ctx_name = admin["current-context"]
+        ctx = next(c for c in admin["contexts"] if c["name"] == ctx_name)["context"]
+        cluster = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "users": [{"name": f"{namespace}-{sa}", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": f"{namespace}-{sa}"}}],
+            "current-context": "sa",
+        }
+        path.write_text(yaml.safe_dump(cfg))
+        return str(path)
+
+
+def start_or_reuse() -> Cluster:
+    """Use the running test bed, or start one (the caller tears down what it started)."""
+    bin_dir = run([str(TESTBED / "build.sh")], timeout=3600).stdout.strip().splitlines()[-1]
+    running = subprocess.run([str(TESTBED / "cluster.sh"), "status"], capture_output=True).returncode == 0
+    out = run([str(TESTBED / "cluster.sh"), "up"], timeout=600).stdout.strip().splitlines()[-1]
+    return Cluster(kubeconfig=out, bin_dir=bin_dir, started_here=not running)
+
+
+def stop(cluster: Cluster) -> None:
+    run([str(TESTBED / "cluster.sh"), "down"], check=False, timeout=300)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    """Wait until predicate() is truthy; the interval is for checks a test makes by hand."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
