@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from tests.pdstub import PdStandIn, PodRecord, go_duration, rfc3339
+from kubernetes import watch as k8s_watch
+from tests.pdstub import PdStandIn, PodRecord, go_duration, kube_source, rfc3339
 from tests.pdstub.kube_source import pod_record
 
 T0 = 1_750_000_000.0
@@ -331,7 +332,7 @@ def test_rfc3339() -> None:
 # --- the kube pod source's decoding (the watch itself needs a cluster) ------------------------
 
 
-def _v1pod(ready: str | None, *, deleting: bool = False) -> k8s.V1Pod:
+def _v1pod(ready: str | None, *, deleting: bool = False, name: str = "tikv-0", uid: str = "abc") -> k8s.V1Pod:
     since = datetime.datetime(2025, 6, 1, 12, 0, 0, tzinfo=datetime.UTC)
     conditions = (
         None
@@ -340,8 +341,8 @@ def _v1pod(ready: str | None, *, deleting: bool = False) -> k8s.V1Pod:
     )
     return k8s.V1Pod(
         metadata=k8s.V1ObjectMeta(
-            name="tikv-0",
-            uid="abc",
+            name=name,
+            uid=uid,
             deletion_timestamp=since if deleting else None,
         ),
         status=k8s.V1PodStatus(conditions=conditions),
@@ -357,3 +358,64 @@ def test_pod_record_ready_since_is_the_ready_transition() -> None:
 @pytest.mark.parametrize(("ready", "deleting"), [("False", False), (None, False), ("True", True)])
 def test_pod_record_not_ready(ready: str | None, deleting: bool) -> None:
     assert pod_record(_v1pod(ready, deleting=deleting))["ready"] is False
+
+
+def test_kube_source_lists_then_follows_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch loop with the API replaced: list, ADDED/MODIFIED/DELETED, then a relist."""
+
+    def v1pod(name: str, uid: str, ready: str) -> k8s.V1Pod:
+        return _v1pod(ready, name=name, uid=uid)
+
+    lists = [
+        [v1pod("tikv-0", "a", "True"), v1pod("tikv-1", "b", "True")],
+        [v1pod("tikv-0", "a", "True")],
+    ]
+    events = [
+        {"type": "MODIFIED", "object": v1pod("tikv-1", "b", "False")},
+        {"type": "DELETED", "object": v1pod("tikv-1", "old-uid", "False")},  # an older pod: ignored
+        {"type": "ADDED", "object": v1pod("tikv-2", "c", "True")},
+        {"type": "DELETED", "object": v1pod("tikv-0", "a", "True")},
+    ]
+    seen: list[list[PodRecord]] = []
+    second_round = threading.Event()
+
+    class FakeV1:
+        def __init__(self, api_client: object) -> None:
+            pass
+
+        def list_namespaced_pod(self, namespace: str, **kwargs: object) -> k8s.V1PodList:
+            assert (namespace, kwargs["label_selector"]) == ("db", "app=tikv")
+            if len(lists) == 1:  # the second list (or later): the first round is over
+                second_round.set()
+            items = lists.pop(0) if len(lists) > 1 else lists[0]  # the last list stays the truth
+            return k8s.V1PodList(items=items, metadata=k8s.V1ListMeta(resource_version="42"))
+
+    class FakeWatch:
+        def stream(self, func: Any, namespace: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            assert kwargs["resource_version"] == "42"
+            if second_round.is_set():
+                return
+            for event in events:
+                yield event
+                seen.append(source())
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(k8s, "CoreV1Api", FakeV1)  # the module kube_source uses
+    monkeypatch.setattr(k8s_watch, "Watch", FakeWatch)
+    source = kube_source.KubePodSource(object(), "db", "app=tikv")  # type: ignore[arg-type]
+    with source:
+        assert source.wait_synced(5)
+        assert second_round.wait(5)
+
+    def state(pods: list[PodRecord]) -> list[tuple[str, bool]]:
+        return sorted((p["name"], p["ready"]) for p in pods)
+
+    assert [state(s) for s in seen] == [
+        [("tikv-0", True), ("tikv-1", False)],
+        [("tikv-0", True), ("tikv-1", False)],
+        [("tikv-0", True), ("tikv-1", False), ("tikv-2", True)],
+        [("tikv-1", False), ("tikv-2", True)],
+    ]
+    assert state(source()) == [("tikv-0", True)]  # the relist replaced everything the watch had built
