@@ -329,35 +329,28 @@ class Ledger:
         """
         gate_wall, gate_offset = schema.milestone_columns("gate_passed")
         async with self._transaction(f"starting trial {trial_index}") as tx:
-            if await _scalar(tx, "SELECT count(*) FROM campaigns WHERE uid = ?", (campaign_uid,)) == 0:
+            # One round trip for every check: each await is a hop to the driver's thread.
+            ((known, in_flight_index, in_flight_attempt, completed, attempt),) = await _rows(
+                tx,
+                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE uid = ?1), "
+                "(SELECT trial_index FROM attempts WHERE campaign_uid = ?1 AND outcome IS NULL), "
+                "(SELECT attempt FROM attempts WHERE campaign_uid = ?1 AND outcome IS NULL), "
+                "EXISTS (SELECT 1 FROM trials WHERE campaign_uid = ?1 AND trial_index = ?2), "
+                "(SELECT coalesce(max(attempt), 0) + 1 FROM attempts "
+                "WHERE campaign_uid = ?1 AND trial_index = ?2)",
+                (campaign_uid, trial_index),
+            )
+            if not known:
                 raise CampaignNotFoundError(
                     f"no campaign with uid {campaign_uid} in the ledger; ensure_campaign must come first"
                 )
-            in_flight = await _rows(
-                tx,
-                "SELECT trial_index, attempt FROM attempts WHERE campaign_uid = ? AND outcome IS NULL",
-                (campaign_uid,),
-            )
-            if in_flight:
-                index, number = in_flight[0]
+            if in_flight_index is not None:
                 raise LedgerError(
-                    f"attempt {number} of trial {index} of campaign {campaign_uid} is still in "
-                    "flight; interrupt_inflight must close it before another attempt starts"
+                    f"attempt {in_flight_attempt} of trial {in_flight_index} of campaign {campaign_uid} is "
+                    "still in flight; interrupt_inflight must close it before another attempt starts"
                 )
-            if await _scalar(
-                tx,
-                "SELECT count(*) FROM trials WHERE campaign_uid = ? AND trial_index = ?",
-                (campaign_uid, trial_index),
-            ):
+            if completed:
                 raise DuplicateTrialError(campaign_uid, trial_index)
-            attempt = 1 + int(
-                await _scalar(
-                    tx,
-                    "SELECT coalesce(max(attempt), 0) FROM attempts "
-                    "WHERE campaign_uid = ? AND trial_index = ?",
-                    (campaign_uid, trial_index),
-                )
-            )
             cursor = await tx.execute(
                 "INSERT INTO attempts (campaign_uid, trial_index, attempt, victims, victim_seed, started_at, "
                 f"initial_state, {gate_wall}, {gate_offset}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -460,6 +453,11 @@ class Ledger:
     async def next_trial_index(self, campaign_uid: str) -> int:
         """The smallest trial index not completed yet (0 for a new campaign; fills gaps first)."""
         async with self._read("finding the next trial index") as db:
+            ((count, highest),) = await _rows(
+                db, "SELECT count(*), max(trial_index) FROM trials WHERE campaign_uid = ?", (campaign_uid,)
+            )
+            if highest is None or highest == count - 1:
+                return int(count)  # none yet, or 0..count-1 without a gap: the usual case
             value = await _scalar(
                 db,
                 "SELECT CASE WHEN NOT EXISTS "
