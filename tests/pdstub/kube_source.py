@@ -66,8 +66,11 @@ class KubePodSource:
 
     def start(self) -> KubePodSource:
         if self._thread is None:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="kube-pod-source", daemon=True)
+            # A fresh event per thread: an old thread still blocked in its watch stays stopped.
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stopping,), name="kube-pod-source", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -76,6 +79,8 @@ class KubePodSource:
         return self._synced.wait(timeout)
 
     def stop(self) -> None:
+        """Stop following the pods. The pod list is frozen from now on; the daemon thread may
+        stay blocked in the open watch until its next event or timeout, then ends."""
         self._stopping.set()
         if self._watch is not None:
             self._watch.stop()  # takes effect at the next event or when the watch times out
@@ -94,18 +99,22 @@ class KubePodSource:
     ) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
-                self._round()
+                self._round(stopping)
             except Exception:
+                if stopping.is_set():
+                    return  # the watch broke because we are going away
                 log.warning("pod watch of %s failed; listing again", self.namespace, exc_info=True)
-                self._stopping.wait(self._retry)
+                stopping.wait(self._retry)
 
-    def _round(self) -> None:
+    def _round(self, stopping: threading.Event) -> None:
         listed: Any = self._v1.list_namespaced_pod(
             self.namespace, label_selector=self.label_selector, _request_timeout=30
         )
+        if stopping.is_set():
+            return
         with self._lock:
             self._pods = {p.metadata.name: pod_record(p) for p in listed.items}
         self._synced.set()
@@ -118,7 +127,7 @@ class KubePodSource:
             resource_version=listed.metadata.resource_version,
             timeout_seconds=self._watch_timeout,
         ):
-            if self._stopping.is_set():
+            if stopping.is_set():
                 return
             kind, pod = event["type"], event["object"]
             if kind in ("ADDED", "MODIFIED"):
