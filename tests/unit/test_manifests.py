@@ -294,6 +294,16 @@ def test_cel_rule_on_selector(spec_schema: dict[str, Any]) -> None:
     assert "'Exists'" in rule["rule"]
 
 
+def test_slo_zero_is_refused_by_a_rule_not_only_by_minimum(spec_schema: dict[str, Any]) -> None:
+    """The API server checks a whole number against `minimum` truncated to an integer, so
+    `p95RecoverySeconds: 0` passes `minimum: 0.001`; a CEL rule has to refuse it (seen on 1.36)."""
+    p95 = _schema_at(spec_schema, "slo.p95RecoverySeconds")
+    (rule,) = _rules(p95)
+    assert rule["rule"] == f"self >= {p95['minimum']}"
+    with pytest.raises(model.SpecError):
+        model.parse_campaign_spec(_spec_with("slo.p95RecoverySeconds", 0, {}))
+
+
 def test_spec_is_immutable_except_suspend(spec_schema: dict[str, Any]) -> None:
     (rule,) = _rules(spec_schema)
     assert rule["message"] == (
@@ -575,20 +585,6 @@ def test_tikv_config_is_small_footprint(tikv_objects: list[dict[str, Any]]) -> N
     assert conf["storage"]["reserve-space"] == "0MB"
     assert conf["rocksdb"]["max-open-files"] == 256
     assert conf["raftdb"]["max-open-files"] == 256
-
-
-def test_simulated_pvs_bind_the_claims_the_statefulsets_make(tikv_objects: list[dict[str, Any]]) -> None:
-    claims = {
-        f"{tpl['metadata']['name']}-{sts['metadata']['name']}-{i}"
-        for sts in tikv_objects
-        if sts["kind"] == "StatefulSet"
-        for tpl in sts["spec"]["volumeClaimTemplates"]
-        for i in range(sts["spec"]["replicas"])
-    }
-    pvs = list(_objects(MANIFESTS / "tikv-simulated-pvs"))
-    assert {(pv["spec"]["claimRef"]["namespace"], pv["spec"]["claimRef"]["name"]) for pv in pvs} == {
-        ("tikv", c) for c in claims
-    }
 
 
 EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))
