@@ -19,5 +19,5 @@ class DuplicateTrialError(LedgerError):
         self.trial_index = trial_index
 
 
-class CampaignNotFoundError(LedgerError):
-    """No campaign in the ledger under that uid or namespace/name."""
+class CampaignNotFoundError(LedgerError, LookupError):
+    """No campaign in the ledger under that uid or namespace/name (also a `LookupError`)."""
