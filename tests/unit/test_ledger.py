@@ -118,7 +118,7 @@ class TestSchema:
         assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
 
     async def test_missing_directory_says_what_to_check(self, tmp_path: Path) -> None:
-        with pytest.raises(LedgerError, match="does its directory exist"):
+        with pytest.raises(LedgerError, match="no-such-dir does not exist; mount the ledger volume"):
             await Ledger.open(tmp_path / "no-such-dir" / "ledger.db")
 
     async def test_integrity_check_ok(self, ledger: Ledger) -> None:

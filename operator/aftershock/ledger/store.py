@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -100,6 +101,13 @@ class Ledger:
         written by a newer aftershock (its schema version is higher than this code knows).
         """
         where = str(path)
+        # Checked first because a failed connect leaves aiosqlite's thread finishing after us.
+        missing = await asyncio.to_thread(_missing_directory, where)
+        if missing is not None:
+            raise LedgerError(
+                f"{where}: the directory {missing} does not exist; mount the ledger volume there "
+                "or give another path"
+            )
         with _translated(where, "opening the ledger"):
             # isolation_level=None: the driver never opens transactions behind our back; every
             # write below is an explicit BEGIN IMMEDIATE ... COMMIT.
@@ -589,6 +597,13 @@ def _dumps(value: Any) -> str:
         raise TypeError(f"{type(o).__name__} cannot be stored in the ledger as JSON")
 
     return json.dumps(value, default=default, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _missing_directory(path: str) -> str | None:
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    return None if os.path.isdir(directory) else directory
 
 
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
