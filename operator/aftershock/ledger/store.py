@@ -162,10 +162,11 @@ class Ledger:
         db = self._conn()
         with _translated(self._path, "checking the ledger's schema version"):
             version = int(await _scalar(db, "PRAGMA user_version"))
+            application_id = int(await _scalar(db, "PRAGMA application_id"))
         self._refuse_newer(version)
         if version == 0:
             await self._refuse_foreign_file()
-        elif int(await _scalar(db, "PRAGMA application_id")) != schema.APPLICATION_ID:
+        elif application_id != schema.APPLICATION_ID:
             raise LedgerError(f"{self._path} is a SQLite file but not an aftershock ledger; refused")
         while version < schema.SCHEMA_VERSION:
             async with self._transaction(f"migrating the ledger to schema version {version + 1}") as tx:
