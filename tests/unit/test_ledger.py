@@ -111,6 +111,13 @@ class TestSchema:
             await Ledger.open(db_path)
         assert [r[0] for r in raw(db_path).execute("SELECT name FROM sqlite_master")] == ["notes"]
 
+    async def test_versioned_database_of_another_application_is_refused(self, db_path: Path) -> None:
+        conn = raw(db_path)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("PRAGMA application_id = 1234")
+        with pytest.raises(LedgerError, match="not an aftershock ledger"):
+            await Ledger.open(db_path)
+
     async def test_file_that_is_not_sqlite_is_refused_with_the_cause(self, db_path: Path) -> None:
         await asyncio.to_thread(db_path.write_bytes, b"this is not a database at all, just some text" * 100)
         with pytest.raises(LedgerError, match="not a SQLite database") as info:
