@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--probe-interval", type=float, default=0.5, help="seconds between PD checks")
     run.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster or $KUBECONFIG)")
-    run.add_argument("--log-format", choices=["json", "text"], default=os.environ.get("AFTERSHOCK_LOG_FORMAT", "text"))
+    run.add_argument(
+        "--log-format", choices=["json", "text"], default=os.environ.get("AFTERSHOCK_LOG_FORMAT", "text")
+    )
     run.add_argument("--verbose", "-v", action="store_true")
 
     report = sub.add_parser("report", help="show a campaign's trials from the ledger")

@@ -18,3 +18,8 @@ class ApiError(Exception):
 
 class TransientApiError(ApiError):
     transient = True
+
+
+class ProbeUnavailableError(TransientApiError):
+    """The subject's own health API (PD for TiKV) could not be asked or answered nonsense:
+    an infrastructure error, never the subject's failure."""

@@ -121,10 +121,11 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 
 @kopf.daemon(GROUP, VERSION, PLURAL, when=_unfinished, cancellation_timeout=15.0, backoff=5.0)
 async def campaign(
+    *,
     body: kopf.Body,
     meta: kopf.Meta,
     status: kopf.Status,
-    namespace: str,
+    namespace: str | None,
     name: str,
     uid: str,
     stopped: kopf.DaemonStopped,
@@ -133,6 +134,7 @@ async def campaign(
 ) -> None:
     config: OperatorConfig = memo["config"]
     kube: Kube = memo["kube"]
+    assert namespace is not None  # Campaigns are namespaced (the CRD says so)
     ref = CampaignRef(namespace=namespace, name=name, uid=uid)
 
     def spec_source() -> Mapping[str, Any]:
@@ -150,8 +152,12 @@ async def campaign(
         ledger=memo["ledger"],
         pods=kube,
         probe_factory=probe_factory,
-        lock=LeaseLock(kube, namespace, str((body.get("spec") or {}).get("subject", {}).get("kind", "TiKV")),
-                       f"{namespace}/{name}/{uid}"),
+        lock=LeaseLock(
+            kube,
+            namespace,
+            str((body.get("spec") or {}).get("subject", {}).get("kind", "TiKV")),
+            f"{namespace}/{name}/{uid}",
+        ),
         status=_StatusSink(kube, namespace, name),
         events=_EventSink(kube, ref),
         clock=_Clock(),

@@ -357,7 +357,9 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         subject=subject,
         chaos=chaos,
         trials=_int(raw.get("trials", 10), "trials", minimum=1, maximum=100_000),
-        interval_seconds=_number(raw.get("intervalSeconds", 30), "intervalSeconds", minimum=0, maximum=86_400),
+        interval_seconds=_number(
+            raw.get("intervalSeconds", 30), "intervalSeconds", minimum=0, maximum=86_400
+        ),
         steady_state_timeout_seconds=_number(
             steady.get("timeoutSeconds", 300), "steadyState.timeoutSeconds", minimum=1, maximum=86_400
         ),
@@ -455,3 +457,17 @@ class PodState:
 
 #: Label the operator's own pods carry; a selector matching them is refused.
 OPERATOR_POD_LABEL = ("app.kubernetes.io/name", "aftershock")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One look at the subject's own view of its health (PD for TiKV)."""
+
+    healthy: bool
+    reasons: tuple[str, ...] = ()
+    #: Per pod name: the store's start timestamp, so a restart is seen even when PD never
+    #: showed the store as anything but Up.
+    restarts: Mapping[str, int] = field(default_factory=dict)
+    #: Per pod name: whether its store is Up with a fresh heartbeat.
+    up: Mapping[str, bool] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.e2e import testbed
+from tests.e2e.operator import OperatorProcess, Subject, start_subject
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,4 +38,53 @@ def namespace(cluster: testbed.Cluster) -> Iterator[str]:
         what=f"default ServiceAccount in {name}",
     )
     yield name
+    # With the operator gone, nobody would remove its finalizer and the namespace would hang
+    # in Terminating: take the finalizers off first.
+    for campaign in cluster.kubectl("get", "campaigns", "-n", name, "-o", "name", check=False).stdout.split():
+        cluster.kubectl("patch", campaign, "-n", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                        check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator_identity(cluster: testbed.Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """CRD and the operator's own ServiceAccount + RBAC from manifests/, and a kubeconfig
+    holding that ServiceAccount's token: the operator under test never uses the admin cert."""
+    manifests = testbed.REPO / "manifests"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifests / "crd" / "campaigns.aftershock.dev.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
+    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+        cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    return cluster.service_account_kubeconfig("aftershock-system", "aftershock", path, duration="6h")
+
+
+@pytest.fixture
+def start_operator(
+    operator_identity: str, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the operator (a real process) watching the test's namespace."""
+    started: list[OperatorProcess] = []
+
+    def start(*extra: str, namespaces: list[str] | None = None, db: Path | None = None) -> OperatorProcess:
+        op = OperatorProcess(
+            kubeconfig=operator_identity,
+            db=db or tmp_path / "ledger.db",
+            namespaces=namespaces or [namespace],
+            log_path=tmp_path / f"operator-{len(started)}.log",
+            extra_args=list(extra),
+        )
+        op.start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+def subject(cluster: testbed.Cluster, namespace: str) -> Iterator[Subject]:
+    s = start_subject(cluster, namespace)
+    yield s
+    s.close()

@@ -133,6 +133,9 @@ class PdStandIn:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        #: Seconds between a replaced pod turning Ready and its store reporting Up with the
+        #: new start timestamp (0: at once). Settable while serving.
+        self.restart_delay_seconds = 0.0
         # Stable per instance, like a real cluster's id and member id.
         self.cluster_id = 7_000_000_000_000_000_000 + id(self) % 1_000_000
         self.member_id = 12_000_000_000_000_000_000 + id(self) % 1_000_000
@@ -281,6 +284,15 @@ class PdStandIn:
             if store is None:
                 # A store exists once its tikv-server has started and registered with PD.
                 self._stores[name] = _Store(self._allocate_id(), name, incarnation, started, now_ns)
+                continue
+            if (
+                store.incarnation != incarnation
+                and ready_since is not None
+                and now < ready_since + self.restart_delay_seconds
+            ):
+                # tikv-server is listening (the pod is Ready) but has not heartbeated to PD
+                # yet: real TiKV takes seconds to open its engines. Tests widen this window.
+                store.up = False
                 continue
             if store.incarnation != incarnation or not store.up:
                 # A new tikv-server process. Real TiKV takes seconds to start, so its start second

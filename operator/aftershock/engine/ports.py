@@ -4,10 +4,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aftershock.model import PodState
+from aftershock.errors import ProbeUnavailableError
+from aftershock.model import PodState, ProbeResult
+
+__all__ = [
+    "Clock",
+    "EventSink",
+    "PodApi",
+    "PodEventLike",
+    "ProbeResult",
+    "ProbeUnavailableError",
+    "StatusSink",
+    "StopSignal",
+    "SubjectLock",
+    "SubjectProbe",
+]
 
 
 class Clock(Protocol):
@@ -68,24 +81,6 @@ class SubjectLock(Protocol):
     async def try_acquire(self) -> bool: ...
 
     async def release(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One look at the subject's own view of its health (PD for TiKV)."""
-
-    healthy: bool
-    reasons: tuple[str, ...] = ()
-    #: Per pod name: the store's start timestamp, so a restart is seen even when PD never
-    #: showed the store as anything but Up.
-    restarts: Mapping[str, int] = field(default_factory=dict)
-    #: Per pod name: whether its store is Up with a fresh heartbeat.
-    up: Mapping[str, bool] = field(default_factory=dict)
-    summary: Mapping[str, Any] = field(default_factory=dict)
-
-
-class ProbeUnavailableError(Exception):
-    """The probe could not look (PD unreachable, malformed answer): an infrastructure error."""
 
 
 class SubjectProbe(Protocol):

@@ -400,9 +400,7 @@ class CampaignRunner:
         remaining = spec.trials - len(completed)
         if remaining <= 0:
             return None
-        values = [
-            a.recovery_seconds if a.recovery_seconds is not None else float("inf") for a in completed
-        ]
+        values = [a.recovery_seconds if a.recovery_seconds is not None else float("inf") for a in completed]
         if stats.slo_unreachable(values, remaining, spec.slo_p95_recovery_seconds):
             return (
                 f"stopped early: p95 recovery can no longer be <= {spec.slo_p95_recovery_seconds:g}s "
@@ -417,21 +415,21 @@ class CampaignRunner:
         stop_reason: str | None,
         stop_verdict: Verdict,
     ) -> Phase:
+        """End the campaign. Phase says whether it ran to the end (Succeeded) or was stopped
+        (Failed); the verdict says what the measurements mean. Ready is True only for a run
+        that ended with Pass (or a dry run): a Fail verdict stalls, so GitOps health checks and
+        kstatus turn red on it, which is what a pipeline gating on a campaign needs."""
         now = self._clock.wall()
         completed = [a for a in attempts if a.outcome is not None and a.outcome.completes_trial]
         verdict = stats.verdict(
-            requested=spec.trials,
+            requested_trials=spec.trials,
             completed=completed,
-            hard_fail=stop_verdict is Verdict.HARD_FAIL,
-            infra_abort=stop_verdict is Verdict.INFRA_ERROR,
-            slo_p95=spec.slo_p95_recovery_seconds,
+            stopped_on_unrecovered=stop_verdict is Verdict.HARD_FAIL,
+            aborted_on_infra_error=stop_verdict is Verdict.INFRA_ERROR,
+            slo_p95_seconds=spec.slo_p95_recovery_seconds,
+            stopped_on_slo=stop_verdict is Verdict.FAIL,
         )
-        if stop_verdict in (Verdict.FAIL,) and verdict is Verdict.PASS:
-            verdict = stop_verdict
-        failed = stop_reason is not None and stop_verdict is not Verdict.FAIL
-        self._phase = Phase.FAILED if failed else Phase.SUCCEEDED
-        if stop_reason is not None and stop_verdict is Verdict.NONE:
-            self._phase = Phase.FAILED
+        self._phase = Phase.FAILED if stop_reason is not None else Phase.SUCCEEDED
         self._verdict = verdict
         self._completed_at = now
         summary = stats.summarize([r for a in completed if (r := a.recovery_seconds) is not None])
@@ -442,11 +440,16 @@ class CampaignRunner:
         else:
             p50 = "-" if summary.p50 is None else f"{summary.p50:.3f}s"
             p95 = "-" if summary.p95 is None else f"{summary.p95:.3f}s"
-            self._message = f"{len(completed)}/{spec.trials} trials; p50 {p50}, p95 {p95}; verdict {verdict.value}"
-        ok = self._phase is Phase.SUCCEEDED
-        reason = "Succeeded" if ok else ("HardFail" if verdict is Verdict.HARD_FAIL else "Failed")
-        if not ok and verdict is Verdict.INFRA_ERROR:
-            reason = "InfraError"
+            self._message = (
+                f"{len(completed)}/{spec.trials} trials; p50 {p50}, p95 {p95}; verdict {verdict.value}"
+            )
+        ok = self._phase is Phase.SUCCEEDED and verdict in (Verdict.PASS, Verdict.NONE)
+        if ok:
+            reason = "Succeeded"
+        elif verdict is not Verdict.NONE:
+            reason = verdict.value
+        else:
+            reason = "Stopped"
         self._set_finished_conditions(now, ok, reason, self._message)
         await self._ledger.set_campaign_state(self.ref.uid, self._phase, verdict, now, finished=True)
         await self._publish(attempts)
@@ -493,7 +496,10 @@ class CampaignRunner:
                         healthy_since = now
                     if now - healthy_since >= spec.steady_state_stable_seconds:
                         self._conditions.set(
-                            STEADY_STATE, True, "Stable", f"healthy for {spec.steady_state_stable_seconds:g}s",
+                            STEADY_STATE,
+                            True,
+                            "Stable",
+                            f"healthy for {spec.steady_state_stable_seconds:g}s",
                             clock.wall(),
                         )
                         return _Gate(True, pods, probe_result, now, clock.wall())
@@ -573,7 +579,9 @@ class CampaignRunner:
         try:
             chosen = node_kill.choose_victims(gate.pods, spec.chaos, node_kill.rng_for(victim_seed))
         except node_kill.VictimSelectionError as exc:
-            return _TrialResult(None, stall_reason=f"victim selection refused: {exc}", stop_verdict=Verdict.NONE)
+            return _TrialResult(
+                None, stall_reason=f"victim selection refused: {exc}", stop_verdict=Verdict.NONE
+            )
         store_ids: Mapping[str, int] = {}
         starts: Mapping[str, int] = {}
         if gate.probe is not None:
@@ -587,7 +595,13 @@ class CampaignRunner:
         }
         now = self._clock.wall()
         attempt_id = await self._ledger.begin_attempt(
-            self.ref.uid, index, victims, victim_seed, initial_state, None, now
+            self.ref.uid,
+            index,
+            victims=victims,
+            victim_seed=victim_seed,
+            initial_state=initial_state,
+            gate_passed=None,
+            now=now,
         )
         names = ", ".join(v.name for v in victims)
 
@@ -595,13 +609,15 @@ class CampaignRunner:
             record = await self._ledger.finish_attempt(
                 attempt_id,
                 Outcome.DRY_RUN,
-                {"gate_passed": Milestone(gate.wall, 0.0)},
-                {},
-                None,
-                self._clock.wall(),
+                milestones={"gate_passed": Milestone(gate.wall, 0.0)},
+                final_state={},
+                error=None,
+                now=self._clock.wall(),
             )
             await self._emit(
-                "Normal", REASON_TRIAL_DRY_RUN, f"trial {index + 1}/{spec.trials}: would kill {names} (dry run)"
+                "Normal",
+                REASON_TRIAL_DRY_RUN,
+                f"trial {index + 1}/{spec.trials}: would kill {names} (dry run)",
             )
             return _TrialResult(Outcome.DRY_RUN, record)
 
@@ -609,7 +625,12 @@ class CampaignRunner:
         refusal = self._guard(spec, victims, view, gate)
         if refusal is not None:
             await self._ledger.finish_attempt(
-                attempt_id, Outcome.INTERRUPTED, {}, {}, f"not killed: {refusal}", self._clock.wall()
+                attempt_id,
+                Outcome.INTERRUPTED,
+                milestones={},
+                final_state={},
+                error=f"not killed: {refusal}",
+                now=self._clock.wall(),
             )
             if not self._lock.held:
                 return _TrialResult(None)  # lost the lock: go back and wait for it
@@ -635,10 +656,10 @@ class CampaignRunner:
                 record = await self._ledger.finish_attempt(
                     attempt_id,
                     Outcome.INFRA_ERROR,
-                    {"gate_passed": Milestone(gate.wall, gate.mono - kill_mono)},
-                    {},
-                    kill_error,
-                    self._clock.wall(),
+                    milestones={"gate_passed": Milestone(gate.wall, gate.mono - kill_mono)},
+                    final_state={},
+                    error=kill_error,
+                    now=self._clock.wall(),
                 )
                 await self._emit("Warning", REASON_TRIAL_INFRA, f"trial {index + 1}: {kill_error}")
                 return _TrialResult(Outcome.INFRA_ERROR, record)
@@ -655,7 +676,12 @@ class CampaignRunner:
             "probe": dict(tracker.probe.summary) if tracker.probe is not None else None,
         }
         record = await self._ledger.finish_attempt(
-            attempt_id, outcome, milestones, final_state, error, self._clock.wall()
+            attempt_id,
+            outcome,
+            milestones=milestones,
+            final_state=final_state,
+            error=error,
+            now=self._clock.wall(),
         )
         result = _TrialResult(outcome, record)
         label = f"trial {index + 1}/{spec.trials} ({names})"
@@ -736,7 +762,11 @@ class CampaignRunner:
             while not queue.empty():
                 obs = queue.get_nowait()
                 tracker.observe_pod(obs.type, obs.pod, obs.mono, obs.wall)
-            if probe is not None and clock.monotonic() >= next_probe and "replacement_ready" in tracker.milestones:
+            if (
+                probe is not None
+                and clock.monotonic() >= next_probe
+                and "replacement_ready" in tracker.milestones
+            ):
                 # PD only matters once the pods are back; asking earlier only costs requests.
                 next_probe = clock.monotonic() + self._settings.probe_interval
                 try:
@@ -750,7 +780,11 @@ class CampaignRunner:
             now = clock.monotonic()
             if now >= deadline:
                 pending = "; ".join(tracker.pending()) or "unknown"
-                if probe_error is not None and "replacement_ready" in tracker.milestones and tracker.pods_healthy():
+                if (
+                    probe_error is not None
+                    and "replacement_ready" in tracker.milestones
+                    and tracker.pods_healthy()
+                ):
                     return Outcome.INFRA_ERROR, f"PD unavailable until the recovery timeout: {probe_error}"
                 return Outcome.UNRECOVERED, (
                     f"not recovered within {spec.recovery_timeout_seconds:g}s: {pending}"

@@ -141,4 +141,3 @@ async def next_observation(queue: asyncio.Queue[Observation], timeout: float) ->
         return await asyncio.wait_for(queue.get(), max(timeout, 0.0))
     except TimeoutError:
         return None
-

@@ -163,8 +163,10 @@ class Kube:
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
         """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
         configuration = k8s.Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get(
-            "KUBECONFIG"
+        if (
+            kubeconfig is None
+            and os.environ.get("KUBERNETES_SERVICE_HOST")
+            and not os.environ.get("KUBECONFIG")
         ):
             k8s_config.load_incluster_config(client_configuration=configuration)
         else:
@@ -281,6 +283,9 @@ class Kube:
             name,
             {"status": dict(status)},
             field_manager=FIELD_MANAGER,
+            # The generated client would pick JSON Patch, which an object body silently
+            # turns into a no-op; a merge patch is what a status projection means.
+            _content_type="application/merge-patch+json",
         )
 
     async def get_campaign(self, namespace: str, name: str) -> Mapping[str, Any]:
@@ -335,7 +340,11 @@ class Kube:
             "count": 1,
         }
         await self._json(
-            "create", f"create event for {namespace}/{name}", self._core.create_namespaced_event, namespace, body
+            "create",
+            f"create event for {namespace}/{name}",
+            self._core.create_namespaced_event,
+            namespace,
+            body,
         )
 
     # --- leases (per-subject locks) ------------------------------------------------------
@@ -353,14 +362,24 @@ class Kube:
     async def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
         try:
             data = await self._json(
-                "get", f"get lease {namespace}/{name}", self._coordination.read_namespaced_lease, name, namespace
+                "get",
+                f"get lease {namespace}/{name}",
+                self._coordination.read_namespaced_lease,
+                name,
+                namespace,
             )
         except KubeNotFoundError:
             return None
         return self._lease_record(data)
 
     def _lease_body(
-        self, name: str, holder: str | None, duration: int, now: float, labels: Mapping[str, str], rv: str | None
+        self,
+        name: str,
+        holder: str | None,
+        duration: int,
+        now: float,
+        labels: Mapping[str, str],
+        rv: str | None,
     ) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
         if rv:

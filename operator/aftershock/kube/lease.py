@@ -128,7 +128,12 @@ class LeaseLock:
             record = await self._kube.get_lease(self._namespace, self._name)
             if record is not None and record.holder == self._identity:
                 await self._kube.replace_lease(
-                    self._namespace, self._name, None, self._duration, time.time(), LEASE_LABELS,
+                    self._namespace,
+                    self._name,
+                    None,
+                    self._duration,
+                    time.time(),
+                    LEASE_LABELS,
                     record.resource_version,
                 )
         except KubeError as exc:

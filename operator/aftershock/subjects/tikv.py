@@ -1,4 +1,5 @@
-"""Is a TiKV cluster healthy? Pure judgements over pods and PD's view, no I/O.
+"""Is a TiKV cluster healthy? Pure judgements over pods and PD's view, and `TiKVProbe`, the
+only part that does I/O (through `PdClient`).
 
 Each judgement returns `Health`: a verdict and the reasons it is not healthy, written for a
 person reading a Campaign condition or a log line ("store 4 (tikv-1...) is Disconnected").
@@ -11,11 +12,14 @@ that window may never leave ``Up``. A restart shows reliably as a new start time
 
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from aftershock.model import PodState
-from aftershock.subjects.pd import PdMemberHealth, StoreInfo
+from aftershock.errors import ProbeUnavailableError
+from aftershock.model import CampaignSpec, PodState, ProbeResult
+from aftershock.subjects.pd import PdClient, PdError, PdMemberHealth, StoreInfo
 
 UP = "Up"
 TOMBSTONE = "Tombstone"
@@ -124,3 +128,84 @@ def match_store(pod_name: str, stores: Iterable[StoreInfo]) -> StoreInfo | None:
 def expected_store_count(pods: Iterable[PodState]) -> int:
     """One store per pod name: a replaced pod keeps its name, address and volume, hence its store."""
     return len({p.name for p in pods})
+
+
+# --- The probe the engine asks (I/O through PdClient) -------------------------------------------
+
+
+def qualify_pd_url(url: str, namespace: str) -> str:
+    """A bare Service name (``http://pd:2379``) would resolve in the *operator's* namespace;
+    the subject lives in the Campaign's, so qualify it: ``http://pd.<namespace>.svc:2379``."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if "." in host or host == "localhost" or host.replace(":", "").isdigit() or _is_ip(host):
+        return url
+    netloc = f"{host}.{namespace}.svc" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class TiKVProbe:
+    """The engine's `SubjectProbe` for TiKV: PD's stores and members, judged per pod."""
+
+    def __init__(self, client: PdClient, *, heartbeat_fresh_seconds: float = 30.0) -> None:
+        self._client = client
+        self._fresh = heartbeat_fresh_seconds
+
+    @classmethod
+    def for_spec(cls, spec: CampaignSpec, namespace: str) -> TiKVProbe | None:
+        if spec.subject.pd_url is None:
+            return None
+        return cls(PdClient(qualify_pd_url(spec.subject.pd_url, namespace)))
+
+    async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
+        try:
+            stores = await self._client.stores()
+            members = await self._client.health()
+        except PdError as exc:
+            raise ProbeUnavailableError(str(exc)) from exc
+        names = sorted({p.name for p in pods})
+        health = judge_pd(
+            stores, members, expected_stores=len(names), now=now, heartbeat_fresh_seconds=self._fresh
+        )
+        reasons = list(health.reasons)
+        restarts: dict[str, int] = {}
+        up: dict[str, bool] = {}
+        store_ids: dict[str, int] = {}
+        for name in names:
+            store = match_store(name, stores)
+            if store is None:
+                reasons.append(f"PD has no store for pod {name}")
+                continue
+            store_ids[name] = store.id
+            restarts[name] = store.start_timestamp
+            fresh = store.last_heartbeat_ns > 0 and now - store.last_heartbeat_ns / 1e9 <= self._fresh
+            up[name] = store.state_name == UP and fresh
+        summary = {
+            "storeIds": store_ids,
+            "stores": [
+                {
+                    "id": s.id,
+                    "address": s.address,
+                    "state": s.state_name,
+                    "startTimestamp": s.start_timestamp,
+                    "leaderCount": s.leader_count,
+                    "regionCount": s.region_count,
+                }
+                for s in sorted(stores, key=lambda s: s.id)
+            ],
+            "members": [{"name": m.name, "health": m.health} for m in members],
+        }
+        return ProbeResult(
+            healthy=not reasons, reasons=tuple(reasons), restarts=restarts, up=up, summary=summary
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,181 @@
+"""The operator as a real process, authenticated as its own ServiceAccount, and a simulated
+TiKV subject: a StatefulSet on kwok nodes plus the PD stand-in on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from kubernetes import client as k8s
+
+from tests.e2e import testbed
+from tests.pdstub import PdStandIn
+from tests.pdstub.kube_source import KubePodSource
+
+TIKV_LABELS = {"app.kubernetes.io/component": "tikv", "app.kubernetes.io/instance": "e2e"}
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: str
+    db: Path
+    namespaces: list[str]
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: TextIO | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "aftershock", "run", "--db", str(self.db), "--liveness-port", "0",
+                "--allow-loopback-pd", "--probe-interval", "0.2", "--kubeconfig", self.kubeconfig]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "a")  # noqa: SIM115 (kept open for the process's life)
+        self._log.write(f"\n===== start #{self.starts + 1} {' '.join(args)}\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(args + self.extra_args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no graceful stop: the crash the ledger must survive."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def tikv_statefulset(name: str = "tikv", replicas: int = 3) -> dict[str, Any]:
+    labels = dict(TIKV_LABELS)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceName": f"{name}-peer",
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "tikv", "image": "pingcap/tikv:v8.5.3",
+                                    "ports": [{"containerPort": 20160}, {"containerPort": 20180}]}],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }],
+        },
+    }
+
+
+@dataclass
+class Subject:
+    namespace: str
+    pd: PdStandIn
+    source: KubePodSource
+
+    @property
+    def pd_url(self) -> str:
+        return self.pd.base_url
+
+    def close(self) -> None:
+        self.pd.stop()
+        self.source.stop()
+
+
+def start_subject(cluster: testbed.Cluster, namespace: str, replicas: int = 3) -> Subject:
+    cluster.apply(tikv_statefulset(replicas=replicas), namespace=namespace)
+    cluster.kubectl("rollout", "status", "statefulset/tikv", "-n", namespace, "--timeout=120s")
+    selector = ",".join(f"{k}={v}" for k, v in TIKV_LABELS.items())
+    source = KubePodSource(cluster.api_client(), namespace, selector).start()
+    assert source.wait_synced(30)
+    pd = PdStandIn(source, headless_service="tikv-peer", namespace=namespace)
+    pd.start()
+    return Subject(namespace, pd, source)
+
+
+def campaign(name: str, namespace: str, pd_url: str | None, **spec: Any) -> dict[str, Any]:
+    subject: dict[str, Any] = {"kind": "TiKV", "selector": {"matchLabels": dict(TIKV_LABELS)}}
+    if pd_url is not None:
+        subject["pdURL"] = pd_url
+    body: dict[str, Any] = {
+        "subject": subject,
+        "chaos": {"type": "node_kill", "mode": "one", "gracePeriodSeconds": 0},
+        "trials": 3,
+        "intervalSeconds": 0,
+        "steadyState": {"timeoutSeconds": 60, "stableSeconds": 0.5},
+        "recovery": {"timeoutSeconds": 60},
+    }
+    body.update(spec)
+    return {"apiVersion": "aftershock.dev/v1alpha1", "kind": "Campaign",
+            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def get_campaign(cluster: testbed.Cluster, namespace: str, name: str) -> dict[str, Any]:
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    obj: dict[str, Any] = api.get_namespaced_custom_object("aftershock.dev", "v1alpha1", namespace, "campaigns", name)
+    return obj
+
+
+def wait_phase(cluster: testbed.Cluster, namespace: str, name: str, phases: set[str], timeout: float = 120,
+               op: OperatorProcess | None = None) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        if op is not None and not op.alive():
+            raise AssertionError(f"operator exited:\n{op.log_text()[-4000:]}")
+        obj = get_campaign(cluster, namespace, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+    try:
+        result: dict[str, Any] = testbed.wait_for(check, timeout, interval=0.3, what=f"{name} in {phases}")
+    except AssertionError:
+        if op is not None:
+            print(op.log_text()[-6000:])
+        raise
+    return result
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return None
+
+
+def pod_uids(cluster: testbed.Cluster, namespace: str) -> dict[str, str]:
+    pods = cluster.get_json("pods", "-n", namespace)["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+
+
+def wait_until(pred: Any, timeout: float, what: str) -> Any:
+    return testbed.wait_for(pred, timeout, interval=0.1, what=what)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,133 @@
+"""The Campaign operator end to end: a real API server, the operator as a real process
+authenticated as its own ServiceAccount, a TiKV-shaped StatefulSet on simulated nodes and the
+PD stand-in serving PD's JSON from the pods' states."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.e2e import testbed
+from tests.e2e.operator import (
+    OperatorProcess,
+    Subject,
+    campaign,
+    condition,
+    get_campaign,
+    pod_uids,
+    wait_phase,
+)
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+def _report(db: Path, namespace: str, name: str) -> dict:
+    proc = testbed.run([str(testbed.REPO / ".venv" / "bin" / "aftershock"), "report", name, "-n", namespace,
+                        "--db", str(db), "--format", "json"])
+    return json.loads(proc.stdout)
+
+
+def test_three_trials_succeed_and_are_in_the_ledger(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    before = pod_uids(cluster, namespace)
+    op = start_operator()
+    cluster.apply(campaign("three", namespace, subject.pd_url, slo={"p95RecoverySeconds": 30}))
+    obj = wait_phase(cluster, namespace, "three", {"Succeeded", "Failed"}, timeout=180, op=op)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "3/3"
+    assert status["trials"]["completed"] == 3
+    assert status["verdict"] == "Pass"
+    assert status["healthSource"] == "pods+pd"
+    assert status["recovery"]["p50Seconds"] > 0
+    assert status["recovery"]["p95Seconds"] >= status["recovery"]["p50Seconds"]
+    assert condition(obj, "Ready")["status"] == "True"
+    assert condition(obj, "Stalled")["status"] == "False"
+
+    report = _report(op.db, namespace, "three")
+    trials = [t for t in report["trials"] if t["outcome"] == "recovered"]
+    assert len(trials) == 3
+    assert sorted(t["index"] for t in trials) == [0, 1, 2]
+    after = pod_uids(cluster, namespace)
+    for t in trials:
+        offsets = [t["timings"][m]["offsetSeconds"] for m in
+                   ("kill_sent", "victim_gone", "replacement_created", "replacement_scheduled",
+                    "replacement_ready", "store_up", "recovered")]
+        assert offsets == sorted(offsets), t["timings"]
+        assert t["timings"]["gate_passed"]["offsetSeconds"] <= 0
+        assert t["recoverySeconds"] == t["timings"]["recovered"]["offsetSeconds"]
+        (victim,) = t["victims"]
+        assert victim["name"] in before
+        assert victim["uid"] == before[victim["name"]] or victim["uid"] not in after.values()
+    # every victim was replaced by a pod with a new UID
+    killed_uids = {t["victims"][0]["uid"] for t in trials}
+    assert not killed_uids & set(after.values())
+
+    table = cluster.kubectl("get", "campaigns", "-n", namespace).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "PROGRESS", "P50", "P95", "VERDICT", "AGE"]
+    assert "Succeeded" in table and "3/3" in table and "Pass" in table
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                             "involvedObject.name=three").stdout
+    assert "TrialRecovered" in events
+
+
+def test_operator_killed_mid_trial_resumes_without_losing_or_repeating(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    # The PD stand-in holds a replaced store back for 5 s (as a slow tikv-server start would),
+    # so the operator is certainly mid-trial (kill sent, not yet recovered) when SIGKILLed.
+    subject.pd.restart_delay_seconds = 5.0
+    op = start_operator()
+    cluster.apply(campaign("crash", namespace, subject.pd_url, trials=3))
+
+    def observing() -> bool:
+        obj = get_campaign(cluster, namespace, "crash")
+        return "observing recovery" in ((obj.get("status") or {}).get("message") or "")
+
+    testbed.wait_for(observing, 60, interval=0.05, what="a trial in its observation phase")
+    op.kill()
+    subject.pd.restart_delay_seconds = 0.5
+    op2 = start_operator()
+    obj = wait_phase(cluster, namespace, "crash", {"Succeeded", "Failed"}, timeout=180, op=op2)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    report = _report(op.db, namespace, "crash")
+    outcomes = [(t["index"], t["outcome"]) for t in report["trials"]]
+    recovered = [i for i, o in outcomes if o == "recovered"]
+    assert sorted(recovered) == [0, 1, 2], outcomes  # exactly N, no duplicates
+    assert any(o == "interrupted" for _, o in outcomes), outcomes
+    assert obj["status"]["trials"]["interrupted"] >= 1
+    assert obj["status"]["trials"]["completed"] == 3
+
+
+def test_dry_run_kills_nothing_and_records_victims(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    before = pod_uids(cluster, namespace)
+    op = start_operator()
+    cluster.apply(campaign("dry", namespace, subject.pd_url, trials=2, dryRun=True))
+    obj = wait_phase(cluster, namespace, "dry", {"Succeeded", "Failed"}, timeout=120, op=op)
+    assert obj["status"]["phase"] == "Succeeded"
+    assert pod_uids(cluster, namespace) == before  # nothing killed
+    report = _report(op.db, namespace, "dry")
+    assert [t["outcome"] for t in report["trials"]] == ["dry_run", "dry_run"]
+    assert all(t["victims"] and t["victims"][0]["name"] in before for t in report["trials"])
+
+
+def test_suspend_holds_and_resume_finishes(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    op = start_operator()
+    cluster.apply(campaign("pause", namespace, subject.pd_url, trials=3, suspend=True))
+    obj = wait_phase(cluster, namespace, "pause", {"Suspended"}, timeout=60, op=op)
+    before = pod_uids(cluster, namespace)
+    asyncio.run(asyncio.sleep(2))
+    assert pod_uids(cluster, namespace) == before  # held: nothing killed
+    assert get_campaign(cluster, namespace, "pause")["status"]["progress"] == "0/3"
+    cluster.kubectl("patch", "campaign", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    obj = wait_phase(cluster, namespace, "pause", {"Succeeded", "Failed"}, timeout=120, op=op)
+    assert obj["status"]["phase"] == "Succeeded"
+    assert obj["status"]["progress"] == "3/3"
