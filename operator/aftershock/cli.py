@@ -97,9 +97,6 @@ async def _report(args: argparse.Namespace) -> int:
     from aftershock import report
     from aftershock.ledger import Ledger
 
-    if not os.path.exists(args.db):
-        print(f"aftershock: no ledger at {args.db}", file=sys.stderr)
-        return 2
     ledger = await Ledger.open(args.db)
     try:
         try:
@@ -119,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_operator(args)
     if args.command == "report":
         logging.basicConfig(level=logging.WARNING)
+        if not os.path.exists(args.db):
+            print(f"aftershock: no ledger at {args.db}", file=sys.stderr)
+            return 2
         return asyncio.run(_report(args))
     return 2
 

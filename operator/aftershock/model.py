@@ -234,9 +234,9 @@ def parse_selector(raw: Any, path: str) -> LabelSelector:
             raise SpecError(f"{path}.matchLabels.{k}", f"{v!r} is not a valid label value")
         labels.append((k, v))
     exprs: list[LabelSelectorRequirement] = []
-    for i, e in enumerate(sel.get("matchExpressions") or []):
+    for i, raw_expr in enumerate(sel.get("matchExpressions") or []):
         epath = f"{path}.matchExpressions[{i}]"
-        e = _mapping(e, epath)
+        e = _mapping(raw_expr, epath)
         key = _get(e, "key", f"{epath}.key")
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
             raise SpecError(f"{epath}.key", f"{key!r} is not a valid label key")

@@ -41,8 +41,16 @@ def namespace(cluster: testbed.Cluster) -> Iterator[str]:
     # With the operator gone, nobody would remove its finalizer and the namespace would hang
     # in Terminating: take the finalizers off first.
     for campaign in cluster.kubectl("get", "campaigns", "-n", name, "-o", "name", check=False).stdout.split():
-        cluster.kubectl("patch", campaign, "-n", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
-                        check=False)
+        cluster.kubectl(
+            "patch",
+            campaign,
+            "-n",
+            name,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -51,7 +59,13 @@ def operator_identity(cluster: testbed.Cluster, tmp_path_factory: pytest.TempPat
     """CRD and the operator's own ServiceAccount + RBAC from manifests/, and a kubeconfig
     holding that ServiceAccount's token: the operator under test never uses the admin cert."""
     manifests = testbed.REPO / "manifests"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifests / "crd" / "campaigns.aftershock.dev.yaml"))
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
+    )
     cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
     for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
         cluster.kubectl("apply", "-f", str(manifests / "operator" / f))

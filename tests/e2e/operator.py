@@ -33,15 +33,30 @@ class OperatorProcess:
     starts: int = 0
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "aftershock", "run", "--db", str(self.db), "--liveness-port", "0",
-                "--allow-loopback-pd", "--probe-interval", "0.2", "--kubeconfig", self.kubeconfig]
+        args = [
+            sys.executable,
+            "-m",
+            "aftershock",
+            "run",
+            "--db",
+            str(self.db),
+            "--liveness-port",
+            "0",
+            "--allow-loopback-pd",
+            "--probe-interval",
+            "0.2",
+            "--kubeconfig",
+            self.kubeconfig,
+        ]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "a")  # noqa: SIM115 (kept open for the process's life)
         self._log.write(f"\n===== start #{self.starts + 1} {' '.join(args)}\n")
         self._log.flush()
-        self.proc = subprocess.Popen(args + self.extra_args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            args + self.extra_args, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         self.starts += 1
 
     def kill(self) -> None:
@@ -84,14 +99,21 @@ def tikv_statefulset(name: str = "tikv", replicas: int = 3) -> dict[str, Any]:
                 "metadata": {"labels": labels},
                 "spec": {
                     "terminationGracePeriodSeconds": 0,
-                    "containers": [{"name": "tikv", "image": "pingcap/tikv:v8.5.3",
-                                    "ports": [{"containerPort": 20160}, {"containerPort": 20180}]}],
+                    "containers": [
+                        {
+                            "name": "tikv",
+                            "image": "pingcap/tikv:v8.5.3",
+                            "ports": [{"containerPort": 20160}, {"containerPort": 20180}],
+                        }
+                    ],
                 },
             },
-            "volumeClaimTemplates": [{
-                "metadata": {"name": "data"},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-            }],
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                }
+            ],
         },
     }
 
@@ -135,23 +157,36 @@ def campaign(name: str, namespace: str, pd_url: str | None, **spec: Any) -> dict
         "recovery": {"timeoutSeconds": 60},
     }
     body.update(spec)
-    return {"apiVersion": "aftershock.dev/v1alpha1", "kind": "Campaign",
-            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+    return {
+        "apiVersion": "aftershock.dev/v1alpha1",
+        "kind": "Campaign",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
 
 
 def get_campaign(cluster: testbed.Cluster, namespace: str, name: str) -> dict[str, Any]:
     api = k8s.CustomObjectsApi(cluster.api_client())
-    obj: dict[str, Any] = api.get_namespaced_custom_object("aftershock.dev", "v1alpha1", namespace, "campaigns", name)
+    obj: dict[str, Any] = api.get_namespaced_custom_object(
+        "aftershock.dev", "v1alpha1", namespace, "campaigns", name
+    )
     return obj
 
 
-def wait_phase(cluster: testbed.Cluster, namespace: str, name: str, phases: set[str], timeout: float = 120,
-               op: OperatorProcess | None = None) -> dict[str, Any]:
+def wait_phase(
+    cluster: testbed.Cluster,
+    namespace: str,
+    name: str,
+    phases: set[str],
+    timeout: float = 120,
+    op: OperatorProcess | None = None,
+) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         if op is not None and not op.alive():
             raise AssertionError(f"operator exited:\n{op.log_text()[-4000:]}")
         obj = get_campaign(cluster, namespace, name)
         return obj if (obj.get("status") or {}).get("phase") in phases else None
+
     try:
         result: dict[str, Any] = testbed.wait_for(check, timeout, interval=0.3, what=f"{name} in {phases}")
     except AssertionError:

@@ -24,8 +24,19 @@ StartOperator = Callable[..., OperatorProcess]
 
 
 def _report(db: Path, namespace: str, name: str) -> dict:
-    proc = testbed.run([str(testbed.REPO / ".venv" / "bin" / "aftershock"), "report", name, "-n", namespace,
-                        "--db", str(db), "--format", "json"])
+    proc = testbed.run(
+        [
+            str(testbed.REPO / ".venv" / "bin" / "aftershock"),
+            "report",
+            name,
+            "-n",
+            namespace,
+            "--db",
+            str(db),
+            "--format",
+            "json",
+        ]
+    )
     return json.loads(proc.stdout)
 
 
@@ -53,9 +64,18 @@ def test_three_trials_succeed_and_are_in_the_ledger(
     assert sorted(t["index"] for t in trials) == [0, 1, 2]
     after = pod_uids(cluster, namespace)
     for t in trials:
-        offsets = [t["timings"][m]["offsetSeconds"] for m in
-                   ("kill_sent", "victim_gone", "replacement_created", "replacement_scheduled",
-                    "replacement_ready", "store_up", "recovered")]
+        offsets = [
+            t["timings"][m]["offsetSeconds"]
+            for m in (
+                "kill_sent",
+                "victim_gone",
+                "replacement_created",
+                "replacement_scheduled",
+                "replacement_ready",
+                "store_up",
+                "recovered",
+            )
+        ]
         assert offsets == sorted(offsets), t["timings"]
         assert t["timings"]["gate_passed"]["offsetSeconds"] <= 0
         assert t["recoverySeconds"] == t["timings"]["recovered"]["offsetSeconds"]
@@ -69,9 +89,12 @@ def test_three_trials_succeed_and_are_in_the_ledger(
     table = cluster.kubectl("get", "campaigns", "-n", namespace).stdout
     header = table.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "PROGRESS", "P50", "P95", "VERDICT", "AGE"]
-    assert "Succeeded" in table and "3/3" in table and "Pass" in table
-    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
-                             "involvedObject.name=three").stdout
+    row = table.splitlines()[1].split()
+    assert row[1:4] == ["Succeeded", "3/3", row[3]]
+    assert row[5] == "Pass"
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=three"
+    ).stdout
     assert "TrialRecovered" in events
 
 
@@ -127,7 +150,9 @@ def test_suspend_holds_and_resume_finishes(
     asyncio.run(asyncio.sleep(2))
     assert pod_uids(cluster, namespace) == before  # held: nothing killed
     assert get_campaign(cluster, namespace, "pause")["status"]["progress"] == "0/3"
-    cluster.kubectl("patch", "campaign", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    cluster.kubectl(
+        "patch", "campaign", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
     obj = wait_phase(cluster, namespace, "pause", {"Succeeded", "Failed"}, timeout=120, op=op)
     assert obj["status"]["phase"] == "Succeeded"
     assert obj["status"]["progress"] == "3/3"

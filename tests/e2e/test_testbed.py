@@ -68,7 +68,7 @@ def test_nodes_are_simulated_in_three_zones(cluster: testbed.Cluster) -> None:
     assert {"zone-a", "zone-b", "zone-c"} <= zones
     for n in nodes:
         ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"]
-        assert ready and ready[0]["status"] == "True", n["metadata"]["name"]
+        assert [c["status"] for c in ready] == ["True"], n["metadata"]["name"]
 
 
 def test_kubectl_reports_the_pinned_version(cluster: testbed.Cluster) -> None:
@@ -79,28 +79,49 @@ def test_kubectl_reports_the_pinned_version(cluster: testbed.Cluster) -> None:
     assert out.count(pinned) >= 2
 
 
-def test_crd_with_cel_rule_accepts_valid_and_rejects_invalid(cluster: testbed.Cluster, namespace: str) -> None:
+def test_crd_with_cel_rule_accepts_valid_and_rejects_invalid(
+    cluster: testbed.Cluster, namespace: str
+) -> None:
     suffix = uuid.uuid4().hex[:6]
     group, plural = "testbed.aftershock.dev", f"widgets{suffix}"
     crd = _widget_crd(plural, group)
     cluster.apply(crd)
     try:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=60s")
-        ok = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "ok"},
-              "spec": {"replicas": 2, "maxReplicas": 3}}
+        ok = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "ok"},
+            "spec": {"replicas": 2, "maxReplicas": 3},
+        }
         # The API server may need a moment to serve a just-established CRD's endpoint.
-        testbed.wait_for(lambda: cluster.apply(ok, namespace=namespace, check=False).returncode == 0, 30,
-                         what="valid widget accepted")
-        bad = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "bad"},
-               "spec": {"replicas": 5, "maxReplicas": 3}}
+        testbed.wait_for(
+            lambda: cluster.apply(ok, namespace=namespace, check=False).returncode == 0,
+            30,
+            what="valid widget accepted",
+        )
+        bad = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "bad"},
+            "spec": {"replicas": 5, "maxReplicas": 3},
+        }
         proc = cluster.apply(bad, namespace=namespace, check=False)
         assert proc.returncode != 0
         assert "replicas must not exceed maxReplicas" in proc.stderr
         # The status subresource and the printer columns are served.
-        cluster.kubectl("patch", f"{plural}/ok", "-n", namespace, "--subresource=status", "--type=merge",
-                        "-p", '{"status":{"phase":"Happy"}}')
+        cluster.kubectl(
+            "patch",
+            f"{plural}/ok",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status":{"phase":"Happy"}}',
+        )
         table = cluster.kubectl("get", plural, "-n", namespace).stdout
-        assert "REPLICAS" in table and "PHASE" in table
+        assert table.splitlines()[0].split() == ["NAME", "REPLICAS", "PHASE"]
         assert "Happy" in table
     finally:
         cluster.kubectl("delete", "crd", f"{plural}.{group}", "--wait=false", check=False)
@@ -140,8 +161,10 @@ def test_statefulset_recreates_a_killed_pod(cluster: testbed.Cluster, namespace:
 
     api = k8s.CoreV1Api(cluster.api_client())
     before = api.read_namespaced_pod("web-1", namespace)
-    zones = {api.read_node(p.spec.node_name).metadata.labels["topology.kubernetes.io/zone"]
-             for p in api.list_namespaced_pod(namespace).items}
+    zones = {
+        api.read_node(p.spec.node_name).metadata.labels["topology.kubernetes.io/zone"]
+        for p in api.list_namespaced_pod(namespace).items
+    }
     assert zones  # scheduled onto the simulated nodes
 
     start = time.monotonic()
@@ -165,8 +188,9 @@ def test_statefulset_recreates_a_killed_pod(cluster: testbed.Cluster, namespace:
     assert elapsed > 0
 
 
-def test_rbac_is_enforced_for_service_account_tokens(cluster: testbed.Cluster, namespace: str,
-                                                      tmp_path: Path) -> None:
+def test_rbac_is_enforced_for_service_account_tokens(
+    cluster: testbed.Cluster, namespace: str, tmp_path: Path
+) -> None:
     cluster.apply(_statefulset("victim", 1), namespace=namespace)
     cluster.kubectl("rollout", "status", "statefulset/victim", "-n", namespace, "--timeout=120s")
     cluster.kubectl("create", "serviceaccount", "killer", "-n", namespace)
@@ -178,8 +202,15 @@ def test_rbac_is_enforced_for_service_account_tokens(cluster: testbed.Cluster, n
     assert denied.value.status == 403
 
     cluster.kubectl("create", "role", "pod-killer", "-n", namespace, "--verb=delete,get", "--resource=pods")
-    cluster.kubectl("create", "rolebinding", "pod-killer", "-n", namespace, "--role=pod-killer",
-                    f"--serviceaccount={namespace}:killer")
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "pod-killer",
+        "-n",
+        namespace,
+        "--role=pod-killer",
+        f"--serviceaccount={namespace}:killer",
+    )
 
     def deleted() -> bool:
         try:

@@ -21,9 +21,17 @@ REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "hack" / "testbed"
 
 
-def run(cmd: Sequence[str], *, check: bool = True, input_: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, input=input_, env=env, timeout=timeout)
+def run(
+    cmd: Sequence[str],
+    *,
+    check: bool = True,
+    input_: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(cmd), capture_output=True, text=True, input=input_, env=env, timeout=timeout, check=False
+    )
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -45,13 +53,29 @@ class Cluster:
         env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '')}"
         return env
 
-    def kubectl(self, *args: str, check: bool = True, input_: str | None = None,
-                kubeconfig: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run([self.kubectl_path, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
-                   check=check, input_=input_, timeout=timeout)
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        input_: str | None = None,
+        kubeconfig: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            [self.kubectl_path, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
+            check=check,
+            input_=input_,
+            timeout=timeout,
+        )
 
-    def apply(self, obj: dict[str, Any] | str, *, namespace: str | None = None, check: bool = True,
-              kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self,
+        obj: dict[str, Any] | str,
+        *,
+        namespace: str | None = None,
+        check: bool = True,
+        kubeconfig: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
         args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
         return self.kubectl(*args, input_=text, check=check, kubeconfig=kubeconfig)
@@ -75,7 +99,9 @@ class Cluster:
             "kind": "Config",
             "clusters": [cluster],
             "users": [{"name": f"{namespace}-{sa}", "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": f"{namespace}-{sa}"}}],
+            "contexts": [
+                {"name": "sa", "context": {"cluster": cluster["name"], "user": f"{namespace}-{sa}"}}
+            ],
             "current-context": "sa",
         }
         path.write_text(yaml.safe_dump(cfg))
@@ -85,7 +111,10 @@ class Cluster:
 def start_or_reuse() -> Cluster:
     """Use the running test bed, or start one (the caller tears down what it started)."""
     bin_dir = run([str(TESTBED / "build.sh")], timeout=3600).stdout.strip().splitlines()[-1]
-    running = subprocess.run([str(TESTBED / "cluster.sh"), "status"], capture_output=True).returncode == 0
+    running = (
+        subprocess.run([str(TESTBED / "cluster.sh"), "status"], capture_output=True, check=False).returncode
+        == 0
+    )
     out = run([str(TESTBED / "cluster.sh"), "up"], timeout=600).stdout.strip().splitlines()[-1]
     return Cluster(kubeconfig=out, bin_dir=bin_dir, started_here=not running)
 
@@ -98,7 +127,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition"
+) -> Any:
     """Wait until predicate() is truthy; the interval is for checks a test makes by hand."""
     deadline = time.monotonic() + timeout
     last: Any = None

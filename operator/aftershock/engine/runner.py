@@ -334,7 +334,7 @@ class CampaignRunner:
                 delay = min(
                     self._settings.infra_backoff_initial * 2 ** (infra_streak - 1),
                     self._settings.infra_backoff_max,
-                ) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not crypto)
+                ) * random.uniform(0.5, 1.5)
                 await self._publish(attempts)
                 await stop.wait(delay)
                 continue
@@ -740,7 +740,7 @@ class CampaignRunner:
                         return f"{v.name} was already gone or replaced before the kill ({code})"
                     if not _is_transient(exc) or self._clock.monotonic() > deadline or stop.is_set():
                         return f"deleting {v.name} failed: {exc}"
-                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                     backoff = min(backoff * 2, 5.0)
         return None
 

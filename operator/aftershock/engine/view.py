@@ -131,7 +131,7 @@ class PodView:
                     continue
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("pod watch in %s failed, retrying in %.1fs: %s", self._namespace, backoff, exc)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 (jitter)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, self._backoff_max)
 
 

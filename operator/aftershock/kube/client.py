@@ -71,7 +71,7 @@ def _map_error(exc: BaseException, what: str) -> KubeError:
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
         msg = f"{what}: {status} {_message(exc.body)}"
-        if status == 403 or status == 401:
+        if status in {401, 403}:
             return KubeForbiddenError(msg, status)
         if status == 404:
             return KubeNotFoundError(msg, status)
