@@ -72,6 +72,8 @@ def _run_operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="campaign" if args.log_format == "json" else None,
     )
+    # httpx logs every PD request at INFO: a few per second per Campaign drowns the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces = args.namespace or _env_list("AFTERSHOCK_NAMESPACES")
     protected = DEFAULT_PROTECTED_NAMESPACES | frozenset(args.protected_namespace)
     config = handlers.OperatorConfig(

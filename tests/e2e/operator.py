@@ -192,6 +192,7 @@ def wait_phase(
     except AssertionError:
         if op is not None:
             print(op.log_text()[-6000:])
+        print("last seen:", get_campaign(cluster, namespace, name).get("status"))
         raise
     return result
 

@@ -468,6 +468,9 @@ class CampaignRunner:
         last_reasons: tuple[str, ...] = ()
         probe_result: ProbeResult | None = None
         probe_failed = False
+        # What the last look at PD said; it stands until the next look. Until PD has answered
+        # healthy, the subject is not healthy.
+        probe_reasons: list[str] = ["PD not checked yet"] if probe is not None else []
         next_probe = start
         with view.subscribe() as queue:
             await view.wait_synced(spec.steady_state_timeout_seconds)
@@ -480,14 +483,14 @@ class CampaignRunner:
                     try:
                         probe_result = await probe.check(pods, clock.wall())
                         probe_failed = False
+                        probe_reasons = list(probe_result.reasons)
+                        if not probe_result.healthy and not probe_reasons:
+                            probe_reasons = ["PD reports the subject unhealthy"]
                     except ProbeUnavailableError as exc:
                         probe_result = None
                         probe_failed = True
-                        reasons.append(f"PD unavailable: {exc}")
-                if probe is not None and probe_result is not None and not probe_result.healthy:
-                    reasons.extend(probe_result.reasons)
-                if probe is not None and probe_result is None and not probe_failed:
-                    reasons.append("PD not checked yet")
+                        probe_reasons = [f"PD unavailable: {exc}"]
+                reasons.extend(probe_reasons)
                 if view.error and not view.synced:
                     reasons.append(f"pod watch: {view.error}")
                 now = clock.monotonic()
@@ -622,7 +625,7 @@ class CampaignRunner:
             return _TrialResult(Outcome.DRY_RUN, record)
 
         # The last guards, right before the kill: every one of them must still hold.
-        refusal = self._guard(spec, victims, view, gate)
+        refusal = self._guard(spec, victims, view, gate, probe is not None)
         if refusal is not None:
             await self._ledger.finish_attempt(
                 attempt_id,
@@ -701,9 +704,15 @@ class CampaignRunner:
             result.interrupted = True
         return result
 
-    def _guard(self, spec: CampaignSpec, victims: Sequence[Victim], view: PodView, gate: _Gate) -> str | None:
+    def _guard(
+        self, spec: CampaignSpec, victims: Sequence[Victim], view: PodView, gate: _Gate, probed: bool
+    ) -> str | None:
         if self.ref.namespace in self._settings.protected_namespaces:
             return f"namespace {self.ref.namespace} is protected"
+        if not gate.passed:
+            return "the steady-state gate did not pass"
+        if probed and (gate.probe is None or not gate.probe.healthy):
+            return "PD did not confirm a healthy subject at the gate"
         if not self._lock.held:
             return "the subject lock is no longer held"
         current = {p.uid: p for p in view.pods()}

@@ -67,21 +67,24 @@ def _message(body: Any) -> str:
     return str(body)
 
 
+def _error_for_status(status: int, body: Any, what: str) -> KubeError:
+    msg = f"{what}: {status} {_message(body)}"
+    if status in {401, 403}:
+        return KubeForbiddenError(msg, status)
+    if status == 404:
+        return KubeNotFoundError(msg, status)
+    if status == 409:
+        return KubeConflictError(msg, status)
+    if status == 410:
+        return KubeGoneError(msg, status)
+    if status == 429 or status >= 500 or status == 0:
+        return KubeUnavailableError(msg, status)
+    return KubeError(msg, status)
+
+
 def _map_error(exc: BaseException, what: str) -> KubeError:
     if isinstance(exc, ApiException):
-        status = int(exc.status or 0)
-        msg = f"{what}: {status} {_message(exc.body)}"
-        if status in {401, 403}:
-            return KubeForbiddenError(msg, status)
-        if status == 404:
-            return KubeNotFoundError(msg, status)
-        if status == 409:
-            return KubeConflictError(msg, status)
-        if status == 410:
-            return KubeGoneError(msg, status)
-        if status == 429 or status >= 500 or status == 0:
-            return KubeUnavailableError(msg, status)
-        return KubeError(msg, status)
+        return _error_for_status(int(exc.status or 0), exc.body, what)
     return KubeUnavailableError(f"{what}: {type(exc).__name__}: {exc}")
 
 
@@ -186,10 +189,15 @@ class Kube:
             resp = await call(*args, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT, **kwargs)
             async with resp:
                 body = await resp.read()
+                status = resp.status
         except ApiException as exc:
             raise _map_error(exc, what) from exc
         except _TRANSPORT_ERRORS as exc:
             raise _map_error(exc, what) from exc
+        # With _preload_content=False the generated client returns every response, error
+        # statuses included: judging the status is our job.
+        if not 200 <= status <= 299:
+            raise _error_for_status(status, body, what)
         return json.loads(body) if body else None
 
     # --- pods ----------------------------------------------------------------------------
@@ -229,6 +237,10 @@ class Kube:
             raise _map_error(exc, what) from exc
         except _TRANSPORT_ERRORS as exc:
             raise _map_error(exc, what) from exc
+        if not 200 <= resp.status <= 299:
+            async with resp:
+                body = await resp.read()
+            raise _error_for_status(resp.status, body, what)
         try:
             async with resp:
                 async for line in resp.content:
