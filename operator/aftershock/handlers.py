@@ -119,7 +119,13 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
     return status.get("phase") not in ("Succeeded", "Failed")
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, when=_unfinished, cancellation_timeout=15.0, backoff=5.0)
+# When the Campaign finishes (the `when` filter stops matching), is deleted, or the operator
+# exits, kopf sets `stopped`; the runner notices within a second and returns on its own. The
+# backoff gives it that time before kopf cancels the task, so a finishing Campaign's last event
+# and an interrupted attempt's ledger record are never cut off.
+@kopf.daemon(
+    GROUP, VERSION, PLURAL, when=_unfinished, cancellation_backoff=10.0, cancellation_timeout=20.0, backoff=5.0
+)
 async def campaign(
     *,
     body: kopf.Body,
@@ -169,4 +175,11 @@ async def campaign(
         ),
     )
     phase = await runner.run(_Stop(stopped))
-    log.info("campaign %s/%s: daemon ends in phase %s", namespace, name, phase.value)
+    # Cumulative for the process: with one Campaign it is that Campaign's cost (bench/ reads it).
+    log.info(
+        "campaign %s/%s: daemon ends in phase %s; API requests so far by verb: %s",
+        namespace,
+        name,
+        phase.value,
+        dict(sorted(kube.requests.items())),
+    )

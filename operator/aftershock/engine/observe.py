@@ -80,18 +80,20 @@ class RecoveryTracker:
         self._check(mono, wall)
 
     def _replacement_for(self, pod: PodState) -> _VictimTrack | None:
-        # A StatefulSet replaces a pod under the same name; otherwise the first victim
-        # without a replacement yet takes any new pod (Deployment-style subjects).
+        # A StatefulSet replaces a pod under the same name. The newest pod of that name is the
+        # replacement, even if an earlier replacement was itself deleted before it got Ready
+        # (a controller or node agent can do that): its readiness is what recovery waits for.
         track = self._tracks.get(pod.name)
-        if track is not None and track.replacement_uid in (None, pod.uid):
+        if track is not None:
             return track
         for t in self._tracks.values():
             if t.replacement_uid == pod.uid:
                 return t
+        # Otherwise (Deployment-style subjects, new names) the first victim without a
+        # replacement takes the new pod.
+        live_names = {p.name for p in self.pods.values()} - {pod.name}
         for t in self._tracks.values():
-            if t.replacement_uid is None and t.victim.name not in {p.name for p in self.pods.values()} - {
-                pod.name
-            }:
+            if t.replacement_uid is None and t.victim.name not in live_names:
                 return t
         return None
 
