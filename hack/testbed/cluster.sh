@@ -8,6 +8,7 @@
 #   hack/testbed/cluster.sh down    stop and delete the cluster
 #   hack/testbed/cluster.sh status  exit 0 when the cluster answers
 #   hack/testbed/cluster.sh env     print shell exports (KUBECONFIG, PATH with kubectl)
+#   hack/testbed/cluster.sh audit-log  print the path of the API server's audit log
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
@@ -53,6 +54,7 @@ up() {
       --kube-authorization=true \
       --kube-admission=true \
       --extra-args kube-controller-manager=enable-hostpath-provisioner=true \
+      --kube-audit-policy "$here/manifests/audit-policy.yaml" \
       --wait 120s >&2
   fi
   local k=(kubectl --kubeconfig "$kubeconfig")
@@ -82,6 +84,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) answers "$(bin_dir)" ;;
+  audit-log) echo "$KWOK_WORKDIR/clusters/$name/logs/audit.log" ;;
   env)
     bin=$(bin_dir)
     echo "export KUBECONFIG=$kubeconfig"
