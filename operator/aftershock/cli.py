@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     run.add_argument("--liveness-port", type=int, default=8080, help="serve /healthz on this port (0: off)")
-    run.add_argument("--metrics-port", type=int, default=9090, help="reserved for /metrics")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="serve /metrics and the campaigns' reports (read-only) on this port (0: off)",
+    )
     run.add_argument(
         "--protected-namespace",
         action="append",
@@ -82,6 +87,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         allow_loopback_pd=args.allow_loopback_pd,
         kubeconfig=args.kubeconfig,
         probe_interval=args.probe_interval,
+        metrics_port=args.metrics_port,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     memo = kopf.Memo(config=config)

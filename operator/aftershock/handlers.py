@@ -15,11 +15,13 @@ from typing import Any
 
 import kopf
 
+from aftershock import metrics
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
 from aftershock.kube.lease import LeaseLock
 from aftershock.ledger import Ledger
+from aftershock.metrics import Metrics
 from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec
 from aftershock.subjects.tikv import TiKVProbe
 
@@ -39,6 +41,7 @@ class OperatorConfig:
     kubeconfig: str | None = None
     probe_interval: float = 0.5
     lock_retry_interval: float = 5.0
+    metrics_port: int = 0
 
 
 class _Clock:
@@ -104,11 +107,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config: OperatorConfig = memo["config"]
     memo["kube"] = await Kube.connect(config.kubeconfig)
     memo["ledger"] = await Ledger.open(config.db_path)
+    memo["metrics"] = Metrics()
+    await memo["metrics"].replay_ledger(memo["ledger"])
+    if config.metrics_port:
+        memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
     log.info("aftershock started: ledger %s", config.db_path)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "metrics_server" in memo:
+        await memo["metrics_server"].cleanup()
     if "ledger" in memo:
         await memo["ledger"].close()
     if "kube" in memo:
@@ -124,7 +133,13 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 # backoff gives it that time before kopf cancels the task, so a finishing Campaign's last event
 # and an interrupted attempt's ledger record are never cut off.
 @kopf.daemon(
-    GROUP, VERSION, PLURAL, when=_unfinished, cancellation_backoff=10.0, cancellation_timeout=20.0, backoff=5.0
+    GROUP,
+    VERSION,
+    PLURAL,
+    when=_unfinished,
+    cancellation_backoff=10.0,
+    cancellation_timeout=20.0,
+    backoff=5.0,
 )
 async def campaign(
     *,
@@ -167,6 +182,7 @@ async def campaign(
         status=_StatusSink(kube, namespace, name),
         events=_EventSink(kube, ref),
         clock=_Clock(),
+        recorder=memo["metrics"],
         settings=RunnerSettings(
             protected_namespaces=config.protected_namespaces,
             allow_loopback_pd=config.allow_loopback_pd,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,14 @@ from kubernetes import client as k8s
 from tests.e2e import testbed
 from tests.pdstub import PdStandIn
 from tests.pdstub.kube_source import KubePodSource
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
 
 TIKV_LABELS = {"app.kubernetes.io/component": "tikv", "app.kubernetes.io/instance": "e2e"}
 
@@ -31,8 +40,10 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     _log: TextIO | None = None
     starts: int = 0
+    metrics_port: int = 0
 
     def start(self) -> None:
+        self.metrics_port = free_port()
         args = [
             sys.executable,
             "-m",
@@ -42,6 +53,8 @@ class OperatorProcess:
             str(self.db),
             "--liveness-port",
             "0",
+            "--metrics-port",
+            str(self.metrics_port),
             "--allow-loopback-pd",
             "--probe-interval",
             "0.2",

@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aftershock.errors import ProbeUnavailableError
-from aftershock.model import PodState, ProbeResult
+from aftershock.model import AttemptRecord, CampaignRef, Phase, PodState, ProbeResult
 
 __all__ = [
     "Clock",
     "EventSink",
+    "NullRecorder",
     "PodApi",
     "PodEventLike",
     "ProbeResult",
     "ProbeUnavailableError",
+    "Recorder",
     "StatusSink",
     "StopSignal",
     "SubjectLock",
@@ -89,3 +91,35 @@ class SubjectProbe(Protocol):
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult: ...
 
     async def close(self) -> None: ...
+
+
+class Recorder(Protocol):
+    """Where the engine reports what metrics are made of (`aftershock.metrics` implements it)."""
+
+    def attempt_finished(self, ref: CampaignRef, record: AttemptRecord) -> None: ...
+
+    def replay(self, ref: CampaignRef, records: Iterable[AttemptRecord]) -> None:
+        """The attempts the ledger already held when this process took the campaign up."""
+
+    def campaign_phase(self, ref: CampaignRef, phase: Phase) -> None: ...
+
+    def ledger_write(self, seconds: float) -> None: ...
+
+    def status_patched(self, ref: CampaignRef) -> None: ...
+
+
+class NullRecorder:
+    def attempt_finished(self, ref: CampaignRef, record: AttemptRecord) -> None:
+        pass
+
+    def replay(self, ref: CampaignRef, records: Iterable[AttemptRecord]) -> None:
+        pass
+
+    def campaign_phase(self, ref: CampaignRef, phase: Phase) -> None:
+        pass
+
+    def ledger_write(self, seconds: float) -> None:
+        pass
+
+    def status_patched(self, ref: CampaignRef) -> None:
+        pass

@@ -26,9 +26,11 @@ from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.ports import (
     Clock,
     EventSink,
+    NullRecorder,
     PodApi,
     ProbeResult,
     ProbeUnavailableError,
+    Recorder,
     StatusSink,
     StopSignal,
     SubjectLock,
@@ -138,8 +140,10 @@ class CampaignRunner:
         events: EventSink,
         clock: Clock,
         settings: RunnerSettings,
+        recorder: Recorder | None = None,
     ) -> None:
         self.ref = ref
+        self._recorder: Recorder = recorder or NullRecorder()
         self._generation = generation
         self._spec_source = spec_source
         self._ledger = ledger
@@ -184,6 +188,8 @@ class CampaignRunner:
         try:
             await self._status.publish(body)
             self._last_published = body
+            self._recorder.status_patched(self.ref)
+            self._recorder.campaign_phase(self.ref, self._phase)
         except Exception as exc:
             # Status is a projection: the next publish carries the same facts.
             log.warning("publishing status of %s/%s failed: %s", self.ref.namespace, self.ref.name, exc)
@@ -258,6 +264,8 @@ class CampaignRunner:
                 f"trial {lost.trial_index + 1}: attempt {lost.attempt} interrupted by an operator restart; "
                 "it runs again",
             )
+
+        self._recorder.replay(self.ref, [a for a in await self._ledger.attempts(self.ref.uid) if a.outcome])
 
         if spec.subject.pd_url is not None:
             self._health_source = "pods+pd"
@@ -609,7 +617,7 @@ class CampaignRunner:
         names = ", ".join(v.name for v in victims)
 
         if spec.dry_run:
-            record = await self._ledger.finish_attempt(
+            record = await self._finish_attempt(
                 attempt_id,
                 Outcome.DRY_RUN,
                 milestones={"gate_passed": Milestone(gate.wall, 0.0)},
@@ -627,7 +635,7 @@ class CampaignRunner:
         # The last guards, right before the kill: every one of them must still hold.
         refusal = self._guard(spec, victims, view, gate, probe is not None)
         if refusal is not None:
-            await self._ledger.finish_attempt(
+            await self._finish_attempt(
                 attempt_id,
                 Outcome.INTERRUPTED,
                 milestones={},
@@ -656,7 +664,7 @@ class CampaignRunner:
             acked_mono, acked_wall = self._clock.monotonic(), self._clock.wall()
             kill_sent = Milestone(kill_wall, 0.0)
             if kill_error is not None:
-                record = await self._ledger.finish_attempt(
+                record = await self._finish_attempt(
                     attempt_id,
                     Outcome.INFRA_ERROR,
                     milestones={"gate_passed": Milestone(gate.wall, gate.mono - kill_mono)},
@@ -678,7 +686,7 @@ class CampaignRunner:
             "pods": [_pod_json(p) for p in view.pods()],
             "probe": dict(tracker.probe.summary) if tracker.probe is not None else None,
         }
-        record = await self._ledger.finish_attempt(
+        record = await self._finish_attempt(
             attempt_id,
             outcome,
             milestones=milestones,
@@ -703,6 +711,24 @@ class CampaignRunner:
             await self._emit("Warning", REASON_TRIAL_INTERRUPTED, f"{label}: {error}")
             result.interrupted = True
         return result
+
+    async def _finish_attempt(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        *,
+        milestones: Mapping[str, Milestone],
+        final_state: Mapping[str, Any],
+        error: str | None,
+        now: float,
+    ) -> AttemptRecord:
+        started = self._clock.monotonic()
+        record = await self._ledger.finish_attempt(
+            attempt_id, outcome, milestones=milestones, final_state=final_state, error=error, now=now
+        )
+        self._recorder.ledger_write(self._clock.monotonic() - started)
+        self._recorder.attempt_finished(self.ref, record)
+        return record
 
     def _guard(
         self, spec: CampaignSpec, victims: Sequence[Victim], view: PodView, gate: _Gate, probed: bool

@@ -1,0 +1,83 @@
+"""The operator's read-only endpoint: Prometheus metrics that match the ledger, and reports."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e import testbed
+from tests.e2e.operator import OperatorProcess, Subject, campaign, wait_phase
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310 (loopback)
+        return resp.status, resp.read().decode()
+
+
+def test_metrics_parse_and_match_the_ledger(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    op = start_operator()
+    cluster.apply(campaign("measured", namespace, subject.pd_url, trials=3))
+    wait_phase(cluster, namespace, "measured", {"Succeeded"}, timeout=120, op=op)
+
+    status, text = _get(op.metrics_port, "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    recovery = families["aftershock_recovery_seconds"]
+    counts = {
+        s.labels["phase"]: s.value
+        for s in recovery.samples
+        if s.name.endswith("_count") and s.labels.get("campaign") == "measured"
+    }
+    attempts = families["aftershock_trial_attempts"]
+    by_outcome = {
+        s.labels["outcome"]: s.value
+        for s in attempts.samples
+        if s.name.endswith("_total") and s.labels.get("campaign") == "measured"
+    }
+
+    _, body = _get(op.metrics_port, f"/campaigns/{namespace}/measured")
+    report = json.loads(body)
+    recovered = [t for t in report["trials"] if t["outcome"] == "recovered"]
+    assert counts["recovered"] == len(recovered) == 3
+    assert counts["replacement_ready"] == 3
+    assert by_outcome["recovered"] == 3
+    sums = {
+        s.labels["phase"]: s.value
+        for s in recovery.samples
+        if s.name.endswith("_sum") and s.labels.get("campaign") == "measured"
+    }
+    assert abs(sums["recovered"] - sum(t["recoverySeconds"] for t in recovered)) < 1e-6
+    phase = {
+        s.labels["phase"]: s.value
+        for s in families["aftershock_campaign_phase"].samples
+        if s.labels.get("campaign") == "measured"
+    }
+    assert phase["Succeeded"] == 1
+
+    # After a restart the metrics are rebuilt from the ledger, not reset to zero.
+    op.kill()
+    op2 = start_operator()
+    _, text = testbed.wait_for(
+        lambda: _try_get(op2.metrics_port, "/metrics"), 30, what="metrics after restart"
+    )
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    again = {
+        s.labels["phase"]: s.value
+        for s in families["aftershock_recovery_seconds"].samples
+        if s.name.endswith("_count") and s.labels.get("campaign") == "measured"
+    }
+    assert again == counts
+
+
+def _try_get(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        return _get(port, path)
+    except OSError:
+        return None
