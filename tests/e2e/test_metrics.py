@@ -15,7 +15,7 @@ StartOperator = Callable[..., OperatorProcess]
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
         return resp.status, resp.read().decode()
 
 
