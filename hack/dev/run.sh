@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `make dev`: everything needed to watch a Campaign run, on this machine, in one command.
+#
+#   1. the local test bed (hack/testbed/cluster.sh up: builds it on the first run)
+#   2. the Campaign CRD (server-side) and the operator's Namespace, ServiceAccount and RBAC
+#      (not its Deployment: no container runs on the simulated nodes)
+#   3. the simulated TiKV (kubectl apply -k manifests/tikv; namespace tikv)
+#   4. hack/dev/dev.py: the PD stand-in on 127.0.0.1, the operator as a local process
+#      authenticated as its ServiceAccount, the example Campaign adapted for local use,
+#      then `kubectl get campaigns -n tikv -w` until Ctrl-C
+#
+# Ctrl-C stops the operator and the PD stand-in; the cluster keeps running
+# (make cluster-down removes it). Safe to run again: the previous dev Campaign is replaced.
+#
+#   AFTERSHOCK_DEV_WAIT=1     no watch: wait for the Campaign to finish, print it and its
+#                             report, stop, exit 0 when it is Ready (verdict Pass), else 1
+#   AFTERSHOCK_DEV_TIMEOUT=S  how long AFTERSHOCK_DEV_WAIT waits (default 900)
+#   AFTERSHOCK_DEV_LIVENESS_PORT=P  the operator's /healthz port (default 8080; 0 turns it
+#                             off; taken ports fall back to 0)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
+dev_dir="$cache/dev"
+python=${AFTERSHOCK_DEV_PYTHON:-$repo/.venv/bin/python}
+mkdir -p "$dev_dir"
+
+log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# dev.py stops what it starts (try/finally). This is the net under it: should it die without
+# cleaning up, the operator it started (by the pid it recorded) is stopped here.
+pidfile="$dev_dir/operator.pid"
+cleanup() {
+  local pid
+  if [ -f "$pidfile" ]; then
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+        && grep -q aftershock "/proc/$pid/cmdline" 2>/dev/null; then
+      log "stopping the operator left behind (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 45); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[ -x "$python" ] || { echo "no Python environment at $python: run 'make venv' (make dev does)" >&2; exit 1; }
+
+log "local cluster (the first run builds Kubernetes from Go modules: ~10 min or more)"
+"$repo/hack/testbed/cluster.sh" up >/dev/null
+eval "$("$repo/hack/testbed/cluster.sh" env)"   # KUBECONFIG, PATH with kubectl
+export KUBECONFIG PATH
+
+log "CRD, operator namespace, ServiceAccount and RBAC"
+kubectl apply --server-side --force-conflicts \
+  -f "$repo/manifests/crd/campaigns.aftershock.dev.yaml" >/dev/null
+kubectl wait --for=condition=Established crd/campaigns.aftershock.dev --timeout=60s >/dev/null
+for f in namespace serviceaccount rbac; do
+  kubectl apply -f "$repo/manifests/operator/$f.yaml" >/dev/null
+done
+
+log "simulated TiKV (manifests/tikv: PD + 3 TiKV StatefulSets on kwok nodes)"
+kubectl apply -k "$repo/manifests/tikv" >/dev/null
+kubectl rollout status statefulset/tikv -n tikv --timeout=180s >/dev/null
+
+cd "$repo"
+# Not exec: the EXIT trap above must outlive dev.py.
+rc=0
+"$python" "$here/dev.py" || rc=$?
+exit "$rc"
