@@ -1,0 +1,449 @@
+"""In-memory fakes of the engine's ports (`aftershock.engine.ports`), shared by the unit tests.
+
+They behave like the real thing where the engine's safety depends on it: `FakeCluster` lists
+with a resourceVersion and replays the watch from it, honours the delete's UID precondition
+(409 on a mismatch, 404 when the pod is gone), and replaces a deleted pod the way a
+StatefulSet controller does (same name, new uid: ADDED, then scheduled, then Ready). Errors
+are `aftershock.errors.ApiError`s, as the kube adapter raises them. Time is real but short:
+every delay is a few milliseconds unless a test asks for more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import itertools
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aftershock.errors import ApiError, ProbeUnavailableError
+from aftershock.model import PodState, ProbeResult
+
+# --- pods ---------------------------------------------------------------------------------------
+
+
+def make_pod(
+    name: str,
+    *,
+    namespace: str = "db",
+    uid: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    node: str | None = "node-a",
+    ready: bool = True,
+    deleting: bool = False,
+    restart_count: int = 0,
+) -> PodState:
+    return PodState(
+        name=name,
+        uid=uid if uid is not None else f"uid-{name}",
+        namespace=namespace,
+        labels=dict(labels) if labels is not None else {"app": "tikv"},
+        node=node,
+        phase="Running" if ready else ("Pending" if node is None else "Running"),
+        ready=ready,
+        restart_count=restart_count,
+        created_at=time.time(),
+        deleting=deleting,
+        owner_kind="StatefulSet",
+    )
+
+
+_REQUIREMENT = re.compile(r"^\s*(!?)([^\s!=(),]+)\s*(?:(=|==|!=)\s*(\S*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def selector_matches(query: str, labels: Mapping[str, str]) -> bool:
+    """The API server's ``labelSelector`` matching, for the forms `LabelSelector.to_query` writes."""
+    parts: list[str] = []
+    depth, current = 0, ""
+    for ch in query:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    if current.strip():
+        parts.append(current)
+    for part in parts:
+        m = _REQUIREMENT.match(part)
+        if m is None:
+            raise ValueError(f"the fake cannot parse selector requirement {part!r}")
+        negate, key, eq_op, eq_value, set_op, set_values = m.groups()
+        if negate:
+            ok = key not in labels
+        elif eq_op is not None:
+            ok = labels.get(key) == eq_value if eq_op != "!=" else labels.get(key) != eq_value
+        elif set_op is not None:
+            values = {v.strip() for v in set_values.split(",")}
+            ok = labels.get(key) in values if set_op == "in" else labels.get(key) not in values
+        else:
+            ok = key in labels
+        if not ok:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    type: str
+    pod: PodState
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class DeleteCall:
+    namespace: str
+    name: str
+    uid: str
+    grace_period_seconds: int
+
+
+_CLOSE = object()
+
+
+class FakeCluster:
+    """The `PodApi` port in memory, with a StatefulSet controller that replaces deleted pods.
+
+    Knobs (all may be changed while a test runs):
+    - ``recreate_delay``, ``schedule_delay``, ``ready_delay``: seconds from the delete to the
+      replacement's ADDED, from ADDED to scheduled, from scheduled to Ready.
+    - ``ready_delays``: consumed one per replacement before ``ready_delay``; ``None`` in it means
+      that replacement never becomes Ready.
+    - ``recreate``: False and deleted pods stay gone.
+    - ``fail_before_delete`` / ``fail_after_delete``: errors raised by the next delete calls,
+      before the pod is deleted, or after it was (the answer lost on the way back).
+    """
+
+    def __init__(
+        self,
+        *,
+        recreate_delay: float = 0.005,
+        schedule_delay: float = 0.005,
+        ready_delay: float = 0.01,
+    ) -> None:
+        self.recreate_delay = recreate_delay
+        self.schedule_delay = schedule_delay
+        self.ready_delay = ready_delay
+        self.ready_delays: list[float | None] = []
+        self.recreate = True
+        self.fail_before_delete: list[ApiError] = []
+        self.fail_after_delete: list[ApiError] = []
+        #: Every delete call, in order, whatever it answered.
+        self.delete_calls: list[DeleteCall] = []
+        #: The pods a delete actually removed, in order.
+        self.deleted: list[PodState] = []
+        self.list_calls = 0
+        self.watch_calls = 0
+        self._pods: dict[tuple[str, str], PodState] = {}
+        self._rv = 100
+        self._log: list[PodEvent] = []
+        self._watchers: list[asyncio.Queue[Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._uids = itertools.count(1)
+
+    # --- setting the scene and looking at it ----------------------------------------------------
+
+    def add_pod(self, pod: PodState) -> PodState:
+        self._put("ADDED", pod)
+        return pod
+
+    def add_statefulset(
+        self,
+        prefix: str = "tikv",
+        replicas: int = 3,
+        *,
+        namespace: str = "db",
+        labels: Mapping[str, str] | None = None,
+    ) -> list[PodState]:
+        return [
+            self.add_pod(make_pod(f"{prefix}-{i}", namespace=namespace, labels=labels, node=f"node-{i}"))
+            for i in range(replicas)
+        ]
+
+    def pods(self, namespace: str = "db") -> list[PodState]:
+        return sorted((p for (ns, _), p in self._pods.items() if ns == namespace), key=lambda p: p.name)
+
+    def pod(self, name: str, namespace: str = "db") -> PodState | None:
+        return self._pods.get((namespace, name))
+
+    def set_ready(self, name: str, ready: bool = True, namespace: str = "db") -> None:
+        pod = self._pods[(namespace, name)]
+        self._put("MODIFIED", dataclasses.replace(pod, ready=ready, phase="Running"))
+
+    def remove_pod(self, name: str, namespace: str = "db") -> None:
+        """The pod disappears without a replacement (not a delete call: nothing is recorded)."""
+        pod = self._pods.pop((namespace, name))
+        self._emit("DELETED", pod)
+
+    def break_watches(self, error: ApiError) -> None:
+        """Every open watch fails with `error` (410 makes the engine list again)."""
+        for q in self._watchers:
+            q.put_nowait(error)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for q in self._watchers:
+            q.put_nowait(_CLOSE)
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def _put(self, type_: str, pod: PodState) -> None:
+        self._pods[(pod.namespace, pod.name)] = pod
+        self._emit(type_, pod)
+
+    def _emit(self, type_: str, pod: PodState) -> None:
+        self._rv += 1
+        event = PodEvent(type_, pod, str(self._rv))
+        self._log.append(event)
+        for q in self._watchers:
+            q.put_nowait(event)
+
+    # --- the PodApi port ------------------------------------------------------------------------
+
+    async def list_pods(self, namespace: str, selector: str) -> tuple[list[PodState], str]:
+        self.list_calls += 1
+        await asyncio.sleep(0)
+        pods = [p for p in self.pods(namespace) if selector_matches(selector, p.labels)]
+        return pods, str(self._rv)
+
+    async def watch_pods(
+        self, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[PodEvent]:
+        """Every event after `resource_version`, then live ones, until closed or broken."""
+        self.watch_calls += 1
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        after = int(resource_version or 0)
+        for event in self._log:
+            if int(event.resource_version) > after:
+                queue.put_nowait(event)
+        self._watchers.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _CLOSE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if item.pod.namespace == namespace and selector_matches(selector, item.pod.labels):
+                    yield item
+        finally:
+            self._watchers.remove(queue)
+
+    async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None:
+        self.delete_calls.append(DeleteCall(namespace, name, uid, grace_period_seconds))
+        await asyncio.sleep(0)
+        if self.fail_before_delete:
+            raise self.fail_before_delete.pop(0)
+        pod = self._pods.get((namespace, name))
+        if pod is None:
+            raise ApiError(f'pods "{name}" not found', 404)
+        if pod.uid != uid:
+            raise ApiError(
+                f"Precondition failed: UID in precondition: {uid}, UID in object meta: {pod.uid}", 409
+            )
+        del self._pods[(namespace, name)]
+        self.deleted.append(pod)
+        self._emit("DELETED", dataclasses.replace(pod, deleting=True))
+        if self.recreate:
+            delay = self.ready_delays.pop(0) if self.ready_delays else self.ready_delay
+            task = asyncio.create_task(self._replace(pod, delay))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self.fail_after_delete:
+            raise self.fail_after_delete.pop(0)
+
+    async def _replace(self, old: PodState, ready_delay: float | None) -> None:
+        """What the StatefulSet controller and the kubelet do after a delete."""
+        await asyncio.sleep(self.recreate_delay)
+        key = (old.namespace, old.name)
+        new = dataclasses.replace(
+            old,
+            uid=f"uid-{old.name}-r{next(self._uids)}",
+            node=None,
+            phase="Pending",
+            ready=False,
+            restart_count=0,
+            created_at=time.time(),
+            deleting=False,
+            ready_at=None,
+        )
+        self._put("ADDED", new)
+        await asyncio.sleep(self.schedule_delay)
+        if self._pods.get(key) is not new:
+            return
+        new = dataclasses.replace(new, node=old.node or "node-x")
+        self._put("MODIFIED", new)
+        if ready_delay is None:
+            return
+        await asyncio.sleep(ready_delay)
+        if self._pods.get(key) is not new:
+            return
+        self._put("MODIFIED", dataclasses.replace(new, phase="Running", ready=True, ready_at=time.time()))
+
+
+# --- the other ports --------------------------------------------------------------------------------
+
+
+class FakeLock:
+    """The `SubjectLock` port. ``busy``: another Campaign (``other``) holds the subject."""
+
+    def __init__(self, *, busy: bool = False, other: str = "db/other-campaign/uid-other") -> None:
+        self.busy = busy
+        self.other = other
+        self.acquire_calls = 0
+        self.release_calls = 0
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @property
+    def holder(self) -> str | None:
+        return self.other if self.busy else None
+
+    async def try_acquire(self) -> bool:
+        self.acquire_calls += 1
+        if self.busy:
+            return False
+        self._held = True
+        return True
+
+    async def release(self) -> None:
+        self.release_calls += 1
+        self._held = False
+
+
+class FakeProbe:
+    """The `SubjectProbe` port, reading the cluster the way PD reads TiKV.
+
+    Each store's start timestamp follows its pod's uid (a replacement pod is a restarted store);
+    a store is Up when its pod is Ready. ``healthy = False`` makes PD report the subject unhealthy
+    whatever the pods say; ``error`` makes every check raise it.
+    """
+
+    def __init__(self, *, healthy: bool = True, error: Exception | None = None) -> None:
+        self.healthy = healthy
+        self.error = error
+        self.checks = 0
+        self.closed = False
+        self._starts: dict[str, int] = {}
+        self._store_ids: dict[str, int] = {}
+
+    def start_timestamp(self, pod: PodState) -> int:
+        return self._starts.setdefault(pod.uid, 1_700_000_000 + len(self._starts))
+
+    async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
+        self.checks += 1
+        await asyncio.sleep(0)
+        if self.error is not None:
+            raise self.error
+        reasons = [f"store of {p.name} is not Up" for p in pods if not p.ready]
+        if not self.healthy:
+            reasons.append("PD: region health check failed")
+        return ProbeResult(
+            healthy=not reasons,
+            reasons=tuple(reasons),
+            restarts={p.name: self.start_timestamp(p) for p in pods},
+            up={p.name: p.ready for p in pods},
+            summary={
+                "storeIds": {
+                    p.name: self._store_ids.setdefault(p.name, len(self._store_ids) + 1) for p in pods
+                }
+            },
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def unavailable(message: str = "PD at http://pd.db.svc:2379 answered 503") -> ProbeUnavailableError:
+    return ProbeUnavailableError(message, 503)
+
+
+class ListSink:
+    """The `StatusSink` and `EventSink` ports: keeps every status published and event emitted."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self._changed = asyncio.Event()
+
+    async def publish(self, status: Mapping[str, Any]) -> None:
+        self.statuses.append(copy.deepcopy(dict(status)))
+        self._changed.set()
+
+    async def emit(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+        self._changed.set()
+
+    @property
+    def last(self) -> dict[str, Any]:
+        assert self.statuses, "no status was published"
+        return self.statuses[-1]
+
+    def condition(self, type_: str, status: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        body = self.last if status is None else status
+        for c in body.get("conditions", []):
+            if c["type"] == type_:
+                return dict(c)
+        return None
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 3.0
+    ) -> dict[str, Any]:
+        """The first status published that satisfies `predicate`; fails after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = 0
+        while True:
+            for status in self.statuses[seen:]:
+                if predicate(status):
+                    return status
+            seen = len(self.statuses)
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no status satisfied the predicate in {timeout}s; last: {self.statuses[-1:]}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+class RealClock:
+    """The `Clock` port on the real clocks (the fakes' delays are milliseconds)."""
+
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class Stop:
+    """The `StopSignal` port on an `asyncio.Event`."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        return self._event.is_set()
