@@ -183,6 +183,7 @@ async def campaign(
         events=_EventSink(kube, ref),
         clock=_Clock(),
         recorder=memo["metrics"],
+        scaler=kube,
         settings=RunnerSettings(
             protected_namespaces=config.protected_namespaces,
             allow_loopback_pd=config.allow_loopback_pd,

@@ -148,6 +148,19 @@ class ChaosSpec:
     grace_period_seconds: int = 0
 
 
+class RemediatorKind(enum.StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFULSET = "StatefulSet"
+
+
+@dataclass(frozen=True)
+class Remediator:
+    """A workload that heals the subject; scaled to zero during baseline trials."""
+
+    kind: RemediatorKind
+    name: str
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     subject: SubjectSpec
@@ -162,6 +175,8 @@ class CampaignSpec:
     suspend: bool = False
     dry_run: bool = False
     seed: int | None = None
+    baseline: bool = False
+    remediator: Remediator | None = None
 
 
 @dataclass(frozen=True)
@@ -353,6 +368,15 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     slo = _mapping(raw.get("slo") or {}, "slo")
     p95 = slo.get("p95RecoverySeconds")
     seed = raw.get("seed")
+    remediator: Remediator | None = None
+    if raw.get("remediator") is not None:
+        rem = _mapping(raw["remediator"], "remediator")
+        rem_name = _get(rem, "name", "remediator.name")
+        if not isinstance(rem_name, str) or not all(_DNS_LABEL.match(x) for x in rem_name.split(".")):
+            raise SpecError("remediator.name", f"{rem_name!r} is not a valid object name")
+        remediator = Remediator(
+            kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"), name=rem_name
+        )
     return CampaignSpec(
         subject=subject,
         chaos=chaos,
@@ -376,6 +400,8 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         suspend=_bool(raw.get("suspend", False), "suspend"),
         dry_run=_bool(raw.get("dryRun", False), "dryRun"),
         seed=None if seed is None else _int(seed, "seed", minimum=0, maximum=2**53),
+        baseline=_bool(raw.get("baseline", False), "baseline"),
+        remediator=remediator,
     )
 
 

@@ -180,7 +180,7 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     props = spec_schema["properties"]
     assert set(props) == {
         "subject", "chaos", "trials", "intervalSeconds", "steadyState", "recovery",
-        "slo", "suspend", "dryRun", "seed",
+        "slo", "suspend", "dryRun", "seed", "baseline", "remediator",
     }  # fmt: skip
     assert set(spec_schema["required"]) == {"subject", "chaos"}
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL"}
@@ -189,6 +189,8 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "stopOnUnrecovered"}
     assert set(props["slo"]["properties"]) == {"p95RecoverySeconds"}
+    assert set(props["remediator"]["properties"]) == {"kind", "name"}
+    assert props["remediator"]["properties"]["kind"]["enum"] == [k.value for k in model.RemediatorKind]
 
 
 def test_enums_match_the_model(spec_schema: dict[str, Any]) -> None:
@@ -420,6 +422,11 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         | {("", "namespaces", v) for v in ("list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}
         | {("coordination.k8s.io", "leases", v) for v in rw}
+        | {
+            ("apps", f"{w}/scale", v)
+            for w in ("deployments", "statefulsets")
+            for v in ("get", "patch", "update")
+        }
     )
     assert grants == expected
     binding = _one(_objects(MANIFESTS / "operator"), "ClusterRoleBinding", "aftershock")

@@ -74,6 +74,10 @@ no wildcards.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# The remediator of baseline Campaigns: only its scale, nothing else of the workload.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale", "statefulsets/scale"]
+  verbs: ["get", "patch", "update"]
 {{- end -}}
 
 {{- define "aftershock.crdRules" -}}

@@ -18,6 +18,7 @@ __all__ = [
     "ProbeResult",
     "ProbeUnavailableError",
     "Recorder",
+    "ScaleApi",
     "StatusSink",
     "StopSignal",
     "SubjectLock",
@@ -60,6 +61,13 @@ class PodApi(Protocol):
     ) -> AsyncIterator[PodEventLike]: ...
 
     async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None: ...
+
+
+class ScaleApi(Protocol):
+    async def get_replicas(self, kind: str, namespace: str, name: str) -> tuple[int, int]:
+        """(desired, current) replicas of a Deployment or StatefulSet."""
+
+    async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None: ...
 
 
 class StatusSink(Protocol):

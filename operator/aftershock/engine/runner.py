@@ -31,6 +31,7 @@ from aftershock.engine.ports import (
     ProbeResult,
     ProbeUnavailableError,
     Recorder,
+    ScaleApi,
     StatusSink,
     StopSignal,
     SubjectLock,
@@ -141,8 +142,10 @@ class CampaignRunner:
         clock: Clock,
         settings: RunnerSettings,
         recorder: Recorder | None = None,
+        scaler: ScaleApi | None = None,
     ) -> None:
         self.ref = ref
+        self._scaler = scaler
         self._recorder: Recorder = recorder or NullRecorder()
         self._generation = generation
         self._spec_source = spec_source
@@ -258,6 +261,9 @@ class CampaignRunner:
         for lost in await self._ledger.interrupt_inflight(
             self.ref.uid, "the operator stopped during this attempt; the trial index runs again", now
         ):
+            remediator = lost.initial_state.get("remediator")
+            if isinstance(remediator, Mapping):
+                await self._restore_remediator(remediator)
             await self._emit(
                 "Warning",
                 REASON_TRIAL_INTERRUPTED,
@@ -599,7 +605,19 @@ class CampaignRunner:
             store_ids = {k: int(v) for k, v in (gate.probe.summary.get("storeIds") or {}).items()}
             starts = dict(gate.probe.restarts)
         victims = tuple(node_kill.to_victim(p, store_ids.get(p.name)) for p in chosen)
+        remediator: dict[str, Any] | None = None
+        if spec.baseline and spec.remediator is not None and not spec.dry_run:
+            try:
+                remediator = await self._read_remediator(spec)
+            except ApiError as exc:
+                if exc.transient:
+                    return _TrialResult(None)  # try the trial again after the loop's pause
+                return _TrialResult(
+                    None,
+                    stall_reason=f"spec.remediator: {spec.remediator.kind} {spec.remediator.name}: {exc}",
+                )
         initial_state = {
+            "remediator": remediator,
             "expectedPods": self._expected_pods,
             "pods": [_pod_json(p) for p in gate.pods],
             "probe": dict(gate.probe.summary) if gate.probe is not None else None,
@@ -647,6 +665,41 @@ class CampaignRunner:
                 return _TrialResult(None)  # lost the lock: go back and wait for it
             return _TrialResult(None, stall_reason=f"refused to kill: {refusal}", stop_verdict=Verdict.NONE)
 
+        if remediator is not None:
+            error = await self._scale_down_remediator(remediator)
+            if error is not None:
+                await self._restore_remediator(remediator)
+                record = await self._finish_attempt(
+                    attempt_id,
+                    Outcome.INFRA_ERROR,
+                    milestones={},
+                    final_state={},
+                    error=error,
+                    now=self._clock.wall(),
+                )
+                return _TrialResult(Outcome.INFRA_ERROR, record)
+        try:
+            return await self._kill_and_observe(
+                spec, index, attempt_id, victims, names, gate, starts, view, probe, stop
+            )
+        finally:
+            if remediator is not None:
+                await self._restore_remediator(remediator)
+
+    async def _kill_and_observe(
+        self,
+        spec: CampaignSpec,
+        index: int,
+        attempt_id: int,
+        victims: tuple[Victim, ...],
+        names: str,
+        gate: _Gate,
+        starts: Mapping[str, int],
+        view: PodView,
+        probe: SubjectProbe | None,
+        stop: StopSignal,
+    ) -> _TrialResult:
+        assert self._expected_pods is not None
         self._message = f"trial {index + 1}/{spec.trials}: killed {names}, observing recovery"
         with view.subscribe() as queue:
             kill_mono = self._clock.monotonic()
@@ -711,6 +764,47 @@ class CampaignRunner:
             await self._emit("Warning", REASON_TRIAL_INTERRUPTED, f"{label}: {error}")
             result.interrupted = True
         return result
+
+    # -- the remediator (baseline trials) ---------------------------------------------------
+
+    async def _read_remediator(self, spec: CampaignSpec) -> dict[str, Any]:
+        assert self._scaler is not None and spec.remediator is not None
+        desired, _ = await self._scaler.get_replicas(
+            spec.remediator.kind.value, self.ref.namespace, spec.remediator.name
+        )
+        return {"kind": spec.remediator.kind.value, "name": spec.remediator.name, "replicas": desired}
+
+    async def _scale_down_remediator(self, remediator: Mapping[str, Any]) -> str | None:
+        """Scale to zero and wait until its pods are gone (the scale subresource's status).
+        Checked every 0.25 s for at most 60 s: a bounded wait on a rare step, not a hot loop."""
+        assert self._scaler is not None
+        kind, name = str(remediator["kind"]), str(remediator["name"])
+        try:
+            await self._scaler.set_replicas(kind, self.ref.namespace, name, 0)
+            deadline = self._clock.monotonic() + 60
+            while self._clock.monotonic() < deadline:
+                _, current = await self._scaler.get_replicas(kind, self.ref.namespace, name)
+                if current == 0:
+                    return None
+                await asyncio.sleep(0.25)
+        except ApiError as exc:
+            return f"scaling the remediator {kind} {name} to 0 failed: {exc}"
+        return f"the remediator {kind} {name} still has pods 60s after scaling it to 0"
+
+    async def _restore_remediator(self, remediator: Mapping[str, Any]) -> None:
+        if self._scaler is None:
+            return
+        kind, name, replicas = str(remediator["kind"]), str(remediator["name"]), int(remediator["replicas"])
+        for attempt in range(5):
+            try:
+                await self._scaler.set_replicas(kind, self.ref.namespace, name, replicas)
+                return
+            except ApiError as exc:
+                if not exc.transient:
+                    log.error("restoring the remediator %s %s to %d failed: %s", kind, name, replicas, exc)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+        log.error("restoring the remediator %s %s to %d failed after retries", kind, name, replicas)
 
     async def _finish_attempt(
         self,

@@ -158,6 +158,7 @@ class Kube:
         self._core = k8s.CoreV1Api(api)
         self._custom = k8s.CustomObjectsApi(api)
         self._coordination = k8s.CoordinationV1Api(api)
+        self._apps = k8s.AppsV1Api(api)
         #: Non-watch requests made, by verb: a cheap way for benchmarks and metrics to see
         #: how many API calls a trial costs.
         self.requests: collections.Counter[str] = collections.Counter()
@@ -357,6 +358,39 @@ class Kube:
             self._core.create_namespaced_event,
             namespace,
             body,
+        )
+
+    # --- workloads' scale (the remediator in baseline trials) ------------------------------
+
+    def _scale_calls(self, kind: str) -> tuple[Any, Any]:
+        if kind == "Deployment":
+            return self._apps.read_namespaced_deployment_scale, self._apps.patch_namespaced_deployment_scale
+        if kind == "StatefulSet":
+            return (
+                self._apps.read_namespaced_stateful_set_scale,
+                self._apps.patch_namespaced_stateful_set_scale,
+            )
+        raise KubeError(f"cannot scale a {kind}")
+
+    async def get_replicas(self, kind: str, namespace: str, name: str) -> tuple[int, int]:
+        """(spec.replicas, status.replicas) of the workload's scale subresource."""
+        read, _ = self._scale_calls(kind)
+        data = await self._json("get", f"get scale of {kind} {namespace}/{name}", read, name, namespace)
+        return int((data.get("spec") or {}).get("replicas") or 0), int(
+            (data.get("status") or {}).get("replicas") or 0
+        )
+
+    async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        _, patch = self._scale_calls(kind)
+        await self._json(
+            "patch",
+            f"scale {kind} {namespace}/{name} to {replicas}",
+            patch,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            field_manager=FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
         )
 
     # --- leases (per-subject locks) ------------------------------------------------------
