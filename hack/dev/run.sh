@@ -45,7 +45,9 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+# Ctrl-C reaches dev.py too, which stops what it started and exits 0: a clean stop is not an
+# error. (A no-op trap, not an ignored signal: children would inherit an ignored SIGINT.)
+trap ':' INT
 trap 'exit 143' TERM
 
 [ -x "$python" ] || { echo "no Python environment at $python: run 'make venv' (make dev does)" >&2; exit 1; }

@@ -768,7 +768,8 @@ class CampaignRunner:
     # -- the remediator (baseline trials) ---------------------------------------------------
 
     async def _read_remediator(self, spec: CampaignSpec) -> dict[str, Any]:
-        assert self._scaler is not None and spec.remediator is not None
+        assert self._scaler is not None
+        assert spec.remediator is not None
         desired, _ = await self._scaler.get_replicas(
             spec.remediator.kind.value, self.ref.namespace, spec.remediator.name
         )
