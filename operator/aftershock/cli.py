@@ -64,7 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--namespace", "-n", default="default")
     report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
     report.add_argument("--format", choices=["table", "json"], default="table")
+    check = sub.add_parser(
+        "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
+    )
+    check.add_argument("files", nargs="+", help="YAML files ('-' for standard input)")
+    check.add_argument("--allow-loopback-pd", action="store_true", help="as the operator's flag of that name")
     return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Exit 0 when every Campaign is valid, 1 when any is not, 2 when a file cannot be read."""
+    from pathlib import Path
+
+    from aftershock import validate
+
+    bad = 0
+    seen = 0
+    for name in args.files:
+        try:
+            docs = validate.load_documents(Path(name))
+        except (OSError, ValueError) as exc:
+            print(f"{name}: cannot read: {exc}", file=sys.stderr)
+            return 2
+        for campaign, problems in validate.validate_documents(docs, allow_loopback_pd=args.allow_loopback_pd):
+            seen += 1
+            if problems:
+                bad += 1
+                for problem in problems:
+                    print(f"{name}: {campaign}: {problem}")
+            else:
+                print(f"{name}: {campaign}: valid")
+    if seen == 0:
+        print("no Campaign found", file=sys.stderr)
+        return 2
+    return 1 if bad else 0
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -122,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run_operator(args)
+    if args.command == "validate":
+        return _validate(args)
     if args.command == "report":
         logging.basicConfig(level=logging.WARNING)
         if not os.path.exists(args.db):
