@@ -209,7 +209,8 @@ def validate_documents(docs: Sequence[Any], **kwargs: Any) -> list[tuple[str, li
     for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             continue
-        name = f"{(doc.get('metadata') or {}).get('namespace', 'default')}/{(doc.get('metadata') or {}).get('name')}"
+        meta = doc.get("metadata") or {}
+        name = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
         results.append((name, validate_object(doc, **kwargs)))
     return results
 
