@@ -81,3 +81,16 @@ def _try_get(port: int, path: str) -> tuple[int, str] | None:
         return _get(port, path)
     except OSError:
         return None
+
+
+def test_liveness_endpoint_answers(
+    cluster: testbed.Cluster, namespace: str, start_operator: StartOperator
+) -> None:
+    from tests.e2e.operator import free_port
+
+    port = free_port()
+    op = start_operator("--liveness-port", str(port))
+    status, body = testbed.wait_for(lambda: _try_get(port, "/healthz"), 30, what="/healthz")
+    assert status == 200
+    assert op.alive()
+    assert body  # kopf's probe results (JSON)
