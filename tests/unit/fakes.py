@@ -320,6 +320,11 @@ class FakeLock:
         self.release_calls += 1
         self._held = False
 
+    def lose(self) -> None:
+        """The lease expired and another Campaign took it (a renewal failed)."""
+        self._held = False
+        self.busy = True
+
 
 class FakeProbe:
     """The `SubjectProbe` port, reading the cluster the way PD reads TiKV.
@@ -329,9 +334,17 @@ class FakeProbe:
     whatever the pods say; ``error`` makes every check raise it.
     """
 
-    def __init__(self, *, healthy: bool = True, error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        healthy: bool = True,
+        error: Exception | None = None,
+        during_check: Callable[[], None] | None = None,
+    ) -> None:
         self.healthy = healthy
         self.error = error
+        #: Called while a check is under way (the world changes while PD is asked).
+        self.during_check = during_check
         self.checks = 0
         self.closed = False
         self._starts: dict[str, int] = {}
@@ -342,7 +355,9 @@ class FakeProbe:
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         self.checks += 1
-        await asyncio.sleep(0)
+        if self.during_check is not None:
+            self.during_check()
+        await asyncio.sleep(0.01)
         if self.error is not None:
             raise self.error
         reasons = [f"store of {p.name} is not Up" for p in pods if not p.ready]
