@@ -133,6 +133,8 @@ class FakeCluster:
         self.recreate = True
         self.fail_before_delete: list[ApiError] = []
         self.fail_after_delete: list[ApiError] = []
+        #: Called right after a delete removed its pod (e.g. to break the watches then).
+        self.after_delete: Callable[[], None] | None = None
         #: Every delete call, in order, whatever it answered.
         self.delete_calls: list[DeleteCall] = []
         #: The pods a delete actually removed, in order.
@@ -256,6 +258,8 @@ class FakeCluster:
             task = asyncio.create_task(self._replace(pod, delay))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self.after_delete is not None:
+            self.after_delete()
         if self.fail_after_delete:
             raise self.fail_after_delete.pop(0)
 

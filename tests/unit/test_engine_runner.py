@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.fakes import FakeCluster, FakeLock, FakeProbe, ListSink, RealClock, Stop, unavailable
+from tests.unit.fakes import (
+    FakeCluster,
+    FakeLock,
+    FakeProbe,
+    ListSink,
+    RealClock,
+    Stop,
+    selector_matches,
+    unavailable,
+)
 
 from aftershock.chaos import node_kill
 from aftershock.engine.ports import SubjectProbe
@@ -128,6 +137,54 @@ def cond(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
 
 def ordered(record: AttemptRecord, names: list[str]) -> list[float]:
     return [record.milestones[n].offset for n in names]
+
+
+# --- the fakes behave like the API server (or these tests prove nothing) ------------------------------
+
+
+async def test_fake_cluster_deletes_by_uid_and_replaces_like_a_statefulset(h: Harness) -> None:
+    pods, rv = await h.cluster.list_pods("db", "app=tikv")
+    assert [p.name for p in pods] == ["tikv-0", "tikv-1", "tikv-2"]
+    watch = h.cluster.watch_pods("db", "app=tikv", rv)
+
+    with pytest.raises(ApiError) as conflict:
+        await h.cluster.delete_pod("db", "tikv-0", "uid-of-someone-else", 0)
+    assert conflict.value.status == 409
+    with pytest.raises(ApiError) as missing:
+        await h.cluster.delete_pod("db", "tikv-9", "uid-tikv-9", 0)
+    assert missing.value.status == 404
+    await h.cluster.delete_pod("db", "tikv-0", "uid-tikv-0", 0)
+
+    events = [await asyncio.wait_for(anext(watch), 1) for _ in range(4)]
+    assert [e.type for e in events] == ["DELETED", "ADDED", "MODIFIED", "MODIFIED"]
+    assert {e.pod.name for e in events} == {"tikv-0"}
+    new = events[1].pod
+    assert new.uid != "uid-tikv-0"
+    assert (new.ready, new.node) == (False, None)
+    assert events[2].pod.node is not None
+    assert not events[2].pod.ready
+    assert events[3].pod.ready
+    assert [(d.name, d.uid) for d in h.cluster.delete_calls] == [
+        ("tikv-0", "uid-of-someone-else"),
+        ("tikv-9", "uid-tikv-9"),
+        ("tikv-0", "uid-tikv-0"),
+    ]
+    assert [p.uid for p in h.cluster.deleted] == ["uid-tikv-0"]
+    await watch.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "labels", "expected"),
+    [
+        ("app=tikv", {"app": "tikv"}, True),
+        ("app=tikv,zone in (a,b)", {"app": "tikv", "zone": "c"}, False),
+        ("zone notin (a,b)", {}, True),
+        ("canary,!debug", {"canary": ""}, True),
+        ("!debug", {"debug": "1"}, False),
+    ],
+)
+def test_fake_cluster_filters_by_selector(query: str, labels: dict[str, str], expected: bool) -> None:
+    assert selector_matches(query, labels) is expected
 
 
 # --- a campaign that succeeds ------------------------------------------------------------------------
@@ -531,6 +588,26 @@ async def test_a_forbidden_delete_is_an_infrastructure_error_not_a_measurement(h
     assert status["progress"] == "0/2"
     assert status["trials"]["infraErrors"] == 2
     assert "forbidden" in status["message"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ApiError("watch: too old resource version", 410), id="gone"),
+        pytest.param(TransientApiError("watch: connection reset", 503), id="broken"),
+    ],
+)
+async def test_a_watch_that_breaks_during_recovery_is_listed_again_and_the_trial_recovers(
+    h: Harness, error: ApiError
+) -> None:
+    h.cluster.after_delete = lambda: h.cluster.break_watches(error)
+
+    phase = await h.run(campaign(trials=2))
+
+    assert phase is Phase.SUCCEEDED
+    assert [a.outcome for a in await h.ledger.completed_trials(REF.uid)] == [Outcome.RECOVERED] * 2
+    assert len(h.cluster.deleted) == 2
+    assert h.cluster.list_calls >= 3  # the first list, then one after each broken watch
 
 
 # --- PD (the subject probe) ----------------------------------------------------------------------------
