@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,7 +217,7 @@ class FakeCluster:
 
     async def watch_pods(
         self, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300
-    ) -> AsyncIterator[PodEvent]:
+    ) -> AsyncGenerator[PodEvent, None]:
         """Every event after `resource_version`, then live ones, until closed or broken."""
         self.watch_calls += 1
         queue: asyncio.Queue[Any] = asyncio.Queue()
