@@ -1,4 +1,8 @@
-"""The `aftershock` command: `run` (the operator), `report` (read the ledger back)."""
+"""The `aftershock` command: `run` (the operator), `report`, `export` and `compare` (read the
+ledger back), `validate` (check manifests offline).
+
+Exit codes of `compare`: 0 Improved or NoChange, 1 Regressed, 2 usage or data error (no ledger,
+no such campaign, nothing recovered to compare, the analysis extra missing)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from aftershock.model import DEFAULT_PROTECTED_NAMESPACES
+
+if TYPE_CHECKING:
+    from aftershock.report import CampaignReport
 
 DEFAULT_DB = "/var/lib/aftershock/ledger.db"
 
@@ -63,13 +71,59 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("name")
     report.add_argument("--namespace", "-n", default="default")
     report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
-    report.add_argument("--format", choices=["table", "json"], default="table")
+    report.add_argument(
+        "--format", choices=["table", "json", "csv", "markdown"], default="table", help="what goes to stdout"
+    )
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    report.add_argument("--png", metavar="FILE", help="also write the plots as PNG (aftershock[analysis])")
+    report.add_argument("--svg", metavar="FILE", help="also write the plots as SVG (aftershock[analysis])")
+    _bootstrap_arguments(report)
+
+    export = sub.add_parser("export", help="every attempt, one row each, as CSV or JSON (docs/results.md)")
+    export.add_argument("name", nargs="?", help="the campaign (or --all)")
+    export.add_argument("--namespace", "-n", default="default")
+    export.add_argument("--all", action="store_true", help="every campaign in the ledger")
+    export.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+
+    compare = sub.add_parser(
+        "compare", help="campaign B against A: Improved, Regressed (exit 1) or NoChange (docs/results.md)"
+    )
+    compare.add_argument("a", metavar="A", help="the reference campaign: NAME or NAMESPACE/NAME")
+    compare.add_argument("b", metavar="B", help="the campaign judged against A: NAME or NAMESPACE/NAME")
+    compare.add_argument("--namespace", "-n", default="default", help="namespace of a bare NAME")
+    compare.add_argument(
+        "--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="ledger of A (and B)"
+    )
+    compare.add_argument("--db-b", default=None, help="ledger of B, when it is not --db")
+    compare.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    compare.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level (CI level is 1 - alpha)"
+    )
+    compare.add_argument(
+        "--min-effect-seconds", type=float, default=0.0, help="ignore median shifts smaller than this"
+    )
+    _bootstrap_arguments(compare)
     check = sub.add_parser(
         "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
     )
     check.add_argument("files", nargs="+", help="YAML files ('-' for standard input)")
     check.add_argument("--allow-loopback-pd", action="store_true", help="as the operator's flag of that name")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resamples", type=_positive_int, default=10_000, help="bootstrap resamples")
+    parser.add_argument(
+        "--seed", type=int, default=20_240_501, help="bootstrap seed (results are reproducible)"
+    )
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -134,20 +188,104 @@ def _run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _report(args: argparse.Namespace) -> int:
-    from aftershock import report
+async def _read_report(args: argparse.Namespace) -> CampaignReport:
+    from aftershock import analysis, report
     from aftershock.ledger import Ledger
 
-    ledger = await Ledger.open(args.db)
-    try:
+    bootstrap = analysis.Bootstrap(resamples=args.resamples, seed=args.seed)
+    async with await Ledger.open(args.db) as ledger:
         try:
-            data = await report.load_report(ledger, args.namespace, args.name)
+            return await report.load_report(ledger, args.namespace, args.name, bootstrap=bootstrap)
+        except analysis.AnalysisUnavailableError as exc:
+            print(f"aftershock: reporting without confidence intervals: {exc}", file=sys.stderr)
+            return await report.load_report(ledger, args.namespace, args.name)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Exit 0, 1 when there is no such campaign, 2 when a plot cannot be drawn."""
+    from pathlib import Path
+
+    from aftershock import analysis, export, plots, report
+
+    try:
+        data = asyncio.run(_read_report(args))
+    except LookupError as exc:
+        print(f"aftershock: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        sys.stdout.write(export.render_csv(export.build_rows(data.campaign, data.attempts)))
+    else:
+        render = {"json": report.render_json, "markdown": report.render_markdown}.get(args.format)
+        sys.stdout.write((render or report.render_table)(data))
+    if args.html:
+        Path(args.html).write_text(plots.render_html(data, source=args.db), encoding="utf-8")
+    figures: tuple[tuple[Literal["png", "svg"], str | None], ...] = (("png", args.png), ("svg", args.svg))
+    for fmt, path in figures:
+        if path:
+            try:
+                plots.write_figure(data, path, fmt)
+            except analysis.AnalysisUnavailableError as exc:
+                print(f"aftershock: {exc}", file=sys.stderr)
+                return 2
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from aftershock import export
+    from aftershock.ledger import Ledger
+
+    if args.all == (args.name is not None):
+        print("aftershock export: give a campaign NAME or --all (not both)", file=sys.stderr)
+        return 2
+    async with await Ledger.open(args.db) as ledger:
+        try:
+            rows = await export.load_rows(ledger, args.namespace, args.name)
         except LookupError as exc:
             print(f"aftershock: {exc}", file=sys.stderr)
-            return 1
-        print(report.render_json(data) if args.format == "json" else report.render_table(data))
-    finally:
-        await ledger.close()
+            return 2
+    sys.stdout.write(export.render_csv(rows) if args.format == "csv" else export.render_json(rows))
+    return 0
+
+
+async def _compare(args: argparse.Namespace) -> int:
+    """Exit 0 Improved/NoChange, 1 Regressed, 2 when the comparison cannot be made."""
+    from aftershock import analysis, report
+    from aftershock.ledger import Ledger
+
+    bootstrap = analysis.Bootstrap(resamples=args.resamples, seed=args.seed)
+    loaded = []
+    for ref, db in ((args.a, args.db), (args.b, args.db_b or args.db)):
+        namespace, _, name = ref.rpartition("/")
+        async with await Ledger.open(db) as ledger:
+            try:
+                loaded.append(await report.load_report(ledger, namespace or args.namespace, name))
+            except LookupError as exc:
+                print(f"aftershock: {exc}", file=sys.stderr)
+                return 2
+    try:
+        cmp = report.compare_reports(
+            loaded[0],
+            loaded[1],
+            alpha=args.alpha,
+            min_effect_seconds=args.min_effect_seconds,
+            bootstrap=bootstrap,
+            a_source=args.db,
+            b_source=args.db_b or args.db,
+        )
+    except (ValueError, analysis.AnalysisUnavailableError) as exc:
+        print(f"aftershock compare: {exc}", file=sys.stderr)
+        return 2
+    render = {"json": report.render_comparison_json, "markdown": report.render_comparison_markdown}
+    sys.stdout.write(render.get(args.format, report.render_comparison_table)(cmp))
+    return cmp.result.verdict.exit_code
+
+
+def _missing_ledgers(*paths: str | None) -> int:
+    """2 (after saying which) when a ledger file does not exist: opening would create an empty one."""
+    for path in paths:
+        if path is not None and not os.path.exists(path):
+            print(f"aftershock: no ledger at {path}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -157,12 +295,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_operator(args)
     if args.command == "validate":
         return _validate(args)
-    if args.command == "report":
+    if args.command in ("report", "export", "compare"):
         logging.basicConfig(level=logging.WARNING)
-        if not os.path.exists(args.db):
-            print(f"aftershock: no ledger at {args.db}", file=sys.stderr)
+        if _missing_ledgers(args.db, getattr(args, "db_b", None)):
             return 2
-        return asyncio.run(_report(args))
+        from aftershock.ledger import LedgerError
+
+        try:
+            if args.command == "report":
+                return _report(args)
+            return asyncio.run(_export(args) if args.command == "export" else _compare(args))
+        except LedgerError as exc:  # not a ledger, a newer schema, unreadable: say so, no traceback
+            print(f"aftershock: {exc}", file=sys.stderr)
+            return 2
     return 2
 
 

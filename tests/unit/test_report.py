@@ -3,7 +3,11 @@ and the table shows each attempt's phase durations."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aftershock import model, report
+from aftershock import analysis, cli, model, report
 from aftershock.ledger import CampaignNotFoundError, Ledger
 from aftershock.model import CampaignRef, Milestone, Outcome, Phase, Verdict, Victim
 
@@ -83,6 +87,22 @@ async def write(ledger: Ledger, planned: Planned) -> None:
         )
 
 
+#: The recovery phases and their JSON keys, spelled out here rather than read from `report.PHASES`.
+PHASE_CHAIN = (
+    ("killToGone", "kill_sent", "victim_gone"),
+    ("goneToCreated", "victim_gone", "replacement_created"),
+    ("createdToScheduled", "replacement_created", "replacement_scheduled"),
+    ("scheduledToReady", "replacement_scheduled", "replacement_ready"),
+    ("readyToStoreUp", "replacement_ready", "store_up"),
+    ("storeUpToHealthy", "store_up", "recovered"),
+)
+
+
+def phase(milestones: dict[str, Milestone], start: str, end: str) -> float | None:
+    a, b = milestones.get(start), milestones.get(end)
+    return None if a is None or b is None else b.offset - a.offset
+
+
 def expected_trial(planned: Planned) -> dict[str, Any]:
     return {
         "index": planned.index,
@@ -107,6 +127,7 @@ def expected_trial(planned: Planned) -> dict[str, Any]:
             for name in model.MILESTONES
             if (m := planned.milestones.get(name)) is not None
         },
+        "phaseSeconds": {key: phase(planned.milestones, start, end) for key, start, end in PHASE_CHAIN},
         "initialState": {"stores": {"4": "Up"}, "index": planned.index},
         "finalState": {} if planned.outcome is None else {"stores": {"4": "Up"}, "after": True},
         "error": planned.error,
@@ -149,12 +170,15 @@ class TestJson:
             "verdict": "",
             "requestedTrials": 2,
             "seed": "7",
+            "baseline": False,
+            "mode": "normal",
             "createdAt": iso(T0 - 60),
             "startedAt": None,
             "finishedAt": None,
             "spec": SPEC,
         }
         assert out["trials"] == []
+        assert out["failureReasons"] == []
         assert out["summary"] == {
             "n": 0,
             "p50Seconds": None,
@@ -168,6 +192,8 @@ class TestJson:
             "interrupted": 0,
             "infraErrors": 0,
             "inFlight": 0,
+            "confidence": None,
+            "phaseP50Seconds": dict.fromkeys((k for k, _, _ in PHASE_CHAIN), None),
         }
 
     async def test_one_trial_every_milestone(self, ledger: Ledger) -> None:
@@ -259,7 +285,33 @@ class TestJson:
             "interrupted": 1,
             "infraErrors": 1,
             "inFlight": 1,
+            "confidence": None,
+            "phaseP50Seconds": expected_trial(recovered(0, 8.5))["phaseSeconds"],
         }
+        # one of each: ranked by the time they cost
+        assert out["failureReasons"] == [
+            {
+                "outcome": "unrecovered",
+                "reason": "store N not Up after N s",
+                "count": 1,
+                "secondsLost": 610.0,
+                "attempts": [{"index": 1, "attempt": 3}],
+            },
+            {
+                "outcome": "interrupted",
+                "reason": "operator restarted",
+                "count": 1,
+                "secondsLost": 100.5,
+                "attempts": [{"index": 1, "attempt": 1}],
+            },
+            {
+                "outcome": "infra_error",
+                "reason": "apiserver: 503 retrying",
+                "count": 1,
+                "secondsLost": 1.0,
+                "attempts": [{"index": 1, "attempt": 2}],
+            },
+        ]
 
     async def test_reports_the_newest_campaign_of_that_name(self, ledger: Ledger) -> None:
         newer = CampaignRef(REF.namespace, REF.name, "uid-2")
@@ -297,16 +349,17 @@ class TestTable:
         table = report.render_table(await report.load_report(ledger, REF.namespace, REF.name))
         rows = columns(table)
         assert rows[0][:4] == ["index", "attempt", "outcome", "victims"]
-        assert rows[0][4:10] == [
+        assert rows[0][4:11] == [
             "kill->gone",
             "gone->created",
             "created->scheduled",
             "scheduled->ready",
             "ready->storeUp",
+            "storeUp->healthy",
             "recovery",
         ]
         # full_milestones: gone 1.0, created 1.75, scheduled 2.5, ready 10.75, storeUp 11.5, recovered 12.25
-        assert rows[1][:10] == [
+        assert rows[1][:11] == [
             "0",
             "1",
             "recovered",
@@ -316,9 +369,22 @@ class TestTable:
             "0.750",
             "8.250",
             "0.750",
+            "0.750",
             "12.250",
         ]
-        assert rows[2][:10] == ["1", "1", "unrecovered", "tikv-1,tikv-2", "1.500", "-", "-", "-", "-", "-"]
+        assert rows[2][:11] == [
+            "1",
+            "1",
+            "unrecovered",
+            "tikv-1,tikv-2",
+            "1.500",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
         error_line = table.splitlines()[2]
         assert "store 4 never came back" in error_line
         assert error_line.endswith("...")
@@ -333,10 +399,253 @@ class TestTable:
         json_rows = json.loads(report.render_json(loaded))["trials"]
         for row, trial in zip(table_rows, json_rows, strict=True):
             assert (int(row[0]), int(row[1]), row[2]) == (trial["index"], trial["attempt"], trial["outcome"])
-            assert float(row[9]) == trial["recoverySeconds"]
+            assert float(row[10]) == trial["recoverySeconds"]
 
 
 def test_iso_utc_matches_the_reference_formatter() -> None:
     for unix in (0.0, T0, T0 + 0.5, T0 + 86_399.75):
         assert report.iso_utc(unix) == iso(unix)
     assert report.iso_utc(None) is None
+
+
+# --- failure reasons ---------------------------------------------------------------------------
+
+
+class TestFailureReasons:
+    @pytest.mark.parametrize(
+        ("error", "reason"),
+        [
+            (
+                "not recovered within 60s: tikv-2: replacement not Ready",
+                "not recovered within Ns: tikv-N: replacement not Ready",
+            ),
+            (
+                "tikv-0 was already gone or replaced before the kill (409)",
+                "tikv-N was already gone or replaced before the kill (409)",
+            ),
+            (
+                "PD unavailable: 10.0.3.7:2379 refused\n  after 3 tries",
+                "PD unavailable: <ip> refused after N tries",
+            ),
+            ("pod 0b5e9c1a-1f2e-4d3c-8b7a-6f5e4d3c2b1a vanished", "pod <uid> vanished"),
+            ("store 4 not Up after 600.5 s", "store N not Up after N s"),
+            ("apiserver: 503", "apiserver: 503"),
+            (None, report.NO_ERROR),
+            ("   ", report.NO_ERROR),
+        ],
+    )
+    def test_normalised_reason(self, error: str | None, reason: str) -> None:
+        assert report.normalise_error(error) == reason
+
+    def test_long_errors_are_cut(self) -> None:
+        assert len(report.normalise_error("x" * 500)) == 160
+
+    async def test_ranked_by_count_then_time_lost(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        plan = [
+            # index 0: two infra errors (1 s each), then recovered
+            Planned(
+                0, Outcome.INFRA_ERROR, error="apiserver: 503 on tikv-0", started_at=T0, finished_at=T0 + 1
+            ),
+            Planned(
+                0,
+                Outcome.INFRA_ERROR,
+                error="apiserver: 503 on tikv-1",
+                started_at=T0 + 2,
+                finished_at=T0 + 3,
+            ),
+            recovered(0, 5.0),
+            # index 1: one unrecovered that cost 600 s
+            Planned(1, Outcome.UNRECOVERED, error="timed out", started_at=T0 + 200, finished_at=T0 + 800),
+        ]
+        async with await Ledger.open(path) as ledger:
+            await ledger.ensure_campaign(REF, SPEC, requested_trials=2, seed="7", now=T0 - 60)
+            for p in plan:
+                await write(ledger, p)
+            loaded = await report.load_report(ledger, REF.namespace, REF.name)
+        assert [(r.outcome, r.reason, r.count, r.seconds_lost, r.attempts) for r in loaded.failures] == [
+            (Outcome.INFRA_ERROR, "apiserver: 503 on tikv-N", 2, 2.0, ((0, 1), (0, 2))),
+            (Outcome.UNRECOVERED, "timed out", 1, 600.0, ((1, 1),)),
+        ]
+        table = report.render_table(loaded)
+        lines = table.splitlines()
+        first = lines.index("failures   (by count, then time lost)")
+        assert "apiserver: 503 on tikv-N" in lines[first + 1]
+        assert "timed out" in lines[first + 2]
+
+
+# --- intervals, markdown, mode, the command ------------------------------------------------------
+
+
+async def five_trials(ledger: Ledger) -> list[float]:
+    times = [10.0, 12.5, 11.0, 30.25, 9.5]
+    for i, t in enumerate(times):
+        await write(ledger, recovered(i, t))
+    return times
+
+
+class TestIntervals:
+    async def test_report_with_bootstrap_carries_the_analysis_intervals(self, ledger: Ledger) -> None:
+        times = await five_trials(ledger)
+        settings = analysis.Bootstrap(resamples=500, seed=3)
+        loaded = await report.load_report(ledger, REF.namespace, REF.name, bootstrap=settings)
+        assert loaded.intervals is not None
+        p50, p95 = analysis.percentile_intervals(times, (50, 95), settings) or ()
+        assert (loaded.intervals.p50, loaded.intervals.p95) == (p50, p95)
+        value = json.loads(report.render_json(loaded))["summary"]["confidence"]
+        assert value == {
+            "level": 0.95,
+            "method": "percentile bootstrap",
+            "resamples": 500,
+            "seed": 3,
+            "p50Seconds": {"low": p50.low, "high": p50.high},
+            "p95Seconds": {"low": p95.low, "high": p95.high},
+        }
+        assert f"p50 11.000 [{p50.low:.3f}, {p50.high:.3f}]" in report.render_table(loaded)
+
+    async def test_no_recovered_trial_no_interval(self, ledger: Ledger) -> None:
+        loaded = await report.load_report(ledger, REF.namespace, REF.name, bootstrap=analysis.Bootstrap())
+        assert loaded.intervals is None
+
+    async def test_the_operator_endpoint_default_computes_none(self, ledger: Ledger) -> None:
+        await five_trials(ledger)
+        assert (await report.load_report(ledger, REF.namespace, REF.name)).intervals is None
+
+
+class TestMarkdown:
+    async def test_summary_table_first_and_trials_folded(self, ledger: Ledger) -> None:
+        await five_trials(ledger)
+        await write(
+            ledger,
+            Planned(5, Outcome.UNRECOVERED, error="a|b <c>", started_at=T0 + 900, finished_at=T0 + 960),
+        )
+        loaded = await report.load_report(ledger, REF.namespace, REF.name, bootstrap=analysis.Bootstrap(200))
+        md = report.render_markdown(loaded).splitlines()
+        assert md[0] == "### aftershock: `chaos/tikv-kill` no verdict"
+        header = md.index("| n | p50 (95% CI) | p95 (95% CI) | max | mean |")
+        assert md[header + 2].startswith("| 5 | 11.000 [")
+        assert "| 1 | 60.000 | unrecovered | a\\|b &lt;c&gt; |" in md
+        details = md.index("<details><summary>Per-trial phases (6 attempts, seconds)</summary>")
+        trial_rows = [line for line in md[details:] if line.startswith("| ") and line[2].isdigit()]
+        assert len(trial_rows) == 6
+        assert md[-1] == "</details>"
+
+    async def test_long_campaigns_stay_short(self, ledger: Ledger) -> None:
+        for i in range(report.MARKDOWN_TRIAL_ROWS + 7):
+            await write(ledger, recovered(i, 5.0 + i / 4))
+        md = report.render_markdown(await report.load_report(ledger, REF.namespace, REF.name))
+        assert "... 7 more: `aftershock export` has every attempt." in md
+        assert md.count("| recovered |") == report.MARKDOWN_TRIAL_ROWS
+
+
+class TestMode:
+    async def test_baseline_read_from_the_recorded_spec(self, ledger: Ledger) -> None:
+        ref = CampaignRef(REF.namespace, "base", "uid-base")
+        await ledger.ensure_campaign(ref, SPEC | {"baseline": True}, requested_trials=1, seed="1", now=T0)
+        loaded = await report.load_report(ledger, ref.namespace, ref.name)
+        assert loaded.baseline
+        value = json.loads(report.render_json(loaded))["campaign"]
+        assert (value["baseline"], value["mode"]) == (True, "baseline")
+        assert "mode baseline" in report.render_table(loaded)
+
+    async def test_spec_without_baseline_is_normal(self, ledger: Ledger) -> None:
+        loaded = await report.load_report(ledger, REF.namespace, REF.name)
+        assert (loaded.baseline, report.mode(loaded.campaign)) == (False, "normal")
+
+
+@pytest.fixture
+def ledger_file(tmp_path: Path) -> Path:
+    """A ledger file with five recovered trials, for the command."""
+    path = tmp_path / "ledger.db"
+
+    async def build() -> None:
+        async with await Ledger.open(path) as opened:
+            await opened.ensure_campaign(REF, SPEC, requested_trials=5, seed="7", now=T0 - 60)
+            await five_trials(opened)
+
+    asyncio.run(build())
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class TestCommand:
+    def test_each_format(self, ledger_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        base = ["report", REF.name, "-n", REF.namespace, "--db", str(ledger_file), "--resamples", "300"]
+        code, table, _ = run(capsys, *base)
+        assert code == 0
+        assert table.splitlines()[0].split()[:3] == ["index", "attempt", "outcome"]
+        assert "95% CI     p50 11.000 [" in table
+        code, md, _ = run(capsys, *base, "--format", "markdown")
+        assert (code, md.splitlines()[0]) == (0, "### aftershock: `chaos/tikv-kill` no verdict")
+        code, text, _ = run(capsys, *base, "--format", "csv")
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert [float(r["recoverySeconds"]) for r in rows] == [10.0, 12.5, 11.0, 30.25, 9.5]
+        code, text, _ = run(capsys, *base, "--format", "json")
+        assert json.loads(text)["summary"]["confidence"]["resamples"] == 300
+
+    def test_same_seed_same_numbers(self, ledger_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        base = ["report", REF.name, "-n", REF.namespace, "--db", str(ledger_file), "--format", "json"]
+        first = run(capsys, *base, "--resamples", "300", "--seed", "5")[1]
+        again = run(capsys, *base, "--resamples", "300", "--seed", "5")[1]
+        other = run(capsys, *base, "--resamples", "300", "--seed", "6")[1]
+        assert first == again
+        assert json.loads(first)["summary"]["confidence"] != json.loads(other)["summary"]["confidence"]
+
+    def test_unknown_campaign_and_missing_ledger(
+        self, ledger_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, _, err = run(capsys, "report", "nope", "-n", "chaos", "--db", str(ledger_file))
+        assert (code, "no campaign chaos/nope" in err) == (1, True)
+        code, _, err = run(capsys, "report", "x", "--db", str(tmp_path / "absent.db"))
+        assert (code, "no ledger at" in err) == (2, True)
+        assert not (tmp_path / "absent.db").exists()
+
+    def test_a_file_that_is_not_a_ledger_is_a_message_not_a_traceback(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "notes.txt"
+        path.write_text("not a database " * 100)
+        code, _, err = run(capsys, "report", "x", "--db", str(path))
+        assert code == 2
+        assert err.startswith(f"aftershock: {path}: ")
+        assert "the file is not a SQLite database: check the ledger path" in err
+
+    def test_without_numpy_the_report_says_what_to_install_and_still_reports(
+        self, ledger_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "numpy", None)  # `import numpy` now raises ImportError
+        code, out, err = run(capsys, "report", REF.name, "-n", REF.namespace, "--db", str(ledger_file))
+        assert code == 0
+        assert "pip install 'aftershock[analysis]'" in err
+        assert "n=5  p50=11.000" in out
+        assert "95% CI" not in out
+
+    def test_without_matplotlib_png_fails_saying_what_to_install(
+        self,
+        ledger_file: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)
+        argv = ["report", REF.name, "-n", REF.namespace, "--db", str(ledger_file), "--resamples", "100"]
+        code, _, err = run(capsys, *argv, "--png", str(tmp_path / "r.png"))
+        assert code == 2
+        assert "aftershock[analysis]" in err
+        assert not (tmp_path / "r.png").exists()
+
+    def test_html_png_and_svg_files(
+        self, ledger_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        html, png, svg = tmp_path / "r.html", tmp_path / "r.png", tmp_path / "r.svg"
+        argv = ["report", REF.name, "-n", REF.namespace, "--db", str(ledger_file), "--resamples", "100"]
+        code, _, _ = run(capsys, *argv, "--html", str(html), "--png", str(png), "--svg", str(svg))
+        assert code == 0
+        assert html.read_text().count('data-trial="') == 5
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert svg.read_text().lstrip().startswith("<?xml")

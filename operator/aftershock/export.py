@@ -1,0 +1,159 @@
+"""Every attempt of one or more campaigns as flat rows: CSV or JSON for spreadsheets and notebooks.
+
+`load_rows` reads the ledger; the rest is pure. The columns are a stable interface: `COLUMNS`
+names them in order with their meaning, ``docs/results.md`` documents them (a unit test keeps
+the two in step), and a column, once released, keeps its name and meaning. New columns are
+added at the end.
+
+Values are exactly what the ledger holds: seconds are written with ``repr`` (the shortest text
+that reads back as the same float), timestamps both as ISO 8601 UTC (microseconds) and as unix
+seconds. An empty CSV cell is JSON's null: the milestone was not seen, the attempt has no
+outcome yet, there was no error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from aftershock import model, report
+from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger
+from aftershock.model import AttemptRecord
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def milestone_column(milestone: str) -> str:
+    """``kill_sent`` -> ``killSentOffsetSeconds``."""
+    return f"{_camel(milestone)}OffsetSeconds"
+
+
+def phase_column(phase: report.RecoveryPhase) -> str:
+    """``killToGone`` -> ``killToGoneSeconds``."""
+    return f"{phase.key}Seconds"
+
+
+_MILESTONE_MEANING: Final = {
+    "gate_passed": "steady state held (negative: before the kill)",
+    "kill_sent": "the delete request left (0 by definition)",
+    "kill_acked": "the API server answered the delete",
+    "first_unhealthy": "first observation of the subject not healthy",
+    "victim_gone": "the victim pod object was gone",
+    "replacement_created": "a replacement pod (new UID) existed",
+    "replacement_scheduled": "the replacement was bound to a node",
+    "replacement_ready": "the replacement was Ready",
+    "store_up": "the subject's own view (PD) had the store Up again",
+    "recovered": "the whole subject was healthy again",
+}
+
+#: (name, meaning) of every column, in order.
+COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("campaignNamespace", "namespace of the Campaign"),
+    ("campaignName", "name of the Campaign"),
+    ("campaignUid", "uid of the Campaign (tells a re-created Campaign of the same name apart)"),
+    ("index", "trial index, 0-based"),
+    ("attempt", "attempt number at that index, 1-based (interrupted and infra-error attempts are retried)"),
+    ("outcome", "recovered, unrecovered, interrupted, infra_error, dry_run, or in_flight (no outcome yet)"),
+    ("victims", "names of the pods killed, separated by ';' in CSV (a list in JSON)"),
+    ("startedAt", "when the attempt started, ISO 8601 UTC"),
+    ("finishedAt", "when the attempt ended, ISO 8601 UTC; empty while in flight"),
+    ("startedAtUnix", "startedAt as unix seconds, exactly as the ledger holds it"),
+    ("finishedAtUnix", "finishedAt as unix seconds, exactly as the ledger holds it"),
+    ("recoverySeconds", "kill sent -> subject healthy, monotonic clock; only for recovered attempts"),
+    *(
+        (milestone_column(m), f"seconds from the kill to when {_MILESTONE_MEANING[m]}")
+        for m in model.MILESTONES
+    ),
+    *(
+        (phase_column(p), f"duration of the phase {p.start} -> {p.end} (difference of the two offsets)")
+        for p in report.PHASES
+    ),
+    ("error", "why the attempt did not recover or was retried, as recorded"),
+)
+COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
+
+Row = dict[str, Any]
+
+
+def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
+    """One attempt as a row with native values (victims as a list)."""
+    row: Row = {
+        "campaignNamespace": campaign.namespace,
+        "campaignName": campaign.name,
+        "campaignUid": campaign.uid,
+        "index": attempt.trial_index,
+        "attempt": attempt.attempt,
+        "outcome": report.IN_FLIGHT if attempt.outcome is None else attempt.outcome.value,
+        "victims": [v.name for v in attempt.victims],
+        "startedAt": report.iso_utc(attempt.started_at),
+        "finishedAt": report.iso_utc(attempt.finished_at),
+        "startedAtUnix": attempt.started_at,
+        "finishedAtUnix": attempt.finished_at,
+        "recoverySeconds": attempt.recovery_seconds,
+    }
+    for m in model.MILESTONES:
+        found = attempt.milestones.get(m)
+        row[milestone_column(m)] = None if found is None else found.offset
+    for p in report.PHASES:
+        row[phase_column(p)] = report.phase_seconds(attempt, p)
+    row["error"] = attempt.error
+    return row
+
+
+def build_rows(campaign: CampaignRow, attempts: Iterable[AttemptRecord]) -> list[Row]:
+    ordered = sorted(attempts, key=lambda a: (a.trial_index, a.attempt))
+    return [attempt_row(campaign, a) for a in ordered]
+
+
+async def load_rows(ledger: Ledger, namespace: str | None = None, name: str | None = None) -> list[Row]:
+    """The rows of the newest campaign ``namespace/name``, or of every campaign when both are None.
+
+    Every campaign: by namespace, name, creation; a re-created Campaign's older runs included.
+    Raises `CampaignNotFoundError` for a name the ledger does not hold.
+    """
+    if name is None:
+        campaigns = await ledger.list_campaigns()
+    else:
+        found = await ledger.find_campaign(namespace or "default", name)
+        if found is None:
+            raise CampaignNotFoundError(
+                f"no campaign {namespace}/{name} in the ledger at {ledger.path}; "
+                "`aftershock export --all` exports every campaign it holds"
+            )
+        campaigns = [found]
+    rows: list[Row] = []
+    for campaign in campaigns:
+        rows += build_rows(campaign, await ledger.attempts(campaign.uid))
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
+
+
+def render_csv(rows: Sequence[Row]) -> str:
+    """RFC 4180 CSV with a header row; ``\\r\\n`` line ends as the RFC says."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMN_NAMES)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in COLUMN_NAMES])
+    return out.getvalue()
+
+
+def render_json(rows: Sequence[Row]) -> str:
+    """A JSON array of objects with the columns as keys, in column order."""
+    ordered = [{c: row[c] for c in COLUMN_NAMES} for row in rows]
+    return json.dumps(ordered, indent=1, allow_nan=False) + "\n"

@@ -1,0 +1,505 @@
+"""Pictures of a campaign: the per-trial recovery timeline and the distribution of recovery times.
+
+Two renderings of the same pictures:
+
+- `render_html`: one self-contained HTML page, charts as inline SVG written here, CSS inline;
+  no script, font, image or stylesheet is fetched (it opens from a mail attachment or a CI
+  artifact as is). Every trial's bar is one ``<g>`` element carrying ``data-trial="<index>"``.
+- `write_figure`: PNG or SVG through matplotlib (Agg). matplotlib is imported inside that
+  function only: the operator process never imports it, and it comes with the ``analysis``
+  extra.
+
+Rule: no I/O except `write_figure` writing the file it is given. The bars are built by
+`timeline_bars` for both renderings, so they draw the same thing.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from aftershock import analysis, report
+from aftershock.model import AttemptRecord, Outcome
+
+#: Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), one per phase.
+PHASE_COLOURS: Final = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7")
+UNRECOVERED_COLOUR: Final = "#D55E00"
+NOT_RECOVERED: Final = -1  # `Segment.phase` of the time an unrecovered trial waited in vain
+
+
+@dataclass(frozen=True)
+class Segment:
+    phase: int  # index into `report.PHASES`, or `NOT_RECOVERED`
+    start: float  # seconds since the kill
+    end: float
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One completed trial (the attempt that completed its index) on the timeline."""
+
+    index: int
+    attempt: int
+    outcome: Outcome
+    segments: tuple[Segment, ...]
+    end: float  # where the bar ends: the recovery time, or when the attempt gave up
+
+    def describe(self) -> str:
+        head = f"trial {self.index} (attempt {self.attempt}): "
+        if self.outcome is Outcome.RECOVERED:
+            head += f"recovered in {self.end:.3f} s"
+        else:
+            head += f"not recovered after {self.end:.3f} s"
+        parts = [
+            f"{_segment_name(s)} {s.end - s.start:.3f} s" for s in self.segments if s.phase != NOT_RECOVERED
+        ]
+        return head + ("; " + ", ".join(parts) if parts else "")
+
+
+def _segment_name(segment: Segment) -> str:
+    return "not recovered" if segment.phase == NOT_RECOVERED else report.PHASES[segment.phase].header
+
+
+def attempt_segments(attempt: AttemptRecord) -> tuple[tuple[Segment, ...], float]:
+    """The bar of one attempt: its phases as consecutive segments from the kill, and its end.
+
+    A phase whose end milestone was not seen is skipped: its time goes to the next phase that
+    was seen (the bar never has a gap). Milestones seen out of order never draw backwards. An
+    unrecovered attempt ends with a `NOT_RECOVERED` segment up to when it gave up.
+    """
+    kill = attempt.milestones.get("kill_sent")
+    cursor = 0.0 if kill is None else kill.offset
+    segments: list[Segment] = []
+    for i, phase in enumerate(report.PHASES):
+        seen = attempt.milestones.get(phase.end)
+        if seen is None:
+            continue
+        end = max(cursor, seen.offset)
+        segments.append(Segment(i, cursor, end))
+        cursor = end
+    if attempt.outcome is Outcome.RECOVERED:
+        return tuple(segments), cursor
+    gave_up = cursor
+    if kill is not None and attempt.finished_at is not None:
+        gave_up = max(cursor, attempt.finished_at - kill.wall)
+    if gave_up > cursor:
+        segments.append(Segment(NOT_RECOVERED, cursor, gave_up))
+    return tuple(segments), gave_up
+
+
+def timeline_bars(data: report.CampaignReport) -> list[Bar]:
+    """One bar per measured trial (recovered or unrecovered), by trial index."""
+    bars = []
+    for a in data.completed:
+        if a.outcome not in (Outcome.RECOVERED, Outcome.UNRECOVERED):
+            continue  # dry run: nothing was killed
+        segments, end = attempt_segments(a)
+        bars.append(Bar(a.trial_index, a.attempt, a.outcome, segments, end))
+    return bars
+
+
+def nice_ticks(maximum: float, count: int = 6) -> list[float]:
+    """Round tick values from 0 to at least ``maximum``, about ``count`` of them."""
+    if not maximum > 0 or math.isinf(maximum):
+        maximum = 1.0
+    raw = maximum / count
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw)
+    return [round(i * step, 12) for i in range(math.ceil(maximum / step - 1e-9) + 1)]
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def _f(value: float, digits: int = 2) -> str:
+    text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+# --- SVG ---------------------------------------------------------------------------------------
+
+_WIDTH: Final = 1100
+_LEFT: Final = 64
+_RIGHT: Final = 24
+_PLOT_WIDTH: Final = _WIDTH - _LEFT - _RIGHT
+
+
+def timeline_svg(data: report.CampaignReport) -> str:
+    """Stacked horizontal bars: one per trial, top to bottom by index, segments = phases."""
+    bars = timeline_bars(data)
+    if not bars:
+        return '<p class="empty">No measured trial yet: nothing to draw.</p>'
+    n = len(bars)
+    row = 15.0 if n <= 30 else 450.0 / n  # up to 30 trials 15 px each, then 450 px shared
+    plot_h = max(row * n, 15.0)
+    top, bottom = 8, 40
+    height = top + plot_h + bottom
+    ticks = nice_ticks(max(b.end for b in bars))
+    scale = _PLOT_WIDTH / ticks[-1]
+    bar_h = row * 0.72 if row >= 6 else row
+    label_every = max(1, math.ceil(14 / row))
+    out = [
+        f'<svg class="chart timeline" viewBox="0 0 {_WIDTH} {_f(height)}" width="{_WIDTH}" '
+        f'height="{_f(height)}" role="img" aria-label="Recovery timeline, one bar per trial">'
+    ]
+    out += _x_axis(ticks, scale, top, plot_h, "seconds since the kill")
+    for i, bar in enumerate(bars):
+        y = top + i * row + (row - bar_h) / 2
+        out.append(
+            f'<g class="trial" data-trial="{bar.index}" data-outcome="{bar.outcome.value}">'
+            f"<title>{html.escape(bar.describe())}</title>"
+        )
+        for s in bar.segments:
+            colour = UNRECOVERED_COLOUR if s.phase == NOT_RECOVERED else PHASE_COLOURS[s.phase]
+            extra = ' class="gave-up"' if s.phase == NOT_RECOVERED else ""
+            out.append(
+                f'<rect{extra} x="{_f(_LEFT + s.start * scale)}" y="{_f(y, 3)}" '
+                f'width="{_f(max((s.end - s.start) * scale, 0.0))}" height="{_f(bar_h, 3)}" fill="{colour}"/>'
+            )
+        out.append("</g>")
+        if i % label_every == 0:
+            out.append(
+                f'<text class="ylabel" x="{_LEFT - 8}" y="{_f(top + i * row + row / 2 + 4)}" '
+                f'text-anchor="end">#{bar.index}</text>'
+            )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _x_axis(ticks: Sequence[float], scale: float, top: float, plot_h: float, title: str) -> list[str]:
+    out = []
+    for t in ticks:
+        x = _f(_LEFT + t * scale)
+        out.append(f'<line class="grid" x1="{x}" x2="{x}" y1="{top}" y2="{_f(top + plot_h)}"/>')
+        out.append(f'<text class="tick" x="{x}" y="{_f(top + plot_h + 16)}">{_tick_label(t)}</text>')
+    out.append(
+        f'<text class="axis-title" x="{_LEFT + _PLOT_WIDTH / 2}" y="{_f(top + plot_h + 34)}">'
+        f"{html.escape(title)}</text>"
+    )
+    return out
+
+
+def ecdf_points(values: Sequence[float]) -> list[tuple[float, float]]:
+    """The empirical CDF's steps: (value, fraction of values <= it), one per distinct value."""
+    ordered = sorted(values)
+    n = len(ordered)
+    points: list[tuple[float, float]] = []
+    for i, v in enumerate(ordered, start=1):
+        if points and points[-1][0] == v:
+            points[-1] = (v, i / n)
+        else:
+            points.append((v, i / n))
+    return points
+
+
+def ecdf_svg(data: report.CampaignReport) -> str:
+    """The share of trials recovered within x seconds, with p50 and p95 (and their intervals)."""
+    times = [s for a in data.attempts if (s := a.recovery_seconds) is not None]
+    if not times:
+        return '<p class="empty">No recovered trial: no distribution to draw.</p>'
+    top, plot_h, bottom = 8, 170, 40
+    height = top + plot_h + bottom
+    ticks = nice_ticks(max(times))
+    scale = _PLOT_WIDTH / ticks[-1]
+
+    def y(fraction: float) -> str:
+        return _f(top + plot_h * (1.0 - fraction))
+
+    out = [
+        f'<svg class="chart ecdf" viewBox="0 0 {_WIDTH} {height}" width="{_WIDTH}" height="{height}" '
+        'role="img" aria-label="Distribution of recovery times (empirical CDF)">'
+    ]
+    out += _x_axis(ticks, scale, top, plot_h, "recovery time, seconds")
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        out.append(
+            f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + _PLOT_WIDTH}" y1="{y(frac)}" y2="{y(frac)}"/>'
+        )
+        out.append(f'<text class="ytick" x="{_LEFT - 8}" y="{_f(float(y(frac)) + 4)}">{frac:.0%}</text>')
+    ci = data.intervals
+    level = "" if ci is None else f"{ci.bootstrap.level:.0%} CI "
+    marks = [("p50", data.summary.p50, None if ci is None else ci.p50)]
+    marks.append(("p95", data.summary.p95, None if ci is None else ci.p95))
+    for label, value, interval in marks:
+        if value is None:
+            continue
+        if interval is not None:
+            x0, x1 = _LEFT + interval.low * scale, _LEFT + interval.high * scale
+            out.append(
+                f'<rect class="ci" x="{_f(x0)}" y="{top}" width="{_f(max(x1 - x0, 1.0))}" height="{plot_h}">'
+                f"<title>{label} {level}[{interval.low:.3f}, {interval.high:.3f}] s</title></rect>"
+            )
+        x = _f(_LEFT + value * scale)
+        out.append(f'<line class="mark" x1="{x}" x2="{x}" y1="{top}" y2="{top + plot_h}"/>')
+        label_y = top + (12 if label == "p50" else 28)
+        out.append(f'<text class="mark-label" x="{x}" y="{label_y}" dx="4">{label} {value:.3f} s</text>')
+    path = [f"M{_LEFT},{y(0.0)}"]
+    previous = 0.0
+    for value, fraction in ecdf_points(times):
+        x = _f(_LEFT + value * scale)
+        path.append(f"H{x}V{y(fraction)}")
+        previous = fraction
+    if previous >= 1.0:
+        path.append(f"H{_LEFT + _PLOT_WIDTH}")
+    out.append(f'<path class="ecdf-line" d="{"".join(path)}"/>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+_CSS: Final = """
+:root { color-scheme: light; }
+body { margin: 0; padding: 16px 28px 32px; background: #f6f7f9; color: #1d2330;
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+header { display: flex; align-items: baseline; gap: 14px; flex-wrap: wrap; }
+h1 { font-size: 22px; margin: 0; font-weight: 650; }
+h2 { font-size: 15px; margin: 0 0 8px; font-weight: 650; }
+.meta { color: #5b6475; margin: 4px 0 12px; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 999px; font-size: 13px; font-weight: 650;
+  background: #e4e7ec; color: #1d2330; }
+.badge.Pass { background: #d7f0e0; color: #11643a; }
+.badge.Fail, .badge.HardFail { background: #fbdcd3; color: #9a2b0b; }
+.badge.Partial, .badge.InfraError { background: #fbefc9; color: #7a5200; }
+.cards { display: grid; grid-template-columns: repeat(6, minmax(0, 1fr)); gap: 10px; margin-bottom: 14px; }
+.card { background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 8px 12px; }
+.card .k { color: #5b6475; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+.card .v { font-size: 20px; font-weight: 650; font-variant-numeric: tabular-nums; }
+.card .ci { color: #5b6475; font-size: 12px; font-variant-numeric: tabular-nums; }
+section { background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 12px 14px;
+  margin-bottom: 14px; }
+.legend { display: flex; flex-wrap: wrap; gap: 4px 16px; margin: 0 0 6px; padding: 0; list-style: none;
+  font-size: 12.5px; color: #333b4a; }
+.legend i { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 5px;
+  vertical-align: -1px; }
+.chart { display: block; max-width: 100%; height: auto; }
+.chart text { font-size: 11.5px; fill: #4a5263; }
+.chart .tick { text-anchor: middle; }
+.chart .ytick { text-anchor: end; }
+.chart .axis-title { text-anchor: middle; fill: #5b6475; }
+.chart .grid { stroke: #eceef2; stroke-width: 1; }
+.chart .trial:hover rect { opacity: .75; }
+.chart .ci { fill: #0072B2; opacity: .12; }
+.chart .mark { stroke: #0072B2; stroke-width: 1.2; stroke-dasharray: 4 3; }
+.chart .mark-label { fill: #0b4f7c; font-weight: 600; }
+.chart .ecdf-line { fill: none; stroke: #1d2330; stroke-width: 1.6; }
+table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eceef2; white-space: nowrap; }
+td.num, th.num { text-align: right; }
+td.reason { white-space: normal; }
+details summary { cursor: pointer; font-weight: 650; }
+.empty { color: #5b6475; }
+footer { color: #7a8292; font-size: 12px; }
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _card(key: str, value: str, note: str = "") -> str:
+    note_html = f'<div class="ci">{_e(note)}</div>' if note else ""
+    return (
+        f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{_e(value)}</div>{note_html}</div>'
+    )
+
+
+def _lost(seconds: float) -> str:
+    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:,.0f} s"
+
+
+def _ci_note(interval: analysis.Interval | None, level: float | None) -> str:
+    if interval is None or level is None:
+        return ""
+    return f"{level:.0%} CI {interval.low:.3f} - {interval.high:.3f}"
+
+
+def render_html(data: report.CampaignReport, *, source: str | None = None) -> str:
+    """The whole report as one HTML page (``source``: where the ledger was, for the footer)."""
+    c, s, n, ci = data.campaign, data.summary, data.counts, data.intervals
+    title = f"aftershock report: {c.namespace}/{c.name}"
+    verdict = c.verdict.value or "no verdict"
+    level = None if ci is None else ci.bootstrap.level
+    medians = report.phase_medians(data.attempts)
+    failed = sum(r.count for r in data.failures)
+    lost = sum(r.seconds_lost for r in data.failures)
+    cards = "".join(
+        [
+            _card("trials", f"{n.completed}/{c.requested_trials}", f"{n.recovered} recovered"),
+            _card("p50", f"{_s(s.p50)} s", _ci_note(None if ci is None else ci.p50, level)),
+            _card("p95", f"{_s(s.p95)} s", _ci_note(None if ci is None else ci.p95, level)),
+            _card("max", f"{_s(s.max)} s"),
+            _card("mean", f"{_s(s.mean)} s"),
+            _card("failed attempts", str(failed), f"{_lost(lost)} lost" if failed else ""),
+        ]
+    )
+    legend = "".join(
+        f'<li><i style="background:{PHASE_COLOURS[i]}"></i>{_e(p.label)} '
+        f"<span>(p50 {_s(medians[p.key])} s)</span></li>"
+        for i, p in enumerate(report.PHASES)
+    )
+    if any(b.outcome is Outcome.UNRECOVERED for b in timeline_bars(data)):
+        legend += f'<li><i style="background:{UNRECOVERED_COLOUR}"></i>not recovered</li>'
+    started, finished = report.iso_utc(c.started_at) or "-", report.iso_utc(c.finished_at) or "-"
+    meta = (
+        f"{c.phase.value} &middot; mode {_e(report.mode(c))} &middot; "
+        + ("" if c.seed == c.uid else f"seed {_e(c.seed)} &middot; ")
+        + f"started {_e(started)} &middot; finished {_e(finished)} &middot; "
+        f"retried {n.interrupted} interrupted, {n.infra_error} infra errors"
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f'<header><h1>{_e(c.namespace)}/{_e(c.name)}</h1><span class="badge {_e(c.verdict.value)}">'
+        f"{_e(verdict)}</span></header>",
+        f'<p class="meta">{meta}</p>',
+        f'<div class="cards">{cards}</div>',
+        "<section><h2>Recovery timeline (one bar per trial)</h2>",
+        f'<ul class="legend">{legend}</ul>{timeline_svg(data)}</section>',
+        "<section><h2>Distribution of recovery times</h2>",
+        f"{ecdf_svg(data)}</section>",
+        _failures_html(data),
+        _attempts_html(data),
+        f"<footer>{_e(title)} &middot; uid {_e(c.uid)}"
+        + (f" &middot; ledger {_e(source)}" if source else "")
+        + (
+            f" &middot; intervals: percentile bootstrap, {ci.bootstrap.resamples} resamples, "
+            f"seed {ci.bootstrap.seed}"
+            if ci is not None
+            else ""
+        )
+        + "</footer>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _failures_html(data: report.CampaignReport) -> str:
+    if not data.failures:
+        return ""
+    rows = "".join(
+        f'<tr><td class="num">{r.count}</td><td class="num">{r.seconds_lost:.3f}</td>'
+        f'<td>{_e(r.outcome.value)}</td><td class="reason">{_e(r.reason)}</td></tr>'
+        for r in data.failures
+    )
+    return (
+        "<section><h2>Failure reasons (by count, then time lost)</h2><table>"
+        '<tr><th class="num">attempts</th><th class="num">time lost (s)</th><th>outcome</th>'
+        f"<th>reason</th></tr>{rows}</table></section>"
+    )
+
+
+def _attempts_html(data: report.CampaignReport) -> str:
+    head = "".join(f'<th class="num">{_e(p.header)}</th>' for p in report.PHASES)
+    rows = []
+    for a in data.attempts:
+        phases = "".join(f'<td class="num">{_s(report.phase_seconds(a, p))}</td>' for p in report.PHASES)
+        outcome = report.IN_FLIGHT if a.outcome is None else a.outcome.value
+        rows.append(
+            f'<tr><td class="num">{a.trial_index}</td><td class="num">{a.attempt}</td><td>{_e(outcome)}</td>'
+            f"<td>{_e(','.join(v.name for v in a.victims) or '-')}</td>{phases}"
+            f'<td class="num">{_s(a.recovery_seconds)}</td><td class="reason">{_e(a.error or "")}</td></tr>'
+        )
+    return (
+        f"<section><details><summary>Every attempt ({len(data.attempts)})</summary><table>"
+        f'<tr><th class="num">index</th><th class="num">attempt</th><th>outcome</th><th>victims</th>{head}'
+        f'<th class="num">recovery</th><th>error</th></tr>{"".join(rows)}</table></details></section>'
+    )
+
+
+# --- matplotlib --------------------------------------------------------------------------------
+
+
+def _matplotlib() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise analysis.AnalysisUnavailableError(
+            f"PNG and SVG plots need matplotlib: {analysis.INSTALL_HINT}"
+        ) from exc
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["png", "svg"]) -> None:
+    """The timeline above the distribution, as a PNG or SVG file at ``path``.
+
+    Raises `analysis.AnalysisUnavailableError` when matplotlib is not installed.
+    """
+    mpl = _matplotlib()
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    bars = timeline_bars(data)
+    times = sorted(s for a in data.attempts if (s := a.recovery_seconds) is not None)
+    rows = max(len(bars), 1)
+    timeline_height = 1.2 + min(rows, 40) * 0.22
+    c = data.campaign
+    with mpl.rc_context({"svg.hashsalt": "aftershock", "font.size": 9}):
+        fig = Figure(figsize=(11, timeline_height + 3.2), layout="constrained")
+        top, bottom = fig.subplots(2, 1, height_ratios=[timeline_height, 3.0])
+        fig.suptitle(f"{c.namespace}/{c.name}: {c.verdict.value or 'no verdict'}", fontweight="bold")
+        polygons: dict[int, list[list[tuple[float, float]]]] = {}
+        for i, bar in enumerate(bars):
+            for seg in bar.segments:
+                y0, y1 = i - 0.36, i + 0.36
+                polygons.setdefault(seg.phase, []).append(
+                    [(seg.start, y0), (seg.start, y1), (seg.end, y1), (seg.end, y0)]
+                )
+        for phase, polys in sorted(polygons.items()):
+            colour = UNRECOVERED_COLOUR if phase == NOT_RECOVERED else PHASE_COLOURS[phase]
+            top.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="none"))
+        top.set_xlim(0, nice_ticks(max((b.end for b in bars), default=1.0))[-1])
+        top.set_ylim(rows - 0.5, -0.5)
+        if len(bars) <= 40:
+            top.set_yticks(range(len(bars)), [f"#{b.index}" for b in bars])
+        top.set_xlabel("seconds since the kill")
+        top.set_title("Recovery timeline (one bar per trial)", loc="left")
+        handles = [Patch(color=PHASE_COLOURS[i], label=p.label) for i, p in enumerate(report.PHASES)]
+        if NOT_RECOVERED in polygons:
+            handles.append(Patch(color=UNRECOVERED_COLOUR, label="not recovered"))
+        top.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
+        top.grid(axis="x", color="#e6e6e6")
+        top.set_axisbelow(True)
+
+        if times:
+            steps = ecdf_points(times)
+            bottom.step(
+                [0.0, *(x for x, _ in steps)], [0.0, *(f for _, f in steps)], where="post", color="#1d2330"
+            )
+            ci = data.intervals
+            for label, value, interval in (
+                ("p50", data.summary.p50, None if ci is None else ci.p50),
+                ("p95", data.summary.p95, None if ci is None else ci.p95),
+            ):
+                if value is None:
+                    continue
+                if interval is not None:
+                    bottom.axvspan(interval.low, interval.high, color="#0072B2", alpha=0.12, linewidth=0)
+                bottom.axvline(value, color="#0072B2", linestyle="--", linewidth=1)
+                bottom.annotate(
+                    f"{label} {value:.3f} s",
+                    (value, 1.0),
+                    xytext=(4, -12),
+                    textcoords="offset points",
+                    color="#0b4f7c",
+                )
+            bottom.set_xlim(0, nice_ticks(times[-1])[-1])
+        bottom.set_ylim(0, 1.02)
+        bottom.set_xlabel("recovery time, seconds")
+        bottom.set_ylabel("share of trials recovered")
+        bottom.set_title("Distribution of recovery times (empirical CDF)", loc="left")
+        bottom.grid(color="#e6e6e6")
+        metadata = {"Date": None} if fmt == "svg" else {}
+        fig.savefig(str(path), format=fmt, dpi=120, metadata=metadata)
