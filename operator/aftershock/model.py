@@ -258,7 +258,10 @@ def parse_selector(raw: Any, path: str) -> LabelSelector:
         op = _get(e, "operator", f"{epath}.operator")
         if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
             raise SpecError(f"{epath}.operator", f"must be In, NotIn, Exists or DoesNotExist, got {op!r}")
-        values = tuple(e.get("values") or ())
+        raw_values = e.get("values") or []
+        if not isinstance(raw_values, list):
+            raise SpecError(f"{epath}.values", "must be a list of strings")
+        values = tuple(raw_values)
         if op in ("In", "NotIn") and not values:
             raise SpecError(f"{epath}.values", f"must not be empty for operator {op}")
         if op in ("Exists", "DoesNotExist") and values:
@@ -311,8 +314,19 @@ def check_pd_url(url: str, path: str = "subject.pdURL", *, allow_loopback: bool 
         raise SpecError(path, f"IP addresses are refused ({host}); name the PD Service instead")
     if host in ("metadata", "metadata.google.internal") or host.endswith(".internal"):
         raise SpecError(path, f"{host} is a metadata endpoint; refused")
-    if host == "localhost" and allow_loopback:
-        return url
+    if host == "localhost" or host.endswith(".localhost"):
+        if allow_loopback:
+            return url
+        raise SpecError(
+            path, f"{host} is loopback; refused (the operator was not started with --allow-loopback-pd)"
+        )
+    # Resolvers read "2852039166", "0xa9fea9fe" or "0251.0376.0251.0376" as IPv4 addresses
+    # (169.254.169.254 here) although ipaddress does not: a name whose last label is numeric
+    # is no DNS name, so refuse it rather than guess what it resolves to.
+    if re.fullmatch(r"(0x[0-9a-f]+|[0-9]+)", host.rsplit(".", 1)[-1], flags=re.IGNORECASE):
+        raise SpecError(
+            path, f"{host!r} reads as an IP address in another notation; name the PD Service instead"
+        )
     if not all(_DNS_LABEL.match(label) for label in host.split(".")):
         raise SpecError(path, f"{host!r} is not a valid DNS name")
     return url
@@ -330,10 +344,21 @@ def check_pd_namespace(url: str, namespace: str, path: str = "subject.pdURL") ->
         return
     labels = host.split(".")
     if len(labels) == 1:
-        return  # a bare Service name resolves in the pod's own namespace... of the operator!
-    # <svc>.<ns>[.svc[.cluster.local]]
-    if labels[1] != namespace or (len(labels) > 2 and labels[2] != "svc"):
-        raise SpecError(path, f"{host} is outside the Campaign's namespace {namespace!r}; refused")
+        return  # a bare Service name; the TiKV probe qualifies it with the Campaign's namespace
+    # Only <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local name a Service in the
+    # namespace; anything longer may be an outside DNS name that merely starts like one.
+    in_namespace = labels[1] == namespace and (
+        len(labels) == 2
+        or (len(labels) == 3 and labels[2] == "svc")
+        or (len(labels) == 5 and labels[2:] == ["svc", "cluster", "local"])
+    )
+    if not in_namespace:
+        raise SpecError(
+            path,
+            f"{host} is outside the Campaign's namespace {namespace!r}; refused "
+            f"(name a Service as <service>, <service>.{namespace}, <service>.{namespace}.svc or "
+            f"<service>.{namespace}.svc.cluster.local)",
+        )
 
 
 def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:

@@ -670,11 +670,6 @@ async def test_a_lock_lost_while_the_gate_ran_stops_the_kill(h: Harness) -> None
     assert await h.ledger.completed_trials(REF.uid) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: runner.py _steady_state passes the gate on the pod snapshot taken before its await on "
-    "the probe, and _guard re-checks only the victims: a pod that lost readiness meanwhile is missed",
-)
 async def test_no_kill_when_another_pod_lost_readiness_while_pd_was_asked(h: Harness) -> None:
     spec = campaign(
         trials=1,

@@ -267,11 +267,6 @@ def test_a_spec_that_is_not_an_object_is_refused() -> None:
     assert "must be an object" in exc.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: model.py parse_selector turns a string `values` into its characters "
-    "(tuple('tikv') == ('t','i','k','v')) instead of refusing it",
-)
 def test_match_expression_values_must_be_a_list() -> None:
     raw = spec_with(
         "subject.selector", {"matchExpressions": [{"key": "app", "operator": "In", "values": "tikv"}]}
@@ -372,22 +367,12 @@ def test_allow_loopback_allows_nothing_but_loopback(url: str) -> None:
         check_pd_url(url, allow_loopback=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: model.py check_pd_url accepts http://localhost without allow_loopback: the name "
-    "falls through to the DNS-label check, which it passes",
-)
 def test_localhost_is_loopback_too() -> None:
     with pytest.raises(SpecError) as info:
         check_pd_url("http://localhost:2379")
     assert info.value.field == "spec.subject.pdURL"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: model.py check_pd_url accepts IPv4 literals the resolver reads but ipaddress does not "
-    "(http://2852039166 is 169.254.169.254 for getaddrinfo); qualify_pd_url leaves all-digit hosts alone",
-)
 @pytest.mark.parametrize("host", ["2852039166", "0xa9fea9fe"])
 def test_ip_literals_in_other_notations_are_refused(host: str) -> None:
     # Both are 169.254.169.254 to getaddrinfo (inet_aton); a single label passes the namespace rule.
@@ -418,11 +403,6 @@ def test_a_pd_service_outside_the_campaigns_namespace_is_refused(url: str) -> No
     assert "outside the Campaign's namespace 'db'" in info.value.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: model.py check_pd_namespace only checks the 3rd label is 'svc', so "
-    "pd.db.svc.attacker.example (an outside DNS name) passes",
-)
 def test_a_name_that_only_starts_like_a_service_name_is_refused() -> None:
     with pytest.raises(SpecError):
         check_pd_namespace("http://pd.db.svc.attacker.example:2379", "db")

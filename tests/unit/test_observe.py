@@ -174,12 +174,6 @@ def test_a_deployment_style_replacement_under_a_new_name_counts() -> None:
     assert offsets(t)["recovered"] == 0.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: observe.py _replacement_for gives a victim's track to the replacement of a NON-victim "
-    "pod (new uid, non-victim name) when the victim is gone, so replacement_* milestones are stamped "
-    "from the wrong pod",
-)
 def test_the_replacement_of_another_pod_is_not_taken_for_the_victims() -> None:
     pods = cluster()
     t = tracker(pods, [pods[0]])

@@ -44,6 +44,7 @@ class RecoveryTracker:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
         self._victim_uids = {v.uid: v.name for v in self.victims}
         self._initial_uids = {p.uid for p in self.initial_pods}
+        self._initial_names = {p.name for p in self.initial_pods}
         self.pods = {p.uid: p for p in self.initial_pods}
 
     # -- recording ---------------------------------------------------------------------------
@@ -89,6 +90,10 @@ class RecoveryTracker:
         for t in self._tracks.values():
             if t.replacement_uid == pod.uid:
                 return t
+        # A new pod under the name of a pod that was there before the kill is that pod's
+        # replacement (a bystander's), never a victim's.
+        if pod.name in self._initial_names:
+            return None
         # Otherwise (Deployment-style subjects, new names) the first victim without a
         # replacement takes the new pod.
         live_names = {p.name for p in self.pods.values()} - {pod.name}

@@ -490,12 +490,10 @@ class CampaignRunner:
             await view.wait_synced(spec.steady_state_timeout_seconds)
             while True:
                 now = clock.monotonic()
-                pods = view.pods()
-                reasons = list(self._pod_reasons(pods, spec))
                 if probe is not None and now >= next_probe:
                     next_probe = now + self._settings.probe_interval
                     try:
-                        probe_result = await probe.check(pods, clock.wall())
+                        probe_result = await probe.check(view.pods(), clock.wall())
                         probe_failed = False
                         probe_reasons = list(probe_result.reasons)
                         if not probe_result.healthy and not probe_reasons:
@@ -504,6 +502,10 @@ class CampaignRunner:
                         probe_result = None
                         probe_failed = True
                         probe_reasons = [f"PD unavailable: {exc}"]
+                # The pods as they are now, after any await above: a gate must never pass on
+                # a picture older than the PD answer it is combined with.
+                pods = view.pods()
+                reasons = list(self._pod_reasons(pods, spec))
                 reasons.extend(probe_reasons)
                 if view.error and not view.synced:
                     reasons.append(f"pod watch: {view.error}")
@@ -836,6 +838,9 @@ class CampaignRunner:
             return "PD did not confirm a healthy subject at the gate"
         if not self._lock.held:
             return "the subject lock is no longer held"
+        now_unhealthy = self._pod_reasons(view.pods(), spec)
+        if now_unhealthy:
+            return f"the subject is no longer healthy: {'; '.join(now_unhealthy)}"
         current = {p.uid: p for p in view.pods()}
         for v in victims:
             pod = current.get(v.uid)
