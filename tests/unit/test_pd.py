@@ -28,7 +28,10 @@ def stand_in() -> Iterator[PdStandIn]:
     # The stand-in's clock is pinned to the pods' timeline: uptimes and heartbeats do not drift
     # with how long the test session has been running.
     with PdStandIn(
-        lambda: [p.copy() for p in PODS], headless_service="tikv-peer", namespace="db", clock=lambda: NOW + 1.0
+        lambda: [p.copy() for p in PODS],
+        headless_service="tikv-peer",
+        namespace="db",
+        clock=lambda: NOW + 1.0,
     ) as s:
         yield s
 
