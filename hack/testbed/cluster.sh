@@ -9,11 +9,18 @@
 #   hack/testbed/cluster.sh status  exit 0 when the cluster answers
 #   hack/testbed/cluster.sh env     print shell exports (KUBECONFIG, PATH with kubectl)
 #   hack/testbed/cluster.sh audit-log  print the path of the API server's audit log
+#   AFTERSHOCK_CLUSTER_NAME=x ...   another, independent cluster (state in ~/.cache/aftershock/clusters/x)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 name=${AFTERSHOCK_CLUSTER_NAME:-aftershock}
-state="$cache/cluster"
+# The default cluster keeps the documented kubeconfig path; other names (e.g. the reliability
+# suite's own cluster, whose API server and etcd it restarts) live beside it.
+if [ "$name" = aftershock ]; then
+  state="$cache/cluster"
+else
+  state="$cache/clusters/$name"
+fi
 kubeconfig="$state/kubeconfig"
 export KWOK_WORKDIR="$state/kwok"
 
