@@ -172,10 +172,12 @@ def port_free(port: int) -> bool:
     return True
 
 
-def liveness_port() -> int:
-    port = int(os.environ.get("AFTERSHOCK_DEV_LIVENESS_PORT", "8080"))
+def choose_port(variable: str, default: int, what: str) -> int:
+    """The port in $variable (default `default`); 0 (off) when it is taken, so a second
+    operator or anything else on 8080/9090 does not stop `make dev`."""
+    port = int(os.environ.get(variable, str(default)))
     if port and not port_free(port):
-        say(f"port {port} is taken: the operator runs without /healthz (AFTERSHOCK_DEV_LIVENESS_PORT)")
+        say(f"port {port} is taken: the operator runs without {what} (set {variable})")
         return 0
     return port
 
@@ -194,13 +196,14 @@ def operator_kubeconfig(admin_kubeconfig: str) -> str:
     return cluster.service_account_kubeconfig("aftershock-system", "aftershock", SA_KUBECONFIG, "24h")
 
 
-def start_operator(kubeconfig: str, port: int) -> subprocess.Popen[bytes]:
+def start_operator(kubeconfig: str, liveness: int, metrics: int) -> subprocess.Popen[bytes]:
     args = [
         sys.executable, "-m", "aftershock", "run",
         "--namespace", NAMESPACE,
         "--db", str(LEDGER),
         "--allow-loopback-pd",
-        "--liveness-port", str(port),
+        "--liveness-port", str(liveness),
+        "--metrics-port", str(metrics),
         "--kubeconfig", kubeconfig,
     ]  # fmt: skip
     # kopf logs in from $KUBECONFIG: it too must be the ServiceAccount, not the admin.
@@ -236,7 +239,7 @@ def wait_started(op: subprocess.Popen[bytes], offset: int, timeout: float = 60) 
 # --- the session ------------------------------------------------------------------------------
 
 
-def banner(name: str, pd_url: str, port: int) -> str:
+def banner(name: str, pd_url: str, liveness: int, metrics: int) -> str:
     bin_dir = str(Path(shutil.which("kubectl") or "kubectl").parent)
     venv_bin = home(Path(sys.executable).parent)
     lines = [
@@ -250,8 +253,13 @@ def banner(name: str, pd_url: str, port: int) -> str:
         f"  operator log  {home(OPERATOR_LOG)}",
         f"  ledger        {home(LEDGER)}",
     ]
-    if port:
-        lines.append(f"  health        http://127.0.0.1:{port}/healthz")
+    if liveness:
+        lines.append(f"  health        http://127.0.0.1:{liveness}/healthz")
+    if metrics:
+        lines.append(
+            f"  metrics       http://127.0.0.1:{metrics}/metrics    "
+            f"http://127.0.0.1:{metrics}/campaigns/{NAMESPACE}/{name}"
+        )
     lines += [
         f"  report        {venv_bin}/aftershock report {name} -n {NAMESPACE} --db {home(LEDGER)}",
         "  try           kubectl -n tikv describe campaign " + name + "    kubectl -n tikv get pods -w",
@@ -334,14 +342,15 @@ def main() -> int:
         pd_url = pd.start()
         say(f"PD stand-in on {pd_url}")
 
-        port = liveness_port()
+        liveness = choose_port("AFTERSHOCK_DEV_LIVENESS_PORT", 8080, "/healthz")
+        metrics = choose_port("AFTERSHOCK_DEV_METRICS_PORT", 9090, "/metrics")
         offset = OPERATOR_LOG.stat().st_size if OPERATOR_LOG.exists() else 0
-        op = start_operator(operator_kubeconfig(admin), port)
+        op = start_operator(operator_kubeconfig(admin), liveness, metrics)
         wait_started(op, offset)
         say(f"operator running (pid {op.pid}), log {home(OPERATOR_LOG)}")
 
         kubectl("apply", "-f", "-", input_=yaml.safe_dump(build_campaign(pd_url)))
-        print(banner(name, pd_url, port), file=sys.stderr, flush=True)
+        print(banner(name, pd_url, liveness, metrics), file=sys.stderr, flush=True)
         return follow(name, op, wait, timeout)
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -15,8 +15,9 @@
 #   AFTERSHOCK_DEV_WAIT=1     no watch: wait for the Campaign to finish, print it and its
 #                             report, stop, exit 0 when it is Ready (verdict Pass), else 1
 #   AFTERSHOCK_DEV_TIMEOUT=S  how long AFTERSHOCK_DEV_WAIT waits (default 900)
-#   AFTERSHOCK_DEV_LIVENESS_PORT=P  the operator's /healthz port (default 8080; 0 turns it
-#                             off; taken ports fall back to 0)
+#   AFTERSHOCK_DEV_LIVENESS_PORT=P  the operator's /healthz port (default 8080)
+#   AFTERSHOCK_DEV_METRICS_PORT=P   its /metrics and /campaigns port (default 9090)
+#                             (0 turns either off; a port already taken falls back to 0)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
