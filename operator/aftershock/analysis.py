@@ -263,7 +263,7 @@ def _judge(
         effect = f"median B - A = {median_diff.estimate:+.3f} s, {ci}: entirely below {negative} (B faster)"
         direction = ComparisonVerdict.IMPROVED
     else:
-        where = f"within +/-{min_effect:g} s" if min_effect > 0 else "includes 0"
+        where = f"does not clear the {min_effect:g} s minimum effect" if min_effect > 0 else "includes 0"
         effect = f"median B - A = {median_diff.estimate:+.3f} s, {ci}: {where}"
         direction = None
     if significant and direction is not None:

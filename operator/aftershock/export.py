@@ -41,9 +41,9 @@ def phase_column(phase: report.RecoveryPhase) -> str:
 
 _MILESTONE_MEANING: Final = {
     "gate_passed": "steady state held (negative: before the kill)",
-    "kill_sent": "the delete request left (0 by definition)",
+    "kill_sent": "the delete request left: 0 by definition",
     "kill_acked": "the API server answered the delete",
-    "first_unhealthy": "first observation of the subject not healthy",
+    "first_unhealthy": "the subject was first seen unhealthy",
     "victim_gone": "the victim pod object was gone",
     "replacement_created": "a replacement pod (new UID) existed",
     "replacement_scheduled": "the replacement was bound to a node",
@@ -67,7 +67,7 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("finishedAtUnix", "finishedAt as unix seconds, exactly as the ledger holds it"),
     ("recoverySeconds", "kill sent -> subject healthy, monotonic clock; only for recovered attempts"),
     *(
-        (milestone_column(m), f"seconds from the kill to when {_MILESTONE_MEANING[m]}")
+        (milestone_column(m), f"seconds (monotonic) from the kill until {_MILESTONE_MEANING[m]}")
         for m in model.MILESTONES
     ),
     *(

@@ -1,0 +1,257 @@
+"""The pictures: timeline bars built from milestones, the ECDF, the self-contained HTML page (one
+mark per trial, nothing fetched), and the matplotlib PNG/SVG (which the operator never imports)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from aftershock import analysis, plots, report
+from aftershock.ledger import CampaignRow
+from aftershock.model import AttemptRecord, Milestone, Outcome, Phase, Verdict, Victim
+
+T0 = 1_714_564_800.0
+CAMPAIGN = CampaignRow(
+    uid="uid-1",
+    namespace="chaos",
+    name="tikv-kill",
+    spec={"trials": 4},
+    requested_trials=4,
+    seed="7",
+    phase=Phase.FAILED,
+    verdict=Verdict.PARTIAL,
+    created_at=T0,
+    started_at=T0 + 1,
+    finished_at=T0 + 900,
+)
+
+
+def attempt(
+    index: int,
+    outcome: Outcome | None,
+    offsets: dict[str, float],
+    *,
+    attempt_no: int = 1,
+    finished_after_kill: float | None = None,
+    error: str | None = None,
+) -> AttemptRecord:
+    kill_wall = T0 + 100 * index + 5
+    return AttemptRecord(
+        campaign_uid=CAMPAIGN.uid,
+        trial_index=index,
+        attempt=attempt_no,
+        victims=(Victim(f"tikv-{index}", f"pod-{index}"),),
+        victim_seed="s",
+        started_at=kill_wall - 5,
+        outcome=outcome,
+        milestones={name: Milestone(kill_wall + off, off) for name, off in offsets.items()},
+        error=error,
+        finished_at=None
+        if outcome is None
+        else kill_wall + (finished_after_kill or max(offsets.values(), default=0.0) + 1),
+    )
+
+
+FULL = {
+    "kill_sent": 0.0,
+    "victim_gone": 1.0,
+    "replacement_created": 1.5,
+    "replacement_scheduled": 2.0,
+    "replacement_ready": 8.0,
+    "store_up": 9.5,
+    "recovered": 10.0,
+}
+
+
+def sample_report(bootstrap: analysis.Bootstrap | None = None) -> report.CampaignReport:
+    attempts = [
+        attempt(0, Outcome.RECOVERED, FULL),
+        # no replacement_scheduled seen: its time goes to the next phase seen (Ready)
+        attempt(1, Outcome.RECOVERED, {k: v * 2 for k, v in FULL.items() if k != "replacement_scheduled"}),
+        attempt(2, Outcome.INFRA_ERROR, {}, error="apiserver: 503"),  # retried: no bar
+        attempt(2, Outcome.RECOVERED, FULL | {"recovered": 12.5}, attempt_no=2),
+        attempt(3, Outcome.UNRECOVERED, {"kill_sent": 0.0, "victim_gone": 1.0}, finished_after_kill=60.0),
+    ]
+    return report.build_report(CAMPAIGN, attempts, bootstrap=bootstrap)
+
+
+class TestBars:
+    def test_one_bar_per_measured_trial_with_consecutive_phases(self) -> None:
+        bars = plots.timeline_bars(sample_report())
+        assert [(b.index, b.attempt, b.outcome) for b in bars] == [
+            (0, 1, Outcome.RECOVERED),
+            (1, 1, Outcome.RECOVERED),
+            (2, 2, Outcome.RECOVERED),
+            (3, 1, Outcome.UNRECOVERED),
+        ]
+        for bar in bars:
+            starts = [s.start for s in bar.segments]
+            ends = [s.end for s in bar.segments]
+            assert starts[0] == 0.0
+            assert starts[1:] == ends[:-1]  # no gap, no overlap
+            assert ends[-1] == bar.end
+        assert [(s.phase, s.start, s.end) for s in bars[0].segments] == [
+            (0, 0.0, 1.0),
+            (1, 1.0, 1.5),
+            (2, 1.5, 2.0),
+            (3, 2.0, 8.0),
+            (4, 8.0, 9.5),
+            (5, 9.5, 10.0),
+        ]
+
+    def test_an_unseen_milestone_merges_into_the_next_phase(self) -> None:
+        bar = plots.timeline_bars(sample_report())[1]
+        assert [(s.phase, s.start, s.end) for s in bar.segments][2:4] == [(3, 3.0, 16.0), (4, 16.0, 19.0)]
+
+    def test_unrecovered_ends_when_the_attempt_gave_up(self) -> None:
+        bar = plots.timeline_bars(sample_report())[3]
+        assert [(s.phase, s.start, s.end) for s in bar.segments] == [
+            (0, 0.0, 1.0),
+            (plots.NOT_RECOVERED, 1.0, 60.0),
+        ]
+        assert bar.end == 60.0
+        assert bar.describe().startswith("trial 3 (attempt 1): not recovered after 60.000 s")
+
+    def test_milestones_out_of_order_never_draw_backwards(self) -> None:
+        odd = attempt(0, Outcome.RECOVERED, FULL | {"replacement_ready": 9.8, "store_up": 9.0})
+        segments, end = plots.attempt_segments(odd)
+        assert all(s.end >= s.start for s in segments)
+        assert end == 10.0
+
+    def test_ecdf_points(self) -> None:
+        assert plots.ecdf_points([3.0, 1.0, 2.0, 2.0]) == [(1.0, 0.25), (2.0, 0.75), (3.0, 1.0)]
+
+    @pytest.mark.parametrize("maximum", [0.0, 0.321, 1.0, 7.3, 12.5, 61.0, 599.0, 1e5])
+    def test_ticks_are_round_and_cover_the_data(self, maximum: float) -> None:
+        ticks = plots.nice_ticks(maximum)
+        assert ticks[0] == 0.0
+        assert ticks[-1] >= maximum
+        assert 3 <= len(ticks) <= 12
+        steps = {round(b - a, 9) for a, b in itertools.pairwise(ticks)}
+        assert len(steps) == 1
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.open_trial: str | None = None
+        self.rects_per_trial: dict[str, int] = {}
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if "data-trial" in a:
+            self.open_trial = a["data-trial"]
+            self.rects_per_trial[str(a["data-trial"])] = 0
+        if tag == "rect" and self.open_trial is not None:
+            self.rects_per_trial[self.open_trial] += 1
+        self._in_title = tag == "title" and not self.title
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "g":
+            self.open_trial = None
+        self._in_title = False
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+class TestHtml:
+    def page(self) -> tuple[str, _Collect]:
+        text = plots.render_html(sample_report(analysis.Bootstrap(resamples=200)), source="/tmp/ledger.db")
+        parsed = _Collect()
+        parsed.feed(text)
+        return text, parsed
+
+    def test_one_mark_per_trial_each_a_group_of_phase_rects(self) -> None:
+        _, parsed = self.page()
+        marks = [(tag, a) for tag, a in parsed.tags if "data-trial" in a]
+        assert [a["data-trial"] for _, a in marks] == ["0", "1", "2", "3"]
+        assert {tag for tag, _ in marks} == {"g"}
+        assert [a["data-outcome"] for _, a in marks] == ["recovered", "recovered", "recovered", "unrecovered"]
+        assert parsed.rects_per_trial == {"0": 6, "1": 5, "2": 6, "3": 2}
+
+    def test_self_contained(self) -> None:
+        text, parsed = self.page()
+        lowered = text.lower()
+        for fetches in ("http:", "https:", "<script", "<link", "@import", "url(", "<img", "<iframe", "src="):
+            assert fetches not in lowered, fetches
+        assert {tag for tag, _ in parsed.tags} >= {"html", "head", "style", "svg", "table"}
+
+    def test_title_summary_and_failures(self) -> None:
+        text, parsed = self.page()
+        assert parsed.title == "aftershock report: chaos/tikv-kill"
+        assert "Partial" in text
+        assert "95% CI" in text
+        assert "apiserver: 503" in text  # the failure reasons table
+        assert "not recovered" in text  # the legend entry for the unrecovered tail
+
+    def test_text_is_escaped(self) -> None:
+        hostile = CampaignRow(**{**CAMPAIGN.__dict__, "name": "<script>alert(1)</script>"})
+        text = plots.render_html(report.build_report(hostile, [attempt(0, Outcome.RECOVERED, FULL)]))
+        assert "<script>" not in text
+        assert "&lt;script&gt;" in text
+
+    def test_nothing_to_draw(self) -> None:
+        text = plots.render_html(report.build_report(CAMPAIGN, []))
+        assert "data-trial" not in text
+        assert "No measured trial yet" in text
+
+
+class TestFigures:
+    def test_png(self, tmp_path: Path) -> None:
+        path = tmp_path / "r.png"
+        plots.write_figure(sample_report(analysis.Bootstrap(resamples=100)), path, "png")
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width == 1320  # 11 in at 120 dpi
+        assert height > 500
+
+    def test_svg_is_xml_and_reproducible(self, tmp_path: Path) -> None:
+        first, second = tmp_path / "a.svg", tmp_path / "b.svg"
+        data = sample_report()
+        plots.write_figure(data, first, "svg")
+        plots.write_figure(data, second, "svg")
+        root = ET.parse(first).getroot()
+        assert root.tag.endswith("svg")
+        assert first.read_bytes() == second.read_bytes()
+
+    def test_many_trials_draw_quickly_enough(self, tmp_path: Path) -> None:
+        many = [
+            attempt(i, Outcome.RECOVERED, {k: v * (1 + i % 7 / 10) for k, v in FULL.items()})
+            for i in range(3000)
+        ]
+        plots.write_figure(report.build_report(CAMPAIGN, many), tmp_path / "many.png", "png")
+        assert (tmp_path / "many.png").stat().st_size > 10_000
+
+    def test_without_matplotlib(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)
+        with pytest.raises(analysis.AnalysisUnavailableError, match=r"aftershock\[analysis\]"):
+            plots.write_figure(sample_report(), tmp_path / "r.png", "png")
+
+
+def test_the_operator_never_imports_the_analysis_packages() -> None:
+    """Importing the CLI, handlers and every results module loads no numpy, scipy or matplotlib."""
+    code = (
+        "import sys, aftershock.cli, aftershock.handlers, aftershock.metrics, aftershock.report, "
+        "aftershock.analysis, aftershock.plots, aftershock.export; "
+        "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
