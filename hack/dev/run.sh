@@ -53,7 +53,7 @@ trap 'exit 143' TERM
 
 [ -x "$python" ] || { echo "no Python environment at $python: run 'make venv' (make dev does)" >&2; exit 1; }
 
-log "local cluster (the first run builds Kubernetes from Go modules: ~10 min or more)"
+log "local cluster (the first run builds Kubernetes from Go modules: 10-25 min on 2 cores)"
 "$repo/hack/testbed/cluster.sh" up >/dev/null
 eval "$("$repo/hack/testbed/cluster.sh" env)"   # KUBECONFIG, PATH with kubectl
 export KUBECONFIG PATH
