@@ -102,6 +102,19 @@ def timeline_bars(data: report.CampaignReport) -> list[Bar]:
     return bars
 
 
+def timeline_limit(bars: Sequence[Bar]) -> float:
+    """Where the timeline's axis ends: the data, except that the waiting of unrecovered trials does
+    not squash the recovered ones. When recovered bars exist, the axis ends a quarter beyond the
+    longest recovery (or the last milestone an unrecovered trial reached); longer "not recovered"
+    segments are cut at the edge and labelled with how long they waited."""
+    longest = max((b.end for b in bars), default=1.0)
+    recovered = [b.end for b in bars if b.outcome is Outcome.RECOVERED]
+    if not recovered:
+        return longest
+    reached = [s.end for b in bars for s in b.segments if s.phase != NOT_RECOVERED]
+    return min(longest, max([*recovered, *reached]) * 1.25)
+
+
 def nice_ticks(maximum: float, count: int = 6) -> list[float]:
     """Round tick values from 0 to at least ``maximum``, about ``count`` of them."""
     if not maximum > 0 or math.isinf(maximum):
@@ -139,8 +152,9 @@ def timeline_svg(data: report.CampaignReport) -> str:
     plot_h = max(row * n, 15.0)
     top, bottom = 8, 40
     height = top + plot_h + bottom
-    ticks = nice_ticks(max(b.end for b in bars))
-    scale = _PLOT_WIDTH / ticks[-1]
+    ticks = nice_ticks(timeline_limit(bars))
+    edge = ticks[-1]
+    scale = _PLOT_WIDTH / edge
     bar_h = row * 0.72 if row >= 6 else row
     label_every = max(1, math.ceil(14 / row))
     out = [
@@ -154,12 +168,18 @@ def timeline_svg(data: report.CampaignReport) -> str:
             f'<g class="trial" data-trial="{bar.index}" data-outcome="{bar.outcome.value}">'
             f"<title>{html.escape(bar.describe())}</title>"
         )
-        for s in bar.segments:
-            colour = UNRECOVERED_COLOUR if s.phase == NOT_RECOVERED else PHASE_COLOURS[s.phase]
-            extra = ' class="gave-up"' if s.phase == NOT_RECOVERED else ""
+        for seg in bar.segments:
+            colour = UNRECOVERED_COLOUR if seg.phase == NOT_RECOVERED else PHASE_COLOURS[seg.phase]
+            extra = ' class="gave-up"' if seg.phase == NOT_RECOVERED else ""
+            start, end = min(seg.start, edge), min(seg.end, edge)
             out.append(
-                f'<rect{extra} x="{_f(_LEFT + s.start * scale)}" y="{_f(y, 3)}" '
-                f'width="{_f(max((s.end - s.start) * scale, 0.0))}" height="{_f(bar_h, 3)}" fill="{colour}"/>'
+                f'<rect{extra} x="{_f(_LEFT + start * scale)}" y="{_f(y, 3)}" '
+                f'width="{_f(max((end - start) * scale, 0.0))}" height="{_f(bar_h, 3)}" fill="{colour}"/>'
+            )
+        if bar.end > edge and bar_h >= 9:
+            out.append(
+                f'<text class="cut" x="{_LEFT + _PLOT_WIDTH - 6}" y="{_f(y + bar_h / 2 + 3.5)}">'
+                f"not recovered after {bar.end:.1f} s &#8594;</text>"
             )
         out.append("</g>")
         if i % label_every == 0:
@@ -202,7 +222,7 @@ def ecdf_svg(data: report.CampaignReport) -> str:
     times = [s for a in data.attempts if (s := a.recovery_seconds) is not None]
     if not times:
         return '<p class="empty">No recovered trial: no distribution to draw.</p>'
-    top, plot_h, bottom = 8, 170, 40
+    top, plot_h, bottom = 8, 150, 40
     height = top + plot_h + bottom
     ticks = nice_ticks(max(times))
     scale = _PLOT_WIDTH / ticks[-1]
@@ -259,6 +279,7 @@ body { margin: 0; padding: 16px 28px 32px; background: #f6f7f9; color: #1d2330;
 header { display: flex; align-items: baseline; gap: 14px; flex-wrap: wrap; }
 h1 { font-size: 22px; margin: 0; font-weight: 650; }
 h2 { font-size: 15px; margin: 0 0 8px; font-weight: 650; }
+h2 .sub { font-weight: 400; color: #5b6475; font-size: 13px; }
 .meta { color: #5b6475; margin: 4px 0 12px; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 999px; font-size: 13px; font-weight: 650;
   background: #e4e7ec; color: #1d2330; }
@@ -283,6 +304,7 @@ section { background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; paddi
 .chart .axis-title { text-anchor: middle; fill: #5b6475; }
 .chart .grid { stroke: #eceef2; stroke-width: 1; }
 .chart .trial:hover rect { opacity: .75; }
+.chart .cut { text-anchor: end; fill: #fff; font-size: 10px; font-weight: 600; }
 .chart .ci { fill: #0072B2; opacity: .12; }
 .chart .mark { stroke: #0072B2; stroke-width: 1.2; stroke-dasharray: 4 3; }
 .chart .mark-label { fill: #0b4f7c; font-weight: 600; }
@@ -366,7 +388,13 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
         f'<div class="cards">{cards}</div>',
         "<section><h2>Recovery timeline (one bar per trial)</h2>",
         f'<ul class="legend">{legend}</ul>{timeline_svg(data)}</section>',
-        "<section><h2>Distribution of recovery times</h2>",
+        "<section><h2>Distribution of recovery times"
+        + (
+            ""
+            if ci is None
+            else f' <span class="sub">(shaded: {ci.bootstrap.level:.0%} CI of p50 and p95)</span>'
+        )
+        + "</h2>",
         f"{ecdf_svg(data)}</section>",
         _failures_html(data),
         _attempts_html(data),
@@ -451,16 +479,28 @@ def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["pn
         top, bottom = fig.subplots(2, 1, height_ratios=[timeline_height, 3.0])
         fig.suptitle(f"{c.namespace}/{c.name}: {c.verdict.value or 'no verdict'}", fontweight="bold")
         polygons: dict[int, list[list[tuple[float, float]]]] = {}
+        edge = nice_ticks(timeline_limit(bars))[-1]
         for i, bar in enumerate(bars):
             for seg in bar.segments:
                 y0, y1 = i - 0.36, i + 0.36
-                polygons.setdefault(seg.phase, []).append(
-                    [(seg.start, y0), (seg.start, y1), (seg.end, y1), (seg.end, y0)]
+                x0, x1 = min(seg.start, edge), min(seg.end, edge)
+                polygons.setdefault(seg.phase, []).append([(x0, y0), (x0, y1), (x1, y1), (x1, y0)])
+            if bar.end > edge and len(bars) <= 40:
+                top.annotate(
+                    f"not recovered after {bar.end:.1f} s \u2192",
+                    (edge, i),
+                    xytext=(-4, 0),
+                    textcoords="offset points",
+                    ha="right",
+                    va="center",
+                    color="white",
+                    fontsize=8,
+                    fontweight="bold",
                 )
         for phase, polys in sorted(polygons.items()):
             colour = UNRECOVERED_COLOUR if phase == NOT_RECOVERED else PHASE_COLOURS[phase]
             top.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="none"))
-        top.set_xlim(0, nice_ticks(max((b.end for b in bars), default=1.0))[-1])
+        top.set_xlim(0, edge)
         top.set_ylim(rows - 0.5, -0.5)
         if len(bars) <= 40:
             top.set_yticks(range(len(bars)), [f"#{b.index}" for b in bars])
@@ -469,15 +509,15 @@ def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["pn
         handles = [Patch(color=PHASE_COLOURS[i], label=p.label) for i, p in enumerate(report.PHASES)]
         if NOT_RECOVERED in polygons:
             handles.append(Patch(color=UNRECOVERED_COLOUR, label="not recovered"))
-        top.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
+        top.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         top.grid(axis="x", color="#e6e6e6")
         top.set_axisbelow(True)
 
         if times:
             steps = ecdf_points(times)
-            bottom.step(
-                [0.0, *(x for x, _ in steps)], [0.0, *(f for _, f in steps)], where="post", color="#1d2330"
-            )
+            right = nice_ticks(times[-1])[-1]
+            xs, ys = [0.0, *(x for x, _ in steps), right], [0.0, *(f for _, f in steps), 1.0]
+            bottom.step(xs, ys, where="post", color="#1d2330")
             ci = data.intervals
             for label, value, interval in (
                 ("p50", data.summary.p50, None if ci is None else ci.p50),
@@ -491,11 +531,11 @@ def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["pn
                 bottom.annotate(
                     f"{label} {value:.3f} s",
                     (value, 1.0),
-                    xytext=(4, -12),
+                    xytext=(4, -12 if label == "p50" else -26),
                     textcoords="offset points",
                     color="#0b4f7c",
                 )
-            bottom.set_xlim(0, nice_ticks(times[-1])[-1])
+            bottom.set_xlim(0, right)
         bottom.set_ylim(0, 1.02)
         bottom.set_xlabel("recovery time, seconds")
         bottom.set_ylabel("share of trials recovered")

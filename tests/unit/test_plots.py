@@ -118,6 +118,16 @@ class TestBars:
         assert bar.end == 60.0
         assert bar.describe().startswith("trial 3 (attempt 1): not recovered after 60.000 s")
 
+    def test_long_waits_of_unrecovered_trials_do_not_squash_the_recovered(self) -> None:
+        bars = plots.timeline_bars(sample_report())
+        # recovered bars end at 10, 20 and 12.5 s; the unrecovered one waited 60 s
+        assert plots.timeline_limit(bars) == 25.0
+        assert plots.timeline_limit(bars[3:]) == 60.0  # nothing recovered: the whole wait
+        assert plots.timeline_limit(bars[:3]) == 20.0
+        svg = plots.timeline_svg(sample_report())
+        assert "not recovered after 60.0 s" in svg
+        assert '<text class="cut" x="1070"' in svg  # at the right edge of the plot (1076), inside the bar
+
     def test_milestones_out_of_order_never_draw_backwards(self) -> None:
         odd = attempt(0, Outcome.RECOVERED, FULL | {"replacement_ready": 9.8, "store_up": 9.0})
         segments, end = plots.attempt_segments(odd)
