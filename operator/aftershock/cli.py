@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--protected-namespace",
         action="append",
         default=[],
-        help="never disturb this namespace (repeatable; added to kube-system, kube-public, kube-node-lease)",
+        help="never disturb this namespace (repeatable; added to the built-in "
+        + ", ".join(sorted(DEFAULT_PROTECTED_NAMESPACES))
+        + ")",
     )
     run.add_argument(
         "--allow-loopback-pd",
