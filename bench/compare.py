@@ -1,0 +1,452 @@
+"""aftershock against the tools people use today, side by side on the same test bed.
+
+Every tool does the same work: N pod kills, one at a time, each waiting for full recovery, on
+its own fresh 3-replica TiKV-shaped StatefulSet (kwok nodes) in its own namespace. The harness
+watches the pods itself (`bench.groundtruth`), counts each tool's API requests at the API server
+(`bench.apicount`), and measures each tool's processes (CPU seconds, peak RSS).
+
+Usage: .venv/bin/python -m bench.compare [--trials 20] [--tools aftershock,aftershock-pods,...]
+Writes bench/results/<date>.md (and .json with every trial) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import apicount, groundtruth, harness
+from bench.ctk_experiment import build_experiment, read_journal
+from tests.e2e import testbed
+from tests.e2e.operator import OperatorProcess, campaign, wait_phase
+from tests.pdstub import PdStandIn
+from tests.pdstub.kube_source import KubePodSource
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOOLS = ("aftershock", "aftershock-pods", "aftershock-short", "chaostoolkit", "krkn")
+
+
+@dataclass
+class Run:
+    """One tool's run: what it recorded per trial, next to what the harness saw."""
+
+    tool: str
+    trials_asked: int
+    started: float = 0.0  # harness monotonic
+    ended: float = 0.0
+    records: list[dict[str, Any]] = field(default_factory=list)  # the tool's own, in kill order
+    kills: list[groundtruth.Kill] = field(default_factory=list)
+    cpu: float = 0.0
+    rss_mib: float = 0.0
+    api: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the tools ---------------------------------------------------------------------------------
+
+
+def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -> Run:
+    run = Run(tool, trials)
+    ns = harness.fresh_subject(bed, "bench-as")
+    kubeconfig = bed.identity("aftershock", role="aftershock")
+    pd: PdStandIn | None = None
+    source: KubePodSource | None = None
+    if with_pd:
+        source = KubePodSource(bed.cluster.api_client(), ns, harness.SELECTOR).start()
+        assert source.wait_synced(30)
+        pd = PdStandIn(source, headless_service="tikv-peer", namespace=ns)
+        pd.start()
+    watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
+    op = OperatorProcess(
+        kubeconfig=kubeconfig,
+        db=bed.workdir / f"{tool}.db",
+        namespaces=[ns],
+        log_path=bed.workdir / f"{tool}.log",
+    )
+    before = apicount.scrape(bed.cluster)
+    try:
+        run.started = time.monotonic()
+        op.start()
+        bed.cluster.apply(
+            campaign(
+                "bench",
+                ns,
+                pd.base_url if pd else None,
+                trials=trials,
+                steadyState={"timeoutSeconds": 60, "stableSeconds": 0},
+            )
+        )
+        final = wait_phase(
+            bed.cluster, ns, "bench", {"Succeeded", "Failed"}, timeout=120 + 15 * trials, op=op
+        )
+        run.ended = time.monotonic()
+        assert op.proc is not None
+        run.cpu, run.rss_mib = harness.proc_cpu_rss(op.proc.pid)
+        report = json.loads(
+            testbed.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "aftershock",
+                    "report",
+                    "bench",
+                    "-n",
+                    ns,
+                    "--db",
+                    str(op.db),
+                    "--format",
+                    "json",
+                ]
+            ).stdout
+        )
+    finally:
+        op.stop()
+        watcher.stop()
+        if pd is not None:
+            pd.stop()
+        if source is not None:
+            source.stop()
+        harness.drop_namespace(bed, ns)
+    run.api = apicount.delta(before, apicount.scrape(bed.cluster), "aftershock")
+    run.kills = groundtruth.kills(watcher.snapshot(), 3)
+    status = final["status"]
+    run.notes.append(
+        f"Campaign {status.get('phase')} verdict {status.get('verdict')}: {status.get('message')}"
+    )
+    by_uid = {}
+    for t in report["trials"]:
+        if t["outcome"] != "recovered":
+            run.notes.append(f"attempt {t['index']}.{t['attempt']}: {t['outcome']} {t.get('error')}")
+            continue
+        ready = (t["timings"].get("replacement_ready") or {}).get("offsetSeconds")
+        by_uid[t["victims"][0]["uid"]] = {
+            "victim": t["victims"][0]["name"],
+            "recovery": t["recoverySeconds"],
+            "pod_ready": ready,
+        }
+    run.records = [by_uid.get(k.victim_uid, {"victim": k.victim, "recovery": None}) for k in run.kills]
+    return run
+
+
+def run_chaostoolkit(bed: harness.Bed, trials: int) -> Run:
+    run = Run("chaostoolkit", trials)
+    chaos = harness.VENVS / "chaostoolkit" / "bin" / "chaos"
+    if not chaos.exists():
+        raise SystemExit(f"{chaos} missing: run bench/peers.sh first")
+    ns = harness.fresh_subject(bed, "bench-ctk")
+    kubeconfig = bed.identity("chaostoolkit")
+    exp = bed.workdir / "experiment.json"
+    exp.write_text(json.dumps(build_experiment(ns, harness.SELECTOR), indent=2))
+    env = {"PATH": os.environ["PATH"], "HOME": str(bed.workdir), "KUBECONFIG": kubeconfig, "LANG": "C.UTF-8"}
+    watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
+    before = apicount.scrape(bed.cluster)
+    rss: list[float] = []
+    try:
+        run.started = time.monotonic()
+        for i in range(trials):
+            journal = bed.workdir / f"journal-{i}.json"
+            fin = harness.run_measured(
+                [
+                    str(chaos),
+                    "--no-version-check",
+                    "--settings",
+                    str(bed.workdir / "ctk-settings.yaml"),
+                    "--log-file",
+                    str(bed.workdir / "chaostoolkit.log"),
+                    "run",
+                    "--journal-path",
+                    str(journal),
+                    str(exp),
+                ],
+                env=env,
+                log=bed.workdir / "chaostoolkit.out",
+                timeout=180,
+            )
+            run.cpu += fin.cpu
+            rss.append(fin.max_rss_mib)
+            rec = read_journal(json.loads(journal.read_text())) if journal.exists() else {"recovery": None}
+            rec["returncode"] = fin.returncode
+            rec["victim"] = (rec.get("victims") or [None])[0]
+            run.records.append(rec)
+            if fin.returncode != 0 or rec.get("status") != "completed":
+                run.notes.append(f"run {i}: exit {fin.returncode}, status {rec.get('status')}")
+        run.ended = time.monotonic()
+    finally:
+        watcher.stop()
+        harness.drop_namespace(bed, ns)
+    run.rss_mib = max(rss, default=0.0)
+    run.api = apicount.delta(before, apicount.scrape(bed.cluster), "chaostoolkit")
+    run.kills = groundtruth.kills(watcher.snapshot(), 3)
+    return run
+
+
+def run_krkn(bed: harness.Bed, trials: int, duration: float, wait_duration: float) -> Run:
+    run = Run("krkn", trials)
+    python = harness.VENVS / "krkn" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{python} missing: run bench/peers.sh first")
+    ns = harness.fresh_subject(bed, "bench-krkn")
+    kubeconfig = bed.identity("krkn")
+    out = bed.workdir / "krkn.jsonl"
+    watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
+    before = apicount.scrape(bed.cluster)
+    try:
+        fin = harness.run_measured(
+            [
+                str(python),
+                str(Path(__file__).with_name("krkn_runner.py")),
+                "--kubeconfig",
+                kubeconfig,
+                "--namespace",
+                ns,
+                "--selector",
+                harness.SELECTOR,
+                "--iterations",
+                str(trials),
+                "--duration",
+                str(duration),
+                "--wait-duration",
+                str(wait_duration),
+                "--out",
+                str(out),
+            ],
+            env={"PATH": os.environ["PATH"], "HOME": str(bed.workdir), "LANG": "C.UTF-8"},
+            log=bed.workdir / "krkn.log",
+            timeout=300 + 150 * trials,
+        )
+        run.started, run.ended, run.cpu, run.rss_mib = fin.started, fin.ended, fin.cpu, fin.max_rss_mib
+        if fin.returncode != 0:
+            run.notes.append(f"krkn runner exit {fin.returncode} (see krkn.log)")
+    finally:
+        watcher.stop()
+        harness.drop_namespace(bed, ns)
+    run.api = apicount.delta(before, apicount.scrape(bed.cluster), "krkn")
+    run.kills = groundtruth.kills(watcher.snapshot(), 3)
+    for line in out.read_text().splitlines() if out.exists() else []:
+        it = json.loads(line)
+        rec: dict[str, Any] = {"victim": it["victim"], "recovery": None}
+        if it["recovered"]:
+            a = it["recovered"][0]
+            rec.update(
+                recovery=a["total"],
+                readiness=a["readiness"],
+                rescheduling=a["rescheduling"],
+                replacement=a["pod"],
+            )
+        if it["unrecovered"] or len(it["recovered"]) != 1:
+            run.notes.append(
+                f"iteration {it['iteration']}: recovered {it['recovered']}, unrecovered {it['unrecovered']}"
+            )
+        run.records.append(rec)
+    return run
+
+
+# --- analysis ----------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def analyse(run: Run) -> dict[str, Any]:
+    pairs = []
+    for kill, rec in zip(run.kills, run.records, strict=False):
+        if rec.get("victim") not in (None, kill.victim):
+            run.notes.append(
+                f"kill order mismatch: harness saw {kill.victim}, tool recorded {rec.get('victim')}"
+            )
+        pairs.append((kill, rec))
+    errors = [
+        abs(rec["recovery"] - k.recovery) * 1000
+        for k, rec in pairs
+        if rec.get("recovery") is not None and k.recovery is not None
+    ]
+    pod_errors = [
+        abs(rec[key] - k.recovery) * 1000
+        for k, rec in pairs
+        for key in ("pod_ready", "readiness")
+        if rec.get(key) is not None and k.recovery is not None
+    ]
+    truth = [k.recovery * 1000 for k in run.kills if k.recovery is not None]
+    gaps = [
+        (b.deleted_at - a.ready_at) * 1000
+        for a, b in zip(run.kills, run.kills[1:], strict=False)
+        if a.ready_at is not None
+    ]
+    n = max(len(run.kills), 1)
+    verbs = run.api.get("tool", {})
+    watches = verbs.get("watch", 0)
+    non_watch = sum(v for k, v in verbs.items() if k != "watch")
+    return {
+        "tool": run.tool,
+        "kills": len(run.kills),
+        "records": sum(1 for r in run.records if r.get("recovery") is not None),
+        "truth_p50": pct(truth, 50),
+        "err_p50": pct(errors, 50),
+        "err_p95": pct(errors, 95),
+        "err_max": max(errors, default=float("nan")),
+        "pod_err_p50": pct(pod_errors, 50) if pod_errors else None,
+        "pod_err_p95": pct(pod_errors, 95) if pod_errors else None,
+        "overhead_p50": pct(gaps, 50),
+        "overhead_p95": pct(gaps, 95),
+        "startup": (run.kills[0].deleted_at - run.started) * 1000 if run.kills else float("nan"),
+        "tail": (run.ended - run.kills[-1].ready_at) * 1000
+        if run.kills and run.kills[-1].ready_at
+        else float("nan"),
+        "wall_per_trial": (run.ended - run.started) / n * 1000,
+        "non_watch_per_trial": non_watch / n,
+        "watch_per_trial": watches / n,
+        "verbs": verbs,
+        "all_clients": run.api.get("all_clients", {}),
+        "cpu": run.cpu,
+        "cpu_per_trial": run.cpu / n,
+        "rss": run.rss_mib,
+        "notes": run.notes,
+    }
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    if v is None or v != v:  # noqa: PLR0124 (NaN)
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| tool | kills seen / recorded | truth recovery p50 (ms) | timing error p50 / p95 / max (ms) "
+        "| pod-level error p50 / p95 (ms) | overhead p50 / p95 (ms) | startup / tail (ms) "
+        "| wall per trial (ms) | API req/trial non-watch (+watch) | CPU s total (per trial) | peak RSS (MiB) |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['tool']} | {r['kills']} / {r['records']} | {_f(r['truth_p50'], 0)} "
+            f"| {_f(r['err_p50'])} / {_f(r['err_p95'])} / {_f(r['err_max'])} "
+            f"| {_f(r['pod_err_p50'])} / {_f(r['pod_err_p95'])} "
+            f"| {_f(r['overhead_p50'], 0)} / {_f(r['overhead_p95'], 0)} | {_f(r['startup'], 0)} / {_f(r['tail'], 0)} "
+            f"| {_f(r['wall_per_trial'], 0)} | {_f(r['non_watch_per_trial'], 2)} (+{_f(r['watch_per_trial'], 2)}) "
+            f"| {_f(r['cpu'], 2)} ({_f(r['cpu_per_trial'], 3)}) | {_f(r['rss'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def verbs_table(rows: list[dict[str, Any]]) -> str:
+    verbs = [*apicount.VERBS, "nonresource"]
+    used = [v for v in verbs if any(r["verbs"].get(v) for r in rows)]
+    lines = [
+        "| tool | " + " | ".join(used) + " | all clients (incl. controllers, kwok, other work) |",
+        "|---|" + "---|" * (len(used) + 1),
+    ]
+    for r in rows:
+        n = max(r["kills"], 1)
+        cells = " | ".join(_f(r["verbs"].get(v, 0) / n, 2) for v in used)
+        everyone = ", ".join(f"{k} {v / n:.1f}" for k, v in sorted(r["all_clients"].items()))
+        lines.append(f"| {r['tool']} | {cells} | {everyone} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=int(os.environ.get("BENCH_TRIALS", "20")))
+    parser.add_argument("--short-trials", type=int, default=5, help="aftershock-short: for flatness")
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument(
+        "--krkn-duration",
+        type=float,
+        default=1.0,
+        help="Krkn's wait_for_pods poll interval (its plugin default is 10)",
+    )
+    parser.add_argument(
+        "--krkn-wait-duration",
+        type=float,
+        default=1.0,
+        help="Krkn's tunings.wait_duration between iterations (its default is 60). Below 1 s "
+        "krkn-lib's delete_pod can loop forever: it waits for the pod's creationTimestamp "
+        "(whole seconds) to change, and a replacement made in the same second as the pod "
+        "it replaces never changes it",
+    )
+    parser.add_argument("--out", default=None, help="results file (default bench/results/<date>.md)")
+    args = parser.parse_args()
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="aftershock-compare-"))
+    bed = harness.setup(workdir)
+    versions = harness.versions(bed)
+    runs: list[Run] = []
+    try:
+        for tool in tools:
+            print(f"== {tool}", flush=True)
+            if tool == "aftershock":
+                runs.append(run_aftershock(bed, args.trials, tool=tool, with_pd=True))
+            elif tool == "aftershock-pods":
+                runs.append(run_aftershock(bed, args.trials, tool=tool, with_pd=False))
+            elif tool == "aftershock-short":
+                runs.append(run_aftershock(bed, args.short_trials, tool=tool, with_pd=True))
+            elif tool == "chaostoolkit":
+                runs.append(run_chaostoolkit(bed, args.trials))
+            elif tool == "krkn":
+                runs.append(run_krkn(bed, args.trials, args.krkn_duration, args.krkn_wait_duration))
+            else:
+                raise SystemExit(f"unknown tool {tool}; known: {', '.join(TOOLS)}")
+            print(table([analyse(runs[-1])]), flush=True)
+    finally:
+        harness.teardown(bed)
+    rows = [analyse(r) for r in runs]
+    date = dt.date.today().isoformat()
+    out = Path(args.out) if args.out else RESULTS / f"{date}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render(rows, versions, args, workdir)
+    out.write_text(text)
+    raw = {
+        "versions": versions,
+        "args": vars(args),
+        "rows": rows,
+        "runs": [
+            {"tool": r.tool, "records": r.records, "kills": [k.__dict__ for k in r.kills]} for r in runs
+        ],
+    }
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    print()
+    print(text)
+    print(f"\nwritten: {out} (+ .json); work files: {workdir}")
+
+
+def render(
+    rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace, workdir: Path
+) -> str:
+    notes = "\n".join(f"- {r['tool']}: {n}" for r in rows for n in r["notes"]) or "- none"
+    vers = "\n".join(f"- {k}: {v}" for k, v in versions.items())
+    return f"""# Benchmark: aftershock and its peers, {dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+Command: `.venv/bin/python -m bench.compare --trials {args.trials} --tools {args.tools} \
+--krkn-duration {args.krkn_duration} --krkn-wait-duration {args.krkn_wait_duration}`. Method and definitions: docs/performance.md.
+
+{table(rows)}
+
+API requests per trial by verb (counted by the API server per ServiceAccount through APF FlowSchemas):
+
+{verbs_table(rows)}
+
+Versions and machine:
+{vers}
+
+Notes from the runs:
+{notes}
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The harness's own view of every kill: an independent watch on the subject's pods.
+
+No tool under test is trusted to time itself. A daemon thread lists and watches the pods of one
+namespace with the official client, under the admin identity, and stamps every event with the
+harness's monotonic clock on arrival. `kills()` turns that event log into one `Kill` per pod
+kill: when the victim was first seen being deleted and when the set was whole again.
+
+Why "first seen being deleted" and not "delete request sent": the senders are other processes
+(the operator, `chaos run`, the Krkn runner) that the harness cannot hook, and the test bed's API
+server has no audit log unless it was created with the audit policy (see docs/performance.md).
+The first watch event that shows the victim's deletionTimestamp (or its DELETED event, whichever
+comes first) is the server's commit of the delete plus one watch delivery: every tool's own
+"kill" stamp is earlier by its request's round trip, so the ground truth recovery is a few
+milliseconds shorter than any tool's, for every tool alike.
+
+"Ready again" is the first moment after the kill at which the StatefulSet's expected number of
+pods are all live (not being deleted), all Ready, and the victim's UID is gone: the replacement's
+first Ready event in the usual case. When kwok's by-name delete (ADR 0005) also removes the first
+replacement, this is the replacement of the replacement, which is what "recovered" means.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, watch
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    mono: float
+    type: str  # ADDED, MODIFIED, DELETED, or LISTED for the initial list
+    name: str
+    uid: str
+    ready: bool
+    deleting: bool
+
+
+@dataclass(frozen=True)
+class Kill:
+    victim: str
+    victim_uid: str
+    deleted_at: float  # harness monotonic: first sight of the victim being deleted
+    ready_at: float | None  # harness monotonic: the set whole again (None: never, in the log)
+    replacement_uid: str | None
+
+    @property
+    def recovery(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.deleted_at
+
+
+def _pod_event(type_: str, obj: dict[str, Any], mono: float) -> PodEvent:
+    meta = obj.get("metadata") or {}
+    conds = (obj.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    return PodEvent(
+        mono=mono,
+        type=type_,
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        ready=ready,
+        deleting=meta.get("deletionTimestamp") is not None,
+    )
+
+
+class PodWatcher:
+    """List then watch the pods of one namespace until stopped; every event time-stamped."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, *, max_rounds: int = 50) -> None:
+        self._v1 = client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.events: list[PodEvent] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._max_rounds = max_rounds  # bounded: a broken API server does not spin this forever
+        self._watch: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"gt-{namespace}", daemon=True)
+
+    def start(self) -> PodWatcher:
+        self._thread.start()
+        if not self._synced.wait(30):
+            raise RuntimeError(f"ground-truth watch of {self.namespace} did not sync in 30s")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout=2)
+
+    def snapshot(self) -> list[PodEvent]:
+        with self._lock:
+            return list(self.events)
+
+    def _append(self, ev: PodEvent) -> None:
+        with self._lock:
+            self.events.append(ev)
+
+    def _run(self) -> None:
+        rv: str | None = None
+        for _ in range(self._max_rounds):
+            if self._stop.is_set():
+                return
+            try:
+                if rv is None:
+                    resp = self._v1.list_namespaced_pod(
+                        self.namespace, _request_timeout=30, _preload_content=False
+                    )
+                    listed = json.loads(resp.data)
+                    now = time.monotonic()
+                    for obj in listed["items"]:
+                        self._append(_pod_event("LISTED", obj, now))
+                    rv = listed["metadata"]["resourceVersion"]
+                    self._synced.set()
+                w = watch.Watch()  # type: ignore[no-untyped-call]
+                self._watch = w
+                for event in w.stream(
+                    self._v1.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=rv,
+                    timeout_seconds=300,
+                    allow_watch_bookmarks=True,
+                    deserialize=False,
+                ):
+                    now = time.monotonic()
+                    obj = event["object"]
+                    if event["type"] == "BOOKMARK":
+                        rv = obj["metadata"]["resourceVersion"]
+                        continue
+                    if event["type"] == "ERROR":
+                        rv = None  # 410 Gone: list again
+                        break
+                    rv = obj["metadata"]["resourceVersion"]
+                    self._append(_pod_event(event["type"], obj, now))
+                    if self._stop.is_set():
+                        return
+            except Exception:
+                if self._stop.is_set():
+                    return
+                rv = None
+                self._stop.wait(0.5)
+
+
+def kills(events: list[PodEvent], expected_pods: int) -> list[Kill]:
+    """Every kill in the log, in order. A kill is a Ready, live pod seen being deleted while the
+    set was whole; deletions during a recovery (kwok's by-name delete of a replacement) belong to
+    that recovery, not to a new kill."""
+    live: dict[str, PodEvent] = {}  # uid -> latest event
+    found: list[Kill] = []
+    current: dict[str, Any] | None = None
+
+    def whole() -> bool:
+        pods = [e for e in live.values() if not e.deleting]
+        return len(pods) == expected_pods and all(e.ready for e in pods)
+
+    for ev in events:
+        before = live.get(ev.uid)
+        was_whole = whole()
+        if ev.type == "DELETED":
+            live.pop(ev.uid, None)
+        else:
+            live[ev.uid] = ev
+        gone_now = ev.type == "DELETED" or ev.deleting
+        if (
+            current is None
+            and was_whole
+            and before is not None
+            and before.ready
+            and not before.deleting
+            and gone_now
+        ):
+            current = {"victim": ev.name, "uid": ev.uid, "at": ev.mono}
+            continue
+        if current is not None and whole() and current["uid"] not in live:
+            repl = next((e.uid for e in live.values() if e.name == current["victim"]), None)
+            found.append(Kill(current["victim"], current["uid"], current["at"], ev.mono, repl))
+            current = None
+    if current is not None:
+        found.append(Kill(current["victim"], current["uid"], current["at"], None, None))
+    return found

@@ -1,0 +1,322 @@
+"""Many Campaigns at once, one operator process: does everything finish, and at what cost?
+
+C subjects (one namespace each, a StatefulSet of R pods on kwok nodes, no volumes, no PD: the
+Campaigns judge the pods only), one Campaign of T trials (interval 0, stableSeconds 0) in each,
+all created at once, one operator process watching the namespaces by a glob pattern
+(`--namespace ascale-<run>-*`, so that other work's Campaigns elsewhere in the shared cluster are
+never touched). Reports: time until every Campaign is Succeeded or Failed, the operator's peak
+RSS and CPU, event-loop lag as seen from outside, status patches per second, API requests per
+trial, and the ledger's size.
+
+Event-loop lag: the operator has no lag probe of its own, and its code is not the benchmark's to
+change. The harness therefore asks the operator's kopf liveness endpoint (`/healthz`, served by
+aiohttp on the operator's event loop, cached probe results: no work behind it) every 100 ms and
+records the response latency. A request can only be answered when the loop gets to it, so its
+latency is the lag plus a constant of about a millisecond (HTTP on loopback, measured idle before
+the Campaigns start). `/metrics` is sampled too, every 2 s: its latency grows with the number of
+Campaigns (the exposition renders every series) so it is reported apart, not as the lag.
+
+Usage: .venv/bin/python -m bench.scale [--campaigns 100] [--trials 10] [--replicas 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import re
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from bench import apicount, harness
+from tests.e2e.operator import OperatorProcess, campaign, free_port, tikv_statefulset
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class Sampler:
+    """GET a path on 127.0.0.1:port every `interval` s in a thread; latencies in ms, bounded."""
+
+    def __init__(self, port: int, path: str, interval: float, max_seconds: float) -> None:
+        self.port, self.path, self.interval, self.max_seconds = port, path, interval, max_seconds
+        self.samples: list[tuple[float, float]] = []  # (monotonic, latency ms)
+        self.failures = 0
+        self.last_body = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sample{path}")
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.max_seconds
+        next_at = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < end:
+            t0 = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", self.path)
+                body = conn.getresponse().read()
+                conn.close()
+                self.samples.append((t0, (time.monotonic() - t0) * 1000))
+                self.last_body = body.decode(errors="replace")
+            except OSError:
+                self.failures += 1
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def scale_statefulset(replicas: int) -> dict[str, Any]:
+    sts = tikv_statefulset(replicas=replicas)
+    del sts["spec"]["volumeClaimTemplates"]  # no PVCs: 100 subjects need no 300 volumes here
+    return sts
+
+
+def pct(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def patches_total(metrics_text: str) -> float:
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(r"^aftershock_status_patches_total\{[^}]*\} ([0-9.e+]+)$", metrics_text, re.M)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--campaigns", type=int, default=int(os.environ.get("SCALE_CAMPAIGNS", "100")))
+    parser.add_argument("--trials", type=int, default=int(os.environ.get("SCALE_TRIALS", "10")))
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    run_id = uuid.uuid4().hex[:5]
+    prefix = f"ascale-{run_id}"
+    workdir = Path(tempfile.mkdtemp(prefix="aftershock-scale-"))
+    bed = harness.setup(workdir)
+    api = bed.cluster.api_client()
+    core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+    namespaces = [f"{prefix}-{i:03d}" for i in range(args.campaigns)]
+    result: dict[str, Any] = {"campaigns": args.campaigns, "trials": args.trials, "replicas": args.replicas}
+    op: OperatorProcess | None = None
+    samplers: list[Sampler] = []
+    try:
+        t0 = time.monotonic()
+        for ns in namespaces:
+            core.create_namespace(
+                {"metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": apicount.PREFIX}}}
+            )
+        for ns in namespaces:
+            for _ in range(100):  # the default ServiceAccount appears asynchronously; pods need it
+                try:
+                    core.read_namespaced_service_account("default", ns)
+                    break
+                except client.ApiException:
+                    time.sleep(0.2)
+            apps.create_namespaced_stateful_set(ns, scale_statefulset(args.replicas))
+        want = args.campaigns * args.replicas
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            pods = core.list_pod_for_all_namespaces(label_selector=harness.SELECTOR).items
+            ready = sum(
+                1
+                for p in pods
+                if p.metadata.namespace.startswith(prefix)
+                and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+            )
+            if ready >= want:
+                break
+            time.sleep(2)
+        else:
+            raise RuntimeError(f"subjects not Ready in 600s ({ready}/{want} pods)")
+        result["subjects_ready_s"] = time.monotonic() - t0
+        print(
+            f"{args.campaigns} subjects Ready ({want} pods) in {result['subjects_ready_s']:.0f}s", flush=True
+        )
+
+        kubeconfig = bed.identity("aftershock-scale", role="aftershock")
+        live = free_port()
+        op = OperatorProcess(
+            kubeconfig=kubeconfig,
+            db=workdir / "ledger.db",
+            namespaces=[f"{prefix}-*"],
+            log_path=workdir / "operator.log",
+            extra_args=["--liveness-port", str(live)],
+        )
+        op.start()
+        assert op.proc is not None
+        health = Sampler(live, "/healthz", 0.1, args.timeout + 120)
+        for _ in range(300):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", live, timeout=2)
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(3)  # kopf has found the namespaces and their (empty) Campaign lists
+        health.start()
+        samplers.append(health)
+        time.sleep(3)
+        idle = [ms for _, ms in health.samples]
+        result["healthz_idle_p50_ms"] = pct(idle, 50)
+        metrics = Sampler(op.metrics_port, "/metrics", 2.0, args.timeout + 120).start()
+        samplers.append(metrics)
+        before = apicount.scrape(bed.cluster)
+        cpu0, _ = harness.proc_cpu_rss(op.proc.pid)
+
+        started = time.monotonic()
+        for ns in namespaces:
+            custom.create_namespaced_custom_object(
+                "aftershock.dev",
+                "v1alpha1",
+                ns,
+                "campaigns",
+                campaign(
+                    "scale",
+                    ns,
+                    None,
+                    trials=args.trials,
+                    steadyState={"timeoutSeconds": 120, "stableSeconds": 0},
+                    recovery={"timeoutSeconds": 120},
+                ),
+            )
+        result["create_campaigns_s"] = time.monotonic() - started
+        phases: dict[str, str] = {}
+        deadline = started + args.timeout
+        while time.monotonic() < deadline:
+            if not op.alive():
+                raise RuntimeError("operator exited; see " + str(op.log_path))
+            objs = custom.list_cluster_custom_object("aftershock.dev", "v1alpha1", "campaigns")["items"]
+            phases = {
+                o["metadata"]["namespace"]: (o.get("status") or {}).get("phase", "")
+                for o in objs
+                if o["metadata"]["namespace"].startswith(prefix)
+            }
+            done = sum(1 for p in phases.values() if p in ("Succeeded", "Failed"))
+            if done == args.campaigns:
+                break
+            time.sleep(1)
+        finished = time.monotonic()
+        result["finish_s"] = finished - started
+        result["phases"] = {p: list(phases.values()).count(p) for p in set(phases.values())}
+        time.sleep(2.5)  # one more /metrics sample after the last status patch
+        cpu1, rss = harness.proc_cpu_rss(op.proc.pid)
+        result["operator_cpu_s"] = cpu1 - cpu0
+        result["operator_peak_rss_mib"] = rss
+        in_run = [ms for t, ms in health.samples if started <= t <= finished]
+        result["healthz_samples"] = len(in_run)
+        result["healthz_failures"] = health.failures
+        result["lag_p50_ms"] = pct(in_run, 50)
+        result["lag_p95_ms"] = pct(in_run, 95)
+        result["lag_p99_ms"] = pct(in_run, 99)
+        result["lag_max_ms"] = max(in_run, default=float("nan"))
+        m_run = [ms for t, ms in metrics.samples if started <= t <= finished]
+        result["metrics_latency_p50_ms"] = pct(m_run, 50)
+        result["metrics_latency_p95_ms"] = pct(m_run, 95)
+        patches = patches_total(metrics.last_body)
+        result["status_patches"] = patches
+        result["status_patches_per_s"] = patches / max(result["finish_s"], 1e-9)
+        result["status_patches_per_trial"] = patches / (args.campaigns * args.trials)
+        db = workdir / "ledger.db"
+        result["ledger_bytes"] = sum(p.stat().st_size for p in workdir.glob("ledger.db*"))
+        result["ledger_files"] = sorted(p.name for p in workdir.glob("ledger.db*"))
+        for s in samplers:
+            s.stop()
+        samplers = []
+        op.stop()
+        result["ledger_bytes_after_stop"] = db.stat().st_size
+        api_delta = apicount.delta(before, apicount.scrape(bed.cluster), "aftershock-scale")["tool"]
+        result["api_by_verb"] = api_delta
+        n = args.campaigns * args.trials
+        result["api_non_watch_per_trial"] = sum(v for k, v in api_delta.items() if k != "watch") / n
+        result["api_watch_per_trial"] = api_delta.get("watch", 0) / n
+        outcomes = re.findall(r"daemon ends in phase (\w+)", op.log_text())
+        result["daemons_ended"] = len(outcomes)
+    finally:
+        for s in samplers:
+            s.stop()
+        if op is not None:
+            op.stop()
+        _cleanup(bed, namespaces, custom, core)
+        harness.teardown(bed)
+
+    text = render(result, args)
+    out = Path(args.out) if args.out else RESULTS / f"{dt.date.today().isoformat()}-scale.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+    print(text)
+    print(f"written: {out}; work files: {workdir}")
+
+
+def _cleanup(
+    bed: harness.Bed, namespaces: list[str], custom: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
+    """Campaigns lose their finalizer (no operator remains to remove it), then the namespaces go."""
+    for ns in namespaces:
+        try:
+            custom.patch_namespaced_custom_object(
+                "aftershock.dev", "v1alpha1", ns, "campaigns", "scale", {"metadata": {"finalizers": None}}
+            )
+        except client.ApiException:
+            pass
+        try:
+            core.delete_namespace(ns)
+        except client.ApiException:
+            pass
+
+
+def render(r: dict[str, Any], args: argparse.Namespace) -> str:
+    def f(key: str, digits: int = 1) -> str:
+        v = r.get(key)
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    return f"""# Scale run: {args.campaigns} Campaigns x {args.trials} trials, one operator, \
+{dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+Command: `.venv/bin/python -m bench.scale --campaigns {args.campaigns} --trials {args.trials} \
+--replicas {args.replicas}`. Method: docs/performance.md.
+
+| metric | value | target |
+|---|---|---|
+| Campaigns finished | {r.get("phases")} of {args.campaigns} | all |
+| time to finish (s), from creating the first Campaign | {f("finish_s")} | - |
+| operator peak RSS (MiB) | {f("operator_peak_rss_mib")} | <= 150 MB |
+| operator CPU (s) during the run | {f("operator_cpu_s")} | - |
+| event-loop lag p50 / p95 / p99 / max (ms), /healthz latency every 100 ms | \
+{f("lag_p50_ms")} / {f("lag_p95_ms")} / {f("lag_p99_ms")} / {f("lag_max_ms")} ({r.get("healthz_samples")} samples, \
+{r.get("healthz_failures")} failed; idle p50 {f("healthz_idle_p50_ms", 2)}) | p95 <= 50 ms |
+| /metrics latency p50 / p95 (ms), every 2 s | {f("metrics_latency_p50_ms")} / {f("metrics_latency_p95_ms")} | - |
+| status patches (aftershock_status_patches_total) | {f("status_patches", 0)}: \
+{f("status_patches_per_s", 2)}/s, {f("status_patches_per_trial", 2)} per trial | - |
+| API requests per trial, non-watch (+watch) | {f("api_non_watch_per_trial", 2)} \
+(+{f("api_watch_per_trial", 2)}); by verb {r.get("api_by_verb")} | <= 8 |
+| ledger size (bytes, db + WAL while running; db after stop) | {r.get("ledger_bytes")}; \
+{r.get("ledger_bytes_after_stop")} | - |
+| subjects Ready before the run (s) | {f("subjects_ready_s")} | - |
+"""
+
+
+if __name__ == "__main__":
+    main()
