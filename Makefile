@@ -56,6 +56,17 @@ test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if 
 	@rc=0; $(VENV)/bin/pytest tests -q -ra || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
+# Benchmarks print tables and write bench/results/; never part of `make test` (timings don't gate).
+BENCH_TRIALS ?= 20
+SCALE_CAMPAIGNS ?= 100
+SCALE_TRIALS ?= 10
+.PHONY: bench
+bench: venv ## aftershock vs Chaos Toolkit and krkn-lib on the local cluster, then the scale run (docs/performance.md)
+	$(TESTBED)/build.sh >/dev/null
+	bench/peers.sh >/dev/null
+	$(PY) -m bench.compare --trials $(BENCH_TRIALS)
+	$(PY) -m bench.scale --campaigns $(SCALE_CAMPAIGNS) --trials $(SCALE_TRIALS)
+
 # --- real TiKV on kind (needs Docker and internet; cannot run on the project's CI) ---------
 .PHONY: kind-up kind-down tikv-up image deploy
 kind-up: ## kind cluster: 1 control plane, 3 workers in 3 zones
