@@ -22,7 +22,13 @@ import datetime as dt
 from typing import Any
 
 
-def build_experiment(namespace: str, selector: str, statefulset: str = "tikv") -> dict[str, Any]:
+def build_experiment(
+    namespace: str, selector: str, statefulset: str = "tikv", *, wait_for_disruption: bool = True
+) -> dict[str, Any]:
+    """The experiment; without `wait_for_disruption` the method is the terminate action alone
+    (the shortest experiment a user writes, and the after-method hypothesis may then pass on a
+    StatefulSet status that has not noticed the kill yet)."""
+
     def sts_probe(name: str, func: str, timeout: int) -> dict[str, Any]:
         return {
             "type": "probe",
@@ -63,7 +69,11 @@ def build_experiment(namespace: str, selector: str, statefulset: str = "tikv") -
                     },
                 },
             },
-            sts_probe("tikv-disrupted", "statefulset_not_fully_available", 30),
+            *(
+                [sts_probe("tikv-disrupted", "statefulset_not_fully_available", 30)]
+                if wait_for_disruption
+                else []
+            ),
         ],
         "rollbacks": [],
     }
@@ -84,7 +94,10 @@ def read_journal(journal: dict[str, Any]) -> dict[str, Any]:
     recovery = None
     if kill is not None and after and after[0].get("status") == "succeeded":
         recovery = _ts(after[0]["end"]) - _ts(kill["end"])
+    disrupted = run.get("tikv-disrupted")
     return {
+        "kill_started": _ts(kill["start"]) if kill is not None else None,
+        "disrupted_probe": None if disrupted is None else disrupted.get("status"),
         "status": journal.get("status"),
         "deviated": journal.get("deviated"),
         "victims": (kill or {}).get("output") or [],

@@ -33,6 +33,7 @@ from kubernetes import client, watch
 @dataclass(frozen=True)
 class PodEvent:
     mono: float
+    wall: float  # time.time() at arrival: only to match a tool's own kill stamp (same host clock)
     type: str  # ADDED, MODIFIED, DELETED, or LISTED for the initial list
     name: str
     uid: str
@@ -47,18 +48,20 @@ class Kill:
     deleted_at: float  # harness monotonic: first sight of the victim being deleted
     ready_at: float | None  # harness monotonic: the set whole again (None: never, in the log)
     replacement_uid: str | None
+    by_tool: bool = True  # False: a deletion no tool asked for (kwok's by-name delete, ADR 0005)
 
     @property
     def recovery(self) -> float | None:
         return None if self.ready_at is None else self.ready_at - self.deleted_at
 
 
-def _pod_event(type_: str, obj: dict[str, Any], mono: float) -> PodEvent:
+def _pod_event(type_: str, obj: dict[str, Any], mono: float, wall: float) -> PodEvent:
     meta = obj.get("metadata") or {}
     conds = (obj.get("status") or {}).get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
     return PodEvent(
         mono=mono,
+        wall=wall,
         type=type_,
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
@@ -112,9 +115,9 @@ class PodWatcher:
                         self.namespace, _request_timeout=30, _preload_content=False
                     )
                     listed = json.loads(resp.data)
-                    now = time.monotonic()
+                    now, wall = time.monotonic(), time.time()
                     for obj in listed["items"]:
-                        self._append(_pod_event("LISTED", obj, now))
+                        self._append(_pod_event("LISTED", obj, now, wall))
                     rv = listed["metadata"]["resourceVersion"]
                     self._synced.set()
                 w = watch.Watch()  # type: ignore[no-untyped-call]
@@ -127,7 +130,7 @@ class PodWatcher:
                     allow_watch_bookmarks=True,
                     deserialize=False,
                 ):
-                    now = time.monotonic()
+                    now, wall = time.monotonic(), time.time()
                     obj = event["object"]
                     if event["type"] == "BOOKMARK":
                         rv = obj["metadata"]["resourceVersion"]
@@ -136,7 +139,7 @@ class PodWatcher:
                         rv = None  # 410 Gone: list again
                         break
                     rv = obj["metadata"]["resourceVersion"]
-                    self._append(_pod_event(event["type"], obj, now))
+                    self._append(_pod_event(event["type"], obj, now, wall))
                     if self._stop.is_set():
                         return
             except Exception:
@@ -146,10 +149,26 @@ class PodWatcher:
                 self._stop.wait(0.5)
 
 
-def kills(events: list[PodEvent], expected_pods: int) -> list[Kill]:
-    """Every kill in the log, in order. A kill is a Ready, live pod seen being deleted while the
-    set was whole; deletions during a recovery (kwok's by-name delete of a replacement) belong to
-    that recovery, not to a new kill."""
+#: How far a deletion may land from the tool's own kill stamp and still be that kill: the
+#: stamp is taken before the request (so the deletion is later, by its round trip), and clocks of
+#: processes on one host agree to well under the lower bound.
+MATCH_BEFORE_S = 0.05
+MATCH_AFTER_S = 2.0
+
+
+def kills(
+    events: list[PodEvent], expected_pods: int, stamps: list[tuple[str, float]] | None = None
+) -> list[Kill]:
+    """Every disruption in the log, in order. A disruption starts when a Ready, live pod is seen
+    being deleted while the set was whole; deletions during a recovery (kwok's by-name delete of
+    a replacement that is not Ready yet) belong to that recovery.
+
+    `stamps` are the tool's own (victim name, wall time) per kill. With them, a disruption that no
+    stamp explains is marked ``by_tool=False``: kwok's by-name delete can also hit a replacement
+    that has just become Ready, which the set then has to recover from a second time. Such a
+    disruption is no trial; a tool kill that lands during it starts its own.
+    """
+    pending = list(stamps) if stamps is not None else None
     live: dict[str, PodEvent] = {}  # uid -> latest event
     found: list[Kill] = []
     current: dict[str, Any] | None = None
@@ -157,6 +176,18 @@ def kills(events: list[PodEvent], expected_pods: int) -> list[Kill]:
     def whole() -> bool:
         pods = [e for e in live.values() if not e.deleting]
         return len(pods) == expected_pods and all(e.ready for e in pods)
+
+    def stamp_for(ev: PodEvent) -> tuple[str, float] | None:
+        if pending is None:
+            return None
+        return next(
+            (
+                s
+                for s in pending
+                if s[0] == ev.name and s[1] - MATCH_BEFORE_S <= ev.wall <= s[1] + MATCH_AFTER_S
+            ),
+            None,
+        )
 
     for ev in events:
         before = live.get(ev.uid)
@@ -166,20 +197,25 @@ def kills(events: list[PodEvent], expected_pods: int) -> list[Kill]:
         else:
             live[ev.uid] = ev
         gone_now = ev.type == "DELETED" or ev.deleting
-        if (
-            current is None
-            and was_whole
-            and before is not None
-            and before.ready
-            and not before.deleting
-            and gone_now
-        ):
-            current = {"victim": ev.name, "uid": ev.uid, "at": ev.mono}
-            continue
+        hit = before is not None and before.ready and not before.deleting and gone_now
+        if hit:
+            stamp = stamp_for(ev)
+            starts = current is None and was_whole
+            if current is not None and not current["by_tool"] and stamp is not None:
+                found.append(Kill(current["victim"], current["uid"], current["at"], None, None, False))
+                starts = True
+            if starts:
+                if stamp is not None and pending is not None:
+                    pending.remove(stamp)
+                by_tool = pending is None or stamp is not None
+                current = {"victim": ev.name, "uid": ev.uid, "at": ev.mono, "by_tool": by_tool}
+                continue
         if current is not None and whole() and current["uid"] not in live:
             repl = next((e.uid for e in live.values() if e.name == current["victim"]), None)
-            found.append(Kill(current["victim"], current["uid"], current["at"], ev.mono, repl))
+            found.append(
+                Kill(current["victim"], current["uid"], current["at"], ev.mono, repl, current["by_tool"])
+            )
             current = None
     if current is not None:
-        found.append(Kill(current["victim"], current["uid"], current["at"], None, None))
+        found.append(Kill(current["victim"], current["uid"], current["at"], None, None, current["by_tool"]))
     return found
