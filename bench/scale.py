@@ -219,6 +219,7 @@ def main() -> None:
             time.sleep(1)
         finished = time.monotonic()
         result["finish_s"] = finished - started
+        result["timed_out"] = sum(1 for p in phases.values() if p in ("Succeeded", "Failed")) < args.campaigns
         result["phases"] = {p: list(phases.values()).count(p) for p in set(phases.values())}
         time.sleep(2.5)  # one more /metrics sample after the last status patch
         cpu1, rss = harness.proc_cpu_rss(op.proc.pid)
@@ -301,7 +302,8 @@ Command: `.venv/bin/python -m bench.scale --campaigns {args.campaigns} --trials 
 | metric | value | target |
 |---|---|---|
 | Campaigns finished | {r.get("phases")} of {args.campaigns} | all |
-| time to finish (s), from creating the first Campaign | {f("finish_s")} | - |
+| time to finish (s), from creating the first Campaign | {f("finish_s")}\
+{" (TIMED OUT: not all finished; per-trial figures below are per planned trial)" if r.get("timed_out") else ""} | - |
 | operator peak RSS (MiB) | {f("operator_peak_rss_mib")} | <= 150 MB |
 | operator CPU (s) during the run | {f("operator_cpu_s")} | - |
 | event-loop lag p50 / p95 / p99 / max (ms), /healthz latency every 100 ms | \
