@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (Markdown table templates read better unwrapped)
 """aftershock against the tools people use today, side by side on the same test bed.
 
 Every tool does the same work: N pod kills, one at a time, each waiting for full recovery, on

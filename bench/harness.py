@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import apicount
 from tests.e2e import testbed
 from tests.e2e.operator import TIKV_LABELS, tikv_statefulset
+
+from bench import apicount
 
 BENCH_NS = "aftershock-bench"
 SELECTOR = ",".join(f"{k}={v}" for k, v in TIKV_LABELS.items())
@@ -81,10 +82,23 @@ def setup(workdir: Path) -> Bed:
         str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
     )
     cluster.kubectl("apply", "-f", str(manifests / "operator" / "rbac.yaml"))
-    cluster.kubectl("create", "namespace", BENCH_NS, check=False)
+    _ensure_namespace(cluster, BENCH_NS)
     cluster.apply(_PEER_ROLE)
     workdir.mkdir(parents=True, exist_ok=True)
     return Bed(cluster, workdir)
+
+
+def _ensure_namespace(cluster: testbed.Cluster, name: str, timeout: float = 180) -> None:
+    """The namespace, Active: a previous run's teardown may have left it Terminating."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cluster.kubectl("get", "namespace", name, "-o", "jsonpath={.status.phase}", check=False)
+        if got.returncode != 0:
+            cluster.kubectl("create", "namespace", name, check=False)
+        elif got.stdout.strip() == "Active":
+            return
+        time.sleep(1)
+    raise RuntimeError(f"namespace {name} not Active within {timeout:g}s")
 
 
 def teardown(bed: Bed) -> None:

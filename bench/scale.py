@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (Markdown table templates read better unwrapped)
 """Many Campaigns at once, one operator process: does everything finish, and at what cost?
 
 C subjects (one namespace each, a StatefulSet of R pods on kwok nodes, no volumes, no PD: the
@@ -22,6 +23,7 @@ Usage: .venv/bin/python -m bench.scale [--campaigns 100] [--trials 10] [--replic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -36,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from tests.e2e.operator import OperatorProcess, campaign, free_port, tikv_statefulset
 
 from bench import apicount, harness
-from tests.e2e.operator import OperatorProcess, campaign, free_port, tikv_statefulset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -276,16 +278,12 @@ def _cleanup(
 ) -> None:
     """Campaigns lose their finalizer (no operator remains to remove it), then the namespaces go."""
     for ns in namespaces:
-        try:
+        with contextlib.suppress(client.ApiException):
             custom.patch_namespaced_custom_object(
                 "aftershock.dev", "v1alpha1", ns, "campaigns", "scale", {"metadata": {"finalizers": None}}
             )
-        except client.ApiException:
-            pass
-        try:
+        with contextlib.suppress(client.ApiException):
             core.delete_namespace(ns)
-        except client.ApiException:
-            pass
 
 
 def render(r: dict[str, Any], args: argparse.Namespace) -> str:
