@@ -60,12 +60,13 @@ test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if 
 BENCH_TRIALS ?= 20
 SCALE_CAMPAIGNS ?= 100
 SCALE_TRIALS ?= 10
+SCALE_TIMEOUT ?= 600
 .PHONY: bench
 bench: venv ## aftershock vs Chaos Toolkit and krkn-lib on the local cluster, then the scale run (docs/performance.md)
 	$(TESTBED)/build.sh >/dev/null
 	bench/peers.sh >/dev/null
 	$(PY) -m bench.compare --trials $(BENCH_TRIALS)
-	$(PY) -m bench.scale --campaigns $(SCALE_CAMPAIGNS) --trials $(SCALE_TRIALS)
+	$(PY) -m bench.scale --campaigns $(SCALE_CAMPAIGNS) --trials $(SCALE_TRIALS) --timeout $(SCALE_TIMEOUT)
 
 # --- real TiKV on kind (needs Docker and internet; cannot run on the project's CI) ---------
 .PHONY: kind-up kind-down tikv-up image deploy
