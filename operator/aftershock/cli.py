@@ -157,6 +157,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run_operator(args: argparse.Namespace) -> int:
+    # kopf imports the synchronous `kubernetes` client, when installed, only to recognise its
+    # model objects and to log in with it. The operator hands kopf no such objects and
+    # logs in through kubernetes_asyncio instead, so keep the sync client out of this
+    # process: ~15 MiB of generated models less per operator (the tests still use it).
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     import kopf
 
     from aftershock import handlers
