@@ -1,0 +1,287 @@
+"""Security: what the operator's ServiceAccount may do (asked of the real API server, in both
+installs), and what its metrics/report endpoint serves (read-only, results only).
+
+The Deployment's and the chart's pod security (non-root, read-only root filesystem, no
+privilege escalation, all capabilities dropped) is checked offline by
+tests/unit/test_manifests.py (test_deployment_runs_unprivileged,
+test_chart_deployment_template_keeps_the_safety_settings); not repeated here.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import testbed
+from tests.e2e.operator import campaign, start_subject, wait_phase
+from tests.reliability.conftest import drop_namespace, make_namespace
+from tests.reliability.proc import Operator
+from tests.reliability.tally import TALLY
+
+pytestmark = pytest.mark.reliability
+
+OPERATOR = "system:serviceaccount:aftershock-system:aftershock"
+
+#: What the operator may hold beyond any authenticated user: docs/adr/0004-rbac-and-scoping.md.
+#: (resource, verbs). A right not in here, granted by the shipped RBAC, fails the test.
+ALLOWED = {
+    "campaigns.aftershock.dev": {"get", "list", "watch", "patch", "update"},
+    "campaigns.aftershock.dev/status": {"get", "patch", "update"},
+    "events": {"create", "patch"},
+    "events.events.k8s.io": {"create", "patch"},
+    "pods": {"get", "list", "watch", "delete"},
+    "leases.coordination.k8s.io": {"get", "list", "watch", "create", "update", "patch", "delete"},
+    "customresourcedefinitions.apiextensions.k8s.io": {"get", "list", "watch"},
+    "namespaces": {"list", "watch"},
+    "deployments.apps/scale": {"get", "patch", "update"},
+    "statefulsets.apps/scale": {"get", "patch", "update"},
+}
+
+
+def can_i_list(cluster: testbed.Cluster, user: str, namespace: str) -> dict[str, set[str]]:
+    """`kubectl auth can-i --list` as `user` in `namespace`: resource -> verbs (resource rules only)."""
+    out = cluster.kubectl("auth", "can-i", "--list", f"--as={user}", "-n", namespace).stdout
+    rights: dict[str, set[str]] = {}
+    for line in out.splitlines()[1:]:
+        cols = re.split(r"\s{2,}", line.strip())
+        if len(cols) < 4 or not cols[0]:
+            continue  # a non-resource URL rule (/api, /healthz, ...): discovery, granted to everyone
+        resource, _urls, names, verbs = cols[0], cols[1], cols[2], cols[3]
+        if names not in ("[]", ""):
+            resource = f"{resource} {names}"
+        rights.setdefault(resource, set()).update(verbs.strip("[]").split())
+    return rights
+
+
+def beyond_baseline(op: dict[str, set[str]], base: dict[str, set[str]]) -> dict[str, set[str]]:
+    extra = {r: v - base.get(r, set()) for r, v in op.items()}
+    return {r: v for r, v in extra.items() if v}
+
+
+def can_i(
+    cluster: testbed.Cluster, verb: str, resource: str, namespace: str | None, user: str = OPERATOR
+) -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as={user}"]
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    return cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+
+
+@pytest.fixture
+def baseline_user(cluster: testbed.Cluster) -> Iterator[tuple[str, str]]:
+    """An unprivileged ServiceAccount: what every authenticated user may do anyway."""
+    ns = make_namespace(cluster, "sec")
+    cluster.kubectl("create", "serviceaccount", "nobody", "-n", ns)
+    yield ns, f"system:serviceaccount:{ns}:nobody"
+    drop_namespace(cluster, ns)
+
+
+def _assert_least_privilege(extra: dict[str, set[str]]) -> None:
+    assert not [r for r in extra if "secrets" in r], extra
+    assert not [r for r in extra if r.startswith("*")], extra
+    assert not [r for r, v in extra.items() if "*" in v], extra
+    assert not [r for r in extra if r.startswith("pods/")], extra  # no exec, attach, portforward, log
+    for resource, verbs in extra.items():
+        assert resource in ALLOWED, f"unexpected right: {resource} {sorted(verbs)}"
+        assert verbs <= ALLOWED[resource], f"{resource}: {sorted(verbs - ALLOWED[resource])} beyond ADR 0004"
+
+
+def test_cluster_wide_install_holds_only_the_listed_rights(
+    cluster: testbed.Cluster, operator_identity: str, baseline_user: tuple[str, str]
+) -> None:
+    ns, nobody = baseline_user
+    op = can_i_list(cluster, OPERATOR, ns)
+    base = can_i_list(cluster, nobody, ns)
+    extra = beyond_baseline(op, base)
+    print("\noperator rights beyond an authenticated user's, cluster-wide install:")
+    for resource, verbs in sorted(extra.items()):
+        print(f"  {resource:<50} {sorted(verbs)}")
+    _assert_least_privilege(extra)
+    assert extra.get("pods") == {"get", "list", "watch", "delete"}
+    assert not can_i(cluster, "*", "*", None), "the operator is cluster-admin"
+    assert not can_i(cluster, "get", "secrets", None)
+    assert not can_i(cluster, "create", "pods/exec", ns)
+    assert not can_i(cluster, "create", "pods", ns)
+    assert not can_i(cluster, "delete", "nodes", None)
+    assert not can_i(cluster, "update", "statefulsets.apps", ns)
+    TALLY.note(f"RBAC (cluster-wide install): {len(extra)} resources beyond baseline, none outside ADR 0004")
+
+
+def test_namespaced_install_grants_nothing_outside_watched_namespaces(
+    cluster: testbed.Cluster, operator_identity: str, baseline_user: tuple[str, str]
+) -> None:
+    """manifests/operator-namespaced: rights in `tikv` only; with the cluster-wide binding
+    removed for the test and restored after."""
+    other, nobody = baseline_user
+    manifests = testbed.REPO / "manifests"
+    namespaced = manifests / "operator-namespaced" / "rbac.yaml"
+    watched = [
+        d["metadata"]["namespace"]
+        for d in yaml.safe_load_all(namespaced.read_text())
+        if d and d.get("kind") == "Role"
+    ]
+    for ns in watched:
+        cluster.kubectl("create", "namespace", ns, check=False)
+    cluster.kubectl("delete", "clusterrolebinding", "aftershock", check=False)
+    cluster.kubectl("delete", "clusterrole", "aftershock", check=False)
+    try:
+        cluster.kubectl("apply", "-f", str(namespaced))
+
+        def settled() -> bool:
+            return can_i(cluster, "delete", "pods", watched[0]) and not can_i(
+                cluster, "delete", "pods", other
+            )
+
+        testbed.wait_for(settled, 30, what="namespaced RBAC in effect")
+        base = can_i_list(cluster, nobody, other)
+        for ns in watched:
+            extra = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
+            _assert_least_privilege(extra)
+            assert extra.get("pods") == {"get", "list", "watch", "delete"}
+        for ns in (other, "kube-system", "default", "aftershock-system"):
+            extra = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
+            # Cluster-scoped reads of CRDs are all that reaches beyond the watched namespaces.
+            assert set(extra) <= {"customresourcedefinitions.apiextensions.k8s.io"}, (ns, extra)
+            assert not can_i(cluster, "list", "pods", ns)
+            assert not can_i(cluster, "delete", "pods", ns)
+        assert not can_i(cluster, "delete", "pods", None)
+        assert not can_i(cluster, "list", "namespaces", None)
+    finally:
+        for doc in yaml.safe_load_all(namespaced.read_text()):
+            if doc:
+                ns_args = ["-n", doc["metadata"]["namespace"]] if doc["metadata"].get("namespace") else []
+                cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], *ns_args, check=False)
+        cluster.kubectl("apply", "-f", str(manifests / "operator" / "rbac.yaml"))
+        testbed.wait_for(
+            lambda: can_i(cluster, "delete", "pods", other), 30, what="cluster-wide RBAC restored"
+        )
+
+
+def test_pod_security_is_covered_by_the_manifest_tests() -> None:
+    """The reference above stays true: the unit tests that check it exist."""
+    text = (testbed.REPO / "tests" / "unit" / "test_manifests.py").read_text()
+    for needle in (
+        "def test_deployment_runs_unprivileged",
+        "def test_chart_deployment_template_keeps_the_safety_settings",
+        '["readOnlyRootFilesystem"] is True',
+        '["allowPrivilegeEscalation"] is False',
+        '["runAsNonRoot"] is True',
+    ):
+        assert needle in text, needle
+
+
+# --- the metrics / report endpoint ---------------------------------------------------------------
+
+PATHS = ("/metrics", "/campaigns", "/campaigns/{ns}/ok", "/campaigns/{ns}/no-such", "/", "/campaigns/{ns}")
+
+
+def _request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=body)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+@pytest.fixture
+def served(
+    cluster: testbed.Cluster, operator_identity: str, tmp_path: Path
+) -> Iterator[tuple[Operator, str, str]]:
+    """An operator with a finished campaign in its ledger and a canary in its environment."""
+    ns = make_namespace(cluster, "metrics")
+    subject = start_subject(cluster, ns)
+    canary = "canary-" + secrets.token_hex(8)
+    op = Operator(
+        kubeconfig=operator_identity,
+        db=tmp_path / "ledger.db",
+        workdir=tmp_path,
+        namespaces=[ns],
+        extra_env={"AFTERSHOCK_TEST_CANARY": canary},
+    )
+    op.start()
+    try:
+        cluster.apply(campaign("ok", ns, subject.pd_url, trials=1))
+        wait_phase(cluster, ns, "ok", {"Succeeded"}, timeout=120)
+        yield op, ns, canary
+    finally:
+        op.stop()
+        subject.close()
+        drop_namespace(cluster, ns)
+
+
+def test_endpoint_is_read_only(served: tuple[Operator, str, str]) -> None:
+    op, ns, _ = served
+    assert _request(op.metrics_port, "GET", f"/campaigns/{ns}/ok")[0] == 200
+    tried = 0
+    for path in PATHS:
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            status, _ = _request(op.metrics_port, method, path.format(ns=ns), body=b'{"spec":{"trials":1}}')
+            tried += 1
+            assert status in (404, 405), (method, path, status)
+            if path in ("/metrics", "/campaigns", "/campaigns/{ns}/ok"):
+                assert status == 405, (method, path, status)
+    # Nothing changed: the report is still the same finished campaign.
+    status, body = _request(op.metrics_port, "GET", f"/campaigns/{ns}/ok")
+    assert status == 200
+    assert '"phase": "Succeeded"' in body
+    assert _request(op.metrics_port, "GET", "/campaigns/../../etc/passwd")[0] == 404
+    TALLY.bad_inputs_tried += tried
+
+
+def test_endpoint_serves_results_only(served: tuple[Operator, str, str], operator_identity: str) -> None:
+    op, ns, canary = served
+    token = yaml.safe_load(Path(operator_identity).read_text())["users"][0]["user"]["token"]
+    bodies = [_request(op.metrics_port, "GET", p.format(ns=ns))[1] for p in PATHS]
+    text = "\n".join(bodies)
+    for secret, what in (
+        (canary, "an environment variable's value"),
+        (token, "the ServiceAccount token"),
+        (token[:40], "part of the ServiceAccount token"),
+        (operator_identity, "the kubeconfig path"),
+        ("BEGIN CERTIFICATE", "a certificate"),
+        ("KUBECONFIG", "the environment"),
+        (str(op.db), "the ledger path"),
+    ):
+        assert secret not in text, f"the endpoint exposes {what}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the unauthenticated report endpoint republishes the recorded spec verbatim, and "
+    "model.check_pd_url refuses user:password@ but accepts a query string, so a token in "
+    "pdURL (?token=...) is served to anyone who reaches --metrics-port",
+)
+def test_a_token_in_pd_url_is_refused_or_not_served(
+    cluster: testbed.Cluster, operator_identity: str, tmp_path: Path
+) -> None:
+    ns = make_namespace(cluster, "pdtoken")
+    secret = "tok-" + secrets.token_hex(8)
+    op = Operator(kubeconfig=operator_identity, db=tmp_path / "ledger.db", workdir=tmp_path, namespaces=[ns])
+    op.start()
+    try:
+        # Loopback (the suite's operator runs with --allow-loopback-pd) and a closed port: the
+        # probe fails at once and nothing is looked up or contacted beyond 127.0.0.1.
+        body = campaign(
+            "leaky",
+            ns,
+            f"http://127.0.0.1:9/?access_token={secret}",
+            trials=1,
+            dryRun=True,
+            steadyState={"timeoutSeconds": 2, "stableSeconds": 0},
+        )
+        cluster.apply(body)
+        obj = wait_phase(cluster, ns, "leaky", {"Succeeded", "Failed"}, timeout=60)
+        valid = next((c for c in obj["status"].get("conditions", []) if c["type"] == "SpecValid"), {})
+        refused = valid.get("status") == "False" and "spec.subject.pdURL" in valid.get("message", "")
+        _, served_text = _request(op.metrics_port, "GET", f"/campaigns/{ns}/leaky")
+        assert refused or secret not in served_text
+    finally:
+        op.stop()
+        drop_namespace(cluster, ns)
