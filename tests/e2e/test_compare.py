@@ -1,0 +1,54 @@
+"""`aftershock compare` end to end: two campaigns run on the local cluster, the second against a
+subject that is slower to come back, are told apart with an exit code a CI pipeline can use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from tests.e2e import testbed
+from tests.e2e.operator import OperatorProcess, Subject, campaign, wait_phase
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+def _compare(op: OperatorProcess, namespace: str, a: str, b: str) -> tuple[int, dict]:
+    proc = testbed.run(
+        [
+            str(testbed.REPO / ".venv" / "bin" / "aftershock"),
+            "compare",
+            a,
+            b,
+            "-n",
+            namespace,
+            "--db",
+            str(op.db),
+            "--format",
+            "json",
+            "--resamples",
+            "2000",
+        ],
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_a_slower_subject_is_reported_regressed(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    op = start_operator()
+    subject.pd.restart_delay_seconds = 0.0
+    cluster.apply(campaign("fast", namespace, subject.pd_url, trials=8))
+    wait_phase(cluster, namespace, "fast", {"Succeeded"}, timeout=180, op=op)
+    # The same subject, now taking 1 s longer for a restarted store to report Up in PD.
+    subject.pd.restart_delay_seconds = 1.0
+    cluster.apply(campaign("slow", namespace, subject.pd_url, trials=8))
+    wait_phase(cluster, namespace, "slow", {"Succeeded"}, timeout=180, op=op)
+
+    code, result = _compare(op, namespace, "fast", "slow")
+    assert code == 1
+    assert result["verdict"] == "Regressed", result
+    code, result = _compare(op, namespace, "slow", "fast")
+    assert code == 0
+    assert result["verdict"] == "Improved", result
