@@ -159,7 +159,7 @@ def _windows(view: LedgerView, shifts: Sequence[ClockShift]) -> list[tuple[float
         end = real_time(a.finished_at, shifts)
         if end is None and i + 1 < len(ordered):
             end = real_time(ordered[i + 1].started_at, shifts)
-        out.append((start - CLOCK_SLACK, (end if end is not None else float("inf")) + CLOCK_SLACK, a))
+        out.append((start, end if end is not None else float("inf"), a))
     return out
 
 
@@ -188,9 +188,19 @@ def kills_match_ledger(
                 "outside the campaign's namespace"
             )
             continue
+        # Both clocks are this machine's: an attempt's row is written before its kill and finished
+        # after the kill's answer, so its window holds the delete exactly; the slack is only a
+        # fallback for the moments at its edges.
         owners = [
             a for lo, hi, a in windows if lo <= d.received <= hi and d.name in {v.name for v in a.victims}
         ]
+        if not owners:
+            owners = [
+                a
+                for lo, hi, a in windows
+                if lo - CLOCK_SLACK <= d.received <= hi + CLOCK_SLACK
+                and d.name in {v.name for v in a.victims}
+            ]
         if len(owners) == 1:
             matched.append((d, owners[0]))
         elif not owners:

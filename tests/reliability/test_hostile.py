@@ -17,6 +17,7 @@ process, and its sockets as the kernel lists them), so a refused pdURL provably 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from collections.abc import Iterator
@@ -59,6 +60,7 @@ class Env:
     created: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     counter: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
+    results: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 def _deployment(name: str, labels: dict[str, str], replicas: int) -> dict[str, Any]:
@@ -166,7 +168,9 @@ def submit(e: Env, spec: Any, namespace: str | None = None, *, keep: bool = Fals
     except ApiException as exc:
         if not 400 <= int(exc.status or 0) < 500:
             e.problems.append(f"{name}: API server answered {exc.status} (not a 4xx refusal): {exc.reason}")
-        return {"name": name, "result": "rejected by the API server", "status": exc.status}
+        env_result = "rejected by the API server"
+        e.results[env_result] += 1
+        return {"name": name, "result": env_result, "status": exc.status}
     except ValueError as exc:  # the client itself refuses to serialise (e.g. NaN)
         return {"name": name, "result": f"not sendable: {exc}"}
     e.created.append((ns, name))
@@ -206,6 +210,7 @@ def submit(e: Env, spec: Any, namespace: str | None = None, *, keep: bool = Fals
         e.problems.append(
             f"{ns}/{name}: {verdict} (expected {expected or 'valid'}); spec {stored.get('spec')!r}"
         )
+    e.results[verdict] += 1
     if verdict == "accepted" and not keep:
         e.api.delete_namespaced_custom_object("aftershock.dev", "v1alpha1", ns, "campaigns", name)
     return {"name": name, "result": verdict, "expected": expected, "object": obj}
@@ -524,6 +529,6 @@ def test_zz_after_all_hostile_input(env: Env) -> None:
     assert env.op.net_events() > 0
     assert not contacts, contacts
     TALLY.note(
-        f"hostile input: {len(env.created)} Campaigns reached the operator; network witness: "
-        f"{env.op.net_events()} connects/lookups recorded, none beyond loopback"
+        f"hostile input: {sum(env.results.values())} Campaigns submitted ({dict(env.results)}); "
+        f"network witness: {env.op.net_events()} connects/lookups recorded, none beyond loopback"
     )
