@@ -118,10 +118,10 @@ def build_plan(rng: random.Random, trials: int, kills: int, kinds: tuple[str, ..
     for kind, (stage, hold) in holds.items():
         if kind in kinds:
             plan.append(Fault(kind, 0, stage, rng.uniform(0.0, 0.3), hold))
-    # Spread over trials 1 .. trials-2 (trial 0 sets the expected pod count; the last one shows
-    # the campaign going on after the last fault): distinct trials while there are enough, so
-    # each fault meets a trial that nothing else disturbs.
-    slots = list(range(1, max(trials - 2, 2)))
+    # Spread over trials 1 .. trials-5 (trial 0 sets the expected pod count; the last four leave
+    # room for faults that had to wait for their stage, and show the campaign going on after
+    # them): distinct trials while there are enough, so each fault meets a trial of its own.
+    slots = list(range(1, max(trials - 4, 2)))
     positions: list[int] = []
     while len(positions) < len(plan):
         positions += rng.sample(slots, min(len(slots), len(plan) - len(positions)))
@@ -611,6 +611,7 @@ def test_operator_contacted_nothing_but_loopback(fault_run: FaultRun) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: gate_passed is written only when an attempt finishes (runner passes gate_passed=None to "
     "begin_attempt); an attempt cut short after its kill keeps kill_sent but no gate_passed",
 )
@@ -647,6 +648,7 @@ def test_durations_come_from_the_monotonic_clock_across_a_wall_clock_step(fault_
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: TiKV health judges PD heartbeat freshness against the operator's wall clock "
     "(subjects/tikv.py: now - last_heartbeat > 30 s, now = clock.wall()); a forward step of the "
     "operator's clock makes every store look stale, so a 2 s recovery is not seen until the clock is back",
@@ -655,7 +657,8 @@ def test_recovery_is_seen_on_time_across_a_wall_clock_step(fault_run: FaultRun) 
     if "clock_step" not in KINDS or not LIBFAKETIME.exists():
         pytest.skip("no clock step in this run")
     stepped = {(a.trial_index, a.attempt): a for a in _stepped(fault_run)}
-    assert stepped
+    if not stepped:
+        pytest.fail("no attempt was in flight during the clock step")  # not the bug: the setup
     others = [a.recovery_seconds for a in fault_run.view.completed if a.recovery_seconds is not None]
     typical = sorted(others)[len(others) // 2]
     for a in stepped.values():
@@ -682,6 +685,7 @@ def _ledger_phase(op: Operator, namespace: str, name: str) -> str | None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: CampaignRunner._publish swallows a failed status patch ('the next publish carries the "
     "same facts'), but after _finish there is no next publish: the daemon returns and the status "
     "stays Running although the ledger says Succeeded, until the operator restarts",
@@ -705,20 +709,31 @@ def test_status_converges_after_the_final_status_patch_fails(
     op.start()
     try:
         cluster.apply(campaign("last", namespace, subject.pd_url, trials=2))
-        driver = Driver(cluster, ControlPlane(), op, subject, namespace, tmp_path, None, random.Random(0))
-        driver.last_status = {}
 
         def last_trial_in_flight() -> bool:
-            driver.poll()
-            return driver.completed() >= 1 and driver.in_flight()[1]
+            try:
+                conn = sqlite3.connect(f"file:{op.db}?mode=ro", uri=True, timeout=1)
+                try:
+                    ((done, killed),) = conn.execute(
+                        "SELECT (SELECT count(*) FROM trials), (SELECT count(*) FROM attempts "
+                        f"WHERE outcome IS NULL AND {milestone_columns('kill_sent')[0]} IS NOT NULL)"
+                    ).fetchall()
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                return False
+            return bool(done >= 1 and killed)
 
-        testbed.wait_for(last_trial_in_flight, 120, interval=0.05, what="the last trial's kill")
-        cluster.apply(crippled)
-        testbed.wait_for(
-            lambda: _ledger_phase(op, namespace, "last") in ("Succeeded", "Failed"),
-            60,
-            what="the ledger to record the campaign's end",
-        )
+        try:  # the setup's own timeouts are not the bug: raised as something else than AssertionError
+            testbed.wait_for(last_trial_in_flight, 120, interval=0.02, what="the last trial's kill")
+            cluster.apply(crippled)
+            testbed.wait_for(
+                lambda: _ledger_phase(op, namespace, "last") in ("Succeeded", "Failed"),
+                60,
+                what="the ledger to record the campaign's end",
+            )
+        except AssertionError as exc:
+            raise RuntimeError(str(exc)) from exc
         cluster.kubectl("apply", "-f", str(rbac))
         time.sleep(30)
         status = dict(get_campaign(cluster, namespace, "last").get("status") or {})
