@@ -295,6 +295,9 @@ def check_pd_url(url: str, path: str = "subject.pdURL", *, allow_loopback: bool 
         raise SpecError(path, f"scheme must be http or https, got {parsed.scheme!r}")
     if parsed.username or parsed.password:
         raise SpecError(path, "must not carry credentials")
+    if parsed.query or parsed.fragment:
+        # PD's API takes none, and a token there would be published with the Campaign's spec.
+        raise SpecError(path, "must not carry a query string or fragment")
     host = parsed.hostname
     if not host:
         raise SpecError(path, "has no host")

@@ -609,12 +609,6 @@ def test_operator_contacted_nothing_but_loopback(fault_run: FaultRun) -> None:
     assert not fault_run.operator.non_loopback_contacts()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: gate_passed is written only when an attempt finishes (runner passes gate_passed=None to "
-    "begin_attempt); an attempt cut short after its kill keeps kill_sent but no gate_passed",
-)
 def test_no_kill_without_a_passed_gate_before_it(fault_run: FaultRun) -> None:
     acc = invariants.kills_match_ledger(
         fault_run.deletes,
@@ -646,13 +640,6 @@ def test_durations_come_from_the_monotonic_clock_across_a_wall_clock_step(fault_
             assert 0 < a.recovery_seconds < CLOCK_STEP_HOLD + 60, a.recovery_seconds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: TiKV health judges PD heartbeat freshness against the operator's wall clock "
-    "(subjects/tikv.py: now - last_heartbeat > 30 s, now = clock.wall()); a forward step of the "
-    "operator's clock makes every store look stale, so a 2 s recovery is not seen until the clock is back",
-)
 def test_recovery_is_seen_on_time_across_a_wall_clock_step(fault_run: FaultRun) -> None:
     if "clock_step" not in KINDS or not LIBFAKETIME.exists():
         pytest.skip("no clock step in this run")
@@ -683,13 +670,6 @@ def _ledger_phase(op: Operator, namespace: str, name: str) -> str | None:
     return next((r["phase"] for r in rows if r["namespace"] == namespace and r["name"] == name), None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: CampaignRunner._publish swallows a failed status patch ('the next publish carries the "
-    "same facts'), but after _finish there is no next publish: the daemon returns and the status "
-    "stays Running although the ledger says Succeeded, until the operator restarts",
-)
 def test_status_converges_after_the_final_status_patch_fails(
     cluster: testbed.Cluster, operator_identity: str, tmp_path: Path
 ) -> None:

@@ -252,13 +252,6 @@ def test_endpoint_serves_results_only(served: tuple[Operator, str, str], operato
         assert secret not in text, f"the endpoint exposes {what}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the unauthenticated report endpoint republishes the recorded spec verbatim, and "
-    "model.check_pd_url refuses user:password@ but accepts a query string, so a token in "
-    "pdURL (?token=...) is served to anyone who reaches --metrics-port",
-)
 def test_a_token_in_pd_url_is_refused_or_not_served(
     cluster: testbed.Cluster, operator_identity: str, tmp_path: Path
 ) -> None:

@@ -197,6 +197,19 @@ class CampaignRunner:
             # Status is a projection: the next publish carries the same facts.
             log.warning("publishing status of %s/%s failed: %s", self.ref.namespace, self.ref.name, exc)
 
+    async def _publish_final(self, attempts: Sequence[AttemptRecord]) -> None:
+        """The last status of a campaign has no later publish to carry it: retry it (bounded,
+        with backoff) so the status does not stay Running over a finished ledger. If it still
+        fails, the next operator start republishes it from the ledger."""
+        delay = 0.5
+        for _ in range(8):  # ~2 minutes in all
+            await self._publish(attempts)
+            if self._last_published is not None and self._last_published.get("phase") == self._phase.value:
+                return
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 30.0)
+        log.error("the final status of %s/%s could not be published", self.ref.namespace, self.ref.name)
+
     def _set_running_conditions(self, now: float, message: str) -> None:
         self._conditions.set(READY, False, "TrialsRunning", message, now)
         self._conditions.set(RECONCILING, True, "TrialsRunning", message, now)
@@ -466,7 +479,7 @@ class CampaignRunner:
             reason = "Stopped"
         self._set_finished_conditions(now, ok, reason, self._message)
         await self._ledger.set_campaign_state(self.ref.uid, self._phase, verdict, now, finished=True)
-        await self._publish(attempts)
+        await self._publish_final(attempts)
         await self._emit("Normal" if ok else "Warning", REASON_CAMPAIGN_DONE, self._message)
         return self._phase
 
@@ -631,7 +644,10 @@ class CampaignRunner:
             victims=victims,
             victim_seed=victim_seed,
             initial_state=initial_state,
-            gate_passed=None,
+            # Recorded with the attempt, before any kill: the ledger proves every kill had a
+            # passed gate even when the attempt is cut short. The offset is provisional (from
+            # now, a few ms before the kill) until the attempt ends with the exact one.
+            gate_passed=Milestone(gate.wall, gate.mono - self._clock.monotonic()),
             now=now,
         )
         names = ", ".join(v.name for v in victims)

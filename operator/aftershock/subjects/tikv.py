@@ -172,6 +172,13 @@ class TiKVProbe:
         except PdError as exc:
             raise ProbeUnavailableError(str(exc)) from exc
         names = sorted({p.name for p in pods})
+        # Heartbeat freshness is judged on PD's own clock (its freshest heartbeat), never on
+        # the operator's: a skewed or stepped operator clock must not make healthy stores look
+        # stale. A store that stopped heartbeating falls behind the others; PD marks all of
+        # them Disconnected by itself when none heartbeats.
+        heartbeats = [s.last_heartbeat_ns for s in stores if s.last_heartbeat_ns > 0]
+        if heartbeats:
+            now = max(heartbeats) / 1e9
         health = judge_pd(
             stores, members, expected_stores=len(names), now=now, heartbeat_fresh_seconds=self._fresh
         )
