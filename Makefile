@@ -53,6 +53,9 @@ test-unit: venv ## unit tests only (no cluster)
 .PHONY: test
 test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if none runs)
 	$(TESTBED)/build.sh >/dev/null
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium missing (apt-get install -y chromium): the HTML report's browser test will fail"; }
 	@rc=0; $(VENV)/bin/pytest tests -q -ra || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 

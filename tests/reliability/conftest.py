@@ -38,10 +38,23 @@ def env_float(name: str, default: float) -> float:
         raise pytest.UsageError(f"${name} must be a number, got {value!r}") from None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the suite, and deselect (not skip) the tests of a fault kind that this run does not
+    inject (RELIABILITY_FAULTS): they are not run, rather than run and excused."""
+    kinds = set(os.environ.get("RELIABILITY_FAULTS", "").split(",")) - {""}
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         if "/reliability/" in str(item.fspath):
             item.add_marker(pytest.mark.reliability)
+        needs = item.get_closest_marker("fault_kind")
+        if kinds and needs is not None and needs.args[0] not in kinds:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

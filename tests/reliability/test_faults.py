@@ -623,12 +623,11 @@ def test_no_kill_without_a_passed_gate_before_it(fault_run: FaultRun) -> None:
     assert not invariants.gate_before_kill([fault_run.view], acc.matched)
 
 
+@pytest.mark.fault_kind("clock_step")
 def test_durations_come_from_the_monotonic_clock_across_a_wall_clock_step(fault_run: FaultRun) -> None:
     """The operator's wall clock jumped an hour mid-trial (libfaketime, monotonic untouched): the
     step reached it (its lease renewals carried the hour), and every duration the ledger holds
     for that trial is a monotonic offset of sane size, not an hour."""
-    if "clock_step" not in KINDS:
-        pytest.skip("clock_step not in RELIABILITY_FAULTS")
     assert LIBFAKETIME.exists(), f"{LIBFAKETIME} missing: apt-get install -y faketime libfaketime"
     steps = [f for f in fault_run.plan if f.kind == "clock_step"]
     assert steps
@@ -642,9 +641,9 @@ def test_durations_come_from_the_monotonic_clock_across_a_wall_clock_step(fault_
             assert 0 < a.recovery_seconds < CLOCK_STEP_HOLD + 60, a.recovery_seconds
 
 
+@pytest.mark.fault_kind("clock_step")
 def test_recovery_is_seen_on_time_across_a_wall_clock_step(fault_run: FaultRun) -> None:
-    if "clock_step" not in KINDS or not LIBFAKETIME.exists():
-        pytest.skip("no clock step in this run")
+    assert LIBFAKETIME.exists(), f"{LIBFAKETIME} missing: apt-get install -y faketime libfaketime"
     stepped = {(a.trial_index, a.attempt): a for a in _stepped(fault_run)}
     if not stepped:
         pytest.fail("no attempt was in flight during the clock step")  # not the bug: the setup
