@@ -38,26 +38,45 @@ def main() -> None:
     cluster = testbed.start_or_reuse()
     ns = testbed.unique("bench")
     cluster.kubectl("create", "namespace", ns)
-    testbed.wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 60)
-    manifests = testbed.REPO / "manifests"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(manifests / "crd" / "campaigns.aftershock.dev.yaml"))
-    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
-        cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+    testbed.wait_for(
+        lambda: cluster.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 60
+    )
     tmp = Path(tempfile.mkdtemp(prefix="aftershock-bench-"))
-    kubeconfig = cluster.service_account_kubeconfig("aftershock-system", "aftershock", tmp / "sa.kubeconfig")
+    kubeconfig = testbed.install_operator_identity(cluster, tmp / "sa.kubeconfig")
     subject = start_subject(cluster, ns)
-    op = OperatorProcess(kubeconfig=kubeconfig, db=tmp / "ledger.db", namespaces=[ns], log_path=tmp / "op.log")
+    op = OperatorProcess(
+        kubeconfig=kubeconfig, db=tmp / "ledger.db", namespaces=[ns], log_path=tmp / "op.log"
+    )
     op.start()
     try:
-        cluster.apply(campaign("cost", ns, subject.pd_url, trials=args.trials,
-                               steadyState={"timeoutSeconds": 60, "stableSeconds": 0}))
+        cluster.apply(
+            campaign(
+                "cost",
+                ns,
+                subject.pd_url,
+                trials=args.trials,
+                steadyState={"timeoutSeconds": 60, "stableSeconds": 0},
+            )
+        )
         final = wait_phase(cluster, ns, "cost", {"Succeeded", "Failed"}, timeout=60 + 10 * args.trials, op=op)
         print("campaign:", final["status"]["phase"], final["status"]["verdict"], final["status"]["message"])
         assert op.proc is not None
         rss_kb = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{op.proc.pid}/status").read_text()).group(1))
-        report = json.loads(testbed.run([str(testbed.REPO / ".venv/bin/aftershock"), "report", "cost", "-n", ns,
-                                         "--db", str(op.db), "--format", "json"]).stdout)
+        report = json.loads(
+            testbed.run(
+                [
+                    str(testbed.REPO / ".venv/bin/aftershock"),
+                    "report",
+                    "cost",
+                    "-n",
+                    ns,
+                    "--db",
+                    str(op.db),
+                    "--format",
+                    "json",
+                ]
+            ).stdout
+        )
         log = op.log_text()
         match = re.findall(r"API requests so far by verb: (\{.*\})", log)
     finally:
@@ -82,12 +101,19 @@ def main() -> None:
     print(f"\n| metric ({n} trials) | p50 | p95 | max |")
     print("|---|---|---|---|")
     q = statistics.quantiles
-    print(f"| operator overhead per trial (ms) | {statistics.median(overhead):.1f} | "
-          f"{q(overhead, n=20, method='inclusive')[18]:.1f} | {max(overhead):.1f} |")
-    print(f"| recovery, kill -> healthy (ms) | {statistics.median(recovery):.1f} | "
-          f"{q(recovery, n=20, method='inclusive')[18]:.1f} | {max(recovery):.1f} |")
+    print(
+        f"| operator overhead per trial (ms) | {statistics.median(overhead):.1f} | "
+        f"{q(overhead, n=20, method='inclusive')[18]:.1f} | {max(overhead):.1f} |"
+    )
+    print(
+        f"| recovery, kill -> healthy (ms) | {statistics.median(recovery):.1f} | "
+        f"{q(recovery, n=20, method='inclusive')[18]:.1f} | {max(recovery):.1f} |"
+    )
     total = sum(requests.values())
-    print(f"\nAPI requests by the operator's client: {requests} = {total} total, {total / max(n, 1):.2f} per trial")
+    print(
+        f"\nAPI requests by the operator's client: {requests} = {total} total, "
+        f"{total / max(n, 1):.2f} per trial"
+    )
     print(f"operator peak RSS: {rss_kb / 1024:.1f} MiB")
 
 

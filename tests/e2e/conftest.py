@@ -58,19 +58,9 @@ def namespace(cluster: testbed.Cluster) -> Iterator[str]:
 def operator_identity(cluster: testbed.Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     """CRD and the operator's own ServiceAccount + RBAC from manifests/, and a kubeconfig
     holding that ServiceAccount's token: the operator under test never uses the admin cert."""
-    manifests = testbed.REPO / "manifests"
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
+    return testbed.install_operator_identity(
+        cluster, tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
     )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
-    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
-        cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
-    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
-    return cluster.service_account_kubeconfig("aftershock-system", "aftershock", path, duration="6h")
 
 
 @pytest.fixture

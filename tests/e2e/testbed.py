@@ -108,6 +108,25 @@ class Cluster:
         return str(path)
 
 
+def install_operator_identity(cluster: Cluster, kubeconfig_path: Path, duration: str = "6h") -> str:
+    """The CRD, the operator's Namespace, ServiceAccount and RBAC from manifests/, and a kubeconfig
+    holding that ServiceAccount's token: an operator started with it never uses the admin cert."""
+    manifests = REPO / "manifests"
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
+    )
+    cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
+    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+        cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+    return cluster.service_account_kubeconfig(
+        "aftershock-system", "aftershock", kubeconfig_path, duration=duration
+    )
+
+
 def start_or_reuse() -> Cluster:
     """Use the running test bed, or start one (the caller tears down what it started)."""
     bin_dir = run([str(TESTBED / "build.sh")], timeout=3600).stdout.strip().splitlines()[-1]

@@ -94,19 +94,9 @@ def audit(cluster: testbed.Cluster) -> AuditLog:
 def operator_identity(cluster: testbed.Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     """CRD, the operator's ServiceAccount and cluster-wide RBAC from manifests/, and a kubeconfig
     with that ServiceAccount's token: the operator under test never holds the admin certificate."""
-    manifests = testbed.REPO / "manifests"
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
+    return testbed.install_operator_identity(
+        cluster, tmp_path_factory.mktemp("identity") / "operator.kubeconfig"
     )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
-    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
-        cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
-    path = tmp_path_factory.mktemp("identity") / "operator.kubeconfig"
-    return cluster.service_account_kubeconfig("aftershock-system", "aftershock", path, duration="6h")
 
 
 def make_namespace(cluster: testbed.Cluster, prefix: str) -> str:
