@@ -20,6 +20,41 @@ from tests.pdstub import PdStandIn
 from tests.pdstub.kube_source import KubePodSource
 
 
+def operator_command(
+    db: Path,
+    kubeconfig: str,
+    metrics_port: int,
+    namespaces: list[str] | None,
+    *,
+    allow_loopback_pd: bool = True,
+) -> list[str]:
+    """`aftershock run` as the tests start it: its own ServiceAccount's kubeconfig, the PD
+    stand-in on loopback allowed, PD asked every 0.2 s; `namespaces=None` is --all-namespaces."""
+    args = [
+        sys.executable,
+        "-m",
+        "aftershock",
+        "run",
+        "--db",
+        str(db),
+        "--liveness-port",
+        "0",
+        "--metrics-port",
+        str(metrics_port),
+        "--probe-interval",
+        "0.2",
+        "--kubeconfig",
+        kubeconfig,
+    ]
+    if allow_loopback_pd:
+        args.append("--allow-loopback-pd")
+    if namespaces is None:
+        args.append("--all-namespaces")
+    for ns in namespaces or ():
+        args += ["--namespace", ns]
+    return args
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,25 +79,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.metrics_port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "aftershock",
-            "run",
-            "--db",
-            str(self.db),
-            "--liveness-port",
-            "0",
-            "--metrics-port",
-            str(self.metrics_port),
-            "--allow-loopback-pd",
-            "--probe-interval",
-            "0.2",
-            "--kubeconfig",
-            self.kubeconfig,
-        ]
-        for ns in self.namespaces:
-            args += ["--namespace", ns]
+        args = operator_command(self.db, self.kubeconfig, self.metrics_port, self.namespaces)
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "a")  # noqa: SIM115 (kept open for the process's life)
         self._log.write(f"\n===== start #{self.starts + 1} {' '.join(args)}\n")

@@ -16,14 +16,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from tests.e2e.operator import free_port
+from tests.e2e.operator import free_port, operator_command
 
 NETGUARD = Path(__file__).resolve().parent / "netguard"
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
@@ -83,29 +82,13 @@ class Operator:
     def start(self) -> None:
         if self.metrics_port == 0:
             self.metrics_port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "aftershock",
-            "run",
-            "--db",
-            str(self.db),
-            "--liveness-port",
-            "0",
-            "--metrics-port",
-            str(self.metrics_port),
-            "--probe-interval",
-            "0.2",
-            "--kubeconfig",
+        args = operator_command(
+            self.db,
             self.kubeconfig,
-        ]
-        if self.allow_loopback_pd:
-            args.append("--allow-loopback-pd")
-        if self.namespaces is None:
-            args.append("--all-namespaces")
-        else:
-            for ns in self.namespaces:
-                args += ["--namespace", ns]
+            self.metrics_port,
+            self.namespaces,
+            allow_loopback_pd=self.allow_loopback_pd,
+        )
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
         env.pop("AFTERSHOCK_ALLOW_LOOPBACK_PD", None)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), env.get("PYTHONPATH", "")]))
