@@ -56,7 +56,7 @@ build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
 build kwokctl "$here/kwok" sigs.k8s.io/kwok/cmd/kwokctl \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
-for t in kubectl kube-scheduler kube-controller-manager kube-apiserver; do
+for t in kubectl kube-scheduler kube-controller-manager kube-apiserver kubelet; do
   build "$t" "$here/k8s" "k8s.io/kubernetes/cmd/$t" "$k8s_ldflags"
 done
 if [ $((SECONDS - total_start)) -gt 1 ]; then
