@@ -10,6 +10,11 @@
 #   hack/testbed/cluster.sh env     print shell exports (KUBECONFIG, PATH with kubectl)
 #   hack/testbed/cluster.sh audit-log  print the path of the API server's audit log
 #   AFTERSHOCK_CLUSTER_NAME=x ...   another, independent cluster (state in ~/.cache/aftershock/clusters/x)
+#   AFTERSHOCK_REAL_NODE=auto|1|0   the real node (realnode.sh: containerd + kubelet, node real-0)
+#                                   beside the kwok nodes. auto (default): on for the default
+#                                   cluster when this machine can host it (root, Debian), with the
+#                                   reason printed when it cannot; 1: required; 0: off. Only one
+#                                   cluster on a machine can have it (one containerd, one kubelet).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
@@ -49,6 +54,8 @@ up() {
     fi
     mkdir -p "$state"
     rm -f "$kubeconfig"
+    # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
+    if [ "$name" = aftershock ]; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
     kwokctl --name "$name" create cluster \
       --runtime binary \
@@ -61,6 +68,9 @@ up() {
       --kube-authorization=true \
       --kube-admission=true \
       --extra-args kube-controller-manager=enable-hostpath-provisioner=true \
+      --extra-args kwok-controller=manage-all-nodes=false \
+      --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+      --extra-args kube-apiserver=kubelet-preferred-address-types=Hostname \
       --kube-audit-policy "$here/manifests/audit-policy.yaml" \
       --wait 120s >&2
   fi
@@ -72,14 +82,34 @@ up() {
     "${k[@]}" -n default get serviceaccount default >/dev/null 2>&1 && break
     sleep 1
   done
+  if want_real_node; then
+    "$here/realnode.sh" up "$kubeconfig" "$KWOK_WORKDIR/clusters/$name/pki"
+  fi
   log "cluster ready in $((SECONDS - start))s: KUBECONFIG=$kubeconfig"
   echo "$kubeconfig"
+}
+
+# Whether this cluster gets the real node; says why not when it was wanted.
+want_real_node() {
+  local mode=${AFTERSHOCK_REAL_NODE:-auto} why
+  [ "$mode" != 0 ] || return 1
+  if [ "$mode" = auto ] && [ "$name" != aftershock ]; then return 1; fi
+  if why=$("$here/realnode.sh" can); then return 0; fi
+  if [ "$mode" = 1 ]; then
+    log "the real node was required (AFTERSHOCK_REAL_NODE=1) but cannot run here: $why"
+    exit 1
+  fi
+  log "no real node: $why (kwok nodes only; real-node tests are deselected)"
+  return 1
 }
 
 down() {
   local bin
   bin=$(bin_dir)
   export PATH="$bin:$PATH"
+  if [ "$name" = aftershock ] || [ "${AFTERSHOCK_REAL_NODE:-auto}" = 1 ]; then
+    "$here/realnode.sh" down
+  fi
   if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then
     kwokctl --name "$name" delete cluster >&2 || true
   fi

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Images for the real node, built here with no registry, cached in ~/.cache/aftershock/images.
+#
+#   images.sh operator   the operator image, from the project's own Dockerfile, by a real image
+#                        builder (Debian's docker.io: dockerd on a private socket, legacy builder,
+#                        --network none), base chosen by the Dockerfile's PYTHON_IMAGE argument
+#   images.sh subjects   registry.local/shell:local (busybox), registry.local/etcd:local (the test
+#                        bed's etcd on the shell image), registry.local/python:local (Debian +
+#                        python3: runs the TiKV store stand-in)
+#   images.sh all        both; then import what the node lacks (realnode.sh import)
+#   images.sh base       only the Debian root filesystem (debootstrap, cached)
+#
+# Every archive is rebuilt only when its inputs change (a hash of them names the archive).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
+# shellcheck source=versions.env
+. "$here/versions.env"
+bin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
+out="$cache/images"
+python=${PYTHON:-python3}
+mkdir -p "$out"
+
+log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+SUITE=bookworm
+BASE_NAME=aftershock-base:$SUITE
+
+ensure_packages() {
+  local missing=()
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || missing+=(docker.io)
+  [ -x /bin/busybox ] && /bin/busybox --list | grep -qx wget || missing+=(busybox-static)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing from Debian: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# A Debian root filesystem with Python: the base of the operator image (what python:3.11-slim
+# is elsewhere) and of the store stand-in's image.
+base_rootfs() {
+  local dir="$out/rootfs-$SUITE"
+  if [ ! -f "$dir/.complete" ]; then
+    log "debootstrap $SUITE (minbase + python3; ~1 min)"
+    rm -rf "$dir.tmp"
+    debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+      "$SUITE" "$dir.tmp" >"$out/debootstrap.log" 2>&1 || { tail -20 "$out/debootstrap.log" >&2; exit 1; }
+    # Nothing in the image needs apt's lists or caches.
+    rm -rf "$dir.tmp"/var/lib/apt/lists/* "$dir.tmp"/var/cache/apt/*
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+
+hash_of() { (cd "$repo" && sha256sum "$@" | sha256sum | cut -c1-16); }
+
+# The docker daemon exists only while the operator image builds: private socket, data root in
+# the cache (keeps the base layer), no iptables, no bridge.
+docker_sock=/run/aftershock-docker/docker.sock
+dockerd_up() {
+  mkdir -p /run/aftershock-docker "$cache/docker"
+  if [ -S "$docker_sock" ] && DOCKER_HOST=unix://$docker_sock /usr/bin/docker version >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting dockerd (private socket)"
+  setsid /usr/sbin/dockerd --data-root "$cache/docker" --exec-root /run/aftershock-docker/exec \
+    -H "unix://$docker_sock" --pidfile /run/aftershock-docker/dockerd.pid \
+    --iptables=false --ip-masq=false --bridge=none >"$out/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 100); do
+    DOCKER_HOST=unix://$docker_sock /usr/bin/docker version >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "dockerd did not start: $out/dockerd.log"; exit 1
+}
+dockerd_down() {
+  local pid
+  pid=$(cat /run/aftershock-docker/dockerd.pid 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+}
+
+operator_image() {
+  local key archive
+  key=$(hash_of Dockerfile pyproject.toml README.md $(cd "$repo" && git ls-files operator))
+  archive="$out/operator-$key.tar"
+  if [ -f "$archive" ]; then echo "$archive"; return 0; fi
+  local rootfs ctx
+  rootfs=$(base_rootfs)
+  # The build context: what .dockerignore lets through, plus the wheels. pip in a fresh image
+  # cannot verify the package index's certificate here, so wheels are built on the host and
+  # installed with --no-index: the offline build air-gapped users need too.
+  ctx="$out/ctx-$key"
+  rm -rf "$ctx" && mkdir -p "$ctx/wheels"
+  (cd "$repo" && cp -r Dockerfile .dockerignore pyproject.toml README.md operator "$ctx/")
+  find "$ctx/operator" -name __pycache__ -prune -exec rm -rf {} +
+  log "wheels for the image (pip wheel on the host)"
+  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ctx" 'setuptools>=69' wheel >&2
+  printf '!wheels/\n' >> "$ctx/.dockerignore"
+  dockerd_up
+  local docker=(env DOCKER_HOST="unix://$docker_sock" DOCKER_BUILDKIT=0 /usr/bin/docker)
+  if ! "${docker[@]}" image inspect "$BASE_NAME" >/dev/null 2>&1; then
+    log "importing the Debian root filesystem as $BASE_NAME"
+    tar -C "$rootfs" --exclude=./.complete -c . | "${docker[@]}" import - "$BASE_NAME" >/dev/null
+  fi
+  log "docker build (the project's Dockerfile, PYTHON_IMAGE=$BASE_NAME, --network none)"
+  "${docker[@]}" build --quiet --network none -t aftershock:dev \
+    --build-arg PYTHON_IMAGE="$BASE_NAME" \
+    --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links /src" \
+    "$ctx" >&2
+  "${docker[@]}" save aftershock:dev -o "$archive.tmp"
+  mv "$archive.tmp" "$archive"
+  "${docker[@]}" image prune -f >/dev/null 2>&1 || true
+  dockerd_down
+  rm -rf "$ctx"
+  log "operator image: $(du -h "$archive" | cut -f1)"
+  echo "$archive"
+}
+
+# One-layer images from folders (mkimage.py): no daemon at all.
+shell_rootfs() {
+  local dir="$out/rootfs-shell"
+  if [ ! -f "$dir/.complete" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"/{bin,tmp,etc,data}
+    cp /bin/busybox "$dir/bin/busybox"
+    /bin/busybox --list | while read -r applet; do
+      [ "$applet" = busybox ] || ln -sf busybox "$dir/bin/$applet"
+    done
+    chmod 1777 "$dir/tmp"
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+
+mkimage() { "$python" "$here/images/mkimage.py" "$@" >/dev/null; }
+
+subject_images() {
+  local shell python_rootfs
+  shell=$(shell_rootfs)
+  local a="$out/shell.tar"
+  [ -f "$a" ] || { mkimage "$shell" registry.local/shell:local "$a" --cmd sh; log "built registry.local/shell:local"; }
+  a="$out/etcd-${ETCD_VERSION}.tar"
+  [ -f "$a" ] || {
+    mkimage "$shell" "registry.local/etcd:local" "$a" --add "$bin/etcd:/bin/etcd" --cmd /bin/etcd
+    log "built registry.local/etcd:local (etcd ${ETCD_VERSION})"
+  }
+  a="$out/python-$SUITE.tar"
+  [ -f "$a" ] || {
+    python_rootfs=$(base_rootfs)
+    mkimage "$python_rootfs" registry.local/python:local "$a" --cmd python3
+    log "built registry.local/python:local"
+  }
+  printf '%s\n' "$out/shell.tar" "$out/etcd-${ETCD_VERSION}.tar" "$out/python-$SUITE.tar"
+}
+
+import_all() {
+  local archive
+  for archive in "$@"; do
+    "$here/realnode.sh" import "$archive"
+  done
+}
+
+ensure_packages
+case "${1:-all}" in
+  base) base_rootfs ;;
+  operator) a=$(operator_image); echo "$a" ;;
+  subjects) subject_images ;;
+  all)
+    archives=$(subject_images; operator_image)
+    # shellcheck disable=SC2086
+    import_all $archives
+    log "images imported into the real node"
+    ;;
+  *) echo "usage: $0 operator|subjects|all|base" >&2; exit 2 ;;
+esac
