@@ -36,8 +36,20 @@ cluster-down: ## stop and remove the local cluster
 	$(TESTBED)/cluster.sh down
 
 .PHONY: dev
-dev: venv ## local cluster + CRD + simulated TiKV + operator + example campaign; watch it run
+dev: venv ## local cluster (real node) + operator image in-cluster + TiKV stand-ins + example campaign; watch it
 	hack/dev/run.sh
+
+.PHONY: dev-local
+dev-local: venv ## the fast loop: operator as a host process, TiKV simulated on kwok nodes
+	AFTERSHOCK_DEV_MODE=local hack/dev/run.sh
+
+.PHONY: dev-down
+dev-down: ## remove what make dev deployed (operator, TiKV stand-ins, example campaign); the cluster stays
+	hack/dev/down.sh
+
+.PHONY: images
+images: ## build the operator and subject images (cached) and import them into the real node
+	hack/testbed/images.sh all
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, import-linter (layer rules)

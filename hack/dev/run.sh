@@ -12,6 +12,8 @@
 # Ctrl-C stops the operator and the PD stand-in; the cluster keeps running
 # (make cluster-down removes it). Safe to run again: the previous dev Campaign is replaced.
 #
+#   AFTERSHOCK_DEV_MODE=local  the host-process mode (`make dev-local`); default: in-cluster on
+#                             the real node when the cluster has one (hack/dev/incluster.py)
 #   AFTERSHOCK_DEV_WAIT=1     no watch: wait for the Campaign to finish, print it and its
 #                             report, stop, exit 0 when it is Ready (verdict Pass), else 1
 #   AFTERSHOCK_DEV_TIMEOUT=S  how long AFTERSHOCK_DEV_WAIT waits (default 900)
@@ -58,6 +60,27 @@ log "local cluster (the first run builds Kubernetes from Go modules: 10-25 min o
 eval "$("$repo/hack/testbed/cluster.sh" env)"   # KUBECONFIG, PATH with kubectl
 export KUBECONFIG PATH
 
+# In-cluster on the real node when the cluster has it; otherwise (or with
+# AFTERSHOCK_DEV_MODE=local, `make dev-local`) the fast host-process mode.
+mode=${AFTERSHOCK_DEV_MODE:-auto}
+if [ "$mode" = auto ]; then
+  if kubectl get node real-0 >/dev/null 2>&1; then
+    mode=in-cluster
+  else
+    log "no real node in this cluster ($("$repo/hack/testbed/realnode.sh" can || true)): host-process mode"
+    mode=local
+  fi
+fi
+cd "$repo"
+
+if [ "$mode" = in-cluster ]; then
+  log "images: the operator from the Dockerfile, subject images (cached in $cache/images)"
+  "$repo/hack/testbed/images.sh" all
+  rc=0
+  "$python" "$here/incluster.py" || rc=$?
+  exit "$rc"
+fi
+
 log "CRD, operator namespace, ServiceAccount and RBAC"
 kubectl apply --server-side --force-conflicts \
   -f "$repo/manifests/crd/campaigns.aftershock.dev.yaml" >/dev/null
@@ -65,12 +88,22 @@ kubectl wait --for=condition=Established crd/campaigns.aftershock.dev --timeout=
 for f in namespace serviceaccount rbac; do
   kubectl apply -f "$repo/manifests/operator/$f.yaml" >/dev/null
 done
+# Never two operators on one Campaign: the in-cluster one of `make dev` goes.
+if kubectl get deployment aftershock -n aftershock-system >/dev/null 2>&1; then
+  log "removing the in-cluster operator (deployment aftershock-system/aftershock)"
+  kubectl delete deployment aftershock -n aftershock-system --wait=true >/dev/null
+fi
+# The real-node TiKV stand-ins of `make dev` are replaced by kwok-simulated pods.
+if kubectl get statefulset tikv -n tikv -o jsonpath='{.spec.template.spec.nodeSelector}' 2>/dev/null \
+    | grep -q real-node; then
+  kubectl delete statefulset tikv -n tikv --wait=true >/dev/null
+  kubectl delete deployment pd -n tikv --ignore-not-found >/dev/null
+fi
 
 log "simulated TiKV (manifests/tikv: PD + 3 TiKV StatefulSets on kwok nodes)"
 kubectl apply -k "$repo/manifests/tikv" >/dev/null
 kubectl rollout status statefulset/tikv -n tikv --timeout=180s >/dev/null
 
-cd "$repo"
 # Not exec: the EXIT trap above must outlive dev.py.
 rc=0
 "$python" "$here/dev.py" || rc=$?

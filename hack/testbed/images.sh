@@ -157,10 +157,17 @@ subject_images() {
   printf '%s\n' "$out/shell.tar" "$out/etcd-${ETCD_VERSION}.tar" "$out/python-$SUITE.tar"
 }
 
+# Archives are named by their inputs (operator-<hash>.tar, etcd-<version>.tar): a marker per
+# archive in the node's state says it is in this containerd already. realnode.sh down wipes
+# both, so a new node imports everything again.
 import_all() {
-  local archive
+  local archive marker
+  mkdir -p "$cache/realnode/imported"
   for archive in "$@"; do
+    marker="$cache/realnode/imported/$(basename "$archive")"
+    [ -f "$marker" ] && continue
     "$here/realnode.sh" import "$archive"
+    touch "$marker"
   done
 }
 

@@ -199,19 +199,32 @@ hosts_line() {
 }
 
 start_kubelet() {
-  local kubeconfig=$1 pki=$2
+  local kc=$1
   if running kubelet; then return 0; fi
   [ -x "$bin/kubelet" ] || die "no kubelet in $bin: run hack/testbed/build.sh"
-  local server
-  server=$("$bin/kubectl" --kubeconfig "$kubeconfig" config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-  local kc
-  kc=$(kubelet_kubeconfig "$pki" "$server")
   log "starting kubelet (node $node)"
   setsid "$bin/kubelet" --config "$state/etc/kubelet-config.yaml" --kubeconfig "$kc" \
     --hostname-override "$node" --root-dir "$state/kubelet" --cert-dir "$state/pki/kubelet-serving" \
     --node-labels "aftershock.dev/real-node=true,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
-    >"$state/logs/kubelet.log" 2>&1 < /dev/null &
+    >>"$state/logs/kubelet.log" 2>&1 < /dev/null &
   echo $! > "$state/run/kubelet.pid"
+}
+
+# For fault tests: SIGKILL one part (its containers keep running: shims outlive both), and
+# start again whatever is not running, with the configuration `up` wrote.
+kill_part() {
+  local name=$1 pid
+  [ -f "$state/run/$name.pid" ] || die "$name is not running"
+  pid=$(cat "$state/run/$name.pid")
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$state/run/$name.pid"
+  log "$name killed (pid $pid)"
+}
+revive() {
+  [ -f "$state/etc/kubelet.kubeconfig" ] || die "no node configuration: run up first"
+  start_containerd
+  start_kubelet "$state/etc/kubelet.kubeconfig"
 }
 
 up() {
@@ -224,7 +237,9 @@ up() {
   hosts_line
   start_containerd
   pause_image
-  start_kubelet "$kubeconfig" "$pki"
+  local server
+  server=$("$bin/kubectl" --kubeconfig "$kubeconfig" config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  start_kubelet "$(kubelet_kubeconfig "$pki" "$server")"
   local k=("$bin/kubectl" --kubeconfig "$kubeconfig")
   for _ in $(seq 1 120); do
     "${k[@]}" get node "$node" >/dev/null 2>&1 && break
@@ -283,7 +298,8 @@ down() {
     kept=$(grep -vF "$hosts_mark" /etc/hosts)
     printf '%s\n' "$kept" > /etc/hosts
   fi
-  rm -rf /run/containerd "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" 2>/dev/null || true
+  rm -rf /run/containerd "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
+    "$state/imported" 2>/dev/null || true
   log "node $node removed (containers, mounts, netns, bridge, cgroups, hosts line)"
 }
 
@@ -293,5 +309,7 @@ case "${1:-}" in
   can) why=$(cannot); [ -z "$why" ] || { echo "$why"; exit 1; } ;;
   status) running kubelet && running containerd ;;
   import) shift; ctr_k8s images import "$1" >/dev/null ;;
-  *) echo "usage: $0 up KUBECONFIG PKI_DIR|down|status|can|import ARCHIVE" >&2; exit 2 ;;
+  kill) shift; kill_part "${1:?kubelet or containerd}" ;;
+  revive) revive ;;
+  *) echo "usage: $0 up KUBECONFIG PKI_DIR|down|status|can|import ARCHIVE|kill kubelet|containerd|revive" >&2; exit 2 ;;
 esac

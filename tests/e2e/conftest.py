@@ -5,17 +5,48 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e import testbed
+from tests.e2e import realnode, testbed
 from tests.e2e.operator import OperatorProcess, Subject, start_subject
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+    # Real-node tests fail, never skip, when the node is missing on a machine that can host it
+    # (root, Debian). Only where it cannot exist are they deselected, with the reason printed.
+    real = [i for i in items if i.get_closest_marker("realnode") is not None]
+    if real and (why := realnode.cannot_host()) is not None:
+        config.hook.pytest_deselected(items=real)
+        items[:] = [i for i in items if i.get_closest_marker("realnode") is None]
+        _DESELECTED_WHY.append(
+            f"{len(real)} real-node tests deselected: this machine cannot host the real node ({why})"
+        )
+
+
+_DESELECTED_WHY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _DESELECTED_WHY:
+        terminalreporter.write_line(line, yellow=True)
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: testbed.Cluster) -> None:
+    """Node real-0 (hack/testbed/realnode.sh) Ready, and the images built here imported."""
+    got = cluster.kubectl("get", "node", realnode.NODE, "-o", "name", check=False)
+    if got.returncode != 0:
+        pytest.fail(
+            f"node {realnode.NODE} is missing although this machine can host it: see "
+            "~/.cache/aftershock/realnode/logs/ (hack/testbed/cluster.sh up starts it)"
+        )
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{realnode.NODE}", "--timeout=120s")
+    realnode.import_images()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,312 @@
+"""The test bed's real node (hack/testbed/realnode.sh): pods with real processes under a real
+kubelet, beside the kwok nodes. What tests need to put pods there and to see their processes.
+
+Containers are found by the containerID in the pod's status and their processes through the
+node's containerd (``ctr -n k8s.io tasks ls``); a process is identified by its PID and its
+start time (``/proc/PID/stat`` field 22), so a reused PID is never taken for the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+
+from tests.e2e import testbed
+
+NODE = "real-0"
+NODE_LABEL = "aftershock.dev/real-node"
+REALNODE_SH = testbed.TESTBED / "realnode.sh"
+IMAGES_SH = testbed.TESTBED / "images.sh"
+STORE_SCRIPT = testbed.REPO / "tests" / "pdstub" / "store.py"
+PYTHON_IMAGE = "registry.local/python:local"
+OPERATOR_IMAGE = "aftershock:dev"
+
+
+def cannot_host() -> str | None:
+    """Why this machine cannot host the real node (not root, not Debian), or None."""
+    proc = subprocess.run([str(REALNODE_SH), "can"], capture_output=True, text=True, check=False)
+    return None if proc.returncode == 0 else (proc.stdout.strip() or proc.stderr.strip() or "unknown")
+
+
+def import_images() -> None:
+    """Build (cached) and import the operator and subject images into the node's containerd."""
+    testbed.run([str(IMAGES_SH), "all"], timeout=1800)
+
+
+def on_real_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec, placed on the real node (its label, its taint tolerated)."""
+    spec = dict(pod_spec)
+    spec["nodeSelector"] = {**spec.get("nodeSelector", {}), NODE_LABEL: "true"}
+    spec["tolerations"] = [
+        *spec.get("tolerations", []),
+        {"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    return spec
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process on this machine: a PID and the start time that makes it unique."""
+
+    pid: int
+    start_ticks: int
+
+    @classmethod
+    def of(cls, pid: int) -> Process | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        # Field 2 (comm) may hold spaces: count from the closing parenthesis.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return cls(pid, int(fields[19]))
+
+    def alive(self) -> bool:
+        now = Process.of(self.pid)
+        if now is None or now.start_ticks != self.start_ticks:
+            return False
+        # A zombie has finished: its parent has only not reaped it yet.
+        state = Path(f"/proc/{self.pid}/stat").read_text()
+        return state[state.rindex(")") + 2] != "Z"
+
+
+def task_pids() -> dict[str, int]:
+    """containerd's tasks on the node: container id -> PID of its first process."""
+    out = subprocess.run(
+        ["ctr", "-n", "k8s.io", "tasks", "ls"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    pids: dict[str, int] = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "RUNNING":
+            pids[parts[0]] = int(parts[1])
+    return pids
+
+
+def container_process(pod: dict[str, Any], container: str | None = None) -> Process | None:
+    """The main process of a pod's container (the first one, or the one named), if it runs."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container is not None and status.get("name") != container:
+            continue
+        cid = str(status.get("containerID") or "")
+        if not cid.startswith("containerd://"):
+            return None
+        pid = task_pids().get(cid.removeprefix("containerd://"))
+        return Process.of(pid) if pid else None
+    return None
+
+
+def store_standin(
+    name: str, pd_url: str, *, replicas: int = 3, heartbeat_interval: float, labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    """TiKV stand-in pods on the real node: a StatefulSet whose every pod runs
+    tests/pdstub/store.py as PID 1, a real process that registers its store with the PD
+    stand-in and heartbeats to it as tikv-server does. hostNetwork, because the stand-in
+    listens on 127.0.0.1 (the pod bridge has no route to the host, by rule)."""
+    script = STORE_SCRIPT.read_text()
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-store-standin"},
+        "data": {"store.py": script},
+    }
+    pod_spec = on_real_node(
+        {
+            "hostNetwork": True,
+            "dnsPolicy": "ClusterFirstWithHostNet",
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "tikv",
+                    "image": PYTHON_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "-u", "/standin/store.py"],
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {
+                            "name": "POD_NAMESPACE",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        },
+                        {"name": "PDSTUB_PD_URL", "value": pd_url},
+                        {"name": "PDSTUB_HEARTBEAT_INTERVAL", "value": f"{heartbeat_interval:g}"},
+                        {"name": "PDSTUB_HEADLESS_SERVICE", "value": f"{name}-peer"},
+                    ],
+                    "volumeMounts": [
+                        {"name": "standin", "mountPath": "/standin", "readOnly": True},
+                        {"name": "data", "mountPath": "/var/lib/tikv"},
+                    ],
+                }
+            ],
+            "volumes": [{"name": "standin", "configMap": {"name": f"{name}-store-standin"}}],
+        }
+    )
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": {
+            "serviceName": f"{name}-peer",
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                }
+            ],
+        },
+    }
+    return [config_map, statefulset]
+
+
+PDSTUB_FILES = ("__init__.py", "server.py", "fleet.py", "config_schedule.json")
+
+
+def pd_standin(
+    name: str, port: int, *, mode: str = "faithful", scale: float | None = None
+) -> list[dict[str, Any]]:
+    """The PD stand-in as a pod on the real node (hostNetwork, 127.0.0.1:port): the package's
+    files from a ConfigMap, run by the Debian Python image, stdlib only. Its stores are what
+    the store stand-in processes report; nothing is derived from pod objects."""
+    pdstub = testbed.REPO / "tests" / "pdstub"
+    files = {f: (pdstub / f).read_text() for f in PDSTUB_FILES if (pdstub / f).exists()}
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-pdstub"},
+        "data": {"tests__init__.py": '"""The tests package (only the PD stand-in is here)."""\n', **files},
+    }
+    items = [{"key": "tests__init__.py", "path": "tests/__init__.py"}] + [
+        {"key": f, "path": f"tests/pdstub/{f}"} for f in files
+    ]
+    args = ["python3", "-u", "-m", "tests.pdstub.server", "--port", str(port), "--mode", mode]
+    args += ["--namespace", "$(POD_NAMESPACE)"]
+    if scale is not None:
+        args += ["--scale", f"{scale:g}"]
+    labels = {"app.kubernetes.io/name": "pd-standin", "app.kubernetes.io/instance": name}
+    pod_spec = on_real_node(
+        {
+            "hostNetwork": True,
+            "dnsPolicy": "ClusterFirstWithHostNet",
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "pd",
+                    "image": PYTHON_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": args,
+                    "workingDir": "/standin",
+                    "env": [
+                        {
+                            "name": "POD_NAMESPACE",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        }
+                    ],
+                    "readinessProbe": {
+                        "httpGet": {"host": "127.0.0.1", "path": "/pd/api/v1/health", "port": port},
+                        "periodSeconds": 1,
+                    },
+                    "volumeMounts": [{"name": "standin", "mountPath": "/standin", "readOnly": True}],
+                }
+            ],
+            "volumes": [{"name": "standin", "configMap": {"name": f"{name}-pdstub", "items": items}}],
+        }
+    )
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+    return [config_map, deployment]
+
+
+def boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise RuntimeError("no btime in /proc/stat")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def started_wall(process: Process) -> float:
+    """When the process started, unix seconds (to a clock tick, 10 ms)."""
+    return boot_time() + process.start_ticks / CLOCK_TICKS
+
+
+class ProcessTracker:
+    """Every container process of a namespace's pods, by pod UID, found when the pod's status
+    first names a running container (a watch, so a replacement is seen as it starts, long
+    before a Campaign's steady-state gate lets it be killed)."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self._v1 = k8s.CoreV1Api(api)
+        self.namespace = namespace
+        self.by_uid: dict[str, Process] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"procs-{namespace}", daemon=True)
+
+    def start(self) -> ProcessTracker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def get(self, uid: str) -> Process | None:
+        with self._lock:
+            return self.by_uid.get(uid)
+
+    def _see(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if uid in self.by_uid:
+                return
+        process = container_process(pod)
+        if process is not None:
+            with self._lock:
+                self.by_uid.setdefault(uid, process)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                resp = self._v1.list_namespaced_pod(
+                    self.namespace, _preload_content=False, _request_timeout=30
+                )
+                listed = json.loads(resp.data)
+                for pod in listed["items"]:
+                    self._see(pod)
+                w = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                for event in w.stream(
+                    self._v1.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=listed["metadata"]["resourceVersion"],
+                    timeout_seconds=20,
+                    _request_timeout=30,
+                ):
+                    if self._stop.is_set():
+                        w.stop()
+                        return
+                    if event["type"] != "DELETED":
+                        self._see(event["raw_object"])
+            except Exception:  # a broken watch: list again
+                if self._stop.wait(0.2):
+                    return
