@@ -37,7 +37,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     AFTERSHOCK_DB=/var/lib/aftershock/ledger.db
 COPY --from=build /opt/venv /opt/venv
-RUN mkdir -p /var/lib/aftershock && chown 65532:65532 /var/lib/aftershock
+# A name for uid 65532: kopf asks getpass.getuser() for its identity, which raises KeyError for
+# a uid without a passwd entry (python:3.11-slim has none either; found running this image).
+RUN echo 'aftershock:x:65532:65532:aftershock operator:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+    && echo 'aftershock:x:65532:' >> /etc/group \
+    && mkdir -p /var/lib/aftershock && chown 65532:65532 /var/lib/aftershock
 USER 65532:65532
 WORKDIR /tmp
 # 8080: liveness (/healthz); 9090: Prometheus metrics.
