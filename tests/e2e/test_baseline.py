@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.e2e import testbed
-from tests.pdstub import Timing
 from tests.e2e.operator import OperatorProcess, Subject, campaign, get_campaign, wait_phase
+from tests.pdstub import Timing
 
 StartOperator = Callable[..., OperatorProcess]
 

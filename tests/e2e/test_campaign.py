@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e import testbed
-from tests.pdstub import Timing
 from tests.e2e.operator import (
     OperatorProcess,
     Subject,
@@ -20,6 +19,7 @@ from tests.e2e.operator import (
     pod_uids,
     wait_phase,
 )
+from tests.pdstub import Timing
 
 StartOperator = Callable[..., OperatorProcess]
 

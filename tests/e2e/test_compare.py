@@ -7,8 +7,8 @@ import json
 from collections.abc import Callable
 
 from tests.e2e import testbed
-from tests.pdstub import Timing
 from tests.e2e.operator import OperatorProcess, Subject, campaign, wait_phase
+from tests.pdstub import Timing
 
 StartOperator = Callable[..., OperatorProcess]
 

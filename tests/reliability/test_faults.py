@@ -32,8 +32,8 @@ from kubernetes import client as k8s
 from aftershock.ledger.schema import milestone_columns
 from aftershock.model import AttemptRecord
 from tests.e2e import testbed
-from tests.pdstub import Timing
 from tests.e2e.operator import Subject, campaign, get_campaign, start_subject
+from tests.pdstub import Timing
 from tests.reliability import invariants
 from tests.reliability.bed import ControlPlane
 from tests.reliability.conftest import drop_namespace, env_float, env_int, make_namespace

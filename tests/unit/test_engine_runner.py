@@ -495,7 +495,8 @@ async def test_without_stop_on_unrecovered_the_campaign_goes_on_and_is_partial(h
     h.cluster.ready_delays = [1.3]
 
     phase = await h.run(
-        campaign(trials=2, recovery={"timeoutSeconds": 1, "settleSeconds": 0, "stopOnUnrecovered": False}), timeout=15
+        campaign(trials=2, recovery={"timeoutSeconds": 1, "settleSeconds": 0, "stopOnUnrecovered": False}),
+        timeout=15,
     )
 
     assert phase is Phase.SUCCEEDED  # it ran to the end ...

@@ -177,9 +177,11 @@ class RecoveryTracker:
             last = max(self._tracks.values(), key=lambda t: t.store_up.offset if t.store_up else 0.0)
             assert last.store_up is not None
             self.milestones["store_up"] = last.store_up
-            self.sources["store_up"] = SOURCE_PD_HEARTBEAT if sources and all(
-                s == SOURCE_PD_HEARTBEAT for s in sources
-            ) else SOURCE_OBSERVED
+            self.sources["store_up"] = (
+                SOURCE_PD_HEARTBEAT
+                if sources and all(s == SOURCE_PD_HEARTBEAT for s in sources)
+                else SOURCE_OBSERVED
+            )
             if self._recovers_now():
                 # Recovered when the store reported, if everything else already held then.
                 stamps = [self.milestones["store_up"], self.milestones["replacement_ready"]]

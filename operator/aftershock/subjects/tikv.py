@@ -90,9 +90,7 @@ def judge_pd(
         elif age > heartbeat_fresh_seconds:
             reasons.append(f"{label} last heartbeat {age:.0f}s ago (limit {heartbeat_fresh_seconds:g}s)")
         elif not store.heartbeat_since_start:
-            reasons.append(
-                f"{label} restarted (start {store.start_timestamp}) and has not heartbeated since"
-            )
+            reasons.append(f"{label} restarted (start {store.start_timestamp}) and has not heartbeated since")
         if store.pending_peer_count > 0:
             reasons.append(f"{label} has {store.pending_peer_count} pending peers")
     if pending_peer_regions > 0:
