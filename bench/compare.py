@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, campaign, wait_phase
-from tests.pdstub import PdStandIn
+from tests.pdstub import PdStandIn, Timing
 from tests.pdstub.kube_source import KubePodSource
 
 from bench import apicount, groundtruth, harness
@@ -75,7 +75,8 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
     if with_pd:
         source = KubePodSource(bed.cluster.api_client(), ns, harness.SELECTOR).start()
         assert source.wait_synced(30)
-        pd = PdStandIn(source, headless_service="tikv-peer", namespace=ns)
+        # PD and TiKV's timing x 0.02: a restarted store's first heartbeat 0.2 s after it starts.
+        pd = PdStandIn(source, timing=Timing.fast(0.02), headless_service="tikv-peer", namespace=ns)
         pd.start()
     watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
     op = OperatorProcess(

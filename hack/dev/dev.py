@@ -2,9 +2,10 @@
 
 Runs, until Ctrl-C (or until the Campaign finishes, with AFTERSHOCK_DEV_WAIT=1):
 
-- the PD stand-in (tests/pdstub) on 127.0.0.1, its stores derived from the tikv pods, with a
-  2 s restart delay so a replaced store comes Up a little after its pod is Ready, as a real
-  tikv-server does;
+- the PD stand-in (tests/pdstub) on 127.0.0.1, a simulated store process per Ready tikv pod
+  reporting to it (PutStore at Ready, then heartbeats), with PD's and TiKV's intervals x 0.2:
+  heartbeats every 2 s, so a replaced store reports its first heartbeat 2 s after its pod is
+  Ready, and Disconnected after 4 s without one;
 - the operator, a local process authenticated as its ServiceAccount (a bound token from the
   TokenRequest API, never the admin certificate), watching namespace tikv, logging to
   ~/.cache/aftershock/dev/operator.log, its ledger in ~/.cache/aftershock/dev/ledger.db;
@@ -38,15 +39,19 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.e2e import testbed  # noqa: E402  (after the path is set)
-from tests.pdstub import PdStandIn  # noqa: E402
+from tests.pdstub import PdStandIn, Timing  # noqa: E402
 from tests.pdstub.kube_source import KubePodSource  # noqa: E402
 
 NAMESPACE = "tikv"
 EXAMPLE = REPO / "manifests" / "examples" / "campaign.yaml"
 TIKV_SELECTOR = "app.kubernetes.io/component=tikv,app.kubernetes.io/instance=basic"
 #: What the example is changed to for a local run: trials a few seconds apart instead of 30 s.
-LOCAL_SPEC = {"intervalSeconds": 5, "steadyState": {"stableSeconds": 3}}
-PD_RESTART_DELAY_SECONDS = 2.0
+LOCAL_SPEC: dict[str, Any] = {
+    "intervalSeconds": 5,
+    "steadyState": {"stableSeconds": 3},
+    "recovery": {"settleSeconds": 5},  # two heartbeats of the stand-in, plus margin
+}
+PD_TIMING = Timing.fast(0.2)
 OPERATOR_STOP_SECONDS = 45  # kopf lets a trial in flight be recorded (up to 30 s) before it exits
 
 CACHE = Path(os.environ.get("AFTERSHOCK_CACHE") or Path.home() / ".cache" / "aftershock")
@@ -86,6 +91,7 @@ def build_campaign(pd_url: str) -> dict[str, Any]:
     spec["subject"]["pdURL"] = pd_url
     spec["intervalSeconds"] = LOCAL_SPEC["intervalSeconds"]
     spec.setdefault("steadyState", {}).update(LOCAL_SPEC["steadyState"])
+    spec.setdefault("recovery", {}).update(LOCAL_SPEC["recovery"])
     body["metadata"].setdefault("labels", {})["aftershock.dev/dev"] = "true"
     return body
 
@@ -249,7 +255,7 @@ def banner(name: str, pd_url: str, liveness: int, metrics: int) -> str:
         f"  export PATH={home(bin_dir)}:$PATH",
         f"  campaign      {NAMESPACE}/{name}: {home(EXAMPLE)} with pdURL={pd_url},",
         "                intervalSeconds=5, steadyState.stableSeconds=3",
-        f"  PD stand-in   {pd_url} (stores from the tikv pods, up {PD_RESTART_DELAY_SECONDS:g}s after Ready)",
+        f"  PD stand-in   {pd_url} (a store per tikv pod, heartbeat every {PD_TIMING.heartbeat_interval:g}s)",
         f"  operator log  {home(OPERATOR_LOG)}",
         f"  ledger        {home(LEDGER)}",
     ]
@@ -337,8 +343,7 @@ def main() -> int:
         source.start()
         if not source.wait_synced(30):
             raise RuntimeError(f"could not list the tikv pods in namespace {NAMESPACE}")
-        pd = PdStandIn(source, headless_service="tikv-peer", namespace=NAMESPACE)
-        pd.restart_delay_seconds = PD_RESTART_DELAY_SECONDS
+        pd = PdStandIn(source, timing=PD_TIMING, headless_service="tikv-peer", namespace=NAMESPACE)
         pd_url = pd.start()
         say(f"PD stand-in on {pd_url}")
 

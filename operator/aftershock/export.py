@@ -50,6 +50,7 @@ _MILESTONE_MEANING: Final = {
     "replacement_ready": "the replacement was Ready",
     "store_up": "the subject's own view (PD) had the store Up again",
     "recovered": "the whole subject was healthy again",
+    "relapsed": "the subject was unhealthy again within the settle window (the trial did not recover)",
 }
 
 #: (name, meaning) of every column, in order.

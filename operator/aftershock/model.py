@@ -170,6 +170,10 @@ class CampaignSpec:
     steady_state_timeout_seconds: float = 300.0
     steady_state_stable_seconds: float = 10.0
     recovery_timeout_seconds: float = 600.0
+    #: After "recovered", how long the subject must stay healthy for the trial to count: one
+    #: TiKV heartbeat interval (10 s) plus margin, so a store that relapses to Disconnected
+    #: because its new process never reported is caught.
+    recovery_settle_seconds: float = 15.0
     stop_on_unrecovered: bool = True
     slo_p95_recovery_seconds: float | None = None
     suspend: bool = False
@@ -421,6 +425,9 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         recovery_timeout_seconds=_number(
             recovery.get("timeoutSeconds", 600), "recovery.timeoutSeconds", minimum=1, maximum=86_400
         ),
+        recovery_settle_seconds=_number(
+            recovery.get("settleSeconds", 15), "recovery.settleSeconds", minimum=0, maximum=3_600
+        ),
         stop_on_unrecovered=_bool(recovery.get("stopOnUnrecovered", True), "recovery.stopOnUnrecovered"),
         slo_p95_recovery_seconds=(
             None if p95 is None else _number(p95, "slo.p95RecoverySeconds", minimum=0.001, maximum=86_400)
@@ -447,9 +454,16 @@ MILESTONES: tuple[str, ...] = (
     "replacement_created",  # a new pod (new UID) took the victim's place
     "replacement_scheduled",  # ... bound to a node
     "replacement_ready",  # ... Ready
-    "store_up",  # PD reports the victim's store Up with a new start timestamp
+    "store_up",  # PD has a heartbeat from the victim's store newer than its new start timestamp
     "recovered",  # the whole subject healthy again: the recovery time
+    "relapsed",  # unhealthy again within the settle window after "recovered": not a recovery
 )
+
+#: Who stamped a milestone, as ``final_state["milestoneSources"]`` records it: the subject's own
+#: clock (PD's ``last_heartbeat``, placed on the operator's clock by their offset), or the moment
+#: the operator noticed (a pod watch event, a probe poll).
+SOURCE_PD_HEARTBEAT = "pd_heartbeat"
+SOURCE_OBSERVED = "observed"
 
 
 @dataclass(frozen=True)
@@ -522,6 +536,11 @@ class ProbeResult:
     #: Per pod name: the store's start timestamp, so a restart is seen even when PD never
     #: showed the store as anything but Up.
     restarts: Mapping[str, int] = field(default_factory=dict)
-    #: Per pod name: whether its store is Up with a fresh heartbeat.
+    #: Per pod name: whether its store is Up with a fresh heartbeat sent since its start.
     up: Mapping[str, bool] = field(default_factory=dict)
     summary: Mapping[str, Any] = field(default_factory=dict)
+    #: Per pod name: its store's last heartbeat, unix ns on the subject's (PD's) clock.
+    heartbeats_ns: Mapping[str, int] = field(default_factory=dict)
+    #: The subject's clock at this look as far as it shows (PD: its newest heartbeat), unix s;
+    #: None if it shows nothing. Compared with the operator's clock to place `heartbeats_ns`.
+    pd_now: float | None = None

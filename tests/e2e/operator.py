@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from kubernetes import client as k8s
 
 from tests.e2e import testbed
-from tests.pdstub import PdStandIn
+from tests.pdstub import PdStandIn, Timing
 from tests.pdstub.kube_source import KubePodSource
 
 
@@ -163,13 +163,20 @@ class Subject:
         self.source.stop()
 
 
-def start_subject(cluster: testbed.Cluster, namespace: str, replicas: int = 3) -> Subject:
+#: The stand-in's timing in end-to-end tests: PD's and TiKV's rules, every interval x 0.05
+#: (heartbeat 0.5 s, Disconnected after 1 s). A restarted store reports Up one interval after Ready.
+E2E_TIMING = Timing.fast(0.05)
+
+
+def start_subject(
+    cluster: testbed.Cluster, namespace: str, replicas: int = 3, timing: Timing = E2E_TIMING
+) -> Subject:
     cluster.apply(tikv_statefulset(replicas=replicas), namespace=namespace)
     cluster.kubectl("rollout", "status", "statefulset/tikv", "-n", namespace, "--timeout=120s")
     selector = ",".join(f"{k}={v}" for k, v in TIKV_LABELS.items())
     source = KubePodSource(cluster.api_client(), namespace, selector).start()
     assert source.wait_synced(30)
-    pd = PdStandIn(source, headless_service="tikv-peer", namespace=namespace)
+    pd = PdStandIn(source, timing=timing, headless_service="tikv-peer", namespace=namespace)
     pd.start()
     return Subject(namespace, pd, source)
 

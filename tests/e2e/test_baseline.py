@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, get_campaign, wait_phase
+from tests.pdstub import Timing
 
 StartOperator = Callable[..., OperatorProcess]
 
@@ -37,7 +38,7 @@ def test_remediator_scaled_to_zero_during_trials_and_restored_after_a_crash(
 ) -> None:
     cluster.apply(_healer(), namespace=namespace)
     cluster.kubectl("rollout", "status", "deployment/healer", "-n", namespace, "--timeout=60s")
-    subject.pd.restart_delay_seconds = 4.0  # hold each trial in its observation phase
+    subject.pd.set_timing(Timing.fast(0.4))  # first heartbeat 4 s after a restart: trials stay observing
     op = start_operator()
     cluster.apply(
         campaign(
@@ -59,7 +60,7 @@ def test_remediator_scaled_to_zero_during_trials_and_restored_after_a_crash(
     op.kill()
     assert _replicas(cluster, namespace) == 0  # the crash left it scaled down...
 
-    subject.pd.restart_delay_seconds = 0.5
+    subject.pd.set_timing(Timing.fast(0.05))
     op2 = start_operator()
     obj = wait_phase(cluster, namespace, "baseline", {"Succeeded", "Failed"}, timeout=120, op=op2)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]

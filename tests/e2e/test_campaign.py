@@ -19,6 +19,7 @@ from tests.e2e.operator import (
     pod_uids,
     wait_phase,
 )
+from tests.pdstub import Timing
 
 StartOperator = Callable[..., OperatorProcess]
 
@@ -101,9 +102,9 @@ def test_three_trials_succeed_and_are_in_the_ledger(
 def test_operator_killed_mid_trial_resumes_without_losing_or_repeating(
     cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
 ) -> None:
-    # The PD stand-in holds a replaced store back for 5 s (as a slow tikv-server start would),
-    # so the operator is certainly mid-trial (kill sent, not yet recovered) when SIGKILLed.
-    subject.pd.restart_delay_seconds = 5.0
+    # Stores heartbeat every 5 s, so a replaced store reports its first heartbeat 5 s after its
+    # start, and the operator is certainly mid-trial (kill sent, not yet recovered) when SIGKILLed.
+    subject.pd.set_timing(Timing.fast(0.5))
     op = start_operator()
     cluster.apply(campaign("crash", namespace, subject.pd_url, trials=3))
 
@@ -113,7 +114,7 @@ def test_operator_killed_mid_trial_resumes_without_losing_or_repeating(
 
     testbed.wait_for(observing, 60, interval=0.05, what="a trial in its observation phase")
     op.kill()
-    subject.pd.restart_delay_seconds = 0.5
+    subject.pd.set_timing(Timing.fast(0.05))
     op2 = start_operator()
     obj = wait_phase(cluster, namespace, "crash", {"Succeeded", "Failed"}, timeout=180, op=op2)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]

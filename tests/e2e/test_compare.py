@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, wait_phase
+from tests.pdstub import Timing
 
 StartOperator = Callable[..., OperatorProcess]
 
@@ -38,11 +39,12 @@ def test_a_slower_subject_is_reported_regressed(
     cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
 ) -> None:
     op = start_operator()
-    subject.pd.restart_delay_seconds = 0.0
+    subject.pd.set_timing(Timing.fast(0.02))  # first heartbeat 0.2 s after a restart
     cluster.apply(campaign("fast", namespace, subject.pd_url, trials=8))
     wait_phase(cluster, namespace, "fast", {"Succeeded"}, timeout=180, op=op)
-    # The same subject, now taking 1 s longer for a restarted store to report Up in PD.
-    subject.pd.restart_delay_seconds = 1.0
+    # The same subject, now taking 1 s longer for a restarted store to report Up in PD (its
+    # first heartbeat 1.2 s after the restart: every interval scaled by 0.12 instead of 0.02).
+    subject.pd.set_timing(Timing.fast(0.12))
     cluster.apply(campaign("slow", namespace, subject.pd_url, trials=8))
     wait_phase(cluster, namespace, "slow", {"Succeeded"}, timeout=180, op=op)
 

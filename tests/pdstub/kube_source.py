@@ -1,5 +1,8 @@
 """A pod source for the PD stand-in backed by a real API server: list, then watch, forever.
 
+``PdStandIn(KubePodSource(...).start())`` runs a `tests.pdstub.fleet.StoreFleet` on it: one
+simulated store process per Ready pod, reporting PutStore and heartbeats (kwok pods run nothing).
+
 A daemon thread keeps an in-memory copy of the selected pods. Each round lists the pods (which
 replaces the copy, so nothing missed while disconnected survives) and then watches from the list's
 resourceVersion until the watch ends (server timeout, 410 Gone, a connection error); then it starts

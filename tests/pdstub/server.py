@@ -1,26 +1,45 @@
-"""The PD stand-in: PD's HTTP API shapes, derived from a list of TiKV pods.
+"""The PD stand-in: PD's HTTP API shapes, with store states judged from what the stores report.
 
 Real PD cannot run here (no images, no pd-server package); see docs/adr/0003-pd-stand-in.md for
-what this is faithful to and what it does not simulate.
+what this is faithful to and what it does not simulate. The captures of a real PD it is checked
+against are in ``tests/data/pd/``.
 
-The stores are derived lazily, on every request, from the pod source: a Ready pod is a store Up
-that heartbeats now; a pod not Ready, being deleted or gone is a store Disconnected whose last
-heartbeat stays where it was. A new incarnation of a pod (new uid, or Ready again after not being
-Ready) is a tikv-server restart: its store keeps its id and gets a new ``start_timestamp``.
+Stores report the way tikv-server does, but over a stand-in-only HTTP endpoint instead of PD's
+gRPC (**not PD's API**: real PD has no such paths):
+
+- ``POST /pdstub/v1/stores/put`` ``{"id", "address", "status_address", "version",
+  "start_timestamp", "labels"}``: tikv-server's ``PutStore`` at start. A new ``start_timestamp``
+  at once; ``last_heartbeat`` stays the previous process's.
+- ``POST /pdstub/v1/stores/heartbeat`` ``{"id"}``: a store heartbeat; PD stamps
+  ``last_heartbeat`` with its own clock on receipt.
+
+From those, and nothing else, the state: ``Up`` while the last heartbeat is at most
+`Timing.disconnected_after` old, then ``Disconnected``, ``Down`` past `Timing.max_store_down_time`
+(a store that never heartbeated is ``Down`` at once, as in PD). Before the first ``PutStore`` PD is
+not bootstrapped: ``/stores`` and ``/regions/check/*`` answer HTTP 500 ``ErrNotBootstrapped``.
+
+Who reports: `tests.pdstub.store` (a real process, one per TiKV pod on a real kubelet) or
+`tests.pdstub.fleet.StoreFleet` (simulated processes that follow a pod source, for kwok pods).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import copy
 import http.server
 import json
+import pathlib
+import re
+import signal
 import socket
+import sys
 import threading
 import time
 import types
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 FaultKind = Literal["none", "error500", "timeout", "malformed"]
@@ -34,6 +53,52 @@ PD_CLIENT_PORT = 2379
 PD_PEER_PORT = 2380
 REPLICAS = 3  # PD's default max-replicas
 
+PUT_STORE_PATH = "/pdstub/v1/stores/put"
+HEARTBEAT_PATH = "/pdstub/v1/stores/heartbeat"
+
+NOT_BOOTSTRAPPED = "[PD:cluster:ErrNotBootstrapped]TiKV cluster not bootstrapped, please start TiKV first"
+_SCHEDULE_TEMPLATE = pathlib.Path(__file__).with_name("config_schedule.json")
+_REGION_CHECKS = frozenset(
+    ("miss-peer", "extra-peer", "pending-peer", "down-peer", "learner-peer", "offline-peer", "empty-region")
+)
+_STORE_PATH = re.compile(r"^/pd/api/v1/store/(\d+)$")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """PD's and TiKV's clocks for store liveness, in seconds.
+
+    `faithful()` is real PD and TiKV's defaults; `fast(scale)` multiplies every one of them by
+    the same factor, for quick tests: the same rules, scaled, never different rules.
+    """
+
+    #: TiKV's ``raftstore.pd-store-heartbeat-tick-interval`` (10 s).
+    heartbeat_interval: float = 10.0
+    #: PD shows ``Disconnected`` when the last heartbeat is older than this (20 s, fixed in PD).
+    disconnected_after: float = 20.0
+    #: PD's ``schedule.max-store-down-time`` (30 min): ``Down`` after that.
+    max_store_down_time: float = 1800.0
+    scale: float = 1.0
+
+    @classmethod
+    def faithful(cls) -> Timing:
+        return cls()
+
+    @classmethod
+    def fast(cls, scale: float) -> Timing:
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        base = cls()
+        return cls(
+            heartbeat_interval=base.heartbeat_interval * scale,
+            disconnected_after=base.disconnected_after * scale,
+            max_store_down_time=base.max_store_down_time * scale,
+            scale=scale,
+        )
+
+
+FAITHFUL = Timing.faithful()
+
 
 class PodRecord(TypedDict):
     """One TiKV pod as a pod source reports it."""
@@ -45,6 +110,10 @@ class PodRecord(TypedDict):
 
 
 PodSource = Callable[[], list[PodRecord]]
+
+
+class StoreError(ValueError):
+    """A PutStore or heartbeat PD would refuse (unknown store, bad fields)."""
 
 
 def go_duration(ns: int) -> str:
@@ -85,13 +154,14 @@ def rfc3339(ns: int) -> str:
 @dataclass
 class _Store:
     id: int
-    pod: str
-    incarnation: tuple[str, float | None]  # (uid, ready_since) of the tikv-server behind it
-    start_timestamp: int  # unix seconds
-    last_heartbeat_ns: int
+    address: str
+    status_address: str
+    version: str
+    start_timestamp: int  # unix seconds, from the latest PutStore
+    labels: tuple[tuple[str, str], ...] = ()
+    last_heartbeat_ns: int = 0  # PD's clock at the latest heartbeat's receipt; 0: never
     leader_count: int = 0
     region_count: int = 0
-    up: bool = True
 
 
 @dataclass
@@ -102,43 +172,82 @@ class _Fault:
     paths: frozenset[str] | None = None  # None = every path
 
 
-class PdStandIn:
-    """A PD HTTP API on 127.0.0.1 (ephemeral port), in a daemon thread.
+@dataclass
+class _Answer:
+    status: int
+    payload: Any = None
+    content_type: str = "application/json; charset=UTF-8"
+    raw: bytes | None = None
+    extra: dict[str, str] = field(default_factory=dict)
 
-    `pods` is called on every request; it must be thread-safe. `clock` returns unix seconds.
+
+class PdStandIn:
+    """A PD HTTP API on 127.0.0.1 (ephemeral port unless `port`), in a daemon thread.
+
+    `pods`, if given, is a pod source: a `StoreFleet` of simulated store processes follows it
+    (a Ready pod runs one; see `tests.pdstub.fleet`). Without it, stores appear only when
+    something reports them (`put_store`, `heartbeat`, or the HTTP endpoints). `clock` returns
+    unix seconds; it is PD's clock.
+
+    The simulated stores move at every request and, with `background_ticks`, every 50 ms in a
+    thread of their own (heartbeats on time whether anyone asks or not). By default the thread
+    runs only on the real clock: a test that moves a fake clock by hand steps them itself.
     """
 
     def __init__(
         self,
-        pods: PodSource,
+        pods: PodSource | None = None,
         *,
+        timing: Timing = FAITHFUL,
         headless_service: str = "tikv-peer",
         namespace: str = "default",
         pd_name: str = "pd-0",
         regions: int = 24,
         clock: Callable[[], float] = time.time,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        background_ticks: bool | None = None,
     ) -> None:
-        self._pods = pods
         self.headless_service = headless_service
         self.namespace = namespace
         self.pd_name = pd_name
         self.regions = regions
+        self._timing = timing
         self._clock = clock
+        self._host = host
+        self._port = port
+        self._background_ticks = clock is time.time if background_ticks is None else background_ticks
         self._lock = threading.Lock()
-        self._stores: dict[str, _Store] = {}  # by pod name
-        self._next_id = 1
+        self._stores: dict[int, _Store] = {}
         self._fault = _Fault()
         self._served = 0
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
         self.base_url = ""
-        #: Seconds between a replaced pod turning Ready and its store reporting Up with the
-        #: new start timestamp (0: at once). Settable while serving.
-        self.restart_delay_seconds = 0.0
         # Stable per instance, like a real cluster's id and member id.
         self.cluster_id = 7_000_000_000_000_000_000 + id(self) % 1_000_000
         self.member_id = 12_000_000_000_000_000_000 + id(self) % 1_000_000
+        from tests.pdstub.fleet import StoreFleet
+
+        self.fleet: StoreFleet | None = None
+        if pods is not None:
+            self.fleet = StoreFleet(self, pods, headless_service=headless_service, namespace=namespace)
+
+    # --- time -------------------------------------------------------------------------------
+
+    @property
+    def timing(self) -> Timing:
+        return self._timing
+
+    def set_timing(self, timing: Timing) -> None:
+        """Change the intervals while serving (tests widen or shrink the heartbeat phase)."""
+        self._timing = timing
+
+    def now(self) -> float:
+        """PD's clock, unix seconds."""
+        return self._clock()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -147,15 +256,29 @@ class PdStandIn:
         if self._server is not None:
             return self.base_url
         self._stopping.clear()
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server((self._host, self._port), _Handler)
         server.stand_in = self
         self._server = server
-        self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.base_url = f"http://{self._host}:{server.server_address[1]}"
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="pd-stand-in", daemon=True
         )
         self._thread.start()
+        if self.fleet is not None and self._background_ticks:
+            self._ticker = threading.Thread(target=self._tick_forever, name="pd-store-fleet", daemon=True)
+            self._ticker.start()
         return self.base_url
+
+    def _tick_forever(self) -> None:
+        """Let the simulated stores heartbeat on time, requests or not."""
+        while not self._stopping.wait(min(0.05, self._timing.heartbeat_interval / 20)):
+            with contextlib.suppress(Exception):  # a failing pod source shows as 500s on requests
+                self.step()
+
+    def step(self) -> None:
+        """Bring the simulated store processes up to date with the pods (no-op without them)."""
+        if self.fleet is not None:
+            self.fleet.step()
 
     def stop(self) -> None:
         """Stop serving. Requests held by a ``timeout`` fault are released at once."""
@@ -166,9 +289,10 @@ class PdStandIn:
         server.shutdown()
         server.server_close()
         server.drop_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        for thread in (self._thread, self._ticker):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._thread = self._ticker = None
 
     def __enter__(self) -> PdStandIn:
         self.start()
@@ -181,6 +305,56 @@ class PdStandIn:
         tb: types.TracebackType | None,
     ) -> None:
         self.stop()
+
+    # --- what the stores report (tikv-server's PutStore and StoreHeartbeat) -------------------
+
+    def put_store(
+        self,
+        store_id: int,
+        *,
+        address: str,
+        start_timestamp: int,
+        status_address: str = "",
+        version: str = VERSION,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """tikv-server's ``PutStore`` at start: the store's new `start_timestamp` shows at once;
+        its last heartbeat stays the previous process's until the new one heartbeats."""
+        if store_id <= 0:
+            raise StoreError(f"store id must be positive, got {store_id}")
+        if not address:
+            raise StoreError("address is required")
+        label_pairs = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            for other in self._stores.values():
+                if other.id != store_id and other.address == address:
+                    raise StoreError(f"duplicated store address: {address} is store {other.id}")
+            store = self._stores.get(store_id)
+            if store is None:
+                self._stores[store_id] = _Store(
+                    store_id, address, status_address, version, start_timestamp, label_pairs
+                )
+                return
+            store.address = address
+            store.status_address = status_address
+            store.version = version
+            store.start_timestamp = start_timestamp
+            store.labels = label_pairs
+
+    def heartbeat(self, store_id: int) -> None:
+        """A store heartbeat: stamped with PD's clock on receipt."""
+        now_ns = int(self._clock() * 1_000_000_000)
+        with self._lock:
+            store = self._stores.get(store_id)
+            if store is None:
+                raise StoreError(f"store {store_id} not found")
+            store.last_heartbeat_ns = max(now_ns, store.last_heartbeat_ns)
+
+    @property
+    def bootstrapped(self) -> bool:
+        """Whether a TiKV has registered: before that PD answers ``ErrNotBootstrapped``."""
+        with self._lock:
+            return bool(self._stores)
 
     # --- fault injection and counters ---------------------------------------------------------
 
@@ -200,7 +374,8 @@ class PdStandIn:
           itself is bad, not the transfer).
         - ``none``: behave again.
 
-        `times` limits the fault to that many requests; `paths` to those paths.
+        `times` limits the fault to that many requests; `paths` to those paths. The stores'
+        own reports (``/pdstub/...``) are never affected.
         """
         if kind not in ("none", "error500", "timeout", "malformed"):
             raise ValueError(f"unknown fault {kind!r}")
@@ -214,19 +389,50 @@ class PdStandIn:
 
     @property
     def requests_served(self) -> int:
-        """Requests answered so far (faults and 404s included)."""
+        """PD API requests answered so far (faults and 404s included; store reports not)."""
         with self._lock:
             return self._served
 
     # --- PD's payloads ------------------------------------------------------------------------
 
-    def stores_payload(self) -> dict[str, Any]:
-        """``GET /pd/api/v1/stores``: ``{"count": N, "stores": [{"store": {...}, "status": {...}}]}``."""
+    def state_name(self, store_id: int) -> str:
+        """``Up``, ``Disconnected`` or ``Down``, judged from the last heartbeat's age alone."""
         with self._lock:
-            self._refresh()
+            return self._state(self._stores[store_id], self._clock())
+
+    def _state(self, store: _Store, now: float) -> str:
+        if store.last_heartbeat_ns <= 0:
+            return "Down"  # PD: DownTime() since the zero time, past any max-store-down-time
+        age = now - store.last_heartbeat_ns / 1e9
+        if age > self._timing.max_store_down_time:
+            return "Down"
+        if age > self._timing.disconnected_after:
+            return "Disconnected"
+        return "Up"
+
+    def stores_payload(self, states: frozenset[int] | None = None) -> dict[str, Any]:
+        """``GET /pd/api/v1/stores[?state=N...]``: ``{"count": N, "stores": [...]}``.
+
+        PD lists stores in no particular order. `states` filters on metapb's state (0 Up,
+        1 Offline, 2 Tombstone); every store here is metapb-Up (Disconnected and Down are
+        derived from heartbeats), so ``state=0`` lists them all, as PD does.
+        """
+        self.step()
+        with self._lock:
+            now = self._clock()
+            self._balance(now)
             stores = sorted(self._stores.values(), key=lambda s: s.id)
-            entries = [self._store_json(s) for s in stores]
+            entries = [self._store_json(s, now) for s in stores if states is None or 0 in states]
         return {"count": len(entries), "stores": entries}
+
+    def store_payload(self, store_id: int) -> dict[str, Any] | None:
+        """``GET /pd/api/v1/store/{id}``; None if there is no such store."""
+        self.step()
+        with self._lock:
+            now = self._clock()
+            self._balance(now)
+            store = self._stores.get(store_id)
+            return None if store is None else self._store_json(store, now)
 
     def health_payload(self) -> list[dict[str, Any]]:
         """``GET /pd/api/v1/health``."""
@@ -239,17 +445,17 @@ class PdStandIn:
             }
         ]
 
-    def member_payload(self) -> dict[str, Any]:
-        """One member as ``/members`` and ``/leader`` show it."""
-        return {
+    def member_payload(self, *, full: bool = True) -> dict[str, Any]:
+        """One member as ``/members`` shows it (`full`), or ``/leader`` (name, id and urls)."""
+        member: dict[str, Any] = {
             "name": self.pd_name,
             "member_id": self.member_id,
             "peer_urls": [f"http://{self._pd_host()}:{PD_PEER_PORT}"],
             "client_urls": [self._pd_client_url()],
-            "deploy_path": "/",
-            "binary_version": f"v{VERSION}",
-            "git_hash": GIT_HASH,
         }
+        if full:
+            member |= {"deploy_path": "/", "binary_version": f"v{VERSION}", "git_hash": GIT_HASH}
+        return member
 
     def members_payload(self) -> dict[str, Any]:
         """``GET /pd/api/v1/members``."""
@@ -261,63 +467,29 @@ class PdStandIn:
             "etcd_leader": member,
         }
 
+    def schedule_config_payload(self) -> dict[str, Any]:
+        """``GET /pd/api/v1/config/schedule``: real PD's defaults (captured), with this
+        stand-in's ``max-store-down-time`` and a store limit per store."""
+        body: dict[str, Any] = copy.deepcopy(_schedule_template())
+        body["max-store-down-time"] = go_duration(int(self._timing.max_store_down_time * 1e9))
+        with self._lock:
+            ids = sorted(self._stores)
+        body["store-limit"] = {str(i): {"add-peer": 15, "remove-peer": 15} for i in ids}
+        return body
+
     def _pd_host(self) -> str:
         return f"{self.pd_name}.pd-peer.{self.namespace}.svc"
 
     def _pd_client_url(self) -> str:
         return f"http://{self._pd_host()}:{PD_CLIENT_PORT}"
 
-    def _refresh(self) -> None:
-        """Bring the stores up to date with the pods. Called with the lock held."""
-        now = self._clock()
-        now_ns = int(now * 1_000_000_000)
-        pods = {p["name"]: p for p in self._pods()}
-        for name, pod in sorted(pods.items()):
-            store = self._stores.get(name)
-            if not pod.get("ready"):
-                if store is not None:
-                    store.up = False
-                continue
-            ready_since = pod.get("ready_since")
-            incarnation = (pod["uid"], ready_since)
-            started = int(ready_since if ready_since is not None else now)
-            if store is None:
-                # A store exists once its tikv-server has started and registered with PD.
-                self._stores[name] = _Store(self._allocate_id(), name, incarnation, started, now_ns)
-                continue
-            if (
-                store.incarnation != incarnation
-                and ready_since is not None
-                and now < ready_since + self.restart_delay_seconds
-            ):
-                # tikv-server is listening (the pod is Ready) but has not heartbeated to PD
-                # yet: real TiKV takes seconds to open its engines. Tests widen this window.
-                store.up = False
-                continue
-            if store.incarnation != incarnation or not store.up:
-                # A new tikv-server process. Real TiKV takes seconds to start, so its start second
-                # always moves; simulated pods can be back within the same second: force it on.
-                store.start_timestamp = max(started, store.start_timestamp + 1)
-                store.incarnation = incarnation
-            store.up = True
-            store.last_heartbeat_ns = max(now_ns, store.last_heartbeat_ns)
-        for name, store in self._stores.items():
-            if name not in pods:
-                store.up = False
-        self._balance()
-
-    def _allocate_id(self) -> int:
-        # PD's allocator hands 1 to the first store, then 2 and 3 to the first region and its peer.
-        allocated = self._next_id
-        self._next_id = 4 if allocated == 1 else allocated + 1
-        return allocated
-
-    def _balance(self) -> None:
+    def _balance(self, now: float) -> None:
         """Plausible counts: regions spread evenly, 3 replicas, leaders only on Up stores.
 
-        A store that is not Up keeps the counts it last reported, as PD does.
+        A store that is not Up keeps the counts it last reported, as PD does. Called with the
+        lock held.
         """
-        up = sorted((s for s in self._stores.values() if s.up), key=lambda s: s.id)
+        up = [s for s in sorted(self._stores.values(), key=lambda s: s.id) if self._state(s, now) == "Up"]
         if not up:
             return
         replicas_each = self.regions * min(REPLICAS, len(up)) // len(up)
@@ -326,22 +498,23 @@ class PdStandIn:
             store.region_count = replicas_each
             store.leader_count = leaders + (1 if i < extra else 0)
 
-    def _store_json(self, s: _Store) -> dict[str, Any]:
-        host = f"{s.pod}.{self.headless_service}.{self.namespace}.svc"
-        meta: dict[str, Any] = {
-            "id": s.id,
-            "address": f"{host}:{TIKV_PORT}",
-            # "state" (metapb.StoreState) is omitted: Up is 0 and Disconnected is still Up there.
-            "version": VERSION,
-            "peer_address": f"{host}:{TIKV_PORT}",
-            "status_address": f"{host}:{TIKV_STATUS_PORT}",
-            "git_hash": GIT_HASH,
-            "start_timestamp": s.start_timestamp,
-            "deploy_path": "/",
-            "last_heartbeat": s.last_heartbeat_ns,
-            "node_state": 1,  # metapb.NodeState.Serving
-            "state_name": "Up" if s.up else "Disconnected",
-        }
+    def _store_json(self, s: _Store, now: float) -> dict[str, Any]:
+        # Go's omitempty: zero values (start_timestamp, last_heartbeat, labels) are left out.
+        meta: dict[str, Any] = {"id": s.id, "address": s.address}
+        if s.labels:
+            meta["labels"] = [{"key": k, "value": v} for k, v in s.labels]
+        meta["version"] = s.version
+        if s.status_address:
+            meta["status_address"] = s.status_address
+        meta["git_hash"] = GIT_HASH
+        if s.start_timestamp:
+            meta["start_timestamp"] = s.start_timestamp
+        meta["deploy_path"] = "/"
+        if s.last_heartbeat_ns:
+            meta["last_heartbeat"] = s.last_heartbeat_ns
+        meta["node_state"] = 1  # metapb.NodeState.Serving
+        # "state" (metapb.StoreState) is omitted: Up is 0, and Disconnected and Down are Up there.
+        meta["state_name"] = self._state(s, now)
         status: dict[str, Any] = {
             "capacity": "10GiB",
             "available": "7.5GiB",
@@ -354,7 +527,6 @@ class PdStandIn:
             "region_weight": 1,
             "region_score": s.region_count,
             "region_size": s.region_count,
-            "slow_score": 1,
             # pending_peer_count is omitempty in PD: absent when 0.
             "start_ts": rfc3339(s.start_timestamp * 1_000_000_000),
             "last_heartbeat_ts": rfc3339(s.last_heartbeat_ns),
@@ -378,16 +550,81 @@ class PdStandIn:
                     self._fault = _Fault()
             return fault
 
-    def _route(self, path: str) -> tuple[int, Any]:
-        if path == "/pd/api/v1/stores":
-            return 200, self.stores_payload()
+    def _route(self, path: str, query: Mapping[str, list[str]]) -> _Answer:
         if path == "/pd/api/v1/health":
-            return 200, self.health_payload()
+            return _Answer(200, self.health_payload())
         if path == "/pd/api/v1/members":
-            return 200, self.members_payload()
+            return _Answer(200, self.members_payload())
         if path == "/pd/api/v1/leader":
-            return 200, self.member_payload()
-        return 404, None
+            return _Answer(200, self.member_payload(full=False))
+        if path == "/pd/api/v1/config/schedule":
+            return _Answer(200, self.schedule_config_payload())
+        cluster_path = (
+            path == "/pd/api/v1/stores"
+            or _STORE_PATH.match(path) is not None
+            or path.removeprefix("/pd/api/v1/regions/check/") in _REGION_CHECKS
+        )
+        if not cluster_path:
+            return _Answer(404, raw=b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        self.step()
+        if not self.bootstrapped:
+            return _Answer(500, NOT_BOOTSTRAPPED)
+        if path == "/pd/api/v1/stores":
+            try:
+                states = frozenset(int(v) for v in query["state"]) if "state" in query else None
+            except ValueError:
+                return _Answer(400, "strconv.ParseInt: parsing state: invalid syntax")
+            return _Answer(200, self.stores_payload(states))
+        match = _STORE_PATH.match(path)
+        if match is not None:
+            entry = self.store_payload(int(match.group(1)))
+            if entry is None:
+                return _Answer(404, f"[PD:core:ErrStoreNotFound]store id {match.group(1)} not found")
+            return _Answer(200, entry)
+        # No regions are modelled: no pending, down or missing peers, ever (ADR 0003).
+        return _Answer(200, {"count": 0, "regions": []}, content_type="application/octet-stream")
+
+    def _report(self, path: str, body: Any) -> _Answer:
+        """The stand-in-only store reports (not PD's API)."""
+        try:
+            if not isinstance(body, dict):
+                raise StoreError("expected a JSON object")
+            store_id = body.get("id")
+            if isinstance(store_id, bool) or not isinstance(store_id, int):
+                raise StoreError("id must be an integer")
+            if path == PUT_STORE_PATH:
+                start = body.get("start_timestamp")
+                if isinstance(start, bool) or not isinstance(start, int):
+                    raise StoreError("start_timestamp must be an integer (unix seconds)")
+                labels = body.get("labels") or {}
+                if not isinstance(labels, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+                ):
+                    raise StoreError("labels must map strings to strings")
+                self.put_store(
+                    store_id,
+                    address=str(body.get("address") or ""),
+                    status_address=str(body.get("status_address") or ""),
+                    version=str(body.get("version") or VERSION),
+                    start_timestamp=start,
+                    labels=labels,
+                )
+            elif path == HEARTBEAT_PATH:
+                self.heartbeat(store_id)
+            else:
+                return _Answer(404, raw=b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        except StoreError as exc:
+            return _Answer(404 if "not found" in str(exc) else 400, f"[PD:stand-in:ErrStore]{exc}")
+        return _Answer(200, {"ok": True, "state_name": self.state_name(store_id)})
+
+
+_schedule_cache: dict[str, Any] = {}
+
+
+def _schedule_template() -> dict[str, Any]:
+    if not _schedule_cache:
+        _schedule_cache.update(json.loads(_SCHEDULE_TEMPLATE.read_text()))
+    return _schedule_cache
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -432,7 +669,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if stand_in._stopping.is_set():
             self.close_connection = True
             return
-        path = urllib.parse.urlsplit(self.path).path
+        parts = urllib.parse.urlsplit(self.path)
+        path = parts.path
         fault = stand_in._take_fault(path)
         if fault is not None and fault.kind == "error500":
             self._send(500, json.dumps("[PD:stand-in:ErrInjected]injected fault").encode())
@@ -441,17 +679,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # stopped while holding the request: no answer
             return
         try:
-            status, payload = stand_in._route(path)
+            answer = stand_in._route(path, urllib.parse.parse_qs(parts.query))
         except Exception as exc:  # the pod source failed: PD answers 500 like on an internal error
             self._send(500, json.dumps(f"[PD:stand-in:ErrPodSource]{exc}").encode())
             return
-        if status == 404:
-            self._send(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        self._answer(answer, malformed=fault is not None and fault.kind == "malformed")
+
+    def do_POST(self) -> None:
+        stand_in = self.server.stand_in
+        if stand_in._stopping.is_set():
+            self.close_connection = True
             return
-        body = json.dumps(payload, indent=4).encode()
-        if fault is not None and fault.kind == "malformed":
+        path = urllib.parse.urlsplit(self.path).path
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            self._answer(_Answer(400, "[PD:stand-in:ErrStore]body is not JSON"))
+            return
+        self._answer(stand_in._report(path, body))
+
+    def _answer(self, answer: _Answer, *, malformed: bool = False) -> None:
+        body = answer.raw if answer.raw is not None else json.dumps(answer.payload, indent=4).encode()
+        if malformed:
             body = body[: len(body) // 2]
-        self._send(status, body)
+        self._send(answer.status, body, answer.content_type)
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json; charset=UTF-8") -> None:
         try:
@@ -465,3 +718,63 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+# --- as a process: python -m tests.pdstub.server ------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT. Prints the base URL on the first line of stdout."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.pdstub.server",
+        description="PD stand-in (tests only; see docs/adr/0003-pd-stand-in.md).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=2379, help="0: an ephemeral port (default 2379)")
+    parser.add_argument("--mode", choices=("faithful", "fast"), default="faithful")
+    parser.add_argument(
+        "--scale", type=float, default=0.1, help="fast mode: factor on every interval (default 0.1)"
+    )
+    parser.add_argument("--namespace", default="default", help="namespace in PD's own member URLs")
+    parser.add_argument("--kube-namespace", help="simulate a store process per Ready pod of this namespace")
+    parser.add_argument("--kube-selector", default="app=tikv", help="with --kube-namespace: the TiKV pods")
+    parser.add_argument(
+        "--headless-service", default="tikv-peer", help="with --kube-namespace: store addresses"
+    )
+    parser.add_argument("--kubeconfig", help="with --kube-namespace (default: $KUBECONFIG)")
+    args = parser.parse_args(argv)
+    timing = FAITHFUL if args.mode == "faithful" else Timing.fast(args.scale)
+    source: Any = None
+    if args.kube_namespace:
+        from kubernetes import config as k8s_config
+
+        from tests.pdstub.kube_source import KubePodSource
+
+        api = k8s_config.new_client_from_config(config_file=args.kubeconfig)
+        source = KubePodSource(api, args.kube_namespace, args.kube_selector).start()
+        if not source.wait_synced(30):
+            print(f"could not list pods in {args.kube_namespace}", file=sys.stderr)
+            return 1
+    stand_in = PdStandIn(
+        source,
+        timing=timing,
+        headless_service=args.headless_service,
+        namespace=args.kube_namespace or args.namespace,
+        host=args.host,
+        port=args.port,
+    )
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    print(stand_in.start(), flush=True)
+    try:
+        stopped.wait()
+    finally:
+        stand_in.stop()
+        if source is not None:
+            source.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

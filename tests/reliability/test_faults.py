@@ -33,6 +33,7 @@ from aftershock.ledger.schema import milestone_columns
 from aftershock.model import AttemptRecord
 from tests.e2e import testbed
 from tests.e2e.operator import Subject, campaign, get_campaign, start_subject
+from tests.pdstub import Timing
 from tests.reliability import invariants
 from tests.reliability.bed import ControlPlane
 from tests.reliability.conftest import drop_namespace, env_float, env_int, make_namespace
@@ -399,9 +400,9 @@ def fault_run(
         notes.append(f"{LIBFAKETIME} missing (apt-get install -y faketime libfaketime): no wall-clock step")
     plan = build_plan(rng, TRIALS, OPERATOR_KILLS, kinds)
     subject = start_subject(cluster, namespace)
-    subject.pd.restart_delay_seconds = (
-        2.0  # a replaced store takes 2 s to report Up: a wider mid-trial window
-    )
+    # Stores heartbeat every 2 s: a replaced store's first heartbeat comes 2 s after its
+    # start, a wider mid-trial window.
+    subject.pd.set_timing(Timing.fast(0.2))
     watch = PodWatch(cluster.api_client(), namespace).start()
     faketime_file = None
     if "clock_step" in kinds:
@@ -679,7 +680,7 @@ def test_status_converges_after_the_final_status_patch_fails(
     restart or a 5xx at that moment). Once patches work again, the status must catch up."""
     namespace = make_namespace(cluster, "final")
     subject = start_subject(cluster, namespace)
-    subject.pd.restart_delay_seconds = 3.0
+    subject.pd.set_timing(Timing.fast(0.3))
     op = Operator(
         kubeconfig=operator_identity, db=tmp_path / "ledger.db", workdir=tmp_path, namespaces=[namespace]
     )

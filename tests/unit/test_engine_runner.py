@@ -64,7 +64,7 @@ def campaign(**overrides: Any) -> dict[str, Any]:
         "trials": 3,
         "intervalSeconds": 0,
         "steadyState": {"timeoutSeconds": 5, "stableSeconds": 0},
-        "recovery": {"timeoutSeconds": 5},
+        "recovery": {"timeoutSeconds": 5, "settleSeconds": 0},
         "seed": 7,
     }
     spec.update(overrides)
@@ -462,7 +462,7 @@ async def test_a_subject_freed_while_waiting_is_taken_and_the_campaign_runs(h: H
 async def test_a_replacement_that_never_gets_ready_is_unrecovered_and_hard_fails(h: Harness) -> None:
     h.cluster.ready_delays = [None]
 
-    phase = await h.run(campaign(trials=3, recovery={"timeoutSeconds": 1}))
+    phase = await h.run(campaign(trials=3, recovery={"timeoutSeconds": 1, "settleSeconds": 0}))
 
     assert phase is Phase.FAILED
     assert len(h.cluster.delete_calls) == 1  # stopOnUnrecovered (the default): no more kills
@@ -495,7 +495,8 @@ async def test_without_stop_on_unrecovered_the_campaign_goes_on_and_is_partial(h
     h.cluster.ready_delays = [1.3]
 
     phase = await h.run(
-        campaign(trials=2, recovery={"timeoutSeconds": 1, "stopOnUnrecovered": False}), timeout=15
+        campaign(trials=2, recovery={"timeoutSeconds": 1, "settleSeconds": 0, "stopOnUnrecovered": False}),
+        timeout=15,
     )
 
     assert phase is Phase.SUCCEEDED  # it ran to the end ...
@@ -675,7 +676,7 @@ async def test_no_kill_when_another_pod_lost_readiness_while_pd_was_asked(h: Har
         trials=1,
         subject=PD_SUBJECT,
         steadyState={"timeoutSeconds": 1, "stableSeconds": 0},
-        recovery={"timeoutSeconds": 1},
+        recovery={"timeoutSeconds": 1, "settleSeconds": 0},
     )
     pods = h.cluster.pods()
     (victim,) = node_kill.choose_victims(
@@ -800,13 +801,14 @@ async def test_status_percentiles_for_two_trials_interpolate(h: Harness) -> None
 
 
 async def test_every_milestone_the_ledger_knows_can_be_recorded_by_a_pd_trial(h: Harness) -> None:
-    """A trial with PD fills every milestone: none is silently never measured."""
+    """A trial with PD fills every milestone of a recovery (``relapsed`` has a test of its own:
+    a recovered trial never has it): none is silently never measured."""
     h.probe = FakeProbe()
 
     await h.run(campaign(trials=1, subject=PD_SUBJECT))
 
     (attempt,) = await h.ledger.completed_trials(REF.uid)
-    assert set(attempt.milestones) == set(MILESTONES)
+    assert set(attempt.milestones) == set(MILESTONES) - {"relapsed"}
     assert all(math.isfinite(m.offset) for m in attempt.milestones.values())
 
 
@@ -841,3 +843,52 @@ async def test_existing_conditions_keep_their_transition_time_across_a_restart(h
     ready = cond(first_running, "Ready")
     assert ready["status"] == "False"
     assert ready["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+# --- the settle window after "recovered" -------------------------------------------------------------------
+
+
+async def test_a_relapse_within_the_settle_window_is_recorded_not_a_success(h: Harness) -> None:
+    """PD confirms the recovery once, then reports the store gone again (a restarted store whose
+    new process never heartbeated drops to Disconnected): the trial is a relapse, not a recovery."""
+    checks_after_recovery = 0
+
+    def during_check() -> None:
+        nonlocal checks_after_recovery
+        pods = h.cluster.pods()
+        if h.cluster.delete_calls and len(pods) == 3 and all(p.ready for p in pods):
+            checks_after_recovery += 1
+            if checks_after_recovery == 2:
+                h.probe.healthy = False
+
+    h.probe = FakeProbe(during_check=during_check)
+    spec = campaign(trials=1, subject=PD_SUBJECT, recovery={"timeoutSeconds": 5, "settleSeconds": 5})
+
+    phase = await h.run(spec)
+
+    (attempt,) = await h.ledger.attempts(REF.uid)
+    assert attempt.outcome is Outcome.UNRECOVERED
+    assert attempt.recovery_seconds is None
+    assert attempt.error is not None
+    assert attempt.error.startswith("relapsed ")
+    assert "region health check failed" in attempt.error
+    assert attempt.milestones["relapsed"].offset >= attempt.milestones["recovered"].offset
+    assert phase is Phase.FAILED
+    status = h.sink.last
+    assert status["verdict"] == "HardFail"
+    assert status["lastTrial"]["outcome"] == "unrecovered"
+    assert status["lastTrial"]["relapsedSeconds"] is not None
+    assert "relapsed" in status["message"]
+
+
+async def test_a_subject_that_stays_healthy_through_the_settle_window_recovered(h: Harness) -> None:
+    h.probe = FakeProbe()
+    spec = campaign(trials=1, subject=PD_SUBJECT, recovery={"timeoutSeconds": 5, "settleSeconds": 0.3})
+
+    phase = await h.run(spec)
+
+    (attempt,) = await h.ledger.attempts(REF.uid)
+    assert phase is Phase.SUCCEEDED
+    assert attempt.outcome is Outcome.RECOVERED
+    assert "relapsed" not in attempt.milestones
+    assert attempt.final_state["milestoneSources"]["recovered"] in ("observed", "pd_heartbeat")

@@ -187,7 +187,7 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["subject"]["required"]) == {"kind", "selector"}
     assert set(props["chaos"]["properties"]) == {"type", "mode", "value", "gracePeriodSeconds"}
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
-    assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "stopOnUnrecovered"}
+    assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
     assert set(props["slo"]["properties"]) == {"p95RecoverySeconds"}
     assert set(props["remediator"]["properties"]) == {"kind", "name"}
     assert props["remediator"]["properties"]["kind"]["enum"] == [k.value for k in model.RemediatorKind]
@@ -208,7 +208,7 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
     # ...and the defaults are really in the schema, not only in the parser.
     assert defaulted["trials"] == 10
     assert defaulted["steadyState"] == {"timeoutSeconds": 300, "stableSeconds": 10}
-    assert defaulted["recovery"] == {"timeoutSeconds": 600, "stopOnUnrecovered": True}
+    assert defaulted["recovery"] == {"timeoutSeconds": 600, "settleSeconds": 15, "stopOnUnrecovered": True}
     assert defaulted["chaos"] == {"type": "node_kill", "mode": "one", "gracePeriodSeconds": 0}
     assert (defaulted["suspend"], defaulted["dryRun"]) == (False, False)
     assert "slo" not in defaulted
@@ -224,6 +224,7 @@ BOUNDED = [
     ("steadyState.timeoutSeconds", {}),
     ("steadyState.stableSeconds", {}),
     ("recovery.timeoutSeconds", {}),
+    ("recovery.settleSeconds", {}),
     ("slo.p95RecoverySeconds", {}),
     ("seed", {}),
 ]

@@ -9,30 +9,32 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.pdstub import PdStandIn, PodRecord
+from tests.pdstub import PdStandIn
 
 from aftershock.subjects import pd
 from aftershock.subjects.pd import PdClient, PdDataError, PdError, PdUnavailableError
 
 NOW = time.time()
 
-PODS: list[PodRecord] = [
-    {"name": "tikv-0", "uid": "u0", "ready": True, "ready_since": NOW - 300.25},
-    {"name": "tikv-1", "uid": "u1", "ready": True, "ready_since": NOW - 200.5},
-    {"name": "tikv-2", "uid": "u2", "ready": True, "ready_since": NOW - 100.75},
-]
+#: (pod, store id, start): three tikv-servers that started at different times.
+STORES = [("tikv-0", 1, NOW - 300.25), ("tikv-1", 4, NOW - 200.5), ("tikv-2", 5, NOW - 100.75)]
 
 
 @pytest.fixture
 def stand_in() -> Iterator[PdStandIn]:
-    # The stand-in's clock is pinned to the pods' timeline: uptimes and heartbeats do not drift
-    # with how long the test session has been running.
-    with PdStandIn(
-        lambda: [p.copy() for p in PODS],
-        headless_service="tikv-peer",
-        namespace="db",
-        clock=lambda: NOW + 1.0,
-    ) as s:
+    # PD's clock is pinned: each store registered at its start and heartbeated a second ago.
+    clock = [NOW]
+    with PdStandIn(namespace="db", clock=lambda: clock[0]) as s:
+        for pod, store_id, started in STORES:
+            host = f"{pod}.tikv-peer.db.svc"
+            s.put_store(
+                store_id,
+                address=f"{host}:20160",
+                status_address=f"{host}:20180",
+                start_timestamp=int(started),
+            )
+            s.heartbeat(store_id)
+        clock[0] = NOW + 1.0
         yield s
 
 
@@ -65,7 +67,7 @@ async def test_stores_are_parsed_from_pd_shapes(client: PdClient) -> None:
     s0 = by_addr["tikv-0.tikv-peer.db.svc:20160"]
     assert s0.state_name == "Up"
     assert s0.start_timestamp == int(NOW - 300.25)
-    assert abs(s0.last_heartbeat_ns / 1e9 - (NOW + 1.0)) < 0.01
+    assert s0.last_heartbeat_ns == int(NOW * 1e9)
     assert s0.pending_peer_count == 0
     assert s0.status_address == "tikv-0.tikv-peer.db.svc:20180"
     assert s0.uptime is not None

@@ -1,4 +1,4 @@
-"""The PD stand-in itself: PD's shapes, restarts seen as new start timestamps, faults, counters."""
+"""The PD stand-in itself: PD's shapes, store states judged from heartbeats, faults, counters."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
-from tests.pdstub import PdStandIn, PodRecord, go_duration, kube_source, rfc3339
+from tests.pdstub import PdStandIn, PodRecord, Timing, go_duration, kube_source, rfc3339
 from tests.pdstub.kube_source import pod_record
 
 T0 = 1_750_000_000.0
@@ -58,6 +58,17 @@ def get(stand_in: PdStandIn, path: str, timeout: float = 5.0) -> tuple[int, str,
         conn.close()
 
 
+def post(stand_in: PdStandIn, path: str, body: Any) -> tuple[int, Any]:
+    host, port = stand_in.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
 def stores(stand_in: PdStandIn) -> dict[str, dict[str, Any]]:
     status, _, body = get(stand_in, "/pd/api/v1/stores")
     assert status == 200
@@ -69,20 +80,25 @@ def stores(stand_in: PdStandIn) -> dict[str, dict[str, Any]]:
 # --- shapes -------------------------------------------------------------------------------------
 
 
-def test_stores_shape(stand_in: PdStandIn) -> None:
+def test_stores_shape(stand_in: PdStandIn, world: World) -> None:
+    started = stores(stand_in)["tikv-1"]  # the fleet starts a process per Ready pod: PutStore
+    world.now += 10  # one heartbeat interval later, the first heartbeat
     s = stores(stand_in)["tikv-1"]
 
     meta, status = s["store"], s["status"]
+    assert started["store"]["state_name"] == "Down"  # registered, never heartbeated, as in PD
+    assert started["status"]["last_heartbeat_ts"] == "1970-01-01T00:00:00Z"
+    assert "last_heartbeat" not in started["store"]  # omitempty
     assert meta["address"] == "tikv-1.tikv-peer.db.svc:20160"
     assert meta["status_address"] == "tikv-1.tikv-peer.db.svc:20180"
     assert meta["state_name"] == "Up"
     assert meta["version"] == "8.5.3"
-    assert meta["start_timestamp"] == int(T0 - 99)
-    assert meta["last_heartbeat"] == int(T0 * 1e9)
+    assert meta["start_timestamp"] == int(T0)
+    assert meta["last_heartbeat"] == int((T0 + 10) * 1e9)
     assert "state" not in meta  # metapb Up is 0: omitted by Go's omitempty
-    assert status["start_ts"] == rfc3339(int(T0 - 99) * 1_000_000_000)
-    assert status["last_heartbeat_ts"] == rfc3339(int(T0 * 1e9))
-    assert status["uptime"] == "1m39s"
+    assert status["start_ts"] == rfc3339(int(T0) * 1_000_000_000)
+    assert status["last_heartbeat_ts"] == rfc3339(int((T0 + 10) * 1e9))
+    assert status["uptime"] == "10s"
     assert status["capacity"].endswith("GiB")
     assert isinstance(status["leader_count"], int)
     assert status["region_count"] == 24
@@ -99,10 +115,14 @@ def test_store_ids_stable_and_pd_like(stand_in: PdStandIn, world: World) -> None
 
 
 def test_leaders_spread_over_up_stores(stand_in: PdStandIn, world: World) -> None:
+    stores(stand_in)
+    world.now += 10
     assert sum(s["status"]["leader_count"] for s in stores(stand_in).values()) == 24
     world.pods["tikv-2"]["ready"] = False
+    world.now += 21  # tikv-2 missed two heartbeats: Disconnected
 
     now = stores(stand_in)
+    assert now["tikv-2"]["store"]["state_name"] == "Disconnected"
     assert now["tikv-0"]["status"]["leader_count"] + now["tikv-1"]["status"]["leader_count"] == 24
 
 
@@ -124,7 +144,7 @@ def test_health_members_leader_shapes(stand_in: PdStandIn) -> None:
     assert members["members"][0]["name"] == "pd-0"
     assert members["leader"]["member_id"] == health[0]["member_id"]
     assert members["header"]["cluster_id"] > 0
-    assert leader == members["leader"]
+    assert leader == {k: members["leader"][k] for k in ("name", "member_id", "peer_urls", "client_urls")}
 
 
 def test_unknown_path_is_404(stand_in: PdStandIn) -> None:
@@ -133,38 +153,88 @@ def test_unknown_path_is_404(stand_in: PdStandIn) -> None:
     assert (status, ctype, body) == (404, "text/plain; charset=utf-8", b"404 page not found\n")
 
 
-def test_query_string_is_ignored(stand_in: PdStandIn) -> None:
-    assert get(stand_in, "/pd/api/v1/stores?state=0")[0] == 200
+def test_state_filter_is_honoured(stand_in: PdStandIn, world: World) -> None:
+    stores(stand_in)
+    world.now += 10
+    stores(stand_in)
+    world.pods["tikv-0"]["ready"] = False
+    world.now += 25
+
+    up_state = json.loads(get(stand_in, "/pd/api/v1/stores?state=0")[2])
+    tombstones = json.loads(get(stand_in, "/pd/api/v1/stores?state=2")[2])
+
+    # metapb state 0 is Up, which in PD includes the Disconnected and Down ones.
+    assert sorted(s["store"]["state_name"] for s in up_state["stores"]) == ["Disconnected", "Up", "Up"]
+    assert tombstones == {"count": 0, "stores": []}
 
 
-# --- a pod's life as PD sees it -----------------------------------------------------------------
+# --- PD before any TiKV -------------------------------------------------------------------------
 
 
-def test_killed_and_replaced_pod(stand_in: PdStandIn, world: World) -> None:
+@pytest.mark.parametrize(
+    "path", ["/pd/api/v1/stores", "/pd/api/v1/store/1", "/pd/api/v1/regions/check/down-peer"]
+)
+def test_not_bootstrapped_until_a_store_registers(path: str) -> None:
+    with PdStandIn() as s:
+        status, _, body = get(s, path)
+        assert status == 500
+        assert json.loads(body).startswith("[PD:cluster:ErrNotBootstrapped]")
+        assert get(s, "/pd/api/v1/health")[0] == 200  # PD itself is up
+        s.put_store(1, address="tikv-0.tikv-peer.default.svc:20160", start_timestamp=int(T0))
+        assert get(s, path)[0] == 200
+
+
+# --- a store's life as PD sees it: heartbeats only ----------------------------------------------
+
+
+def test_a_killed_store_stays_up_until_its_heartbeat_is_20s_old(stand_in: PdStandIn, world: World) -> None:
+    stores(stand_in)
+    world.now += 10
     before = stores(stand_in)["tikv-1"]
+    world.now += 0.2
+    del world.pods["tikv-1"]  # SIGKILL: no more heartbeats
 
-    world.now += 5
+    states = []
+    for _ in range(4):
+        world.now += 5
+        states.append(stores(stand_in)["tikv-1"]["store"]["state_name"])
+
+    assert states == ["Up", "Up", "Up", "Disconnected"]  # 5.2, 10.2, 15.2, 20.2 s after
+    gone = stores(stand_in)["tikv-1"]["store"]
+    assert gone["last_heartbeat"] == before["store"]["last_heartbeat"]  # stale, kept
+    assert gone["start_timestamp"] == before["store"]["start_timestamp"]
+
+
+def test_restart_shows_new_start_and_old_heartbeat_until_the_first_new_one(
+    stand_in: PdStandIn, world: World
+) -> None:
+    stores(stand_in)
+    world.now += 10
+    before = stores(stand_in)["tikv-1"]
+    world.now += 1
     del world.pods["tikv-1"]
-    gone = stores(stand_in)["tikv-1"]
-    assert gone["store"]["state_name"] == "Disconnected"
-    assert gone["store"]["last_heartbeat"] == before["store"]["last_heartbeat"]  # stale, kept
+    stores(stand_in)
+    world.now += 12
+    world.pods["tikv-1"] = {"name": "tikv-1", "uid": "u1-b", "ready": True, "ready_since": world.now}
 
-    world.now += 5
-    world.pods["tikv-1"] = {"name": "tikv-1", "uid": "u1-b", "ready": False, "ready_since": None}
-    assert stores(stand_in)["tikv-1"]["store"]["state_name"] == "Disconnected"
-
-    world.now += 5
-    world.pods["tikv-1"] = {"name": "tikv-1", "uid": "u1-b", "ready": True, "ready_since": world.now - 1}
+    registered = stores(stand_in)["tikv-1"]
+    world.now += 9.9
+    still_silent = stores(stand_in)["tikv-1"]
+    world.now += 0.1
     back = stores(stand_in)["tikv-1"]
+
+    assert registered["store"]["id"] == before["store"]["id"]
+    assert registered["store"]["start_timestamp"] == int(world.now - 10)  # PutStore: new start at once
+    assert registered["store"]["last_heartbeat"] == before["store"]["last_heartbeat"]  # the dead one's
+    assert registered["store"]["state_name"] == "Up"  # 13 s since the old heartbeat: still Up
+    assert "uptime" not in registered["status"]  # heartbeat older than start
+    assert still_silent["store"]["state_name"] == "Disconnected"  # 22.9 s without a heartbeat
     assert back["store"]["state_name"] == "Up"
-    assert back["store"]["id"] == before["store"]["id"]
-    assert back["store"]["start_timestamp"] == int(world.now - 1)
     assert back["store"]["last_heartbeat"] == int(world.now * 1e9)
-    assert back["status"]["uptime"] == "1s"
+    assert back["status"]["uptime"] == "10s"
 
 
 def test_restart_within_the_same_second_still_moves_start(stand_in: PdStandIn, world: World) -> None:
-    world.pods["tikv-0"]["ready_since"] = T0 + 0.1
     world.now = T0 + 0.2
     first = stores(stand_in)["tikv-0"]["store"]["start_timestamp"]
     world.pods["tikv-0"] = {"name": "tikv-0", "uid": "u0-b", "ready": True, "ready_since": T0 + 0.7}
@@ -173,16 +243,64 @@ def test_restart_within_the_same_second_still_moves_start(stand_in: PdStandIn, w
     assert stores(stand_in)["tikv-0"]["store"]["start_timestamp"] == first + 1
 
 
-def test_not_ready_pod_keeps_its_start_and_heartbeat(stand_in: PdStandIn, world: World) -> None:
-    before = stores(stand_in)["tikv-2"]["store"]
-    world.now += 60
+def test_down_only_after_max_store_down_time(stand_in: PdStandIn, world: World) -> None:
+    stores(stand_in)
+    world.now += 10
+    stores(stand_in)  # its first heartbeat
     world.pods["tikv-2"]["ready"] = False
 
-    after = stores(stand_in)["tikv-2"]["store"]
+    world.now += 1799
+    at_29m59 = stores(stand_in)["tikv-2"]["store"]["state_name"]
+    world.now += 2
+    after_30m = stores(stand_in)["tikv-2"]["store"]["state_name"]
 
-    assert after["state_name"] == "Disconnected"
-    assert after["start_timestamp"] == before["start_timestamp"]
-    assert after["last_heartbeat"] == before["last_heartbeat"]
+    assert (at_29m59, after_30m) == ("Disconnected", "Down")
+
+
+def test_fast_mode_scales_every_interval_by_one_factor(world: World) -> None:
+    timing = Timing.fast(0.1)
+    with PdStandIn(world.source, timing=timing, clock=world.clock) as s:
+        stores(s)
+        world.now += 1.0  # first heartbeat one (scaled) interval after the start
+        up = stores(s)["tikv-0"]["store"]["state_name"]
+        world.pods["tikv-0"]["ready"] = False
+        world.now += 1.9
+        still_up = stores(s)["tikv-0"]["store"]["state_name"]
+        world.now += 0.2
+        disconnected = stores(s)["tikv-0"]["store"]["state_name"]
+        world.now += 180
+        down = stores(s)["tikv-0"]["store"]["state_name"]
+        schedule = json.loads(get(s, "/pd/api/v1/config/schedule")[2])
+
+    assert (timing.heartbeat_interval, timing.disconnected_after) == (1.0, 2.0)
+    assert [up, still_up, disconnected, down] == ["Up", "Up", "Disconnected", "Down"]
+    assert schedule["max-store-down-time"] == "3m0s"
+
+
+def test_stores_report_over_http(world: World) -> None:
+    with PdStandIn(clock=world.clock) as s:
+        put = {
+            "id": 4,
+            "address": "tikv-1.tikv-peer.tikv.svc:20160",
+            "status_address": "tikv-1.tikv-peer.tikv.svc:20180",
+            "version": "8.5.3",
+            "start_timestamp": int(T0),
+            "labels": {"zone": "a"},
+        }
+        assert post(s, "/pdstub/v1/stores/put", put)[0] == 200
+        world.now += 10
+        assert post(s, "/pdstub/v1/stores/heartbeat", {"id": 4})[0] == 200
+        unknown = post(s, "/pdstub/v1/stores/heartbeat", {"id": 99})
+        bad = post(s, "/pdstub/v1/stores/put", {"id": "four"})
+        store = json.loads(get(s, "/pd/api/v1/store/4")[2])
+        missing = get(s, "/pd/api/v1/store/5")
+
+    assert store["store"]["state_name"] == "Up"
+    assert store["store"]["labels"] == [{"key": "zone", "value": "a"}]
+    assert store["store"]["last_heartbeat"] == int((T0 + 10) * 1e9)
+    assert unknown[0] == 404
+    assert bad[0] == 400
+    assert missing[0] == 404
 
 
 def test_pod_never_ready_has_no_store_yet(world: World) -> None:

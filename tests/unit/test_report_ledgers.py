@@ -51,6 +51,7 @@ MILESTONE_COLUMNS = {
     "replacement_ready": "replacementReadyOffsetSeconds",
     "store_up": "storeUpOffsetSeconds",
     "recovered": "recoveredOffsetSeconds",
+    "relapsed": "relapsedOffsetSeconds",
 }
 
 
@@ -89,7 +90,7 @@ def recovered_milestones(kill_wall: float, recovery: float, rng: random.Random) 
     offsets = [-rng.uniform(0.5, 5.0), 0.0, cuts[0] / 2, cuts[0], *cuts[1:], recovery]
     return {
         name: Milestone(wall=kill_wall + off, offset=off)
-        for name, off in zip(model.MILESTONES, offsets, strict=True)
+        for name, off in zip([m for m in model.MILESTONES if m != "relapsed"], offsets, strict=True)
     }
 
 

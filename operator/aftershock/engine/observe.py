@@ -4,6 +4,15 @@ The tracker is fed pod observations (from the watch) and probe results (from PD)
 monotonic and wall time each was observed, and records the first moment each milestone
 held. With several victims, a replacement milestone is the moment the *last* victim reached
 it: the subject is only as recovered as its slowest pod.
+
+``store_up`` is stamped from the subject's own record when it has one: PD's ``last_heartbeat`` of
+the first heartbeat since the new start, placed on the operator's clock by the offset between the
+two clocks (estimated as the smallest gap seen between a poll and PD's newest heartbeat), not
+from when a poll happened to notice it. ``final_state["milestoneSources"]`` says which.
+
+After "recovered" the tracker keeps judging: the subject unhealthy again (a pod not Ready, PD
+not healthy, e.g. the store Disconnected because its new process never reported) is a relapse,
+stamped ``relapsed`` with its reason; the runner watches for one during the settle window.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aftershock.engine.ports import ProbeResult
-from aftershock.model import Milestone, PodState, Victim
+from aftershock.model import SOURCE_OBSERVED, SOURCE_PD_HEARTBEAT, Milestone, PodState, Victim
 
 
 @dataclass
@@ -39,6 +48,12 @@ class RecoveryTracker:
     milestones: dict[str, Milestone] = field(default_factory=dict)
     pods: dict[str, PodState] = field(default_factory=dict)
     probe: ProbeResult | None = None
+    #: Milestone name -> who stamped it (`SOURCE_PD_HEARTBEAT` or `SOURCE_OBSERVED`).
+    sources: dict[str, str] = field(default_factory=dict)
+    #: Why the subject relapsed after "recovered" (None: it did not).
+    relapse_reason: str | None = None
+    #: Operator wall clock minus the subject's (PD's) clock, seconds; None until a probe shows it.
+    clock_offset: float | None = None
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
@@ -46,6 +61,8 @@ class RecoveryTracker:
         self._initial_uids = {p.uid for p in self.initial_pods}
         self._initial_names = {p.name for p in self.initial_pods}
         self.pods = {p.uid: p for p in self.initial_pods}
+        self._pods_healthy_since: Milestone | None = None
+        self._recovered_seen_mono: float | None = None
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -55,6 +72,17 @@ class RecoveryTracker:
     def _mark(self, name: str, mono: float, wall: float) -> None:
         if name not in self.milestones:
             self.milestones[name] = self._stamp(mono, wall)
+            self.sources[name] = SOURCE_OBSERVED
+
+    @property
+    def recovered_seen_mono(self) -> float | None:
+        """When the tracker first judged the subject recovered (monotonic; for the settle window,
+        which runs from that moment even when "recovered" itself is stamped earlier)."""
+        return self._recovered_seen_mono
+
+    @property
+    def relapsed(self) -> bool:
+        return "relapsed" in self.milestones
 
     def mark_acked(self, mono: float, wall: float) -> None:
         self._mark("kill_acked", mono, wall)
@@ -78,6 +106,11 @@ class RecoveryTracker:
                 self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
         if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
             self._track_replacement(pod, mono, wall)
+        if self.pods_healthy():
+            if self._pods_healthy_since is None:
+                self._pods_healthy_since = self._stamp(mono, wall)
+        else:
+            self._pods_healthy_since = None
         self._check(mono, wall)
 
     def _replacement_for(self, pod: PodState) -> _VictimTrack | None:
@@ -127,15 +160,55 @@ class RecoveryTracker:
 
     def observe_probe(self, result: ProbeResult, mono: float, wall: float) -> None:
         self.probe = result
+        if result.pd_now is not None:
+            gap = wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
+            self.clock_offset = gap if self.clock_offset is None else min(self.clock_offset, gap)
+        sources: list[str] = []
         for name, track in self._tracks.items():
             if track.store_up is not None:
                 continue
             start = result.restarts.get(name)
             before = self.initial_store_starts.get(name)
             if result.up.get(name) and start is not None and start != before:
-                track.store_up = self._stamp(mono, wall)
-        self._all_then("store_up", [t.store_up is not None for t in self._tracks.values()], mono, wall)
+                track.store_up, source = self._heartbeat_stamp(result.heartbeats_ns.get(name), mono, wall)
+                sources.append(source)
+        if "store_up" not in self.milestones and all(t.store_up is not None for t in self._tracks.values()):
+            # The last victim's store to report decides, with its own stamp and source.
+            last = max(self._tracks.values(), key=lambda t: t.store_up.offset if t.store_up else 0.0)
+            assert last.store_up is not None
+            self.milestones["store_up"] = last.store_up
+            self.sources["store_up"] = (
+                SOURCE_PD_HEARTBEAT
+                if sources and all(s == SOURCE_PD_HEARTBEAT for s in sources)
+                else SOURCE_OBSERVED
+            )
+            if self._recovers_now():
+                # Recovered when the store reported, if everything else already held then.
+                stamps = [self.milestones["store_up"], self.milestones["replacement_ready"]]
+                if self._pods_healthy_since is not None:
+                    stamps.append(self._pods_healthy_since)
+                self.milestones["recovered"] = max(stamps, key=lambda m: m.offset)
+                self.sources["recovered"] = self.sources["store_up"]
+                self._recovered_seen_mono = mono
         self._check(mono, wall)
+
+    def _heartbeat_stamp(self, heartbeat_ns: int | None, mono: float, wall: float) -> tuple[Milestone, str]:
+        """When the store's heartbeat reached PD, on the operator's clocks; the poll's own
+        moment if PD's clock cannot be placed. Never before the kill, never after the poll."""
+        if not heartbeat_ns or self.clock_offset is None:
+            return self._stamp(mono, wall), SOURCE_OBSERVED
+        age = wall - (heartbeat_ns / 1e9 + self.clock_offset)
+        age = min(max(age, 0.0), mono - self.kill_sent_mono)
+        return self._stamp(mono - age, wall - age), SOURCE_PD_HEARTBEAT
+
+    def _recovers_now(self) -> bool:
+        return (
+            not self.recovered
+            and "replacement_ready" in self.milestones
+            and self.pods_healthy()
+            and self.probe is not None
+            and self.probe.healthy
+        )
 
     # -- the recovery predicate ---------------------------------------------------------------
 
@@ -149,6 +222,7 @@ class RecoveryTracker:
         ):
             self._mark("first_unhealthy", mono, wall)
         if self.recovered:
+            self._check_relapse(mono, wall)
             return
         if "replacement_ready" not in self.milestones or not self.pods_healthy():
             return
@@ -157,6 +231,21 @@ class RecoveryTracker:
         ):
             return
         self._mark("recovered", mono, wall)
+        self._recovered_seen_mono = mono
+
+    def _check_relapse(self, mono: float, wall: float) -> None:
+        if self.relapsed:
+            return
+        reasons: list[str] = []
+        if not self.pods_healthy():
+            live = [p for p in self.pods.values() if not p.deleting]
+            ready = sum(p.ready for p in live)
+            reasons.append(f"{ready}/{self.expected_pods} pods Ready")
+        if self.probe_enabled and self.probe is not None and not self.probe.healthy:
+            reasons.extend(self.probe.reasons)
+        if reasons:
+            self._mark("relapsed", mono, wall)
+            self.relapse_reason = "; ".join(reasons)
 
     def pending(self) -> list[str]:
         """What recovery still waits for, in words (for the unrecovered trial's error)."""

@@ -756,6 +756,8 @@ class CampaignRunner:
         final_state = {
             "pods": [_pod_json(p) for p in view.pods()],
             "probe": dict(tracker.probe.summary) if tracker.probe is not None else None,
+            "milestoneSources": dict(tracker.sources),
+            "clockOffsetSeconds": tracker.clock_offset,
         }
         record = await self._finish_attempt(
             attempt_id,
@@ -926,10 +928,17 @@ class CampaignRunner:
                     probe_error = None
                 except ProbeUnavailableError as exc:
                     probe_error = str(exc)
-            if tracker.recovered:
-                return Outcome.RECOVERED, None
             now = clock.monotonic()
-            if now >= deadline:
+            settle_end: float | None = None
+            if tracker.recovered:
+                # Keep watching for the settle window: a relapse is recorded, never a success.
+                if tracker.relapsed:
+                    return Outcome.UNRECOVERED, _relapse_error(tracker)
+                seen = tracker.recovered_seen_mono
+                settle_end = (now if seen is None else seen) + spec.recovery_settle_seconds
+                if now >= settle_end:
+                    return Outcome.RECOVERED, None
+            elif now >= deadline:
                 pending = "; ".join(tracker.pending()) or "unknown"
                 if (
                     probe_error is not None
@@ -942,12 +951,20 @@ class CampaignRunner:
                 )
             if stop.is_set():
                 return Outcome.INTERRUPTED, "the operator stopped or the Campaign was deleted mid-trial"
-            wake = deadline
+            wake = deadline if settle_end is None else settle_end
             if probe is not None and "replacement_ready" in tracker.milestones:
                 wake = min(wake, next_probe)
             obs = await next_observation(queue, min(wake - clock.monotonic(), 1.0))
             if obs is not None:
                 tracker.observe_pod(obs.type, obs.pod, obs.mono, obs.wall)
+
+
+def _relapse_error(tracker: RecoveryTracker) -> str:
+    relapsed, recovered = tracker.milestones["relapsed"], tracker.milestones["recovered"]
+    return (
+        f"relapsed {relapsed.offset - recovered.offset:.3f}s after recovering "
+        f"({relapsed.offset:.3f}s after the kill): {tracker.relapse_reason}"
+    )
 
 
 def _pod_json(p: PodState) -> dict[str, Any]:

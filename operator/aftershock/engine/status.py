@@ -151,4 +151,7 @@ def build_status(
             "recoverySeconds": _round(last.recovery_seconds),
             "finishedAt": iso(last.finished_at),
         }
+        relapsed = last.milestones.get("relapsed")
+        if relapsed is not None:
+            status["lastTrial"]["relapsedSeconds"] = _round(relapsed.offset)
     return status

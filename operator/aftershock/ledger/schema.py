@@ -125,8 +125,17 @@ def _v1() -> tuple[str, ...]:
     )
 
 
+def _v2() -> tuple[str, ...]:
+    """The ``relapsed`` milestone: unhealthy again within the settle window after recovering."""
+    wall, offset = milestone_columns("relapsed")
+    return (
+        f"ALTER TABLE attempts ADD COLUMN {wall} REAL",
+        f"ALTER TABLE attempts ADD COLUMN {offset} REAL",
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(),)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,6 +27,8 @@ import httpx
 
 STORES_PATH = "/pd/api/v1/stores"
 HEALTH_PATH = "/pd/api/v1/health"
+PENDING_PEER_PATH = "/pd/api/v1/regions/check/pending-peer"
+DOWN_PEER_PATH = "/pd/api/v1/regions/check/down-peer"
 
 #: A response larger than this is refused instead of read into memory: a stores list of a
 #: thousand stores is well under 2 MiB.
@@ -69,6 +71,13 @@ class StoreInfo:
     pending_peer_count: int = 0  # PD omits it when zero
     uptime: str | None = None  # Go duration string; PD omits it when zero
     status_address: str | None = None
+
+    @property
+    def heartbeat_since_start(self) -> bool:
+        """Whether the process now behind the store has reported at all: PD keeps the dead
+        process's last heartbeat after a restart's ``PutStore`` until the new one heartbeats
+        (``uptime``, heartbeat minus start, is absent until then)."""
+        return self.start_timestamp > 0 and self.last_heartbeat_ns / 1e9 >= self.start_timestamp
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,18 @@ def parse_stores(raw: Any) -> list[StoreInfo]:
     return [parse_store(item, f"stores[{i}]") for i, item in enumerate(stores)]
 
 
+def parse_region_check(raw: Any, what: str) -> int:
+    """``{"count": N, "regions": [...]}`` of ``/regions/check/*``: how many regions it lists."""
+    body = _obj(raw, what)
+    regions = _field(body, "regions", what)
+    if regions is None:
+        return 0
+    if not isinstance(regions, list):
+        raise PdDataError(f"{what}: 'regions' is not a list but {type(regions).__name__}")
+    count = body.get("count", len(regions))
+    return max(_int(count, f"{what}.count"), len(regions))
+
+
 def parse_health(raw: Any) -> list[PdMemberHealth]:
     """A list of ``{"name", "member_id", "client_urls", "health"}``."""
     if not isinstance(raw, list):
@@ -200,6 +221,14 @@ class PdClient:
     async def health(self) -> list[PdMemberHealth]:
         """The health of each PD member."""
         return parse_health(await self._get_json(HEALTH_PATH))
+
+    async def pending_peer_regions(self) -> int:
+        """How many regions have a pending peer (a replica catching up)."""
+        return parse_region_check(await self._get_json(PENDING_PEER_PATH), "pending-peer response")
+
+    async def down_peer_regions(self) -> int:
+        """How many regions have a down peer (a replica on a store that stopped answering)."""
+        return parse_region_check(await self._get_json(DOWN_PEER_PATH), "down-peer response")
 
     async def aclose(self) -> None:
         await self._client.aclose()

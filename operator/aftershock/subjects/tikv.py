@@ -4,10 +4,13 @@ only part that does I/O (through `PdClient`).
 Each judgement returns `Health`: a verdict and the reasons it is not healthy, written for a
 person reading a Campaign condition or a log line ("store 4 (tikv-1...) is Disconnected").
 
-Why PD's view is judged on `start_timestamp` and not only on ``state_name``: TiKV heartbeats every
-10 s and PD shows a store Disconnected only after 20 s without one, so a pod that is back within
-that window may never leave ``Up``. A restart shows reliably as a new start timestamp
-(`store_restarted`).
+Why PD's view is judged on `start_timestamp` and heartbeats, not only on ``state_name`` (real
+PD, captured in ``tests/data/pd/``): TiKV heartbeats every 10 s and PD shows a store Disconnected
+only after 20 s without one, so a pod that is back within that window may never leave ``Up``. A
+restart shows reliably as a new start timestamp (`store_restarted`), which PD takes at once from
+the new process's ``PutStore``, while ``last_heartbeat`` is still the dead process's: the store
+is back only once it has heartbeated since its start (`StoreInfo.heartbeat_since_start`), about
+one heartbeat interval after tikv-server started.
 """
 
 from __future__ import annotations
@@ -60,10 +63,13 @@ def judge_pd(
     expected_stores: int,
     now: float,
     heartbeat_fresh_seconds: float = 30.0,
+    pending_peer_regions: int = 0,
+    down_peer_regions: int = 0,
 ) -> Health:
     """Healthy when PD sees `expected_stores` stores Up, none other than Up (Tombstone aside),
-    every Up store heartbeating within `heartbeat_fresh_seconds` of `now` (unix seconds), no
-    store with pending peers, and every PD member healthy.
+    every Up store heartbeating within `heartbeat_fresh_seconds` of `now` (unix seconds) and
+    since its current process started, no store with pending peers, no region with a pending
+    or down peer, and every PD member healthy.
 
     A store listed but not Up (Disconnected, Down, Offline) is a reason even when enough others are
     Up: its regions are missing a replica until it returns or PD replaces it.
@@ -83,8 +89,14 @@ def judge_pd(
             reasons.append(f"{label} has never sent a heartbeat")
         elif age > heartbeat_fresh_seconds:
             reasons.append(f"{label} last heartbeat {age:.0f}s ago (limit {heartbeat_fresh_seconds:g}s)")
+        elif not store.heartbeat_since_start:
+            reasons.append(f"{label} restarted (start {store.start_timestamp}) and has not heartbeated since")
         if store.pending_peer_count > 0:
             reasons.append(f"{label} has {store.pending_peer_count} pending peers")
+    if pending_peer_regions > 0:
+        reasons.append(f"PD reports {pending_peer_regions} regions with pending peers")
+    if down_peer_regions > 0:
+        reasons.append(f"PD reports {down_peer_regions} regions with down peers")
     if not members:
         reasons.append("PD reports no members")
     for member in sorted(members, key=lambda m: m.name):
@@ -169,6 +181,8 @@ class TiKVProbe:
         try:
             stores = await self._client.stores()
             members = await self._client.health()
+            pending = await self._client.pending_peer_regions()
+            down = await self._client.down_peer_regions()
         except PdError as exc:
             raise ProbeUnavailableError(str(exc)) from exc
         names = sorted({p.name for p in pods})
@@ -180,11 +194,18 @@ class TiKVProbe:
         if heartbeats:
             now = max(heartbeats) / 1e9
         health = judge_pd(
-            stores, members, expected_stores=len(names), now=now, heartbeat_fresh_seconds=self._fresh
+            stores,
+            members,
+            expected_stores=len(names),
+            now=now,
+            heartbeat_fresh_seconds=self._fresh,
+            pending_peer_regions=pending,
+            down_peer_regions=down,
         )
         reasons = list(health.reasons)
         restarts: dict[str, int] = {}
         up: dict[str, bool] = {}
+        heartbeats_ns: dict[str, int] = {}
         store_ids: dict[str, int] = {}
         for name in names:
             store = match_store(name, stores)
@@ -193,8 +214,11 @@ class TiKVProbe:
                 continue
             store_ids[name] = store.id
             restarts[name] = store.start_timestamp
+            heartbeats_ns[name] = store.last_heartbeat_ns
             fresh = store.last_heartbeat_ns > 0 and now - store.last_heartbeat_ns / 1e9 <= self._fresh
-            up[name] = store.state_name == UP and fresh
+            # Back means reporting: a PutStore alone (new start, the dead process's heartbeat)
+            # is not a running store yet.
+            up[name] = store.state_name == UP and fresh and store.heartbeat_since_start
         summary = {
             "storeIds": store_ids,
             "stores": [
@@ -203,15 +227,24 @@ class TiKVProbe:
                     "address": s.address,
                     "state": s.state_name,
                     "startTimestamp": s.start_timestamp,
+                    "lastHeartbeat": s.last_heartbeat_ns,
                     "leaderCount": s.leader_count,
                     "regionCount": s.region_count,
                 }
                 for s in sorted(stores, key=lambda s: s.id)
             ],
             "members": [{"name": m.name, "health": m.health} for m in members],
+            "pendingPeerRegions": pending,
+            "downPeerRegions": down,
         }
         return ProbeResult(
-            healthy=not reasons, reasons=tuple(reasons), restarts=restarts, up=up, summary=summary
+            healthy=not reasons,
+            reasons=tuple(reasons),
+            restarts=restarts,
+            up=up,
+            summary=summary,
+            heartbeats_ns=heartbeats_ns,
+            pd_now=now if heartbeats else None,
         )
 
     async def close(self) -> None:
