@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -184,6 +185,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         probe_interval=args.probe_interval,
         metrics_port=args.metrics_port,
+        instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     memo = kopf.Memo(config=config)

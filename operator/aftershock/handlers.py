@@ -42,6 +42,9 @@ class OperatorConfig:
     probe_interval: float = 0.5
     lock_retry_interval: float = 5.0
     metrics_port: int = 0
+    #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
+    #: and a forgotten local one, say) must never both run one Campaign.
+    instance: str = "local"
 
 
 class _Clock:
@@ -177,7 +180,7 @@ async def campaign(
             kube,
             namespace,
             str((body.get("spec") or {}).get("subject", {}).get("kind", "TiKV")),
-            f"{namespace}/{name}/{uid}",
+            f"{namespace}/{name}/{uid}@{config.instance}",
         ),
         status=_StatusSink(kube, namespace, name),
         events=_EventSink(kube, ref),

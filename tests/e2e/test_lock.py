@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, condition, get_campaign, wait_phase
@@ -81,3 +83,49 @@ def test_two_campaigns_on_one_subject_never_overlap(
 
 def _epoch_wall(value: str | float) -> float:
     return value if isinstance(value, float | int) else _epoch(value)
+
+
+def test_two_operators_on_one_campaign_never_kill_at_the_same_time(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator, tmp_path: Path
+) -> None:
+    """An in-cluster operator and a forgotten local one (each with its own ledger) both see the
+    Campaign: the subject Lease names the operator process, so only one of them kills at a time,
+    and every pod either one deleted is a victim one of them recorded."""
+    from tests.reliability.watchers import AuditLog
+
+    audit = AuditLog(Path(testbed.run([str(testbed.TESTBED / "cluster.sh"), "audit-log"]).stdout.strip()))
+    audit.mark()
+    ops = [start_operator(db=tmp_path / "a.db"), start_operator(db=tmp_path / "b.db")]
+    cluster.apply(campaign("twice", namespace, subject.pd_url, trials=3, intervalSeconds=0.5))
+    wait_phase(cluster, namespace, "twice", {"Succeeded", "Failed"}, timeout=180, op=ops[0])
+    for op in ops:
+        op.stop()
+    windows = sorted(
+        (_epoch_wall(start), _epoch_wall(end))
+        for op in ops
+        for start, end in _windows(op, namespace, "twice")
+    )
+    assert len(windows) >= 3
+    for (_, end), (start, _) in itertools.pairwise(windows):
+        assert end <= start, f"two kills overlapped: {windows}"
+    victims: set[str] = set()
+    for op in ops:
+        report = json.loads(
+            testbed.run(
+                [
+                    str(testbed.REPO / ".venv" / "bin" / "aftershock"),
+                    "report",
+                    "twice",
+                    "-n",
+                    namespace,
+                    "--db",
+                    str(op.db),
+                    "--format",
+                    "json",
+                ]
+            ).stdout
+        )
+        victims |= {v["name"] for t in report["trials"] if "kill_sent" in t["timings"] for v in t["victims"]}
+    deletes = [d for d in audit.pod_deletes(namespace) if d.by_operator]
+    assert deletes
+    assert {d.name for d in deletes} <= victims

@@ -3,9 +3,11 @@
 One Lease per namespace and subject kind (``aftershock-subject-tikv``): the subject lives in
 the Campaign's namespace, and locking the whole namespace's subject of that kind is the
 choice that can never let two Campaigns with overlapping selectors disturb one cluster at
-once. The holder is the Campaign (namespace/name/uid), not the operator process, so an
-operator restart finds the lock still its own; a crashed holder's lease expires after
-`duration` seconds.
+once. The holder is the Campaign and the operator process that runs it
+(``namespace/name/uid@instance``): two operators watching one Campaign (an in-cluster one and
+a forgotten local one, seen on the test bed's real node: both killed a pod within 40 ms) can
+never both hold it. An operator that stops releases the lease; a crashed one's expires after
+`duration` seconds, and its successor waits that long before it resumes.
 """
 
 from __future__ import annotations
