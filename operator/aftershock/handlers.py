@@ -216,7 +216,17 @@ async def campaign(
     )
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+def _gone_or_finished_and_lagging(
+    event: kopf.RawEvent, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> bool:
+    # Every other event (each status patch makes one) is not this handler's: filtered here,
+    # kopf neither runs nor logs it.
+    if event.get("type") == "DELETED":
+        return True
+    return lifecycle.finished_generation_lags(status, int(meta.get("generation") or 0))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_gone_or_finished_and_lagging)
 async def campaign_event(
     *,
     event: kopf.RawEvent,

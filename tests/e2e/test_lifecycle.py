@@ -116,7 +116,8 @@ def test_kstatus_and_argo_cd_read_a_campaign_through_its_life(
         assert both(kstatus, not_yet) == ("InProgress", "Progressing")
     suspended = observed(cluster, namespace, "life", generation, "Suspended")
     assert {c["observedGeneration"] for c in suspended["status"]["conditions"]} == {generation}
-    assert both(kstatus, suspended) == ("Current", "Suspended")
+    # kstatus has no word for suspended: Ready is False, so it waits (InProgress).
+    assert both(kstatus, suspended) == ("InProgress", "Suspended")
 
     # Resumed.
     generation = patch_suspend(cluster, namespace, "life", False)
