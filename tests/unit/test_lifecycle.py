@@ -145,6 +145,21 @@ def test_a_finished_campaign_whose_suspend_changed_acknowledges_the_new_generati
 # --- deletion ------------------------------------------------------------------------------------
 
 
+class LedgerWatchingLock(FakeLock):
+    """Notes what the ledger says about the Campaign when the lock is let go: the last thing
+    the runner does before it returns and kopf removes the finalizer."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self._ledger = ledger
+        self.phase_at_release: Phase | None = None
+
+    async def release(self) -> None:
+        row = await self._ledger.get_campaign(REF.uid)
+        self.phase_at_release = None if row is None else row.phase
+        await super().release()
+
+
 async def wait_for_kill(sink: ListSink) -> None:
     await sink.wait_for(lambda s: "observing recovery" in s["message"], timeout=10)
 
@@ -154,7 +169,7 @@ async def test_deletion_mid_trial_records_the_attempt_interrupted_and_the_campai
 ) -> None:
     cluster.recreate = False  # the victim never comes back: only the deletion ends the trial
     live = LiveCampaign(trials=3)
-    sink, lock, stop = ListSink(), FakeLock(), Stop()
+    sink, lock, stop = ListSink(), LedgerWatchingLock(ledger), Stop()
     task = asyncio.create_task(make_runner(live, ledger, cluster, sink, lock).run(stop))
     await wait_for_kill(sink)
 
@@ -172,6 +187,7 @@ async def test_deletion_mid_trial_records_the_attempt_interrupted_and_the_campai
     assert row.deleted_at is not None
     assert row.deleted_at >= attempt.started_at
     assert not lock.held
+    assert lock.phase_at_release is Phase.DELETED  # recorded before the finalizer can go
     assert len(cluster.delete_calls) == 1  # nothing more was killed after the deletion
     text = report.render_table(report.build_report(row, await ledger.attempts(REF.uid)))
     assert "phase Deleted" in text

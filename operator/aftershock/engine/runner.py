@@ -325,6 +325,7 @@ class CampaignRunner:
                 # nothing would tell the ledger.
                 await lifecycle.record_deletion(self._ledger, self.ref, self._clock.wall())
                 phase = phase if phase.finished else Phase.DELETED
+                self._recorder.campaign_phase(self.ref, phase)
             return phase
         finally:
             view_task.cancel()
@@ -370,7 +371,7 @@ class CampaignRunner:
                     await self._ledger.attempts(self.ref.uid),
                     result.stall_reason,
                     result.stop_verdict,
-                    reason=result.stall_name,
+                    stall_name=result.stall_name,
                 )
             if result.interrupted:
                 break
@@ -469,7 +470,7 @@ class CampaignRunner:
         stop_reason: str | None,
         stop_verdict: Verdict,
         *,
-        reason: str | None = None,
+        stall_name: str | None = None,
     ) -> Phase:
         """End the campaign. Phase says whether it ran to the end (Succeeded) or was stopped
         (Failed); the verdict says what the measurements mean. Ready is True only for a run
@@ -500,8 +501,8 @@ class CampaignRunner:
                 f"{len(completed)}/{spec.trials} trials; p50 {p50}, p95 {p95}; verdict {verdict.value}"
             )
         ok = self._phase is Phase.SUCCEEDED and verdict in (Verdict.PASS, Verdict.NONE)
-        if reason is not None:
-            pass  # a stall with a name of its own
+        if stall_name is not None:
+            reason = stall_name
         elif ok:
             reason = "Succeeded"
         elif verdict is not Verdict.NONE:
@@ -511,8 +512,7 @@ class CampaignRunner:
         self._set_finished_conditions(now, ok, reason, self._message)
         await self._ledger.set_campaign_state(self.ref.uid, self._phase, verdict, now, finished=True)
         await self._publish_final(attempts)
-        event_reason = reason if reason == REASON_SELECTOR_MATCHES_NOTHING else REASON_CAMPAIGN_DONE
-        await self._emit("Normal" if ok else "Warning", event_reason, self._message)
+        await self._emit("Normal" if ok else "Warning", stall_name or REASON_CAMPAIGN_DONE, self._message)
         return self._phase
 
     # -- one trial ---------------------------------------------------------------------------
