@@ -50,6 +50,8 @@ class Phase(enum.StrEnum):
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    #: Only in the ledger: the Campaign was deleted before it finished (its object is gone).
+    DELETED = "Deleted"
 
     @property
     def finished(self) -> bool:

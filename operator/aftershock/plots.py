@@ -421,7 +421,7 @@ def _failures_html(data: report.CampaignReport) -> str:
         for r in data.failures
     )
     return (
-        "<section><h2>Failure reasons (by count, then time lost)</h2><table>"
+        "<section><h2>Failure reasons (by count x time lost)</h2><table>"
         '<tr><th class="num">attempts</th><th class="num">time lost (s)</th><th>outcome</th>'
         f"<th>reason</th></tr>{rows}</table></section>"
     )

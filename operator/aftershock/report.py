@@ -98,6 +98,12 @@ class FailureReason:
     seconds_lost: float  # wall time from start to finish of those attempts, summed
     attempts: tuple[tuple[int, int], ...]  # (trial index, attempt number)
 
+    @property
+    def impact(self) -> float:
+        """count x time lost: what the ranking sorts by. A reason that strikes often and costs
+        much ranks first; one frequent but instant, or one slow but once, ranks below."""
+        return self.count * self.seconds_lost
+
 
 @dataclass(frozen=True)
 class CampaignReport:
@@ -215,8 +221,8 @@ def normalise_error(text: str | None) -> str:
 def failure_reasons(attempts: Iterable[AttemptRecord]) -> tuple[FailureReason, ...]:
     """Unrecovered, infra-error and interrupted attempts grouped by outcome and normalised error.
 
-    Ranked by how often (count), then by how much time they cost (wall time from the attempt's
-    start to its end, summed): the first rows are where fixing something pays most.
+    Ranked by count x time lost (time lost: wall time from each attempt's start to its end,
+    summed), ties by count, then time lost: the first rows are where fixing something pays most.
     """
     groups: dict[tuple[Outcome, str], list[AttemptRecord]] = {}
     for a in attempts:
@@ -232,7 +238,9 @@ def failure_reasons(attempts: Iterable[AttemptRecord]) -> tuple[FailureReason, .
         )
         for (outcome, reason), members in groups.items()
     ]
-    return tuple(sorted(reasons, key=lambda r: (-r.count, -r.seconds_lost, r.outcome.value, r.reason)))
+    return tuple(
+        sorted(reasons, key=lambda r: (-r.impact, -r.count, -r.seconds_lost, r.outcome.value, r.reason))
+    )
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -326,6 +334,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "createdAt": iso_utc(c.created_at),
             "startedAt": iso_utc(c.started_at),
             "finishedAt": iso_utc(c.finished_at),
+            "deletedAt": iso_utc(c.deleted_at),
             "spec": dict(c.spec),
         },
         "trials": [_attempt_json(a) for a in report.attempts],
@@ -407,7 +416,8 @@ def _summary_lines(report: CampaignReport) -> list[str]:
     lines = [
         f"campaign   {c.namespace}/{c.name}  uid {c.uid}  seed {c.seed}  mode {mode(c)}",
         f"state      phase {c.phase.value}, verdict {verdict}",
-        f"started    {iso_utc(c.started_at) or '-'}   finished {iso_utc(c.finished_at) or '-'}",
+        f"started    {iso_utc(c.started_at) or '-'}   finished {iso_utc(c.finished_at) or '-'}"
+        + (f"   deleted {iso_utc(c.deleted_at)}" if c.deleted_at is not None else ""),
         f"trials     {n.completed}/{c.requested_trials} completed: {n.recovered} recovered, "
         f"{n.unrecovered} unrecovered, {n.dry_run} dry run",
         f"retried    {n.interrupted} interrupted, {n.infra_error} infra errors, {n.in_flight} in flight",
@@ -428,7 +438,7 @@ def _summary_lines(report: CampaignReport) -> list[str]:
 def _failure_lines(report: CampaignReport) -> list[str]:
     if not report.failures:
         return []
-    lines = ["", "failures   (by count, then time lost)"]
+    lines = ["", "failures   (by count x time lost)"]
     for r in report.failures:
         lines.append(f"  {r.count:>5} x  {r.seconds_lost:>10.3f} s  {r.outcome.value:<12} {r.reason}")
     return lines

@@ -101,10 +101,26 @@ def test_selector_matching_nothing_and_missing_pd_never_kill(
     cluster.apply(no_pd)
 
     obj = wait_phase(cluster, namespace, "nothing", {"Failed"}, timeout=60, op=op)
-    assert "matches no pods" in obj["status"]["message"]
+    # The user's mistake, named, with the selector quoted: not the cluster's (InfraError).
+    message = obj["status"]["message"]
+    assert message.startswith(
+        f"spec.subject.selector 'app.kubernetes.io/component=no-such-thing' matches no pods in "
+        f"namespace '{namespace}'"
+    ), message
+    assert obj["status"]["verdict"] == ""
+    for type_, value in (("Stalled", "True"), ("Ready", "False")):
+        found = condition(obj, type_)
+        assert found is not None
+        assert (found["status"], found["reason"]) == (value, "SelectorMatchesNothing")
     steady = condition(obj, "SteadyState")
     assert steady is not None
     assert steady["status"] == "False"
+    # What `kubectl describe campaign nothing` lists under Events.
+    about_it = "involvedObject.kind=Campaign,involvedObject.name=nothing"
+    events = cluster.get_json("events", "-n", namespace, "--field-selector", about_it)["items"]
+    assert [(e["type"], e["reason"], e["message"]) for e in events] == [
+        ("Warning", "SelectorMatchesNothing", message)
+    ]
 
     obj = wait_phase(cluster, namespace, "no-pd", {"Failed"}, timeout=60, op=op)
     assert "PD unavailable" in obj["status"]["message"]

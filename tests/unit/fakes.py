@@ -139,6 +139,8 @@ class FakeCluster:
         self.delete_calls: list[DeleteCall] = []
         #: The pods a delete actually removed, in order.
         self.deleted: list[PodState] = []
+        #: Raised by every list call while set (e.g. RBAC refusing the pod list).
+        self.list_error: ApiError | None = None
         self.list_calls = 0
         self.watch_calls = 0
         self._pods: dict[tuple[str, str], PodState] = {}
@@ -212,6 +214,8 @@ class FakeCluster:
     async def list_pods(self, namespace: str, selector: str) -> tuple[list[PodState], str]:
         self.list_calls += 1
         await asyncio.sleep(0)
+        if self.list_error is not None:
+            raise self.list_error
         pods = [p for p in self.pods(namespace) if selector_matches(selector, p.labels)]
         return pods, str(self._rv)
 
@@ -455,9 +459,15 @@ class Stop:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._deleted = False
 
-    def set(self) -> None:
+    def set(self, *, deleted: bool = False) -> None:
+        self._deleted = deleted
         self._event.set()
+
+    @property
+    def deleted(self) -> bool:
+        return self._deleted
 
     def is_set(self) -> bool:
         return self._event.is_set()

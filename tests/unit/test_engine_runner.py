@@ -415,11 +415,32 @@ async def test_a_selector_that_matches_no_pods_fails_after_the_steady_state_time
     assert h.cluster.delete_calls == []
     assert await h.ledger.attempts(REF.uid) == []
     status = h.sink.last
-    assert "selector 'app=nothing' matches no pods in namespace 'db'" in status["message"]
-    assert status["verdict"] == "InfraError"
+    assert status["message"] == (
+        "spec.subject.selector 'app=nothing' matches no pods in namespace 'db' (waited 1s): "
+        "check the labels and the namespace"
+    )
+    # The user's mistake, named as such: not an infrastructure error of the cluster.
+    assert status["verdict"] == ""
+    for type_, value in (("Stalled", "True"), ("Ready", "False")):
+        assert h.status_condition(type_)["status"] == value
+        assert h.status_condition(type_)["reason"] == "SelectorMatchesNothing"
     assert h.status_condition("SteadyState")["status"] == "False"
     assert "app=nothing" in h.status_condition("SteadyState")["message"]
-    assert h.status_condition("Stalled")["status"] == "True"
+    assert ("Warning", "SelectorMatchesNothing", status["message"]) in h.sink.events
+    assert "InfraError" not in str(status)
+
+
+async def test_pods_that_cannot_be_listed_are_an_infrastructure_error_not_an_empty_selector(
+    h: Harness,
+) -> None:
+    h.cluster.list_error = TransientApiError("pods is forbidden", 403)
+    spec = campaign(steadyState={"timeoutSeconds": 1, "stableSeconds": 0})
+
+    phase = await h.run(spec)
+
+    assert phase is Phase.FAILED
+    assert h.sink.last["verdict"] == "InfraError"
+    assert h.status_condition("Stalled")["reason"] == "InfraError"
 
 
 async def test_a_busy_subject_is_waited_for_and_nothing_is_deleted(h: Harness) -> None:

@@ -175,6 +175,7 @@ class TestJson:
             "createdAt": iso(T0 - 60),
             "startedAt": None,
             "finishedAt": None,
+            "deletedAt": None,
             "spec": SPEC,
         }
         assert out["trials"] == []
@@ -440,7 +441,7 @@ class TestFailureReasons:
     def test_long_errors_are_cut(self) -> None:
         assert len(report.normalise_error("x" * 500)) == 160
 
-    async def test_ranked_by_count_then_time_lost(self, tmp_path: Path) -> None:
+    async def test_ranked_by_count_times_time_lost(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         plan = [
             # index 0: two infra errors (1 s each), then recovered
@@ -463,15 +464,16 @@ class TestFailureReasons:
             for p in plan:
                 await write(ledger, p)
             loaded = await report.load_report(ledger, REF.namespace, REF.name)
+        # Ranked by count x time lost: once for 600 s (600) before twice for 1 s each (2 x 2 = 4).
         assert [(r.outcome, r.reason, r.count, r.seconds_lost, r.attempts) for r in loaded.failures] == [
-            (Outcome.INFRA_ERROR, "apiserver: 503 on tikv-N", 2, 2.0, ((0, 1), (0, 2))),
             (Outcome.UNRECOVERED, "timed out", 1, 600.0, ((1, 1),)),
+            (Outcome.INFRA_ERROR, "apiserver: 503 on tikv-N", 2, 2.0, ((0, 1), (0, 2))),
         ]
         table = report.render_table(loaded)
         lines = table.splitlines()
-        first = lines.index("failures   (by count, then time lost)")
-        assert "apiserver: 503 on tikv-N" in lines[first + 1]
-        assert "timed out" in lines[first + 2]
+        first = lines.index("failures   (by count x time lost)")
+        assert "timed out" in lines[first + 1]
+        assert "apiserver: 503 on tikv-N" in lines[first + 2]
 
 
 # --- intervals, markdown, mode, the command ------------------------------------------------------

@@ -39,6 +39,11 @@ class StopSignal(Protocol):
 
     def is_set(self) -> bool: ...
 
+    @property
+    def deleted(self) -> bool:
+        """Set because the Campaign (or its namespace) is being deleted, not because the
+        operator exits: the ledger then records the deletion, and nothing runs again."""
+
     async def wait(self, timeout: float | None = None) -> bool: ...
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from aftershock import stats
 from aftershock.chaos import node_kill
+from aftershock.engine import lifecycle
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.ports import (
     Clock,
@@ -76,6 +77,9 @@ REASON_TRIAL_INTERRUPTED = "TrialInterrupted"
 REASON_TRIAL_DRY_RUN = "TrialDryRun"
 REASON_CAMPAIGN_DONE = "CampaignFinished"
 REASON_INVALID = "InvalidSpec"
+#: The selector matched no pod for the whole steady-state timeout: the user's mistake (labels,
+#: namespace), not the cluster's, so not `InfraError`.
+REASON_SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class _TrialResult:
     stop_reason: str | None = None  # set when the campaign must not go on
     stop_verdict: Verdict = Verdict.NONE
     stall_reason: str | None = None
+    stall_name: str | None = None  # the conditions' reason for the stall, when it has a name
     interrupted: bool = False
 
 
@@ -132,6 +137,7 @@ class CampaignRunner:
         ref: CampaignRef,
         generation: int,
         spec_source: Callable[[], Mapping[str, Any]],
+        generation_source: Callable[[], int] | None = None,
         existing_status: Mapping[str, Any],
         ledger: Ledger,
         pods: PodApi,
@@ -149,6 +155,7 @@ class CampaignRunner:
         self._recorder: Recorder = recorder or NullRecorder()
         self._generation = generation
         self._spec_source = spec_source
+        self._generation_source = generation_source
         self._ledger = ledger
         self._pods = pods
         self._probe_factory = probe_factory
@@ -168,6 +175,16 @@ class CampaignRunner:
         self._last_published: dict[str, Any] | None = None
 
     # -- status ------------------------------------------------------------------------------
+
+    def _read_spec(self) -> Mapping[str, Any]:
+        """The spec to act on, and (read with it, no await between) the generation it belongs
+        to: every status published after acting on it carries that generation, so kstatus,
+        Flux and Argo CD see a `suspend` change as observed once it is acted on."""
+        raw = self._spec_source()
+        if self._generation_source is not None:
+            self._generation = self._generation_source()
+            self._conditions.observe(self._generation)
+        return raw
 
     async def _publish(self, attempts: Sequence[AttemptRecord] | None = None) -> None:
         if attempts is None:
@@ -241,7 +258,7 @@ class CampaignRunner:
     # -- the campaign ------------------------------------------------------------------------
 
     async def run(self, stop: StopSignal) -> Phase:
-        raw = self._spec_source()
+        raw = self._read_spec()
         try:
             spec = parse_campaign_spec(raw, allow_loopback_pd=self._settings.allow_loopback_pd)
             if spec.subject.pd_url is not None:
@@ -302,7 +319,14 @@ class CampaignRunner:
         view_task = asyncio.create_task(view.run(), name=f"podview-{self.ref.namespace}/{self.ref.name}")
         probe = self._probe_factory(spec, self.ref.namespace)
         try:
-            return await self._loop(spec, seed, view, probe, stop)
+            phase = await self._loop(spec, seed, view, probe, stop)
+            if stop.is_set() and stop.deleted:
+                # Before the lock is released and the finalizer goes: once the object is gone,
+                # nothing would tell the ledger.
+                await lifecycle.record_deletion(self._ledger, self.ref, self._clock.wall())
+                phase = phase if phase.finished else Phase.DELETED
+                self._recorder.campaign_phase(self.ref, phase)
+            return phase
         finally:
             view_task.cancel()
             await asyncio.gather(view_task, return_exceptions=True)
@@ -320,7 +344,7 @@ class CampaignRunner:
             if len(completed) >= spec.trials:
                 return await self._finish(spec, attempts, None, Verdict.NONE)
 
-            if bool(self._spec_source().get("suspend", False)):
+            if bool(self._read_spec().get("suspend", False)):
                 await self._suspend(attempts, stop)
                 continue
 
@@ -343,7 +367,11 @@ class CampaignRunner:
 
             if result.stall_reason is not None:
                 return await self._finish(
-                    spec, await self._ledger.attempts(self.ref.uid), result.stall_reason, result.stop_verdict
+                    spec,
+                    await self._ledger.attempts(self.ref.uid),
+                    result.stall_reason,
+                    result.stop_verdict,
+                    stall_name=result.stall_name,
                 )
             if result.interrupted:
                 break
@@ -393,7 +421,7 @@ class CampaignRunner:
         await self._publish(attempts)
         # The spec is a live view kept current by the operator's watch: this reads memory,
         # not the API server.
-        while not stop.is_set() and bool(self._spec_source().get("suspend", False)):
+        while not stop.is_set() and bool(self._read_spec().get("suspend", False)):
             await stop.wait(1.0)
 
     async def _acquire_lock(self, attempts: Sequence[AttemptRecord], stop: StopSignal) -> bool:
@@ -441,6 +469,8 @@ class CampaignRunner:
         attempts: Sequence[AttemptRecord],
         stop_reason: str | None,
         stop_verdict: Verdict,
+        *,
+        stall_name: str | None = None,
     ) -> Phase:
         """End the campaign. Phase says whether it ran to the end (Succeeded) or was stopped
         (Failed); the verdict says what the measurements mean. Ready is True only for a run
@@ -471,7 +501,9 @@ class CampaignRunner:
                 f"{len(completed)}/{spec.trials} trials; p50 {p50}, p95 {p95}; verdict {verdict.value}"
             )
         ok = self._phase is Phase.SUCCEEDED and verdict in (Verdict.PASS, Verdict.NONE)
-        if ok:
+        if stall_name is not None:
+            reason = stall_name
+        elif ok:
             reason = "Succeeded"
         elif verdict is not Verdict.NONE:
             reason = verdict.value
@@ -480,7 +512,7 @@ class CampaignRunner:
         self._set_finished_conditions(now, ok, reason, self._message)
         await self._ledger.set_campaign_state(self.ref.uid, self._phase, verdict, now, finished=True)
         await self._publish_final(attempts)
-        await self._emit("Normal" if ok else "Warning", REASON_CAMPAIGN_DONE, self._message)
+        await self._emit("Normal" if ok else "Warning", stall_name or REASON_CAMPAIGN_DONE, self._message)
         return self._phase
 
     # -- one trial ---------------------------------------------------------------------------
@@ -591,6 +623,14 @@ class CampaignRunner:
             return _TrialResult(None, interrupted=True)
         if not gate.passed:
             why = "; ".join(gate.reasons) or "unknown"
+            if not gate.pods and view.synced:
+                return _TrialResult(
+                    None,
+                    stall_reason=f"spec.subject.selector {spec.subject.selector.to_query()!r} matches no "
+                    f"pods in namespace {self.ref.namespace!r} "
+                    f"(waited {spec.steady_state_timeout_seconds:g}s): check the labels and the namespace",
+                    stall_name=REASON_SELECTOR_MATCHES_NOTHING,
+                )
             if gate.probe_failed:
                 return _TrialResult(
                     None,

@@ -65,6 +65,16 @@ class Conditions:
             except (KeyError, TypeError, ValueError):
                 continue  # a hand-edited, malformed condition is simply replaced
 
+    def observe(self, generation: int) -> None:
+        """The spec at `generation` has been acted on: every condition now speaks for it.
+
+        A status is published as a whole, judged against one spec, so each condition's
+        observedGeneration is that spec's generation, not the one it had when it last changed
+        (a condition left at an older generation reads as out of date to GitOps tools)."""
+        self.generation = generation
+        for c in self._items.values():
+            c.observed_generation = generation
+
     def set(self, type_: str, status: bool | None, reason: str, message: str, now: float) -> None:
         value = "Unknown" if status is None else ("True" if status else "False")
         old = self._items.get(type_)
@@ -155,3 +165,15 @@ def build_status(
         if relapsed is not None:
             status["lastTrial"]["relapsedSeconds"] = _round(relapsed.offset)
     return status
+
+
+def acknowledge_generation(status: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    """The status patch that marks `generation` as observed, and changes nothing else.
+
+    For a finished Campaign whose ``spec.suspend`` changed afterwards: nothing is left to act
+    on, so the spec at `generation` is observed as soon as it is seen. The conditions are
+    carried over as they are, each stamped with `generation` (a merge patch replaces the list
+    whole)."""
+    existing = status.get("conditions") or ()
+    conditions = [{**c, "observedGeneration": generation} for c in existing if isinstance(c, Mapping)]
+    return {"observedGeneration": generation, "conditions": conditions}

@@ -134,8 +134,15 @@ def _v2() -> tuple[str, ...]:
     )
 
 
+def _v3() -> tuple[str, ...]:
+    """When a Campaign was deleted. Before this, a Campaign deleted mid-run stayed ``Running``
+    in the ledger for ever; now its row says ``Deleted`` with the time (a finished one keeps
+    its phase and gains the time)."""
+    return ("ALTER TABLE campaigns ADD COLUMN deleted_at REAL",)
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

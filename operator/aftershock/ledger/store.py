@@ -53,7 +53,8 @@ _ATTEMPT_COLUMNS: Final = (
 )
 _SELECT_ATTEMPTS: Final = f"SELECT {', '.join('a.' + c for c in _ATTEMPT_COLUMNS)} FROM attempts a"
 _CAMPAIGN_COLUMNS: Final = (
-    "uid, namespace, name, spec, requested_trials, seed, phase, verdict, created_at, started_at, finished_at"
+    "uid, namespace, name, spec, requested_trials, seed, phase, verdict, created_at, started_at, "
+    "finished_at, deleted_at"
 )
 
 
@@ -72,6 +73,7 @@ class CampaignRow:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    deleted_at: float | None = None  # when the Campaign object was deleted, if it was
 
     @property
     def ref(self) -> CampaignRef:
@@ -258,6 +260,23 @@ class Ledger:
             if cursor.rowcount == 0:
                 raise CampaignNotFoundError(f"no campaign with uid {campaign_uid} in the ledger")
 
+    async def mark_deleted(self, campaign_uid: str, reason: str, now: float) -> list[AttemptRecord]:
+        """Record that the Campaign was deleted at ``now``; return the attempts this interrupted.
+
+        In one transaction: every attempt still in flight becomes ``interrupted`` with ``reason``
+        (it measured nothing; the Campaign will not run it again), and an unfinished Campaign's
+        phase becomes ``Deleted``. A finished one keeps its phase and verdict. The first
+        deletion time stands; a uid the ledger never saw is left alone (nothing to record).
+        """
+        async with self._transaction("recording a campaign's deletion") as tx:
+            interrupted = await _interrupt_inflight(tx, campaign_uid, reason, now)
+            await tx.execute(
+                "UPDATE campaigns SET deleted_at = coalesce(deleted_at, ?), "
+                "phase = CASE WHEN phase IN (?, ?) THEN phase ELSE ? END WHERE uid = ?",
+                (now, Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.DELETED.value, campaign_uid),
+            )
+            return interrupted
+
     async def get_campaign(self, uid: str) -> CampaignRow | None:
         async with self._read("reading a campaign") as db:
             rows = await _rows(db, f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE uid = ?", (uid,))
@@ -303,20 +322,7 @@ class Ledger:
         short by a crash or restart, so nothing it measured is trusted and its index runs again.
         """
         async with self._transaction("interrupting in-flight attempts") as tx:
-            ids = [
-                int(r[0])
-                for r in await _rows(
-                    tx,
-                    "SELECT id FROM attempts WHERE campaign_uid = ? AND outcome IS NULL ORDER BY id",
-                    (campaign_uid,),
-                )
-            ]
-            await tx.execute(
-                "UPDATE attempts SET outcome = ?, error = ?, finished_at = ? "
-                "WHERE campaign_uid = ? AND outcome IS NULL",
-                (Outcome.INTERRUPTED.value, reason, now, campaign_uid),
-            )
-            return [await _attempt_by_id(tx, i) for i in ids]
+            return await _interrupt_inflight(tx, campaign_uid, reason, now)
 
     async def begin_attempt(
         self,
@@ -524,6 +530,25 @@ class Ledger:
 # --- rows to model values ------------------------------------------------------------------
 
 
+async def _interrupt_inflight(
+    tx: aiosqlite.Connection, campaign_uid: str, reason: str, now: float
+) -> list[AttemptRecord]:
+    ids = [
+        int(r[0])
+        for r in await _rows(
+            tx,
+            "SELECT id FROM attempts WHERE campaign_uid = ? AND outcome IS NULL ORDER BY id",
+            (campaign_uid,),
+        )
+    ]
+    await tx.execute(
+        "UPDATE attempts SET outcome = ?, error = ?, finished_at = ? "
+        "WHERE campaign_uid = ? AND outcome IS NULL",
+        (Outcome.INTERRUPTED.value, reason, now, campaign_uid),
+    )
+    return [await _attempt_by_id(tx, i) for i in ids]
+
+
 def _campaign(row: sqlite3.Row | tuple[Any, ...]) -> CampaignRow:
     return CampaignRow(
         uid=row[0],
@@ -537,6 +562,7 @@ def _campaign(row: sqlite3.Row | tuple[Any, ...]) -> CampaignRow:
         created_at=float(row[8]),
         started_at=row[9],
         finished_at=row[10],
+        deleted_at=row[11],
     )
 
 
