@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept pdURL on 127.0.0.1/localhost (local development and tests only)",
     )
     run.add_argument("--probe-interval", type=float, default=0.5, help="seconds between PD checks")
+    run.add_argument(
+        "--max-concurrent-campaigns",
+        type=_non_negative_int,
+        default=int(os.environ.get("AFTERSHOCK_MAX_CONCURRENT_CAMPAIGNS") or 0),
+        help="run at most this many Campaigns at once, the others wait in line as Pending (0: no bound)",
+    )
+    run.add_argument(
+        "--lock-retry-interval",
+        type=float,
+        default=5.0,
+        help="seconds between a waiting Campaign's tries for a slot and its subject's lock",
+    )
     run.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster or $KUBECONFIG)")
     run.add_argument(
         "--log-format", choices=["json", "text"], default=os.environ.get("AFTERSHOCK_LOG_FORMAT", "text")
@@ -113,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", help="YAML files ('-' for standard input)")
     check.add_argument("--allow-loopback-pd", action="store_true", help="as the operator's flag of that name")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -184,6 +203,8 @@ def _run_operator(args: argparse.Namespace) -> int:
         allow_loopback_pd=args.allow_loopback_pd,
         kubeconfig=args.kubeconfig,
         probe_interval=args.probe_interval,
+        lock_retry_interval=args.lock_retry_interval,
+        max_concurrent_campaigns=args.max_concurrent_campaigns,
         metrics_port=args.metrics_port,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )

@@ -18,9 +18,10 @@ import kopf
 from aftershock import metrics
 from aftershock.engine import lifecycle
 from aftershock.engine.ports import SubjectProbe
+from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
-from aftershock.kube.lease import LeaseLock
+from aftershock.kube.lease import LeaseLock, subject_lease_name
 from aftershock.ledger import Ledger
 from aftershock.metrics import Metrics
 from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec
@@ -43,6 +44,8 @@ class OperatorConfig:
     probe_interval: float = 0.5
     lock_retry_interval: float = 5.0
     metrics_port: int = 0
+    #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
+    max_concurrent_campaigns: int = 0
     #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
     #: and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
@@ -121,6 +124,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["kube"] = await Kube.connect(config.kubeconfig)
     memo["ledger"] = await Ledger.open(config.db_path)
     memo["metrics"] = Metrics()
+    memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
     await memo["metrics"].replay_ledger(memo["ledger"])
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
@@ -147,6 +151,16 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 # instant-exit wait set in `configure`. The backoff is for a runner stuck in an API call: then
 # kopf cancels it, and the deletion is still recorded from the DELETED watch event below. The
 # finalizer never waits longer than backoff + timeout, whatever the namespace's state.
+def _subject_lease(body: kopf.Body) -> str:
+    subject = (body.get("spec") or {}).get("subject") or {}
+    pd_url = subject.get("pdURL")
+    return subject_lease_name(
+        str(subject.get("kind", "TiKV")),
+        subject.get("selector") or {},
+        pd_url if isinstance(pd_url, str) else None,
+    )
+
+
 @kopf.daemon(
     GROUP,
     VERSION,
@@ -190,11 +204,10 @@ async def campaign(
         ledger=memo["ledger"],
         pods=kube,
         probe_factory=probe_factory,
-        lock=LeaseLock(
-            kube,
-            namespace,
-            str((body.get("spec") or {}).get("subject", {}).get("kind", "TiKV")),
-            f"{namespace}/{name}/{uid}@{config.instance}",
+        lock=QueuedLock(
+            memo["queue"],
+            f"{namespace}/{name}/{uid}",
+            LeaseLock(kube, namespace, _subject_lease(body), f"{namespace}/{name}/{uid}@{config.instance}"),
         ),
         status=_StatusSink(kube, namespace, name),
         events=_EventSink(kube, ref),
