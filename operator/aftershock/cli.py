@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run at most this many Campaigns at once, the others wait in line as Pending (0: no bound)",
     )
     run.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=300.0,
+        help="seconds between sweeps that close attempts and restore remediators that gone or "
+        "finished Campaigns left (0: only at start)",
+    )
+    run.add_argument(
         "--lock-retry-interval",
         type=float,
         default=5.0,
@@ -213,6 +220,8 @@ def _run_operator(args: argparse.Namespace) -> int:
         probe_interval=args.probe_interval,
         lock_retry_interval=args.lock_retry_interval,
         max_concurrent_campaigns=args.max_concurrent_campaigns,
+        sweep_interval=args.sweep_interval,
+        namespaces=() if args.all_namespaces else tuple(namespaces),
         metrics_port=args.metrics_port,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )

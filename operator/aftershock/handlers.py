@@ -7,6 +7,7 @@ Campaigns are filtered out so a restart does not re-run them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -16,12 +17,13 @@ from typing import Any
 import kopf
 
 from aftershock import metrics
-from aftershock.engine import lifecycle, runs
+from aftershock.engine import lifecycle, runs, sweeper
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
 from aftershock.kube.lease import LeaseLock, subject_lease_name
+from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
 from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec, Phase
@@ -46,6 +48,10 @@ class OperatorConfig:
     metrics_port: int = 0
     #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
     max_concurrent_campaigns: int = 0
+    #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
+    sweep_interval: float = 300.0
+    #: The watched namespaces (empty: all), where the sweeper looks for scaled-down remediators.
+    namespaces: tuple[str, ...] = ()
     #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
     #: and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
@@ -132,11 +138,24 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await memo["metrics"].replay_ledger(memo["ledger"])
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
+    memo["sweeper"] = asyncio.create_task(
+        sweeper.sweep_forever(
+            memo["ledger"],
+            KubeSweepApi(memo["kube"]),
+            config.namespaces,
+            config.sweep_interval,
+            time.time,
+        ),
+        name="sweeper",
+    )
     log.info("aftershock started: ledger %s", config.db_path)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "sweeper" in memo:
+        memo["sweeper"].cancel()
+        await asyncio.gather(memo["sweeper"], return_exceptions=True)
     if "metrics_server" in memo:
         await memo["metrics_server"].cleanup()
     if "ledger" in memo:
@@ -260,7 +279,7 @@ async def _run_once(
         events=_EventSink(kube, ref),
         clock=_Clock(),
         recorder=memo["metrics"],
-        scaler=kube,
+        scaler=AnnotatingScaler(kube, f"{namespace}/{name}/{uid}"),
         settings=RunnerSettings(
             protected_namespaces=config.protected_namespaces,
             allow_loopback_pd=config.allow_loopback_pd,

@@ -428,6 +428,7 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
             for w in ("deployments", "statefulsets")
             for v in ("get", "patch", "update")
         }
+        | {("apps", w, v) for w in ("deployments", "statefulsets") for v in ("get", "list", "patch")}
     )
     assert grants == expected
     binding = _one(_objects(MANIFESTS / "operator"), "ClusterRoleBinding", "aftershock")

@@ -328,6 +328,17 @@ class Ledger:
             )
         return [_campaign(r) for r in rows]
 
+    async def campaigns_in_flight(self) -> list[CampaignRow]:
+        """Every campaign run with an attempt in flight (no outcome yet)."""
+        async with self._read("listing campaigns with attempts in flight") as db:
+            rows = await _rows(
+                db,
+                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE EXISTS "
+                "(SELECT 1 FROM attempts a WHERE a.campaign_uid = c.uid AND a.outcome IS NULL) "
+                "ORDER BY c.namespace, c.name, c.created_at, c.rowid",
+            )
+        return [_campaign(r) for r in rows]
+
     # --- runs ---------------------------------------------------------------------------------
 
     async def latest_run(self, campaign_uid: str) -> RunRow | None:
