@@ -438,12 +438,15 @@ class CampaignRunner:
         if got:
             self._conditions.set(SUBJECT_LOCKED, True, "LockAcquired", "this Campaign holds the subject", now)
             return True
-        holder = self._lock.holder or "unknown"
         self._phase = Phase.PENDING
-        self._message = f"waiting for the subject: another Campaign ({holder}) is running against it"
-        self._conditions.set(SUBJECT_LOCKED, False, "SubjectBusy", self._message, now)
-        self._conditions.set(RECONCILING, True, "SubjectBusy", self._message, now)
-        self._conditions.set(READY, False, "SubjectBusy", self._message, now)
+        holder = self._lock.holder or "unknown"
+        reason, self._message = self._lock.wait_reason or (
+            "SubjectBusy",
+            f"waiting for the subject: another Campaign ({holder}) is running against it",
+        )
+        self._conditions.set(SUBJECT_LOCKED, False, reason, self._message, now)
+        self._conditions.set(RECONCILING, True, reason, self._message, now)
+        self._conditions.set(READY, False, reason, self._message, now)
         await self._publish(attempts)
         await stop.wait(self._settings.lock_retry_interval)
         return False
