@@ -341,3 +341,45 @@ def test_pending_says_what_recovery_still_waits_for_at_each_step() -> None:
 
     t.observe_pod("MODIFIED", dataclasses.replace(new, ready=True), *at(0.4))
     assert t.pending() == []
+
+
+def test_the_dead_process_heartbeat_in_the_restart_second_is_not_the_store_back() -> None:
+    # The store restarts at 1000.3 (PD keeps whole seconds: start 1000); the dead process's
+    # last heartbeat reached PD at 1000.25, in the same second: "a heartbeat since the start"
+    # by the seconds, but not from the new process.
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    statefulset_recovery(t, pods[0], "uid-new", 0.1)
+    stale = ProbeResult(
+        healthy=True,
+        restarts={"tikv-0": 1000, "tikv-1": 500, "tikv-2": 500},
+        up={p.name: True for p in pods},
+        heartbeats_ns={"tikv-0": 1000_250_000_000},
+        pd_now=1000.6,
+    )
+    t.observe_probe(stale, *at(0.6))
+    t.observe_probe(stale, *at(0.8))
+    assert "store_up" not in t.milestones
+    assert not t.recovered
+    # The new process's first heartbeat, at 1000.9: newer than what PD showed at the restart.
+    fresh = dataclasses.replace(stale, heartbeats_ns={"tikv-0": 1000_900_000_000}, pd_now=1000.9)
+    t.observe_probe(fresh, *at(0.95))
+    assert "store_up" in t.milestones
+    assert t.milestones["store_up"].wall == pytest.approx(1000.9, abs=0.31)
+    assert t.recovered
+
+
+def test_a_heartbeat_a_whole_second_after_the_start_counts_at_first_sight() -> None:
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    statefulset_recovery(t, pods[0], "uid-new", 0.1)
+    probe = ProbeResult(
+        healthy=True,
+        restarts={"tikv-0": 990, "tikv-1": 500, "tikv-2": 500},
+        up={p.name: True for p in pods},
+        heartbeats_ns={"tikv-0": 1000_400_000_000},
+        pd_now=1000.4,
+    )
+    t.observe_probe(probe, *at(0.6))
+    assert "store_up" in t.milestones
+    assert t.recovered
