@@ -77,7 +77,7 @@ def test_three_trials_succeed_and_are_in_the_ledger(
                 "recovered",
             )
         ]
-        assert offsets == sorted(offsets), json.dumps(t["timings"])
+        assert offsets == sorted(offsets), t["timings"]
         assert t["timings"]["gate_passed"]["offsetSeconds"] <= 0
         assert t["recoverySeconds"] == t["timings"]["recovered"]["offsetSeconds"]
         (victim,) = t["victims"]

@@ -33,8 +33,6 @@ class _VictimTrack:
     scheduled: Milestone | None = None
     ready: Milestone | None = None
     store_up: Milestone | None = None
-    #: The store's last heartbeat (PD's ns) when its new start timestamp was first seen.
-    heartbeat_at_restart: int | None = None
 
 
 @dataclass
@@ -171,13 +169,8 @@ class RecoveryTracker:
                 continue
             start = result.restarts.get(name)
             before = self.initial_store_starts.get(name)
-            if start is None or start == before:
-                continue
-            heartbeat = result.heartbeats_ns.get(name)
-            if heartbeat is not None and track.heartbeat_at_restart is None:
-                track.heartbeat_at_restart = heartbeat
-            if result.up.get(name) and _from_new_process(heartbeat, start, track.heartbeat_at_restart):
-                track.store_up, source = self._heartbeat_stamp(heartbeat, mono, wall)
+            if result.up.get(name) and start is not None and start != before:
+                track.store_up, source = self._heartbeat_stamp(result.heartbeats_ns.get(name), mono, wall)
                 sources.append(source)
         if "store_up" not in self.milestones and all(t.store_up is not None for t in self._tracks.values()):
             # The last victim's store to report decides, with its own stamp and source.
@@ -275,19 +268,3 @@ class RecoveryTracker:
         if self.probe_enabled and self.probe is not None and not self.probe.healthy:
             missing.extend(self.probe.reasons)
         return missing
-
-
-def _from_new_process(heartbeat_ns: int | None, start: int, at_restart: int | None) -> bool:
-    """Whether a store's last heartbeat was sent by the process that registered ``start``.
-
-    ``start`` is whole seconds, so the dead process's last heartbeat, sent in the same second as
-    the restart, passes "heartbeat since the start" (seen on the test bed: a store "back" 36 ms
-    after the kill, before its pod was even Ready). A heartbeat counts when it is a whole
-    second past the start (TiKV's first comes one interval, 10 s, after it), or when it is
-    newer than the one PD showed when the new start was first seen (PutStore came before
-    that look, so a later heartbeat came after it). Without heartbeat times, the probe's own
-    judgement stands.
-    """
-    if heartbeat_ns is None:
-        return True
-    return heartbeat_ns / 1e9 >= start + 1 or (at_restart is not None and heartbeat_ns > at_restart)
