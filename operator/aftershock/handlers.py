@@ -24,6 +24,7 @@ from aftershock.kube.lease import LeaseLock
 from aftershock.ledger import Ledger
 from aftershock.metrics import Metrics
 from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec
+from aftershock.subjects.pd import PdClients
 from aftershock.subjects.tikv import TiKVProbe
 
 log = logging.getLogger("aftershock")
@@ -122,6 +123,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["ledger"] = await Ledger.open(config.db_path)
     memo["metrics"] = Metrics()
     await memo["metrics"].replay_ledger(memo["ledger"])
+    # One PD client per endpoint for the whole process, shared by its Campaigns.
+    memo["pd_clients"] = PdClients()
+    memo["loop_lag"] = metrics.LoopLagMeter(memo["metrics"].loop_lag).start()
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
     log.info("aftershock started: ledger %s", config.db_path)
@@ -129,8 +133,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "loop_lag" in memo:
+        await memo["loop_lag"].stop()
     if "metrics_server" in memo:
         await memo["metrics_server"].cleanup()
+    if "pd_clients" in memo:
+        await memo["pd_clients"].aclose()
     if "ledger" in memo:
         await memo["ledger"].close()
     if "kube" in memo:
@@ -178,7 +186,7 @@ async def campaign(
         return dict(body.get("spec") or {})
 
     def probe_factory(spec: CampaignSpec, ns: str) -> SubjectProbe | None:
-        return TiKVProbe.for_spec(spec, ns)
+        return TiKVProbe.for_spec(spec, ns, memo["pd_clients"])
 
     runner = CampaignRunner(
         ref=ref,

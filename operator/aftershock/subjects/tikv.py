@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aftershock.errors import ProbeUnavailableError
 from aftershock.model import CampaignSpec, PodState, ProbeResult
-from aftershock.subjects.pd import PdClient, PdError, PdMemberHealth, StoreInfo
+from aftershock.subjects.pd import PdClient, PdClients, PdError, PdMemberHealth, StoreInfo
 
 UP = "Up"
 TOMBSTONE = "Tombstone"
@@ -167,15 +167,35 @@ def _is_ip(host: str) -> bool:
 class TiKVProbe:
     """The engine's `SubjectProbe` for TiKV: PD's stores and members, judged per pod."""
 
-    def __init__(self, client: PdClient, *, heartbeat_fresh_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: PdClient,
+        *,
+        heartbeat_fresh_seconds: float = 30.0,
+        release: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self._fresh = heartbeat_fresh_seconds
+        # A shared client is given back, not closed: other Campaigns may be using it.
+        self._release = release
+        self._closed = False
 
     @classmethod
-    def for_spec(cls, spec: CampaignSpec, namespace: str) -> TiKVProbe | None:
+    def for_spec(
+        cls, spec: CampaignSpec, namespace: str, clients: PdClients | None = None
+    ) -> TiKVProbe | None:
+        """The probe for a Campaign's subject, or None when it names no PD. With `clients`,
+        the PD client is the process's shared one for that URL; without, a private one."""
         if spec.subject.pd_url is None:
             return None
-        return cls(PdClient(qualify_pd_url(spec.subject.pd_url, namespace)))
+        url = qualify_pd_url(spec.subject.pd_url, namespace)
+        if clients is None:
+            return cls(PdClient(url))
+
+        async def release() -> None:
+            await clients.release(url)
+
+        return cls(clients.acquire(url), release=release)
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         try:
@@ -248,4 +268,12 @@ class TiKVProbe:
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Idempotent: a second close must not give a shared client back twice (that would
+        close it under another Campaign)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._release is not None:
+            await self._release()
+        else:
+            await self._client.aclose()
