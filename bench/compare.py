@@ -560,8 +560,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="aftershock-compare-"))
     bed = harness.setup(workdir)
     if REAL_NODE and (why := harness.real_node_ready(bed)):
+        # Not an error: a test bed without the real node still has the kwok table.
         harness.teardown(bed)
-        raise SystemExit(f"--real-node: {why}")
+        print(f"SKIPPED the real-node comparison: {why}", flush=True)
+        return
     versions = harness.versions(bed)
     if REAL_NODE:
         versions["subject"] = f"real node, store stand-in processes, PD intervals x{PD_SCALE:g}"
