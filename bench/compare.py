@@ -167,6 +167,9 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
                 pd.base_url if pd else None,
                 trials=trials,
                 steadyState={"timeoutSeconds": 60, "stableSeconds": 0},
+                # No relapse watch after each recovery (the default watches 15 s, which is
+                # then 15 s of every trial's overhead by design); the peers have none either.
+                recovery={"timeoutSeconds": 60, "settleSeconds": 0},
             )
         )
         final = wait_phase(

@@ -208,6 +208,12 @@ def main() -> None:
         default=0,
         help="start the operator with --max-concurrent-campaigns N (skipped if it has no such flag)",
     )
+    parser.add_argument(
+        "--all-namespaces",
+        action="store_true",
+        help="the operator watches all namespaces (one Campaign watch, not one per namespace); "
+        "ONLY on a cluster of your own: it would run other people's Campaigns",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.max_concurrent and not operator_has_flag("--max-concurrent-campaigns"):
@@ -267,7 +273,10 @@ def main() -> None:
         op = OperatorProcess(
             kubeconfig=kubeconfig,
             db=workdir / "ledger.db",
-            namespaces=[f"{prefix}-*"],
+            # A glob makes kopf watch Campaigns per matching namespace (one connection each);
+            # --all-namespaces is one cluster-wide watch, but touches every Campaign in the
+            # cluster: only on a cluster of your own.
+            namespaces=None if args.all_namespaces else [f"{prefix}-*"],
             log_path=workdir / "operator.log",
             extra_args=["--liveness-port", str(live)]
             + (["--max-concurrent-campaigns", str(args.max_concurrent)] if args.max_concurrent else []),
@@ -395,7 +404,9 @@ def main() -> None:
         harness.teardown(bed)
 
     text = render(result, args)
-    suffix = f"-bound{args.max_concurrent}" if args.max_concurrent else ""
+    suffix = (f"-bound{args.max_concurrent}" if args.max_concurrent else "") + (
+        "-all-namespaces" if args.all_namespaces else ""
+    )
     out = (
         Path(args.out)
         if args.out
@@ -430,7 +441,8 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
 {dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 Command: `.venv/bin/python -m bench.scale --campaigns {args.campaigns} --trials {args.trials} \
---replicas {args.replicas}{f" --max-concurrent {args.max_concurrent}" if args.max_concurrent else ""}`. \
+--replicas {args.replicas}{f" --max-concurrent {args.max_concurrent}" if args.max_concurrent else ""}\
+{" --all-namespaces" if args.all_namespaces else ""}`. \
 Method: docs/performance.md. 2 cores shared with the control plane, kwok and other work: timings are noisy.
 
 | metric | value | target |
