@@ -24,6 +24,7 @@ import bisect
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -165,6 +166,12 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self.scrapes = Histogram(
+            "aftershock_metrics_render_seconds",
+            "Time to render this exposition, per scrape (event-loop time every scrape costs)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
         self._campaigns: dict[tuple[str, str], _CampaignSeries] = {}
         self._replayed: set[str] = set()
 
@@ -232,7 +239,9 @@ class Metrics:
         return sum(series.renders for series in self._campaigns.values())
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every series, from memory."""
+        """The Prometheus text exposition of every series, from memory. Its own cost is
+        observed after it is rendered, so it shows in the next scrape."""
+        started = time.perf_counter()
         parts = [generate_latest(self.registry).decode()]
         for name, kind, help_ in _FAMILIES:
             # The classic text format names a counter's family by its sample, `_total`
@@ -241,7 +250,9 @@ class Metrics:
             parts.append(f"# HELP {header} {help_}\n# TYPE {header} {kind}\n")
             for series in self._campaigns.values():
                 parts.append(series.text(name))
-        return "".join(parts).encode()
+        body = "".join(parts).encode()
+        self.scrapes.observe(time.perf_counter() - started)
+        return body
 
 
 class LoopLagMeter:

@@ -94,17 +94,16 @@ def test_a_scrape_renders_only_the_families_that_changed() -> None:
         m.attempt_finished(ref, recovered(ref.uid, 0, 1.0))
         m.campaign_phase(ref, Phase.RUNNING)
         m.status_patched(ref)
-    first = m.render()
+    m.render()
     rendered = m.renders
-    assert m.render() == first  # nothing changed: nothing rendered again
-    assert m.renders == rendered
+    m.render()
+    assert m.renders == rendered  # nothing changed: nothing rendered again
     m.status_patched(A)
-    after = m.render()
+    m.render()
     assert m.renders == rendered + 1  # A's patch counter only
     assert samples(m, "aftershock_status_patches", campaign="kill-a") == {
         "aftershock_status_patches_total": 2
     }
-    assert after != first
     m.campaign_phase(A, Phase.RUNNING)  # the same phase again changes nothing
     m.render()
     assert m.renders == rendered + 1
