@@ -38,6 +38,7 @@ def write(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError as exc:
         print(f"no chart ({exc}): pip install -e '.[dev]' brings matplotlib", file=sys.stderr)
         return None
@@ -60,6 +61,10 @@ def write(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
                 if not math.isnan(v):
                     ax.text(v * 1.08, y + dy, f"{v:.0f}" if v >= 10 else f"{v:.1f}", va="center", fontsize=8)
         ax.set_xscale("log")
+        # Plain numbers (1, 10, 100 ms), not 10^1; no labels on minor ticks.
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.axvline(target, color="#555", linestyle="--", linewidth=1, label=target_label)
         ax.set_xlabel(xlabel)
         ax.grid(axis="x", which="both", alpha=0.25)
@@ -77,7 +82,7 @@ def write(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
 def main() -> None:
     src = Path(sys.argv[1])
     raw = json.loads(src.read_text())
-    out = write(raw["rows"], src.with_suffix(".png"), title=src.stem)
+    out = write(raw["rows"], src.with_suffix(".png"), title=raw.get("title", src.stem))
     print(out or "no chart")
 
 

@@ -598,6 +598,7 @@ def main() -> None:
     text = render(rows, versions, args, workdir)
     out.write_text(text)
     raw = {
+        "title": _title(versions),
         "versions": versions,
         "args": vars(args),
         "rows": rows,
@@ -606,7 +607,7 @@ def main() -> None:
         ],
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
-    png = chart.write(rows, out.with_suffix(".png"), title=_title(versions))
+    png = chart.write(rows, out.with_suffix(".png"), title=raw["title"])
     print()
     print(text)
     print(f"\nwritten: {out} (+ .json{', ' + png.name if png else ''}); work files: {workdir}")
