@@ -19,7 +19,7 @@ import collections
 import ipaddress
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from aftershock.errors import ProbeUnavailableError
@@ -67,6 +67,7 @@ def judge_pd(
     heartbeat_fresh_seconds: float = 30.0,
     pending_peer_regions: int = 0,
     down_peer_regions: int = 0,
+    previous_process_heartbeat: Collection[int] = (),
 ) -> Health:
     """Healthy when PD sees `expected_stores` stores Up, none other than Up (Tombstone aside),
     every Up store heartbeating within `heartbeat_fresh_seconds` of `now` (unix seconds) and
@@ -75,6 +76,9 @@ def judge_pd(
 
     A store listed but not Up (Disconnected, Down, Offline) is a reason even when enough others are
     Up: its regions are missing a replica until it returns or PD replaces it.
+
+    `previous_process_heartbeat`: ids of restarted stores whose last heartbeat is known to be the
+    dead process's although it is not older than the new start (`HeartbeatHistory`).
     """
     reasons: list[str] = []
     live = sorted((s for s in stores if s.state_name != TOMBSTONE), key=lambda s: s.id)
@@ -91,7 +95,7 @@ def judge_pd(
             reasons.append(f"{label} has never sent a heartbeat")
         elif age > heartbeat_fresh_seconds:
             reasons.append(f"{label} last heartbeat {age:.0f}s ago (limit {heartbeat_fresh_seconds:g}s)")
-        elif not store.heartbeat_since_start:
+        elif not store.heartbeat_since_start or store.id in previous_process_heartbeat:
             reasons.append(f"{label} restarted (start {store.start_timestamp}) and has not heartbeated since")
         if store.pending_peer_count > 0:
             reasons.append(f"{label} has {store.pending_peer_count} pending peers")
@@ -166,6 +170,49 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+class HeartbeatHistory:
+    """Tells a restarted store's first heartbeat from its dead process's last one, across looks.
+
+    PD's ``start_timestamp`` has whole seconds (TiKV sends it so). A process that starts in the
+    same second as its predecessor's last heartbeat therefore looks "heartbeated since start" at
+    once, on the dead process's heartbeat, and its store Up before it ever reported: seen in
+    about half the trials on the stand-in's 0.2 s heartbeats (bench/results/2026-12-01.md, a
+    store-Up stamped at the kill). Real tikv-server takes seconds to start, so there it is rare,
+    not impossible.
+
+    So remember, per store, the newest heartbeat seen from each process (start). After a restart,
+    a heartbeat no newer than the last one seen from the previous process is that process's.
+    What remains undecidable: a dead process that heartbeated after the last look before it
+    died (a few ms between the gate's look and the kill); then the old rule decides.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[int, int]] = {}  # store id -> (start, newest heartbeat ns)
+        self._before: dict[int, tuple[int, int]] = {}  # store id -> (new start, predecessor's)
+
+    def observe(self, stores: Iterable[StoreInfo]) -> None:
+        for store in stores:
+            seen = self._seen.get(store.id)
+            if seen is not None and seen[0] == store.start_timestamp:
+                self._seen[store.id] = (seen[0], max(seen[1], store.last_heartbeat_ns))
+                continue
+            if seen is not None:
+                self._before[store.id] = (store.start_timestamp, seen[1])
+            self._seen[store.id] = (store.start_timestamp, store.last_heartbeat_ns)
+
+    def previous_process_heartbeat(self, store: StoreInfo) -> bool:
+        """Whether `store`'s last heartbeat is known to be its previous process's."""
+        before = self._before.get(store.id)
+        return (
+            before is not None and before[0] == store.start_timestamp and store.last_heartbeat_ns <= before[1]
+        )
+
+    def reported_since_start(self, store: StoreInfo) -> bool:
+        """`StoreInfo.heartbeat_since_start`, without the same-second ambiguity where the
+        looks so far resolve it."""
+        return store.heartbeat_since_start and not self.previous_process_heartbeat(store)
+
+
 class PdClock:
     """Where PD's clock stands, as far as its stores' heartbeats show it, against this
     process's monotonic clock.
@@ -222,6 +269,7 @@ class TiKVProbe:
         self._fresh = heartbeat_fresh_seconds
         self._monotonic = monotonic
         self.pd_clock = PdClock()
+        self.history = HeartbeatHistory()
         # A shared client is given back, not closed: other Campaigns may be using it.
         self._release = release
         self._closed = False
@@ -261,6 +309,7 @@ class TiKVProbe:
         if heartbeats:
             now = max(heartbeats) / 1e9
             self.pd_clock.observe(now, seen)
+        self.history.observe(stores)
         health = judge_pd(
             stores,
             members,
@@ -269,6 +318,7 @@ class TiKVProbe:
             heartbeat_fresh_seconds=self._fresh,
             pending_peer_regions=pending,
             down_peer_regions=down,
+            previous_process_heartbeat={s.id for s in stores if self.history.previous_process_heartbeat(s)},
         )
         reasons = list(health.reasons)
         restarts: dict[str, int] = {}
@@ -286,7 +336,7 @@ class TiKVProbe:
             fresh = store.last_heartbeat_ns > 0 and now - store.last_heartbeat_ns / 1e9 <= self._fresh
             # Back means reporting: a PutStore alone (new start, the dead process's heartbeat)
             # is not a running store yet.
-            up[name] = store.state_name == UP and fresh and store.heartbeat_since_start
+            up[name] = store.state_name == UP and fresh and self.history.reported_since_start(store)
         summary = {
             "storeIds": store_ids,
             "stores": [

@@ -1,5 +1,7 @@
-"""PD's clock as its heartbeats show it (`PdClock`), kept across the probe's looks: the store-Up
-milestone is placed with it, so one lucky look must fix it for the looks that follow."""
+"""What the TiKV probe remembers across its looks at PD: PD's clock as the heartbeats show it
+(`PdClock`: the store-Up milestone is placed with it, so one lucky look must fix it for the looks
+that follow), and each store's heartbeats per process (`HeartbeatHistory`: a restart in the
+same second as the dead process's last heartbeat must not count as a report)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from typing import Any
 import httpx
 
 from aftershock.model import PodState
-from aftershock.subjects.pd import PdClient
-from aftershock.subjects.tikv import PdClock, TiKVProbe
+from aftershock.subjects.pd import PdClient, PdMemberHealth, StoreInfo
+from aftershock.subjects.tikv import HeartbeatHistory, PdClock, TiKVProbe, judge_pd
 
 #: Our monotonic clock reads PD's unix clock minus this (any constant: two unrelated clocks).
 OFFSET = -1_700_000_000.0
@@ -76,3 +78,49 @@ async def test_a_probe_reports_pd_now_from_its_best_look_not_only_the_current_on
     # The first look knows only its own heartbeat (0.15 s old); from the lucky second look on,
     # PD's clock is known to its 2 ms, also when the third look's heartbeat is 0.19 s old.
     assert [round(e, 6) for e in errors] == [0.15, 0.002, 0.002]
+
+
+def _store(start: int, heartbeat: float) -> StoreInfo:
+    return StoreInfo(
+        id=4,
+        address="tikv-1.tikv-peer.db.svc:20160",
+        state_name="Up",
+        start_timestamp=start,
+        last_heartbeat_ns=int(heartbeat * 1e9),
+        leader_count=1,
+        region_count=1,
+    )
+
+
+def test_a_restart_in_the_same_second_as_the_last_heartbeat_is_not_up_on_that_heartbeat() -> None:
+    history = HeartbeatHistory()
+    history.observe([_store(900, 1000.2)])  # the old process, seen heartbeating at 1000.2
+    # Killed at 1000.3; the new process starts at 1000.9: PD shows start 1000 (whole seconds)
+    # with the dead process's heartbeat, which is "since the start" by PD's rule.
+    restarted = _store(1000, 1000.2)
+    assert restarted.heartbeat_since_start
+    history.observe([restarted])
+    assert history.previous_process_heartbeat(restarted)
+    assert not history.reported_since_start(restarted)
+    # Its own first heartbeat decides.
+    reported = _store(1000, 1001.4)
+    history.observe([reported])
+    assert history.reported_since_start(reported)
+
+
+def test_without_a_look_at_the_previous_process_pds_rule_decides() -> None:
+    history = HeartbeatHistory()
+    first_look = _store(1000, 1000.2)
+    history.observe([first_look])
+    assert history.reported_since_start(first_look)
+    stale = _store(1000, 999.5)  # a heartbeat older than the start: PD's rule says no anyway
+    assert not history.reported_since_start(stale)
+
+
+def test_a_restarted_store_on_its_dead_process_heartbeat_is_a_reason_pd_is_unhealthy() -> None:
+    restarted = _store(1000, 1000.2)
+    members = [PdMemberHealth("pd-0", 1, True)]
+    assert judge_pd([restarted], members, expected_stores=1, now=1000.3).healthy
+    judged = judge_pd([restarted], members, expected_stores=1, now=1000.3, previous_process_heartbeat={4})
+    assert not judged.healthy
+    assert any("has not heartbeated since" in r for r in judged.reasons)
