@@ -108,6 +108,21 @@ def test_a_restart_in_the_same_second_as_the_last_heartbeat_is_not_up_on_that_he
     assert history.reported_since_start(reported)
 
 
+def test_the_heartbeat_shown_with_a_new_start_at_first_sight_is_the_dead_processs() -> None:
+    history = HeartbeatHistory()
+    history.observe([_store(900, 1000.2)])  # the last look at the old process
+    # It heartbeated once more (1000.4) before it died, unseen; the new process started in
+    # the same second: the first look at the new start shows that unseen heartbeat.
+    restarted = _store(1000, 1000.4)
+    history.observe([restarted])
+    assert not history.reported_since_start(restarted)
+    history.observe([restarted])  # nothing new at the next look either
+    assert not history.reported_since_start(restarted)
+    reported = _store(1000, 1000.6)
+    history.observe([reported])
+    assert history.reported_since_start(reported)
+
+
 def test_without_a_look_at_the_previous_process_pds_rule_decides() -> None:
     history = HeartbeatHistory()
     first_look = _store(1000, 1000.2)

@@ -176,14 +176,18 @@ class HeartbeatHistory:
     PD's ``start_timestamp`` has whole seconds (TiKV sends it so). A process that starts in the
     same second as its predecessor's last heartbeat therefore looks "heartbeated since start" at
     once, on the dead process's heartbeat, and its store Up before it ever reported: seen in
-    about half the trials on the stand-in's 0.2 s heartbeats (bench/results/2026-12-01.md, a
-    store-Up stamped at the kill). Real tikv-server takes seconds to start, so there it is rare,
-    not impossible.
+    about half the trials on the stand-in's 0.2 s heartbeats, whose simulated processes restart
+    within 0.1 s of the kill (bench/results/2026-12-01.md: store Up stamped at the kill). Real
+    tikv-server takes seconds to start, so there it is rare, not impossible.
 
     So remember, per store, the newest heartbeat seen from each process (start). After a restart,
-    a heartbeat no newer than the last one seen from the previous process is that process's.
-    What remains undecidable: a dead process that heartbeated after the last look before it
-    died (a few ms between the gate's look and the kill); then the old rule decides.
+    the heartbeat shown at the first look with the new start, and any older one, are taken for
+    the previous process's: the new process counts from a heartbeat newer than those. Why the
+    first look's too: the dead process may have heartbeated after the last look before it died
+    (the gate's look can be a poll interval old at the kill), and a tikv-server heartbeats a
+    full interval (10 s) after it starts, so a look between its PutStore and its first
+    heartbeat is all but certain. The cost, where a look sees both at once (heartbeats faster
+    than the polls): the milestone is one heartbeat late, never early.
     """
 
     def __init__(self) -> None:
@@ -197,7 +201,8 @@ class HeartbeatHistory:
                 self._seen[store.id] = (seen[0], max(seen[1], store.last_heartbeat_ns))
                 continue
             if seen is not None:
-                self._before[store.id] = (store.start_timestamp, seen[1])
+                newest_old = max(seen[1], store.last_heartbeat_ns)
+                self._before[store.id] = (store.start_timestamp, newest_old)
             self._seen[store.id] = (store.start_timestamp, store.last_heartbeat_ns)
 
     def previous_process_heartbeat(self, store: StoreInfo) -> bool:
