@@ -85,12 +85,18 @@ BENCH_TRIALS ?= 20
 SCALE_CAMPAIGNS ?= 100
 SCALE_TRIALS ?= 10
 SCALE_TIMEOUT ?= 600
+BENCH_TOOLS ?= aftershock,aftershock-pods,aftershock-short,chaostoolkit,chaostoolkit-ssh,krkn
+REAL_TOOLS ?= aftershock,aftershock-pods,chaostoolkit,krkn
+BOUND_CAMPAIGNS ?= 1000
+BOUND ?= 20
 .PHONY: bench
-bench: venv ## aftershock vs Chaos Toolkit and krkn-lib on the local cluster, then the scale run (docs/performance.md)
+bench: venv ## the comparison on kwok and on the real node (tables + PNG charts), then the scale runs (docs/performance.md)
 	$(TESTBED)/build.sh >/dev/null
 	bench/peers.sh >/dev/null
-	$(PY) -m bench.compare --trials $(BENCH_TRIALS)
+	$(PY) -m bench.compare --trials $(BENCH_TRIALS) --tools $(BENCH_TOOLS)
+	$(PY) -m bench.compare --real-node --trials $(BENCH_TRIALS) --tools $(REAL_TOOLS)
 	$(PY) -m bench.scale --campaigns $(SCALE_CAMPAIGNS) --trials $(SCALE_TRIALS) --timeout $(SCALE_TIMEOUT)
+	$(PY) -m bench.scale --campaigns $(BOUND_CAMPAIGNS) --trials $(SCALE_TRIALS) --max-concurrent $(BOUND) --timeout $(SCALE_TIMEOUT)
 
 # --- real TiKV on kind (needs Docker and internet; cannot run on the project's CI) ---------
 .PHONY: kind-up kind-down tikv-up image deploy

@@ -2,17 +2,26 @@
 """aftershock against the tools people use today, side by side on the same test bed.
 
 Every tool does the same work: N pod kills, one at a time, each waiting for full recovery, on
-its own fresh 3-replica TiKV-shaped StatefulSet (kwok nodes) in its own namespace. The harness
-watches the pods itself (`bench.groundtruth`), counts each tool's API requests at the API server
+its own fresh 3-replica TiKV-shaped StatefulSet in its own namespace. The harness watches the
+pods itself (`bench.groundtruth`), and where PD is in the loop the stores' reports to the PD
+stand-in too (`groundtruth.PdWatch`), counts each tool's API requests at the API server
 (`bench.apicount`), and measures each tool's processes (CPU seconds, peak RSS).
 
-Usage: .venv/bin/python -m bench.compare [--trials 20] [--tools aftershock,aftershock-pods,...]
-Writes bench/results/<date>.md (and .json with every trial) and prints the table.
+Two subjects:
+- kwok (default): pods on kwok nodes, nothing runs; where a tool uses PD (aftershock), the
+  stand-in's simulated store processes follow the pods. For scale and for the control plane.
+- `--real-node`: pods on the test bed's real node (docs/adr/0006-real-node.md), each a real
+  store process (tests/pdstub/store.py) that registers with and heartbeats to a PD stand-in in
+  this process on 127.0.0.1, for every tool (peers ignore PD; their recovery is the pods').
+
+Usage: .venv/bin/python -m bench.compare [--trials 20] [--tools aftershock,aftershock-pods,...] [--real-node]
+Writes bench/results/<date>[-realnode].md (and .json with every trial, and .png: the chart).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -29,7 +38,7 @@ from tests.e2e.operator import OperatorProcess, campaign, wait_phase
 from tests.pdstub import PdStandIn, Timing
 from tests.pdstub.kube_source import KubePodSource
 
-from bench import apicount, groundtruth, harness
+from bench import apicount, chart, groundtruth, harness
 from bench.ctk_experiment import build_experiment, read_journal
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,6 +60,57 @@ class Run:
     rss_mib: float = 0.0
     api: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: The tool's recovery includes the store back in PD (aftershock with pdURL); else pods only.
+    measures_store: bool = False
+    #: PD was in the loop (its stand-in served the subject): the truth knows when stores returned.
+    pd_in_loop: bool = False
+
+
+@dataclass
+class Subject:
+    """A tool's subject: its namespace, and the PD stand-in that serves it (if any)."""
+
+    ns: str
+    pd: PdStandIn | None = None
+    pd_watch: groundtruth.PdWatch | None = None
+    source: KubePodSource | None = None
+
+    def close(self, bed: harness.Bed) -> None:
+        if self.pd is not None:
+            self.pd.stop()
+        if self.source is not None:
+            self.source.stop()
+        harness.drop_namespace(bed, self.ns)
+
+
+#: Set by main: where the subjects run and how fast PD's clocks tick.
+REAL_NODE = False
+PD_SCALE = 0.02
+
+
+def make_subject(bed: harness.Bed, prefix: str, *, with_pd: bool) -> Subject:
+    """kwok: pods only, plus the PD stand-in's simulated stores when `with_pd`. Real node:
+    real store processes, which always need their PD stand-in (peers just ignore it)."""
+    timing = Timing.fast(PD_SCALE)
+    if REAL_NODE:
+        pd = PdStandIn(timing=timing, headless_service="tikv-peer", namespace="")
+        watch = groundtruth.PdWatch(pd)
+        url = pd.start()
+        ns = harness.fresh_real_subject(bed, prefix, url, timing.heartbeat_interval)
+        # The stand-in names stores by the pod's namespace in their address: set it now.
+        pd.namespace = ns
+        return Subject(ns, pd, watch)
+    ns = harness.fresh_subject(bed, prefix)
+    if not with_pd:
+        return Subject(ns)
+    source = KubePodSource(bed.cluster.api_client(), ns, harness.SELECTOR).start()
+    assert source.wait_synced(30)
+    # PD and TiKV's timing x PD_SCALE: with 0.02, a restarted store's first heartbeat 0.2 s
+    # after it starts.
+    pd = PdStandIn(source, timing=timing, headless_service="tikv-peer", namespace=ns)
+    watch = groundtruth.PdWatch(pd)
+    pd.start()
+    return Subject(ns, pd, watch, source)
 
 
 # --- the tools ---------------------------------------------------------------------------------
@@ -60,24 +120,35 @@ def _iso(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _set_kills(run: Run, events: list[groundtruth.PodEvent], stamps: list[tuple[str, float]]) -> None:
+def _set_kills(
+    run: Run,
+    events: list[groundtruth.PodEvent],
+    stamps: list[tuple[str, float]],
+    subject: Subject | None = None,
+) -> None:
     found = groundtruth.kills(events, 3, stamps)
+    if subject is not None and subject.pd_watch is not None:
+        # PD in the loop: recovered = the pods whole again AND the victim's store reporting
+        # again from its new process, whichever comes last.
+        reports = subject.pd_watch.snapshot()
+        run.pd_in_loop = True
+        found = [_with_store(k, reports) for k in found]
     run.kills = [k for k in found if k.by_tool]
     run.artifacts = len(found) - len(run.kills)
 
 
+def _with_store(kill: groundtruth.Kill, reports: list[groundtruth.StoreReport]) -> groundtruth.Kill:
+    back = groundtruth.store_back(reports, kill.victim, kill.deleted_at)
+    ready = None if kill.ready_at is None or back is None else max(kill.ready_at, back)
+    return dataclasses.replace(kill, ready_at=ready, pods_ready_at=kill.ready_at)
+
+
 def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -> Run:
-    run = Run(tool, trials)
-    ns = harness.fresh_subject(bed, "bench-as")
+    run = Run(tool, trials, measures_store=with_pd)
+    subject = make_subject(bed, "bench-as", with_pd=with_pd)
+    ns = subject.ns
     kubeconfig = bed.identity("aftershock", role="aftershock")
-    pd: PdStandIn | None = None
-    source: KubePodSource | None = None
-    if with_pd:
-        source = KubePodSource(bed.cluster.api_client(), ns, harness.SELECTOR).start()
-        assert source.wait_synced(30)
-        # PD and TiKV's timing x 0.02: a restarted store's first heartbeat 0.2 s after it starts.
-        pd = PdStandIn(source, timing=Timing.fast(0.02), headless_service="tikv-peer", namespace=ns)
-        pd.start()
+    pd = subject.pd if with_pd else None
     watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
     op = OperatorProcess(
         kubeconfig=kubeconfig,
@@ -96,6 +167,9 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
                 pd.base_url if pd else None,
                 trials=trials,
                 steadyState={"timeoutSeconds": 60, "stableSeconds": 0},
+                # No relapse watch after each recovery (the default watches 15 s, which is
+                # then 15 s of every trial's overhead by design); the peers have none either.
+                recovery={"timeoutSeconds": 60, "settleSeconds": 0},
             )
         )
         final = wait_phase(
@@ -124,18 +198,14 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
     finally:
         op.stop()
         watcher.stop()
-        if pd is not None:
-            pd.stop()
-        if source is not None:
-            source.stop()
-        harness.drop_namespace(bed, ns)
+        subject.close(bed)
     run.api = apicount.delta(before, apicount.scrape(bed.cluster), "aftershock")
     stamps = [
         (t["victims"][0]["name"], _iso(t["timings"]["kill_sent"]["wall"]))
         for t in report["trials"]
         if t["victims"] and "kill_sent" in t["timings"]
     ]
-    _set_kills(run, watcher.snapshot(), sorted(stamps, key=lambda s: s[1]))
+    _set_kills(run, watcher.snapshot(), sorted(stamps, key=lambda s: s[1]), subject)
     status = final["status"]
     run.notes.append(
         f"Campaign {status.get('phase')} verdict {status.get('verdict')}: {status.get('message')}"
@@ -152,6 +222,8 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
             "recovery": t["recoverySeconds"],
             "pod_ready": ready,
             "gone": gone,
+            "store_up": (t["timings"].get("store_up") or {}).get("offsetSeconds"),
+            "sources": t.get("sources") or t.get("milestoneSources"),
         }
     run.records = [by_uid.get(k.victim_uid, {"victim": k.victim, "recovery": None}) for k in run.kills]
     return run
@@ -162,7 +234,8 @@ def run_chaostoolkit(bed: harness.Bed, trials: int, *, tool: str, wait_for_disru
     chaos = harness.VENVS / "chaostoolkit" / "bin" / "chaos"
     if not chaos.exists():
         raise SystemExit(f"{chaos} missing: run bench/peers.sh first")
-    ns = harness.fresh_subject(bed, "bench-ctk")
+    subject = make_subject(bed, "bench-ctk", with_pd=False)
+    ns = subject.ns
     kubeconfig = bed.identity("chaostoolkit")
     exp = bed.workdir / "experiment.json"
     exp.write_text(
@@ -210,13 +283,13 @@ def run_chaostoolkit(bed: harness.Bed, trials: int, *, tool: str, wait_for_disru
         run.ended = time.monotonic()
     finally:
         watcher.stop()
-        harness.drop_namespace(bed, ns)
+        subject.close(bed)
     run.rss_mib = max(rss, default=0.0)
     run.api = apicount.delta(before, apicount.scrape(bed.cluster), "chaostoolkit")
     stamps = [
         (r["victim"], r["kill_started"]) for r in run.records if r.get("victim") and r.get("kill_started")
     ]
-    _set_kills(run, watcher.snapshot(), stamps)
+    _set_kills(run, watcher.snapshot(), stamps, subject)
     return run
 
 
@@ -225,7 +298,8 @@ def run_krkn(bed: harness.Bed, trials: int, duration: float, wait_duration: floa
     python = harness.VENVS / "krkn" / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"{python} missing: run bench/peers.sh first")
-    ns = harness.fresh_subject(bed, "bench-krkn")
+    subject = make_subject(bed, "bench-krkn", with_pd=False)
+    ns = subject.ns
     kubeconfig = bed.identity("krkn")
     out = bed.workdir / "krkn.jsonl"
     watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
@@ -259,7 +333,7 @@ def run_krkn(bed: harness.Bed, trials: int, duration: float, wait_duration: floa
             run.notes.append(f"krkn runner exit {fin.returncode} (see krkn.log)")
     finally:
         watcher.stop()
-        harness.drop_namespace(bed, ns)
+        subject.close(bed)
     run.api = apicount.delta(before, apicount.scrape(bed.cluster), "krkn")
     stamps = []
     for line in out.read_text().splitlines() if out.exists() else []:
@@ -279,7 +353,7 @@ def run_krkn(bed: harness.Bed, trials: int, duration: float, wait_duration: floa
                 f"iteration {it['iteration']}: recovered {it['recovered']}, unrecovered {it['unrecovered']}"
             )
         run.records.append(rec)
-    _set_kills(run, watcher.snapshot(), stamps)
+    _set_kills(run, watcher.snapshot(), stamps, subject)
     return run
 
 
@@ -297,28 +371,58 @@ def pct(values: list[float], q: float) -> float:
 def analyse(run: Run) -> dict[str, Any]:
     pairs = list(zip(run.kills, run.records, strict=False))
     mismatched = sum(1 for kill, rec in pairs if rec.get("victim") not in (None, kill.victim))
+
+    # Each tool is judged against the truth of what it says it measures: the pods and the
+    # store back in PD for aftershock with a pdURL, the pods alone for everyone else.
+    def own(k: groundtruth.Kill) -> float | None:
+        return k.recovery if run.measures_store else k.pod_recovery
+
+    def own_ready(k: groundtruth.Kill) -> float | None:
+        return k.ready_at if run.measures_store or k.pods_ready_at is None else k.pods_ready_at
+
     errors = [
+        abs(rec["recovery"] - t) * 1000
+        for k, rec in pairs
+        if rec.get("recovery") is not None and (t := own(k)) is not None
+    ]
+    # With PD in the loop: how far each tool's number is from the subject's full recovery
+    # (pods and store), whatever it measures: what a TiKV user would read it as.
+    full_errors = [
         abs(rec["recovery"] - k.recovery) * 1000
         for k, rec in pairs
-        if rec.get("recovery") is not None and k.recovery is not None
+        if run.pd_in_loop and rec.get("recovery") is not None and k.recovery is not None
     ]
     pod_errors = [
-        abs(rec[key] - k.recovery) * 1000
+        abs(rec[key] - t) * 1000
         for k, rec in pairs
         for key in ("pod_ready", "readiness")
-        if rec.get(key) is not None and k.recovery is not None
+        if rec.get(key) is not None and (t := k.pod_recovery) is not None
     ]
     lead = [rec["gone"] * 1000 for _, rec in pairs if rec.get("gone") is not None]
     aligned = [
-        abs(rec["pod_ready"] - rec["gone"] - k.recovery) * 1000
+        abs(rec["pod_ready"] - rec["gone"] - t) * 1000
         for k, rec in pairs
-        if rec.get("gone") is not None and rec.get("pod_ready") is not None and k.recovery is not None
+        if rec.get("gone") is not None
+        and rec.get("pod_ready") is not None
+        and (t := k.pod_recovery) is not None
     ]
-    truth = [k.recovery * 1000 for k in run.kills if k.recovery is not None]
+    # The store milestone alone: aftershock's store_up against the stand-in's receipt of the
+    # victim store's first heartbeat, both from the kill.
+    store_errors = [
+        abs(rec["store_up"] - rec["gone"] - (k.ready_at - k.deleted_at)) * 1000
+        for k, rec in pairs
+        if run.measures_store
+        and rec.get("store_up") is not None
+        and rec.get("gone") is not None
+        and k.ready_at is not None
+        and k.pods_ready_at is not None
+        and k.ready_at > k.pods_ready_at
+    ]
+    truth = [t * 1000 for k in run.kills if (t := own(k)) is not None]
     gaps = [
-        (b.deleted_at - a.ready_at) * 1000
+        (b.deleted_at - r) * 1000
         for a, b in zip(run.kills, run.kills[1:], strict=False)
-        if a.ready_at is not None
+        if (r := own_ready(a)) is not None
     ]
     n = max(len(run.kills), 1)
     verbs = run.api.get("tool", {})
@@ -332,6 +436,11 @@ def analyse(run: Run) -> dict[str, Any]:
         "err_p50": pct(errors, 50),
         "err_p95": pct(errors, 95),
         "err_max": max(errors, default=float("nan")),
+        "full_err_p50": pct(full_errors, 50) if full_errors else None,
+        "full_err_p95": pct(full_errors, 95) if full_errors else None,
+        "store_err_p50": pct(store_errors, 50) if store_errors else None,
+        "store_err_p95": pct(store_errors, 95) if store_errors else None,
+        "measures": "pods + store" if run.measures_store else "pods",
         "pod_err_p50": pct(pod_errors, 50) if pod_errors else None,
         "pod_err_p95": pct(pod_errors, 95) if pod_errors else None,
         "lead_p50": pct(lead, 50) if lead else None,
@@ -340,8 +449,8 @@ def analyse(run: Run) -> dict[str, Any]:
         "overhead_p50": pct(gaps, 50),
         "overhead_p95": pct(gaps, 95),
         "startup": (run.kills[0].deleted_at - run.started) * 1000 if run.kills else float("nan"),
-        "tail": (run.ended - run.kills[-1].ready_at) * 1000
-        if run.kills and run.kills[-1].ready_at
+        "tail": (run.ended - r) * 1000
+        if run.kills and (r := own_ready(run.kills[-1])) is not None
         else float("nan"),
         "wall_per_trial": (run.ended - run.started) / n * 1000,
         "non_watch_per_trial": non_watch / n,
@@ -374,7 +483,8 @@ def _f(v: float | None, digits: int = 1) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| tool | kills seen / recorded | truth recovery p50 (ms) | timing error p50 / p95 / max (ms) "
+        "| tool | measures | kills seen / recorded | truth recovery p50 (ms) | timing error p50 / p95 / max (ms) "
+        "| error vs pods + store p50 / p95 (ms) | store-Up milestone error p50 / p95 (ms) "
         "| pod-level error p50 / p95 (ms) | kill-stamp lead p50 (ms) | aligned error p50 / p95 (ms) "
         "| overhead p50 / p95 (ms) | startup / tail (ms) "
         "| wall per trial (ms) | API req/trial non-watch (+watch) | CPU s total (per trial) | peak RSS (MiB) |"
@@ -382,8 +492,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['tool']} | {r['kills']} / {r['records']} | {_f(r['truth_p50'], 0)} "
+            f"| {r['tool']} | {r.get('measures', 'pods')} | {r['kills']} / {r['records']} | {_f(r['truth_p50'], 0)} "
             f"| {_f(r['err_p50'])} / {_f(r['err_p95'])} / {_f(r['err_max'])} "
+            f"| {_f(r.get('full_err_p50'))} / {_f(r.get('full_err_p95'))} "
+            f"| {_f(r.get('store_err_p50'))} / {_f(r.get('store_err_p95'))} "
             f"| {_f(r['pod_err_p50'])} / {_f(r['pod_err_p95'])} | {_f(r['lead_p50'])} "
             f"| {_f(r['aligned_err_p50'])} / {_f(r['aligned_err_p95'])} "
             f"| {_f(r['overhead_p50'], 0)} / {_f(r['overhead_p95'], 0)} | {_f(r['startup'], 0)} / {_f(r['tail'], 0)} "
@@ -430,12 +542,34 @@ def main() -> None:
         "(whole seconds) to change, and a replacement made in the same second as the pod "
         "it replaces never changes it",
     )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="subjects on the test bed's real node: real store processes heartbeating to a PD stand-in",
+    )
+    parser.add_argument(
+        "--pd-scale",
+        type=float,
+        default=None,
+        help="PD and TiKV's intervals times this (default 0.02 on kwok: 0.2 s heartbeats; "
+        "0.05 on the real node: 0.5 s)",
+    )
     parser.add_argument("--out", default=None, help="results file (default bench/results/<date>.md)")
     args = parser.parse_args()
+    global REAL_NODE, PD_SCALE  # noqa: PLW0603 (set once, before any run)
+    REAL_NODE = args.real_node
+    PD_SCALE = args.pd_scale if args.pd_scale is not None else (0.05 if args.real_node else 0.02)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="aftershock-compare-"))
     bed = harness.setup(workdir)
+    if REAL_NODE and (why := harness.real_node_ready(bed)):
+        # Not an error: a test bed without the real node still has the kwok table.
+        harness.teardown(bed)
+        print(f"SKIPPED the real-node comparison: {why}", flush=True)
+        return
     versions = harness.versions(bed)
+    if REAL_NODE:
+        versions["subject"] = f"real node, store stand-in processes, PD intervals x{PD_SCALE:g}"
     runs: list[Run] = []
     try:
         for tool in tools:
@@ -459,11 +593,12 @@ def main() -> None:
         harness.teardown(bed)
     rows = [analyse(r) for r in runs]
     date = dt.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"{date}.md"
+    out = Path(args.out) if args.out else RESULTS / f"{date}{'-realnode' if REAL_NODE else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(rows, versions, args, workdir)
     out.write_text(text)
     raw = {
+        "title": _title(versions),
         "versions": versions,
         "args": vars(args),
         "rows": rows,
@@ -472,9 +607,15 @@ def main() -> None:
         ],
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    png = chart.write(rows, out.with_suffix(".png"), title=raw["title"])
     print()
     print(text)
-    print(f"\nwritten: {out} (+ .json); work files: {workdir}")
+    print(f"\nwritten: {out} (+ .json{', ' + png.name if png else ''}); work files: {workdir}")
+
+
+def _title(versions: dict[str, str]) -> str:
+    where = "real node (real store processes, real kubelet)" if REAL_NODE else "kwok nodes"
+    return f"{dt.date.today().isoformat()}, {where}, PD intervals x{PD_SCALE:g}"
 
 
 def render(
@@ -482,10 +623,19 @@ def render(
 ) -> str:
     notes = "\n".join(f"- {r['tool']}: {n}" for r in rows for n in r["notes"]) or "- none"
     vers = "\n".join(f"- {k}: {v}" for k, v in versions.items())
-    return f"""# Benchmark: aftershock and its peers, {dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+    where = (
+        "the real node (real store processes under a real kubelet, a PD stand-in for each subject)"
+        if REAL_NODE
+        else "kwok nodes"
+    )
+    return f"""# Benchmark: aftershock and its peers on {where}, {dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 Command: `.venv/bin/python -m bench.compare --trials {args.trials} --tools {args.tools} \
---krkn-duration {args.krkn_duration} --krkn-wait-duration {args.krkn_wait_duration}`. Method and definitions: docs/performance.md.
+--krkn-duration {args.krkn_duration} --krkn-wait-duration {args.krkn_wait_duration}\
+{" --real-node" if REAL_NODE else ""} --pd-scale {PD_SCALE:g}`. Method and definitions: docs/performance.md.
+2 cores shared with the control plane and other work: timings are noisy; counts are not.
+
+Chart: ![timing error and overhead per tool]({Path(args.out).with_suffix(".png").name if args.out else f"{dt.date.today().isoformat()}{'-realnode' if REAL_NODE else ''}.png"})
 
 {table(rows)}
 

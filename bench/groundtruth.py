@@ -49,10 +49,18 @@ class Kill:
     ready_at: float | None  # harness monotonic: the set whole again (None: never, in the log)
     replacement_uid: str | None
     by_tool: bool = True  # False: a deletion no tool asked for (kwok's by-name delete, ADR 0005)
+    #: The pods alone whole again, when `ready_at` also waits for the store (PD in the loop).
+    pods_ready_at: float | None = None
 
     @property
     def recovery(self) -> float | None:
         return None if self.ready_at is None else self.ready_at - self.deleted_at
+
+    @property
+    def pod_recovery(self) -> float | None:
+        """Recovery of the pods alone (equal to `recovery` without PD in the loop)."""
+        at = self.pods_ready_at if self.pods_ready_at is not None else self.ready_at
+        return None if at is None else at - self.deleted_at
 
 
 def _pod_event(type_: str, obj: dict[str, Any], mono: float, wall: float) -> PodEvent:
@@ -219,3 +227,88 @@ def kills(
     if current is not None:
         found.append(Kill(current["victim"], current["uid"], current["at"], None, None, current["by_tool"]))
     return found
+
+
+# --- PD in the loop: when the victim's store reported again -------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    """One report a store made to the PD stand-in, stamped by the harness on receipt."""
+
+    mono: float
+    wall: float
+    kind: str  # "put" (PutStore: a process started) or "heartbeat"
+    store_id: int
+    address: str  # of the store at that moment; its first DNS label is the pod's name
+    start: int  # the store's start_timestamp at that moment (unix seconds)
+
+
+class PdWatch:
+    """Every PutStore and heartbeat the PD stand-in receives, stamped as it arrives.
+
+    The stand-in runs in the harness's process and the stores report to it (simulated ones in
+    a thread here, real processes over HTTP on the real node): wrapping its two report methods
+    sees each report at the moment PD takes it, with no poll in between. This is the store-level
+    ground truth, independent of how any tool reads PD.
+    """
+
+    def __init__(self, stand_in: Any) -> None:
+        self.reports: list[StoreReport] = []
+        self._lock = threading.Lock()
+        self._addresses: dict[int, str] = {}
+        self._starts: dict[int, int] = {}
+        put, beat = stand_in.put_store, stand_in.heartbeat
+
+        def put_store(store_id: int, *, address: str, start_timestamp: int, **kw: Any) -> None:
+            put(store_id, address=address, start_timestamp=start_timestamp, **kw)
+            self._record("put", store_id, address=address, start=start_timestamp)
+
+        def heartbeat(store_id: int) -> None:
+            beat(store_id)
+            self._record("heartbeat", store_id)
+
+        stand_in.put_store = put_store
+        stand_in.heartbeat = heartbeat
+
+    def _record(
+        self, kind: str, store_id: int, *, address: str | None = None, start: int | None = None
+    ) -> None:
+        mono, wall = time.monotonic(), time.time()
+        with self._lock:
+            if address is not None:
+                self._addresses[store_id] = address
+            if start is not None:
+                self._starts[store_id] = start
+            self.reports.append(
+                StoreReport(
+                    mono,
+                    wall,
+                    kind,
+                    store_id,
+                    self._addresses.get(store_id, ""),
+                    self._starts.get(store_id, 0),
+                )
+            )
+
+    def snapshot(self) -> list[StoreReport]:
+        with self._lock:
+            return list(self.reports)
+
+
+def store_back(reports: list[StoreReport], pod: str, after: float) -> float | None:
+    """When the store of `pod` was back after the kill at `after` (harness monotonic): its first
+    heartbeat from a process that started after the kill (a new start_timestamp, and a heartbeat
+    no older than that start: PD's own "heartbeated since start"). None if not in the log."""
+
+    def names_pod(r: StoreReport) -> bool:
+        return r.address.split(":", 1)[0].split(".", 1)[0] == pod
+
+    before = [r.start for r in reports if r.mono <= after and names_pod(r)]
+    old_start = before[-1] if before else None
+    for r in reports:
+        if r.mono <= after or not names_pod(r) or r.kind != "heartbeat":
+            continue
+        if r.start != old_start and r.wall >= r.start:
+            return r.mono
+    return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tests.e2e import testbed
 from tests.e2e.operator import TIKV_LABELS, tikv_statefulset
 
@@ -131,6 +132,57 @@ def fresh_subject(bed: Bed, prefix: str, replicas: int = 3) -> str:
     c.apply(tikv_statefulset(replicas=replicas), namespace=ns)
     c.kubectl("rollout", "status", "statefulset/tikv", "-n", ns, "--timeout=180s", timeout=200)
     return ns
+
+
+def fresh_real_subject(bed: Bed, prefix: str, pd_url: str, heartbeat_interval: float) -> str:
+    """A new namespace with a Ready 3-pod StatefulSet on the real node: every pod a real store
+    process (tests/pdstub/store.py) that registers with the PD stand-in at `pd_url` (on
+    127.0.0.1: the pods use the host's network) and heartbeats to it every
+    `heartbeat_interval` s. Grace period 0, as on kwok: a kill ends the process at once."""
+    from tests.e2e import realnode
+
+    ns = testbed.unique(prefix)
+    c = bed.cluster
+    c.kubectl("create", "namespace", ns)
+    c.kubectl("label", "namespace", ns, f"app.kubernetes.io/part-of={apicount.PREFIX}")
+    testbed.wait_for(
+        lambda: c.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0,
+        60,
+        what=f"default ServiceAccount in {ns}",
+    )
+    objs = realnode.store_standin(
+        "tikv", pd_url, heartbeat_interval=heartbeat_interval, labels=dict(TIKV_LABELS)
+    )
+    for obj in objs:
+        if obj["kind"] == "StatefulSet":
+            obj["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0
+    c.apply(yaml.safe_dump_all(objs), namespace=ns)
+    c.kubectl("rollout", "status", "statefulset/tikv", "-n", ns, "--timeout=180s", timeout=200)
+    return ns
+
+
+def real_node_ready(bed: Bed) -> str | None:
+    """Why the real node cannot take a subject now (missing, not Ready), or None."""
+    from tests.e2e import realnode
+
+    got = bed.cluster.kubectl(
+        "get",
+        "node",
+        realnode.NODE,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        check=False,
+    )
+    if got.returncode != 0:
+        return f"node {realnode.NODE} is missing (hack/testbed/cluster.sh up starts it where it can run)"
+    if got.stdout.strip() != "True":
+        return f"node {realnode.NODE} is not Ready"
+    images = bed.cluster.kubectl(
+        "get", "node", realnode.NODE, "-o", "jsonpath={.status.images[*].names}"
+    ).stdout
+    if realnode.PYTHON_IMAGE not in images:
+        return f"{realnode.PYTHON_IMAGE} is not on {realnode.NODE}: run hack/testbed/images.sh all"
+    return None
 
 
 def drop_namespace(bed: Bed, ns: str) -> None:

@@ -27,6 +27,7 @@ from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
 from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec, Phase
+from aftershock.subjects.pd import PdClients
 from aftershock.subjects.tikv import TiKVProbe
 
 log = logging.getLogger("aftershock")
@@ -136,6 +137,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["metrics"] = Metrics()
     memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
     await memo["metrics"].replay_ledger(memo["ledger"])
+    # One PD client per endpoint for the whole process, shared by its Campaigns.
+    memo["pd_clients"] = PdClients()
+    memo["loop_lag"] = metrics.LoopLagMeter(memo["metrics"].loop_lag).start()
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
     memo["sweeper"] = asyncio.create_task(
@@ -156,8 +160,12 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if "sweeper" in memo:
         memo["sweeper"].cancel()
         await asyncio.gather(memo["sweeper"], return_exceptions=True)
+    if "loop_lag" in memo:
+        await memo["loop_lag"].stop()
     if "metrics_server" in memo:
         await memo["metrics_server"].cleanup()
+    if "pd_clients" in memo:
+        await memo["pd_clients"].aclose()
     if "ledger" in memo:
         await memo["ledger"].close()
     if "kube" in memo:
@@ -258,7 +266,7 @@ async def _run_once(
         return dict(body.get("spec") or {})
 
     def probe_factory(spec: CampaignSpec, ns: str) -> SubjectProbe | None:
-        return TiKVProbe.for_spec(spec, ns)
+        return TiKVProbe.for_spec(spec, ns, memo["pd_clients"])
 
     runner = CampaignRunner(
         ref=runs.run_ref(ref, run),

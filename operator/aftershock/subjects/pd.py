@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,3 +279,61 @@ class PdClient:
 def _snippet(body: bytes, limit: int = 200) -> str:
     text = body[:limit].decode("utf-8", errors="replace").strip()
     return text + ("..." if len(body) > limit else "")
+
+
+# --- One client per endpoint --------------------------------------------------------------------
+
+
+class PdClients:
+    """The PD clients of one operator process: one `PdClient` per pdURL, shared by every
+    Campaign that names it, closed when the last of them lets it go.
+
+    Why: a client holds a connection pool (and the TLS and DNS state behind it). One per
+    Campaign meant a hundred Campaigns on one TiKV cluster opened a hundred pools to the same
+    PD, each with its own idle connections and buffers; shared, they reuse a few kept-alive
+    connections. A client is closed once unused, so a finished Campaign leaves nothing behind.
+
+    `factory` makes a client for a URL (tests pass one with a fake transport). Not thread-safe:
+    it belongs to the operator's event loop, as the clients do.
+    """
+
+    def __init__(self, factory: Callable[[str], PdClient] | None = None) -> None:
+        self._factory: Callable[[str], PdClient] = factory or PdClient
+        self._clients: dict[str, PdClient] = {}
+        self._users: dict[str, int] = {}
+
+    def acquire(self, base_url: str) -> PdClient:
+        """The client for `base_url`, made on first use; pair every call with `release`."""
+        client = self._clients.get(base_url)
+        if client is None:
+            client = self._clients[base_url] = self._factory(base_url)
+            self._users[base_url] = 0
+        self._users[base_url] += 1
+        return client
+
+    async def release(self, base_url: str) -> None:
+        """One user fewer; the last one closes the client (and its connections)."""
+        users = self._users.get(base_url, 0) - 1
+        if users > 0:
+            self._users[base_url] = users
+            return
+        self._users.pop(base_url, None)
+        client = self._clients.pop(base_url, None)
+        if client is not None:
+            await client.aclose()
+
+    def __len__(self) -> int:
+        """How many clients are open (one per endpoint in use)."""
+        return len(self._clients)
+
+    def users(self, base_url: str) -> int:
+        """How many holders `base_url`'s client has (0: none open)."""
+        return self._users.get(base_url, 0)
+
+    async def aclose(self) -> None:
+        """At shutdown: close every client, whoever still holds it."""
+        clients = list(self._clients.values())
+        self._clients.clear()
+        self._users.clear()
+        for client in clients:
+            await client.aclose()

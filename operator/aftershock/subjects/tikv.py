@@ -15,14 +15,16 @@ one heartbeat interval after tikv-server started.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from aftershock.errors import ProbeUnavailableError
 from aftershock.model import CampaignSpec, PodState, ProbeResult
-from aftershock.subjects.pd import PdClient, PdError, PdMemberHealth, StoreInfo
+from aftershock.subjects.pd import PdClient, PdClients, PdError, PdMemberHealth, StoreInfo
 
 UP = "Up"
 TOMBSTONE = "Tombstone"
@@ -65,6 +67,7 @@ def judge_pd(
     heartbeat_fresh_seconds: float = 30.0,
     pending_peer_regions: int = 0,
     down_peer_regions: int = 0,
+    previous_process_heartbeat: Collection[int] = (),
 ) -> Health:
     """Healthy when PD sees `expected_stores` stores Up, none other than Up (Tombstone aside),
     every Up store heartbeating within `heartbeat_fresh_seconds` of `now` (unix seconds) and
@@ -73,6 +76,9 @@ def judge_pd(
 
     A store listed but not Up (Disconnected, Down, Offline) is a reason even when enough others are
     Up: its regions are missing a replica until it returns or PD replaces it.
+
+    `previous_process_heartbeat`: ids of restarted stores whose last heartbeat is known to be the
+    dead process's although it is not older than the new start (`HeartbeatHistory`).
     """
     reasons: list[str] = []
     live = sorted((s for s in stores if s.state_name != TOMBSTONE), key=lambda s: s.id)
@@ -89,7 +95,7 @@ def judge_pd(
             reasons.append(f"{label} has never sent a heartbeat")
         elif age > heartbeat_fresh_seconds:
             reasons.append(f"{label} last heartbeat {age:.0f}s ago (limit {heartbeat_fresh_seconds:g}s)")
-        elif not store.heartbeat_since_start:
+        elif not store.heartbeat_since_start or store.id in previous_process_heartbeat:
             reasons.append(f"{label} restarted (start {store.start_timestamp}) and has not heartbeated since")
         if store.pending_peer_count > 0:
             reasons.append(f"{label} has {store.pending_peer_count} pending peers")
@@ -164,22 +170,136 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+class HeartbeatHistory:
+    """Tells a restarted store's first heartbeat from its dead process's last one, across looks.
+
+    PD's ``start_timestamp`` has whole seconds (TiKV sends it so). A process that starts in the
+    same second as its predecessor's last heartbeat therefore looks "heartbeated since start" at
+    once, on the dead process's heartbeat, and its store Up before it ever reported: seen in
+    about half the trials on the stand-in's 0.2 s heartbeats, whose simulated processes restart
+    within 0.1 s of the kill (bench/results/2026-12-01.md: store Up stamped at the kill). Real
+    tikv-server takes seconds to start, so there it is rare, not impossible.
+
+    So remember, per store, the newest heartbeat seen from each process (start). After a restart,
+    the heartbeat shown at the first look with the new start, and any older one, are taken for
+    the previous process's: the new process counts from a heartbeat newer than those. Why the
+    first look's too: the dead process may have heartbeated after the last look before it died
+    (the gate's look can be a poll interval old at the kill), and a tikv-server heartbeats a
+    full interval (10 s) after it starts, so a look between its PutStore and its first
+    heartbeat is all but certain. The cost, where a look sees both at once (heartbeats faster
+    than the polls): the milestone is one heartbeat late, never early.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[int, int]] = {}  # store id -> (start, newest heartbeat ns)
+        self._before: dict[int, tuple[int, int]] = {}  # store id -> (new start, predecessor's)
+
+    def observe(self, stores: Iterable[StoreInfo]) -> None:
+        for store in stores:
+            seen = self._seen.get(store.id)
+            if seen is not None and seen[0] == store.start_timestamp:
+                self._seen[store.id] = (seen[0], max(seen[1], store.last_heartbeat_ns))
+                continue
+            if seen is not None:
+                newest_old = max(seen[1], store.last_heartbeat_ns)
+                self._before[store.id] = (store.start_timestamp, newest_old)
+            self._seen[store.id] = (store.start_timestamp, store.last_heartbeat_ns)
+
+    def previous_process_heartbeat(self, store: StoreInfo) -> bool:
+        """Whether `store`'s last heartbeat is known to be its previous process's."""
+        before = self._before.get(store.id)
+        return (
+            before is not None and before[0] == store.start_timestamp and store.last_heartbeat_ns <= before[1]
+        )
+
+    def reported_since_start(self, store: StoreInfo) -> bool:
+        """`StoreInfo.heartbeat_since_start`, without the same-second ambiguity where the
+        looks so far resolve it."""
+        return store.heartbeat_since_start and not self.previous_process_heartbeat(store)
+
+
+class PdClock:
+    """Where PD's clock stands, as far as its stores' heartbeats show it, against this
+    process's monotonic clock.
+
+    PD has no "what time is it" in its HTTP API; its newest heartbeat is the latest instant of
+    its clock it shows. Each look gives ``seen - newest`` (`seen`: our monotonic clock when the
+    stores answer), which is the true offset plus that heartbeat's age plus the answer's
+    delay: never below the offset. The smallest over many looks is the offset to within the
+    best look's heartbeat age: with polls every 0.2-0.5 s and stores heartbeating at staggered
+    moments, some look lands just after a heartbeat, and that look fixes the estimate.
+
+    Why keep it across looks and trials (this object lives as long as the Campaign's probe):
+    one trial alone has a poll or two between its replacement turning Ready and its store
+    reporting, so its own estimate is off by up to a heartbeat interval, and the store-Up
+    milestone placed with it by as much (bench/results: 125 ms p50 on 0.2 s heartbeats). The
+    looks of the steady-state gate between trials are free samples.
+
+    Only the last `window` seconds count, so that two clocks drifting apart (tens of ppm) or
+    a stepped PD clock cannot keep an old sample in charge for long.
+    """
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+
+    def observe(self, newest_heartbeat: float, seen: float) -> None:
+        """A look at time `seen` (monotonic s) showed `newest_heartbeat` (PD's unix s)."""
+        self._samples.append((seen, seen - newest_heartbeat))
+        while self._samples and self._samples[0][0] < seen - self.window:
+            self._samples.popleft()
+
+    def offset(self) -> float | None:
+        """Our monotonic clock minus PD's unix clock, seconds (an upper bound); None unseen."""
+        return min((gap for _, gap in self._samples), default=None)
+
+    def now(self, mono: float) -> float | None:
+        """PD's clock (unix s) at our monotonic `mono`, as best known; None unseen."""
+        offset = self.offset()
+        return None if offset is None else mono - offset
+
+
 class TiKVProbe:
     """The engine's `SubjectProbe` for TiKV: PD's stores and members, judged per pod."""
 
-    def __init__(self, client: PdClient, *, heartbeat_fresh_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: PdClient,
+        *,
+        heartbeat_fresh_seconds: float = 30.0,
+        release: Callable[[], Awaitable[None]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._fresh = heartbeat_fresh_seconds
+        self._monotonic = monotonic
+        self.pd_clock = PdClock()
+        self.history = HeartbeatHistory()
+        # A shared client is given back, not closed: other Campaigns may be using it.
+        self._release = release
+        self._closed = False
 
     @classmethod
-    def for_spec(cls, spec: CampaignSpec, namespace: str) -> TiKVProbe | None:
+    def for_spec(
+        cls, spec: CampaignSpec, namespace: str, clients: PdClients | None = None
+    ) -> TiKVProbe | None:
+        """The probe for a Campaign's subject, or None when it names no PD. With `clients`,
+        the PD client is the process's shared one for that URL; without, a private one."""
         if spec.subject.pd_url is None:
             return None
-        return cls(PdClient(qualify_pd_url(spec.subject.pd_url, namespace)))
+        url = qualify_pd_url(spec.subject.pd_url, namespace)
+        if clients is None:
+            return cls(PdClient(url))
+
+        async def release() -> None:
+            await clients.release(url)
+
+        return cls(clients.acquire(url), release=release)
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         try:
             stores = await self._client.stores()
+            seen = self._monotonic()
             members = await self._client.health()
             pending = await self._client.pending_peer_regions()
             down = await self._client.down_peer_regions()
@@ -193,6 +313,8 @@ class TiKVProbe:
         heartbeats = [s.last_heartbeat_ns for s in stores if s.last_heartbeat_ns > 0]
         if heartbeats:
             now = max(heartbeats) / 1e9
+            self.pd_clock.observe(now, seen)
+        self.history.observe(stores)
         health = judge_pd(
             stores,
             members,
@@ -201,6 +323,7 @@ class TiKVProbe:
             heartbeat_fresh_seconds=self._fresh,
             pending_peer_regions=pending,
             down_peer_regions=down,
+            previous_process_heartbeat={s.id for s in stores if self.history.previous_process_heartbeat(s)},
         )
         reasons = list(health.reasons)
         restarts: dict[str, int] = {}
@@ -218,7 +341,7 @@ class TiKVProbe:
             fresh = store.last_heartbeat_ns > 0 and now - store.last_heartbeat_ns / 1e9 <= self._fresh
             # Back means reporting: a PutStore alone (new start, the dead process's heartbeat)
             # is not a running store yet.
-            up[name] = store.state_name == UP and fresh and store.heartbeat_since_start
+            up[name] = store.state_name == UP and fresh and self.history.reported_since_start(store)
         summary = {
             "storeIds": store_ids,
             "stores": [
@@ -244,8 +367,18 @@ class TiKVProbe:
             up=up,
             summary=summary,
             heartbeats_ns=heartbeats_ns,
-            pd_now=now if heartbeats else None,
+            # PD's clock now, from every look so far (`PdClock`), not only this one's newest
+            # heartbeat: the engine places the store's heartbeat on its own clock with it.
+            pd_now=self.pd_clock.now(self._monotonic()) if heartbeats else None,
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Idempotent: a second close must not give a shared client back twice (that would
+        close it under another Campaign)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._release is not None:
+            await self._release()
+        else:
+            await self._client.aclose()

@@ -1,0 +1,189 @@
+"""What the operator serves on /metrics: parsed by Prometheus's own parser, served from memory
+(a scrape never reads the ledger, and renders only what changed), and the loop-lag meter."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from aftershock import metrics
+from aftershock.metrics import LoopLagMeter, Metrics
+from aftershock.model import AttemptRecord, CampaignRef, Milestone, Outcome, Phase
+
+A = CampaignRef("db", "kill-a", "uid-a")
+B = CampaignRef("db", "kill-b", "uid-b")
+
+
+def recovered(uid: str, index: int, recovery: float) -> AttemptRecord:
+    return AttemptRecord(
+        campaign_uid=uid,
+        trial_index=index,
+        attempt=1,
+        victims=(),
+        victim_seed="s",
+        started_at=1000.0,
+        outcome=Outcome.RECOVERED,
+        milestones={
+            "replacement_ready": Milestone(wall=1001.0, offset=recovery / 2),
+            "recovered": Milestone(wall=1002.0, offset=recovery),
+        },
+    )
+
+
+def families(m: Metrics) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+
+
+def samples(m: Metrics, family: str, **labels: str) -> dict[str, float]:
+    """sample name (+ le) -> value, for the samples whose labels include `labels`."""
+    out = {}
+    for s in families(m)[family].samples:
+        if all(s.labels.get(k) == v for k, v in labels.items()):
+            out[s.name + (f"[{s.labels['le']}]" if "le" in s.labels else "")] = s.value
+    return out
+
+
+class _NoLedger:
+    """A ledger that fails the test if anything reads it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"/metrics read the ledger ({name})")
+
+
+def test_the_exposition_counts_what_was_recorded_per_campaign() -> None:
+    m = Metrics()
+    m.attempt_finished(A, recovered("uid-a", 0, 0.3))
+    m.attempt_finished(A, recovered("uid-a", 1, 3.0))
+    m.attempt_finished(B, recovered("uid-b", 0, 0.05))
+    m.campaign_phase(A, Phase.RUNNING)
+    m.status_patched(A)
+    m.status_patched(A)
+
+    rec = samples(m, "aftershock_recovery_seconds", campaign="kill-a", phase="recovered")
+    assert rec["aftershock_recovery_seconds_count"] == 2
+    assert rec["aftershock_recovery_seconds_sum"] == 3.3
+    assert rec["aftershock_recovery_seconds_bucket[0.25]"] == 0
+    assert rec["aftershock_recovery_seconds_bucket[0.5]"] == 1
+    assert rec["aftershock_recovery_seconds_bucket[5.0]"] == 2
+    assert rec["aftershock_recovery_seconds_bucket[+Inf]"] == 2
+    # A value on a bound counts in that bucket (`le` is inclusive), as Prometheus defines it.
+    b = samples(m, "aftershock_recovery_seconds", campaign="kill-b", phase="recovered")
+    assert b["aftershock_recovery_seconds_bucket[0.05]"] == 1
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-a", outcome="recovered") == {
+        "aftershock_trial_attempts_total": 2
+    }
+    phase = {
+        s.labels["phase"]: s.value
+        for s in families(m)["aftershock_campaign_phase"].samples
+        if s.labels["campaign"] == "kill-a"
+    }
+    assert phase["Running"] == 1
+    assert sum(phase.values()) == 1
+    assert samples(m, "aftershock_status_patches", campaign="kill-a") == {
+        "aftershock_status_patches_total": 2
+    }
+    assert samples(m, "aftershock_status_patches", campaign="kill-b") == {}
+
+
+def test_a_scrape_renders_only_the_families_that_changed() -> None:
+    m = Metrics()
+    for ref in (A, B):
+        m.attempt_finished(ref, recovered(ref.uid, 0, 1.0))
+        m.campaign_phase(ref, Phase.RUNNING)
+        m.status_patched(ref)
+    m.render()
+    rendered = m.renders
+    m.render()
+    assert m.renders == rendered  # nothing changed: nothing rendered again
+    m.status_patched(A)
+    m.render()
+    assert m.renders == rendered + 1  # A's patch counter only
+    assert samples(m, "aftershock_status_patches", campaign="kill-a") == {
+        "aftershock_status_patches_total": 2
+    }
+    m.campaign_phase(A, Phase.RUNNING)  # the same phase again changes nothing
+    m.render()
+    assert m.renders == rendered + 1
+
+
+def test_label_values_are_escaped() -> None:
+    m = Metrics()
+    odd = CampaignRef('n"s', "a\\b\nc", "uid")
+    m.status_patched(odd)
+    (sample,) = families(m)["aftershock_status_patches"].samples
+    assert sample.labels == {"namespace": 'n"s', "campaign": "a\\b\nc"}
+
+
+async def test_metrics_are_served_without_reading_the_ledger() -> None:
+    m = Metrics()
+    m.attempt_finished(A, recovered("uid-a", 0, 1.0))
+    m.loop_lag(0.012)
+    app = metrics.build_app(m, _NoLedger())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        text = await resp.text()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"aftershock_recovery_seconds", "aftershock_event_loop_lag_seconds"} <= names
+
+
+class _FakeLoop:
+    """A clock and a sleep where each sleep oversleeps by the next of `overshoots`."""
+
+    def __init__(self, overshoots: list[float]) -> None:
+        self.now = 100.0
+        self.overshoots = overshoots
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds + self.overshoots.pop(0)
+
+
+async def test_loop_lag_meter_reports_how_late_each_sleep_woke() -> None:
+    loop = _FakeLoop([0.0, 0.03, 0.25, -0.0005])
+    seen: list[float] = []
+    meter = LoopLagMeter(seen.append, interval=0.1, clock=loop.clock, sleep=loop.sleep)
+    for _ in range(4):
+        await meter.measure_once()
+    assert [round(v, 6) for v in seen] == [0.0, 0.03, 0.25, 0.0]  # an early wake is no lag
+
+
+async def test_loop_lag_reaches_the_histogram_on_metrics_and_the_meter_stops() -> None:
+    m = Metrics()
+    reported = asyncio.Event()
+
+    def observe(seconds: float) -> None:
+        m.loop_lag(seconds)
+        reported.set()
+
+    meter = LoopLagMeter(observe, interval=0.001).start()
+    await reported.wait()  # on the real loop: however long it takes, no time bound here
+    await meter.stop()
+    name = "aftershock_event_loop_lag_seconds"
+    count = samples(m, name)[f"{name}_count"]
+    assert count >= 1
+    reported.clear()
+    await asyncio.sleep(0.01)  # a running meter would report within this
+    assert not reported.is_set()
+    assert samples(m, name)[f"{name}_count"] == count
+
+
+async def test_metrics_are_gzipped_when_the_scraper_asks_as_prometheus_does() -> None:
+    m = Metrics()
+    m.attempt_finished(A, recovered("uid-a", 0, 1.0))
+    app = metrics.build_app(m, _NoLedger())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        # The client decodes it: the same exposition either way.
+        plain_names = {f.name for f in text_string_to_metric_families(await plain.text())}
+        zipped_names = {f.name for f in text_string_to_metric_families(await zipped.text())}
+    assert plain_names == zipped_names
+    assert "aftershock_recovery_seconds" in zipped_names

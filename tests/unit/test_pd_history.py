@@ -1,0 +1,141 @@
+"""What the TiKV probe remembers across its looks at PD: PD's clock as the heartbeats show it
+(`PdClock`: the store-Up milestone is placed with it, so one lucky look must fix it for the looks
+that follow), and each store's heartbeats per process (`HeartbeatHistory`: a restart in the
+same second as the dead process's last heartbeat must not count as a report)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from aftershock.model import PodState
+from aftershock.subjects.pd import PdClient, PdMemberHealth, StoreInfo
+from aftershock.subjects.tikv import HeartbeatHistory, PdClock, TiKVProbe, judge_pd
+
+#: Our monotonic clock reads PD's unix clock minus this (any constant: two unrelated clocks).
+OFFSET = -1_700_000_000.0
+
+
+def test_the_estimate_is_the_smallest_gap_seen_within_the_window() -> None:
+    clock = PdClock(window=10.0)
+    assert clock.now(5.0) is None
+    # Looks at PD-time t showing a heartbeat `age` old: each gap is the offset plus that age.
+    for mono, age in ((100.0, 0.15), (100.2, 0.01), (100.4, 0.18)):
+        clock.observe(mono - OFFSET - age, mono)
+    assert clock.offset() == OFFSET + 0.01
+    assert clock.now(101.0) == 101.0 - OFFSET - 0.01
+    # Ten seconds on, the lucky look has left the window: the newer, worse ones decide.
+    clock.observe(111.0 - OFFSET - 0.05, 111.0)
+    assert clock.offset() == OFFSET + 0.05
+
+
+class _Pd:
+    """PD answering with one store whose last heartbeat is set by the test."""
+
+    def __init__(self) -> None:
+        self.heartbeat = 0.0
+
+    def transport(self) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            path = request.url.path
+            body: Any
+            if path.endswith("/stores"):
+                store = {
+                    "store": {
+                        "id": 1,
+                        "address": "tikv-0.tikv-peer.db.svc:20160",
+                        "state_name": "Up",
+                        "start_timestamp": int(self.heartbeat) - 100,
+                        "last_heartbeat": int(self.heartbeat * 1e9),
+                    },
+                    "status": {"leader_count": 1, "region_count": 1},
+                }
+                body = {"count": 1, "stores": [store]}
+            elif path.endswith("/health"):
+                body = [{"name": "pd-0", "member_id": 1, "client_urls": [], "health": True}]
+            else:
+                body = {"count": 0, "regions": None}
+            return httpx.Response(200, content=json.dumps(body).encode())
+
+        return httpx.MockTransport(handler)
+
+
+async def test_a_probe_reports_pd_now_from_its_best_look_not_only_the_current_one() -> None:
+    pd = _Pd()
+    mono = [0.0]
+    probe = TiKVProbe(PdClient("http://pd.db:2379", transport=pd.transport()), monotonic=lambda: mono[0])
+    pods = [PodState("tikv-0", "u0", "db", {"app": "tikv"}, "n1", "Running", True, 0, 0.0, False)]
+    pd_now: list[float | None] = []
+    for at, age in ((50.0, 0.15), (50.2, 0.002), (50.4, 0.19)):
+        mono[0] = at
+        pd.heartbeat = at - OFFSET - age
+        pd_now.append((await probe.check(pods, now=0.0)).pd_now)
+    await probe.close()
+    truth = [at - OFFSET for at in (50.0, 50.2, 50.4)]
+    errors = [t - p for t, p in zip(truth, pd_now, strict=True) if p is not None]
+    # The first look knows only its own heartbeat (0.15 s old); from the lucky second look on,
+    # PD's clock is known to its 2 ms, also when the third look's heartbeat is 0.19 s old.
+    assert [round(e, 6) for e in errors] == [0.15, 0.002, 0.002]
+
+
+def _store(start: int, heartbeat: float) -> StoreInfo:
+    return StoreInfo(
+        id=4,
+        address="tikv-1.tikv-peer.db.svc:20160",
+        state_name="Up",
+        start_timestamp=start,
+        last_heartbeat_ns=int(heartbeat * 1e9),
+        leader_count=1,
+        region_count=1,
+    )
+
+
+def test_a_restart_in_the_same_second_as_the_last_heartbeat_is_not_up_on_that_heartbeat() -> None:
+    history = HeartbeatHistory()
+    history.observe([_store(900, 1000.2)])  # the old process, seen heartbeating at 1000.2
+    # Killed at 1000.3; the new process starts at 1000.9: PD shows start 1000 (whole seconds)
+    # with the dead process's heartbeat, which is "since the start" by PD's rule.
+    restarted = _store(1000, 1000.2)
+    assert restarted.heartbeat_since_start
+    history.observe([restarted])
+    assert history.previous_process_heartbeat(restarted)
+    assert not history.reported_since_start(restarted)
+    # Its own first heartbeat decides.
+    reported = _store(1000, 1001.4)
+    history.observe([reported])
+    assert history.reported_since_start(reported)
+
+
+def test_the_heartbeat_shown_with_a_new_start_at_first_sight_is_the_dead_processs() -> None:
+    history = HeartbeatHistory()
+    history.observe([_store(900, 1000.2)])  # the last look at the old process
+    # It heartbeated once more (1000.4) before it died, unseen; the new process started in
+    # the same second: the first look at the new start shows that unseen heartbeat.
+    restarted = _store(1000, 1000.4)
+    history.observe([restarted])
+    assert not history.reported_since_start(restarted)
+    history.observe([restarted])  # nothing new at the next look either
+    assert not history.reported_since_start(restarted)
+    reported = _store(1000, 1000.6)
+    history.observe([reported])
+    assert history.reported_since_start(reported)
+
+
+def test_without_a_look_at_the_previous_process_pds_rule_decides() -> None:
+    history = HeartbeatHistory()
+    first_look = _store(1000, 1000.2)
+    history.observe([first_look])
+    assert history.reported_since_start(first_look)
+    stale = _store(1000, 999.5)  # a heartbeat older than the start: PD's rule says no anyway
+    assert not history.reported_since_start(stale)
+
+
+def test_a_restarted_store_on_its_dead_process_heartbeat_is_a_reason_pd_is_unhealthy() -> None:
+    restarted = _store(1000, 1000.2)
+    members = [PdMemberHealth("pd-0", 1, True)]
+    assert judge_pd([restarted], members, expected_stores=1, now=1000.3).healthy
+    judged = judge_pd([restarted], members, expected_stores=1, now=1000.3, previous_process_heartbeat={4})
+    assert not judged.healthy
+    assert any("has not heartbeated since" in r for r in judged.reasons)
