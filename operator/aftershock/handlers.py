@@ -17,14 +17,13 @@ import kopf
 
 from aftershock import metrics
 from aftershock.engine import lifecycle
-from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
 from aftershock.kube.lease import LeaseLock
 from aftershock.ledger import Ledger
 from aftershock.metrics import Metrics
-from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec
-from aftershock.subjects.tikv import TiKVProbe
+from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef
+from aftershock.subjects import registry
 
 log = logging.getLogger("aftershock")
 
@@ -177,9 +176,6 @@ async def campaign(
         # `body` is kopf's live view, kept current by its watch: reading it costs nothing.
         return dict(body.get("spec") or {})
 
-    def probe_factory(spec: CampaignSpec, ns: str) -> SubjectProbe | None:
-        return TiKVProbe.for_spec(spec, ns)
-
     runner = CampaignRunner(
         ref=ref,
         generation=int(meta.get("generation") or 0),
@@ -189,7 +185,7 @@ async def campaign(
         existing_status=dict(status),
         ledger=memo["ledger"],
         pods=kube,
-        probe_factory=probe_factory,
+        probe_factory=registry.open_subject,
         lock=LeaseLock(
             kube,
             namespace,
