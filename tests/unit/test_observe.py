@@ -12,8 +12,8 @@ import pytest
 from tests.unit.fakes import make_pod
 
 from aftershock.engine.observe import RecoveryTracker
-from aftershock.subjects.tikv import StoreRecovery
 from aftershock.model import PodState, ProbeResult, Victim
+from aftershock.subjects.tikv import StoreRecovery
 
 KILL_MONO = 100.0
 KILL_WALL = 1000.0

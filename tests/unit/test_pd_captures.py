@@ -20,10 +20,9 @@ import pytest
 from tests.pdstub import PdStandIn
 
 from aftershock.engine.observe import RecoveryTracker
-from aftershock.subjects.tikv import StoreRecovery
 from aftershock.model import PodState, ProbeResult, Victim
 from aftershock.subjects.pd import PdClient, PdUnavailableError, parse_region_check, parse_store
-from aftershock.subjects.tikv import TiKVProbe
+from aftershock.subjects.tikv import StoreRecovery, TiKVProbe
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pd"
 SCENARIOS = [

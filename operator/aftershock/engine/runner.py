@@ -64,7 +64,7 @@ ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
 
 class CampaignRunner:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - one keyword per port, named where the runner is built
         self,
         *,
         ref: CampaignRef,

@@ -441,7 +441,8 @@ class Ledger:
                 (outcome.value, _dumps(final_state), error, now, *values, attempt_id),
             )
             await tx.executemany(
-                'INSERT OR REPLACE INTO subject_milestones (attempt_id, name, wall, "offset") VALUES (?, ?, ?, ?)',
+                'INSERT OR REPLACE INTO subject_milestones (attempt_id, name, wall, "offset") '
+                "VALUES (?, ?, ?, ?)",
                 [(attempt_id, name, m.wall, m.offset) for name, m in sorted(own.items())],
             )
             if outcome.completes_trial:
