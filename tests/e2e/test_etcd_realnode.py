@@ -37,7 +37,7 @@ WITNESS_INTERVAL_S = 0.01
 
 def etcd_statefulset(client_ports: list[int], peer_ports: list[int], data_dir: str) -> list[dict[str, Any]]:
     cluster = ",".join(f"etcd-{i}=http://127.0.0.1:{p}" for i, p in enumerate(peer_ports))
-    case = "; ".join(
+    case = " ".join(
         f"{i}) C={c}; P={p};;" for i, (c, p) in enumerate(zip(client_ports, peer_ports, strict=True))
     )
     script = (
@@ -46,7 +46,7 @@ def etcd_statefulset(client_ports: list[int], peer_ports: list[int], data_dir: s
         "--advertise-client-urls http://127.0.0.1:$C --listen-peer-urls http://127.0.0.1:$P "
         f"--initial-advertise-peer-urls http://127.0.0.1:$P --initial-cluster {cluster} "
         "--initial-cluster-state new --initial-cluster-token e2e-etcd "
-        "--heartbeat-interval 100 --election-timeout 1000 --listen-metrics-urls http://127.0.0.1:0"
+        "--heartbeat-interval 100 --election-timeout 1000"
     )
     pod = realnode.on_real_node(
         {

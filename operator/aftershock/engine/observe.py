@@ -220,13 +220,7 @@ class RecoveryTracker:
     def _check_relapse(self, mono: float, wall: float) -> None:
         if self.relapsed:
             return
-        reasons: list[str] = []
-        if not self.pods_healthy():
-            live = [p for p in self.pods.values() if not p.deleting]
-            ready = sum(p.ready for p in live)
-            reasons.append(f"{ready}/{self.expected_pods} pods Ready")
-        if self.probe_enabled and self.probe is not None and not self.probe.healthy:
-            reasons.extend(self.probe.reasons)
+        reasons = self._unhealthy_now()
         if reasons:
             self._mark("relapsed", mono, wall)
             self.relapse_reason = "; ".join(reasons)
@@ -248,10 +242,14 @@ class RecoveryTracker:
                 missing.append(f"{name}: {waiting[name]}")
         if "" in waiting:
             missing.append(waiting[""])
+        return missing + self._unhealthy_now()
+
+    def _unhealthy_now(self) -> list[str]:
+        """Why the subject as a whole is not healthy now: pods, and the subject's own word."""
+        reasons: list[str] = []
         if not self.pods_healthy():
-            live = [p for p in self.pods.values() if not p.deleting]
-            ready = sum(p.ready for p in live)
-            missing.append(f"{ready}/{self.expected_pods} pods Ready")
+            ready = sum(p.ready for p in self.pods.values() if not p.deleting)
+            reasons.append(f"{ready}/{self.expected_pods} pods Ready")
         if self.probe_enabled and self.probe is not None and not self.probe.healthy:
-            missing.extend(self.probe.reasons)
-        return missing
+            reasons.extend(self.probe.reasons)
+        return reasons
