@@ -220,3 +220,10 @@ async def test_a_write_refused_everywhere_is_a_failed_write() -> None:
 
     with pytest.raises(ProbeUnavailableError, match="write failed on every endpoint"):
         await client(app).put_and_get("/k", "v", 0.5)
+
+
+def test_a_new_leader_is_stamped_when_the_look_began_not_when_a_dying_member_let_it_end() -> None:
+    judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
+    elected = look(status("etcd-0", None, up=False), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-1"))
+    reached = judge.observe(elected, 0.3, 1.3, stamp, replacement_ready=False, asked=Milestone(1.05, 0.05))
+    assert reached == {"leader_lost": Milestone(1.05, 0.05), "leader_elected": Milestone(1.05, 0.05)}

@@ -162,11 +162,19 @@ class RecoveryTracker:
 
     # -- probe (the subject's own API) ------------------------------------------------------
 
-    def observe_probe(self, result: ProbeResult, mono: float, wall: float) -> None:
+    def observe_probe(
+        self, result: ProbeResult, mono: float, wall: float, asked: tuple[float, float] | None = None
+    ) -> None:
+        """`mono`/`wall`: when the answer was in; `asked`: (mono, wall) when the look began."""
         self.probe = result
         if self.judge is not None:
             reached = self.judge.observe(
-                result, mono, wall, self._stamp, replacement_ready="replacement_ready" in self.milestones
+                result,
+                mono,
+                wall,
+                self._stamp,
+                replacement_ready="replacement_ready" in self.milestones,
+                asked=None if asked is None else self._stamp(*asked),
             )
             for name, stamp in reached.items():
                 if name not in self.milestones:

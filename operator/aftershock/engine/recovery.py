@@ -79,9 +79,10 @@ async def observe(
         due = _next_probe_due(w, tracker, last_probe)
         if w.probe is not None and due is not None and clock.monotonic() >= due:
             last_probe = clock.monotonic()
+            asked = (last_probe, clock.wall())
             try:
-                result = await w.probe.check(w.view.pods(), clock.wall())
-                tracker.observe_probe(result, clock.monotonic(), clock.wall())
+                result = await w.probe.check(w.view.pods(), asked[1])
+                tracker.observe_probe(result, clock.monotonic(), clock.wall(), asked)
                 probe_error = None
             except ProbeUnavailableError as exc:
                 probe_error = str(exc)

@@ -41,8 +41,17 @@ class RecoveryJudge(Protocol):
         """How soon the next look is wanted (None: not yet; e.g. TiKV before its pod is Ready)."""
 
     def observe(
-        self, result: ProbeResult, mono: float, wall: float, stamp: Stamp, *, replacement_ready: bool
-    ) -> Mapping[str, Milestone]: ...
+        self,
+        result: ProbeResult,
+        mono: float,
+        wall: float,
+        stamp: Stamp,
+        *,
+        replacement_ready: bool,
+        asked: Milestone | None = None,
+    ) -> Mapping[str, Milestone]:
+        """`mono`/`wall`: when the answer was in; `asked`: when the look began. A state seen
+        in the answer held somewhere between the two."""
 
     @property
     def done(self) -> Milestone | None:

@@ -91,9 +91,15 @@ class EtcdClient:
     """A read-mostly client of etcd's JSON gateway: no redirects, no proxies from the
     environment (the URLs were checked; nothing else may be reached)."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], *, timeout: float = 1.0, status_timeout: float = 0.25
+    ) -> None:
         self._endpoints = tuple(e.rstrip("/") for e in endpoints)
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        #: A member that does not answer this fast is judged unreachable for this look: looks
+        #: come every 20 ms during an election, and one dying member must not stall them.
+        self._status_timeout = status_timeout
+        self._members: dict[int, str] = {}
 
     async def _post(
         self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float | None = None
@@ -115,8 +121,8 @@ class EtcdClient:
 
     async def _status(self, endpoint: str, members: Mapping[int, str]) -> MemberStatus:
         try:
-            raw = await self._post(endpoint, "/v3/maintenance/status", {})
-            health = await self._http.get(endpoint + "/health")
+            raw = await self._post(endpoint, "/v3/maintenance/status", {}, self._status_timeout)
+            health = await self._http.get(endpoint + "/health", timeout=self._status_timeout)
         except (ProbeUnavailableError, httpx.HTTPError) as exc:
             return MemberStatus(endpoint, reachable=False, error=str(exc))
         header = raw.get("header") or {}
@@ -137,7 +143,7 @@ class EtcdClient:
             healthy=healthy,
         )
 
-    async def view(self) -> ClusterView:
+    async def _member_list(self) -> dict[int, str]:
         members: dict[int, str] = {}
         errors: list[str] = []
         for endpoint in self._endpoints:
@@ -150,8 +156,22 @@ class EtcdClient:
             break
         if not members:
             raise ProbeUnavailableError("no etcd endpoint answered the member list: " + "; ".join(errors))
-        statuses = await asyncio.gather(*(self._status(e, members) for e in self._endpoints))
-        return ClusterView(members, tuple(statuses))
+        return members
+
+    async def view(self) -> ClusterView:
+        """Every endpoint's status at once. The member list is asked again only when a status
+        names a member it does not hold (membership rarely changes; a look must be quick)."""
+        if not self._members:
+            self._members = await self._member_list()
+        statuses = await asyncio.gather(*(self._status(e, self._members) for e in self._endpoints))
+        if any(s.reachable and s.name is None for s in statuses):
+            self._members = await self._member_list()
+            statuses = await asyncio.gather(*(self._status(e, self._members) for e in self._endpoints))
+        if not any(s.reachable for s in statuses):
+            raise ProbeUnavailableError(
+                "no etcd endpoint answered: " + "; ".join(str(s.error) for s in statuses)
+            )
+        return ClusterView(dict(self._members), tuple(statuses))
 
     async def put_and_get(self, key: str, value: str, timeout: float) -> None:
         """Write through any endpoint that takes it, then read it back (linearizable)."""
@@ -251,22 +271,33 @@ class ElectionRecovery:
         self._reached.setdefault(name, at)
 
     def observe(
-        self, result: ProbeResult, mono: float, wall: float, stamp: Stamp, *, replacement_ready: bool
+        self,
+        result: ProbeResult,
+        mono: float,
+        wall: float,
+        stamp: Stamp,
+        *,
+        replacement_ready: bool,
+        asked: Milestone | None = None,
     ) -> Mapping[str, Milestone]:
         view = result.detail if isinstance(result.detail, ClusterView) else None
         if view is None:
             return {}
         before = set(self._reached)
         now = stamp(mono, wall)
+        # A leader change is stamped when the look began: the members answered about the
+        # moment they were asked, and a dying member can hold the look's end back by its
+        # timeout (seen on the real node: 0.2 s late).
+        began = asked or now
         victims = {v.name for v in self.victims}
         survivors = [s for s in view.statuses if s.reachable and s.name not in victims]
         if self._leader_killed:
             old_id = next((i for i, n in view.members.items() if n == self.old_leader), None)
             if survivors and all(s.leader_id != old_id for s in survivors):
-                self._mark("leader_lost", now)
+                self._mark("leader_lost", began)
             leader = view.leader_name()
             if "leader_lost" in self._reached and leader is not None and leader not in victims:
-                self._mark("leader_elected", now)
+                self._mark("leader_elected", began)
         by_name = view.by_name()
         leader_now = by_name.get(view.leader_name() or "")
         caught_up = replacement_ready and all(

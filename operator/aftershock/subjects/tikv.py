@@ -310,7 +310,14 @@ class StoreRecovery:
         return self._offset
 
     def observe(
-        self, result: ProbeResult, mono: float, wall: float, stamp: Stamp, *, replacement_ready: bool
+        self,
+        result: ProbeResult,
+        mono: float,
+        wall: float,
+        stamp: Stamp,
+        *,
+        replacement_ready: bool,
+        asked: Milestone | None = None,
     ) -> Mapping[str, Milestone]:
         if result.pd_now is not None:
             gap = wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
