@@ -109,12 +109,16 @@ def remove_previous_campaign(name: str) -> None:
             "-p", '{"metadata":{"finalizers":null}}',
         )  # fmt: skip
         kubectl("delete", "campaign", name, "-n", NAMESPACE, "--ignore-not-found", "--timeout=60s")
-    holder = kubectl(
-        "get", "lease", "aftershock-subject-tikv", "-n", NAMESPACE,
-        "-o", "jsonpath={.spec.holderIdentity}", check=False,
+    # The subject Leases (one per subject instance, named by a hash of its selector and pdURL).
+    leases = kubectl(
+        "get", "lease", "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by=aftershock",
+        "-o", "jsonpath={range .items[*]}{.metadata.name} {.spec.holderIdentity}{\"\\n\"}{end}",
+        check=False,
     ).stdout  # fmt: skip
-    if holder.startswith(f"{NAMESPACE}/{name}/"):
-        kubectl("delete", "lease", "aftershock-subject-tikv", "-n", NAMESPACE, "--ignore-not-found")
+    for line in leases.splitlines():
+        lease, _, holder = line.partition(" ")
+        if holder.startswith(f"{NAMESPACE}/{name}/"):
+            kubectl("delete", "lease", lease, "-n", NAMESPACE, "--ignore-not-found")
 
 
 def campaign_status(name: str) -> dict[str, Any]:

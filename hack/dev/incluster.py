@@ -48,6 +48,7 @@ TIKV_LABELS = {
 }
 #: TiKV's default store heartbeat interval (raftstore.pd-store-heartbeat-tick-interval).
 HEARTBEAT_SECONDS = 10.0
+SETTLE_SECONDS = 15
 say = dev.say
 kubectl = dev.kubectl
 
@@ -169,7 +170,8 @@ def banner(name: str, pd_url: str) -> str:
             f"  export KUBECONFIG={dev.home(os.environ['KUBECONFIG'])}",
             f"  export PATH={dev.home(Path(dev.shutil.which('kubectl') or 'kubectl').parent)}:$PATH",
             f"  campaign      {NAMESPACE}/{name}: {dev.home(dev.EXAMPLE)} with pdURL={pd_url},",
-            "                intervalSeconds=5, steadyState.stableSeconds=3",
+            "                intervalSeconds=5, steadyState.stableSeconds=3,",
+            f"                recovery.settleSeconds={SETTLE_SECONDS}",
             f"  PD stand-in   {pd_url} (faithful: heartbeats every {HEARTBEAT_SECONDS:g} s)",
             f"  operator log  kubectl logs -n {OPERATOR_NS} deploy/aftershock -f",
             f"  report        kubectl exec -n {OPERATOR_NS} deploy/aftershock --"
@@ -191,7 +193,11 @@ def main() -> int:
         dev.remove_previous_campaign(name)
         deploy_operator()
         pd_url = deploy_subject()
-        kubectl("apply", "-f", "-", input_=yaml.safe_dump(dev.build_campaign(pd_url)))
+        body = dev.build_campaign(pd_url)
+        # PD's real intervals here: the settle window covers a heartbeat and a margin (the
+        # CRD's default), not the host-process mode's scaled-down one.
+        body["spec"]["recovery"]["settleSeconds"] = SETTLE_SECONDS
+        kubectl("apply", "-f", "-", input_=yaml.safe_dump(body))
         print(banner(name, pd_url), file=sys.stderr, flush=True)
         return follow(name, wait, timeout)
     except KeyboardInterrupt:

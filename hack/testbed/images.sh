@@ -157,17 +157,36 @@ subject_images() {
   printf '%s\n' "$out/shell.tar" "$out/etcd-${ETCD_VERSION}.tar" "$out/python-$SUITE.tar"
 }
 
-# Archives are named by their inputs (operator-<hash>.tar, etcd-<version>.tar): a marker per
-# archive in the node's state says it is in this containerd already. realnode.sh down wipes
-# both, so a new node imports everything again.
+# Archives are named by their inputs (operator-<hash>.tar, etcd-<version>.tar). A marker per
+# archive in the node's state records the image digest containerd gave it at import: the
+# archive is imported again when that image is missing or its name now points elsewhere
+# (another checkout imported its own aftershock:dev). realnode.sh down wipes both.
+image_digest() { ctr -n k8s.io images ls 2>/dev/null | awk -v n="$1" '$1 == n {print $3}'; }
+archive_image() {
+  # The name an archive carries: its OCI index's annotation, or docker save's RepoTags.
+  "$python" - "$1" <<'PY'
+import json, sys, tarfile
+with tarfile.open(sys.argv[1]) as tar:
+    names = set(tar.getnames())
+    if "index.json" in names:
+        index = json.load(tar.extractfile("index.json"))
+        print(index["manifests"][0]["annotations"]["io.containerd.image.name"])
+    else:
+        tag = json.load(tar.extractfile("manifest.json"))[0]["RepoTags"][0]
+        print(tag if "/" in tag else "docker.io/library/" + tag)
+PY
+}
 import_all() {
-  local archive marker
+  local archive marker name
   mkdir -p "$cache/realnode/imported"
   for archive in "$@"; do
     marker="$cache/realnode/imported/$(basename "$archive")"
-    [ -f "$marker" ] && continue
+    name=$(archive_image "$archive")
+    if [ -f "$marker" ] && [ -n "$name" ] && [ "$(cat "$marker")" = "$(image_digest "$name")" ]; then
+      continue
+    fi
     "$here/realnode.sh" import "$archive"
-    touch "$marker"
+    image_digest "$name" > "$marker"
   done
 }
 

@@ -69,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept subject API URLs (pdURL, endpoints) on loopback (local development and tests only)",
     )
     run.add_argument("--probe-interval", type=float, default=0.5, help="seconds between PD checks")
+    run.add_argument(
+        "--max-concurrent-campaigns",
+        type=_non_negative_int,
+        default=int(os.environ.get("AFTERSHOCK_MAX_CONCURRENT_CAMPAIGNS") or 0),
+        help="run at most this many Campaigns at once, the others wait in line as Pending (0: no bound)",
+    )
+    run.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=300.0,
+        help="seconds between sweeps that close attempts and restore remediators that gone or "
+        "finished Campaigns left (0: only at start)",
+    )
+    run.add_argument(
+        "--lock-retry-interval",
+        type=float,
+        default=5.0,
+        help="seconds between a waiting Campaign's tries for a slot and its subject's lock",
+    )
     run.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster or $KUBECONFIG)")
     run.add_argument(
         "--log-format", choices=["json", "text"], default=os.environ.get("AFTERSHOCK_LOG_FORMAT", "text")
@@ -78,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="show a campaign's trials from the ledger")
     report.add_argument("name")
     report.add_argument("--namespace", "-n", default="default")
+    report.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
     report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
     report.add_argument(
         "--format", choices=["table", "json", "csv", "markdown"], default="table", help="what goes to stdout"
@@ -91,15 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="every attempt, one row each, as CSV or JSON (docs/results.md)")
     export.add_argument("name", nargs="?", help="the campaign (or --all)")
     export.add_argument("--namespace", "-n", default="default")
-    export.add_argument("--all", action="store_true", help="every campaign in the ledger")
+    export.add_argument("--all", action="store_true", help="every campaign in the ledger, every run")
+    export.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
     export.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
     export.add_argument("--format", choices=["csv", "json"], default="csv")
 
     compare = sub.add_parser(
         "compare", help="campaign B against A: Improved, Regressed (exit 1) or NoChange (docs/results.md)"
     )
-    compare.add_argument("a", metavar="A", help="the reference campaign: NAME or NAMESPACE/NAME")
-    compare.add_argument("b", metavar="B", help="the campaign judged against A: NAME or NAMESPACE/NAME")
+    compare.add_argument(
+        "a",
+        metavar="A",
+        help="the reference campaign: NAME or NAMESPACE/NAME, @RUN for a run (default: latest)",
+    )
+    compare.add_argument(
+        "b", metavar="B", help="the campaign judged against A: NAME or NAMESPACE/NAME, @RUN for a run"
+    )
     compare.add_argument("--namespace", "-n", default="default", help="namespace of a bare NAME")
     compare.add_argument(
         "--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="ledger of A (and B)"
@@ -126,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="as the operator's flag of that name",
     )
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -197,6 +231,10 @@ def _run_operator(args: argparse.Namespace) -> int:
         allow_loopback_pd=args.allow_loopback_pd,
         kubeconfig=args.kubeconfig,
         probe_interval=args.probe_interval,
+        lock_retry_interval=args.lock_retry_interval,
+        max_concurrent_campaigns=args.max_concurrent_campaigns,
+        sweep_interval=args.sweep_interval,
+        namespaces=() if args.all_namespaces else tuple(namespaces),
         metrics_port=args.metrics_port,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )
@@ -220,11 +258,11 @@ async def _read_report(args: argparse.Namespace) -> CampaignReport:
     async with await Ledger.open(args.db) as ledger:
         try:
             return await report.load_report(
-                ledger, args.namespace, args.name, bootstrap=bootstrap, role=args.role
+                ledger, args.namespace, args.name, bootstrap=bootstrap, role=args.role, run=args.run
             )
         except analysis.AnalysisUnavailableError as exc:
             print(f"aftershock: reporting without confidence intervals: {exc}", file=sys.stderr)
-            return await report.load_report(ledger, args.namespace, args.name, role=args.role)
+            return await report.load_report(ledger, args.namespace, args.name, role=args.role, run=args.run)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -265,7 +303,7 @@ async def _export(args: argparse.Namespace) -> int:
         return 2
     async with await Ledger.open(args.db) as ledger:
         try:
-            rows = await export.load_rows(ledger, args.namespace, args.name)
+            rows = await export.load_rows(ledger, args.namespace, args.name, args.run)
         except LookupError as exc:
             print(f"aftershock: {exc}", file=sys.stderr)
             return 2
@@ -282,10 +320,20 @@ async def _compare(args: argparse.Namespace) -> int:
     loaded = []
     for ref, db in ((args.a, args.db), (args.b, args.db_b or args.db)):
         namespace, _, name = ref.rpartition("/")
+        name, at, run_text = name.partition("@")
+        if at and not run_text.isdigit():
+            print(f"aftershock compare: {ref!r}: the run after '@' is a number", file=sys.stderr)
+            return 2
         async with await Ledger.open(db) as ledger:
             try:
                 loaded.append(
-                    await report.load_report(ledger, namespace or args.namespace, name, role=args.role)
+                    await report.load_report(
+                        ledger,
+                        namespace or args.namespace,
+                        name,
+                        role=args.role,
+                        run=int(run_text) if at else None,
+                    )
                 )
             except LookupError as exc:
                 print(f"aftershock: {exc}", file=sys.stderr)

@@ -76,6 +76,7 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
         for p in report.PHASES
     ),
     ("error", "why the attempt did not recover or was retried, as recorded"),
+    ("run", "which run of the Campaign (1, 2, ...: the annotation aftershock.dev/run starts a new one)"),
 )
 COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
 
@@ -87,7 +88,7 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     row: Row = {
         "campaignNamespace": campaign.namespace,
         "campaignName": campaign.name,
-        "campaignUid": campaign.uid,
+        "campaignUid": campaign.object_uid,
         "index": attempt.trial_index,
         "attempt": attempt.attempt,
         "outcome": report.IN_FLIGHT if attempt.outcome is None else attempt.outcome.value,
@@ -104,6 +105,7 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     for p in report.PHASES:
         row[phase_column(p)] = report.phase_seconds(attempt, p)
     row["error"] = attempt.error
+    row["run"] = campaign.run
     return row
 
 
@@ -112,8 +114,11 @@ def build_rows(campaign: CampaignRow, attempts: Iterable[AttemptRecord]) -> list
     return [attempt_row(campaign, a) for a in ordered]
 
 
-async def load_rows(ledger: Ledger, namespace: str | None = None, name: str | None = None) -> list[Row]:
-    """The rows of the newest campaign ``namespace/name``, or of every campaign when both are None.
+async def load_rows(
+    ledger: Ledger, namespace: str | None = None, name: str | None = None, run: int | None = None
+) -> list[Row]:
+    """The rows of the newest campaign ``namespace/name`` (its latest run, or run `run`), or of
+    every campaign and every run when both are None.
 
     Every campaign: by namespace, name, creation; a re-created Campaign's older runs included.
     Raises `CampaignNotFoundError` for a name the ledger does not hold.
@@ -121,7 +126,7 @@ async def load_rows(ledger: Ledger, namespace: str | None = None, name: str | No
     if name is None:
         campaigns = await ledger.list_campaigns()
     else:
-        found = await ledger.find_campaign(namespace or "default", name)
+        found = await ledger.find_campaign(namespace or "default", name, run)
         if found is None:
             raise CampaignNotFoundError(
                 f"no campaign {namespace}/{name} in the ledger at {ledger.path}; "

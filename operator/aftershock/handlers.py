@@ -7,6 +7,7 @@ Campaigns are filtered out so a restart does not re-run them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -16,13 +17,15 @@ from typing import Any
 import kopf
 
 from aftershock import metrics
-from aftershock.engine import lifecycle
+from aftershock.engine import lifecycle, runs, sweeper
+from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
-from aftershock.kube.lease import LeaseLock
-from aftershock.ledger import Ledger
+from aftershock.kube.lease import LeaseLock, subject_lease_name
+from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
+from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
-from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef
+from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, Phase
 from aftershock.subjects import registry
 
 log = logging.getLogger("aftershock")
@@ -42,6 +45,12 @@ class OperatorConfig:
     probe_interval: float = 0.5
     lock_retry_interval: float = 5.0
     metrics_port: int = 0
+    #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
+    max_concurrent_campaigns: int = 0
+    #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
+    sweep_interval: float = 300.0
+    #: The watched namespaces (empty: all), where the sweeper looks for scaled-down remediators.
+    namespaces: tuple[str, ...] = ()
     #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
     #: and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
@@ -75,11 +84,15 @@ class _Stop:
 
 
 class _StatusSink:
-    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
-        self._kube, self._namespace, self._name = kube, namespace, name
+    """Publishes the runner's status, saying which run it is about (``status.run``)."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str, run: Mapping[str, Any]) -> None:
+        self._kube, self._namespace, self._name, self._run = kube, namespace, name, run
 
     async def publish(self, status: Mapping[str, Any]) -> None:
-        await self._kube.patch_campaign_status(self._namespace, self._name, status)
+        # A merge patch: `lastTrial` of the previous run goes until this run has one.
+        body = {"lastTrial": None, **status, **self._run}
+        await self._kube.patch_campaign_status(self._namespace, self._name, body)
 
 
 class _EventSink:
@@ -120,14 +133,28 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["kube"] = await Kube.connect(config.kubeconfig)
     memo["ledger"] = await Ledger.open(config.db_path)
     memo["metrics"] = Metrics()
+    memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
     await memo["metrics"].replay_ledger(memo["ledger"])
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
+    memo["sweeper"] = asyncio.create_task(
+        sweeper.sweep_forever(
+            memo["ledger"],
+            KubeSweepApi(memo["kube"]),
+            config.namespaces,
+            config.sweep_interval,
+            time.time,
+        ),
+        name="sweeper",
+    )
     log.info("aftershock started: ledger %s", config.db_path)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "sweeper" in memo:
+        memo["sweeper"].cancel()
+        await asyncio.gather(memo["sweeper"], return_exceptions=True)
     if "metrics_server" in memo:
         await memo["metrics_server"].cleanup()
     if "ledger" in memo:
@@ -136,8 +163,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo["kube"].close()
 
 
-def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
-    return status.get("phase") not in ("Succeeded", "Failed")
+def _unfinished(status: Mapping[str, Any], annotations: Mapping[str, Any], **_: Any) -> bool:
+    # A finished Campaign whose `aftershock.dev/run` annotation changed asks for a new run.
+    return status.get("phase") not in ("Succeeded", "Failed") or runs.asks_for_a_new_run(status, annotations)
 
 
 # When the Campaign finishes (the `when` filter stops matching), is deleted, or the operator
@@ -146,6 +174,18 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 # instant-exit wait set in `configure`. The backoff is for a runner stuck in an API call: then
 # kopf cancels it, and the deletion is still recorded from the DELETED watch event below. The
 # finalizer never waits longer than backoff + timeout, whatever the namespace's state.
+def _subject_lease(body: kopf.Body) -> str:
+    subject = (body.get("spec") or {}).get("subject") or {}
+    # The instance is named by the API the subject is reached through: PD for TiKV, the client
+    # URLs for etcd (sorted, so their order in the spec names the same instance).
+    pd_url = subject.get("pdURL")
+    endpoints = subject.get("endpoints")
+    api = pd_url if isinstance(pd_url, str) else None
+    if api is None and isinstance(endpoints, list) and endpoints:
+        api = ",".join(sorted(str(e) for e in endpoints))
+    return subject_lease_name(str(subject.get("kind", "TiKV")), subject.get("selector") or {}, api)
+
+
 @kopf.daemon(
     GROUP,
     VERSION,
@@ -167,36 +207,77 @@ async def campaign(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    config: OperatorConfig = memo["config"]
     kube: Kube = memo["kube"]
+    ledger: Ledger = memo["ledger"]
     assert namespace is not None  # Campaigns are namespaced (the CRD says so)
     ref = CampaignRef(namespace=namespace, name=name, uid=uid)
+    stop = _Stop(stopped)
+    existing = dict(status)
+    while True:
+        # `meta` is kopf's live view, kept current by its watch: reading it costs nothing.
+        token = runs.run_token(meta.get("annotations") or {})
+        run = await runs.resolve(ledger, ref, token)
+        phase = await _run_once(
+            body=body, meta=meta, ref=ref, run=run, existing=existing, memo=memo, stop=stop
+        )
+        # Cumulative for the process: with one Campaign it is that Campaign's cost (bench/ reads it).
+        log.info(
+            "campaign %s/%s run %d: ends in phase %s; API requests so far by verb: %s",
+            namespace,
+            name,
+            run.run,
+            phase.value,
+            dict(sorted(kube.requests.items())),
+        )
+        # Finished: wait (reading memory only) until the run annotation changes or kopf stops
+        # this daemon. Returning on our own would make kopf never start it again, not even for
+        # a re-run; stopped by its filter, it is started again when the annotation changes.
+        while not stopped.is_set() and runs.run_token(meta.get("annotations") or {}) == token:
+            await stopped.wait(1.0)
+        if stopped.is_set():
+            return
+        existing = dict(body.get("status") or {})
+        log.info("campaign %s/%s: the run annotation changed, a new run starts", namespace, name)
+
+
+async def _run_once(
+    *,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    ref: CampaignRef,
+    run: RunRow,
+    existing: Mapping[str, Any],
+    memo: kopf.Memo,
+    stop: _Stop,
+) -> Phase:
+    config: OperatorConfig = memo["config"]
+    kube: Kube = memo["kube"]
+    namespace, name, uid = ref.namespace, ref.name, ref.uid
 
     def spec_source() -> Mapping[str, Any]:
         # `body` is kopf's live view, kept current by its watch: reading it costs nothing.
         return dict(body.get("spec") or {})
 
     runner = CampaignRunner(
-        ref=ref,
+        ref=runs.run_ref(ref, run),
         generation=int(meta.get("generation") or 0),
         spec_source=spec_source,
         # `meta` is a live view too: read with the spec, it names the generation acted on.
         generation_source=lambda: int(meta.get("generation") or 0),
-        existing_status=dict(status),
+        existing_status=existing,
         ledger=memo["ledger"],
         pods=kube,
         probe_factory=registry.open_subject,
-        lock=LeaseLock(
-            kube,
-            namespace,
-            str((body.get("spec") or {}).get("subject", {}).get("kind", "TiKV")),
-            f"{namespace}/{name}/{uid}@{config.instance}",
+        lock=QueuedLock(
+            memo["queue"],
+            f"{namespace}/{name}/{uid}",
+            LeaseLock(kube, namespace, _subject_lease(body), f"{namespace}/{name}/{uid}@{config.instance}"),
         ),
-        status=_StatusSink(kube, namespace, name),
+        status=_StatusSink(kube, namespace, name, runs.status_fields(run)),
         events=_EventSink(kube, ref),
         clock=_Clock(),
         recorder=memo["metrics"],
-        scaler=kube,
+        scaler=AnnotatingScaler(kube, f"{namespace}/{name}/{uid}"),
         settings=RunnerSettings(
             protected_namespaces=config.protected_namespaces,
             allow_loopback_pd=config.allow_loopback_pd,
@@ -204,15 +285,7 @@ async def campaign(
             lock_retry_interval=config.lock_retry_interval,
         ),
     )
-    phase = await runner.run(_Stop(stopped))
-    # Cumulative for the process: with one Campaign it is that Campaign's cost (bench/ reads it).
-    log.info(
-        "campaign %s/%s: daemon ends in phase %s; API requests so far by verb: %s",
-        namespace,
-        name,
-        phase.value,
-        dict(sorted(kube.requests.items())),
-    )
+    return await runner.run(stop)
 
 
 def _gone_or_finished_and_lagging(
@@ -244,7 +317,11 @@ async def campaign_event(
     follows, or GitOps tools would wait on it for ever)."""
     assert namespace is not None
     if event.get("type") == "DELETED":
-        await lifecycle.record_deletion(memo["ledger"], CampaignRef(namespace, name, uid), time.time())
+        ref = CampaignRef(namespace, name, uid)
+        latest = await memo["ledger"].latest_run(uid)
+        if latest is not None:
+            ref = runs.run_ref(ref, latest)
+        await lifecycle.record_deletion(memo["ledger"], ref, time.time())
         return
     generation = int(meta.get("generation") or 0)
     if lifecycle.finished_generation_lags(status, generation):

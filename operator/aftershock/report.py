@@ -141,17 +141,20 @@ async def load_report(
     *,
     bootstrap: analysis.Bootstrap | None = None,
     role: str | None = None,
+    run: int | None = None,
 ) -> CampaignReport:
-    """The report of the newest campaign called ``namespace/name`` in the ledger.
+    """The report of the newest campaign called ``namespace/name`` in the ledger: its latest
+    run, or run number `run`.
 
     Raises `CampaignNotFoundError` (a `LedgerError`) naming the campaign and the file when
     there is none: a typo, or a Campaign the operator never started. With ``bootstrap``, also
     `analysis.AnalysisUnavailableError` when numpy is missing.
     """
-    campaign = await ledger.find_campaign(namespace, name)
+    campaign = await ledger.find_campaign(namespace, name, run)
     if campaign is None:
         raise CampaignNotFoundError(
-            f"no campaign {namespace}/{name} in the ledger at {ledger.path}; "
+            f"no campaign {namespace}/{name}{'' if run is None else f' run {run}'} "
+            f"in the ledger at {ledger.path}; "
             "check the namespace and name (`aftershock export --all` lists what the ledger holds)"
         )
     attempts = await ledger.attempts(campaign.uid)
@@ -369,7 +372,10 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
         "campaign": {
             "namespace": c.namespace,
             "name": c.name,
-            "uid": c.uid,
+            "uid": c.object_uid,
+            "run": c.run,
+            "runId": c.uid,
+            "runToken": c.run_token,
             "phase": c.phase.value,
             "verdict": c.verdict.value,
             "requestedTrials": c.requested_trials,
@@ -460,7 +466,7 @@ def _summary_lines(report: CampaignReport) -> list[str]:
     verdict = c.verdict.value or "-"
     medians = phase_medians(report.attempts)
     lines = [
-        f"campaign   {c.namespace}/{c.name}  uid {c.uid}  seed {c.seed}  mode {mode(c)}",
+        f"campaign   {c.namespace}/{c.name}  uid {c.object_uid}  run {c.run}  seed {c.seed}  mode {mode(c)}",
         f"state      phase {c.phase.value}, verdict {verdict}",
         f"started    {iso_utc(c.started_at) or '-'}   finished {iso_utc(c.finished_at) or '-'}"
         + (f"   deleted {iso_utc(c.deleted_at)}" if c.deleted_at is not None else ""),
@@ -630,7 +636,8 @@ def _side_json(r: CampaignReport, source: str) -> dict[str, Any]:
     return {
         "namespace": c.namespace,
         "name": c.name,
-        "uid": c.uid,
+        "uid": c.object_uid,
+        "run": c.run,
         "ledger": source,
         "phase": c.phase.value,
         "verdict": c.verdict.value,
@@ -715,7 +722,10 @@ def _comparison_rows(cmp: CampaignComparison) -> list[tuple[str, str, str, str, 
 
 def _who(r: CampaignReport) -> str:
     c = r.campaign
-    return f"{c.namespace}/{c.name} (uid {c.uid}, mode {mode(c)}, {c.phase.value} {c.verdict.value or '-'})"
+    verdict = c.verdict.value or "-"
+    return (
+        f"{c.namespace}/{c.name} (uid {c.object_uid}, run {c.run}, mode {mode(c)}, {c.phase.value} {verdict})"
+    )
 
 
 def render_comparison_table(cmp: CampaignComparison) -> str:

@@ -20,14 +20,17 @@ class Attempt:
     kill_sent_wall: float | None
 
 
-def attempts(db: Path) -> list[Attempt]:
-    """Every attempt in the file, oldest first; [] while the file does not exist yet."""
+def attempts(db: Path, campaign_uid: str | None = None) -> list[Attempt]:
+    """The attempts in the file (of one Campaign, by its UID), oldest first; [] while the file
+    does not exist yet. A ledger on a volume holds every Campaign the operator ever ran."""
     if not db.exists():
         return []
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         rows = conn.execute(
-            "SELECT id, trial_index, outcome, kill_sent_wall FROM attempts ORDER BY id"
+            "SELECT id, trial_index, outcome, kill_sent_wall FROM attempts"
+            " WHERE campaign_uid = coalesce(?, campaign_uid) ORDER BY id",
+            (campaign_uid,),
         ).fetchall()
     except sqlite3.OperationalError:
         return []  # the schema is not there yet (the operator is still creating it)
@@ -36,6 +39,6 @@ def attempts(db: Path) -> list[Attempt]:
     return [Attempt(int(r[0]), int(r[1]), r[2], r[3]) for r in rows]
 
 
-def in_flight(db: Path) -> list[Attempt]:
+def in_flight(db: Path, campaign_uid: str | None = None) -> list[Attempt]:
     """Attempts whose kill was sent and whose outcome is not recorded: a trial mid-recovery."""
-    return [a for a in attempts(db) if a.outcome is None and a.kill_sent_wall is not None]
+    return [a for a in attempts(db, campaign_uid) if a.outcome is None and a.kill_sent_wall is not None]

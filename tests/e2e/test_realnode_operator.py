@@ -102,9 +102,10 @@ def test_operator_pod_deleted_mid_trial_resumes_on_its_volume_with_faithful_pd(
                  recovery={"timeoutSeconds": 120, "settleSeconds": 2})
     )  # fmt: skip
     db = ledger_on_host(cluster)
+    uid = get_campaign(cluster, namespace, "inpod")["metadata"]["uid"]
     # A trial mid-recovery: with 10 s heartbeats it stays there for seconds.
     flying = testbed.wait_for(
-        lambda: ledgerfile.in_flight(db), 180, interval=0.1, what="a trial mid-recovery"
+        lambda: ledgerfile.in_flight(db, uid), 180, interval=0.1, what="a trial mid-recovery"
     )
     cluster.kubectl("delete", "pod", first["metadata"]["name"], "-n", OPERATOR_NS, "--wait=true")
     obj = wait_phase(cluster, namespace, "inpod", {"Succeeded", "Failed"}, timeout=600)
@@ -113,7 +114,7 @@ def test_operator_pod_deleted_mid_trial_resumes_on_its_volume_with_faithful_pd(
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     assert second["spec"]["nodeName"] == realnode.NODE
     # The interrupted attempt is recorded; exactly N completed trials, none twice.
-    attempts = {a.id: a for a in ledgerfile.attempts(db)}
+    attempts = {a.id: a for a in ledgerfile.attempts(db, uid)}
     assert attempts[flying[0].id].outcome == "interrupted", attempts[flying[0].id]
     completed = [a.trial_index for a in attempts.values() if a.outcome == "recovered"]
     assert sorted(completed) == [0, 1, 2]

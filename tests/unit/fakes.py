@@ -319,6 +319,10 @@ class FakeLock:
     def holder(self) -> str | None:
         return self.other if self.busy else None
 
+    @property
+    def wait_reason(self) -> tuple[str, str] | None:
+        return None
+
     async def try_acquire(self) -> bool:
         self.acquire_calls += 1
         if self.busy:

@@ -155,7 +155,7 @@ def test_printer_columns(version: dict[str, Any]) -> None:
     default_view = [n for n, c in cols.items() if c.get("priority", 0) == 0]
     wide_only = [n for n, c in cols.items() if c.get("priority", 0) == 1]
     assert default_view == ["PHASE", "PROGRESS", "P50", "P95", "VERDICT", "AGE"]
-    assert sorted(wide_only) == ["MESSAGE", "READY", "SUBJECT", "TRIALS"]
+    assert sorted(wide_only) == ["MESSAGE", "READY", "RUN", "SUBJECT", "TRIALS"]
     assert cols["P50"] == {**cols["P50"], "type": "number", "jsonPath": ".status.recovery.p50Seconds"}
     assert cols["P95"] == {**cols["P95"], "type": "number", "jsonPath": ".status.recovery.p95Seconds"}
     assert cols["AGE"]["jsonPath"] == ".metadata.creationTimestamp"
@@ -436,6 +436,7 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
             for w in ("deployments", "statefulsets")
             for v in ("get", "patch", "update")
         }
+        | {("apps", w, v) for w in ("deployments", "statefulsets") for v in ("get", "list", "patch")}
     )
     assert grants == expected
     binding = _one(_objects(MANIFESTS / "operator"), "ClusterRoleBinding", "aftershock")

@@ -208,6 +208,7 @@ def expected_row(p: Planned, ref: CampaignRef = REF) -> dict[str, Any]:
         a, b = p.milestones.get(start), p.milestones.get(end)
         row[f"{key}Seconds"] = None if a is None or b is None else b.offset - a.offset
     row["error"] = p.error
+    row["run"] = 1
     return row
 
 

@@ -78,6 +78,13 @@ no wildcards.
 - apiGroups: ["apps"]
   resources: ["deployments/scale", "statefulsets/scale"]
   verbs: ["get", "patch", "update"]
+# The remediator's own metadata: a scaled-down remediator carries the replicas to restore
+# (annotations aftershock.dev/original-replicas, label aftershock.dev/scaled-down), and the
+# sweeper lists the marked ones to restore those a gone Campaign left at 0. Merge patches of
+# metadata only; nothing else of the workload is changed.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "patch"]
 {{- end -}}
 
 {{- define "aftershock.crdRules" -}}

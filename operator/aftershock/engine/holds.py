@@ -61,9 +61,13 @@ async def acquire_lock(
         out.conditions.set(SUBJECT_LOCKED, True, "LockAcquired", "this Campaign holds the subject", now)
         return True
     out.phase = Phase.PENDING
-    message = f"waiting for the subject: another Campaign ({lock.holder or 'unknown'}) is running against it"
-    out.conditions.set(SUBJECT_LOCKED, False, "SubjectBusy", message, now)
-    out.waiting("SubjectBusy", message, reconciling=True)
+    # The lock says why when it is not another holder (the operator's queue of Campaigns).
+    reason, message = lock.wait_reason or (
+        "SubjectBusy",
+        f"waiting for the subject: another Campaign ({lock.holder or 'unknown'}) is running against it",
+    )
+    out.conditions.set(SUBJECT_LOCKED, False, reason, message, now)
+    out.waiting(reason, message, reconciling=True)
     await out.publish(attempts)
     await stop.wait(retry)
     return False

@@ -106,6 +106,11 @@ class SubjectLock(Protocol):
     def holder(self) -> str | None:
         """Who holds it when we do not (for the condition message)."""
 
+    @property
+    def wait_reason(self) -> tuple[str, str] | None:
+        """(reason, message) when the last `try_acquire` failed for a reason other than another
+        holder (waiting in the operator's queue of Campaigns); None otherwise."""
+
     async def try_acquire(self) -> bool: ...
 
     async def release(self) -> None: ...

@@ -404,6 +404,71 @@ class Kube:
             _content_type="application/merge-patch+json",
         )
 
+    def _workload_calls(self, kind: str) -> tuple[Any, Any, Any]:
+        """(patch, list in a namespace, list in all namespaces) of a workload kind."""
+        if kind == "Deployment":
+            return (
+                self._apps.patch_namespaced_deployment,
+                self._apps.list_namespaced_deployment,
+                self._apps.list_deployment_for_all_namespaces,
+            )
+        if kind == "StatefulSet":
+            return (
+                self._apps.patch_namespaced_stateful_set,
+                self._apps.list_namespaced_stateful_set,
+                self._apps.list_stateful_set_for_all_namespaces,
+            )
+        raise KubeError(f"cannot annotate a {kind}")
+
+    async def patch_workload_metadata(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str | None],
+        annotations: Mapping[str, str | None],
+    ) -> None:
+        """Merge-patch the workload's labels and annotations (None removes one): metadata only."""
+        patch, _, _ = self._workload_calls(kind)
+        await self._json(
+            "patch",
+            f"annotate {kind} {namespace}/{name}",
+            patch,
+            name,
+            namespace,
+            {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}},
+            field_manager=FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
+        )
+
+    async def list_workloads(
+        self, kind: str, namespace: str | None, label_selector: str
+    ) -> list[tuple[str, str, Mapping[str, str]]]:
+        """(namespace, name, annotations) of the workloads of `kind` matching `label_selector`,
+        in `namespace` or (None) in every namespace."""
+        _, in_namespace, everywhere = self._workload_calls(kind)
+        if namespace is None:
+            data = await self._json("list", f"list {kind}s", everywhere, label_selector=label_selector)
+        else:
+            data = await self._json(
+                "list", f"list {kind}s in {namespace}", in_namespace, namespace, label_selector=label_selector
+            )
+        found: list[tuple[str, str, Mapping[str, str]]] = []
+        for item in data.get("items") or []:
+            meta = item.get("metadata") or {}
+            found.append(
+                (str(meta.get("namespace")), str(meta.get("name")), dict(meta.get("annotations") or {}))
+            )
+        return found
+
+    async def find_campaign(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The Campaign, or None when there is none of that name."""
+        try:
+            return await self.get_campaign(namespace, name)
+        except KubeNotFoundError:
+            return None
+
     # --- leases (per-subject locks) ------------------------------------------------------
 
     @staticmethod

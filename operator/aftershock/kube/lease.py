@@ -1,20 +1,27 @@
 """The per-subject lock: a coordination.k8s.io Lease in the subject's namespace.
 
-One Lease per namespace and subject kind (``aftershock-subject-tikv``): the subject lives in
-the Campaign's namespace, and locking the whole namespace's subject of that kind is the
-choice that can never let two Campaigns with overlapping selectors disturb one cluster at
-once. The holder is the Campaign and the operator process that runs it
-(``namespace/name/uid@instance``): two operators watching one Campaign (an in-cluster one and
-a forgotten local one, seen on the test bed's real node: both killed a pod within 40 ms) can
-never both hold it. An operator that stops releases the lease; a crashed one's expires after
-`duration` seconds, and its successor waits that long before it resumes.
+One Lease per subject *instance*: its kind, selector and endpoint (``pdURL``), hashed into
+the name (``aftershock-subject-tikv-<hash>``, `subject_lease_name`), so two TiKV clusters in
+one namespace are measured in parallel while two Campaigns on one cluster never overlap. The
+hash is of a canonical form (labels and expressions sorted), so the same selector written in
+another order is the same subject. Two different selectors over overlapping pods are two
+subjects: the lock cannot see that, keep one cluster's Campaigns on one selector. The holder
+is the Campaign and the operator process that runs it (``namespace/name/uid@instance``): two
+operators watching one Campaign (an in-cluster one and a forgotten local one, seen on the test
+bed's real node: both killed a pod within 40 ms) can never both hold it. An operator that stops
+releases the lease; a crashed one's expires after `duration` seconds, and its successor waits
+that long before it resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aftershock.kube.client import Kube, KubeConflictError, KubeError, KubeNotFoundError
 
@@ -23,17 +30,38 @@ log = logging.getLogger(__name__)
 LEASE_LABELS = {"app.kubernetes.io/managed-by": "aftershock"}
 
 
-def lease_name(subject_kind: str) -> str:
-    return f"aftershock-subject-{subject_kind.lower()}"
+def _canonical_selector(selector: Mapping[str, Any]) -> dict[str, Any]:
+    labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    return {
+        "matchLabels": sorted((str(k), str(v)) for k, v in dict(labels).items()),
+        "matchExpressions": sorted(
+            (str(e.get("key", "")), str(e.get("operator", "")), sorted(str(v) for v in e.get("values") or []))
+            for e in expressions
+            if isinstance(e, Mapping)
+        ),
+    }
+
+
+def subject_lease_name(subject_kind: str, selector: Mapping[str, Any], pd_url: str | None) -> str:
+    """The Lease of one subject instance: a stable hash of kind, selector and pdURL.
+
+    Stable across operator versions and restarts (sha256 of sorted JSON), and a valid name
+    whatever the kind (lower-cased, at most 63 characters)."""
+    canonical = json.dumps(
+        {"kind": subject_kind, "selector": _canonical_selector(selector), "pdURL": pd_url or ""},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return f"aftershock-subject-{subject_kind.lower()[:30]}-{digest}"
 
 
 class LeaseLock:
-    def __init__(
-        self, kube: Kube, namespace: str, subject_kind: str, holder: str, *, duration: int = 30
-    ) -> None:
+    def __init__(self, kube: Kube, namespace: str, name: str, holder: str, *, duration: int = 30) -> None:
         self._kube = kube
         self._namespace = namespace
-        self._name = lease_name(subject_kind)
+        self._name = name
         self._identity = holder
         self._duration = duration
         self._held = False
@@ -48,6 +76,10 @@ class LeaseLock:
     @property
     def holder(self) -> str | None:
         return self._holder
+
+    @property
+    def wait_reason(self) -> tuple[str, str] | None:
+        return None
 
     @property
     def name(self) -> str:

@@ -7,7 +7,7 @@ truth for trials; a Campaign's status is a projection of it. Schema and reasons:
 
 from aftershock.ledger.errors import CampaignNotFoundError, DuplicateTrialError, LedgerError
 from aftershock.ledger.schema import SCHEMA_VERSION
-from aftershock.ledger.store import CampaignRow, Ledger
+from aftershock.ledger.store import CampaignRow, Ledger, RunRow
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -16,4 +16,5 @@ __all__ = [
     "DuplicateTrialError",
     "Ledger",
     "LedgerError",
+    "RunRow",
 ]

@@ -142,6 +142,26 @@ def _v3() -> tuple[str, ...]:
 
 
 def _v4() -> tuple[str, ...]:
+    """Runs: a Campaign re-run by its ``aftershock.dev/run`` annotation keeps every run. Each
+    run is a ``campaigns`` row of its own (its ``uid`` is the run's id: the Campaign's uid for
+    run 1, so every row written before this migration is run 1 of its Campaign), and ``runs``
+    ties it to its Campaign, its number and the annotation's value that started it. A
+    ``campaigns`` row without a ``runs`` row is run 1 with no token. No foreign key: the run is
+    recorded when the operator decides to start it, before the runner records its Campaign row."""
+    return (
+        """
+        CREATE TABLE runs (
+            run_uid TEXT PRIMARY KEY NOT NULL,
+            campaign_uid TEXT NOT NULL,
+            run INTEGER NOT NULL CHECK (run >= 1),
+            token TEXT NOT NULL,
+            UNIQUE (campaign_uid, run)
+        )
+        """,
+    )
+
+
+def _v5() -> tuple[str, ...]:
     """Milestones a subject names for itself (etcd's ``leader_elected``, the write probe's
     ``writes_failed``): a row each, so a new subject kind needs no migration. The engine's own
     milestones keep their columns in ``attempts``."""
@@ -159,7 +179,7 @@ def _v4() -> tuple[str, ...]:
 
 
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

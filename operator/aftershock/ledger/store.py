@@ -60,9 +60,21 @@ _SELECT_ATTEMPTS: Final = (
     f"SELECT {', '.join('a.' + c for c in _ATTEMPT_COLUMNS)}, {_SUBJECT_MILESTONES} FROM attempts a"
 )
 _CAMPAIGN_COLUMNS: Final = (
-    "uid, namespace, name, spec, requested_trials, seed, phase, verdict, created_at, started_at, "
-    "finished_at, deleted_at"
+    "c.uid, c.namespace, c.name, c.spec, c.requested_trials, c.seed, c.phase, c.verdict, c.created_at, "
+    "c.started_at, c.finished_at, c.deleted_at, coalesce(r.run, 1), coalesce(r.campaign_uid, c.uid), "
+    "coalesce(r.token, '')"
 )
+_FROM_CAMPAIGNS: Final = "FROM campaigns c LEFT JOIN runs r ON r.run_uid = c.uid"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a Campaign: ``run_uid`` keys its rows (the Campaign's uid for run 1)."""
+
+    run_uid: str
+    campaign_uid: str
+    run: int
+    token: str
 
 
 @dataclass(frozen=True)
@@ -81,10 +93,20 @@ class CampaignRow:
     started_at: float | None
     finished_at: float | None
     deleted_at: float | None = None  # when the Campaign object was deleted, if it was
+    #: Which run of its Campaign this row is (re-runs by annotation); ``uid`` is the run's id.
+    run: int = 1
+    #: The Campaign object's uid ('' when constructed by hand: then ``uid``).
+    campaign_uid: str = ""
+    #: The ``aftershock.dev/run`` annotation's value that started this run ('' for none).
+    run_token: str = ""
 
     @property
     def ref(self) -> CampaignRef:
         return CampaignRef(namespace=self.namespace, name=self.name, uid=self.uid)
+
+    @property
+    def object_uid(self) -> str:
+        return self.campaign_uid or self.uid
 
 
 class Ledger:
@@ -285,28 +307,67 @@ class Ledger:
             return interrupted
 
     async def get_campaign(self, uid: str) -> CampaignRow | None:
+        """The row of one run (``uid``: the run's id; the Campaign's uid for its first run)."""
         async with self._read("reading a campaign") as db:
-            rows = await _rows(db, f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE uid = ?", (uid,))
+            rows = await _rows(db, f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE c.uid = ?", (uid,))
         return _campaign(rows[0]) if rows else None
 
-    async def find_campaign(self, namespace: str, name: str) -> CampaignRow | None:
-        """The most recently created campaign with that namespace and name (names get reused)."""
+    async def find_campaign(self, namespace: str, name: str, run: int | None = None) -> CampaignRow | None:
+        """The most recently created campaign with that namespace and name (names get reused):
+        its latest run, or run number `run` of it."""
         async with self._read("looking up a campaign") as db:
             rows = await _rows(
                 db,
-                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE namespace = ? AND name = ? "
-                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
-                (namespace, name),
+                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE c.namespace = ?1 AND c.name = ?2 "
+                "AND (?3 IS NULL OR coalesce(r.run, 1) = ?3) "
+                "ORDER BY c.created_at DESC, c.rowid DESC LIMIT 1",
+                (namespace, name, run),
             )
         return _campaign(rows[0]) if rows else None
 
     async def list_campaigns(self) -> list[CampaignRow]:
-        """Every campaign, by namespace, name, then creation time."""
+        """Every campaign run, by namespace, name, then creation time."""
         async with self._read("listing campaigns") as db:
             rows = await _rows(
-                db, f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY namespace, name, created_at, rowid"
+                db,
+                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} "
+                "ORDER BY c.namespace, c.name, c.created_at, c.rowid",
             )
         return [_campaign(r) for r in rows]
+
+    async def campaigns_in_flight(self) -> list[CampaignRow]:
+        """Every campaign run with an attempt in flight (no outcome yet)."""
+        async with self._read("listing campaigns with attempts in flight") as db:
+            rows = await _rows(
+                db,
+                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE EXISTS "
+                "(SELECT 1 FROM attempts a WHERE a.campaign_uid = c.uid AND a.outcome IS NULL) "
+                "ORDER BY c.namespace, c.name, c.created_at, c.rowid",
+            )
+        return [_campaign(r) for r in rows]
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    async def latest_run(self, campaign_uid: str) -> RunRow | None:
+        """The Campaign's newest run: from ``runs``, or its pre-runs row as run 1 (no token)."""
+        async with self._read("reading a campaign's runs") as db:
+            rows = await _rows(
+                db,
+                "SELECT run_uid, campaign_uid, run, token FROM runs WHERE campaign_uid = ?1 "
+                "UNION ALL SELECT uid, uid, 1, '' FROM campaigns WHERE uid = ?1 "
+                "AND NOT EXISTS (SELECT 1 FROM runs WHERE run_uid = ?1) ORDER BY 3 DESC LIMIT 1",
+                (campaign_uid,),
+            )
+        return RunRow(str(rows[0][0]), str(rows[0][1]), int(rows[0][2]), str(rows[0][3])) if rows else None
+
+    async def record_run(self, run: RunRow) -> None:
+        """Record a run before it starts; recording the same run again changes nothing."""
+        async with self._transaction("recording a run") as tx:
+            await tx.execute(
+                "INSERT INTO runs (run_uid, campaign_uid, run, token) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (run.run_uid, run.campaign_uid, run.run, run.token),
+            )
 
     async def campaign_counts(self, campaign_uid: str) -> stats.AttemptCounts:
         """How the campaign's attempts ended so far (``in_flight``: not ended yet)."""
@@ -576,6 +637,9 @@ def _campaign(row: sqlite3.Row | tuple[Any, ...]) -> CampaignRow:
         started_at=row[9],
         finished_at=row[10],
         deleted_at=row[11],
+        run=int(row[12]),
+        campaign_uid=str(row[13]),
+        run_token=str(row[14]),
     )
 
 
