@@ -51,8 +51,16 @@ dev-down: ## remove what make dev deployed (operator, TiKV stand-ins, example ca
 images: ## build the operator and subject images (cached) and import them into the real node
 	hack/testbed/images.sh all
 
+.PHONY: crd
+crd: venv ## write the chart's and the package's CRD copies from manifests/crd (kinds from the subject registry)
+	$(PY) hack/crd/generate.py
+
+.PHONY: verify-crd
+verify-crd: venv ## fail when a CRD copy (or the subject.kind enum) drifted from its source
+	$(PY) hack/crd/generate.py --check
+
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, import-linter (layer rules)
+lint: venv verify-crd ## ruff, mypy --strict, import-linter (layer rules), CRD copies in step
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy --strict

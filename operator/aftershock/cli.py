@@ -58,10 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         + ")",
     )
     run.add_argument(
-        "--allow-loopback-pd",
+        "--allow-loopback-endpoints",
+        "--allow-loopback-pd",  # its name while PD was the only subject API
+        dest="allow_loopback_pd",
         action="store_true",
-        default=os.environ.get("AFTERSHOCK_ALLOW_LOOPBACK_PD") == "1",
-        help="accept pdURL on 127.0.0.1/localhost (local development and tests only)",
+        default=os.environ.get(
+            "AFTERSHOCK_ALLOW_LOOPBACK_ENDPOINTS", os.environ.get("AFTERSHOCK_ALLOW_LOOPBACK_PD")
+        )
+        == "1",
+        help="accept subject API URLs (pdURL, endpoints) on loopback (local development and tests only)",
     )
     run.add_argument("--probe-interval", type=float, default=0.5, help="seconds between PD checks")
     run.add_argument(
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     report.add_argument("--png", metavar="FILE", help="also write the plots as PNG (aftershock[analysis])")
     report.add_argument("--svg", metavar="FILE", help="also write the plots as SVG (aftershock[analysis])")
+    report.add_argument("--role", help="only trials whose victims had this role when chosen (etcd: Leader)")
     _bootstrap_arguments(report)
 
     export = sub.add_parser("export", help="every attempt, one row each, as CSV or JSON (docs/results.md)")
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="ledger of A (and B)"
     )
     compare.add_argument("--db-b", default=None, help="ledger of B, when it is not --db")
+    compare.add_argument("--role", help="compare only trials whose victims had this role (etcd: Leader)")
     compare.add_argument("--format", choices=["table", "json", "markdown"], default="table")
     compare.add_argument(
         "--alpha", type=float, default=0.05, help="significance level (CI level is 1 - alpha)"
@@ -138,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
     )
     check.add_argument("files", nargs="+", help="YAML files ('-' for standard input)")
-    check.add_argument("--allow-loopback-pd", action="store_true", help="as the operator's flag of that name")
+    check.add_argument(
+        "--allow-loopback-endpoints",
+        "--allow-loopback-pd",
+        dest="allow_loopback_pd",
+        action="store_true",
+        help="as the operator's flag of that name",
+    )
     return parser
 
 
@@ -245,11 +258,11 @@ async def _read_report(args: argparse.Namespace) -> CampaignReport:
     async with await Ledger.open(args.db) as ledger:
         try:
             return await report.load_report(
-                ledger, args.namespace, args.name, bootstrap=bootstrap, run=args.run
+                ledger, args.namespace, args.name, bootstrap=bootstrap, role=args.role, run=args.run
             )
         except analysis.AnalysisUnavailableError as exc:
             print(f"aftershock: reporting without confidence intervals: {exc}", file=sys.stderr)
-            return await report.load_report(ledger, args.namespace, args.name, run=args.run)
+            return await report.load_report(ledger, args.namespace, args.name, role=args.role, run=args.run)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -315,7 +328,11 @@ async def _compare(args: argparse.Namespace) -> int:
             try:
                 loaded.append(
                     await report.load_report(
-                        ledger, namespace or args.namespace, name, run=int(run_text) if at else None
+                        ledger,
+                        namespace or args.namespace,
+                        name,
+                        role=args.role,
+                        run=int(run_text) if at else None,
                     )
                 )
             except LookupError as exc:

@@ -23,3 +23,20 @@ class TransientApiError(ApiError):
 class ProbeUnavailableError(TransientApiError):
     """The subject's own health API (PD for TiKV) could not be asked or answered nonsense:
     an infrastructure error, never the subject's failure."""
+
+
+class NotFoundError(ApiError):
+    """The object asked for does not exist (any more). For a delete: already done."""
+
+
+class ConflictError(ApiError):
+    """A precondition failed (another uid under the name, a stale resourceVersion)."""
+
+
+class SpecError(ValueError):
+    """A Campaign spec that cannot run. `field` is the dotted path a person has to fix."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(f"spec.{field_path}: {message}")
+        self.field = f"spec.{field_path}"
+        self.reason = message

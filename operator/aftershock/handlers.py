@@ -18,7 +18,6 @@ import kopf
 
 from aftershock import metrics
 from aftershock.engine import lifecycle, runs, sweeper
-from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
@@ -27,8 +26,9 @@ from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
 from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec, Phase
+from aftershock.subjects import registry
+from aftershock.subjects.base import Subject, SubjectResources
 from aftershock.subjects.pd import PdClients
-from aftershock.subjects.tikv import TiKVProbe
 
 log = logging.getLogger("aftershock")
 
@@ -185,12 +185,14 @@ def _unfinished(status: Mapping[str, Any], annotations: Mapping[str, Any], **_: 
 # finalizer never waits longer than backoff + timeout, whatever the namespace's state.
 def _subject_lease(body: kopf.Body) -> str:
     subject = (body.get("spec") or {}).get("subject") or {}
+    # The instance is named by the API the subject is reached through: PD for TiKV, the client
+    # URLs for etcd (sorted, so their order in the spec names the same instance).
     pd_url = subject.get("pdURL")
-    return subject_lease_name(
-        str(subject.get("kind", "TiKV")),
-        subject.get("selector") or {},
-        pd_url if isinstance(pd_url, str) else None,
-    )
+    endpoints = subject.get("endpoints")
+    api = pd_url if isinstance(pd_url, str) else None
+    if api is None and isinstance(endpoints, list) and endpoints:
+        api = ",".join(sorted(str(e) for e in endpoints))
+    return subject_lease_name(str(subject.get("kind", "TiKV")), subject.get("selector") or {}, api)
 
 
 @kopf.daemon(
@@ -265,8 +267,10 @@ async def _run_once(
         # `body` is kopf's live view, kept current by its watch: reading it costs nothing.
         return dict(body.get("spec") or {})
 
-    def probe_factory(spec: CampaignSpec, ns: str) -> SubjectProbe | None:
-        return TiKVProbe.for_spec(spec, ns, memo["pd_clients"])
+    resources = SubjectResources(pd_clients=memo["pd_clients"])
+
+    def open_subject(spec: CampaignSpec, ns: str) -> Subject | None:
+        return registry.open_subject(spec, ns, resources)
 
     runner = CampaignRunner(
         ref=runs.run_ref(ref, run),
@@ -277,7 +281,7 @@ async def _run_once(
         existing_status=existing,
         ledger=memo["ledger"],
         pods=kube,
-        probe_factory=probe_factory,
+        probe_factory=open_subject,
         lock=QueuedLock(
             memo["queue"],
             f"{namespace}/{name}/{uid}",

@@ -12,12 +12,46 @@ because the operator must never trust that the CRD installed is the one it shipp
 from __future__ import annotations
 
 import enum
-import ipaddress
 import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from aftershock.endpoints import (
+    check_endpoint_namespace,
+    check_endpoint_url,
+    check_pd_namespace,
+    check_pd_url,
+)
+from aftershock.errors import SpecError
+from aftershock.records import (
+    MILESTONES,
+    SOURCE_OBSERVED,
+    SOURCE_PD_HEARTBEAT,
+    AttemptRecord,
+    Milestone,
+    Outcome,
+    PodState,
+    ProbeResult,
+    Victim,
+)
+
+__all__ = [
+    "MILESTONES",
+    "SOURCE_OBSERVED",
+    "SOURCE_PD_HEARTBEAT",
+    "AttemptRecord",
+    "Milestone",
+    "Outcome",
+    "PodState",
+    "ProbeResult",
+    "SpecError",
+    "Victim",
+    "check_endpoint_namespace",
+    "check_endpoint_url",
+    "check_pd_namespace",
+    "check_pd_url",
+]
 
 GROUP = "aftershock.dev"
 VERSION = "v1alpha1"
@@ -31,7 +65,18 @@ DEFAULT_PROTECTED_NAMESPACES: frozenset[str] = frozenset(
 
 
 class SubjectKind(enum.StrEnum):
+    """The kinds `aftershock.subjects.registry` implements (a unit test keeps the two equal)."""
+
     TIKV = "TiKV"
+    ETCD = "Etcd"
+
+
+class Target(enum.StrEnum):
+    """Which members a victim is chosen among, by their role at the gate (subjects with roles)."""
+
+    ANY = "Any"
+    LEADER = "Leader"
+    FOLLOWER = "Follower"
 
 
 class ChaosType(enum.StrEnum):
@@ -65,30 +110,6 @@ class Verdict(enum.StrEnum):
     PARTIAL = "Partial"
     HARD_FAIL = "HardFail"
     INFRA_ERROR = "InfraError"
-
-
-class Outcome(enum.StrEnum):
-    """How one attempt of a trial ended. Only `RECOVERED` and `UNRECOVERED` are measurements."""
-
-    RECOVERED = "recovered"
-    UNRECOVERED = "unrecovered"
-    INTERRUPTED = "interrupted"
-    INFRA_ERROR = "infra_error"
-    DRY_RUN = "dry_run"
-
-    @property
-    def completes_trial(self) -> bool:
-        """Whether this outcome fills the trial's index (the index is not run again)."""
-        return self in (Outcome.RECOVERED, Outcome.UNRECOVERED, Outcome.DRY_RUN)
-
-
-class SpecError(ValueError):
-    """A Campaign spec that cannot run. `field` is the dotted path a person has to fix."""
-
-    def __init__(self, field_path: str, message: str) -> None:
-        super().__init__(f"spec.{field_path}: {message}")
-        self.field = f"spec.{field_path}"
-        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,17 @@ class SubjectSpec:
     kind: SubjectKind
     selector: LabelSelector
     pd_url: str | None = None
+    #: The subject's own API (etcd: its client URLs); checked by the same rules as `pd_url`.
+    endpoints: tuple[str, ...] = ()
+
+    @property
+    def api_urls(self) -> tuple[str, ...]:
+        """Every URL the operator will connect to for this subject."""
+        return (self.pd_url, *self.endpoints) if self.pd_url else self.endpoints
+
+
+#: Trials a Campaign runs when `spec.trials` is absent (one place: the CRD states it too).
+DEFAULT_TRIALS = 10
 
 
 @dataclass(frozen=True)
@@ -148,6 +180,7 @@ class ChaosSpec:
     mode: ChaosMode = ChaosMode.ONE
     value: int | None = None
     grace_period_seconds: int = 0
+    target: Target = Target.ANY
 
 
 class RemediatorKind(enum.StrEnum):
@@ -167,7 +200,7 @@ class Remediator:
 class CampaignSpec:
     subject: SubjectSpec
     chaos: ChaosSpec = field(default_factory=ChaosSpec)
-    trials: int = 10
+    trials: int = DEFAULT_TRIALS
     interval_seconds: float = 30.0
     steady_state_timeout_seconds: float = 300.0
     steady_state_stable_seconds: float = 10.0
@@ -197,6 +230,7 @@ class CampaignRef:
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_MAX_ENDPOINTS = 16
 
 
 def _get(raw: Mapping[str, Any], key: str, path: str) -> Any:
@@ -286,88 +320,30 @@ def parse_selector(raw: Any, path: str) -> LabelSelector:
     return LabelSelector(tuple(labels), tuple(exprs))
 
 
-def check_pd_url(url: str, path: str = "subject.pdURL", *, allow_loopback: bool = False) -> str:
-    """The pdURL rule, enforced before any connection is made.
-
-    Allowed: ``http(s)://`` to a DNS name (a Service, normally ``pd`` in the Campaign's own
-    namespace; a name with dots must stay inside that namespace, which `check_pd_namespace`
-    enforces once the namespace is known). Refused: other schemes, credentials in the URL,
-    IP literals (they bypass the namespace rule), link-local and cloud metadata addresses.
-    Loopback IPs only when the operator runs with ``--allow-loopback-pd`` (local development and
-    tests, where the PD stand-in listens on 127.0.0.1).
-    """
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https"):
-        raise SpecError(path, f"scheme must be http or https, got {parsed.scheme!r}")
-    if parsed.username or parsed.password:
-        raise SpecError(path, "must not carry credentials")
-    if parsed.query or parsed.fragment:
-        # PD's API takes none, and a token there would be published with the Campaign's spec.
-        raise SpecError(path, "must not carry a query string or fragment")
-    host = parsed.hostname
-    if not host:
-        raise SpecError(path, "has no host")
-    try:
-        _ = parsed.port
-    except ValueError:
-        raise SpecError(path, "has an invalid port") from None
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if ip.is_loopback and allow_loopback:
-            return url
-        if ip.is_link_local:
-            raise SpecError(path, f"{host} is link-local (cloud metadata lives there); refused")
-        raise SpecError(path, f"IP addresses are refused ({host}); name the PD Service instead")
-    if host in ("metadata", "metadata.google.internal") or host.endswith(".internal"):
-        raise SpecError(path, f"{host} is a metadata endpoint; refused")
-    if host == "localhost" or host.endswith(".localhost"):
-        if allow_loopback:
-            return url
-        raise SpecError(
-            path, f"{host} is loopback; refused (the operator was not started with --allow-loopback-pd)"
-        )
-    # Resolvers read "2852039166", "0xa9fea9fe" or "0251.0376.0251.0376" as IPv4 addresses
-    # (169.254.169.254 here) although ipaddress does not: a name whose last label is numeric
-    # is no DNS name, so refuse it rather than guess what it resolves to.
-    if re.fullmatch(r"(0x[0-9a-f]+|[0-9]+)", host.rsplit(".", 1)[-1], flags=re.IGNORECASE):
-        raise SpecError(
-            path, f"{host!r} reads as an IP address in another notation; name the PD Service instead"
-        )
-    if not all(_DNS_LABEL.match(label) for label in host.split(".")):
-        raise SpecError(path, f"{host!r} is not a valid DNS name")
-    return url
+def _endpoints(raw: Any, *, allow_loopback: bool) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_ENDPOINTS:
+        raise SpecError("subject.endpoints", f"must be a list of 1 to {_MAX_ENDPOINTS} URLs")
+    found: list[str] = []
+    for i, url in enumerate(raw):
+        path = f"subject.endpoints[{i}]"
+        if not isinstance(url, str):
+            raise SpecError(path, "must be a string")
+        found.append(check_endpoint_url(url, path, allow_loopback=allow_loopback))
+    return tuple(found)
 
 
-def check_pd_namespace(url: str, namespace: str, path: str = "subject.pdURL") -> None:
-    """A PD Service name must resolve inside the Campaign's own namespace."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host)
-        return  # IP literals were already judged by check_pd_url
-    except ValueError:
-        pass
-    if host == "localhost":
-        return
-    labels = host.split(".")
-    if len(labels) == 1:
-        return  # a bare Service name; the TiKV probe qualifies it with the Campaign's namespace
-    # Only <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local name a Service in the
-    # namespace; anything longer may be an outside DNS name that merely starts like one.
-    in_namespace = labels[1] == namespace and (
-        len(labels) == 2
-        or (len(labels) == 3 and labels[2] == "svc")
-        or (len(labels) == 5 and labels[2:] == ["svc", "cluster", "local"])
-    )
-    if not in_namespace:
-        raise SpecError(
-            path,
-            f"{host} is outside the Campaign's namespace {namespace!r}; refused "
-            f"(name a Service as <service>, <service>.{namespace}, <service>.{namespace}.svc or "
-            f"<service>.{namespace}.svc.cluster.local)",
-        )
+def requested_trials(raw: Mapping[str, Any]) -> int:
+    """The trials a spec asks for as far as it can be read: for a status before (or without)
+    a parse, such as the one that says the spec is invalid."""
+    trials = raw.get("trials") if isinstance(raw, Mapping) else None
+    return trials if isinstance(trials, int) and not isinstance(trials, bool) else DEFAULT_TRIALS
+
+
+def read_suspend(raw: Mapping[str, Any]) -> bool:
+    """`spec.suspend`, the one field that changes while a Campaign runs (re-read each loop)."""
+    return isinstance(raw, Mapping) and bool(raw.get("suspend", False))
 
 
 def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:
@@ -380,8 +356,13 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     if pd_url is not None:
         if not isinstance(pd_url, str):
             raise SpecError("subject.pdURL", "must be a string")
-        pd_url = check_pd_url(pd_url, allow_loopback=allow_loopback_pd)
-    subject = SubjectSpec(kind=kind, selector=selector, pd_url=pd_url)
+        pd_url = check_endpoint_url(pd_url, allow_loopback=allow_loopback_pd)
+    subject = SubjectSpec(
+        kind=kind,
+        selector=selector,
+        pd_url=pd_url,
+        endpoints=_endpoints(subject_raw.get("endpoints"), allow_loopback=allow_loopback_pd),
+    )
 
     chaos_raw = _mapping(_get(raw, "chaos", "chaos"), "chaos")
     ctype = _enum(ChaosType, chaos_raw.get("type", "node_kill"), "chaos.type")
@@ -395,7 +376,8 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     elif value_raw is not None:
         value = _int(value_raw, "chaos.value", minimum=1, maximum=1)
     grace = _int(chaos_raw.get("gracePeriodSeconds", 0), "chaos.gracePeriodSeconds", minimum=0, maximum=3600)
-    chaos = ChaosSpec(type=ctype, mode=mode, value=value, grace_period_seconds=grace)
+    target = _enum(Target, chaos_raw.get("target", "Any"), "chaos.target")
+    chaos = ChaosSpec(type=ctype, mode=mode, value=value, grace_period_seconds=grace, target=target)
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")
     recovery = _mapping(raw.get("recovery") or {}, "recovery")
@@ -414,7 +396,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     return CampaignSpec(
         subject=subject,
         chaos=chaos,
-        trials=_int(raw.get("trials", 10), "trials", minimum=1, maximum=100_000),
+        trials=_int(raw.get("trials", DEFAULT_TRIALS), "trials", minimum=1, maximum=100_000),
         interval_seconds=_number(
             raw.get("intervalSeconds", 30), "intervalSeconds", minimum=0, maximum=86_400
         ),
@@ -442,107 +424,5 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     )
 
 
-# --- Trials -------------------------------------------------------------------------------
-
-#: The moments of one trial, in the order a recovery normally passes them. Each is recorded as
-#: a wall-clock time (for people) and as an offset in seconds from `kill_sent` measured on the
-#: monotonic clock (for durations: a wall-clock step during a trial does not bend them).
-MILESTONES: tuple[str, ...] = (
-    "gate_passed",  # steady state held for stableSeconds; negative offset
-    "kill_sent",  # the delete request left (offset 0 by definition)
-    "kill_acked",  # the API server answered the delete
-    "first_unhealthy",  # first observation of the subject not healthy
-    "victim_gone",  # the victim pod object is gone (DELETED event)
-    "replacement_created",  # a new pod (new UID) took the victim's place
-    "replacement_scheduled",  # ... bound to a node
-    "replacement_ready",  # ... Ready
-    "store_up",  # PD has a heartbeat from the victim's store newer than its new start timestamp
-    "recovered",  # the whole subject healthy again: the recovery time
-    "relapsed",  # unhealthy again within the settle window after "recovered": not a recovery
-)
-
-#: Who stamped a milestone, as ``final_state["milestoneSources"]`` records it: the subject's own
-#: clock (PD's ``last_heartbeat``, placed on the operator's clock by their offset), or the moment
-#: the operator noticed (a pod watch event, a probe poll).
-SOURCE_PD_HEARTBEAT = "pd_heartbeat"
-SOURCE_OBSERVED = "observed"
-
-
-@dataclass(frozen=True)
-class Milestone:
-    wall: float  # unix seconds
-    offset: float  # seconds since kill_sent, monotonic
-
-
-@dataclass(frozen=True)
-class Victim:
-    name: str
-    uid: str
-    node: str | None = None
-    restart_count: int = 0
-    store_id: int | None = None
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """One attempt at one trial index, as the ledger holds it."""
-
-    campaign_uid: str
-    trial_index: int  # 0-based
-    attempt: int  # 1-based, per trial index
-    victims: tuple[Victim, ...]
-    victim_seed: str
-    started_at: float  # unix seconds
-    outcome: Outcome | None = None  # None while in flight
-    milestones: Mapping[str, Milestone] = field(default_factory=dict)
-    initial_state: Mapping[str, Any] = field(default_factory=dict)
-    final_state: Mapping[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    finished_at: float | None = None
-
-    @property
-    def recovery_seconds(self) -> float | None:
-        """kill_sent -> subject healthy, monotonic; None unless recovered."""
-        m = self.milestones.get("recovered")
-        return None if m is None or self.outcome is not Outcome.RECOVERED else m.offset
-
-
-@dataclass(frozen=True)
-class PodState:
-    """What the engine needs to know of one subject pod, decoded from the API once."""
-
-    name: str
-    uid: str
-    namespace: str
-    labels: Mapping[str, str]
-    node: str | None  # spec.nodeName: set once scheduled
-    phase: str  # Pending, Running, ...
-    ready: bool  # the Ready condition is True
-    restart_count: int  # sum over containers
-    created_at: float | None  # unix seconds (metadata.creationTimestamp)
-    deleting: bool  # metadata.deletionTimestamp is set
-    owner_kind: str | None = None  # e.g. StatefulSet
-    ready_at: float | None = None  # lastTransitionTime of Ready, unix seconds
-
-
 #: Label the operator's own pods carry; a selector matching them is refused.
 OPERATOR_POD_LABEL = ("app.kubernetes.io/name", "aftershock")
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One look at the subject's own view of its health (PD for TiKV)."""
-
-    healthy: bool
-    reasons: tuple[str, ...] = ()
-    #: Per pod name: the store's start timestamp, so a restart is seen even when PD never
-    #: showed the store as anything but Up.
-    restarts: Mapping[str, int] = field(default_factory=dict)
-    #: Per pod name: whether its store is Up with a fresh heartbeat sent since its start.
-    up: Mapping[str, bool] = field(default_factory=dict)
-    summary: Mapping[str, Any] = field(default_factory=dict)
-    #: Per pod name: its store's last heartbeat, unix ns on the subject's (PD's) clock.
-    heartbeats_ns: Mapping[str, int] = field(default_factory=dict)
-    #: The subject's clock at this look as far as it shows (PD: its newest heartbeat), unix s;
-    #: None if it shows nothing. Compared with the operator's clock to place `heartbeats_ns`.
-    pd_now: float | None = None

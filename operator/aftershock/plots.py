@@ -459,7 +459,7 @@ def _matplotlib() -> Any:
     return matplotlib
 
 
-def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["png", "svg"]) -> None:
+def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["png", "svg"]) -> None:  # noqa: PLR0915 - one page, top to bottom
     """The timeline above the distribution, as a PNG or SVG file at ``path``.
 
     Raises `analysis.AnalysisUnavailableError` when matplotlib is not installed.

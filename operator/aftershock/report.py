@@ -14,10 +14,11 @@ Confidence intervals are optional (`build_report(..., bootstrap=...)`): they nee
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -139,6 +140,7 @@ async def load_report(
     name: str,
     *,
     bootstrap: analysis.Bootstrap | None = None,
+    role: str | None = None,
     run: int | None = None,
 ) -> CampaignReport:
     """The report of the newest campaign called ``namespace/name`` in the ledger: its latest
@@ -155,7 +157,11 @@ async def load_report(
             f"in the ledger at {ledger.path}; "
             "check the namespace and name (`aftershock export --all` lists what the ledger holds)"
         )
-    return build_report(campaign, await ledger.attempts(campaign.uid), bootstrap=bootstrap)
+    attempts = await ledger.attempts(campaign.uid)
+    if role is not None:
+        # Only the attempts whose every victim had this role when it was chosen (etcd's Leader).
+        attempts = [a for a in attempts if a.victims and all(v.role == role for v in a.victims)]
+    return build_report(campaign, attempts, bootstrap=bootstrap)
 
 
 def build_report(
@@ -191,13 +197,49 @@ def phase_seconds(attempt: AttemptRecord, phase: RecoveryPhase) -> float | None:
     return None if a is None or b is None else b.offset - a.offset
 
 
+#: Milestones that are not steps of the recovery chain (before the kill, beside it, after it).
+_OFF_CHAIN: Final = frozenset(
+    {"gate_passed", "kill_acked", "first_unhealthy", "relapsed", "writes_failed", "writes_restored"}
+)
+
+
+def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
+    """The recovery's phases: TiKV's fixed chain, or, when the subject named milestones of its
+    own (etcd's election), the chain of every milestone seen, in the order they were reached."""
+    recovered = [a for a in attempts if a.outcome is Outcome.RECOVERED]
+    names = {n for a in recovered for n in a.milestones} - _OFF_CHAIN
+    if names <= set(model.MILESTONES):
+        return PHASES
+    median = {
+        n: stats.percentile([m.offset for a in recovered if (m := a.milestones.get(n)) is not None], 50)
+        or 0.0
+        for n in names
+    }
+    chain = sorted(names, key=lambda n: (median[n], n == "recovered"))
+    return tuple(
+        RecoveryPhase(f"{a}->{b}", f"{a}To{b}", a, b, f"{a} \u2192 {b}") for a, b in itertools.pairwise(chain)
+    )
+
+
 def phase_medians(attempts: Iterable[AttemptRecord]) -> dict[str, float | None]:
     """Per phase key, the median duration over the recovered attempts that saw both milestones."""
     recovered = [a for a in attempts if a.outcome is Outcome.RECOVERED]
     return {
         p.key: stats.percentile([s for a in recovered if (s := phase_seconds(a, p)) is not None], 50)
-        for p in PHASES
+        for p in phases_for(recovered)
     }
+
+
+def write_unavailability(attempts: Iterable[AttemptRecord]) -> stats.RecoverySummary | None:
+    """How long writes failed per recovered trial (subjects with a write probe), summarised."""
+    seconds = [
+        float(w["unavailableSeconds"])
+        for a in attempts
+        if a.outcome is Outcome.RECOVERED
+        and isinstance(w := a.final_state.get("writes"), Mapping)
+        and isinstance(w.get("unavailableSeconds"), int | float)
+    ]
+    return stats.summarize(seconds) if seconds else None
 
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
@@ -311,10 +353,9 @@ def _attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
         "recoverySeconds": attempt.recovery_seconds,
         "timings": {
             name: {"wall": iso_utc(m.wall), "offsetSeconds": m.offset}
-            for name in model.MILESTONES
-            if (m := attempt.milestones.get(name)) is not None
+            for name, m in attempt.milestones.items()
         },
-        "phaseSeconds": {p.key: phase_seconds(attempt, p) for p in PHASES},
+        "phaseSeconds": {p.key: phase_seconds(attempt, p) for p in phases_for([attempt])},
         "initialState": dict(attempt.initial_state),
         "finalState": dict(attempt.final_state),
         "error": attempt.error,
@@ -363,6 +404,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "inFlight": n.in_flight,
             "confidence": _confidence_json(report.intervals),
             "phaseP50Seconds": phase_medians(report.attempts),
+            "writeUnavailableSeconds": _write_json(write_unavailability(report.attempts)),
         },
         "failureReasons": [_failure_json(r) for r in report.failures],
     }
@@ -441,8 +483,21 @@ def _summary_lines(report: CampaignReport) -> list[str]:
             f"(percentile bootstrap, {b.resamples} resamples, seed {b.seed})"
         )
     if s.n:
-        lines.append("phase p50  " + "  ".join(f"{p.header}={_seconds(medians[p.key])}" for p in PHASES))
+        phases = phases_for(report.attempts)
+        lines.append("phase p50  " + "  ".join(f"{p.header}={_seconds(medians[p.key])}" for p in phases))
+    writes = write_unavailability(report.attempts)
+    if writes is not None:
+        lines.append(
+            f"writes     unavailable p50={_seconds(writes.p50)}  p95={_seconds(writes.p95)}  "
+            f"max={_seconds(writes.max)}  (seconds per trial)"
+        )
     return lines
+
+
+def _write_json(summary: stats.RecoverySummary | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    return {"n": summary.n, "p50": summary.p50, "p95": summary.p95, "max": summary.max}
 
 
 def _failure_lines(report: CampaignReport) -> list[str]:

@@ -83,7 +83,7 @@ def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
-def _check_schema(schema: Mapping[str, Any], value: Any, path: str, out: list[Problem]) -> None:
+def _check_schema(schema: Mapping[str, Any], value: Any, path: str, out: list[Problem]) -> None:  # noqa: PLR0912 - one branch per document shape, in the order a reader checks them
     expected = schema.get("type")
     if expected and not _type_ok(value, expected):
         out.append(Problem("schema", path, f"must be of type {expected}, got {type(value).__name__}"))

@@ -162,7 +162,8 @@ def start_a_trial_that_never_recovers(
     """A Campaign caught mid-trial: its victim's store never reports Up again in PD, so the
     attempt stays in flight until something else ends it."""
     op = start_operator()
-    subject.pd.restart_delay_seconds = 24 * 3600
+    assert subject.pd.fleet is not None
+    subject.pd.fleet.restart_delay_seconds = 24 * 3600
     cluster.apply(campaign(name, namespace, subject.pd_url, recovery={"timeoutSeconds": 3600}))
 
     def observing() -> bool:

@@ -50,6 +50,10 @@ class StoreFleet:
         self._ids: dict[str, int] = {}  # by pod name: a replaced pod keeps its volume, hence its store
         self._starts: dict[str, int] = {}  # last start_timestamp by pod name
         self._running: dict[str, _Process] = {}
+        #: Seconds a replacement pod is Ready before its store process starts: a test that needs a
+        #: trial caught mid-recovery holds the victim's store back this long (0: at once).
+        self.restart_delay_seconds = 0.0
+        self._ready_seen: dict[str, float] = {}  # by pod uid: when a replacement was first seen Ready
 
     def running(self) -> dict[str, int]:
         """Pod name -> store id of every process alive now."""
@@ -65,7 +69,11 @@ class StoreFleet:
                 if pod is None or not pod.get("ready") or pod["uid"] != proc.uid:
                     del self._running[name]  # killed: no more heartbeats
             for name, pod in sorted(pods.items()):
-                if pod.get("ready") and name not in self._running:
+                if (
+                    pod.get("ready")
+                    and name not in self._running
+                    and not self._held_back(name, pod["uid"], now)
+                ):
                     self._start(name, pod["uid"], now)
             interval = self._stand_in.timing.heartbeat_interval
             for proc in self._running.values():
@@ -73,6 +81,11 @@ class StoreFleet:
                     self._stand_in.heartbeat(proc.store_id)
                     while proc.next_heartbeat <= now:
                         proc.next_heartbeat += interval
+
+    def _held_back(self, name: str, uid: str, now: float) -> bool:
+        if name not in self._starts or self.restart_delay_seconds <= 0:
+            return False  # a first start is never held: the subject must come up healthy
+        return now - self._ready_seen.setdefault(uid, now) < self.restart_delay_seconds
 
     def _start(self, name: str, uid: str, now: float) -> None:
         store_id = self._ids.get(name)

@@ -21,8 +21,10 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aftershock.errors import ApiError, ProbeUnavailableError
-from aftershock.model import PodState, ProbeResult
+from aftershock.errors import ApiError, ConflictError, NotFoundError, ProbeUnavailableError
+from aftershock.model import PodState, ProbeResult, Victim
+from aftershock.subjects.base import RecoveryJudge
+from aftershock.subjects.tikv import StoreRecovery
 
 # --- pods ---------------------------------------------------------------------------------------
 
@@ -249,9 +251,9 @@ class FakeCluster:
             raise self.fail_before_delete.pop(0)
         pod = self._pods.get((namespace, name))
         if pod is None:
-            raise ApiError(f'pods "{name}" not found', 404)
+            raise NotFoundError(f'pods "{name}" not found', 404)
         if pod.uid != uid:
-            raise ApiError(
+            raise ConflictError(
                 f"Precondition failed: UID in precondition: {uid}, UID in object meta: {pod.uid}", 409
             )
         del self._pods[(namespace, name)]
@@ -386,6 +388,19 @@ class FakeProbe:
                 }
             },
         )
+
+    # The rest of the `Subject` protocol, as TiKV's (the judging is TiKV's own, not faked).
+    health_source = "pods+pd"
+    writes = False
+
+    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
+        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {})
+
+    def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
+        return dict(gate.summary["storeIds"]) if gate is not None else {}
+
+    async def write_and_read(self, key: str, value: str, timeout: float) -> None:
+        raise ProbeUnavailableError("no writes")
 
     async def close(self) -> None:
         self.closed = True

@@ -26,7 +26,7 @@ from tests.unit.fakes import (
     unavailable,
 )
 
-from aftershock.chaos import node_kill
+from aftershock.chaos import pod_kill
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.errors import ApiError, TransientApiError
@@ -700,8 +700,8 @@ async def test_no_kill_when_another_pod_lost_readiness_while_pd_was_asked(h: Har
         recovery={"timeoutSeconds": 1, "settleSeconds": 0},
     )
     pods = h.cluster.pods()
-    (victim,) = node_kill.choose_victims(
-        pods, parse_campaign_spec(spec).chaos, node_kill.rng_for(node_kill.victim_seed("7", 0, 1))
+    (victim,) = pod_kill.choose_victims(
+        pods, parse_campaign_spec(spec).chaos, pod_kill.rng_for(pod_kill.victim_seed("7", 0, 1))
     )
     bystander = next(p for p in pods if p.name != victim.name)
     h.probe = FakeProbe(during_check=lambda: h.cluster.set_ready(bystander.name, False))

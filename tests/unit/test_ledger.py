@@ -308,19 +308,26 @@ class TestAttempts:
             await ledger.mark_kill_sent(attempt_id, Milestone(1.0, 0.0), None)
         assert await ledger.attempts(REF.uid) == [row]
 
-    async def test_unknown_milestone_is_refused(self, ledger: Ledger) -> None:
+    async def test_a_subjects_own_milestones_are_kept_in_the_order_they_were_reached(
+        self, ledger: Ledger
+    ) -> None:
         attempt_id = await ledger.begin_attempt(
             REF.uid, 0, victims=[], victim_seed="s", initial_state={}, gate_passed=None, now=1.0
         )
-        with pytest.raises(ValueError, match="unknown milestones"):
-            await ledger.finish_attempt(
-                attempt_id,
-                Outcome.RECOVERED,
-                milestones={"coffee_break": Milestone(1.0, 1.0)},
-                final_state={},
-                error=None,
-                now=2.0,
-            )
+        record = await ledger.finish_attempt(
+            attempt_id,
+            Outcome.RECOVERED,
+            milestones={
+                "recovered": Milestone(5.0, 4.0),
+                "member_healthy": Milestone(4.0, 3.0),
+                "leader_elected": Milestone(1.5, 0.5),
+            },
+            final_state={},
+            error=None,
+            now=6.0,
+        )
+        assert list(record.milestones) == ["recovered", "leader_elected", "member_healthy"]
+        assert (await ledger.attempts(REF.uid))[0].milestones["leader_elected"] == Milestone(1.5, 0.5)
 
 
 async def _attempt_id(ledger: Ledger, index: int, attempt: int) -> int:

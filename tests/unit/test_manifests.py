@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from aftershock import cli, model
+from aftershock.subjects import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -183,9 +184,9 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
         "slo", "suspend", "dryRun", "seed", "baseline", "remediator",
     }  # fmt: skip
     assert set(spec_schema["required"]) == {"subject", "chaos"}
-    assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL"}
+    assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
     assert set(props["subject"]["required"]) == {"kind", "selector"}
-    assert set(props["chaos"]["properties"]) == {"type", "mode", "value", "gracePeriodSeconds"}
+    assert set(props["chaos"]["properties"]) == {"type", "mode", "value", "gracePeriodSeconds", "target"}
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
     assert set(props["slo"]["properties"]) == {"p95RecoverySeconds"}
@@ -195,6 +196,8 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
 
 def test_enums_match_the_model(spec_schema: dict[str, Any]) -> None:
     assert _schema_at(spec_schema, "subject.kind")["enum"] == [k.value for k in model.SubjectKind]
+    assert _schema_at(spec_schema, "subject.kind")["enum"] == list(registry.KINDS)
+    assert _schema_at(spec_schema, "chaos.target")["enum"] == [t.value for t in model.Target]
     assert _schema_at(spec_schema, "chaos.type")["enum"] == [t.value for t in model.ChaosType]
     assert _schema_at(spec_schema, "chaos.mode")["enum"] == [m.value for m in model.ChaosMode]
     ops = _schema_at(spec_schema, "subject.selector.matchExpressions")["items"]["properties"]["operator"]
@@ -209,7 +212,12 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
     assert defaulted["trials"] == 10
     assert defaulted["steadyState"] == {"timeoutSeconds": 300, "stableSeconds": 10}
     assert defaulted["recovery"] == {"timeoutSeconds": 600, "settleSeconds": 15, "stopOnUnrecovered": True}
-    assert defaulted["chaos"] == {"type": "node_kill", "mode": "one", "gracePeriodSeconds": 0}
+    assert defaulted["chaos"] == {
+        "type": "node_kill",
+        "mode": "one",
+        "gracePeriodSeconds": 0,
+        "target": "Any",
+    }
     assert (defaulted["suspend"], defaulted["dryRun"]) == (False, False)
     assert "slo" not in defaulted
     assert "seed" not in defaulted

@@ -13,6 +13,7 @@ from tests.unit.fakes import make_pod
 
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.model import PodState, ProbeResult, Victim
+from aftershock.subjects.tikv import StoreRecovery
 
 KILL_MONO = 100.0
 KILL_WALL = 1000.0
@@ -32,14 +33,14 @@ def victim(pod: PodState) -> Victim:
 
 
 def tracker(pods: list[PodState], victims: list[PodState], *, probe: bool = False) -> RecoveryTracker:
+    chosen = [victim(v) for v in victims]
     return RecoveryTracker(
-        victims=[victim(v) for v in victims],
+        victims=chosen,
         initial_pods=pods,
         kill_sent_mono=KILL_MONO,
         kill_sent_wall=KILL_WALL,
         expected_pods=len(pods),
-        probe_enabled=probe,
-        initial_store_starts={p.name: 500 for p in pods},
+        judge=StoreRecovery(chosen, {p.name: 500 for p in pods}) if probe else None,
     )
 
 

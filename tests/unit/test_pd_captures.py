@@ -22,7 +22,7 @@ from tests.pdstub import PdStandIn
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.model import PodState, ProbeResult, Victim
 from aftershock.subjects.pd import PdClient, PdUnavailableError, parse_region_check, parse_store
-from aftershock.subjects.tikv import TiKVProbe
+from aftershock.subjects.tikv import StoreRecovery, TiKVProbe
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pd"
 SCENARIOS = [
@@ -269,13 +269,12 @@ def replay_trial(name: str, victim: str, *, settle: float, naive: bool = False) 
     before = next(p for p in polls if p.t < kill_t and p.t > kill_t - 1)
     starts = dict(judge(before).restarts)
     tracker = RecoveryTracker(
-        victims=[Victim(victim, f"{victim}-0")],
+        victims=(chosen := [Victim(victim, f"{victim}-0")]),
         initial_pods=PODS,
         kill_sent_mono=kill_t,
         kill_sent_wall=kill_t,
         expected_pods=3,
-        probe_enabled=True,
-        initial_store_starts=starts,
+        judge=StoreRecovery(chosen, starts),
     )
     pods = {p.name: p for p in PODS}
     todo = sorted(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from aftershock.model import CampaignSpec, parse_campaign_spec
+from aftershock.subjects.base import SubjectResources
 from aftershock.subjects.pd import PdClient, PdClients
 from aftershock.subjects.tikv import TiKVProbe
 
@@ -63,9 +64,9 @@ def _spec(pd_url: str | None) -> CampaignSpec:
 async def test_probes_of_campaigns_in_one_namespace_share_the_client_and_give_it_back_once() -> None:
     made = _Made()
     clients = PdClients(made)
-    a = TiKVProbe.for_spec(_spec("http://pd:2379"), "db", clients)
-    b = TiKVProbe.for_spec(_spec("http://pd:2379"), "db", clients)
-    c = TiKVProbe.for_spec(_spec("http://pd:2379"), "other", clients)
+    a = TiKVProbe.for_spec(_spec("http://pd:2379"), "db", SubjectResources(pd_clients=clients))
+    b = TiKVProbe.for_spec(_spec("http://pd:2379"), "db", SubjectResources(pd_clients=clients))
+    c = TiKVProbe.for_spec(_spec("http://pd:2379"), "other", SubjectResources(pd_clients=clients))
     assert a is not None
     assert b is not None
     assert c is not None
@@ -80,5 +81,5 @@ async def test_probes_of_campaigns_in_one_namespace_share_the_client_and_give_it
     assert closed(made.clients[0])
     await c.close()
     assert len(clients) == 0
-    assert TiKVProbe.for_spec(_spec(None), "db", clients) is None
+    assert TiKVProbe.for_spec(_spec(None), "db", SubjectResources(pd_clients=clients)) is None
     assert len(made.clients) == 2

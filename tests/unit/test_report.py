@@ -198,6 +198,7 @@ class TestJson:
             "inFlight": 0,
             "confidence": None,
             "phaseP50Seconds": dict.fromkeys((k for k, _, _ in PHASE_CHAIN), None),
+            "writeUnavailableSeconds": None,  # TiKV has no write probe
         }
 
     async def test_one_trial_every_milestone(self, ledger: Ledger) -> None:
@@ -291,6 +292,7 @@ class TestJson:
             "inFlight": 1,
             "confidence": None,
             "phaseP50Seconds": expected_trial(recovered(0, 8.5))["phaseSeconds"],
+            "writeUnavailableSeconds": None,
         }
         # one of each: ranked by the time they cost
         assert out["failureReasons"] == [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aftershock.engine import runs
 from aftershock.ledger import Ledger, schema
-from aftershock.model import CampaignRef, Phase
+from aftershock.model import CampaignRef, Milestone, Outcome, Phase
 
 REF = CampaignRef("db", "kill-tikv", "uid-1")
 
@@ -71,3 +71,36 @@ async def test_a_ledger_from_before_runs_reads_as_run_one_and_a_re_run_is_run_tw
         assert (row.run, row.phase, row.object_uid) == (1, Phase.SUCCEEDED, "uid-1")
         assert (await runs.resolve(ledger, REF, "")).run == 1
         assert (await runs.resolve(ledger, REF, "x")).run == 2
+
+
+async def test_a_released_ledger_with_runs_keeps_them_and_gains_subject_milestones(tmp_path: Path) -> None:
+    # Version 4 is the runs table as released; subject milestones came after it as 5.
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in schema.MIGRATIONS[:4]:
+        for statement in migration:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO campaigns (uid, namespace, name, spec, requested_trials, seed, phase, created_at) "
+        "VALUES ('uid-1#2', 'db', 'kill-tikv', '{}', 3, '7', 'Running', 1000.0)"
+    )
+    conn.execute("INSERT INTO runs (run_uid, campaign_uid, run, token) VALUES ('uid-1#2', 'uid-1', 2, 'b')")
+    conn.close()
+    async with await Ledger.open(path) as ledger:
+        row = await ledger.find_campaign("db", "kill-tikv")
+        assert row is not None
+        assert (row.run, row.run_token, row.object_uid) == (2, "b", "uid-1")
+        attempt_id = await ledger.begin_attempt(
+            "uid-1#2", 0, victims=[], victim_seed="s", initial_state={}, gate_passed=None, now=1.0
+        )
+        record = await ledger.finish_attempt(
+            attempt_id,
+            Outcome.RECOVERED,
+            milestones={"recovered": Milestone(5.0, 4.0), "leader_elected": Milestone(1.5, 0.5)},
+            final_state={},
+            error=None,
+            now=6.0,
+        )
+        assert record.milestones["leader_elected"] == Milestone(1.5, 0.5)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 5

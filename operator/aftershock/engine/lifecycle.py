@@ -7,8 +7,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from aftershock.engine.ports import LedgerPort
 from aftershock.engine.status import acknowledge_generation
-from aftershock.ledger import Ledger
 from aftershock.model import CampaignRef, Phase
 
 __all__ = ["DELETED_MID_ATTEMPT", "acknowledge_generation", "finished_generation_lags", "record_deletion"]
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 DELETED_MID_ATTEMPT = "the Campaign was deleted during this attempt; it is not run again"
 
 
-async def record_deletion(ledger: Ledger, ref: CampaignRef, now: float) -> None:
+async def record_deletion(ledger: LedgerPort, ref: CampaignRef, now: float) -> None:
     """The Campaign is being deleted: the ledger says so, with the time, and any attempt still in
     flight becomes ``interrupted`` (it measured nothing about the subject). Idempotent: the
     runner calls it before the finalizer goes, the DELETED watch event again after."""

@@ -5,10 +5,9 @@ monotonic and wall time each was observed, and records the first moment each mil
 held. With several victims, a replacement milestone is the moment the *last* victim reached
 it: the subject is only as recovered as its slowest pod.
 
-``store_up`` is stamped from the subject's own record when it has one: PD's ``last_heartbeat`` of
-the first heartbeat since the new start, placed on the operator's clock by the offset between the
-two clocks (estimated as the smallest gap seen between a poll and PD's newest heartbeat), not
-from when a poll happened to notice it. ``final_state["milestoneSources"]`` says which.
+The subject's own milestones (TiKV's ``store_up``, etcd's election) are its `RecoveryJudge`'s:
+the tracker hands it every probe result and records what it stamps; ``final_state
+["milestoneSources"]`` says who stamped each.
 
 After "recovered" the tracker keeps judging: the subject unhealthy again (a pod not Ready, PD
 not healthy, e.g. the store Disconnected because its new process never reported) is a relapse,
@@ -17,11 +16,11 @@ stamped ``relapsed`` with its reason; the runner watches for one during the sett
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aftershock.engine.ports import ProbeResult
-from aftershock.model import SOURCE_OBSERVED, SOURCE_PD_HEARTBEAT, Milestone, PodState, Victim
+from aftershock.model import SOURCE_OBSERVED, Milestone, PodState, ProbeResult, Victim
+from aftershock.subjects.base import RecoveryJudge
 
 
 @dataclass
@@ -32,7 +31,6 @@ class _VictimTrack:
     created: Milestone | None = None
     scheduled: Milestone | None = None
     ready: Milestone | None = None
-    store_up: Milestone | None = None
 
 
 @dataclass
@@ -42,9 +40,8 @@ class RecoveryTracker:
     kill_sent_mono: float
     kill_sent_wall: float
     expected_pods: int
-    probe_enabled: bool
-    #: Per victim pod name: its store's start timestamp before the kill.
-    initial_store_starts: Mapping[str, int] = field(default_factory=dict)
+    #: The subject's own judge of its recovery; None: health from pods alone.
+    judge: RecoveryJudge | None = None
     milestones: dict[str, Milestone] = field(default_factory=dict)
     pods: dict[str, PodState] = field(default_factory=dict)
     probe: ProbeResult | None = None
@@ -52,8 +49,6 @@ class RecoveryTracker:
     sources: dict[str, str] = field(default_factory=dict)
     #: Why the subject relapsed after "recovered" (None: it did not).
     relapse_reason: str | None = None
-    #: Operator wall clock minus the subject's (PD's) clock, seconds; None until a probe shows it.
-    clock_offset: float | None = None
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
@@ -73,6 +68,15 @@ class RecoveryTracker:
         if name not in self.milestones:
             self.milestones[name] = self._stamp(mono, wall)
             self.sources[name] = SOURCE_OBSERVED
+
+    @property
+    def probe_enabled(self) -> bool:
+        return self.judge is not None
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Operator wall clock minus the subject's clock, seconds; None until a probe shows it."""
+        return None if self.judge is None else self.judge.clock_offset
 
     @property
     def recovered_seen_mono(self) -> float | None:
@@ -156,50 +160,38 @@ class RecoveryTracker:
         if all(flags):
             self._mark(name, mono, wall)
 
-    # -- probe (PD) --------------------------------------------------------------------------
+    # -- probe (the subject's own API) ------------------------------------------------------
 
-    def observe_probe(self, result: ProbeResult, mono: float, wall: float) -> None:
+    def observe_probe(
+        self, result: ProbeResult, mono: float, wall: float, asked: tuple[float, float] | None = None
+    ) -> None:
+        """`mono`/`wall`: when the answer was in; `asked`: (mono, wall) when the look began."""
         self.probe = result
-        if result.pd_now is not None:
-            gap = wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
-            self.clock_offset = gap if self.clock_offset is None else min(self.clock_offset, gap)
-        sources: list[str] = []
-        for name, track in self._tracks.items():
-            if track.store_up is not None:
-                continue
-            start = result.restarts.get(name)
-            before = self.initial_store_starts.get(name)
-            if result.up.get(name) and start is not None and start != before:
-                track.store_up, source = self._heartbeat_stamp(result.heartbeats_ns.get(name), mono, wall)
-                sources.append(source)
-        if "store_up" not in self.milestones and all(t.store_up is not None for t in self._tracks.values()):
-            # The last victim's store to report decides, with its own stamp and source.
-            last = max(self._tracks.values(), key=lambda t: t.store_up.offset if t.store_up else 0.0)
-            assert last.store_up is not None
-            self.milestones["store_up"] = last.store_up
-            self.sources["store_up"] = (
-                SOURCE_PD_HEARTBEAT
-                if sources and all(s == SOURCE_PD_HEARTBEAT for s in sources)
-                else SOURCE_OBSERVED
+        if self.judge is not None:
+            reached = self.judge.observe(
+                result,
+                mono,
+                wall,
+                self._stamp,
+                replacement_ready="replacement_ready" in self.milestones,
+                asked=None if asked is None else self._stamp(*asked),
             )
-            if self._recovers_now():
-                # Recovered when the store reported, if everything else already held then.
-                stamps = [self.milestones["store_up"], self.milestones["replacement_ready"]]
+            for name, stamp in reached.items():
+                if name not in self.milestones:
+                    self.milestones[name] = stamp
+                    self.sources[name] = self.judge.sources.get(name, SOURCE_OBSERVED)
+            done = self.judge.done
+            finishing = [n for n, m in reached.items() if m is done]
+            if finishing and self._recovers_now():
+                # Recovered when the subject's own part held, if everything else already held then.
+                assert done is not None
+                stamps = [done, self.milestones["replacement_ready"]]
                 if self._pods_healthy_since is not None:
                     stamps.append(self._pods_healthy_since)
                 self.milestones["recovered"] = max(stamps, key=lambda m: m.offset)
-                self.sources["recovered"] = self.sources["store_up"]
+                self.sources["recovered"] = self.sources.get(finishing[0], SOURCE_OBSERVED)
                 self._recovered_seen_mono = mono
         self._check(mono, wall)
-
-    def _heartbeat_stamp(self, heartbeat_ns: int | None, mono: float, wall: float) -> tuple[Milestone, str]:
-        """When the store's heartbeat reached PD, on the operator's clocks; the poll's own
-        moment if PD's clock cannot be placed. Never before the kill, never after the poll."""
-        if not heartbeat_ns or self.clock_offset is None:
-            return self._stamp(mono, wall), SOURCE_OBSERVED
-        age = wall - (heartbeat_ns / 1e9 + self.clock_offset)
-        age = min(max(age, 0.0), mono - self.kill_sent_mono)
-        return self._stamp(mono - age, wall - age), SOURCE_PD_HEARTBEAT
 
     def _recovers_now(self) -> bool:
         return (
@@ -226,8 +218,8 @@ class RecoveryTracker:
             return
         if "replacement_ready" not in self.milestones or not self.pods_healthy():
             return
-        if self.probe_enabled and (
-            "store_up" not in self.milestones or self.probe is None or not self.probe.healthy
+        if self.judge is not None and (
+            self.judge.done is None or self.probe is None or not self.probe.healthy
         ):
             return
         self._mark("recovered", mono, wall)
@@ -236,13 +228,7 @@ class RecoveryTracker:
     def _check_relapse(self, mono: float, wall: float) -> None:
         if self.relapsed:
             return
-        reasons: list[str] = []
-        if not self.pods_healthy():
-            live = [p for p in self.pods.values() if not p.deleting]
-            ready = sum(p.ready for p in live)
-            reasons.append(f"{ready}/{self.expected_pods} pods Ready")
-        if self.probe_enabled and self.probe is not None and not self.probe.healthy:
-            reasons.extend(self.probe.reasons)
+        reasons = self._unhealthy_now()
         if reasons:
             self._mark("relapsed", mono, wall)
             self.relapse_reason = "; ".join(reasons)
@@ -250,6 +236,7 @@ class RecoveryTracker:
     def pending(self) -> list[str]:
         """What recovery still waits for, in words (for the unrecovered trial's error)."""
         missing: list[str] = []
+        waiting = dict(self.judge.pending()) if self.judge is not None else {}
         for name, track in self._tracks.items():
             if not track.gone and track.replacement_uid is None:
                 missing.append(f"{name}: victim not gone")
@@ -259,12 +246,18 @@ class RecoveryTracker:
                 missing.append(f"{name}: replacement not scheduled")
             elif track.ready is None:
                 missing.append(f"{name}: replacement not Ready")
-            elif self.probe_enabled and track.store_up is None:
-                missing.append(f"{name}: store not back Up with a new start timestamp")
+            elif name in waiting:
+                missing.append(f"{name}: {waiting[name]}")
+        if "" in waiting:
+            missing.append(waiting[""])
+        return missing + self._unhealthy_now()
+
+    def _unhealthy_now(self) -> list[str]:
+        """Why the subject as a whole is not healthy now: pods, and the subject's own word."""
+        reasons: list[str] = []
         if not self.pods_healthy():
-            live = [p for p in self.pods.values() if not p.deleting]
-            ready = sum(p.ready for p in live)
-            missing.append(f"{ready}/{self.expected_pods} pods Ready")
+            ready = sum(p.ready for p in self.pods.values() if not p.deleting)
+            reasons.append(f"{ready}/{self.expected_pods} pods Ready")
         if self.probe_enabled and self.probe is not None and not self.probe.healthy:
-            missing.extend(self.probe.reasons)
-        return missing
+            reasons.extend(self.probe.reasons)
+        return reasons

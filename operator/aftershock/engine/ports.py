@@ -7,11 +7,24 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aftershock.errors import ProbeUnavailableError
-from aftershock.model import AttemptRecord, CampaignRef, Phase, PodState, ProbeResult
+from aftershock.model import (
+    AttemptRecord,
+    CampaignRef,
+    Milestone,
+    Outcome,
+    Phase,
+    PodState,
+    ProbeResult,
+    Verdict,
+    Victim,
+)
+from aftershock.subjects.base import Subject
 
 __all__ = [
+    "CampaignRowLike",
     "Clock",
     "EventSink",
+    "LedgerPort",
     "NullRecorder",
     "PodApi",
     "PodEventLike",
@@ -103,12 +116,78 @@ class SubjectLock(Protocol):
     async def release(self) -> None: ...
 
 
-class SubjectProbe(Protocol):
-    """The subject's health beyond pod readiness. None of it for a Campaign without pdURL."""
+#: The subject's own API, as the engine uses it (`aftershock.subjects.base.Subject`).
+SubjectProbe = Subject
 
-    async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult: ...
 
-    async def close(self) -> None: ...
+class CampaignRowLike(Protocol):
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def verdict(self) -> Verdict: ...
+
+    @property
+    def started_at(self) -> float | None: ...
+
+    @property
+    def finished_at(self) -> float | None: ...
+
+
+class LedgerPort(Protocol):
+    """What the engine asks of the ledger (`aftershock.ledger.Ledger` implements it)."""
+
+    async def ensure_campaign(
+        self, ref: CampaignRef, spec: Mapping[str, Any], requested_trials: int, seed: str, now: float
+    ) -> None: ...
+
+    async def get_campaign(self, uid: str) -> CampaignRowLike | None: ...
+
+    async def set_campaign_state(
+        self,
+        campaign_uid: str,
+        phase: Phase,
+        verdict: Verdict,
+        now: float,
+        *,
+        started: bool = False,
+        finished: bool = False,
+    ) -> None: ...
+
+    async def mark_deleted(self, campaign_uid: str, reason: str, now: float) -> list[AttemptRecord]: ...
+
+    async def interrupt_inflight(self, campaign_uid: str, reason: str, now: float) -> list[AttemptRecord]: ...
+
+    async def next_trial_index(self, campaign_uid: str) -> int: ...
+
+    async def begin_attempt(
+        self,
+        campaign_uid: str,
+        trial_index: int,
+        *,
+        victims: Sequence[Victim],
+        victim_seed: str,
+        initial_state: Mapping[str, Any],
+        gate_passed: Milestone | None,
+        now: float,
+    ) -> int: ...
+
+    async def mark_kill_sent(
+        self, attempt_id: int, kill_sent: Milestone, kill_acked: Milestone | None
+    ) -> None: ...
+
+    async def finish_attempt(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        *,
+        milestones: Mapping[str, Milestone],
+        final_state: Mapping[str, Any],
+        error: str | None,
+        now: float,
+    ) -> AttemptRecord: ...
+
+    async def attempts(self, campaign_uid: str) -> list[AttemptRecord]: ...
 
 
 class Recorder(Protocol):

@@ -109,7 +109,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def build_status(
+def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by name
     *,
     requested: int,
     attempts: Sequence[AttemptRecord],

@@ -27,7 +27,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from aftershock.errors import ApiError, TransientApiError
+from aftershock.errors import ApiError, ConflictError, NotFoundError, TransientApiError
 from aftershock.model import GROUP, PLURAL, VERSION, PodState
 
 _REQUEST_TIMEOUT = 15.0
@@ -46,11 +46,11 @@ class KubeForbiddenError(KubeError):
     """RBAC refused the call: a configuration problem a person has to fix."""
 
 
-class KubeNotFoundError(KubeError):
+class KubeNotFoundError(KubeError, NotFoundError):
     pass
 
 
-class KubeConflictError(KubeError):
+class KubeConflictError(KubeError, ConflictError):
     pass
 
 

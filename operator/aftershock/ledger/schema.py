@@ -161,8 +161,25 @@ def _v4() -> tuple[str, ...]:
     )
 
 
+def _v5() -> tuple[str, ...]:
+    """Milestones a subject names for itself (etcd's ``leader_elected``, the write probe's
+    ``writes_failed``): a row each, so a new subject kind needs no migration. The engine's own
+    milestones keep their columns in ``attempts``."""
+    return (
+        """
+        CREATE TABLE subject_milestones (
+            attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+            name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 63),
+            wall REAL NOT NULL,
+            "offset" REAL NOT NULL,
+            PRIMARY KEY (attempt_id, name)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

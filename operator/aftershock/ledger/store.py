@@ -51,7 +51,14 @@ _ATTEMPT_COLUMNS: Final = (
     "error",
     *_MILESTONE_COLUMNS,
 )
-_SELECT_ATTEMPTS: Final = f"SELECT {', '.join('a.' + c for c in _ATTEMPT_COLUMNS)} FROM attempts a"
+#: The subject's own milestones of the attempt, as one JSON object {name: [wall, offset]}.
+_SUBJECT_MILESTONES: Final = (
+    '(SELECT json_group_object(m.name, json_array(m.wall, m."offset")) '
+    "FROM subject_milestones m WHERE m.attempt_id = a.id)"
+)
+_SELECT_ATTEMPTS: Final = (
+    f"SELECT {', '.join('a.' + c for c in _ATTEMPT_COLUMNS)}, {_SUBJECT_MILESTONES} FROM attempts a"
+)
 _CAMPAIGN_COLUMNS: Final = (
     "c.uid, c.namespace, c.name, c.spec, c.requested_trials, c.seed, c.phase, c.verdict, c.created_at, "
     "c.started_at, c.finished_at, c.deleted_at, coalesce(r.run, 1), coalesce(r.campaign_uid, c.uid), "
@@ -475,7 +482,8 @@ class Ledger:
         `mark_kill_sent` stored. Raises `DuplicateTrialError` (and changes nothing) if the
         trial's index is already completed, `LedgerError` if the attempt is unknown or finished.
         """
-        assignments, values = _milestone_assignments(milestones)
+        own = {k: m for k, m in milestones.items() if k not in model.MILESTONES}
+        assignments, values = _milestone_assignments({k: m for k, m in milestones.items() if k not in own})
         async with self._transaction(f"finishing attempt {attempt_id}") as tx:
             found = await _rows(
                 tx, "SELECT campaign_uid, trial_index, outcome FROM attempts WHERE id = ?", (attempt_id,)
@@ -492,6 +500,11 @@ class Ledger:
                 "UPDATE attempts SET outcome = ?, final_state = ?, error = ?, finished_at = ?"
                 f"{', ' + assignments if assignments else ''} WHERE id = ?",
                 (outcome.value, _dumps(final_state), error, now, *values, attempt_id),
+            )
+            await tx.executemany(
+                'INSERT OR REPLACE INTO subject_milestones (attempt_id, name, wall, "offset") '
+                "VALUES (?, ?, ?, ?)",
+                [(attempt_id, name, m.wall, m.offset) for name, m in sorted(own.items())],
             )
             if outcome.completes_trial:
                 try:
@@ -631,13 +644,18 @@ def _campaign(row: sqlite3.Row | tuple[Any, ...]) -> CampaignRow:
 
 
 def _attempt(row: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
-    value = dict(zip(_ATTEMPT_COLUMNS, row, strict=True))
+    value = dict(zip(_ATTEMPT_COLUMNS, row[:-1], strict=True))
     milestones: dict[str, Milestone] = {}
     for name in model.MILESTONES:
         wall_col, offset_col = schema.milestone_columns(name)
         wall, offset = value[wall_col], value[offset_col]
         if wall is not None and offset is not None:
             milestones[name] = Milestone(wall=float(wall), offset=float(offset))
+    # Then the subject's own, in the order they were reached.
+    own = {
+        str(n): Milestone(wall=float(w), offset=float(o)) for n, (w, o) in json.loads(row[-1] or "{}").items()
+    }
+    milestones.update(sorted(own.items(), key=lambda kv: kv[1].offset))
     return AttemptRecord(
         campaign_uid=value["campaign_uid"],
         trial_index=int(value["trial_index"]),

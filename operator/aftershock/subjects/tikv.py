@@ -19,12 +19,22 @@ import collections
 import ipaddress
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from aftershock.errors import ProbeUnavailableError
-from aftershock.model import CampaignSpec, PodState, ProbeResult
-from aftershock.subjects.pd import PdClient, PdClients, PdError, PdMemberHealth, StoreInfo
+from aftershock.errors import ProbeUnavailableError, SpecError
+from aftershock.model import (
+    SOURCE_OBSERVED,
+    SOURCE_PD_HEARTBEAT,
+    CampaignSpec,
+    Milestone,
+    PodState,
+    ProbeResult,
+    Target,
+    Victim,
+)
+from aftershock.subjects.base import RecoveryJudge, Stamp, SubjectKindInfo, SubjectResources
+from aftershock.subjects.pd import PdClient, PdError, PdMemberHealth, StoreInfo
 
 UP = "Up"
 TOMBSTONE = "Tombstone"
@@ -281,10 +291,15 @@ class TiKVProbe:
 
     @classmethod
     def for_spec(
-        cls, spec: CampaignSpec, namespace: str, clients: PdClients | None = None
+        cls, spec: CampaignSpec, namespace: str, resources: SubjectResources | None = None
     ) -> TiKVProbe | None:
-        """The probe for a Campaign's subject, or None when it names no PD. With `clients`,
-        the PD client is the process's shared one for that URL; without, a private one."""
+        """The probe for a Campaign's subject, or None when it names no PD. With the process's
+        shared PD clients, the client is the one for that URL; without, a private one."""
+        if spec.subject.endpoints:
+            raise SpecError("subject.endpoints", "is not a TiKV field: name PD with subject.pdURL")
+        if spec.chaos.target is not Target.ANY:
+            raise SpecError("chaos.target", "TiKV stores have no roles here yet: use Any")
+        clients = resources.pd_clients if resources is not None else None
         if spec.subject.pd_url is None:
             return None
         url = qualify_pd_url(spec.subject.pd_url, namespace)
@@ -295,6 +310,19 @@ class TiKVProbe:
             await clients.release(url)
 
         return cls(clients.acquire(url), release=release)
+
+    health_source = "pods+pd"
+    writes = False
+
+    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
+        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {})
+
+    def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
+        ids = gate.summary.get("storeIds") if gate is not None else None
+        return {str(k): int(v) for k, v in ids.items()} if isinstance(ids, Mapping) else {}
+
+    async def write_and_read(self, key: str, value: str, timeout: float) -> None:
+        raise ProbeUnavailableError("TiKV has no write probe here")
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         try:
@@ -382,3 +410,95 @@ class TiKVProbe:
             await self._release()
         else:
             await self._client.aclose()
+
+
+@dataclass
+class StoreRecovery:
+    """A TiKV trial's own milestone, ``store_up``: PD has a heartbeat from each victim's store
+    newer than its new start timestamp, stamped at that heartbeat's time (PD's clock placed on
+    the operator's by their offset, estimated as the smallest gap seen between a poll and PD's
+    newest heartbeat), not when a poll happened to notice it."""
+
+    victims: Sequence[Victim]
+    #: Per victim pod name: its store's start timestamp before the kill.
+    initial_starts: Mapping[str, int]
+    store_up: dict[str, Milestone] = field(default_factory=dict)
+    _sources: dict[str, str] = field(default_factory=dict)
+    _offset: float | None = None
+    _done: Milestone | None = None
+
+    def probe_interval(self, replacement_ready: bool, normal: float) -> float | None:
+        # PD only matters once the pods are back; asking earlier only costs requests.
+        return normal if replacement_ready else None
+
+    @property
+    def done(self) -> Milestone | None:
+        return self._done
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return self._sources
+
+    @property
+    def clock_offset(self) -> float | None:
+        return self._offset
+
+    def observe(
+        self,
+        result: ProbeResult,
+        mono: float,
+        wall: float,
+        stamp: Stamp,
+        *,
+        replacement_ready: bool,
+        asked: Milestone | None = None,
+    ) -> Mapping[str, Milestone]:
+        if result.pd_now is not None:
+            gap = wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
+            self._offset = gap if self._offset is None else min(self._offset, gap)
+        for victim in self.victims:
+            name = victim.name
+            if name in self.store_up:
+                continue
+            start = result.restarts.get(name)
+            if result.up.get(name) and start is not None and start != self.initial_starts.get(name):
+                self.store_up[name], self._sources[name] = self._heartbeat_stamp(
+                    result.heartbeats_ns.get(name), mono, wall, stamp
+                )
+        if self._done is not None or len(self.store_up) < len(self.victims):
+            return {}
+        # The last victim's store to report decides, with its own stamp and source.
+        self._done = max(self.store_up.values(), key=lambda m: m.offset)
+        per_store = [self._sources[v.name] for v in self.victims]
+        self._sources["store_up"] = (
+            SOURCE_PD_HEARTBEAT if all(s == SOURCE_PD_HEARTBEAT for s in per_store) else SOURCE_OBSERVED
+        )
+        return {"store_up": self._done}
+
+    def _heartbeat_stamp(
+        self, heartbeat_ns: int | None, mono: float, wall: float, stamp: Stamp
+    ) -> tuple[Milestone, str]:
+        """When the store's heartbeat reached PD, on the operator's clocks; the poll's own
+        moment if PD's clock cannot be placed. Never before the kill, never after the poll."""
+        if not heartbeat_ns or self._offset is None:
+            return stamp(mono, wall), SOURCE_OBSERVED
+        since_kill = stamp(mono, wall).offset
+        age = wall - (heartbeat_ns / 1e9 + self._offset)
+        age = min(max(age, 0.0), since_kill)
+        return stamp(mono - age, wall - age), SOURCE_PD_HEARTBEAT
+
+    def pending(self) -> Mapping[str, str]:
+        return {
+            v.name: "store not back Up with a new start timestamp"
+            for v in self.victims
+            if v.name not in self.store_up
+        }
+
+
+KIND = SubjectKindInfo(
+    kind="TiKV",
+    milestones=(("store_up", "PD has a heartbeat from the victim's store newer than its new start"),),
+    roles=(),
+    api_field="pdURL",
+    open=TiKVProbe.for_spec,
+)

@@ -1,4 +1,5 @@
-"""Pod kill: which pods of the subject to delete in one trial. Pure; the delete is `aftershock.kube`'s.
+"""Pod kill (the ``node_kill`` chaos type): which pods of the subject to delete in one trial.
+Pure; the delete is `aftershock.kube`'s.
 
 The choice is deterministic for a seed (`victim_seed` -> `rng_for` -> `choose_victims`), so a trial
 can be re-run, or explained afterwards, with the same victims whatever order the API listed the
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from aftershock.model import OPERATOR_POD_LABEL, ChaosMode, ChaosSpec, PodState, Victim
+from aftershock.model import OPERATOR_POD_LABEL, ChaosMode, ChaosSpec, PodState, Target, Victim
 
 
 class VictimSelectionError(Exception):
@@ -34,8 +35,18 @@ def victim_count(chaos: ChaosSpec, candidates: int) -> int:
     raise VictimSelectionError(f"unknown chaos mode {chaos.mode!r}")
 
 
-def choose_victims(pods: Sequence[PodState], chaos: ChaosSpec, rng: random.Random) -> tuple[PodState, ...]:
+def choose_victims(
+    pods: Sequence[PodState],
+    chaos: ChaosSpec,
+    rng: random.Random,
+    *,
+    roles: Mapping[str, str] | None = None,
+) -> tuple[PodState, ...]:
     """The pods to kill, sorted by name.
+
+    With ``chaos.target`` other than Any, victims are drawn only from the pods whose role (from
+    `roles`, the subject's own view at the gate) is the target; the count is still judged
+    against every live pod, so "at least one stays up" holds for the subject as a whole.
 
     Candidates are the pods not already being deleted, sorted by name (then uid) before sampling,
     so the same `rng` state picks the same pods for any listing order. ``fixed-percent`` is a
@@ -61,6 +72,14 @@ def choose_victims(pods: Sequence[PodState], chaos: ChaosSpec, rng: random.Rando
         raise VictimSelectionError(
             f"chaos would kill {count} of {len(candidates)} live pods; at least one must stay up"
         )
+    if chaos.target is not Target.ANY:
+        known = roles or {}
+        candidates = [p for p in candidates if known.get(p.name) == chaos.target.value]
+        if len(candidates) < count:
+            raise VictimSelectionError(
+                f"chaos.target {chaos.target.value}: {len(candidates)} pod(s) with that role at the gate, "
+                f"{count} needed (roles seen: {dict(sorted(known.items())) or 'none'})"
+            )
     chosen = rng.sample(candidates, count)
     return tuple(sorted(chosen, key=lambda p: (p.name, p.uid)))
 
@@ -78,11 +97,12 @@ def rng_for(seed: str) -> random.Random:
     return random.Random(seed)
 
 
-def to_victim(pod: PodState, store_id: int | None) -> Victim:
+def to_victim(pod: PodState, store_id: int | None, role: str | None = None) -> Victim:
     return Victim(
         name=pod.name,
         uid=pod.uid,
         node=pod.node,
         restart_count=pod.restart_count,
         store_id=store_id,
+        role=role,
     )

@@ -1,0 +1,85 @@
+"""What the steps of a Campaign hand each other: settings, the gate's and a trial's results,
+and the Event reasons. Below every step (gate, strike, remediator, publisher, trial, runner),
+so the steps import it and never each other in a circle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aftershock.model import AttemptRecord, Outcome, PodState, ProbeResult, Verdict
+
+# Event reasons (what `kubectl describe campaign` and `kubectl get events` show).
+REASON_TRIAL_RECOVERED = "TrialRecovered"
+REASON_TRIAL_UNRECOVERED = "TrialUnrecovered"
+REASON_TRIAL_INFRA = "TrialInfraError"
+REASON_TRIAL_INTERRUPTED = "TrialInterrupted"
+REASON_TRIAL_DRY_RUN = "TrialDryRun"
+REASON_CAMPAIGN_DONE = "CampaignFinished"
+REASON_INVALID = "InvalidSpec"
+#: The selector matched no pod for the whole steady-state timeout: the user's mistake (labels,
+#: namespace), not the cluster's, so not `InfraError`.
+REASON_SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    protected_namespaces: frozenset[str]
+    allow_loopback_pd: bool = False
+    #: How often the subject's own API is asked during gate and recovery. PD and etcd have no
+    #: watch; this bounds the precision of their milestones, so it is short but not a hot loop.
+    probe_interval: float = 0.5
+    #: How often a Campaign waiting for the subject lock looks again.
+    lock_retry_interval: float = 5.0
+    #: Consecutive infrastructure errors before the campaign gives up (verdict InfraError).
+    max_consecutive_infra_errors: int = 5
+    infra_backoff_initial: float = 1.0
+    infra_backoff_max: float = 60.0
+    #: How long a delete is retried on transient API errors before the attempt is an
+    #: infrastructure error.
+    kill_retry_budget: float = 30.0
+    #: The write probe's pace and per-operation timeout (subjects that support writes): one
+    #: write and one read per interval, so a trial costs a few hundred requests at most.
+    write_interval: float = 0.05
+    write_timeout: float = 0.5
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The steady-state gate's answer: passed, on which pods and which look at the subject."""
+
+    passed: bool
+    pods: tuple[PodState, ...] = ()
+    probe: ProbeResult | None = None
+    mono: float = 0.0
+    wall: float = 0.0
+    reasons: tuple[str, ...] = ()
+    probe_failed: bool = False
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    outcome: Outcome | None  # None: no attempt was made (gate failed, selection refused)
+    record: AttemptRecord | None = None
+    stop_reason: str | None = None  # set when the campaign must not go on
+    stop_verdict: Verdict = Verdict.NONE
+    stall_reason: str | None = None
+    stall_name: str | None = None  # the conditions' reason for the stall, when it has a name
+    interrupted: bool = False
+
+
+def completed(attempts: Sequence[AttemptRecord]) -> list[AttemptRecord]:
+    """The attempts that fill a trial index (recovered, unrecovered, dry run)."""
+    return [a for a in attempts if a.outcome is not None and a.outcome.completes_trial]
+
+
+def pod_json(p: PodState) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "uid": p.uid,
+        "node": p.node,
+        "ready": p.ready,
+        "restartCount": p.restart_count,
+        "phase": p.phase,
+    }

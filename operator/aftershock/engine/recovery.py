@@ -1,0 +1,181 @@
+"""Watching one recovery: pod events and the subject's own API fed to the `RecoveryTracker`
+until the subject is recovered and has stayed so for the settle window, or the timeout; and
+the write probe that runs beside it for subjects that take writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aftershock.engine.observe import RecoveryTracker
+from aftershock.engine.ports import Clock, ProbeUnavailableError, StopSignal, SubjectProbe
+from aftershock.engine.view import Observation, PodView, next_observation
+from aftershock.model import CampaignSpec, Milestone, Outcome
+
+
+@dataclass(frozen=True)
+class Watch:
+    spec: CampaignSpec
+    view: PodView
+    probe: SubjectProbe | None
+    clock: Clock
+    probe_interval: float
+
+
+def _relapse_error(tracker: RecoveryTracker) -> str:
+    relapsed, recovered = tracker.milestones["relapsed"], tracker.milestones["recovered"]
+    return (
+        f"relapsed {relapsed.offset - recovered.offset:.3f}s after recovering "
+        f"({relapsed.offset:.3f}s after the kill): {tracker.relapse_reason}"
+    )
+
+
+def _next_probe_due(w: Watch, tracker: RecoveryTracker, last: float | None) -> float | None:
+    if w.probe is None or tracker.judge is None:
+        return None
+    interval = tracker.judge.probe_interval("replacement_ready" in tracker.milestones, w.probe_interval)
+    if interval is None:
+        return None
+    return w.clock.monotonic() if last is None else last + interval
+
+
+def _verdict(
+    w: Watch, tracker: RecoveryTracker, probe_error: str | None
+) -> tuple[Outcome, str | None] | None:
+    """The trial's end, if it has come; None while it goes on."""
+    now = w.clock.monotonic()
+    spec = w.spec
+    if tracker.recovered:
+        # Keep watching for the settle window: a relapse is recorded, never a success.
+        if tracker.relapsed:
+            return Outcome.UNRECOVERED, _relapse_error(tracker)
+        seen = tracker.recovered_seen_mono
+        if now >= (now if seen is None else seen) + spec.recovery_settle_seconds:
+            return Outcome.RECOVERED, None
+        return None
+    if now < tracker.kill_sent_mono + spec.recovery_timeout_seconds:
+        return None
+    if probe_error is not None and "replacement_ready" in tracker.milestones and tracker.pods_healthy():
+        return Outcome.INFRA_ERROR, f"PD unavailable until the recovery timeout: {probe_error}"
+    pending = "; ".join(tracker.pending()) or "unknown"
+    return Outcome.UNRECOVERED, f"not recovered within {spec.recovery_timeout_seconds:g}s: {pending}"
+
+
+async def observe(
+    w: Watch, tracker: RecoveryTracker, queue: asyncio.Queue[Observation], stop: StopSignal
+) -> tuple[Outcome, str | None]:
+    clock = w.clock
+    deadline = tracker.kill_sent_mono + w.spec.recovery_timeout_seconds
+    last_probe: float | None = None
+    probe_error: str | None = None
+    while True:
+        while not queue.empty():
+            queued = queue.get_nowait()
+            tracker.observe_pod(queued.type, queued.pod, queued.mono, queued.wall)
+        due = _next_probe_due(w, tracker, last_probe)
+        if w.probe is not None and due is not None and clock.monotonic() >= due:
+            last_probe = clock.monotonic()
+            asked = (last_probe, clock.wall())
+            try:
+                result = await w.probe.check(w.view.pods(), asked[1])
+                tracker.observe_probe(result, clock.monotonic(), clock.wall(), asked)
+                probe_error = None
+            except ProbeUnavailableError as exc:
+                probe_error = str(exc)
+        ended = _verdict(w, tracker, probe_error)
+        if ended is not None:
+            return ended
+        if stop.is_set():
+            return Outcome.INTERRUPTED, "the operator stopped or the Campaign was deleted mid-trial"
+        wake = deadline
+        if tracker.recovered:
+            seen = tracker.recovered_seen_mono
+            wake = (clock.monotonic() if seen is None else seen) + w.spec.recovery_settle_seconds
+        due = _next_probe_due(w, tracker, last_probe)
+        if due is not None:
+            wake = min(wake, due)
+        obs = await next_observation(queue, min(wake - clock.monotonic(), 1.0))
+        if obs is not None:
+            tracker.observe_pod(obs.type, obs.pod, obs.mono, obs.wall)
+
+
+@dataclass
+class WriteWindow:
+    """What the write probe saw: how many writes, how many failed, and when writes first
+    failed and were first back after the last failure (offsets from the kill)."""
+
+    ok: int = 0
+    failed: int = 0
+    first_failed: Milestone | None = None
+    restored: Milestone | None = None
+    last_error: str | None = None
+    _failing: bool = field(default=False, repr=False)
+
+    def milestones(self) -> dict[str, Milestone]:
+        found: dict[str, Milestone] = {}
+        if self.first_failed is not None:
+            found["writes_failed"] = self.first_failed
+        if self.restored is not None:
+            found["writes_restored"] = self.restored
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        unavailable = None
+        if self.first_failed is not None and self.restored is not None:
+            unavailable = round(self.restored.offset - self.first_failed.offset, 6)
+        elif self.first_failed is None:
+            unavailable = 0.0
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "unavailableSeconds": unavailable,
+            "lastError": self.last_error,
+        }
+
+
+@contextlib.asynccontextmanager
+async def write_probe(
+    probe: SubjectProbe | None,
+    *,
+    key: str,
+    clock: Clock,
+    kill_mono: float,
+    interval: float,
+    timeout: float,
+    limit: int,
+) -> AsyncIterator[WriteWindow | None]:
+    """Writes and reads `key` every `interval` while the block runs (at most `limit` times):
+    what the subject's users feel during the trial. None for a subject without writes."""
+    if probe is None or not probe.writes:
+        yield None
+        return
+    window = WriteWindow()
+
+    async def loop() -> None:
+        for n in range(limit):
+            started = clock.monotonic()
+            try:
+                await probe.write_and_read(key, f"{n}@{clock.wall():.6f}", timeout)
+            except ProbeUnavailableError as exc:
+                window.failed += 1
+                window.last_error = str(exc)
+                if window.first_failed is None:
+                    window.first_failed = Milestone(clock.wall(), started - kill_mono)
+                window._failing = True
+            else:
+                window.ok += 1
+                if window._failing:
+                    window.restored = Milestone(clock.wall(), clock.monotonic() - kill_mono)
+                    window._failing = False
+            await asyncio.sleep(max(0.0, started + interval - clock.monotonic()))
+
+    task = asyncio.create_task(loop(), name=f"writes-{key}")
+    try:
+        yield window
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

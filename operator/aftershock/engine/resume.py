@@ -1,0 +1,70 @@
+"""Taking a Campaign up (first sight, or again after an operator restart): record it in the
+ledger, republish a finished one, turn attempts left in flight into ``interrupted`` (restoring a
+remediator they had scaled down), and state where health is judged from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aftershock.engine.outcomes import REASON_TRIAL_INTERRUPTED
+from aftershock.engine.ports import LedgerPort, Recorder, SubjectProbe
+from aftershock.engine.publisher import StatusPublisher
+from aftershock.engine.remediator import RemediatorScaler
+from aftershock.engine.status import PD_CONFIGURED
+from aftershock.model import CampaignSpec, Phase, Verdict
+
+
+async def resume(
+    *,
+    out: StatusPublisher,
+    ledger: LedgerPort,
+    remediator: RemediatorScaler,
+    recorder: Recorder,
+    raw: Mapping[str, Any],
+    spec: CampaignSpec,
+    seed: str,
+) -> bool:
+    """Record the campaign (first sight) or pick it up from the ledger. True: it had already
+    finished, and its status is republished."""
+    ref, now = out.ref, out.clock.wall()
+    await ledger.ensure_campaign(ref, dict(raw), spec.trials, seed, now)
+    row = await ledger.get_campaign(ref.uid)
+    if row is not None:
+        out.started_at, out.completed_at = row.started_at, row.finished_at
+        if Phase(row.phase).finished:
+            out.phase, out.verdict = Phase(row.phase), Verdict(row.verdict or "")
+            ok = out.phase is Phase.SUCCEEDED
+            out.finished(ok, "Finished" if ok else "Failed", out.message or f"finished: {out.phase.value}")
+            await out.publish()
+            return True
+    for lost in await ledger.interrupt_inflight(
+        ref.uid, "the operator stopped during this attempt; the trial index runs again", now
+    ):
+        scaled = lost.initial_state.get("remediator")
+        if isinstance(scaled, Mapping):
+            await remediator.restore(scaled)
+        await out.emit(
+            "Warning",
+            REASON_TRIAL_INTERRUPTED,
+            f"trial {lost.trial_index + 1}: attempt {lost.attempt} interrupted by an operator restart; "
+            "it runs again",
+        )
+    recorder.replay(ref, [a for a in await ledger.attempts(ref.uid) if a.outcome])
+    return False
+
+
+def health_condition(out: StatusPublisher, spec: CampaignSpec, probe: SubjectProbe | None) -> None:
+    """Where health is judged from: the subject's own API too, or the pods alone."""
+    now = out.clock.wall()
+    if probe is not None:
+        out.health_source = probe.health_source
+        out.conditions.set(PD_CONFIGURED, True, "PDConfigured", ", ".join(spec.subject.api_urls), now)
+    else:
+        out.conditions.set(
+            PD_CONFIGURED,
+            False,
+            "HealthFromPodsOnly",
+            "no subject.pdURL: health is judged from pod readiness alone",
+            now,
+        )

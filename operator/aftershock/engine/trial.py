@@ -1,0 +1,326 @@
+"""One trial, in the order that is the safety argument: steady-state gate -> choose victims ->
+write the attempt to the ledger -> re-check every guard -> kill -> observe -> commit.
+
+Nothing is killed unless the gate passed moments before, the lock is held, the victim still
+matches the selector in the Campaign's own namespace, and the namespace is not protected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aftershock.chaos import pod_kill
+from aftershock.engine import gate as gate_step
+from aftershock.engine import recovery, strike
+from aftershock.engine.observe import RecoveryTracker
+from aftershock.engine.outcomes import (
+    REASON_SELECTOR_MATCHES_NOTHING,
+    REASON_TRIAL_DRY_RUN,
+    REASON_TRIAL_INFRA,
+    REASON_TRIAL_INTERRUPTED,
+    REASON_TRIAL_RECOVERED,
+    REASON_TRIAL_UNRECOVERED,
+    Gate,
+    RunnerSettings,
+    TrialResult,
+    pod_json,
+)
+from aftershock.engine.ports import LedgerPort, PodApi, Recorder, StopSignal, SubjectLock, SubjectProbe
+from aftershock.engine.publisher import StatusPublisher
+from aftershock.engine.remediator import RemediatorScaler
+from aftershock.engine.view import PodView
+from aftershock.errors import ApiError
+from aftershock.model import AttemptRecord, CampaignSpec, Milestone, Outcome, Verdict, Victim
+
+
+@dataclass
+class Trials:
+    """Runs trials for one Campaign; `expected_pods` is learnt once and kept across trials."""
+
+    spec: CampaignSpec
+    seed: str
+    settings: RunnerSettings
+    ledger: LedgerPort
+    pods: PodApi
+    view: PodView
+    probe: SubjectProbe | None
+    lock: SubjectLock
+    publisher: StatusPublisher
+    recorder: Recorder
+    remediator: RemediatorScaler
+    expected_pods: int | None = None
+
+    @property
+    def _ns(self) -> str:
+        return self.publisher.ref.namespace
+
+    def _learn_expected(self, attempts: Sequence[AttemptRecord]) -> None:
+        for a in reversed(attempts):
+            expected = a.initial_state.get("expectedPods")
+            if isinstance(expected, int):
+                self.expected_pods = expected
+                return
+
+    def _gate_failure(self, gate: Gate, index: int) -> TrialResult:
+        spec, waited = self.spec, f"{self.spec.steady_state_timeout_seconds:g}s"
+        why = "; ".join(gate.reasons) or "unknown"
+        if not gate.pods and self.view.synced:
+            return TrialResult(
+                None,
+                stall_reason=f"spec.subject.selector {spec.subject.selector.to_query()!r} matches no "
+                f"pods in namespace {self._ns!r} (waited {waited}): check the labels and the namespace",
+                stall_name=REASON_SELECTOR_MATCHES_NOTHING,
+            )
+        if gate.probe_failed:
+            return TrialResult(
+                None,
+                stall_reason=f"steady state not reached in {waited} (infrastructure): {why}",
+                stop_verdict=Verdict.INFRA_ERROR,
+            )
+        return TrialResult(
+            None,
+            stall_reason=f"steady state not reached in {waited}: {why}",
+            stop_verdict=Verdict.INFRA_ERROR if index == 0 else Verdict.NONE,
+        )
+
+    def _choose(self, gate: Gate, index: int, attempt_no: int) -> tuple[str, tuple[Victim, ...]]:
+        victim_seed = pod_kill.victim_seed(self.seed, index, attempt_no)
+        roles = gate.probe.roles if gate.probe is not None else {}
+        chosen = pod_kill.choose_victims(
+            gate.pods, self.spec.chaos, pod_kill.rng_for(victim_seed), roles=roles
+        )
+        details = self.probe.victim_details(gate.probe) if self.probe is not None else {}
+        return victim_seed, tuple(
+            pod_kill.to_victim(p, details.get(p.name), roles.get(p.name)) for p in chosen
+        )
+
+    async def run(self, index: int, attempts: Sequence[AttemptRecord], stop: StopSignal) -> TrialResult:
+        if self.expected_pods is None:
+            self._learn_expected(attempts)
+        gate = await gate_step.wait_for_steady_state(
+            spec=self.spec,
+            view=self.view,
+            probe=self.probe,
+            stop=stop,
+            publisher=self.publisher,
+            probe_interval=self.settings.probe_interval,
+            expected_pods=self.expected_pods,
+        )
+        if stop.is_set():
+            return TrialResult(None, interrupted=True)
+        if not gate.passed:
+            return self._gate_failure(gate, index)
+        if self.expected_pods is None:
+            self.expected_pods = len(gate.pods)
+        attempt_no = 1 + sum(1 for a in attempts if a.trial_index == index)
+        try:
+            victim_seed, victims = self._choose(gate, index, attempt_no)
+        except pod_kill.VictimSelectionError as exc:
+            return TrialResult(None, stall_reason=f"victim selection refused: {exc}")
+        remediator: dict[str, Any] | None = None
+        if self.spec.baseline and self.spec.remediator is not None and not self.spec.dry_run:
+            try:
+                remediator = await self.remediator.read(self.spec.remediator)
+            except ApiError as exc:
+                if exc.transient:
+                    return TrialResult(None)  # try the trial again after the loop's pause
+                rem = self.spec.remediator
+                return TrialResult(None, stall_reason=f"spec.remediator: {rem.kind} {rem.name}: {exc}")
+        initial_state = {
+            "remediator": remediator,
+            "expectedPods": self.expected_pods,
+            "pods": [pod_json(p) for p in gate.pods],
+            "probe": dict(gate.probe.summary) if gate.probe is not None else None,
+        }
+        clock = self.publisher.clock
+        attempt_id = await self.ledger.begin_attempt(
+            self.publisher.ref.uid,
+            index,
+            victims=victims,
+            victim_seed=victim_seed,
+            initial_state=initial_state,
+            # Recorded with the attempt, before any kill: the ledger proves every kill had a
+            # passed gate even when the attempt is cut short. The offset is provisional (from
+            # now, a few ms before the kill) until the attempt ends with the exact one.
+            gate_passed=Milestone(gate.wall, gate.mono - clock.monotonic()),
+            now=clock.wall(),
+        )
+        strike_ = _Strike(self, index, attempt_id, victims, gate)
+        return await strike_.run(remediator, stop)
+
+    async def finish_attempt(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        *,
+        milestones: Mapping[str, Milestone] | None = None,
+        final_state: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> AttemptRecord:
+        clock = self.publisher.clock
+        started = clock.monotonic()
+        record = await self.ledger.finish_attempt(
+            attempt_id,
+            outcome,
+            milestones=milestones or {},
+            final_state=final_state or {},
+            error=error,
+            now=clock.wall(),
+        )
+        self.recorder.ledger_write(clock.monotonic() - started)
+        self.recorder.attempt_finished(self.publisher.ref, record)
+        return record
+
+
+@dataclass
+class _Strike:
+    """From the recorded attempt to its outcome: dry run, guards, remediator, kill, recovery."""
+
+    trials: Trials
+    index: int
+    attempt_id: int
+    victims: tuple[Victim, ...]
+    gate: Gate
+
+    @property
+    def _label(self) -> str:
+        names = ", ".join(v.name for v in self.victims)
+        return f"trial {self.index + 1}/{self.trials.spec.trials} ({names})"
+
+    async def run(self, remediator: Mapping[str, Any] | None, stop: StopSignal) -> TrialResult:
+        t = self.trials
+        names = ", ".join(v.name for v in self.victims)
+        if t.spec.dry_run:
+            record = await t.finish_attempt(
+                self.attempt_id, Outcome.DRY_RUN, milestones={"gate_passed": Milestone(self.gate.wall, 0.0)}
+            )
+            await t.publisher.emit(
+                "Normal",
+                REASON_TRIAL_DRY_RUN,
+                f"trial {self.index + 1}/{t.spec.trials}: would kill {names} (dry run)",
+            )
+            return TrialResult(Outcome.DRY_RUN, record)
+        # The last guards, right before the kill: every one of them must still hold.
+        inputs = strike.GuardInputs(
+            spec=t.spec,
+            namespace=t.publisher.ref.namespace,
+            protected_namespaces=t.settings.protected_namespaces,
+            expected_pods=t.expected_pods,
+            probed=t.probe is not None,
+        )
+        refused = strike.refusal(inputs, self.victims, t.view, self.gate, t.lock)
+        if refused is not None:
+            await t.finish_attempt(self.attempt_id, Outcome.INTERRUPTED, error=f"not killed: {refused}")
+            if not t.lock.held:
+                return TrialResult(None)  # lost the lock: go back and wait for it
+            return TrialResult(None, stall_reason=f"refused to kill: {refused}")
+        if remediator is not None:
+            error = await t.remediator.scale_down(remediator)
+            if error is not None:
+                await t.remediator.restore(remediator)
+                record = await t.finish_attempt(self.attempt_id, Outcome.INFRA_ERROR, error=error)
+                return TrialResult(Outcome.INFRA_ERROR, record)
+        try:
+            t.publisher.message = (
+                f"trial {self.index + 1}/{t.spec.trials}: killed {names}, observing recovery"
+            )
+            return await self._kill_and_observe(stop)
+        finally:
+            if remediator is not None:
+                await t.remediator.restore(remediator)
+
+    async def _kill_and_observe(self, stop: StopSignal) -> TrialResult:
+        t = self.trials
+        clock = t.publisher.clock
+        assert t.expected_pods is not None
+        with t.view.subscribe() as queue:
+            kill_mono, kill_wall = clock.monotonic(), clock.wall()
+            tracker = RecoveryTracker(
+                victims=self.victims,
+                initial_pods=self.gate.pods,
+                kill_sent_mono=kill_mono,
+                kill_sent_wall=kill_wall,
+                expected_pods=t.expected_pods,
+                judge=t.probe.judge(self.victims, self.gate.probe) if t.probe is not None else None,
+            )
+            writes = recovery.write_probe(
+                t.probe,
+                key=f"/aftershock/probe/{t.publisher.ref.uid}",
+                clock=clock,
+                kill_mono=kill_mono,
+                interval=t.settings.write_interval,
+                timeout=t.settings.write_timeout,
+                limit=int(t.spec.recovery_timeout_seconds / t.settings.write_interval) + 1,
+            )
+            async with writes as window:
+                plan = strike.KillPlan(
+                    t.publisher.ref.namespace,
+                    self.victims,
+                    t.spec.chaos.grace_period_seconds,
+                    t.settings.kill_retry_budget,
+                )
+                kill_error = await strike.kill(plan, t.pods, clock, stop)
+                acked_mono, acked_wall = clock.monotonic(), clock.wall()
+                gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
+                if kill_error is not None:
+                    record = await t.finish_attempt(
+                        self.attempt_id,
+                        Outcome.INFRA_ERROR,
+                        milestones={"gate_passed": gate_passed},
+                        error=kill_error,
+                    )
+                    await t.publisher.emit(
+                        "Warning", REASON_TRIAL_INFRA, f"trial {self.index + 1}: {kill_error}"
+                    )
+                    return TrialResult(Outcome.INFRA_ERROR, record)
+                tracker.mark_acked(acked_mono, acked_wall)
+                await t.ledger.mark_kill_sent(
+                    self.attempt_id, Milestone(kill_wall, 0.0), tracker.milestones.get("kill_acked")
+                )
+                await t.publisher.publish()
+                watch = recovery.Watch(t.spec, t.view, t.probe, clock, t.settings.probe_interval)
+                outcome, error = await recovery.observe(watch, tracker, queue, stop)
+        milestones = {
+            **tracker.milestones,
+            "gate_passed": gate_passed,
+            "kill_sent": Milestone(kill_wall, 0.0),
+        }
+        final_state: dict[str, Any] = {
+            "pods": [pod_json(p) for p in t.view.pods()],
+            "probe": dict(tracker.probe.summary) if tracker.probe is not None else None,
+            "milestoneSources": dict(tracker.sources),
+            "clockOffsetSeconds": tracker.clock_offset,
+        }
+        if window is not None:
+            milestones.update(window.milestones())
+            final_state["writes"] = window.summary()
+        record = await t.finish_attempt(
+            self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
+        )
+        return await self._report(outcome, record, error)
+
+    async def _report(self, outcome: Outcome, record: AttemptRecord, error: str | None) -> TrialResult:
+        t, label = self.trials, self._label
+        emit = t.publisher.emit
+        if outcome is Outcome.RECOVERED:
+            seconds = record.recovery_seconds or 0
+            await emit("Normal", REASON_TRIAL_RECOVERED, f"{label}: recovered in {seconds:.3f}s")
+            return TrialResult(outcome, record)
+        if outcome is Outcome.UNRECOVERED:
+            await emit("Warning", REASON_TRIAL_UNRECOVERED, f"{label}: {error}")
+            if t.spec.stop_on_unrecovered:
+                return TrialResult(
+                    outcome,
+                    record,
+                    stop_reason=f"{label} did not recover: {error}",
+                    stop_verdict=Verdict.HARD_FAIL,
+                )
+            return TrialResult(outcome, record)
+        if outcome is Outcome.INFRA_ERROR:
+            await emit("Warning", REASON_TRIAL_INFRA, f"{label}: {error}")
+            return TrialResult(outcome, record)
+        await emit("Warning", REASON_TRIAL_INTERRUPTED, f"{label}: {error}")
+        return dataclasses.replace(TrialResult(outcome, record), interrupted=True)

@@ -1,0 +1,133 @@
+"""What a trial leaves behind: its outcome, milestones, victims, and the pods and probe looks it
+was judged on. Pure values: no I/O, no parsing (the ledger and the engine build them).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt of a trial ended. Only `RECOVERED` and `UNRECOVERED` are measurements."""
+
+    RECOVERED = "recovered"
+    UNRECOVERED = "unrecovered"
+    INTERRUPTED = "interrupted"
+    INFRA_ERROR = "infra_error"
+    DRY_RUN = "dry_run"
+
+    @property
+    def completes_trial(self) -> bool:
+        """Whether this outcome fills the trial's index (the index is not run again)."""
+        return self in (Outcome.RECOVERED, Outcome.UNRECOVERED, Outcome.DRY_RUN)
+
+
+# --- Trials -------------------------------------------------------------------------------
+
+#: The moments of one trial, in the order a recovery normally passes them. Each is recorded as
+#: a wall-clock time (for people) and as an offset in seconds from `kill_sent` measured on the
+#: monotonic clock (for durations: a wall-clock step during a trial does not bend them).
+MILESTONES: tuple[str, ...] = (
+    "gate_passed",  # steady state held for stableSeconds; negative offset
+    "kill_sent",  # the delete request left (offset 0 by definition)
+    "kill_acked",  # the API server answered the delete
+    "first_unhealthy",  # first observation of the subject not healthy
+    "victim_gone",  # the victim pod object is gone (DELETED event)
+    "replacement_created",  # a new pod (new UID) took the victim's place
+    "replacement_scheduled",  # ... bound to a node
+    "replacement_ready",  # ... Ready
+    "store_up",  # PD has a heartbeat from the victim's store newer than its new start timestamp
+    "recovered",  # the whole subject healthy again: the recovery time
+    "relapsed",  # unhealthy again within the settle window after "recovered": not a recovery
+)
+
+#: Who stamped a milestone, as ``final_state["milestoneSources"]`` records it: the subject's own
+#: clock (PD's ``last_heartbeat``, placed on the operator's clock by their offset), or the moment
+#: the operator noticed (a pod watch event, a probe poll).
+SOURCE_PD_HEARTBEAT = "pd_heartbeat"
+SOURCE_OBSERVED = "observed"
+
+
+@dataclass(frozen=True)
+class Milestone:
+    wall: float  # unix seconds
+    offset: float  # seconds since kill_sent, monotonic
+
+
+@dataclass(frozen=True)
+class Victim:
+    name: str
+    uid: str
+    node: str | None = None
+    restart_count: int = 0
+    store_id: int | None = None
+    #: The member's role when it was chosen (etcd: Leader or Follower); None without roles.
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt at one trial index, as the ledger holds it."""
+
+    campaign_uid: str
+    trial_index: int  # 0-based
+    attempt: int  # 1-based, per trial index
+    victims: tuple[Victim, ...]
+    victim_seed: str
+    started_at: float  # unix seconds
+    outcome: Outcome | None = None  # None while in flight
+    milestones: Mapping[str, Milestone] = field(default_factory=dict)
+    initial_state: Mapping[str, Any] = field(default_factory=dict)
+    final_state: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    finished_at: float | None = None
+
+    @property
+    def recovery_seconds(self) -> float | None:
+        """kill_sent -> subject healthy, monotonic; None unless recovered."""
+        m = self.milestones.get("recovered")
+        return None if m is None or self.outcome is not Outcome.RECOVERED else m.offset
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the engine needs to know of one subject pod, decoded from the API once."""
+
+    name: str
+    uid: str
+    namespace: str
+    labels: Mapping[str, str]
+    node: str | None  # spec.nodeName: set once scheduled
+    phase: str  # Pending, Running, ...
+    ready: bool  # the Ready condition is True
+    restart_count: int  # sum over containers
+    created_at: float | None  # unix seconds (metadata.creationTimestamp)
+    deleting: bool  # metadata.deletionTimestamp is set
+    owner_kind: str | None = None  # e.g. StatefulSet
+    ready_at: float | None = None  # lastTransitionTime of Ready, unix seconds
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One look at the subject's own view of its health (PD for TiKV)."""
+
+    healthy: bool
+    reasons: tuple[str, ...] = ()
+    #: Per pod name: the store's start timestamp, so a restart is seen even when PD never
+    #: showed the store as anything but Up.
+    restarts: Mapping[str, int] = field(default_factory=dict)
+    #: Per pod name: whether its store is Up with a fresh heartbeat sent since its start.
+    up: Mapping[str, bool] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    #: Per pod name: its store's last heartbeat, unix ns on the subject's (PD's) clock.
+    heartbeats_ns: Mapping[str, int] = field(default_factory=dict)
+    #: The subject's clock at this look as far as it shows (PD: its newest heartbeat), unix s;
+    #: None if it shows nothing. Compared with the operator's clock to place `heartbeats_ns`.
+    pd_now: float | None = None
+    #: Per pod name: its role in the subject now (etcd: Leader/Follower); empty without roles.
+    roles: Mapping[str, str] = field(default_factory=dict)
+    #: The subject's own typed view behind this look, for its `RecoveryJudge` only (never stored).
+    detail: object = field(default=None, compare=False, repr=False)

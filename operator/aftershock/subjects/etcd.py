@@ -1,0 +1,383 @@
+"""etcd as a subject: health, roles and recovery milestones from etcd's own HTTP API.
+
+Read through the v3 JSON gateway every etcd serves on its client URLs (uint64 values come as
+decimal strings there): ``GET /health``, ``POST /v3/cluster/member/list`` (names and ids),
+``POST /v3/maintenance/status`` (per member: its id, the leader it follows, raft term, raft
+index, applied index), and for the write probe ``POST /v3/kv/put`` and ``/v3/kv/range``.
+
+Members are matched to pods by name: the member name is the pod name (``--name $POD_NAME``,
+as a StatefulSet's members are normally started). The endpoints come from the spec, checked by
+the same rules as TiKV's pdURL (`aftershock.endpoints`); every look asks every endpoint, so a
+dead member shows as unreachable rather than hiding the cluster's answer.
+
+Milestones of a trial, after kill sent and pod gone (the engine's): ``leader_lost`` (the victim
+was the leader and no surviving member follows it any more), ``leader_elected`` (a majority of
+the surviving members follow one new leader), then the replacement pod Ready (the engine's),
+``member_healthy`` (the victim's member answers healthy and has applied everything the leader
+had committed one look earlier: caught up), and the whole cluster healthy (``recovered``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from aftershock.endpoints import check_endpoint_namespace
+from aftershock.errors import ProbeUnavailableError, SpecError
+from aftershock.model import CampaignSpec, Milestone, PodState, ProbeResult, Victim
+from aftershock.subjects.base import RecoveryJudge, Stamp, SubjectKindInfo, SubjectResources
+
+LEADER = "Leader"
+FOLLOWER = "Follower"
+#: While an election is pending the judge wants a look this often: the election itself takes
+#: 0.2-1.2 s on the test bed, so a coarser poll would blur the number being measured.
+ELECTION_PROBE_INTERVAL = 0.02
+_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """One endpoint's answer (or its silence)."""
+
+    endpoint: str
+    reachable: bool
+    name: str | None = None
+    member_id: int = 0
+    leader_id: int = 0
+    raft_term: int = 0
+    raft_index: int = 0
+    applied_index: int = 0
+    healthy: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One look at every endpoint, with the member list of whoever answered it."""
+
+    members: Mapping[int, str]  # member id -> name
+    statuses: tuple[MemberStatus, ...]
+
+    def by_name(self) -> dict[str, MemberStatus]:
+        return {s.name: s for s in self.statuses if s.name is not None}
+
+    def leader_name(self) -> str | None:
+        """The leader most reachable members follow, if a majority of all members agree."""
+        votes: dict[int, int] = {}
+        for s in self.statuses:
+            if s.reachable and s.leader_id:
+                votes[s.leader_id] = votes.get(s.leader_id, 0) + 1
+        if not votes:
+            return None
+        leader, count = max(votes.items(), key=lambda kv: kv[1])
+        return self.members.get(leader) if count * 2 > max(len(self.members), 1) else None
+
+
+def _uint(raw: Mapping[str, Any], key: str) -> int:
+    value = raw.get(key, 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ProbeUnavailableError(f"etcd answered {key}={value!r}, not a number") from None
+
+
+class EtcdClient:
+    """A read-mostly client of etcd's JSON gateway: no redirects, no proxies from the
+    environment (the URLs were checked; nothing else may be reached)."""
+
+    def __init__(
+        self, endpoints: Sequence[str], *, timeout: float = 1.0, status_timeout: float = 0.25
+    ) -> None:
+        self._endpoints = tuple(e.rstrip("/") for e in endpoints)
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        #: A member that does not answer this fast is judged unreachable for this look: looks
+        #: come every 20 ms during an election, and one dying member must not stall them.
+        self._status_timeout = status_timeout
+        self._members: dict[int, str] = {}
+
+    async def _post(
+        self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float | None = None
+    ) -> Any:
+        try:
+            response = await self._http.post(
+                endpoint + path,
+                json=dict(body),
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as exc:
+            raise ProbeUnavailableError(f"{endpoint}{path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200 or len(response.content) > _MAX_RESPONSE_BYTES:
+            raise ProbeUnavailableError(f"{endpoint}{path}: HTTP {response.status_code}")
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise ProbeUnavailableError(f"{endpoint}{path}: not JSON") from exc
+
+    async def _status(self, endpoint: str, members: Mapping[int, str]) -> MemberStatus:
+        try:
+            raw = await self._post(endpoint, "/v3/maintenance/status", {}, self._status_timeout)
+            health = await self._http.get(endpoint + "/health", timeout=self._status_timeout)
+        except (ProbeUnavailableError, httpx.HTTPError) as exc:
+            return MemberStatus(endpoint, reachable=False, error=str(exc))
+        header = raw.get("header") or {}
+        member_id = _uint(header, "member_id")
+        try:
+            healthy = health.status_code == 200 and json.loads(health.content).get("health") == "true"
+        except ValueError:
+            healthy = False
+        return MemberStatus(
+            endpoint,
+            reachable=True,
+            name=members.get(member_id),
+            member_id=member_id,
+            leader_id=_uint(raw, "leader"),
+            raft_term=_uint(raw, "raftTerm"),
+            raft_index=_uint(raw, "raftIndex"),
+            applied_index=_uint(raw, "raftAppliedIndex"),
+            healthy=healthy,
+        )
+
+    async def _member_list(self) -> dict[int, str]:
+        members: dict[int, str] = {}
+        errors: list[str] = []
+        for endpoint in self._endpoints:
+            try:
+                raw = await self._post(endpoint, "/v3/cluster/member/list", {})
+            except ProbeUnavailableError as exc:
+                errors.append(str(exc))
+                continue
+            members = {_uint(m, "ID"): str(m.get("name", "")) for m in raw.get("members") or []}
+            break
+        if not members:
+            raise ProbeUnavailableError("no etcd endpoint answered the member list: " + "; ".join(errors))
+        return members
+
+    async def view(self) -> ClusterView:
+        """Every endpoint's status at once. The member list is asked again only when a status
+        names a member it does not hold (membership rarely changes; a look must be quick)."""
+        if not self._members:
+            self._members = await self._member_list()
+        statuses = await asyncio.gather(*(self._status(e, self._members) for e in self._endpoints))
+        if any(s.reachable and s.name is None for s in statuses):
+            self._members = await self._member_list()
+            statuses = await asyncio.gather(*(self._status(e, self._members) for e in self._endpoints))
+        if not any(s.reachable for s in statuses):
+            raise ProbeUnavailableError(
+                "no etcd endpoint answered: " + "; ".join(str(s.error) for s in statuses)
+            )
+        return ClusterView(dict(self._members), tuple(statuses))
+
+    async def put_and_get(self, key: str, value: str, timeout: float) -> None:
+        """Write through any endpoint that takes it, then read it back (linearizable)."""
+        k = base64.b64encode(key.encode()).decode()
+        v = base64.b64encode(value.encode()).decode()
+        last = "no endpoint"
+        for endpoint in self._endpoints:
+            try:
+                await self._post(endpoint, "/v3/kv/put", {"key": k, "value": v}, timeout)
+                got = await self._post(endpoint, "/v3/kv/range", {"key": k}, timeout)
+            except ProbeUnavailableError as exc:
+                last = str(exc)
+                continue
+            kvs = got.get("kvs") or []
+            if not kvs or kvs[0].get("value") != v:
+                raise ProbeUnavailableError(f"{endpoint}: read back {kvs!r}, wrote {value!r}")
+            return
+        raise ProbeUnavailableError(f"write failed on every endpoint; last: {last}")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def judge_cluster(view: ClusterView, pods: Sequence[PodState]) -> tuple[str, ...]:
+    """Why the cluster is not healthy (empty: healthy): every pod's member answers healthy,
+    all follow one leader, the member list has exactly one member per pod."""
+    reasons: list[str] = []
+    names = {p.name for p in pods}
+    if set(view.members.values()) != names:
+        reasons.append(f"etcd members {sorted(view.members.values())} are not the pods {sorted(names)}")
+    by_name = view.by_name()
+    for s in view.statuses:
+        if not s.reachable:
+            reasons.append(f"etcd endpoint {s.endpoint} unreachable: {s.error}")
+        elif not s.healthy:
+            reasons.append(f"etcd member {s.name or s.endpoint} is not healthy")
+    for name in sorted(names - set(by_name)):
+        reasons.append(f"etcd member {name} answered on no endpoint")
+    leaders = {s.leader_id for s in view.statuses if s.reachable}
+    if 0 in leaders or len(leaders) != 1:
+        reasons.append("etcd members do not agree on one leader")
+    return tuple(reasons)
+
+
+def _summary(view: ClusterView) -> dict[str, Any]:
+    return {
+        "leader": view.leader_name(),
+        "members": [
+            {
+                "name": s.name,
+                "endpoint": s.endpoint,
+                "reachable": s.reachable,
+                "healthy": s.healthy,
+                "leaderId": str(s.leader_id),
+                "raftTerm": s.raft_term,
+                "raftIndex": s.raft_index,
+                "appliedIndex": s.applied_index,
+            }
+            for s in view.statuses
+        ],
+    }
+
+
+@dataclass
+class ElectionRecovery:
+    """An etcd trial's own milestones (see the module's docstring)."""
+
+    victims: Sequence[Victim]
+    old_leader: str | None
+    _views: dict[int, ClusterView] = field(default_factory=dict)
+    _reached: dict[str, Milestone] = field(default_factory=dict)
+    _last_leader_index: int | None = None
+    _done: Milestone | None = None
+
+    @property
+    def _leader_killed(self) -> bool:
+        return self.old_leader is not None and any(v.name == self.old_leader for v in self.victims)
+
+    def probe_interval(self, replacement_ready: bool, normal: float) -> float | None:
+        if self._leader_killed and "leader_elected" not in self._reached:
+            return min(ELECTION_PROBE_INTERVAL, normal)
+        return normal
+
+    @property
+    def done(self) -> Milestone | None:
+        return self._done
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def clock_offset(self) -> float | None:
+        return None
+
+    def _mark(self, name: str, at: Milestone) -> None:
+        self._reached.setdefault(name, at)
+
+    def observe(
+        self,
+        result: ProbeResult,
+        mono: float,
+        wall: float,
+        stamp: Stamp,
+        *,
+        replacement_ready: bool,
+        asked: Milestone | None = None,
+    ) -> Mapping[str, Milestone]:
+        view = result.detail if isinstance(result.detail, ClusterView) else None
+        if view is None:
+            return {}
+        before = set(self._reached)
+        now = stamp(mono, wall)
+        # A leader change is stamped when the look began: the members answered about the
+        # moment they were asked, and a dying member can hold the look's end back by its
+        # timeout (seen on the real node: 0.2 s late).
+        began = asked or now
+        victims = {v.name for v in self.victims}
+        survivors = [s for s in view.statuses if s.reachable and s.name not in victims]
+        if self._leader_killed:
+            old_id = next((i for i, n in view.members.items() if n == self.old_leader), None)
+            if survivors and all(s.leader_id != old_id for s in survivors):
+                self._mark("leader_lost", began)
+            leader = view.leader_name()
+            if "leader_lost" in self._reached and leader is not None and leader not in victims:
+                self._mark("leader_elected", began)
+        by_name = view.by_name()
+        leader_now = by_name.get(view.leader_name() or "")
+        caught_up = replacement_ready and all(
+            (m := by_name.get(name)) is not None
+            and m.healthy
+            and self._last_leader_index is not None
+            and m.applied_index >= self._last_leader_index
+            for name in victims
+        )
+        if caught_up:
+            self._mark("member_healthy", now)
+        if leader_now is not None:
+            self._last_leader_index = leader_now.raft_index
+        if "member_healthy" in self._reached and result.healthy and self._done is None:
+            self._done = now
+            self._reached["cluster_healthy"] = now
+        return {n: m for n, m in self._reached.items() if n not in before}
+
+    def pending(self) -> Mapping[str, str]:
+        waiting: dict[str, str] = {}
+        if self._leader_killed and "leader_elected" not in self._reached:
+            waiting[""] = "no new etcd leader elected"
+        if "member_healthy" not in self._reached:
+            waiting.update({v.name: "etcd member not healthy and caught up" for v in self.victims})
+        return waiting
+
+
+class EtcdSubject:
+    """The engine's `Subject` for etcd."""
+
+    health_source = "pods+etcd"
+    writes = True
+
+    def __init__(self, client: EtcdClient) -> None:
+        self._client = client
+
+    @classmethod
+    def for_spec(
+        cls, spec: CampaignSpec, namespace: str, resources: SubjectResources | None = None
+    ) -> EtcdSubject | None:
+        if spec.subject.pd_url is not None:
+            raise SpecError("subject.pdURL", "is a TiKV field: give etcd's client URLs in subject.endpoints")
+        if not spec.subject.endpoints:
+            raise SpecError("subject.endpoints", "is required for Etcd: its members' client URLs")
+        for i, url in enumerate(spec.subject.endpoints):
+            check_endpoint_namespace(url, namespace, f"subject.endpoints[{i}]")
+        return cls(EtcdClient(spec.subject.endpoints))
+
+    async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
+        view = await self._client.view()
+        reasons = judge_cluster(view, pods)
+        leader = view.leader_name()
+        roles = {name: LEADER if name == leader else FOLLOWER for name in view.members.values()}
+        return ProbeResult(
+            healthy=not reasons, reasons=reasons, summary=_summary(view), roles=roles, detail=view
+        )
+
+    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
+        leader = gate.summary.get("leader") if gate is not None else None
+        return ElectionRecovery(victims, leader if isinstance(leader, str) else None)
+
+    def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
+        return {}  # a member keeps its id across a restart: nothing to tell victims apart by
+
+    async def write_and_read(self, key: str, value: str, timeout: float) -> None:
+        await self._client.put_and_get(key, value, timeout)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+KIND = SubjectKindInfo(
+    kind="Etcd",
+    milestones=(
+        ("leader_lost", "no surviving etcd member follows the killed leader any more"),
+        ("leader_elected", "a majority of the surviving members follow one new leader"),
+        ("member_healthy", "the victim's member is healthy and has applied what the leader had"),
+        ("cluster_healthy", "every member healthy, all following one leader"),
+    ),
+    roles=(LEADER, FOLLOWER),
+    api_field="endpoints",
+    open=EtcdSubject.for_spec,
+)

@@ -1,0 +1,229 @@
+"""The etcd subject: its reading of etcd's JSON gateway (served here by httpx's mock transport
+in etcd 3.6's shapes: uint64 as decimal strings), its health judgement, its roles, and the
+milestones of an election and a member's return."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from aftershock.chaos import pod_kill
+from aftershock.errors import ProbeUnavailableError, SpecError
+from aftershock.model import (
+    ChaosSpec,
+    Milestone,
+    PodState,
+    ProbeResult,
+    Target,
+    Victim,
+    parse_campaign_spec,
+)
+from aftershock.subjects import registry
+from aftershock.subjects.etcd import ClusterView, ElectionRecovery, EtcdClient, MemberStatus, judge_cluster
+
+IDS = {"etcd-0": 1001, "etcd-1": 1002, "etcd-2": 1003}
+ENDPOINTS = [f"http://127.0.0.1:{2379 + i}" for i in range(3)]
+
+
+def pod(name: str, *, ready: bool = True) -> PodState:
+    return PodState(name, f"uid-{name}", "db", {"app": "etcd"}, "n", "Running", ready, 0, None, False)
+
+
+PODS = [pod(n) for n in IDS]
+
+
+def etcd_app(leader: str, down: frozenset[str] = frozenset()) -> Callable[[httpx.Request], httpx.Response]:
+    """A 3-member etcd as its gateway answers; members in `down` refuse connections."""
+    by_port = {2379 + i: name for i, name in enumerate(IDS)}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        name = by_port[request.url.port or 0]
+        if name in down:
+            raise httpx.ConnectError("connection refused", request=request)
+        header = {"cluster_id": "77", "member_id": str(IDS[name]), "raft_term": "5"}
+        if request.url.path == "/v3/cluster/member/list":
+            members = [
+                {"ID": str(i), "name": n, "clientURLs": [ENDPOINTS[k]]}
+                for k, (n, i) in enumerate(IDS.items())
+            ]
+            return httpx.Response(200, json={"header": header, "members": members})
+        if request.url.path == "/v3/maintenance/status":
+            body = {"header": header, "version": "3.6.16", "leader": str(IDS[leader]), "raftTerm": "5",
+                    "raftIndex": "120", "raftAppliedIndex": "120"}  # fmt: skip
+            return httpx.Response(200, json=body)
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"health": "true", "reason": ""})
+        return httpx.Response(404)
+
+    return handle
+
+
+def client(app: Callable[[httpx.Request], httpx.Response]) -> EtcdClient:
+    c = EtcdClient(ENDPOINTS)
+    c._http = httpx.AsyncClient(transport=httpx.MockTransport(app))
+    return c
+
+
+async def test_a_healthy_cluster_names_its_leader_and_gives_every_member_a_role() -> None:
+    view = await client(etcd_app("etcd-1")).view()
+    assert view.leader_name() == "etcd-1"
+    assert judge_cluster(view, PODS) == ()
+
+
+async def test_a_member_down_makes_the_cluster_unhealthy_with_a_reason_naming_it() -> None:
+    view = await client(etcd_app("etcd-1", frozenset({"etcd-2"}))).view()
+    reasons = judge_cluster(view, PODS)
+    assert any("127.0.0.1:2381 unreachable" in r for r in reasons)
+    assert view.leader_name() == "etcd-1"  # two of three still follow it: a majority
+
+
+async def test_no_member_answering_is_an_infrastructure_error_not_a_verdict() -> None:
+    with pytest.raises(ProbeUnavailableError, match="no etcd endpoint answered"):
+        await client(etcd_app("etcd-0", frozenset(IDS))).view()
+
+
+def status(
+    name: str, leader: str | None, *, applied: int = 100, index: int = 100, up: bool = True
+) -> MemberStatus:
+    if not up:
+        return MemberStatus(ENDPOINTS[int(name[-1])], reachable=False, error="refused")
+    return MemberStatus(
+        ENDPOINTS[int(name[-1])], True, name, IDS[name], IDS[leader] if leader else 0, 5, index, applied, True
+    )
+
+
+def look(*statuses: MemberStatus, healthy: bool = False) -> ProbeResult:
+    view = ClusterView({i: n for n, i in IDS.items()}, statuses)
+    return ProbeResult(healthy=healthy, detail=view)
+
+
+def stamp(mono: float, wall: float) -> Milestone:
+    return Milestone(wall, mono)
+
+
+def test_killing_the_leader_is_timed_from_leader_lost_to_a_new_majority_leader() -> None:
+    judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
+    assert judge.probe_interval(False, 0.5) == pytest.approx(0.02)  # polled fast until elected
+    still = look(status("etcd-0", "etcd-0"), status("etcd-1", "etcd-0"), status("etcd-2", "etcd-0"))
+    assert judge.observe(still, 0.1, 1.1, stamp, replacement_ready=False) == {}
+    # The survivors stop following etcd-0 but have no leader yet: lost, not elected.
+    lost = look(status("etcd-0", None, up=False), status("etcd-1", None), status("etcd-2", None))
+    assert set(judge.observe(lost, 0.4, 1.4, stamp, replacement_ready=False)) == {"leader_lost"}
+    elected = look(status("etcd-0", None, up=False), status("etcd-1", "etcd-2"), status("etcd-2", "etcd-2"))
+    assert judge.observe(elected, 1.2, 2.2, stamp, replacement_ready=False) == {
+        "leader_elected": Milestone(2.2, 1.2)
+    }
+    assert judge.probe_interval(False, 0.5) == 0.5
+    assert judge.done is None
+    assert "etcd-0" in judge.pending()
+
+
+def test_the_member_is_back_only_once_it_has_applied_what_the_leader_had_a_look_earlier() -> None:
+    judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
+    others = (status("etcd-0", "etcd-0", index=200), status("etcd-1", "etcd-0", index=200))
+    behind = look(*others, status("etcd-2", "etcd-0", applied=150), healthy=True)
+    assert judge.observe(behind, 2.0, 3.0, stamp, replacement_ready=True) == {}
+    caught_up = look(*others, status("etcd-2", "etcd-0", applied=200), healthy=True)
+    reached = judge.observe(caught_up, 2.5, 3.5, stamp, replacement_ready=True)
+    assert set(reached) == {"member_healthy", "cluster_healthy"}
+    assert judge.done == Milestone(3.5, 2.5)
+    assert "leader_lost" not in reached  # a follower's death elects nobody
+
+
+def test_a_healthy_answer_before_the_replacement_is_ready_is_the_old_process_not_a_recovery() -> None:
+    judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2")], old_leader="etcd-0")
+    fine = look(
+        status("etcd-0", "etcd-0"), status("etcd-1", "etcd-0"), status("etcd-2", "etcd-0"), healthy=True
+    )
+    judge.observe(fine, 0.05, 1.05, stamp, replacement_ready=False)
+    assert judge.observe(fine, 0.1, 1.1, stamp, replacement_ready=False) == {}
+    assert judge.done is None
+
+
+@pytest.mark.parametrize(("target", "expected"), [(Target.LEADER, "etcd-1"), (Target.FOLLOWER, None)])
+def test_target_chooses_victims_by_their_role_at_the_gate(target: Target, expected: str | None) -> None:
+    roles = {"etcd-0": "Follower", "etcd-1": "Leader", "etcd-2": "Follower"}
+    seen = {
+        pod_kill.choose_victims(PODS, ChaosSpec(target=target), pod_kill.rng_for(f"s{i}"), roles=roles)[
+            0
+        ].name
+        for i in range(20)
+    }
+    assert seen == ({expected} if expected else {"etcd-0", "etcd-2"})
+
+
+def test_a_leader_target_without_a_leader_in_sight_is_refused_not_guessed() -> None:
+    with pytest.raises(pod_kill.VictimSelectionError, match="0 pod\\(s\\) with that role"):
+        pod_kill.choose_victims(PODS, ChaosSpec(target=Target.LEADER), pod_kill.rng_for("s"), roles={})
+
+
+def spec(subject: dict[str, Any], **chaos: Any) -> Any:
+    return parse_campaign_spec(
+        {
+            "subject": {"selector": {"matchLabels": {"app": "etcd"}}, **subject},
+            "chaos": {"type": "node_kill", **chaos},
+        },
+        allow_loopback_pd=True,
+    )
+
+
+def test_etcd_endpoints_follow_the_pd_url_rules() -> None:
+    with pytest.raises(SpecError, match="IP addresses are refused"):
+        parse_campaign_spec(
+            {"subject": {"kind": "Etcd", "selector": {"matchLabels": {"a": "b"}}, "endpoints": ["http://10.0.0.1:2379"]},
+             "chaos": {"type": "node_kill"}}
+        )  # fmt: skip
+    with pytest.raises(SpecError, match="outside the Campaign's namespace"):
+        registry.open_subject(spec({"kind": "Etcd", "endpoints": ["http://etcd.other.svc:2379"]}), "db")
+
+
+def test_each_kind_refuses_the_others_fields_and_roles_it_does_not_have() -> None:
+    with pytest.raises(SpecError, match=r"subject\.endpoints"):
+        registry.open_subject(spec({"kind": "Etcd"}), "db")
+    with pytest.raises(SpecError, match="TiKV field"):
+        registry.open_subject(
+            spec({"kind": "Etcd", "pdURL": "http://pd:2379", "endpoints": ["http://e:2379"]}), "db"
+        )
+    with pytest.raises(SpecError, match=r"chaos\.target"):
+        registry.open_subject(spec({"kind": "TiKV"}, target="Leader"), "db")
+
+
+def test_the_registry_is_the_models_list_of_kinds() -> None:
+    from aftershock.model import SubjectKind
+
+    assert list(registry.KINDS) == [k.value for k in SubjectKind]
+    assert registry.KINDS["Etcd"].roles == ("Leader", "Follower")
+    assert "leader_elected" in registry.milestone_descriptions()
+
+
+async def test_the_write_probe_reads_back_what_it_wrote() -> None:
+    store: dict[str, str] = {}
+
+    def app(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path == "/v3/kv/put":
+            store[body["key"]] = body["value"]
+            return httpx.Response(200, json={"header": {}})
+        return httpx.Response(200, json={"kvs": [{"value": store.get(body["key"])}]})
+
+    await client(app).put_and_get("/aftershock/probe/uid", "1", 0.5)
+    assert len(store) == 1
+
+
+async def test_a_write_refused_everywhere_is_a_failed_write() -> None:
+    def app(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    with pytest.raises(ProbeUnavailableError, match="write failed on every endpoint"):
+        await client(app).put_and_get("/k", "v", 0.5)
+
+
+def test_a_new_leader_is_stamped_when_the_look_began_not_when_a_dying_member_let_it_end() -> None:
+    judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
+    elected = look(status("etcd-0", None, up=False), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-1"))
+    reached = judge.observe(elected, 0.3, 1.3, stamp, replacement_ready=False, asked=Milestone(1.05, 0.05))
+    assert reached == {"leader_lost": Milestone(1.05, 0.05), "leader_elected": Milestone(1.05, 0.05)}
