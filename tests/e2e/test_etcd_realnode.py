@@ -310,6 +310,8 @@ def test_leader_and_follower_kills_recover_and_the_leader_kills_hit_the_leader(
     for t, trials in (("Leader", leader_trials), ("Follower", follower_trials)):
         rec = sorted(x["recovered"] for x in trials)
         una = sorted(x["final"]["writes"]["unavailableSeconds"] for x in trials)
+        slow = sorted(x["final"]["writes"]["slowestSeconds"] for x in trials)
+        print(f"{t}: slowest write p50 {slow[4]:.3f} max {slow[-1]:.3f}")
         print(
             f"{t}: recovery p50 {rec[4]:.3f} max {rec[-1]:.3f}; "
             f"writes unavailable p50 {una[4]:.3f} max {una[-1]:.3f}"

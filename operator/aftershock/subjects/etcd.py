@@ -39,7 +39,7 @@ FOLLOWER = "Follower"
 #: 0.2-1.2 s on the test bed, so a coarser poll would blur the number being measured.
 ELECTION_PROBE_INTERVAL = 0.02
 #: ... and a member's status is waited for this long at most in each of those looks.
-ELECTION_STATUS_TIMEOUT = 0.25
+ELECTION_STATUS_TIMEOUT = 0.05
 _MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
