@@ -230,14 +230,17 @@ def phase_medians(attempts: Iterable[AttemptRecord]) -> dict[str, float | None]:
     }
 
 
-def write_unavailability(attempts: Iterable[AttemptRecord]) -> stats.RecoverySummary | None:
-    """How long writes failed per recovered trial (subjects with a write probe), summarised."""
+def write_unavailability(
+    attempts: Iterable[AttemptRecord], key: str = "unavailableSeconds"
+) -> stats.RecoverySummary | None:
+    """Per recovered trial, how long writes failed (`key` ``unavailableSeconds``) or the
+    slowest write (``slowestSeconds``), for subjects with a write probe; summarised."""
     seconds = [
-        float(w["unavailableSeconds"])
+        float(w[key])
         for a in attempts
         if a.outcome is Outcome.RECOVERED
         and isinstance(w := a.final_state.get("writes"), Mapping)
-        and isinstance(w.get("unavailableSeconds"), int | float)
+        and isinstance(w.get(key), int | float)
     ]
     return stats.summarize(seconds) if seconds else None
 
@@ -405,6 +408,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "confidence": _confidence_json(report.intervals),
             "phaseP50Seconds": phase_medians(report.attempts),
             "writeUnavailableSeconds": _write_json(write_unavailability(report.attempts)),
+            "slowestWriteSeconds": _write_json(write_unavailability(report.attempts, "slowestSeconds")),
         },
         "failureReasons": [_failure_json(r) for r in report.failures],
     }
@@ -486,10 +490,16 @@ def _summary_lines(report: CampaignReport) -> list[str]:
         phases = phases_for(report.attempts)
         lines.append("phase p50  " + "  ".join(f"{p.header}={_seconds(medians[p.key])}" for p in phases))
     writes = write_unavailability(report.attempts)
+    slowest = write_unavailability(report.attempts, "slowestSeconds")
     if writes is not None:
         lines.append(
             f"writes     unavailable p50={_seconds(writes.p50)}  p95={_seconds(writes.p95)}  "
             f"max={_seconds(writes.max)}  (seconds per trial)"
+        )
+    if slowest is not None:
+        lines.append(
+            f"           slowest write p50={_seconds(slowest.p50)}  p95={_seconds(slowest.p95)}  "
+            f"max={_seconds(slowest.max)}"
         )
     return lines
 

@@ -199,6 +199,7 @@ class TestJson:
             "confidence": None,
             "phaseP50Seconds": dict.fromkeys((k for k, _, _ in PHASE_CHAIN), None),
             "writeUnavailableSeconds": None,  # TiKV has no write probe
+            "slowestWriteSeconds": None,
         }
 
     async def test_one_trial_every_milestone(self, ledger: Ledger) -> None:
@@ -293,6 +294,7 @@ class TestJson:
             "confidence": None,
             "phaseP50Seconds": expected_trial(recovered(0, 8.5))["phaseSeconds"],
             "writeUnavailableSeconds": None,
+            "slowestWriteSeconds": None,
         }
         # one of each: ranked by the time they cost
         assert out["failureReasons"] == [

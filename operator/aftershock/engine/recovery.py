@@ -113,6 +113,9 @@ class WriteWindow:
     first_failed: Milestone | None = None
     restored: Milestone | None = None
     last_error: str | None = None
+    #: The longest write-and-read-back that succeeded: a leader change can stall writes well
+    #: under the timeout without failing any, and users feel that too.
+    slowest: float = 0.0
     _failing: bool = field(default=False, repr=False)
 
     def milestones(self) -> dict[str, Milestone]:
@@ -134,6 +137,7 @@ class WriteWindow:
             "failed": self.failed,
             "unavailableSeconds": unavailable,
             "lastError": self.last_error,
+            "slowestSeconds": round(self.slowest, 6),
         }
 
 
@@ -168,6 +172,7 @@ async def write_probe(
                 window._failing = True
             else:
                 window.ok += 1
+                window.slowest = max(window.slowest, clock.monotonic() - started)
                 if window._failing:
                     window.restored = Milestone(clock.wall(), clock.monotonic() - kill_mono)
                     window._failing = False

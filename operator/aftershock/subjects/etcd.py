@@ -38,6 +38,8 @@ FOLLOWER = "Follower"
 #: While an election is pending the judge wants a look this often: the election itself takes
 #: 0.2-1.2 s on the test bed, so a coarser poll would blur the number being measured.
 ELECTION_PROBE_INTERVAL = 0.02
+#: ... and a member's status is waited for this long at most in each of those looks.
+ELECTION_STATUS_TIMEOUT = 0.05
 _MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
@@ -91,14 +93,10 @@ class EtcdClient:
     """A read-mostly client of etcd's JSON gateway: no redirects, no proxies from the
     environment (the URLs were checked; nothing else may be reached)."""
 
-    def __init__(
-        self, endpoints: Sequence[str], *, timeout: float = 1.0, status_timeout: float = 0.25
-    ) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0) -> None:
         self._endpoints = tuple(e.rstrip("/") for e in endpoints)
+        self._timeout = timeout
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
-        #: A member that does not answer this fast is judged unreachable for this look: looks
-        #: come every 20 ms during an election, and one dying member must not stall them.
-        self._status_timeout = status_timeout
         self._members: dict[int, str] = {}
 
     async def _post(
@@ -119,10 +117,10 @@ class EtcdClient:
         except ValueError as exc:
             raise ProbeUnavailableError(f"{endpoint}{path}: not JSON") from exc
 
-    async def _status(self, endpoint: str, members: Mapping[int, str]) -> MemberStatus:
+    async def _status(self, endpoint: str, members: Mapping[int, str], timeout: float) -> MemberStatus:
         try:
-            raw = await self._post(endpoint, "/v3/maintenance/status", {}, self._status_timeout)
-            health = await self._http.get(endpoint + "/health", timeout=self._status_timeout)
+            raw = await self._post(endpoint, "/v3/maintenance/status", {}, timeout)
+            health = await self._http.get(endpoint + "/health", timeout=timeout)
         except (ProbeUnavailableError, httpx.HTTPError) as exc:
             return MemberStatus(endpoint, reachable=False, error=str(exc))
         header = raw.get("header") or {}
@@ -158,15 +156,17 @@ class EtcdClient:
             raise ProbeUnavailableError("no etcd endpoint answered the member list: " + "; ".join(errors))
         return members
 
-    async def view(self) -> ClusterView:
-        """Every endpoint's status at once. The member list is asked again only when a status
-        names a member it does not hold (membership rarely changes; a look must be quick)."""
+    async def view(self, *, timeout: float | None = None) -> ClusterView:
+        """Every endpoint's status at once (a member slower than `timeout` counts as unreachable
+        in this look). The member list is asked again only when a status names a member it does
+        not hold (membership rarely changes; a look must be quick)."""
+        wait = self._timeout if timeout is None else timeout
         if not self._members:
             self._members = await self._member_list()
-        statuses = await asyncio.gather(*(self._status(e, self._members) for e in self._endpoints))
+        statuses = await asyncio.gather(*(self._status(e, self._members, wait) for e in self._endpoints))
         if any(s.reachable and s.name is None for s in statuses):
             self._members = await self._member_list()
-            statuses = await asyncio.gather(*(self._status(e, self._members) for e in self._endpoints))
+            statuses = await asyncio.gather(*(self._status(e, self._members, wait) for e in self._endpoints))
         if not any(s.reachable for s in statuses):
             raise ProbeUnavailableError(
                 "no etcd endpoint answered: " + "; ".join(str(s.error) for s in statuses)
@@ -250,10 +250,13 @@ class ElectionRecovery:
     def _leader_killed(self) -> bool:
         return self.old_leader is not None and any(v.name == self.old_leader for v in self.victims)
 
+    @property
+    def electing(self) -> bool:
+        """The victim led and no new leader has been seen yet."""
+        return self._leader_killed and "leader_elected" not in self._reached
+
     def probe_interval(self, replacement_ready: bool, normal: float) -> float | None:
-        if self._leader_killed and "leader_elected" not in self._reached:
-            return min(ELECTION_PROBE_INTERVAL, normal)
-        return normal
+        return min(ELECTION_PROBE_INTERVAL, normal) if self.electing else normal
 
     @property
     def done(self) -> Milestone | None:
@@ -333,6 +336,7 @@ class EtcdSubject:
 
     def __init__(self, client: EtcdClient) -> None:
         self._client = client
+        self._trial: ElectionRecovery | None = None
 
     @classmethod
     def for_spec(
@@ -347,7 +351,11 @@ class EtcdSubject:
         return cls(EtcdClient(spec.subject.endpoints))
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
-        view = await self._client.view()
+        # While an election is awaited, looks come every 20 ms and a dying member must not hold
+        # one back by the full timeout (seen on the real node: 0.2 s late); otherwise a member
+        # gets the full second, so a slow answer under load is not taken for a relapse.
+        electing = self._trial is not None and self._trial.electing
+        view = await self._client.view(timeout=ELECTION_STATUS_TIMEOUT if electing else None)
         reasons = judge_cluster(view, pods)
         leader = view.leader_name()
         roles = {name: LEADER if name == leader else FOLLOWER for name in view.members.values()}
@@ -357,7 +365,8 @@ class EtcdSubject:
 
     def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
         leader = gate.summary.get("leader") if gate is not None else None
-        return ElectionRecovery(victims, leader if isinstance(leader, str) else None)
+        self._trial = ElectionRecovery(victims, leader if isinstance(leader, str) else None)
+        return self._trial
 
     def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
         return {}  # a member keeps its id across a restart: nothing to tell victims apart by
