@@ -474,7 +474,7 @@ bucket-interpolated); smallest bucket holding the max; wake-ups over 50 ms | \
 | cross-check: /healthz latency p50 / p95 / p99 / max (ms), from outside every 100 ms | \
 {f("lag_p50_ms")} / {f("lag_p95_ms")} / {f("lag_p99_ms")} / {f("lag_max_ms")} ({r.get("healthz_samples")} samples, \
 {r.get("healthz_failures")} failed; idle p50 {f("healthz_idle_p50_ms", 2)}) | - |
-| /metrics latency p50 / p95 (ms), every 1 s, from outside, gzip asked as Prometheus does (HTTP, the loop's queue, the harness's own GIL) | {f("metrics_latency_p50_ms")} / {f("metrics_latency_p95_ms")} | p95 <= 50 ms |
+| /metrics latency p50 / p95 (ms), every 1 s, from outside, gzip asked as Prometheus does (HTTP, the loop's queue, the harness's own GIL; compressed only if the operator does) | {f("metrics_latency_p50_ms")} / {f("metrics_latency_p95_ms")} | p95 <= 50 ms |
 | /metrics render time inside the operator p50 / p95 (ms; aftershock_metrics_render_seconds, bucket-interpolated) | {f("render_p50_ms", 2)} / {f("render_p95_ms", 2)} | - |
 | status patches (aftershock_status_patches_total) | {f("status_patches", 0)}: \
 {f("status_patches_per_s", 2)}/s, {f("status_patches_per_trial", 2)} per trial | - |

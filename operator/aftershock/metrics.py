@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import gzip
 import logging
 import math
 import time
@@ -305,17 +304,11 @@ class LoopLagMeter:
 
 
 def build_app(metrics: Metrics, ledger: Ledger) -> web.Application:
-    async def get_metrics(request: web.Request) -> web.Response:
-        # From memory only: a scrape never reads the ledger.
-        body = metrics.render()
-        headers = {"Content-Type": CONTENT_TYPE_LATEST}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            # Prometheus asks for gzip. At 100 Campaigns the text is ~0.5 MB, which leaves the
-            # loop in several socket writes, each behind whatever else runs; compressed (level
-            # 1: a few ms) it is ~15x smaller and leaves in one.
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+    async def get_metrics(_: web.Request) -> web.Response:
+        # From memory only: a scrape never reads the ledger. Not gzipped although Prometheus
+        # asks: tried at 100 Campaigns, compressing the ~0.5 MB in the loop made /metrics
+        # slower (p50 20.5 ms against 9.1, p95 83.9 against 74.9; 2026-12-01-scale-*-gzip.md).
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_campaigns(_: web.Request) -> web.Response:
         rows = await ledger.list_campaigns()

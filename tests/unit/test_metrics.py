@@ -171,19 +171,3 @@ async def test_loop_lag_reaches_the_histogram_on_metrics_and_the_meter_stops() -
     await asyncio.sleep(0.01)  # a running meter would report within this
     assert not reported.is_set()
     assert samples(m, name)[f"{name}_count"] == count
-
-
-async def test_metrics_are_gzipped_when_the_scraper_asks_as_prometheus_does() -> None:
-    m = Metrics()
-    m.attempt_finished(A, recovered("uid-a", 0, 1.0))
-    app = metrics.build_app(m, _NoLedger())  # type: ignore[arg-type]
-    async with TestClient(TestServer(app)) as client:
-        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
-        assert "Content-Encoding" not in plain.headers
-        zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
-        assert zipped.headers["Content-Encoding"] == "gzip"
-        # The client decodes it: the same exposition either way.
-        plain_names = {f.name for f in text_string_to_metric_families(await plain.text())}
-        zipped_names = {f.name for f in text_string_to_metric_families(await zipped.text())}
-    assert plain_names == zipped_names
-    assert "aftershock_recovery_seconds" in zipped_names
