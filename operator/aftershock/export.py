@@ -77,6 +77,15 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ),
     ("error", "why the attempt did not recover or was retried, as recorded"),
     ("run", "which run of the Campaign (1, 2, ...: the annotation aftershock.dev/run starts a new one)"),
+    (
+        "timeToDetectSeconds",
+        "seconds (monotonic) from the kill until the remediator's 'detected' Event was seen",
+    ),
+    (
+        "timeToResolveSeconds",
+        "seconds (monotonic) from the kill until the remediator's 'resolved' Event was seen",
+    ),
+    ("remediatorActions", "how many Events the remediator emitted in the trial window (empty: not watched)"),
 )
 COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
 
@@ -106,6 +115,10 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
         row[phase_column(p)] = report.phase_seconds(attempt, p)
     row["error"] = attempt.error
     row["run"] = campaign.run
+    said = report.remediator_timings(attempt)
+    row["timeToDetectSeconds"] = said.detect
+    row["timeToResolveSeconds"] = said.resolve
+    row["remediatorActions"] = len(said.actions) if "remediatorActions" in attempt.final_state else None
     return row
 
 

@@ -34,7 +34,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from aftershock import report
 from aftershock.ledger import Ledger
-from aftershock.model import AttemptRecord, CampaignRef, Outcome, Phase
+from aftershock.model import (
+    REMEDIATOR_DETECTED,
+    REMEDIATOR_RESOLVED,
+    AttemptRecord,
+    CampaignRef,
+    Outcome,
+    Phase,
+    remediator_actions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,14 @@ RECOVERY = "aftershock_recovery_seconds"
 ATTEMPTS = "aftershock_trial_attempts"
 PHASE = "aftershock_campaign_phase"
 PATCHES = "aftershock_status_patches"
+REMEDIATOR = "aftershock_remediator_seconds"
+REMEDIATOR_ACTIONS = "aftershock_remediator_actions"
+
+#: The remediator's signals (the `signal` label) and the milestone each is read from.
+SIGNALS: tuple[tuple[str, str], ...] = (
+    ("detected", REMEDIATOR_DETECTED),
+    ("resolved", REMEDIATOR_RESOLVED),
+)
 
 #: Per-Campaign families, in exposition order: (name, type, help).
 _FAMILIES: tuple[tuple[str, str, str], ...] = (
@@ -70,6 +86,13 @@ _FAMILIES: tuple[tuple[str, str, str], ...] = (
     ),
     (PHASE, "gauge", "1 for the campaign's current phase, 0 for the others"),
     (PATCHES, "counter", "Status patches sent to the API server"),
+    (
+        REMEDIATOR,
+        "histogram",
+        "Seconds from the kill to the remediator's Event saying it detected / resolved the "
+        "incident, per completed trial whose Campaign watches its signals",
+    ),
+    (REMEDIATOR_ACTIONS, "counter", "Events the remediator emitted inside trial windows"),
 )
 
 
@@ -100,6 +123,16 @@ class _Histogram:
         self.total += value
 
 
+def _histogram_lines(lines: list[str], name: str, labels: str, hist: _Histogram) -> None:
+    """A histogram's cumulative buckets, count and sum, appended to `lines`."""
+    running = 0
+    for le, count in zip(_LE, hist.counts, strict=True):
+        running += count
+        lines.append(f'{name}_bucket{{{labels},le="{le}"}} {_number(running)}')
+    lines.append(f"{name}_count{{{labels}}} {_number(running)}")
+    lines.append(f"{name}_sum{{{labels}}} {_number(hist.total)}")
+
+
 class _CampaignSeries:
     """One Campaign's numbers, and the text of each family, cached until that family changes."""
 
@@ -109,6 +142,8 @@ class _CampaignSeries:
         self.attempts: dict[str, int] = {}
         self.phase: Phase | None = None
         self.patches = 0
+        self.remediator: dict[str, _Histogram] = {}
+        self.remediator_actions: int | None = None  # None: no trial watched the signals
         self.renders = 0  # family texts rendered rather than served from the cache
         self._text: dict[str, str] = {}
 
@@ -126,13 +161,12 @@ class _CampaignSeries:
         lines: list[str] = []
         if family == RECOVERY:
             for phase, hist in self.recovery.items():
-                labels = f'{self.labels},phase="{phase}"'
-                running = 0
-                for le, count in zip(_LE, hist.counts, strict=True):
-                    running += count
-                    lines.append(f'{RECOVERY}_bucket{{{labels},le="{le}"}} {_number(running)}')
-                lines.append(f"{RECOVERY}_count{{{labels}}} {_number(running)}")
-                lines.append(f"{RECOVERY}_sum{{{labels}}} {_number(hist.total)}")
+                _histogram_lines(lines, RECOVERY, f'{self.labels},phase="{phase}"', hist)
+        elif family == REMEDIATOR:
+            for signal, hist in self.remediator.items():
+                _histogram_lines(lines, REMEDIATOR, f'{self.labels},signal="{signal}"', hist)
+        elif family == REMEDIATOR_ACTIONS and self.remediator_actions is not None:
+            lines.append(f"{REMEDIATOR_ACTIONS}_total{{{self.labels}}} {_number(self.remediator_actions)}")
         elif family == ATTEMPTS:
             for outcome, count in self.attempts.items():
                 lines.append(f'{ATTEMPTS}_total{{{self.labels},outcome="{outcome}"}} {_number(count)}')
@@ -197,6 +231,15 @@ class Metrics:
                 if m is not None:
                     series.recovery.setdefault(name, _Histogram()).observe(max(m.offset, 0.0))
             series.changed(RECOVERY)
+        if record.outcome.completes_trial and "remediatorActions" in record.final_state:
+            for signal, name in SIGNALS:
+                m = record.milestones.get(name)
+                if m is not None:
+                    series.remediator.setdefault(signal, _Histogram()).observe(max(m.offset, 0.0))
+            series.changed(REMEDIATOR)
+            actions = len(remediator_actions(record.final_state))
+            series.remediator_actions = (series.remediator_actions or 0) + actions
+            series.changed(REMEDIATOR_ACTIONS)
 
     def replay(self, ref: CampaignRef, records: Iterable[AttemptRecord]) -> None:
         """Count what the ledger already holds, once per campaign and process."""

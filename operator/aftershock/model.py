@@ -26,31 +26,41 @@ from aftershock.endpoints import (
 from aftershock.errors import SpecError
 from aftershock.records import (
     MILESTONES,
+    REMEDIATOR_DETECTED,
+    REMEDIATOR_RESOLVED,
     SOURCE_OBSERVED,
     SOURCE_PD_HEARTBEAT,
     AttemptRecord,
+    ClusterEvent,
     Milestone,
     Outcome,
     PodState,
     ProbeResult,
+    RemediatorAction,
     Victim,
+    remediator_actions,
 )
 
 __all__ = [
     "MILESTONES",
+    "REMEDIATOR_DETECTED",
+    "REMEDIATOR_RESOLVED",
     "SOURCE_OBSERVED",
     "SOURCE_PD_HEARTBEAT",
     "AttemptRecord",
+    "ClusterEvent",
     "Milestone",
     "Outcome",
     "PodState",
     "ProbeResult",
+    "RemediatorAction",
     "SpecError",
     "Victim",
     "check_endpoint_namespace",
     "check_endpoint_url",
     "check_pd_namespace",
     "check_pd_url",
+    "remediator_actions",
 ]
 
 GROUP = "aftershock.dev"
@@ -189,11 +199,24 @@ class RemediatorKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class RemediatorSignals:
+    """How the remediator reports, as Kubernetes Events: its Events are those whose reporting
+    controller (events.k8s.io) or source component (core/v1) is `controller`; the first with
+    `detected_reason` after the kill says it noticed, the first with `resolved_reason` that
+    it declared the incident over. Every one of its Events in the trial window is an action."""
+
+    controller: str
+    detected_reason: str
+    resolved_reason: str
+
+
+@dataclass(frozen=True)
 class Remediator:
     """A workload that heals the subject; scaled to zero during baseline trials."""
 
     kind: RemediatorKind
     name: str
+    signals: RemediatorSignals | None = None
 
 
 @dataclass(frozen=True)
@@ -391,7 +414,9 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         if not isinstance(rem_name, str) or not all(_DNS_LABEL.match(x) for x in rem_name.split(".")):
             raise SpecError("remediator.name", f"{rem_name!r} is not a valid object name")
         remediator = Remediator(
-            kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"), name=rem_name
+            kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"),
+            name=rem_name,
+            signals=_signals(rem.get("signals")),
         )
     return CampaignSpec(
         subject=subject,
@@ -421,6 +446,29 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         seed=None if seed is None else _int(seed, "seed", minimum=0, maximum=2**53),
         baseline=_bool(raw.get("baseline", False), "baseline"),
         remediator=remediator,
+    )
+
+
+_EVENT_REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+
+
+def _signals(raw: Any) -> RemediatorSignals | None:
+    if raw is None:
+        return None
+    sig = _mapping(raw, "remediator.signals")
+    values: dict[str, str] = {}
+    for key in ("controller", "detectedReason", "resolvedReason"):
+        path = f"remediator.signals.{key}"
+        value = _get(sig, key, path)
+        if not isinstance(value, str) or not value or len(value) > 128:
+            raise SpecError(path, "must be a non-empty string of at most 128 characters")
+        if key != "controller" and not _EVENT_REASON.match(value):
+            raise SpecError(path, f"{value!r} is not an Event reason (a letter, then letters, digits, _ . -)")
+        values[key] = value
+    return RemediatorSignals(
+        controller=values["controller"],
+        detected_reason=values["detectedReason"],
+        resolved_reason=values["resolvedReason"],
     )
 
 

@@ -131,3 +131,62 @@ class ProbeResult:
     roles: Mapping[str, str] = field(default_factory=dict)
     #: The subject's own typed view behind this look, for its `RecoveryJudge` only (never stored).
     detail: object = field(default=None, compare=False, repr=False)
+
+
+# --- The remediator's signals ---------------------------------------------------------------
+
+#: Milestones named from the remediator's Events (kept with the subject's own milestones).
+REMEDIATOR_DETECTED = "remediator_detected"
+REMEDIATOR_RESOLVED = "remediator_resolved"
+
+
+@dataclass(frozen=True)
+class ClusterEvent:
+    """A Kubernetes Event, decoded once: who reported it (reporting controller, else the core/v1
+    source component), why, and about what. `count` grows when the API folds a repeat into it."""
+
+    uid: str
+    reason: str
+    message: str
+    controller: str
+    involved: str  # kind/name of the object it is about
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class RemediatorAction:
+    """One Event of the remediator inside a trial window, when the operator's watch saw it.
+
+    The watch's time, not the Event's own: core/v1 timestamps are whole seconds, a recovery is
+    often shorter than that."""
+
+    reason: str
+    message: str
+    involved: str
+    wall: float  # unix seconds
+    offset: float  # seconds after the kill was sent (monotonic)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "object": self.involved,
+            "wall": self.wall,
+            "offset": self.offset,
+        }
+
+
+def remediator_actions(final_state: Mapping[str, Any]) -> tuple[RemediatorAction, ...]:
+    """The actions an attempt's final state holds (none for attempts from before signals)."""
+    found = final_state.get("remediatorActions") or []
+    return tuple(
+        RemediatorAction(
+            reason=str(a.get("reason", "")),
+            message=str(a.get("message", "")),
+            involved=str(a.get("object", "")),
+            wall=float(a.get("wall", 0.0)),
+            offset=float(a.get("offset", 0.0)),
+        )
+        for a in found
+        if isinstance(a, Mapping)
+    )

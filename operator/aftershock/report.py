@@ -199,8 +199,65 @@ def phase_seconds(attempt: AttemptRecord, phase: RecoveryPhase) -> float | None:
 
 #: Milestones that are not steps of the recovery chain (before the kill, beside it, after it).
 _OFF_CHAIN: Final = frozenset(
-    {"gate_passed", "kill_acked", "first_unhealthy", "relapsed", "writes_failed", "writes_restored"}
+    {
+        "gate_passed",
+        "kill_acked",
+        "first_unhealthy",
+        "relapsed",
+        "writes_failed",
+        "writes_restored",
+        # What the remediator said: beside the recovery, not a step of it.
+        model.REMEDIATOR_DETECTED,
+        model.REMEDIATOR_RESOLVED,
+    }
 )
+
+
+@dataclass(frozen=True)
+class RemediatorTimings:
+    """What the remediator said in one attempt: seconds from the kill to its "detected" and
+    "resolved" Events (None: it did not say so), and its Events in the trial window."""
+
+    detect: float | None
+    resolve: float | None
+    actions: tuple[model.RemediatorAction, ...]
+
+
+def remediator_timings(attempt: AttemptRecord) -> RemediatorTimings:
+    detected = attempt.milestones.get(model.REMEDIATOR_DETECTED)
+    resolved = attempt.milestones.get(model.REMEDIATOR_RESOLVED)
+    return RemediatorTimings(
+        None if detected is None else detected.offset,
+        None if resolved is None else resolved.offset,
+        model.remediator_actions(attempt.final_state),
+    )
+
+
+def has_signals(attempts: Iterable[AttemptRecord]) -> bool:
+    """Whether any attempt was watched for the remediator's Events (its Campaign said how)."""
+    return any("remediatorActions" in a.final_state for a in attempts)
+
+
+def remediator_summary(attempts: Iterable[AttemptRecord]) -> dict[str, Any] | None:
+    """Medians of time-to-detect and time-to-resolve, and actions per trial, over completed
+    attempts; None when the Campaign's remediator did not say how it reports."""
+    done = [a for a in attempts if a.outcome is not None and a.outcome.completes_trial]
+    if not has_signals(done):
+        return None
+    timings = [remediator_timings(a) for a in done]
+    detects = [t.detect for t in timings if t.detect is not None]
+    resolves = [t.resolve for t in timings if t.resolve is not None]
+    actions = [len(t.actions) for t in timings]
+    return {
+        "trials": len(done),
+        "detected": len(detects),
+        "resolved": len(resolves),
+        "detectP50Seconds": stats.percentile(detects, 50),
+        "detectP95Seconds": stats.percentile(detects, 95),
+        "resolveP50Seconds": stats.percentile(resolves, 50),
+        "resolveP95Seconds": stats.percentile(resolves, 95),
+        "actionsPerTrial": (sum(actions) / len(actions)) if actions else None,
+    }
 
 
 def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
@@ -359,9 +416,19 @@ def _attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
             for name, m in attempt.milestones.items()
         },
         "phaseSeconds": {p.key: phase_seconds(attempt, p) for p in phases_for([attempt])},
+        **_remediator_json(attempt),
         "initialState": dict(attempt.initial_state),
         "finalState": dict(attempt.final_state),
         "error": attempt.error,
+    }
+
+
+def _remediator_json(attempt: AttemptRecord) -> dict[str, Any]:
+    t = remediator_timings(attempt)
+    return {
+        "timeToDetectSeconds": t.detect,
+        "timeToResolveSeconds": t.resolve,
+        "remediatorActions": [a.as_json() for a in t.actions],
     }
 
 
@@ -409,6 +476,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "phaseP50Seconds": phase_medians(report.attempts),
             "writeUnavailableSeconds": _write_json(write_unavailability(report.attempts)),
             "slowestWriteSeconds": _write_json(write_unavailability(report.attempts, "slowestSeconds")),
+            "remediator": remediator_summary(report.attempts),
         },
         "failureReasons": [_failure_json(r) for r in report.failures],
     }
@@ -434,8 +502,19 @@ def _one_line(text: str | None) -> str:
 
 def render_table(report: CampaignReport) -> str:
     """One row per attempt with its phase durations in seconds, then a summary block."""
-    headers = ["index", "attempt", "outcome", "victims", *(p.header for p in PHASES), "recovery", "error"]
-    numeric = {0, 1, *range(4, 4 + len(PHASES) + 1)}
+    signals = has_signals(report.attempts)
+    extra = ["detect", "resolve", "actions"] if signals else []
+    headers = [
+        "index",
+        "attempt",
+        "outcome",
+        "victims",
+        *(p.header for p in PHASES),
+        "recovery",
+        *extra,
+        "error",
+    ]
+    numeric = {0, 1, *range(4, 4 + len(PHASES) + 1 + len(extra))}
     rows = [
         [
             str(a.trial_index),
@@ -444,6 +523,7 @@ def render_table(report: CampaignReport) -> str:
             ",".join(v.name for v in a.victims) or "-",
             *(_seconds(phase_seconds(a, p)) for p in PHASES),
             _seconds(a.recovery_seconds),
+            *(_remediator_cells(a) if signals else []),
             _one_line(a.error),
         ]
         for a in report.attempts
@@ -458,6 +538,11 @@ def render_table(report: CampaignReport) -> str:
     if not rows:
         lines.append("(no attempts yet)")
     return "\n".join([*lines, "", *_summary_lines(report), *_failure_lines(report)]) + "\n"
+
+
+def _remediator_cells(attempt: AttemptRecord) -> list[str]:
+    t = remediator_timings(attempt)
+    return [_seconds(t.detect), _seconds(t.resolve), str(len(t.actions))]
 
 
 def _with_ci(value: float | None, interval: analysis.Interval | None) -> str:
@@ -489,6 +574,15 @@ def _summary_lines(report: CampaignReport) -> list[str]:
     if s.n:
         phases = phases_for(report.attempts)
         lines.append("phase p50  " + "  ".join(f"{p.header}={_seconds(medians[p.key])}" for p in phases))
+    said = remediator_summary(report.attempts)
+    if said is not None:
+        lines.append(
+            f"remediator detected {said['detected']}/{said['trials']}  "
+            f"detect p50={_seconds(said['detectP50Seconds'])}  "
+            f"resolved {said['resolved']}/{said['trials']}  "
+            f"resolve p50={_seconds(said['resolveP50Seconds'])}  "
+            f"actions/trial={_seconds(said['actionsPerTrial'])}  (seconds from the kill)"
+        )
     writes = write_unavailability(report.attempts)
     slowest = write_unavailability(report.attempts, "slowestSeconds")
     if writes is not None:
@@ -599,6 +693,19 @@ class CampaignComparison:
     b_source: str = ""
 
     @property
+    def remediator(self) -> str | None:
+        """Between a baseline and an assisted campaign, what the verdict says of the remediator:
+        the same test read from the assisted side (None when both ran in one mode)."""
+        if self.a.baseline == self.b.baseline:
+            return None
+        verdict = self.result.verdict
+        if verdict is analysis.ComparisonVerdict.NO_CHANGE:
+            return "no significant difference with the remediator"
+        # Improved means B recovered faster than A.
+        assisted_faster = (verdict is analysis.ComparisonVerdict.IMPROVED) == self.a.baseline
+        return "the remediator helped" if assisted_faster else "the remediator made recovery slower"
+
+    @property
     def notes(self) -> tuple[str, ...]:
         """What a reader must know to trust (or not) the verdict."""
         notes = []
@@ -691,6 +798,11 @@ def comparison_json_value(cmp: CampaignComparison) -> dict[str, Any]:
         },
         "evidence": list(r.evidence),
         "notes": list(cmp.notes),
+        "remediator": cmp.remediator,
+        "remediatorSignals": {
+            "a": remediator_summary(cmp.a.attempts),
+            "b": remediator_summary(cmp.b.attempts),
+        },
     }
 
 
@@ -757,7 +869,7 @@ def render_comparison_table(cmp: CampaignComparison) -> str:
         "",
         f"test       Mann-Whitney U = {r.u_statistic:g}, p = {r.p_value:.4g} (two-sided); "
         f"P(a B trial is slower than an A trial) = {r.probability_b_slower:.2f}",
-        f"verdict    {r.verdict.value}",
+        f"verdict    {r.verdict.value}" + (f": {cmp.remediator}" if cmp.remediator else ""),
         *(f"evidence   {e}" for e in r.evidence),
         *(f"note       {n}" for n in cmp.notes),
         f"method     alpha {r.alpha:g}, minimum effect {r.min_effect_seconds:g} s, percentile bootstrap "

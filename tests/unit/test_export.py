@@ -43,7 +43,14 @@ class TestColumns:
             "finishedAtUnix",
             "recoverySeconds",
         )
-        assert export.COLUMN_NAMES[-2:] == ("error", "run")  # new columns go at the end
+        # New columns go at the end.
+        assert export.COLUMN_NAMES[-5:] == (
+            "error",
+            "run",
+            "timeToDetectSeconds",
+            "timeToResolveSeconds",
+            "remediatorActions",
+        )
         assert len(set(export.COLUMN_NAMES)) == len(export.COLUMN_NAMES)
 
     def test_one_offset_column_per_milestone_and_one_per_phase(self) -> None:

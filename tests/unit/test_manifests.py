@@ -190,7 +190,10 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
     assert set(props["slo"]["properties"]) == {"p95RecoverySeconds"}
-    assert set(props["remediator"]["properties"]) == {"kind", "name"}
+    assert set(props["remediator"]["properties"]) == {"kind", "name", "signals"}
+    signals = props["remediator"]["properties"]["signals"]
+    assert set(signals["properties"]) == {"controller", "detectedReason", "resolvedReason"}
+    assert set(signals["required"]) == {"controller", "detectedReason", "resolvedReason"}
     assert props["remediator"]["properties"]["kind"]["enum"] == [k.value for k in model.RemediatorKind]
 
 
@@ -427,6 +430,8 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         {("aftershock.dev", "campaigns", v) for v in ("get", "list", "watch", "patch", "update")}
         | {("aftershock.dev", "campaigns/status", v) for v in ("get", "patch", "update")}
         | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+        # The remediator's Events (spec.remediator.signals): one watch per Campaign.
+        | {("", "events", v) for v in ("list", "watch")}
         | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
         | {("", "namespaces", v) for v in ("list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}

@@ -4,14 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from aftershock import metrics
 from aftershock.metrics import LoopLagMeter, Metrics
-from aftershock.model import AttemptRecord, CampaignRef, Milestone, Outcome, Phase
+from aftershock.model import (
+    REMEDIATOR_DETECTED,
+    REMEDIATOR_RESOLVED,
+    AttemptRecord,
+    CampaignRef,
+    Milestone,
+    Outcome,
+    Phase,
+)
 
 A = CampaignRef("db", "kill-a", "uid-a")
 B = CampaignRef("db", "kill-b", "uid-b")
@@ -171,3 +181,33 @@ async def test_loop_lag_reaches_the_histogram_on_metrics_and_the_meter_stops() -
     await asyncio.sleep(0.01)  # a running meter would report within this
     assert not reported.is_set()
     assert samples(m, name)[f"{name}_count"] == count
+
+
+def with_signals(
+    record: AttemptRecord, detect: float | None, resolve: float | None, actions: int
+) -> AttemptRecord:
+    """`record` as a Campaign that watches its remediator's Events would have finished it."""
+    said = dict(record.milestones)
+    if detect is not None:
+        said[REMEDIATOR_DETECTED] = Milestone(wall=1000.0 + detect, offset=detect)
+    if resolve is not None:
+        said[REMEDIATOR_RESOLVED] = Milestone(wall=1000.0 + resolve, offset=resolve)
+    acted = [{"reason": "Ungated", "message": "", "object": "Pod/x", "wall": 1000.0, "offset": 0.1}] * actions
+    return replace(record, milestones=said, final_state={"remediatorActions": acted})
+
+
+def test_remediator_timings_and_actions_are_exposed_per_campaign_only_when_watched() -> None:
+    m = Metrics()
+    m.attempt_finished(A, with_signals(recovered("uid-a", 0, 3.0), 0.2, 1.5, 3))
+    m.attempt_finished(A, with_signals(recovered("uid-a", 1, 3.0), 0.4, None, 2))
+    m.attempt_finished(B, recovered("uid-b", 0, 3.0))  # no spec.remediator.signals
+    detected = samples(m, "aftershock_remediator_seconds", campaign="kill-a", signal="detected")
+    assert detected["aftershock_remediator_seconds_count"] == 2
+    assert detected["aftershock_remediator_seconds_sum"] == pytest.approx(0.6)
+    assert detected["aftershock_remediator_seconds_bucket[0.25]"] == 1
+    resolved = samples(m, "aftershock_remediator_seconds", campaign="kill-a", signal="resolved")
+    assert resolved["aftershock_remediator_seconds_count"] == 1
+    actions = samples(m, "aftershock_remediator_actions", campaign="kill-a")
+    assert actions == {"aftershock_remediator_actions_total": 5}
+    assert samples(m, "aftershock_remediator_seconds", campaign="kill-b") == {}
+    assert samples(m, "aftershock_remediator_actions", campaign="kill-b") == {}

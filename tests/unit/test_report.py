@@ -128,6 +128,10 @@ def expected_trial(planned: Planned) -> dict[str, Any]:
             if (m := planned.milestones.get(name)) is not None
         },
         "phaseSeconds": {key: phase(planned.milestones, start, end) for key, start, end in PHASE_CHAIN},
+        # No remediator signals in these campaigns: nothing said, nothing done.
+        "timeToDetectSeconds": None,
+        "timeToResolveSeconds": None,
+        "remediatorActions": [],
         "initialState": {"stores": {"4": "Up"}, "index": planned.index},
         "finalState": {} if planned.outcome is None else {"stores": {"4": "Up"}, "after": True},
         "error": planned.error,
@@ -200,6 +204,7 @@ class TestJson:
             "phaseP50Seconds": dict.fromkeys((k for k, _, _ in PHASE_CHAIN), None),
             "writeUnavailableSeconds": None,  # TiKV has no write probe
             "slowestWriteSeconds": None,
+            "remediator": None,  # spec.remediator.signals not set
         }
 
     async def test_one_trial_every_milestone(self, ledger: Ledger) -> None:
@@ -295,6 +300,7 @@ class TestJson:
             "phaseP50Seconds": expected_trial(recovered(0, 8.5))["phaseSeconds"],
             "writeUnavailableSeconds": None,
             "slowestWriteSeconds": None,
+            "remediator": None,  # spec.remediator.signals not set
         }
         # one of each: ranked by the time they cost
         assert out["failureReasons"] == [

@@ -209,6 +209,8 @@ def expected_row(p: Planned, ref: CampaignRef = REF) -> dict[str, Any]:
         row[f"{key}Seconds"] = None if a is None or b is None else b.offset - a.offset
     row["error"] = p.error
     row["run"] = 1
+    # No remediator signals in these plans: empty, not zero.
+    row["timeToDetectSeconds"] = row["timeToResolveSeconds"] = row["remediatorActions"] = None
     return row
 
 

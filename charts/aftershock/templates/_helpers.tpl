@@ -62,7 +62,8 @@ no wildcards.
 # Events on Campaigns.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  # list and watch: the remediator's Events (spec.remediator.signals).
+  verbs: ["create", "patch", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

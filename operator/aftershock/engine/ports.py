@@ -10,6 +10,7 @@ from aftershock.errors import ProbeUnavailableError
 from aftershock.model import (
     AttemptRecord,
     CampaignRef,
+    ClusterEvent,
     Milestone,
     Outcome,
     Phase,
@@ -79,6 +80,16 @@ class PodApi(Protocol):
     ) -> AsyncIterator[PodEventLike]: ...
 
     async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None: ...
+
+
+class EventApi(Protocol):
+    """Kubernetes Events of a namespace: where a remediator reports what it does."""
+
+    async def list_events(self, namespace: str) -> tuple[list[ClusterEvent], str]: ...
+
+    def watch_events(
+        self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[tuple[str, ClusterEvent, str]]: ...
 
 
 class ScaleApi(Protocol):

@@ -26,6 +26,7 @@ from aftershock.engine.outcomes import (
 )
 from aftershock.engine.ports import (
     Clock,
+    EventApi,
     EventSink,
     LedgerPort,
     NullRecorder,
@@ -39,6 +40,7 @@ from aftershock.engine.ports import (
 )
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
+from aftershock.engine.signals import SignalWatch
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
 from aftershock.engine.view import PodView
@@ -82,12 +84,14 @@ class CampaignRunner:
         settings: RunnerSettings,
         recorder: Recorder | None = None,
         scaler: ScaleApi | None = None,
+        event_api: EventApi | None = None,
     ) -> None:
         self.ref = ref
         self._spec_source = spec_source
         self._generation_source = generation_source
         self._ledger = ledger
         self._pods = pods
+        self._event_api = event_api
         self._probe_factory = probe_factory
         self._lock = lock
         self._clock = clock
@@ -173,6 +177,12 @@ class CampaignRunner:
         resume.health_condition(out, spec, probe)
         view = PodView(self._pods, self.ref.namespace, spec.subject.selector.to_query(), self._clock)
         view_task = asyncio.create_task(view.run(), name=f"podview-{self.ref.namespace}/{self.ref.name}")
+        watch = self._signal_watch(spec)
+        tasks = [view_task]
+        if watch is not None:
+            tasks.append(
+                asyncio.create_task(watch.run(), name=f"signals-{self.ref.namespace}/{self.ref.name}")
+            )
         trials = Trials(
             spec=spec,
             seed=seed,
@@ -185,6 +195,7 @@ class CampaignRunner:
             publisher=out,
             recorder=self._recorder,
             remediator=self._remediator,
+            signals=watch,
         )
         try:
             phase = await self._loop(spec, trials, stop)
@@ -196,9 +207,17 @@ class CampaignRunner:
                 self._recorder.campaign_phase(self.ref, phase)
             return phase
         finally:
-            view_task.cancel()
-            await asyncio.gather(view_task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._lock.release()
+
+    def _signal_watch(self, spec: CampaignSpec) -> SignalWatch | None:
+        """One Event watch for the Campaign, when its remediator says how it reports."""
+        rem = spec.remediator
+        if rem is None or rem.signals is None or self._event_api is None:
+            return None
+        return SignalWatch(self._event_api, self.ref.namespace, rem.signals, self._clock)
 
     async def _loop(self, spec: CampaignSpec, trials: Trials, stop: StopSignal) -> Phase:
         infra_streak = 0

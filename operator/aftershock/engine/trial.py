@@ -31,6 +31,7 @@ from aftershock.engine.outcomes import (
 from aftershock.engine.ports import LedgerPort, PodApi, Recorder, StopSignal, SubjectLock, SubjectProbe
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
+from aftershock.engine.signals import SignalWatch
 from aftershock.engine.view import PodView
 from aftershock.errors import ApiError
 from aftershock.model import AttemptRecord, CampaignSpec, Milestone, Outcome, Verdict, Victim
@@ -51,6 +52,8 @@ class Trials:
     publisher: StatusPublisher
     recorder: Recorder
     remediator: RemediatorScaler
+    #: The remediator's Events (None: it does not say how it reports, or there is none).
+    signals: SignalWatch | None = None
     expected_pods: int | None = None
 
     @property
@@ -283,6 +286,7 @@ class _Strike:
                 await t.publisher.publish()
                 watch = recovery.Watch(t.spec, t.view, t.probe, clock, t.settings.probe_interval)
                 outcome, error = await recovery.observe(watch, tracker, queue, stop)
+        end_mono = clock.monotonic()
         milestones = {
             **tracker.milestones,
             "gate_passed": gate_passed,
@@ -297,6 +301,10 @@ class _Strike:
         if window is not None:
             milestones.update(window.milestones())
             final_state["writes"] = window.summary()
+        if t.signals is not None:
+            said = t.signals.trial(kill_mono, end_mono)
+            milestones.update(said.milestones)
+            final_state["remediatorActions"] = [a.as_json() for a in said.actions]
         record = await t.finish_attempt(
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )

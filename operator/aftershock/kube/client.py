@@ -28,7 +28,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aftershock.errors import ApiError, ConflictError, NotFoundError, TransientApiError
-from aftershock.model import GROUP, PLURAL, VERSION, PodState
+from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
 _REQUEST_TIMEOUT = 15.0
 FIELD_MANAGER = "aftershock"
@@ -136,6 +136,22 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
     )
 
 
+def decode_event(raw: Mapping[str, Any]) -> ClusterEvent:
+    """Decode a core/v1 Event. The reporter is `reportingComponent` (what events.k8s.io calls
+    reportingController) and else `source.component`: older clients fill only the latter."""
+    meta = raw.get("metadata") or {}
+    involved = raw.get("involvedObject") or {}
+    controller = raw.get("reportingComponent") or (raw.get("source") or {}).get("component") or ""
+    return ClusterEvent(
+        uid=str(meta.get("uid", "")),
+        reason=str(raw.get("reason") or ""),
+        message=str(raw.get("message") or ""),
+        controller=str(controller),
+        involved=f"{involved.get('kind', '')}/{involved.get('name', '')}",
+        count=int(raw.get("count") or 1),
+    )
+
+
 @dataclass(frozen=True)
 class PodEvent:
     type: str  # ADDED, MODIFIED, DELETED, or SYNC (a re-list replaced the whole picture)
@@ -233,17 +249,53 @@ class Kube:
         Raises `KubeGoneError` when the version is too old (the caller lists again) and
         `KubeUnavailableError` when the stream breaks.
         """
-        what = f"watch pods in {namespace}"
+        stream = self._watch(
+            self._watch_core.list_namespaced_pod,
+            namespace,
+            f"watch pods in {namespace}",
+            resource_version,
+            timeout_seconds,
+            label_selector=selector,
+        )
+        async for etype, obj, rv in stream:
+            yield PodEvent(etype, decode_pod(obj), rv)
+
+    async def list_events(self, namespace: str) -> tuple[list[ClusterEvent], str]:
+        """The namespace's Events now, and the version to watch from."""
+        data = await self._json(
+            "list", f"list events in {namespace}", self._core.list_namespaced_event, namespace
+        )
+        events = [decode_event(item) for item in data.get("items") or []]
+        return events, str((data.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_events(
+        self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[tuple[str, ClusterEvent, str]]:
+        """Stream the namespace's Events (type, event, resourceVersion) after `resource_version`;
+        errors as `watch_pods`. BOOKMARKs come through with an empty event."""
+        stream = self._watch(
+            self._watch_core.list_namespaced_event,
+            namespace,
+            f"watch events in {namespace}",
+            resource_version,
+            timeout_seconds,
+        )
+        async for etype, obj, rv in stream:
+            yield etype, decode_event(obj), rv
+
+    async def _watch(
+        self, call: Any, namespace: str, what: str, resource_version: str, timeout_seconds: int, **kwargs: Any
+    ) -> AsyncIterator[tuple[str, Mapping[str, Any], str]]:
         try:
-            resp = await self._watch_core.list_namespaced_pod(
+            resp = await call(
                 namespace,
-                label_selector=selector,
                 watch=True,
                 allow_watch_bookmarks=True,
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 _preload_content=False,
                 _request_timeout=(10, timeout_seconds + 30),
+                **kwargs,
             )
         except ApiException as exc:
             raise _map_error(exc, what) from exc
@@ -267,10 +319,7 @@ class Kube:
                             raise KubeGoneError(f"{what}: {obj.get('message')}", 410)
                         raise KubeUnavailableError(f"{what}: {obj.get('message')}", code)
                     rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-                    if etype == "BOOKMARK":
-                        yield PodEvent("BOOKMARK", decode_pod(obj), rv)
-                        continue
-                    yield PodEvent(str(etype), decode_pod(obj), rv)
+                    yield str(etype), obj, rv
         except _TRANSPORT_ERRORS as exc:
             raise _map_error(exc, what) from exc
 
