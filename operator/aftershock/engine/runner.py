@@ -62,6 +62,9 @@ __all__ = ["CampaignRunner", "RunnerSettings"]
 
 log = logging.getLogger(__name__)
 
+#: How long a Campaign waits for its Event watch's first list before its first trial.
+SIGNALS_SYNC_SECONDS = 10.0
+
 ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
 
@@ -198,6 +201,16 @@ class CampaignRunner:
             signals=watch,
         )
         try:
+            # The first kill must not come before the Event watch's first list: the remediator's
+            # Events of trial 1 would be taken for what happened before the Campaign.
+            if watch is not None and not await watch.wait_synced(SIGNALS_SYNC_SECONDS):
+                log.warning(
+                    "%s/%s: no list of Events after %.0f s; the remediator's signals of the first "
+                    "trials may be missed",
+                    self.ref.namespace,
+                    self.ref.name,
+                    SIGNALS_SYNC_SECONDS,
+                )
             phase = await self._loop(spec, trials, stop)
             if stop.is_set() and stop.deleted:
                 # Before the lock is released and the finalizer goes: once the object is gone,
