@@ -293,6 +293,7 @@ async def _run_once(
         recorder=memo["metrics"],
         scaler=AnnotatingScaler(kube, f"{namespace}/{name}/{uid}"),
         event_api=kube,
+        volumes=kube,
         settings=RunnerSettings(
             protected_namespaces=config.protected_namespaces,
             allow_loopback_pd=config.allow_loopback_pd,

@@ -219,6 +219,24 @@ class Remediator:
     signals: RemediatorSignals | None = None
 
 
+class ResetMode(enum.StrEnum):
+    """What happens to the subject before each trial's steady-state gate."""
+
+    NONE = "None"
+    #: Every member's pod deleted (UID precondition) and re-created by its controller.
+    RESTART = "Restart"
+    #: As Restart, and each pod's PersistentVolumeClaims (its StatefulSet's volumeClaimTemplates,
+    #: named ``<template>-<pod>``) deleted first: the next trial starts from empty volumes.
+    RECREATE = "Recreate"
+
+
+@dataclass(frozen=True)
+class ResetSpec:
+    mode: ResetMode = ResetMode.NONE
+    #: Required true for `Recreate`: the subject's data is deleted before every trial.
+    acknowledge_data_loss: bool = False
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     subject: SubjectSpec
@@ -239,6 +257,7 @@ class CampaignSpec:
     seed: int | None = None
     baseline: bool = False
     remediator: Remediator | None = None
+    reset: ResetSpec = field(default_factory=ResetSpec)
 
 
 @dataclass(frozen=True)
@@ -446,7 +465,26 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         seed=None if seed is None else _int(seed, "seed", minimum=0, maximum=2**53),
         baseline=_bool(raw.get("baseline", False), "baseline"),
         remediator=remediator,
+        reset=parse_reset(raw.get("reset")),
     )
+
+
+def parse_reset(raw: Any) -> ResetSpec:
+    """`spec.reset`; `Recreate` deletes the subject's volumes, so it is refused unless
+    `spec.reset.acknowledgeDataLoss` is true (the CRD says the same with a CEL rule)."""
+    if raw is None:
+        return ResetSpec()
+    reset = _mapping(raw, "reset")
+    mode = _enum(ResetMode, reset.get("mode", "None"), "reset.mode")
+    ack = _bool(reset.get("acknowledgeDataLoss", False), "reset.acknowledgeDataLoss")
+    if mode is ResetMode.RECREATE and not ack:
+        raise SpecError(
+            "reset.acknowledgeDataLoss",
+            "must be true when spec.reset.mode is Recreate: Recreate deletes the subject's "
+            "PersistentVolumeClaims (all its data) before every trial; set "
+            "spec.reset.acknowledgeDataLoss: true to accept that, or use mode Restart",
+        )
+    return ResetSpec(mode=mode, acknowledge_data_loss=ack)
 
 
 _EVENT_REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")

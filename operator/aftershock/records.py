@@ -108,6 +108,7 @@ class PodState:
     deleting: bool  # metadata.deletionTimestamp is set
     owner_kind: str | None = None  # e.g. StatefulSet
     ready_at: float | None = None  # lastTransitionTime of Ready, unix seconds
+    owner_name: str | None = None  # the controller's name (e.g. the StatefulSet's)
 
 
 @dataclass(frozen=True)

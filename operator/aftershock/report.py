@@ -504,6 +504,7 @@ def render_table(report: CampaignReport) -> str:
     """One row per attempt with its phase durations in seconds, then a summary block."""
     signals = has_signals(report.attempts)
     extra = ["detect", "resolve", "actions"] if signals else []
+    resets = any(reset_of(a) is not None for a in report.attempts)
     headers = [
         "index",
         "attempt",
@@ -512,6 +513,7 @@ def render_table(report: CampaignReport) -> str:
         *(p.header for p in PHASES),
         "recovery",
         *extra,
+        *(["reset"] if resets else []),
         "error",
     ]
     numeric = {0, 1, *range(4, 4 + len(PHASES) + 1 + len(extra))}
@@ -524,6 +526,7 @@ def render_table(report: CampaignReport) -> str:
             *(_seconds(phase_seconds(a, p)) for p in PHASES),
             _seconds(a.recovery_seconds),
             *(_remediator_cells(a) if signals else []),
+            *([_reset_cell(a)] if resets else []),
             _one_line(a.error),
         ]
         for a in report.attempts
@@ -538,6 +541,23 @@ def render_table(report: CampaignReport) -> str:
     if not rows:
         lines.append("(no attempts yet)")
     return "\n".join([*lines, "", *_summary_lines(report), *_failure_lines(report)]) + "\n"
+
+
+def reset_of(attempt: AttemptRecord) -> Mapping[str, Any] | None:
+    """The reset before the attempt's gate (`spec.reset`), as recorded; never recovery time."""
+    reset = attempt.final_state.get("reset") or attempt.initial_state.get("reset")
+    return reset if isinstance(reset, Mapping) else None
+
+
+def _reset_cell(attempt: AttemptRecord) -> str:
+    """`Recreate 3.201s (3 pods, 3 claims)`, or `-` for an attempt without a reset."""
+    reset = reset_of(attempt)
+    if reset is None:
+        return "-"
+    seconds = reset.get("seconds")
+    took = _seconds(float(seconds)) + "s" if isinstance(seconds, int | float) else "-"
+    pods, claims = len(reset.get("pods") or ()), len(reset.get("claims") or ())
+    return f"{reset.get('mode', '?')} {took} ({pods} pods, {claims} claims)"
 
 
 def _remediator_cells(attempt: AttemptRecord) -> list[str]:

@@ -135,6 +135,9 @@ class FakeCluster:
         self.recreate = True
         self.fail_before_delete: list[ApiError] = []
         self.fail_after_delete: list[ApiError] = []
+        #: Called with each replacement pod before it is ADDED (the StatefulSet controller
+        #: creating missing claims first, as `FakeVolumes` does).
+        self.before_replace: Callable[[PodState], None] | None = None
         #: Called right after a delete removed its pod (e.g. to break the watches then).
         self.after_delete: Callable[[], None] | None = None
         #: Every delete call, in order, whatever it answered.
@@ -167,7 +170,12 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
     ) -> list[PodState]:
         return [
-            self.add_pod(make_pod(f"{prefix}-{i}", namespace=namespace, labels=labels, node=f"node-{i}"))
+            self.add_pod(
+                dataclasses.replace(
+                    make_pod(f"{prefix}-{i}", namespace=namespace, labels=labels, node=f"node-{i}"),
+                    owner_name=prefix,
+                )
+            )
             for i in range(replicas)
         ]
 
@@ -284,6 +292,8 @@ class FakeCluster:
             deleting=False,
             ready_at=None,
         )
+        if self.before_replace is not None:
+            self.before_replace(new)
         self._put("ADDED", new)
         await asyncio.sleep(self.schedule_delay)
         if self._pods.get(key) is not new:
@@ -296,6 +306,52 @@ class FakeCluster:
         if self._pods.get(key) is not new:
             return
         self._put("MODIFIED", dataclasses.replace(new, phase="Running", ready=True, ready_at=time.time()))
+
+
+class FakeVolumes:
+    """The `VolumeApi` port: StatefulSets' volumeClaimTemplates and their claims. As the
+    StatefulSet controller does, a replacement pod gets a new claim (new UID) for every
+    template whose ``<template>-<pod>`` claim is missing. The UID precondition is the API's."""
+
+    def __init__(self, cluster: FakeCluster, templates: Mapping[str, Sequence[str]]) -> None:
+        self.templates = {k: list(v) for k, v in templates.items()}
+        self.claims: dict[tuple[str, str], str] = {}
+        #: (namespace, name, uid) of every claim a delete removed, in order.
+        self.deleted: list[tuple[str, str, str]] = []
+        self._uids = itertools.count(1)
+        for pod in cluster.pods("db"):
+            self._create_missing(pod)
+        cluster.before_replace = self._create_missing
+
+    def add_claim(self, name: str, namespace: str = "db") -> str:
+        uid = f"pvc-{name}-{next(self._uids)}"
+        self.claims[(namespace, name)] = uid
+        return uid
+
+    def _create_missing(self, pod: PodState) -> None:
+        for template in self.templates.get(pod.owner_name or "", ()):
+            if (pod.namespace, f"{template}-{pod.name}") not in self.claims:
+                self.add_claim(f"{template}-{pod.name}", pod.namespace)
+
+    async def claim_templates(self, namespace: str, statefulset: str) -> list[str]:
+        await asyncio.sleep(0)
+        if statefulset not in self.templates:
+            raise NotFoundError(f'statefulsets.apps "{statefulset}" not found', 404)
+        return list(self.templates[statefulset])
+
+    async def get_claim(self, namespace: str, name: str) -> str | None:
+        await asyncio.sleep(0)
+        return self.claims.get((namespace, name))
+
+    async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
+        await asyncio.sleep(0)
+        current = self.claims.get((namespace, name))
+        if current is None:
+            raise NotFoundError(f'persistentvolumeclaims "{name}" not found', 404)
+        if current != uid:
+            raise ConflictError(f"Precondition failed: UID in precondition: {uid}", 409)
+        del self.claims[(namespace, name)]
+        self.deleted.append((namespace, name, uid))
 
 
 # --- the other ports --------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ no wildcards.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
+# spec.reset Recreate: the subject pods' own claims, deleted with a UID precondition.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "delete"]
 # Per-subject locks, in the Campaign's namespace.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

@@ -12,6 +12,7 @@ from aftershock.model import AttemptRecord, Outcome, PodState, ProbeResult, Verd
 
 # Event reasons (what `kubectl describe campaign` and `kubectl get events` show).
 REASON_TRIAL_RECOVERED = "TrialRecovered"
+REASON_TRIAL_RESET = "TrialReset"
 REASON_TRIAL_UNRECOVERED = "TrialUnrecovered"
 REASON_TRIAL_INFRA = "TrialInfraError"
 REASON_TRIAL_INTERRUPTED = "TrialInterrupted"

@@ -37,6 +37,7 @@ __all__ = [
     "StopSignal",
     "SubjectLock",
     "SubjectProbe",
+    "VolumeApi",
 ]
 
 
@@ -80,6 +81,19 @@ class PodApi(Protocol):
     ) -> AsyncIterator[PodEventLike]: ...
 
     async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None: ...
+
+
+class VolumeApi(Protocol):
+    """The subject's PersistentVolumeClaims, for the Recreate reset."""
+
+    async def claim_templates(self, namespace: str, statefulset: str) -> list[str]:
+        """The names of the StatefulSet's volumeClaimTemplates."""
+
+    async def get_claim(self, namespace: str, name: str) -> str | None:
+        """The claim's UID; None when there is none or it is being deleted."""
+
+    async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly this claim (UID precondition)."""
 
 
 class EventApi(Protocol):

@@ -37,6 +37,7 @@ from aftershock.engine.ports import (
     StopSignal,
     SubjectLock,
     SubjectProbe,
+    VolumeApi,
 )
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
@@ -88,6 +89,7 @@ class CampaignRunner:
         recorder: Recorder | None = None,
         scaler: ScaleApi | None = None,
         event_api: EventApi | None = None,
+        volumes: VolumeApi | None = None,
     ) -> None:
         self.ref = ref
         self._spec_source = spec_source
@@ -95,6 +97,7 @@ class CampaignRunner:
         self._ledger = ledger
         self._pods = pods
         self._event_api = event_api
+        self._volumes = volumes
         self._probe_factory = probe_factory
         self._lock = lock
         self._clock = clock
@@ -199,6 +202,7 @@ class CampaignRunner:
             recorder=self._recorder,
             remediator=self._remediator,
             signals=watch,
+            volumes=self._volumes,
         )
         try:
             # The first kill must not come before the Event watch's first list: the remediator's

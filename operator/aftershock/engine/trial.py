@@ -15,6 +15,7 @@ from typing import Any
 from aftershock.chaos import pod_kill
 from aftershock.engine import gate as gate_step
 from aftershock.engine import recovery, strike
+from aftershock.engine import reset as reset_step
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
     REASON_SELECTOR_MATCHES_NOTHING,
@@ -22,13 +23,22 @@ from aftershock.engine.outcomes import (
     REASON_TRIAL_INFRA,
     REASON_TRIAL_INTERRUPTED,
     REASON_TRIAL_RECOVERED,
+    REASON_TRIAL_RESET,
     REASON_TRIAL_UNRECOVERED,
     Gate,
     RunnerSettings,
     TrialResult,
     pod_json,
 )
-from aftershock.engine.ports import LedgerPort, PodApi, Recorder, StopSignal, SubjectLock, SubjectProbe
+from aftershock.engine.ports import (
+    LedgerPort,
+    PodApi,
+    Recorder,
+    StopSignal,
+    SubjectLock,
+    SubjectProbe,
+    VolumeApi,
+)
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.signals import SignalWatch
@@ -54,7 +64,11 @@ class Trials:
     remediator: RemediatorScaler
     #: The remediator's Events (None: it does not say how it reports, or there is none).
     signals: SignalWatch | None = None
+    #: The subject's claims, for `spec.reset.mode: Recreate` (None: no access to them).
+    volumes: VolumeApi | None = None
     expected_pods: int | None = None
+    #: What this trial's reset did (`finalState["reset"]` of its attempt); None without one.
+    reset: dict[str, Any] | None = None
 
     @property
     def _ns(self) -> str:
@@ -100,9 +114,53 @@ class Trials:
             pod_kill.to_victim(p, details.get(p.name), roles.get(p.name)) for p in chosen
         )
 
+    async def _reset(self, index: int, stop: StopSignal) -> TrialResult | None:
+        """The reset before the gate (never part of the recovery): None to go on."""
+        self.reset = None
+        if self.spec.dry_run:
+            return None
+        plan = reset_step.ResetPlan(
+            spec=self.spec,
+            namespace=self._ns,
+            protected_namespaces=self.settings.protected_namespaces,
+            poll_interval=self.settings.probe_interval,
+        )
+        self.publisher.message = f"trial {index + 1}/{self.spec.trials}: resetting the subject"
+        try:
+            report = await reset_step.reset_subject(
+                plan=plan,
+                view=self.view,
+                pods=self.pods,
+                volumes=self.volumes,
+                lock=self.lock,
+                clock=self.publisher.clock,
+                stop=stop,
+            )
+        except reset_step.ResetRefused as exc:
+            if not self.lock.held:
+                return TrialResult(None)  # lost the lock: go back and wait for it
+            return TrialResult(None, stall_reason=f"refused to reset ({self.spec.reset.mode}): {exc}")
+        if report is None:
+            return None
+        self.reset = report.as_json()
+        if stop.is_set():
+            return TrialResult(None, interrupted=True)
+        if report.error is not None:
+            return TrialResult(None, stall_reason=f"spec.reset ({self.spec.reset.mode}): {report.error}")
+        await self.publisher.emit(
+            "Normal",
+            REASON_TRIAL_RESET,
+            f"trial {index + 1}/{self.spec.trials}: {self.spec.reset.mode} reset of "
+            f"{len(report.pods)} pods, {len(report.claims)} claims in {report.seconds or 0:.3f}s",
+        )
+        return None
+
     async def run(self, index: int, attempts: Sequence[AttemptRecord], stop: StopSignal) -> TrialResult:
         if self.expected_pods is None:
             self._learn_expected(attempts)
+        reset = await self._reset(index, stop)
+        if reset is not None:
+            return reset
         gate = await gate_step.wait_for_steady_state(
             spec=self.spec,
             view=self.view,
@@ -137,6 +195,7 @@ class Trials:
             "expectedPods": self.expected_pods,
             "pods": [pod_json(p) for p in gate.pods],
             "probe": dict(gate.probe.summary) if gate.probe is not None else None,
+            "reset": self.reset,
         }
         clock = self.publisher.clock
         attempt_id = await self.ledger.begin_attempt(
@@ -169,7 +228,8 @@ class Trials:
             attempt_id,
             outcome,
             milestones=milestones or {},
-            final_state=final_state or {},
+            # The reset before this trial's gate, with every end of the attempt.
+            final_state={**(final_state or {}), **({"reset": self.reset} if self.reset else {})},
             error=error,
             now=clock.wall(),
         )

@@ -119,7 +119,9 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
             ready_at = parse_time(cond.get("lastTransitionTime")) if ready else None
     restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
     owners = meta.get("ownerReferences") or []
-    owner_kind = next((o.get("kind") for o in owners if o.get("controller")), None)
+    owner = next((o for o in owners if o.get("controller")), None)
+    owner_kind = owner.get("kind") if owner is not None else None
+    owner_name = owner.get("name") if owner is not None else None
     return PodState(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
@@ -133,6 +135,7 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
         deleting=meta.get("deletionTimestamp") is not None,
         owner_kind=owner_kind,
         ready_at=ready_at,
+        owner_name=str(owner_name) if owner_name else None,
     )
 
 
@@ -337,6 +340,52 @@ class Kube:
             "delete",
             f"delete pod {namespace}/{name}",
             self._core.delete_namespaced_pod,
+            name,
+            namespace,
+            body=body,
+        )
+
+    # --- volumes (the Recreate reset) ----------------------------------------------------
+
+    async def claim_templates(self, namespace: str, statefulset: str) -> list[str]:
+        """The names of a StatefulSet's volumeClaimTemplates (its pods' claims are
+        ``<template>-<pod>``)."""
+        data = await self._json(
+            "get",
+            f"get statefulset {namespace}/{statefulset}",
+            self._apps.read_namespaced_stateful_set,
+            statefulset,
+            namespace,
+        )
+        templates = (data.get("spec") or {}).get("volumeClaimTemplates") or []
+        names = ((t.get("metadata") or {}).get("name") for t in templates)
+        return [str(n) for n in names if n]
+
+    async def get_claim(self, namespace: str, name: str) -> str | None:
+        """The UID of a PersistentVolumeClaim, or None when there is none (or it is going)."""
+        try:
+            data = await self._json(
+                "get",
+                f"get persistentvolumeclaim {namespace}/{name}",
+                self._core.read_namespaced_persistent_volume_claim,
+                name,
+                namespace,
+            )
+        except KubeNotFoundError:
+            return None
+        meta = data.get("metadata") or {}
+        if meta.get("deletionTimestamp") is not None:
+            return None
+        return str(meta.get("uid", "")) or None
+
+    async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly this claim: the UID precondition makes the API refuse (409) if the
+        name now belongs to a new claim, so a retried delete never removes a fresh volume."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        await self._json(
+            "delete",
+            f"delete persistentvolumeclaim {namespace}/{name}",
+            self._core.delete_namespaced_persistent_volume_claim,
             name,
             namespace,
             body=body,
