@@ -181,8 +181,9 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     props = spec_schema["properties"]
     assert set(props) == {
         "subject", "chaos", "trials", "intervalSeconds", "steadyState", "recovery",
-        "slo", "suspend", "dryRun", "seed", "baseline", "remediator",
+        "slo", "suspend", "dryRun", "seed", "baseline", "remediator", "reset",
     }  # fmt: skip
+    assert set(props["reset"]["properties"]) == {"mode", "acknowledgeDataLoss"}
     assert set(spec_schema["required"]) == {"subject", "chaos"}
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
     assert set(props["subject"]["required"]) == {"kind", "selector"}
@@ -435,6 +436,8 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
         | {("", "namespaces", v) for v in ("list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}
+        # spec.reset Recreate: the subject pods' own claims, read and deleted by UID.
+        | {("", "persistentvolumeclaims", v) for v in ("get", "delete")}
         | {("coordination.k8s.io", "leases", v) for v in rw}
         | {
             ("apps", f"{w}/scale", v)
