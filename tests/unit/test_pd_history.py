@@ -123,6 +123,40 @@ def test_the_heartbeat_shown_with_a_new_start_at_first_sight_is_the_dead_process
     assert history.reported_since_start(reported)
 
 
+def _pod(uid: str) -> PodState:
+    return PodState("tikv-1", uid, "db", {"app": "tikv"}, "n1", "Running", True, 0, 0.0, False)
+
+
+def test_a_look_after_the_old_pod_was_replaced_knows_the_dead_processs_last_heartbeat() -> None:
+    history = HeartbeatHistory()
+    history.observe([_store(900, 1000.2)], [_pod("old")])
+    # The pod was replaced; PD still shows the old start with the dead process's last
+    # heartbeat (1000.4, unseen before): that is its last, exactly.
+    history.observe([_store(900, 1000.4)], [_pod("new")])
+    # The next look shows the new start together with the new process's first heartbeat
+    # (heartbeats faster than looks): it counts at once, not one heartbeat later.
+    first = _store(1000, 1000.6)
+    history.observe([first], [_pod("new")])
+    assert history.reported_since_start(first)
+    # Had PD shown the dead process's heartbeat with the new start, it would not count.
+    other = HeartbeatHistory()
+    other.observe([_store(900, 1000.2)], [_pod("old")])
+    other.observe([_store(900, 1000.4)], [_pod("new")])
+    stale = _store(1000, 1000.4)
+    other.observe([stale], [_pod("new")])
+    assert not other.reported_since_start(stale)
+
+
+def test_a_pod_being_deleted_does_not_prove_its_process_dead() -> None:
+    history = HeartbeatHistory()
+    history.observe([_store(900, 1000.2)], [_pod("old")])
+    deleting = PodState("tikv-1", "old", "db", {"app": "tikv"}, "n1", "Running", True, 0, 0.0, True)
+    history.observe([_store(900, 1000.4)], [deleting])  # graceful shutdown may still heartbeat
+    restarted = _store(1000, 1000.6)
+    history.observe([restarted], [_pod("new")])
+    assert not history.reported_since_start(restarted)  # the first-sight rule decides
+
+
 def test_without_a_look_at_the_previous_process_pds_rule_decides() -> None:
     history = HeartbeatHistory()
     first_look = _store(1000, 1000.2)

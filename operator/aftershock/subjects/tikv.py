@@ -180,6 +180,18 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@dataclass
+class _Process:
+    """What the looks have shown of one store process (one start)."""
+
+    start: int
+    newest_heartbeat_ns: int
+    pod_uid: str | None  # the pod it ran in, when a look showed that pod live
+    #: A look showed this start after its pod was gone or replaced: the process was dead, so
+    #: the newest heartbeat seen is its last one, exactly.
+    last_heartbeat_known: bool = False
+
+
 class HeartbeatHistory:
     """Tells a restarted store's first heartbeat from its dead process's last one, across looks.
 
@@ -190,30 +202,44 @@ class HeartbeatHistory:
     within 0.1 s of the kill (bench/results/2026-12-01.md: store Up stamped at the kill). Real
     tikv-server takes seconds to start, so there it is rare, not impossible.
 
-    So remember, per store, the newest heartbeat seen from each process (start). After a restart,
-    the heartbeat shown at the first look with the new start, and any older one, are taken for
-    the previous process's: the new process counts from a heartbeat newer than those. Why the
-    first look's too: the dead process may have heartbeated after the last look before it died
-    (the gate's look can be a poll interval old at the kill), and a tikv-server heartbeats a
-    full interval (10 s) after it starts, so a look between its PutStore and its first
-    heartbeat is all but certain. The cost, where a look sees both at once (heartbeats faster
-    than the polls): the milestone is one heartbeat late, never early.
+    So remember, per store, what the looks showed of each process (start): its newest heartbeat
+    and the pod it ran in. After a restart, the new process counts from a heartbeat newer than
+    the previous process's last one. That last one is known exactly when a look showed the old
+    start after the old pod was gone or replaced (a pod object goes only once its containers
+    have stopped: the process was dead, and PD's heartbeat then was its last). Otherwise the
+    heartbeat shown at the first look with the new start is taken for the old process's too: it
+    may have heartbeated unseen after the last look (the gate's look can be a poll interval old
+    at the kill), and tikv-server heartbeats a full interval (10 s) after it starts, so a look
+    between its PutStore and its first heartbeat is all but certain. The cost there, where a
+    look sees both at once (heartbeats faster than the polls): one heartbeat late, never early.
     """
 
     def __init__(self) -> None:
-        self._seen: dict[int, tuple[int, int]] = {}  # store id -> (start, newest heartbeat ns)
-        self._before: dict[int, tuple[int, int]] = {}  # store id -> (new start, predecessor's)
+        self._current: dict[int, _Process] = {}  # store id -> its process now
+        self._before: dict[int, tuple[int, int]] = {}  # store id -> (new start, dead's last ns)
 
-    def observe(self, stores: Iterable[StoreInfo]) -> None:
+    def observe(self, stores: Iterable[StoreInfo], pods: Sequence[PodState] = ()) -> None:
+        """One look: PD's stores and the subject's pods at the same moment."""
+        by_name = {p.name: p for p in pods}
         for store in stores:
-            seen = self._seen.get(store.id)
-            if seen is not None and seen[0] == store.start_timestamp:
-                self._seen[store.id] = (seen[0], max(seen[1], store.last_heartbeat_ns))
+            pod = by_name.get(store_host(store.address).split(".", 1)[0])
+            # A pod being deleted may still run its process (a graceful stop can heartbeat);
+            # only a pod object gone or replaced proves it stopped.
+            pod_uid = pod.uid if pod is not None and not pod.deleting else None
+            seen = self._current.get(store.id)
+            if seen is not None and seen.start == store.start_timestamp:
+                seen.newest_heartbeat_ns = max(seen.newest_heartbeat_ns, store.last_heartbeat_ns)
+                if seen.pod_uid is None:
+                    seen.pod_uid = pod_uid
+                elif pod is None or pod.uid != seen.pod_uid:
+                    seen.last_heartbeat_known = True
                 continue
             if seen is not None:
-                newest_old = max(seen[1], store.last_heartbeat_ns)
-                self._before[store.id] = (store.start_timestamp, newest_old)
-            self._seen[store.id] = (store.start_timestamp, store.last_heartbeat_ns)
+                last = seen.newest_heartbeat_ns
+                if not seen.last_heartbeat_known:
+                    last = max(last, store.last_heartbeat_ns)
+                self._before[store.id] = (store.start_timestamp, last)
+            self._current[store.id] = _Process(store.start_timestamp, store.last_heartbeat_ns, pod_uid)
 
     def previous_process_heartbeat(self, store: StoreInfo) -> bool:
         """Whether `store`'s last heartbeat is known to be its previous process's."""
@@ -342,7 +368,7 @@ class TiKVProbe:
         if heartbeats:
             now = max(heartbeats) / 1e9
             self.pd_clock.observe(now, seen)
-        self.history.observe(stores)
+        self.history.observe(stores, pods)
         health = judge_pd(
             stores,
             members,
