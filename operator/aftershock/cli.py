@@ -269,7 +269,7 @@ def _report(args: argparse.Namespace) -> int:
     """Exit 0, 1 when there is no such campaign, 2 when a plot cannot be drawn."""
     from pathlib import Path
 
-    from aftershock import analysis, export, plots, report
+    from aftershock import analysis, export, page, plots, report
 
     try:
         data = asyncio.run(_read_report(args))
@@ -282,7 +282,7 @@ def _report(args: argparse.Namespace) -> int:
         render = {"json": report.render_json, "markdown": report.render_markdown}.get(args.format)
         sys.stdout.write((render or report.render_table)(data))
     if args.html:
-        Path(args.html).write_text(plots.render_html(data, source=args.db), encoding="utf-8")
+        Path(args.html).write_text(page.render_html(data, source=args.db), encoding="utf-8")
     figures: tuple[tuple[Literal["png", "svg"], str | None], ...] = (("png", args.png), ("svg", args.svg))
     for fmt, path in figures:
         if path:

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from aftershock.model import PodState
-from aftershock.subjects.pd import PdClient, PdMemberHealth, StoreInfo
-from aftershock.subjects.tikv import HeartbeatHistory, PdClock, TiKVProbe, judge_pd
+from aftershock.subjects.pd import HeartbeatHistory, PdClient, PdClock, PdMemberHealth, StoreInfo
+from aftershock.subjects.tikv import TiKVProbe, judge_pd
 
 #: Our monotonic clock reads PD's unix clock minus this (any constant: two unrelated clocks).
 OFFSET = -1_700_000_000.0

@@ -6,16 +6,15 @@ kubernetes_asyncio (see docs/adr/0001-async-kubernetes-client.md): the official 
 synchronous and would block the operator's event loop.
 """
 
-from aftershock.kube.client import (
-    Kube,
+from aftershock.kube.client import Kube, PodEvent
+from aftershock.kube.decode import decode_pod
+from aftershock.kube.errors import (
     KubeConflictError,
     KubeError,
     KubeForbiddenError,
     KubeGoneError,
     KubeNotFoundError,
     KubeUnavailableError,
-    PodEvent,
-    decode_pod,
 )
 
 __all__ = [

@@ -3,156 +3,36 @@
 Payloads are read as plain JSON (``_preload_content=False``) and decoded once into model
 values: the generated model classes cost more CPU than the operator's whole trial loop.
 
-Errors are mapped to one hierarchy so callers can decide by kind, not by status code:
-`KubeUnavailableError` (connection trouble, timeouts, 429, 5xx: retry with backoff; an
-infrastructure error, never the subject's fault), `KubeForbiddenError` (RBAC),
-`KubeNotFoundError`, `KubeConflictError` (409, incl. a failed UID precondition),
-`KubeGoneError` (410: a watch's resourceVersion is too old; re-list).
+Errors are mapped to one hierarchy (`aftershock.kube.errors`) so callers can decide by kind,
+not by status code; payloads are decoded by `aftershock.kube.decode`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import copy
-import datetime as dt
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from aftershock.errors import ApiError, ConflictError, NotFoundError, TransientApiError
+from aftershock.kube import decode, errors
+from aftershock.kube.errors import (
+    KubeError,
+    KubeGoneError,
+    KubeNotFoundError,
+    KubeUnavailableError,
+)
+from aftershock.kube.volumes import _Volumes
 from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
 _REQUEST_TIMEOUT = 15.0
 FIELD_MANAGER = "aftershock"
-
-
-class KubeError(ApiError):
-    """An API call failed; `status` is the HTTP status when there was one."""
-
-
-class KubeUnavailableError(KubeError, TransientApiError):
-    """Transient: the API server could not be reached or asked us to back off."""
-
-
-class KubeForbiddenError(KubeError):
-    """RBAC refused the call: a configuration problem a person has to fix."""
-
-
-class KubeNotFoundError(KubeError, NotFoundError):
-    pass
-
-
-class KubeConflictError(KubeError, ConflictError):
-    pass
-
-
-class KubeGoneError(KubeError):
-    """A watch asked for a resourceVersion the server no longer has: list again."""
-
-
-def _message(body: Any) -> str:
-    if isinstance(body, bytes | str):
-        try:
-            data = json.loads(body)
-            return str(data.get("message", body))
-        except (ValueError, AttributeError):
-            return str(body)[:300]
-    return str(body)
-
-
-def _error_for_status(status: int, body: Any, what: str) -> KubeError:
-    msg = f"{what}: {status} {_message(body)}"
-    if status in {401, 403}:
-        return KubeForbiddenError(msg, status)
-    if status == 404:
-        return KubeNotFoundError(msg, status)
-    if status == 409:
-        return KubeConflictError(msg, status)
-    if status == 410:
-        return KubeGoneError(msg, status)
-    if status == 429 or status >= 500 or status == 0:
-        return KubeUnavailableError(msg, status)
-    return KubeError(msg, status)
-
-
-def _map_error(exc: BaseException, what: str) -> KubeError:
-    if isinstance(exc, ApiException):
-        return _error_for_status(int(exc.status or 0), exc.body, what)
-    return KubeUnavailableError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def format_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_micro_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def decode_pod(raw: Mapping[str, Any]) -> PodState:
-    """Decode a raw pod object (as JSON) into the engine's `PodState`."""
-    meta = raw.get("metadata") or {}
-    spec = raw.get("spec") or {}
-    status = raw.get("status") or {}
-    ready = False
-    ready_at: float | None = None
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready":
-            ready = cond.get("status") == "True"
-            ready_at = parse_time(cond.get("lastTransitionTime")) if ready else None
-    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
-    owners = meta.get("ownerReferences") or []
-    owner = next((o for o in owners if o.get("controller")), None)
-    owner_kind = owner.get("kind") if owner is not None else None
-    owner_name = owner.get("name") if owner is not None else None
-    return PodState(
-        name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
-        namespace=str(meta.get("namespace", "")),
-        labels=dict(meta.get("labels") or {}),
-        node=spec.get("nodeName") or None,
-        phase=str(status.get("phase") or "Pending"),
-        ready=ready,
-        restart_count=restarts,
-        created_at=parse_time(meta.get("creationTimestamp")),
-        deleting=meta.get("deletionTimestamp") is not None,
-        owner_kind=owner_kind,
-        ready_at=ready_at,
-        owner_name=str(owner_name) if owner_name else None,
-    )
-
-
-def decode_event(raw: Mapping[str, Any]) -> ClusterEvent:
-    """Decode a core/v1 Event. The reporter is `reportingComponent` (what events.k8s.io calls
-    reportingController) and else `source.component`: older clients fill only the latter."""
-    meta = raw.get("metadata") or {}
-    involved = raw.get("involvedObject") or {}
-    controller = raw.get("reportingComponent") or (raw.get("source") or {}).get("component") or ""
-    return ClusterEvent(
-        uid=str(meta.get("uid", "")),
-        reason=str(raw.get("reason") or ""),
-        message=str(raw.get("message") or ""),
-        controller=str(controller),
-        involved=f"{involved.get('kind', '')}/{involved.get('name', '')}",
-        count=int(raw.get("count") or 1),
-    )
 
 
 @dataclass(frozen=True)
@@ -170,7 +50,7 @@ class LeaseRecord:
     resource_version: str
 
 
-class Kube:
+class Kube(_Volumes):
     """The API calls aftershock makes, typed. One instance per operator process."""
 
     def __init__(self, api: k8s.ApiClient, watch_api: k8s.ApiClient | None = None) -> None:
@@ -222,13 +102,13 @@ class Kube:
                 body = await resp.read()
                 status = resp.status
         except ApiException as exc:
-            raise _map_error(exc, what) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise _map_error(exc, what) from exc
+            raise errors.map_error(exc, what) from exc
+        except errors.TRANSPORT_ERRORS as exc:
+            raise errors.map_error(exc, what) from exc
         # With _preload_content=False the generated client returns every response, error
         # statuses included: judging the status is our job.
         if not 200 <= status <= 299:
-            raise _error_for_status(status, body, what)
+            raise errors.error_for_status(status, body, what)
         return json.loads(body) if body else None
 
     # --- pods ----------------------------------------------------------------------------
@@ -241,7 +121,7 @@ class Kube:
             namespace,
             label_selector=selector,
         )
-        pods = [decode_pod(item) for item in data.get("items") or []]
+        pods = [decode.decode_pod(item) for item in data.get("items") or []]
         return pods, str((data.get("metadata") or {}).get("resourceVersion", ""))
 
     async def watch_pods(
@@ -261,14 +141,14 @@ class Kube:
             label_selector=selector,
         )
         async for etype, obj, rv in stream:
-            yield PodEvent(etype, decode_pod(obj), rv)
+            yield PodEvent(etype, decode.decode_pod(obj), rv)
 
     async def list_events(self, namespace: str) -> tuple[list[ClusterEvent], str]:
         """The namespace's Events now, and the version to watch from."""
         data = await self._json(
             "list", f"list events in {namespace}", self._core.list_namespaced_event, namespace
         )
-        events = [decode_event(item) for item in data.get("items") or []]
+        events = [decode.decode_event(item) for item in data.get("items") or []]
         return events, str((data.get("metadata") or {}).get("resourceVersion", ""))
 
     async def watch_events(
@@ -284,7 +164,7 @@ class Kube:
             timeout_seconds,
         )
         async for etype, obj, rv in stream:
-            yield etype, decode_event(obj), rv
+            yield etype, decode.decode_event(obj), rv
 
     async def _watch(
         self, call: Any, namespace: str, what: str, resource_version: str, timeout_seconds: int, **kwargs: Any
@@ -301,13 +181,13 @@ class Kube:
                 **kwargs,
             )
         except ApiException as exc:
-            raise _map_error(exc, what) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise _map_error(exc, what) from exc
+            raise errors.map_error(exc, what) from exc
+        except errors.TRANSPORT_ERRORS as exc:
+            raise errors.map_error(exc, what) from exc
         if not 200 <= resp.status <= 299:
             async with resp:
                 body = await resp.read()
-            raise _error_for_status(resp.status, body, what)
+            raise errors.error_for_status(resp.status, body, what)
         try:
             async with resp:
                 async for line in resp.content:
@@ -323,8 +203,8 @@ class Kube:
                         raise KubeUnavailableError(f"{what}: {obj.get('message')}", code)
                     rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
                     yield str(etype), obj, rv
-        except _TRANSPORT_ERRORS as exc:
-            raise _map_error(exc, what) from exc
+        except errors.TRANSPORT_ERRORS as exc:
+            raise errors.map_error(exc, what) from exc
 
     async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None:
         """Delete exactly this pod: the UID precondition makes the API refuse (409) if the
@@ -340,52 +220,6 @@ class Kube:
             "delete",
             f"delete pod {namespace}/{name}",
             self._core.delete_namespaced_pod,
-            name,
-            namespace,
-            body=body,
-        )
-
-    # --- volumes (the Recreate reset) ----------------------------------------------------
-
-    async def claim_templates(self, namespace: str, statefulset: str) -> list[str]:
-        """The names of a StatefulSet's volumeClaimTemplates (its pods' claims are
-        ``<template>-<pod>``)."""
-        data = await self._json(
-            "get",
-            f"get statefulset {namespace}/{statefulset}",
-            self._apps.read_namespaced_stateful_set,
-            statefulset,
-            namespace,
-        )
-        templates = (data.get("spec") or {}).get("volumeClaimTemplates") or []
-        names = ((t.get("metadata") or {}).get("name") for t in templates)
-        return [str(n) for n in names if n]
-
-    async def get_claim(self, namespace: str, name: str) -> str | None:
-        """The UID of a PersistentVolumeClaim, or None when there is none (or it is going)."""
-        try:
-            data = await self._json(
-                "get",
-                f"get persistentvolumeclaim {namespace}/{name}",
-                self._core.read_namespaced_persistent_volume_claim,
-                name,
-                namespace,
-            )
-        except KubeNotFoundError:
-            return None
-        meta = data.get("metadata") or {}
-        if meta.get("deletionTimestamp") is not None:
-            return None
-        return str(meta.get("uid", "")) or None
-
-    async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
-        """Delete exactly this claim: the UID precondition makes the API refuse (409) if the
-        name now belongs to a new claim, so a retried delete never removes a fresh volume."""
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
-        await self._json(
-            "delete",
-            f"delete persistentvolumeclaim {namespace}/{name}",
-            self._core.delete_namespaced_persistent_volume_claim,
             name,
             namespace,
             body=body,
@@ -437,7 +271,7 @@ class Kube:
         now: float,
     ) -> None:
         """A core/v1 Event about a Campaign (what `kubectl describe` shows)."""
-        stamp = format_time(now)
+        stamp = decode.format_time(now)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -457,7 +291,7 @@ class Kube:
             "reportingInstance": os.environ.get("HOSTNAME", "aftershock"),
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "eventTime": format_micro_time(now),
+            "eventTime": decode.format_micro_time(now),
             "action": reason,
             "count": 1,
         }
@@ -574,7 +408,7 @@ class Kube:
         spec = data.get("spec") or {}
         return LeaseRecord(
             holder=spec.get("holderIdentity"),
-            renew_time=parse_time(spec.get("renewTime")),
+            renew_time=decode.parse_time(spec.get("renewTime")),
             duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
             resource_version=str((data.get("metadata") or {}).get("resourceVersion", "")),
         )
@@ -607,8 +441,8 @@ class Kube:
         spec: dict[str, Any] = {"leaseDurationSeconds": duration}
         if holder is not None:
             spec["holderIdentity"] = holder
-            spec["renewTime"] = format_micro_time(now)
-            spec["acquireTime"] = format_micro_time(now)
+            spec["renewTime"] = decode.format_micro_time(now)
+            spec["acquireTime"] = decode.format_micro_time(now)
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
     async def create_lease(

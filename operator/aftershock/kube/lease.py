@@ -23,7 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aftershock.kube.client import Kube, KubeConflictError, KubeError, KubeNotFoundError
+from aftershock.kube.client import Kube
+from aftershock.kube.errors import KubeConflictError, KubeError, KubeNotFoundError
 
 log = logging.getLogger(__name__)
 

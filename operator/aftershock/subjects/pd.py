@@ -18,12 +18,15 @@ are ignored for the same reason.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from aftershock.model import PodState
 
 STORES_PATH = "/pd/api/v1/stores"
 HEALTH_PATH = "/pd/api/v1/health"
@@ -337,3 +340,127 @@ class PdClients:
         self._users.clear()
         for client in clients:
             await client.aclose()
+
+
+# --- What PD shows across looks -------------------------------------------------------------
+
+
+def store_host(address: str) -> str:
+    """The host part of ``host:port`` (IPv6 literals in brackets are unwrapped)."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or "]:" in address else address
+    return host.strip("[]")
+
+
+@dataclass
+class _Process:
+    """What the looks have shown of one store process (one start)."""
+
+    start: int
+    newest_heartbeat_ns: int
+    pod_uid: str | None  # the pod it ran in, when a look showed that pod live
+    #: A look showed this start after its pod was gone or replaced: the process was dead, so
+    #: the newest heartbeat seen is its last one, exactly.
+    last_heartbeat_known: bool = False
+
+
+class HeartbeatHistory:
+    """Tells a restarted store's first heartbeat from its dead process's last one, across looks.
+
+    PD's ``start_timestamp`` has whole seconds (TiKV sends it so). A process that starts in the
+    same second as its predecessor's last heartbeat therefore looks "heartbeated since start" at
+    once, on the dead process's heartbeat, and its store Up before it ever reported: seen in
+    about half the trials on the stand-in's 0.2 s heartbeats, whose simulated processes restart
+    within 0.1 s of the kill (bench/results/2026-12-01.md: store Up stamped at the kill). Real
+    tikv-server takes seconds to start, so there it is rare, not impossible.
+
+    So remember, per store, what the looks showed of each process (start): its newest heartbeat
+    and the pod it ran in. After a restart, the new process counts from a heartbeat newer than
+    the previous process's last one. That last one is known exactly when a look showed the old
+    start after the old pod was gone or replaced (a pod object goes only once its containers
+    have stopped: the process was dead, and PD's heartbeat then was its last). Otherwise the
+    heartbeat shown at the first look with the new start is taken for the old process's too: it
+    may have heartbeated unseen after the last look (the gate's look can be a poll interval old
+    at the kill), and tikv-server heartbeats a full interval (10 s) after it starts, so a look
+    between its PutStore and its first heartbeat is all but certain. The cost there, where a
+    look sees both at once (heartbeats faster than the polls): one heartbeat late, never early.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[int, _Process] = {}  # store id -> its process now
+        self._before: dict[int, tuple[int, int]] = {}  # store id -> (new start, dead's last ns)
+
+    def observe(self, stores: Iterable[StoreInfo], pods: Sequence[PodState] = ()) -> None:
+        """One look: PD's stores and the subject's pods at the same moment."""
+        by_name = {p.name: p for p in pods}
+        for store in stores:
+            pod = by_name.get(store_host(store.address).split(".", 1)[0])
+            # A pod being deleted may still run its process (a graceful stop can heartbeat);
+            # only a pod object gone or replaced proves it stopped.
+            pod_uid = pod.uid if pod is not None and not pod.deleting else None
+            seen = self._current.get(store.id)
+            if seen is not None and seen.start == store.start_timestamp:
+                seen.newest_heartbeat_ns = max(seen.newest_heartbeat_ns, store.last_heartbeat_ns)
+                if seen.pod_uid is None:
+                    seen.pod_uid = pod_uid
+                elif pod is None or pod.uid != seen.pod_uid:
+                    seen.last_heartbeat_known = True
+                continue
+            if seen is not None:
+                last = seen.newest_heartbeat_ns
+                if not seen.last_heartbeat_known:
+                    last = max(last, store.last_heartbeat_ns)
+                self._before[store.id] = (store.start_timestamp, last)
+            self._current[store.id] = _Process(store.start_timestamp, store.last_heartbeat_ns, pod_uid)
+
+    def previous_process_heartbeat(self, store: StoreInfo) -> bool:
+        """Whether `store`'s last heartbeat is known to be its previous process's."""
+        before = self._before.get(store.id)
+        return (
+            before is not None and before[0] == store.start_timestamp and store.last_heartbeat_ns <= before[1]
+        )
+
+    def reported_since_start(self, store: StoreInfo) -> bool:
+        """`StoreInfo.heartbeat_since_start`, without the same-second ambiguity where the
+        looks so far resolve it."""
+        return store.heartbeat_since_start and not self.previous_process_heartbeat(store)
+
+
+class PdClock:
+    """Where PD's clock stands, as far as its stores' heartbeats show it, against this
+    process's monotonic clock.
+
+    PD has no "what time is it" in its HTTP API; its newest heartbeat is the latest instant of
+    its clock it shows. Each look gives ``seen - newest`` (`seen`: our monotonic clock when the
+    stores answer), which is the true offset plus that heartbeat's age plus the answer's
+    delay: never below the offset. The smallest over many looks is the offset to within the
+    best look's heartbeat age: with polls every 0.2-0.5 s and stores heartbeating at staggered
+    moments, some look lands just after a heartbeat, and that look fixes the estimate.
+
+    Why keep it across looks and trials (this object lives as long as the Campaign's probe):
+    one trial alone has a poll or two between its replacement turning Ready and its store
+    reporting, so its own estimate is off by up to a heartbeat interval, and the store-Up
+    milestone placed with it by as much (bench/results: 125 ms p50 on 0.2 s heartbeats). The
+    looks of the steady-state gate between trials are free samples.
+
+    Only the last `window` seconds count, so that two clocks drifting apart (tens of ppm) or
+    a stepped PD clock cannot keep an old sample in charge for long.
+    """
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+
+    def observe(self, newest_heartbeat: float, seen: float) -> None:
+        """A look at time `seen` (monotonic s) showed `newest_heartbeat` (PD's unix s)."""
+        self._samples.append((seen, seen - newest_heartbeat))
+        while self._samples and self._samples[0][0] < seen - self.window:
+            self._samples.popleft()
+
+    def offset(self) -> float | None:
+        """Our monotonic clock minus PD's unix clock, seconds (an upper bound); None unseen."""
+        return min((gap for _, gap in self._samples), default=None)
+
+    def now(self, mono: float) -> float | None:
+        """PD's clock (unix s) at our monotonic `mono`, as best known; None unseen."""
+        offset = self.offset()
+        return None if offset is None else mono - offset

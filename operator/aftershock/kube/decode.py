@@ -1,0 +1,72 @@
+"""Raw API payloads (JSON) decoded into model values, and the API's time stamps both ways."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from aftershock.model import ClusterEvent, PodState
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def format_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decode_pod(raw: Mapping[str, Any]) -> PodState:
+    """Decode a raw pod object (as JSON) into the engine's `PodState`."""
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    ready = False
+    ready_at: float | None = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+            ready_at = parse_time(cond.get("lastTransitionTime")) if ready else None
+    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    owners = meta.get("ownerReferences") or []
+    owner = next((o for o in owners if o.get("controller")), None)
+    owner_kind = owner.get("kind") if owner is not None else None
+    owner_name = owner.get("name") if owner is not None else None
+    return PodState(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        namespace=str(meta.get("namespace", "")),
+        labels=dict(meta.get("labels") or {}),
+        node=spec.get("nodeName") or None,
+        phase=str(status.get("phase") or "Pending"),
+        ready=ready,
+        restart_count=restarts,
+        created_at=parse_time(meta.get("creationTimestamp")),
+        deleting=meta.get("deletionTimestamp") is not None,
+        owner_kind=owner_kind,
+        owner_name=str(owner_name) if owner_name else None,
+        ready_at=ready_at,
+    )
+
+
+def decode_event(raw: Mapping[str, Any]) -> ClusterEvent:
+    """Decode a core/v1 Event. The reporter is `reportingComponent` (what events.k8s.io calls
+    reportingController) and else `source.component`: older clients fill only the latter."""
+    meta = raw.get("metadata") or {}
+    involved = raw.get("involvedObject") or {}
+    controller = raw.get("reportingComponent") or (raw.get("source") or {}).get("component") or ""
+    return ClusterEvent(
+        uid=str(meta.get("uid", "")),
+        reason=str(raw.get("reason") or ""),
+        message=str(raw.get("message") or ""),
+        controller=str(controller),
+        involved=f"{involved.get('kind', '')}/{involved.get('name', '')}",
+        count=int(raw.get("count") or 1),
+    )
