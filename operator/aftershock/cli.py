@@ -269,7 +269,7 @@ def _report(args: argparse.Namespace) -> int:
     """Exit 0, 1 when there is no such campaign, 2 when a plot cannot be drawn."""
     from pathlib import Path
 
-    from aftershock import analysis, export, plots, report
+    from aftershock import analysis, export, page, plots, report
 
     try:
         data = asyncio.run(_read_report(args))
@@ -282,7 +282,7 @@ def _report(args: argparse.Namespace) -> int:
         render = {"json": report.render_json, "markdown": report.render_markdown}.get(args.format)
         sys.stdout.write((render or report.render_table)(data))
     if args.html:
-        Path(args.html).write_text(plots.render_html(data, source=args.db), encoding="utf-8")
+        Path(args.html).write_text(page.render_html(data, source=args.db), encoding="utf-8")
     figures: tuple[tuple[Literal["png", "svg"], str | None], ...] = (("png", args.png), ("svg", args.svg))
     for fmt, path in figures:
         if path:
@@ -313,7 +313,7 @@ async def _export(args: argparse.Namespace) -> int:
 
 async def _compare(args: argparse.Namespace) -> int:
     """Exit 0 Improved/NoChange, 1 Regressed, 2 when the comparison cannot be made."""
-    from aftershock import analysis, report
+    from aftershock import analysis, comparison, report
     from aftershock.ledger import Ledger
 
     bootstrap = analysis.Bootstrap(resamples=args.resamples, seed=args.seed)
@@ -339,7 +339,7 @@ async def _compare(args: argparse.Namespace) -> int:
                 print(f"aftershock: {exc}", file=sys.stderr)
                 return 2
     try:
-        cmp = report.compare_reports(
+        cmp = comparison.compare_reports(
             loaded[0],
             loaded[1],
             alpha=args.alpha,
@@ -351,8 +351,8 @@ async def _compare(args: argparse.Namespace) -> int:
     except (ValueError, analysis.AnalysisUnavailableError) as exc:
         print(f"aftershock compare: {exc}", file=sys.stderr)
         return 2
-    render = {"json": report.render_comparison_json, "markdown": report.render_comparison_markdown}
-    sys.stdout.write(render.get(args.format, report.render_comparison_table)(cmp))
+    render = {"json": comparison.render_comparison_json, "markdown": comparison.render_comparison_markdown}
+    sys.stdout.write(render.get(args.format, comparison.render_comparison_table)(cmp))
     return cmp.result.verdict.exit_code
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aftershock import analysis, plots, report
+from aftershock import analysis, page, plots, report
 from aftershock.ledger import CampaignRow
 from aftershock.model import AttemptRecord, Milestone, Outcome, Phase, Verdict, Victim
 
@@ -181,7 +181,7 @@ class _Collect(HTMLParser):
 
 class TestHtml:
     def page(self) -> tuple[str, _Collect]:
-        text = plots.render_html(sample_report(analysis.Bootstrap(resamples=200)), source="/tmp/ledger.db")
+        text = page.render_html(sample_report(analysis.Bootstrap(resamples=200)), source="/tmp/ledger.db")
         parsed = _Collect()
         parsed.feed(text)
         return text, parsed
@@ -211,12 +211,12 @@ class TestHtml:
 
     def test_text_is_escaped(self) -> None:
         hostile = CampaignRow(**{**CAMPAIGN.__dict__, "name": "<script>alert(1)</script>"})
-        text = plots.render_html(report.build_report(hostile, [attempt(0, Outcome.RECOVERED, FULL)]))
+        text = page.render_html(report.build_report(hostile, [attempt(0, Outcome.RECOVERED, FULL)]))
         assert "<script>" not in text
         assert "&lt;script&gt;" in text
 
     def test_nothing_to_draw(self) -> None:
-        text = plots.render_html(report.build_report(CAMPAIGN, []))
+        text = page.render_html(report.build_report(CAMPAIGN, []))
         assert "data-trial" not in text
         assert "No measured trial yet" in text
 
