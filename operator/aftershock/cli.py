@@ -313,7 +313,7 @@ async def _export(args: argparse.Namespace) -> int:
 
 async def _compare(args: argparse.Namespace) -> int:
     """Exit 0 Improved/NoChange, 1 Regressed, 2 when the comparison cannot be made."""
-    from aftershock import analysis, report
+    from aftershock import analysis, comparison, report
     from aftershock.ledger import Ledger
 
     bootstrap = analysis.Bootstrap(resamples=args.resamples, seed=args.seed)
@@ -339,7 +339,7 @@ async def _compare(args: argparse.Namespace) -> int:
                 print(f"aftershock: {exc}", file=sys.stderr)
                 return 2
     try:
-        cmp = report.compare_reports(
+        cmp = comparison.compare_reports(
             loaded[0],
             loaded[1],
             alpha=args.alpha,
@@ -351,8 +351,8 @@ async def _compare(args: argparse.Namespace) -> int:
     except (ValueError, analysis.AnalysisUnavailableError) as exc:
         print(f"aftershock compare: {exc}", file=sys.stderr)
         return 2
-    render = {"json": report.render_comparison_json, "markdown": report.render_comparison_markdown}
-    sys.stdout.write(render.get(args.format, report.render_comparison_table)(cmp))
+    render = {"json": comparison.render_comparison_json, "markdown": comparison.render_comparison_markdown}
+    sys.stdout.write(render.get(args.format, comparison.render_comparison_table)(cmp))
     return cmp.result.verdict.exit_code
 
 

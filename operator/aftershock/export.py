@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from aftershock import model, report
+from aftershock import model, remediation, report
 from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger
 from aftershock.model import AttemptRecord
 
@@ -115,7 +115,7 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
         row[phase_column(p)] = report.phase_seconds(attempt, p)
     row["error"] = attempt.error
     row["run"] = campaign.run
-    said = report.remediator_timings(attempt)
+    said = remediation.remediator_timings(attempt)
     row["timeToDetectSeconds"] = said.detect
     row["timeToResolveSeconds"] = said.resolve
     row["remediatorActions"] = len(said.actions) if "remediatorActions" in attempt.final_state else None

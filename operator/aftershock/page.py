@@ -1,17 +1,15 @@
-"""The campaign's report as one self-contained HTML page: cards, charts and tables.
-
-Charts are the inline SVGs of `aftershock.plots`; CSS is inline; no script, font, image or
-stylesheet is fetched (the page opens from a mail attachment or a CI artifact as is). Every
-trial's bar is one ``<g>`` element carrying ``data-trial="<index>"``. Rule: no I/O here.
-"""
+"""The HTML report page (`aftershock report --html`): one self-contained page, charts as
+inline SVG (`aftershock.plots`), CSS inline; no script, font, image or stylesheet is fetched,
+so it opens from a mail attachment or a CI artifact as is. Pure: returns the text."""
 
 from __future__ import annotations
 
 import html
 from typing import Final
 
-from aftershock import analysis, plots, report
+from aftershock import analysis, report
 from aftershock.model import Outcome
+from aftershock.plots import PHASE_COLOURS, UNRECOVERED_COLOUR, ecdf_svg, timeline_bars, timeline_svg
 
 _CSS: Final = """
 :root { color-scheme: light; }
@@ -105,12 +103,12 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
         ]
     )
     legend = "".join(
-        f'<li><i style="background:{plots.PHASE_COLOURS[i]}"></i>{_e(p.label)} '
+        f'<li><i style="background:{PHASE_COLOURS[i]}"></i>{_e(p.label)} '
         f"<span>(p50 {_s(medians[p.key])} s)</span></li>"
         for i, p in enumerate(report.PHASES)
     )
-    if any(b.outcome is Outcome.UNRECOVERED for b in plots.timeline_bars(data)):
-        legend += f'<li><i style="background:{plots.UNRECOVERED_COLOUR}"></i>not recovered</li>'
+    if any(b.outcome is Outcome.UNRECOVERED for b in timeline_bars(data)):
+        legend += f'<li><i style="background:{UNRECOVERED_COLOUR}"></i>not recovered</li>'
     started, finished = report.iso_utc(c.started_at) or "-", report.iso_utc(c.finished_at) or "-"
     meta = (
         f"{c.phase.value} &middot; mode {_e(report.mode(c))} &middot; "
@@ -128,7 +126,7 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
         f'<p class="meta">{meta}</p>',
         f'<div class="cards">{cards}</div>',
         "<section><h2>Recovery timeline (one bar per trial)</h2>",
-        f'<ul class="legend">{legend}</ul>{plots.timeline_svg(data)}</section>',
+        f'<ul class="legend">{legend}</ul>{timeline_svg(data)}</section>',
         "<section><h2>Distribution of recovery times"
         + (
             ""
@@ -136,7 +134,7 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
             else f' <span class="sub">(shaded: {ci.bootstrap.level:.0%} CI of p50 and p95)</span>'
         )
         + "</h2>",
-        f"{plots.ecdf_svg(data)}</section>",
+        f"{ecdf_svg(data)}</section>",
         _failures_html(data),
         _attempts_html(data),
         f"<footer>{_e(title)} &middot; uid {_e(c.uid)}"
@@ -184,6 +182,3 @@ def _attempts_html(data: report.CampaignReport) -> str:
         f'<tr><th class="num">index</th><th class="num">attempt</th><th>outcome</th><th>victims</th>{head}'
         f'<th class="num">recovery</th><th>error</th></tr>{"".join(rows)}</table></details></section>'
     )
-
-
-# --- matplotlib --------------------------------------------------------------------------------

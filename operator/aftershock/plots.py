@@ -2,8 +2,9 @@
 
 Two renderings of the same pictures:
 
-- `timeline_svg` and `ecdf_svg`: inline SVG written here, for the HTML page of
-  `aftershock.page`. Every trial's bar is one ``<g>`` element carrying ``data-trial="<index>"``.
+- `timeline_svg`/`ecdf_svg`: inline SVG written here, which `aftershock.page` puts in one
+  self-contained HTML page. Every trial's bar is one ``<g>`` element carrying
+  ``data-trial="<index>"``.
 - `write_figure`: PNG or SVG through matplotlib (Agg). matplotlib is imported inside that
   function only: the operator process never imports it, and it comes with the ``analysis``
   extra.
@@ -269,7 +270,7 @@ def ecdf_svg(data: report.CampaignReport) -> str:
     return "".join(out)
 
 
-# --- matplotlib -----------------------------------------------------------------------------
+# --- matplotlib --------------------------------------------------------------------------------
 
 
 def _matplotlib() -> Any:

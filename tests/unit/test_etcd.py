@@ -227,3 +227,11 @@ def test_a_new_leader_is_stamped_when_the_look_began_not_when_a_dying_member_let
     elected = look(status("etcd-0", None, up=False), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-1"))
     reached = judge.observe(elected, 0.3, 1.3, stamp, replacement_ready=False, asked=Milestone(1.05, 0.05))
     assert reached == {"leader_lost": Milestone(1.05, 0.05), "leader_elected": Milestone(1.05, 0.05)}
+
+
+def test_a_member_one_heartbeat_behind_does_not_hold_the_election_back() -> None:
+    judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
+    # etcd-0 handed leadership to etcd-1 and follows it; etcd-2 has not heard yet.
+    handed_over = look(status("etcd-0", "etcd-1"), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-0"))
+    reached = judge.observe(handed_over, 0.04, 1.04, stamp, replacement_ready=False)
+    assert reached == {"leader_lost": Milestone(1.04, 0.04), "leader_elected": Milestone(1.04, 0.04)}

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aftershock import analysis, report
+from aftershock import analysis, comparison, remediation, report
 from aftershock.engine.signals import Seen, SignalWatch, in_window
 from aftershock.ledger.store import CampaignRow
 from aftershock.model import (
@@ -202,7 +202,7 @@ def test_report_shows_detect_resolve_and_actions_and_compare_says_the_remediator
     assert "remediator detected 6/6  detect p50=0.225  resolved 6/6  resolve p50=1.150" in table
     assert report.to_json_value(assisted)["summary"]["remediator"]["actionsPerTrial"] == 3.0
     # The baseline's remediator was off: watched, never heard from.
-    assert report.remediator_summary(baseline.attempts) == {
+    assert remediation.remediator_summary(baseline.attempts) == {
         "trials": 6,
         "detected": 0,
         "resolved": 0,
@@ -212,8 +212,8 @@ def test_report_shows_detect_resolve_and_actions_and_compare_says_the_remediator
         "resolveP95Seconds": None,
         "actionsPerTrial": 0.0,
     }
-    cmp = report.compare_reports(baseline, assisted)
+    cmp = comparison.compare_reports(baseline, assisted)
     assert cmp.result.verdict is analysis.ComparisonVerdict.IMPROVED
-    assert "verdict    Improved: the remediator helped" in report.render_comparison_table(cmp)
-    backwards = report.compare_reports(assisted, baseline)
+    assert "verdict    Improved: the remediator helped" in comparison.render_comparison_table(cmp)
+    backwards = comparison.compare_reports(assisted, baseline)
     assert backwards.remediator == "the remediator helped"  # read from the assisted side

@@ -11,8 +11,8 @@ the same rules as TiKV's pdURL (`aftershock.endpoints`); every look asks every e
 dead member shows as unreachable rather than hiding the cluster's answer.
 
 Milestones of a trial, after kill sent and pod gone (the engine's): ``leader_lost`` (the victim
-was the leader and no surviving member follows it any more), ``leader_elected`` (a majority of
-the surviving members follow one new leader), then the replacement pod Ready (the engine's),
+was the leader and a majority of the members no longer follows it), ``leader_elected`` (a
+majority of the members follows one new leader), then the replacement pod Ready (the engine's),
 ``member_healthy`` (the victim's member answers healthy and has applied everything the leader
 had committed one look earlier: caught up), and the whole cluster healthy (``recovered``).
 """
@@ -293,13 +293,15 @@ class ElectionRecovery:
         # timeout (seen on the real node: 0.2 s late).
         began = asked or now
         victims = {v.name for v in self.victims}
-        survivors = [s for s in view.statuses if s.reachable and s.name not in victims]
-        if self._leader_killed:
-            old_id = next((i for i, n in view.members.items() if n == self.old_leader), None)
-            if survivors and all(s.leader_id != old_id for s in survivors):
-                self._mark("leader_lost", began)
+        if self._leader_killed and any(s.reachable for s in view.statuses):
+            # As etcd's members see it, by majority of the cluster: the old leader lost once a
+            # majority no longer follows it (a graceful shutdown hands leadership over first,
+            # so "lost" and "elected" are then the same look); elected once a majority follows
+            # another member. A member lagging one heartbeat behind does not hold either back.
             leader = view.leader_name()
-            if "leader_lost" in self._reached and leader is not None and leader not in victims:
+            if leader != self.old_leader:
+                self._mark("leader_lost", began)
+            if leader is not None and leader not in victims:
                 self._mark("leader_elected", began)
         by_name = view.by_name()
         leader_now = by_name.get(view.leader_name() or "")
@@ -381,8 +383,8 @@ class EtcdSubject:
 KIND = SubjectKindInfo(
     kind="Etcd",
     milestones=(
-        ("leader_lost", "no surviving etcd member follows the killed leader any more"),
-        ("leader_elected", "a majority of the surviving members follow one new leader"),
+        ("leader_lost", "a majority of the etcd members no longer follows the killed leader"),
+        ("leader_elected", "a majority of the members follows one new leader"),
         ("member_healthy", "the victim's member is healthy and has applied what the leader had"),
         ("cluster_healthy", "every member healthy, all following one leader"),
     ),
