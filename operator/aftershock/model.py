@@ -15,7 +15,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aftershock.endpoints import (
     check_endpoint_namespace,
@@ -24,6 +24,7 @@ from aftershock.endpoints import (
     check_pd_url,
 )
 from aftershock.errors import SpecError
+from aftershock.fields import _bool, _enum, _get, _int, _mapping, _number
 from aftershock.records import (
     MILESTONES,
     REMEDIATOR_DETECTED,
@@ -273,51 +274,6 @@ _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MAX_ENDPOINTS = 16
-
-
-def _get(raw: Mapping[str, Any], key: str, path: str) -> Any:
-    if key not in raw or raw[key] is None:
-        raise SpecError(path, "is required")
-    return raw[key]
-
-
-def _mapping(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise SpecError(path, "must be an object")
-    return value
-
-
-def _int(value: Any, path: str, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(path, "must be an integer")
-    if not minimum <= value <= maximum:
-        raise SpecError(path, f"must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
-def _number(value: Any, path: str, *, minimum: float, maximum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(path, "must be a number")
-    if not minimum <= value <= maximum:
-        raise SpecError(path, f"must be between {minimum:g} and {maximum:g}, got {value}")
-    return float(value)
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(path, "must be true or false")
-    return value
-
-
-_E = TypeVar("_E", bound=enum.StrEnum)
-
-
-def _enum(cls: type[_E], value: Any, path: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in cls if m.value)
-        raise SpecError(path, f"must be one of {allowed}, got {value!r}") from None
 
 
 def parse_selector(raw: Any, path: str) -> LabelSelector:
