@@ -45,12 +45,15 @@ class ResetReport:
     new_pods: dict[str, str] = field(default_factory=dict)
     new_claims: dict[str, str] = field(default_factory=dict)
     seconds: float | None = None
+    #: Wall clock when the reset ended: before the trial's gate, so never inside its recovery.
+    finished_wall: float | None = None
     error: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "mode": self.mode.value,
             "seconds": None if self.seconds is None else round(self.seconds, 6),
+            "finishedAt": self.finished_wall,
             "pods": [
                 {"name": p.name, "oldUid": p.uid, "newUid": self.new_pods.get(p.name)} for p in self.pods
             ],
@@ -194,4 +197,5 @@ async def reset_subject(
     except ApiError as exc:
         report.error = f"reset: {exc}"
     report.seconds = clock.monotonic() - start
+    report.finished_wall = clock.wall()
     return report
