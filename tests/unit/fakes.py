@@ -21,8 +21,9 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aftershock.engine.runner import RunnerSettings
 from aftershock.errors import ApiError, ConflictError, NotFoundError, ProbeUnavailableError
-from aftershock.model import PodState, ProbeResult, Victim
+from aftershock.model import DEFAULT_PROTECTED_NAMESPACES, PodState, ProbeResult, Victim
 from aftershock.subjects.base import RecoveryJudge
 from aftershock.subjects.tikv import StoreRecovery
 
@@ -551,3 +552,30 @@ class Stop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
         return self._event.is_set()
+
+
+# --- a Campaign that runs fast, for tests that drive the whole engine -----------------------------
+
+FAST_SETTINGS = RunnerSettings(
+    protected_namespaces=DEFAULT_PROTECTED_NAMESPACES,
+    probe_interval=0.02,
+    lock_retry_interval=0.05,
+    infra_backoff_initial=0.01,
+    infra_backoff_max=0.05,
+    kill_retry_budget=5.0,
+)
+
+
+def fast_campaign(**overrides: Any) -> dict[str, Any]:
+    """A Campaign spec that runs fast: no interval, no stable period, short timeouts."""
+    spec: dict[str, Any] = {
+        "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
+        "chaos": {"type": "node_kill", "mode": "one"},
+        "trials": 3,
+        "intervalSeconds": 0,
+        "steadyState": {"timeoutSeconds": 5, "stableSeconds": 0},
+        "recovery": {"timeoutSeconds": 5, "settleSeconds": 0},
+        "seed": 7,
+    }
+    spec.update(overrides)
+    return spec

@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 from tests.unit.fakes import (
+    FAST_SETTINGS,
     FakeCluster,
     FakeLock,
     FakeProbe,
     ListSink,
     RealClock,
     Stop,
+    fast_campaign,
     selector_matches,
     unavailable,
 )
@@ -46,29 +48,8 @@ from aftershock.model import (
 
 REF = CampaignRef(namespace="db", name="kill-tikv", uid="campaign-uid-1")
 
-SETTINGS = RunnerSettings(
-    protected_namespaces=DEFAULT_PROTECTED_NAMESPACES,
-    probe_interval=0.02,
-    lock_retry_interval=0.05,
-    infra_backoff_initial=0.01,
-    infra_backoff_max=0.05,
-    kill_retry_budget=5.0,
-)
-
-
-def campaign(**overrides: Any) -> dict[str, Any]:
-    """A Campaign spec that runs fast: no interval, no stable period, short timeouts."""
-    spec: dict[str, Any] = {
-        "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
-        "chaos": {"type": "node_kill", "mode": "one"},
-        "trials": 3,
-        "intervalSeconds": 0,
-        "steadyState": {"timeoutSeconds": 5, "stableSeconds": 0},
-        "recovery": {"timeoutSeconds": 5, "settleSeconds": 0},
-        "seed": 7,
-    }
-    spec.update(overrides)
-    return spec
+SETTINGS = FAST_SETTINGS
+campaign = fast_campaign
 
 
 @dataclass

@@ -11,14 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.fakes import FakeCluster, FakeLock, FakeVolumes, ListSink, RealClock, Stop, make_pod
+from tests.unit.fakes import (
+    FAST_SETTINGS,
+    FakeCluster,
+    FakeLock,
+    FakeVolumes,
+    ListSink,
+    RealClock,
+    Stop,
+    fast_campaign,
+    make_pod,
+)
 
 from aftershock import report, validate
-from aftershock.engine.runner import CampaignRunner, RunnerSettings
+from aftershock.engine.runner import CampaignRunner
 from aftershock.errors import SpecError
 from aftershock.ledger import Ledger
 from aftershock.model import (
-    DEFAULT_PROTECTED_NAMESPACES,
     CampaignRef,
     Outcome,
     Phase,
@@ -27,28 +36,11 @@ from aftershock.model import (
 )
 
 REF = CampaignRef(namespace="db", name="reset-tikv", uid="campaign-uid-reset")
-SETTINGS = RunnerSettings(
-    protected_namespaces=DEFAULT_PROTECTED_NAMESPACES,
-    probe_interval=0.02,
-    lock_retry_interval=0.05,
-    infra_backoff_initial=0.01,
-    infra_backoff_max=0.05,
-    kill_retry_budget=5.0,
-)
+SETTINGS = FAST_SETTINGS
 
 
 def campaign(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
-        "chaos": {"type": "node_kill", "mode": "one"},
-        "trials": 2,
-        "intervalSeconds": 0,
-        "steadyState": {"timeoutSeconds": 5, "stableSeconds": 0},
-        "recovery": {"timeoutSeconds": 5, "settleSeconds": 0},
-        "seed": 7,
-    }
-    spec.update(overrides)
-    return spec
+    return fast_campaign(**{"trials": 2, **overrides})
 
 
 RECREATE = {"mode": "Recreate", "acknowledgeDataLoss": True}
