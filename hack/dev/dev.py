@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -283,44 +284,63 @@ def start_watch() -> subprocess.Popen[bytes]:
     return subprocess.Popen(["kubectl", "get", "campaigns", "-n", NAMESPACE, "-w"])
 
 
-def follow(name: str, op: subprocess.Popen[bytes], wait: bool, timeout: float) -> int:
-    """Show `kubectl get campaigns -w` until Ctrl-C, or (wait) until the Campaign finishes."""
+def watch_campaign(
+    name: str, wait: bool, timeout: float, broken: Callable[[], str | None]
+) -> dict[str, Any] | None:
+    """Show `kubectl get campaigns -w` until Ctrl-C, or (wait) until the Campaign finishes; its
+    status then, or None when it did not finish in time or `broken()` said why not."""
     watch = start_watch()
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     try:
         while True:
             time.sleep(1)
-            if op.poll() is not None:
-                say(f"the operator exited ({op.returncode}); its log ends with:\n{log_tail()}")
-                return 1
+            if (why := broken()) is not None:
+                say(why)
+                return None
             if watch.poll() is not None:
                 watch = start_watch()  # the server ended the watch: look again
             if not wait:
                 continue
             status = campaign_status(name)
             if status.get("phase") in ("Succeeded", "Failed"):
-                break
+                return status
             if time.monotonic() > deadline:
-                say(f"the Campaign did not finish within {timeout:g}s; its log ends with:\n{log_tail()}")
-                return 1
+                say(f"the Campaign did not finish within {timeout:g}s")
+                return None
     finally:
         if watch.poll() is None:
             watch.terminate()
             watch.wait(10)
+
+
+def finished(status: dict[str, Any], report_rc: int) -> int:
+    """Print the Campaign's line and its verdict; exit code 0 when Ready and reported."""
+    ready = condition(status, "Ready")
+    say(
+        f"Campaign {status.get('phase')}, verdict {status.get('verdict') or '-'}, Ready={ready}"
+        + ("" if report_rc == 0 else f"; report exited {report_rc}")
+    )
+    return 0 if ready == "True" and report_rc == 0 else 1
+
+
+def follow(name: str, op: subprocess.Popen[bytes], wait: bool, timeout: float) -> int:
+    def broken() -> str | None:
+        if op.poll() is None:
+            return None
+        return f"the operator exited ({op.returncode}); its log ends with:\n{log_tail()}"
+
+    status = watch_campaign(name, wait, timeout, broken)
+    if status is None:
+        print(log_tail(), file=sys.stderr, flush=True)
+        return 1
     print(flush=True)
     print(kubectl("get", "campaigns", "-n", NAMESPACE).stdout, flush=True)
     report = subprocess.run(
         [sys.executable, "-m", "aftershock", "report", name, "-n", NAMESPACE, "--db", str(LEDGER)],
         check=False,
     )
-    ready = condition(status, "Ready")
-    verdict = status.get("verdict") or "-"
-    say(
-        f"Campaign {status.get('phase')}, verdict {verdict}, Ready={ready}"
-        + ("" if report.returncode == 0 else f"; report exited {report.returncode}")
-    )
-    return 0 if ready == "True" and report.returncode == 0 else 1
+    return finished(status, report.returncode)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -134,32 +134,12 @@ def report(name: str) -> int:
 
 
 def follow(name: str, wait: bool, timeout: float) -> int:
-    watch = dev.start_watch()
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    try:
-        while True:
-            time.sleep(1)
-            if watch.poll() is not None:
-                watch = dev.start_watch()
-            if not wait:
-                continue
-            status = dev.campaign_status(name)
-            if status.get("phase") in ("Succeeded", "Failed"):
-                break
-            if time.monotonic() > deadline:
-                say(f"the Campaign did not finish within {timeout:g}s")
-                return 1
-    finally:
-        if watch.poll() is None:
-            watch.terminate()
-            watch.wait(10)
+    status = dev.watch_campaign(name, wait, timeout, lambda: None)
+    if status is None:
+        return 1
     print(flush=True)
     print(kubectl("get", "campaigns", "-n", NAMESPACE).stdout, flush=True)
-    rc = report(name)
-    ready = dev.condition(status, "Ready")
-    say(f"Campaign {status.get('phase')}, verdict {status.get('verdict') or '-'}, Ready={ready}")
-    return 0 if ready == "True" and rc == 0 else 1
+    return dev.finished(status, report(name))
 
 
 def banner(name: str, pd_url: str) -> str:
@@ -168,7 +148,7 @@ def banner(name: str, pd_url: str) -> str:
             "",
             f"aftershock runs in-cluster on node {realnode.NODE} (image aftershock:dev, ledger on a PVC)",
             f"  export KUBECONFIG={dev.home(os.environ['KUBECONFIG'])}",
-            f"  export PATH={dev.home(Path(dev.shutil.which('kubectl') or 'kubectl').parent)}:$PATH",
+            f"  export PATH={dev.home(Path(shutil.which('kubectl') or 'kubectl').parent)}:$PATH",
             f"  campaign      {NAMESPACE}/{name}: {dev.home(dev.EXAMPLE)} with pdURL={pd_url},",
             "                intervalSeconds=5, steadyState.stableSeconds=3,",
             f"                recovery.settleSeconds={SETTLE_SECONDS}",
