@@ -33,7 +33,7 @@ class Outcome(enum.StrEnum):
 MILESTONES: tuple[str, ...] = (
     "gate_passed",  # steady state held for stableSeconds; negative offset
     "kill_sent",  # the delete request left (offset 0 by definition)
-    "kill_acked",  # the API server answered the delete
+    "kill_acked",  # the API server answered the first delete: the disruption has begun
     "first_unhealthy",  # first observation of the subject not healthy
     "victim_gone",  # the victim pod object is gone (DELETED event)
     "replacement_created",  # a new pod (new UID) took the victim's place
@@ -87,9 +87,19 @@ class AttemptRecord:
 
     @property
     def recovery_seconds(self) -> float | None:
-        """kill_sent -> subject healthy, monotonic; None unless recovered."""
+        """The disruption's start -> subject healthy, monotonic; None unless recovered.
+
+        The disruption starts when the API server answered the delete (``kill_acked``: the
+        deletion is committed by then), not when the request left (``kill_sent``): the request's
+        round trip, 10-100 ms on a loaded control plane, is the API server's latency, not the
+        subject's recovery (ADR 0008). Without an answer that can stand for the commit (records
+        from before it was kept, a delete retried after a lost answer) from ``kill_sent``:
+        longer, never shorter, than the truth."""
         m = self.milestones.get("recovered")
-        return None if m is None or self.outcome is not Outcome.RECOVERED else m.offset
+        if m is None or self.outcome is not Outcome.RECOVERED:
+            return None
+        acked = self.milestones.get("kill_acked")
+        return m.offset if acked is None else m.offset - acked.offset
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,8 @@ class TestAttempts:
             assert record.victims == tuple(victims)
             assert (record.started_at, record.finished_at) == (2000.5, 2100.25)
             assert (record.trial_index, record.attempt, record.victim_seed) == (0, 1, "seed-0")
-            assert record.recovery_seconds == milestones["recovered"].offset
+            # From the delete's answer (ADR 0008).
+            assert record.recovery_seconds == milestones["recovered"].offset - milestones["kill_acked"].offset
 
     @pytest.mark.parametrize("outcome", list(Outcome))
     async def test_every_outcome_is_accepted(self, ledger: Ledger, outcome: Outcome) -> None:

@@ -49,8 +49,10 @@ class Planned:
 
 
 def full_milestones(start: float, recovery: float) -> dict[str, Milestone]:
-    """Every milestone, spaced so every phase has a distinct duration (quarters: exact floats)."""
-    offsets = [-10.0, 0.0, 0.25, 0.5, 1.0, 1.75, 2.5, recovery - 1.5, recovery - 0.75, recovery]
+    """Every milestone, spaced so every phase has a distinct duration (quarters: exact floats);
+    the delete is answered at 0.25 s, so "recovered" is at ``recovery + 0.25`` (ADR 0008)."""
+    end = recovery + 0.25
+    offsets = [-10.0, 0.0, 0.25, 0.5, 1.0, 1.75, 2.5, end - 1.5, end - 0.75, end]
     kill = start + 10.0
     return {
         name: Milestone(wall=kill + off, offset=off)
@@ -372,7 +374,8 @@ class TestTable:
             "storeUp->healthy",
             "recovery",
         ]
-        # full_milestones: gone 1.0, created 1.75, scheduled 2.5, ready 10.75, storeUp 11.5, recovered 12.25
+        # full_milestones: acked 0.25, gone 1.0, created 1.75, scheduled 2.5, ready 11.0, storeUp 11.75,
+        # recovered 12.5: the recovery, from the answer, 12.25
         assert rows[1][:11] == [
             "0",
             "1",
@@ -381,7 +384,7 @@ class TestTable:
             "1.000",
             "0.750",
             "0.750",
-            "8.250",
+            "8.500",
             "0.750",
             "0.750",
             "12.250",

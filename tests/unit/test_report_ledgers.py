@@ -80,8 +80,11 @@ class Planned:
 
     @property
     def recovery(self) -> float | None:
-        m = self.milestones.get("recovered")
-        return m.offset if m is not None and self.outcome is Outcome.RECOVERED else None
+        # From the delete's answer (kill_acked), where the disruption began (ADR 0008).
+        m, acked = self.milestones.get("recovered"), self.milestones.get("kill_acked")
+        if m is None or self.outcome is not Outcome.RECOVERED:
+            return None
+        return m.offset - (acked.offset if acked is not None else 0.0)
 
 
 def recovered_milestones(kill_wall: float, recovery: float, rng: random.Random) -> dict[str, Milestone]:

@@ -71,9 +71,21 @@ class KillPlan:
     retry_budget: float
 
 
+@dataclass(frozen=True)
+class KillResult:
+    """What the kill did: an error text (None: every victim deleted) and when the disruption
+    began, by the API server's answer to the first delete."""
+
+    error: str | None
+    #: (monotonic, wall) of the first delete's answer; None when no answer can stand for the
+    #: commit (an error, or a retry after a lost answer: the commit then came earlier, unseen).
+    first_acked: tuple[float, float] | None
+
+
 async def _delete_one(
     plan: KillPlan, victim: Victim, pods: PodApi, clock: Clock, stop: StopSignal
-) -> str | None:
+) -> tuple[str | None, tuple[float, float] | None]:
+    """Delete one victim; the error text (or None) and when the API server answered."""
     deadline = clock.monotonic() + plan.retry_budget
     backoff = 0.2
     tries = 0
@@ -81,24 +93,28 @@ async def _delete_one(
         tries += 1
         try:
             await pods.delete_pod(plan.namespace, victim.name, victim.uid, plan.grace_period_seconds)
-            return None
+            # The answer comes after the deletion is committed: from here the pod is going.
+            return None, (clock.monotonic(), clock.wall())
         except (NotFoundError, ConflictError) as exc:
             if tries > 1:
-                return None  # an earlier try went through; the answer was lost
+                return None, None  # an earlier try went through; the answer was lost
             code = exc.status if exc.status is not None else type(exc).__name__
-            return f"{victim.name} was already gone or replaced before the kill ({code})"
+            return f"{victim.name} was already gone or replaced before the kill ({code})", None
         except Exception as exc:
             transient = isinstance(exc, ApiError) and exc.transient
             if not transient or clock.monotonic() > deadline or stop.is_set():
-                return f"deleting {victim.name} failed: {exc}"
+                return f"deleting {victim.name} failed: {exc}", None
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 5.0)
 
 
-async def kill(plan: KillPlan, pods: PodApi, clock: Clock, stop: StopSignal) -> str | None:
-    """Delete every victim (UID precondition). Returns an error text or None."""
-    for victim in plan.victims:
-        error = await _delete_one(plan, victim, pods, clock, stop)
+async def kill(plan: KillPlan, pods: PodApi, clock: Clock, stop: StopSignal) -> KillResult:
+    """Delete every victim (UID precondition), one after another."""
+    first: tuple[float, float] | None = None
+    for i, victim in enumerate(plan.victims):
+        error, acked = await _delete_one(plan, victim, pods, clock, stop)
         if error is not None:
-            return error
-    return None
+            return KillResult(error, None)
+        if i == 0:
+            first = acked
+    return KillResult(None, first)

@@ -326,8 +326,8 @@ class _Strike:
                     t.spec.chaos.grace_period_seconds,
                     t.settings.kill_retry_budget,
                 )
-                kill_error = await strike.kill(plan, t.pods, clock, stop)
-                acked_mono, acked_wall = clock.monotonic(), clock.wall()
+                killed = await strike.kill(plan, t.pods, clock, stop)
+                kill_error = killed.error
                 gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
                 if kill_error is not None:
                     record = await t.finish_attempt(
@@ -340,7 +340,8 @@ class _Strike:
                         "Warning", REASON_TRIAL_INFRA, f"trial {self.index + 1}: {kill_error}"
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
-                tracker.mark_acked(acked_mono, acked_wall)
+                if killed.first_acked is not None:
+                    tracker.mark_acked(*killed.first_acked)
                 watch = recovery.Watch(t.spec, t.view, t.probe, clock, t.settings.probe_interval)
                 # Watching starts now, while the kill is recorded and published: the ledger's
                 # fsync and the status patch took 0.1-0.2 s on the real node, and an etcd

@@ -1,0 +1,57 @@
+"""The kill: when the disruption began is the API server's answer to the first delete (ADR 0008),
+and no answer stands for it where the commit may have come earlier, unseen."""
+
+from __future__ import annotations
+
+import time
+
+from tests.unit.fakes import FakeCluster, RealClock, Stop
+
+from aftershock.engine import strike
+from aftershock.errors import TransientApiError
+from aftershock.model import Victim
+
+
+def plan(*victims: Victim) -> strike.KillPlan:
+    return strike.KillPlan("db", victims, grace_period_seconds=0, retry_budget=5.0)
+
+
+def victims(cluster: FakeCluster, n: int) -> list[Victim]:
+    return [Victim(p.name, p.uid) for p in cluster.add_statefulset(replicas=3)[:n]]
+
+
+async def test_the_disruption_begins_at_the_first_answer() -> None:
+    cluster = FakeCluster()
+    cluster.recreate = False
+    committed: list[float] = []
+    cluster.after_delete = lambda: committed.append(time.monotonic())
+    sent = time.monotonic()
+    result = await strike.kill(plan(*victims(cluster, 2)), cluster, RealClock(), Stop())
+    assert result.error is None
+    assert len(cluster.deleted) == 2
+    assert result.first_acked is not None
+    acked_mono, acked_wall = result.first_acked
+    # After the first deletion was committed, before the second one was.
+    assert sent <= committed[0] <= acked_mono <= committed[1]
+    assert acked_wall > 0
+
+
+async def test_a_lost_answer_leaves_no_answer_to_start_from() -> None:
+    cluster = FakeCluster()
+    cluster.recreate = False
+    # The first delete goes through, its answer is lost; the retry finds the pod gone.
+    cluster.fail_after_delete.append(TransientApiError("connection reset", None))
+    result = await strike.kill(plan(*victims(cluster, 1)), cluster, RealClock(), Stop())
+    assert result.error is None
+    assert len(cluster.delete_calls) == 2
+    assert result.first_acked is None
+
+
+async def test_a_refused_kill_has_no_start() -> None:
+    cluster = FakeCluster()
+    (victim,) = victims(cluster, 1)
+    result = await strike.kill(plan(Victim(victim.name, "another-uid")), cluster, RealClock(), Stop())
+    assert result.error is not None
+    assert "replaced before the kill" in result.error
+    assert result.first_acked is None
+    assert cluster.deleted == []
