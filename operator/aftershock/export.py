@@ -42,7 +42,7 @@ def phase_column(phase: report.RecoveryPhase) -> str:
 _MILESTONE_MEANING: Final = {
     "gate_passed": "steady state held (negative: before the kill)",
     "kill_sent": "the delete request left: 0 by definition",
-    "kill_acked": "the API server answered the first delete: recovery counts from here",
+    "kill_acked": "the API server answered the first delete (a sign the kill took effect)",
     "first_unhealthy": "the subject was first seen unhealthy",
     "victim_gone": "the victim pod object was gone",
     "replacement_created": "a replacement pod (new UID) existed",

@@ -33,7 +33,7 @@ class Outcome(enum.StrEnum):
 MILESTONES: tuple[str, ...] = (
     "gate_passed",  # steady state held for stableSeconds; negative offset
     "kill_sent",  # the delete request left (offset 0 by definition)
-    "kill_acked",  # the API server answered the first delete: the disruption has begun
+    "kill_acked",  # the API server answered the first delete: the deletion is committed
     "first_unhealthy",  # first observation of the subject not healthy
     "victim_gone",  # the victim pod object is gone (DELETED event)
     "replacement_created",  # a new pod (new UID) took the victim's place
@@ -43,6 +43,9 @@ MILESTONES: tuple[str, ...] = (
     "recovered",  # the whole subject healthy again: the recovery time
     "relapsed",  # unhealthy again within the settle window after "recovered": not a recovery
 )
+
+#: The signs that a kill took effect; a recovery counts from the first of them (ADR 0008).
+DISRUPTION_SIGNS: tuple[str, ...] = ("kill_acked", "first_unhealthy")
 
 #: Who stamped a milestone, as ``final_state["milestoneSources"]`` records it: the subject's own
 #: clock (PD's ``last_heartbeat``, placed on the operator's clock by their offset), or the moment
@@ -89,17 +92,23 @@ class AttemptRecord:
     def recovery_seconds(self) -> float | None:
         """The disruption's start -> subject healthy, monotonic; None unless recovered.
 
-        The disruption starts when the API server answered the delete (``kill_acked``: the
-        deletion is committed by then), not when the request left (``kill_sent``): the request's
-        round trip, 10-100 ms on a loaded control plane, is the API server's latency, not the
-        subject's recovery (ADR 0008). Without an answer that can stand for the commit (records
-        from before it was kept, a delete retried after a lost answer) from ``kill_sent``:
-        longer, never shorter, than the truth."""
+        The disruption starts at the first sign that the kill took effect: the API server's
+        answer to the delete (``kill_acked``: the deletion is committed by then) or the
+        subject seen unhealthy (``first_unhealthy``: the pod watch showed the victim going),
+        whichever the operator had first. Not when the request left (``kill_sent``): its
+        round trip, 10-150 ms on a loaded control plane, is the API server's latency, not the
+        subject's recovery (ADR 0008). Without either sign (records from before they were
+        kept) from ``kill_sent``: longer, never shorter, than the truth."""
         m = self.milestones.get("recovered")
         if m is None or self.outcome is not Outcome.RECOVERED:
             return None
-        acked = self.milestones.get("kill_acked")
-        return m.offset if acked is None else m.offset - acked.offset
+        return m.offset - self.disruption_offset
+
+    @property
+    def disruption_offset(self) -> float:
+        """When the kill took effect, seconds after ``kill_sent`` (see `recovery_seconds`)."""
+        signs = [m.offset for name in DISRUPTION_SIGNS if (m := self.milestones.get(name)) is not None]
+        return max(0.0, min(signs, default=0.0))
 
 
 @dataclass(frozen=True)

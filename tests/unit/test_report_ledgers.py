@@ -80,11 +80,12 @@ class Planned:
 
     @property
     def recovery(self) -> float | None:
-        # From the delete's answer (kill_acked), where the disruption began (ADR 0008).
-        m, acked = self.milestones.get("recovered"), self.milestones.get("kill_acked")
+        # From the first sign the kill took effect (ADR 0008).
+        m = self.milestones.get("recovered")
         if m is None or self.outcome is not Outcome.RECOVERED:
             return None
-        return m.offset - (acked.offset if acked is not None else 0.0)
+        start = min(self.milestones[n].offset for n in ("kill_acked", "first_unhealthy"))
+        return m.offset - start
 
 
 def recovered_milestones(kill_wall: float, recovery: float, rng: random.Random) -> dict[str, Milestone]:

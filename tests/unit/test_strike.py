@@ -1,15 +1,16 @@
-"""The kill: when the disruption began is the API server's answer to the first delete (ADR 0008),
-and no answer stands for it where the commit may have come earlier, unseen."""
+"""The kill and when it took effect: the API server's answer to the first delete, and no answer
+where the commit may have come earlier, unseen; the recovery counts from the first sign (ADR 0008)."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 from tests.unit.fakes import FakeCluster, RealClock, Stop
 
 from aftershock.engine import strike
 from aftershock.errors import TransientApiError
-from aftershock.model import Victim
+from aftershock.model import AttemptRecord, Milestone, Outcome, Victim
 
 
 def plan(*victims: Victim) -> strike.KillPlan:
@@ -55,3 +56,35 @@ async def test_a_refused_kill_has_no_start() -> None:
     assert "replaced before the kill" in result.error
     assert result.first_acked is None
     assert cluster.deleted == []
+
+
+def attempt(**offsets: float) -> AttemptRecord:
+    return AttemptRecord(
+        campaign_uid="u",
+        trial_index=0,
+        attempt=1,
+        victims=(),
+        victim_seed="s",
+        started_at=0.0,
+        outcome=Outcome.RECOVERED,
+        milestones={name: Milestone(1000.0 + off, off) for name, off in offsets.items()},
+    )
+
+
+@pytest.mark.parametrize(
+    ("offsets", "recovery"),
+    [
+        # The answer first: from the answer.
+        ({"kill_sent": 0.0, "kill_acked": 0.25, "first_unhealthy": 0.5, "recovered": 3.0}, 2.75),
+        # The watch showed the victim going before the answer came: from the watch.
+        ({"kill_sent": 0.0, "kill_acked": 0.5, "first_unhealthy": 0.125, "recovered": 3.0}, 2.875),
+        # A lost answer: from the watch alone.
+        ({"kill_sent": 0.0, "first_unhealthy": 0.125, "recovered": 3.0}, 2.875),
+        # No sign at all (an old record): from the request, never shorter than the truth.
+        ({"kill_sent": 0.0, "recovered": 3.0}, 3.0),
+    ],
+)
+def test_recovery_counts_from_the_first_sign_the_kill_took_effect(
+    offsets: dict[str, float], recovery: float
+) -> None:
+    assert attempt(**offsets).recovery_seconds == recovery
