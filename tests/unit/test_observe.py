@@ -13,7 +13,7 @@ from tests.unit.fakes import make_pod
 
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.model import PodState, ProbeResult, Victim
-from aftershock.subjects.tikv import StoreRecovery
+from aftershock.subjects.tikv import RECOVERY_PROBE_INTERVAL, StoreRecovery
 
 KILL_MONO = 100.0
 KILL_WALL = 1000.0
@@ -264,6 +264,21 @@ def test_with_pd_the_store_must_come_back_up_with_a_new_start_timestamp() -> Non
     t.observe_probe(healthy_probe(live, {"tikv-0": 777, "tikv-1": 500, "tikv-2": 500}), *at(2.0))
     assert offsets(t)["store_up"] == 2.0
     assert offsets(t)["recovered"] == 2.0
+
+
+def test_pd_is_asked_often_only_between_the_replacement_ready_and_the_store_up() -> None:
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    judge = t.judge
+    assert judge is not None
+    assert judge.probe_interval(False, 0.2) is None  # pods not back: PD is not asked
+    new = statefulset_recovery(t, pods[0], "uid-new", 0.5)
+    assert judge.probe_interval(True, 0.2) == RECOVERY_PROBE_INTERVAL < 0.2
+    assert judge.probe_interval(True, 0.01) == 0.01  # never slower than asked
+    live = [new, pods[1], pods[2]]
+    t.observe_probe(healthy_probe(live, {"tikv-0": 777, "tikv-1": 500, "tikv-2": 500}), *at(2.0))
+    assert "store_up" in t.milestones
+    assert judge.probe_interval(True, 0.2) == 0.2  # the settle window: back to the usual pace
 
 
 def test_with_pd_recovered_also_needs_pd_to_call_the_subject_healthy() -> None:
