@@ -18,7 +18,6 @@ from aftershock.model import (
     Milestone,
     PodState,
     ProbeResult,
-    Target,
     Victim,
     parse_campaign_spec,
 )
@@ -145,8 +144,8 @@ def test_a_healthy_answer_before_the_replacement_is_ready_is_the_old_process_not
     assert judge.done is None
 
 
-@pytest.mark.parametrize(("target", "expected"), [(Target.LEADER, "etcd-1"), (Target.FOLLOWER, None)])
-def test_target_chooses_victims_by_their_role_at_the_gate(target: Target, expected: str | None) -> None:
+@pytest.mark.parametrize(("target", "expected"), [("Leader", "etcd-1"), ("Follower", None)])
+def test_target_chooses_victims_by_their_role_at_the_gate(target: str, expected: str | None) -> None:
     roles = {"etcd-0": "Follower", "etcd-1": "Leader", "etcd-2": "Follower"}
     seen = {
         pod_kill.choose_victims(PODS, ChaosSpec(target=target), pod_kill.rng_for(f"s{i}"), roles=roles)[
@@ -159,7 +158,7 @@ def test_target_chooses_victims_by_their_role_at_the_gate(target: Target, expect
 
 def test_a_leader_target_without_a_leader_in_sight_is_refused_not_guessed() -> None:
     with pytest.raises(pod_kill.VictimSelectionError, match="0 pod\\(s\\) with that role"):
-        pod_kill.choose_victims(PODS, ChaosSpec(target=Target.LEADER), pod_kill.rng_for("s"), roles={})
+        pod_kill.choose_victims(PODS, ChaosSpec(target="Leader"), pod_kill.rng_for("s"), roles={})
 
 
 def spec(subject: dict[str, Any], **chaos: Any) -> Any:
@@ -191,13 +190,16 @@ def test_each_kind_refuses_the_others_fields_and_roles_it_does_not_have() -> Non
         )
     with pytest.raises(SpecError, match=r"chaos\.target"):
         registry.open_subject(spec({"kind": "TiKV"}, target="Leader"), "db")
+    with pytest.raises(SpecError, match=r"chaos\.target"):
+        registry.open_subject(spec({"kind": "Etcd", "endpoints": ["http://e:2379"]}, target="Primary"), "db")
 
 
-def test_the_registry_is_the_models_list_of_kinds() -> None:
-    from aftershock.model import SubjectKind
-
-    assert list(registry.KINDS) == [k.value for k in SubjectKind]
+def test_the_registry_alone_lists_the_kinds_and_their_roles() -> None:
+    assert list(registry.KINDS) == ["TiKV", "Etcd"]
     assert registry.KINDS["Etcd"].roles == ("Leader", "Follower")
+    with pytest.raises(SpecError, match="must be one of 'TiKV', 'Etcd', got 'Cassandra'") as refused:
+        registry.open_subject(spec({"kind": "Cassandra"}), "db")
+    assert refused.value.field == "spec.subject.kind"
     assert "leader_elected" in registry.milestone_descriptions()
 
 

@@ -29,7 +29,6 @@ from aftershock.model import (
     Milestone,
     PodState,
     ProbeResult,
-    Target,
     Victim,
 )
 from aftershock.subjects.base import Look, RecoveryJudge, SubjectKindInfo, SubjectResources
@@ -209,8 +208,6 @@ class TiKVProbe:
         shared PD clients, the client is the one for that URL; without, a private one."""
         if spec.subject.endpoints:
             raise SpecError("subject.endpoints", "is not a TiKV field: name PD with subject.pdURL")
-        if spec.chaos.target is not Target.ANY:
-            raise SpecError("chaos.target", "TiKV stores have no roles here yet: use Any")
         clients = resources.pd_clients if resources is not None else None
         if spec.subject.pd_url is None:
             return None
