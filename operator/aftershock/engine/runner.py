@@ -56,9 +56,10 @@ __all__ = ["CampaignRunner", "RunnerSettings"]
 ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class CampaignRunner:
-    """One Campaign's runner: the handler names each port it is built with; `run` does the rest."""
+    """One Campaign's runner (a thing with a life, not a value: no equality): the handler names
+    each port it is built with; `run` does the rest."""
 
     ref: CampaignRef
     #: The Campaign's generation and status when the runner was built.
