@@ -215,6 +215,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from aftershock import handlers
+    from aftershock.engine.outcomes import RunnerSettings
 
     kopf.configure(
         verbose=args.verbose,
@@ -224,14 +225,16 @@ def _run_operator(args: argparse.Namespace) -> int:
     # httpx logs every PD request at INFO: a few per second per Campaign drowns the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces = args.namespace or _env_list("AFTERSHOCK_NAMESPACES")
-    protected = DEFAULT_PROTECTED_NAMESPACES | frozenset(args.protected_namespace)
-    config = handlers.OperatorConfig(
-        db_path=args.db,
-        protected_namespaces=protected,
+    settings = RunnerSettings(
+        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES | frozenset(args.protected_namespace),
         allow_loopback_pd=args.allow_loopback_pd,
-        kubeconfig=args.kubeconfig,
         probe_interval=args.probe_interval,
         lock_retry_interval=args.lock_retry_interval,
+    )
+    config = handlers.OperatorConfig(
+        db_path=args.db,
+        runner=settings,
+        kubeconfig=args.kubeconfig,
         max_concurrent_campaigns=args.max_concurrent_campaigns,
         sweep_interval=args.sweep_interval,
         namespaces=() if args.all_namespaces else tuple(namespaces),

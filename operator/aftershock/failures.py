@@ -22,9 +22,12 @@ class FailureReason:
 
     outcome: Outcome
     reason: str
-    count: int
     seconds_lost: float  # wall time from start to finish of those attempts, summed
     attempts: tuple[tuple[int, int], ...]  # (trial index, attempt number)
+
+    @property
+    def count(self) -> int:
+        return len(self.attempts)
 
     @property
     def impact(self) -> float:
@@ -72,7 +75,6 @@ def failure_reasons(attempts: Iterable[AttemptRecord]) -> tuple[FailureReason, .
         FailureReason(
             outcome=outcome,
             reason=reason,
-            count=len(members),
             seconds_lost=math.fsum(max(0.0, (a.finished_at or a.started_at) - a.started_at) for a in members),
             attempts=tuple((a.trial_index, a.attempt) for a in members),
         )

@@ -50,6 +50,13 @@ def _bool(value: Any, path: str) -> bool:
     return value
 
 
+def _name(value: Any, path: str) -> str:
+    """A name from a vocabulary kept elsewhere (subject kinds, roles: the subject registry)."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(path, "must be a non-empty string")
+    return value
+
+
 _E = TypeVar("_E", bound=enum.StrEnum)
 
 

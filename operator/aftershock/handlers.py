@@ -41,11 +41,9 @@ class OperatorConfig:
     """What `aftershock run` decided; carried to the handlers in kopf's memo."""
 
     db_path: str
-    protected_namespaces: frozenset[str]
-    allow_loopback_pd: bool = False
+    #: What every Campaign's runner is given: protected namespaces, loopback PD, intervals.
+    runner: RunnerSettings
     kubeconfig: str | None = None
-    probe_interval: float = 0.5
-    lock_retry_interval: float = 5.0
     metrics_port: int = 0
     #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
     max_concurrent_campaigns: int = 0
@@ -172,6 +170,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo["kube"].close()
 
 
+def _campaign_ref(meta: kopf.Meta) -> CampaignRef:
+    """Which Campaign an event is about, read from kopf's view of its metadata."""
+    namespace = meta.namespace
+    assert namespace is not None  # Campaigns are namespaced (the CRD says so)
+    return CampaignRef(namespace=namespace, name=str(meta.name), uid=str(meta.uid))
+
+
 def _unfinished(status: Mapping[str, Any], annotations: Mapping[str, Any], **_: Any) -> bool:
     # A finished Campaign whose `aftershock.dev/run` annotation changed asks for a new run.
     return status.get("phase") not in ("Succeeded", "Failed") or runs.asks_for_a_new_run(status, annotations)
@@ -209,17 +214,13 @@ async def campaign(
     body: kopf.Body,
     meta: kopf.Meta,
     status: kopf.Status,
-    namespace: str | None,
-    name: str,
-    uid: str,
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
     kube: Kube = memo["kube"]
     ledger: Ledger = memo["ledger"]
-    assert namespace is not None  # Campaigns are namespaced (the CRD says so)
-    ref = CampaignRef(namespace=namespace, name=name, uid=uid)
+    ref = _campaign_ref(meta)
     stop = _Stop(stopped)
     existing = dict(status)
     while True:
@@ -232,8 +233,8 @@ async def campaign(
         # Cumulative for the process: with one Campaign it is that Campaign's cost (bench/ reads it).
         log.info(
             "campaign %s/%s run %d: ends in phase %s; API requests so far by verb: %s",
-            namespace,
-            name,
+            ref.namespace,
+            ref.name,
             run.run,
             phase.value,
             dict(sorted(kube.requests.items())),
@@ -246,7 +247,7 @@ async def campaign(
         if stopped.is_set():
             return
         existing = dict(body.get("status") or {})
-        log.info("campaign %s/%s: the run annotation changed, a new run starts", namespace, name)
+        log.info("campaign %s/%s: the run annotation changed, a new run starts", ref.namespace, ref.name)
 
 
 async def _run_once(
@@ -294,12 +295,7 @@ async def _run_once(
         scaler=AnnotatingScaler(kube, f"{namespace}/{name}/{uid}"),
         event_api=kube,
         volumes=kube,
-        settings=RunnerSettings(
-            protected_namespaces=config.protected_namespaces,
-            allow_loopback_pd=config.allow_loopback_pd,
-            probe_interval=config.probe_interval,
-            lock_retry_interval=config.lock_retry_interval,
-        ),
+        settings=config.runner,
     )
     return await runner.run(stop)
 
@@ -316,25 +312,15 @@ def _gone_or_finished_and_lagging(
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_gone_or_finished_and_lagging)
 async def campaign_event(
-    *,
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    namespace: str | None,
-    name: str,
-    uid: str,
-    memo: kopf.Memo,
-    **_: Any,
+    *, event: kopf.RawEvent, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any
 ) -> None:
     """Raw watch events, for what no daemon is there to do: a Campaign gone (its deletion
     recorded in the ledger if its daemon could not: cancelled, or the operator was down while
     it was deleted), and a finished Campaign's `spec.suspend` changed (its observedGeneration
     follows, or GitOps tools would wait on it for ever)."""
-    assert namespace is not None
+    ref = _campaign_ref(meta)
     if event.get("type") == "DELETED":
-        ref = CampaignRef(namespace, name, uid)
-        latest = await memo["ledger"].latest_run(uid)
+        latest = await memo["ledger"].latest_run(ref.uid)
         if latest is not None:
             ref = runs.run_ref(ref, latest)
         await lifecycle.record_deletion(memo["ledger"], ref, time.time())
@@ -343,4 +329,4 @@ async def campaign_event(
     if lifecycle.finished_generation_lags(status, generation):
         kube: Kube = memo["kube"]
         patch = lifecycle.acknowledge_generation(status, generation)
-        await kube.patch_campaign_status(namespace, name, patch)
+        await kube.patch_campaign_status(ref.namespace, ref.name, patch)

@@ -24,7 +24,7 @@ from aftershock.endpoints import (
     check_pd_url,
 )
 from aftershock.errors import SpecError
-from aftershock.fields import _bool, _enum, _get, _int, _mapping, _number
+from aftershock.fields import _bool, _enum, _get, _int, _mapping, _name, _number
 from aftershock.records import (
     MILESTONES,
     REMEDIATOR_DETECTED,
@@ -73,21 +73,6 @@ KIND = "Campaign"
 DEFAULT_PROTECTED_NAMESPACES: frozenset[str] = frozenset(
     {"kube-system", "kube-public", "kube-node-lease", "local-path-storage"}
 )
-
-
-class SubjectKind(enum.StrEnum):
-    """The kinds `aftershock.subjects.registry` implements (a unit test keeps the two equal)."""
-
-    TIKV = "TiKV"
-    ETCD = "Etcd"
-
-
-class Target(enum.StrEnum):
-    """Which members a victim is chosen among, by their role at the gate (subjects with roles)."""
-
-    ANY = "Any"
-    LEADER = "Leader"
-    FOLLOWER = "Follower"
 
 
 class ChaosType(enum.StrEnum):
@@ -169,7 +154,8 @@ class LabelSelector:
 
 @dataclass(frozen=True)
 class SubjectSpec:
-    kind: SubjectKind
+    #: A kind `aftershock.subjects.registry` lists (it alone knows which there are).
+    kind: str
     selector: LabelSelector
     pd_url: str | None = None
     #: The subject's own API (etcd: its client URLs); checked by the same rules as `pd_url`.
@@ -181,6 +167,9 @@ class SubjectSpec:
         return (self.pd_url, *self.endpoints) if self.pd_url else self.endpoints
 
 
+#: `chaos.target` for victims among all members, whatever their role.
+ANY_TARGET = "Any"
+
 #: Trials a Campaign runs when `spec.trials` is absent (one place: the CRD states it too).
 DEFAULT_TRIALS = 10
 
@@ -191,7 +180,9 @@ class ChaosSpec:
     mode: ChaosMode = ChaosMode.ONE
     value: int | None = None
     grace_period_seconds: int = 0
-    target: Target = Target.ANY
+    #: Which members a victim is chosen among, by their role at the gate: `ANY_TARGET`, or one of
+    #: the roles the subject's kind declares (the registry checks which).
+    target: str = ANY_TARGET
 
 
 class RemediatorKind(enum.StrEnum):
@@ -348,7 +339,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     """Parse and check a Campaign ``spec``; raise `SpecError` naming the first bad field."""
     raw = _mapping(raw, "")
     subject_raw = _mapping(_get(raw, "subject", "subject"), "subject")
-    kind = _enum(SubjectKind, _get(subject_raw, "kind", "subject.kind"), "subject.kind")
+    kind = _name(_get(subject_raw, "kind", "subject.kind"), "subject.kind")
     selector = parse_selector(_get(subject_raw, "selector", "subject.selector"), "subject.selector")
     pd_url = subject_raw.get("pdURL")
     if pd_url is not None:
@@ -374,7 +365,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     elif value_raw is not None:
         value = _int(value_raw, "chaos.value", minimum=1, maximum=1)
     grace = _int(chaos_raw.get("gracePeriodSeconds", 0), "chaos.gracePeriodSeconds", minimum=0, maximum=3600)
-    target = _enum(Target, chaos_raw.get("target", "Any"), "chaos.target")
+    target = _name(chaos_raw.get("target", ANY_TARGET), "chaos.target")
     chaos = ChaosSpec(type=ctype, mode=mode, value=value, grace_period_seconds=grace, target=target)
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")

@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aftershock.engine.outcomes import InfraBackoff
 from aftershock.engine.runner import RunnerSettings
 from aftershock.errors import ApiError, ConflictError, NotFoundError, ProbeUnavailableError
 from aftershock.model import DEFAULT_PROTECTED_NAMESPACES, PodState, ProbeResult, Victim
@@ -560,8 +561,7 @@ FAST_SETTINGS = RunnerSettings(
     protected_namespaces=DEFAULT_PROTECTED_NAMESPACES,
     probe_interval=0.02,
     lock_retry_interval=0.05,
-    infra_backoff_initial=0.01,
-    infra_backoff_max=0.05,
+    infra=InfraBackoff(initial=0.01, max=0.05),
     kill_retry_budget=5.0,
 )
 

@@ -29,6 +29,7 @@ from tests.unit.fakes import (
 )
 
 from aftershock.chaos import pod_kill
+from aftershock.engine.outcomes import InfraBackoff
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.errors import ApiError, TransientApiError
@@ -573,9 +574,7 @@ async def test_a_forbidden_delete_is_an_infrastructure_error_not_a_measurement(h
     settings = RunnerSettings(
         protected_namespaces=DEFAULT_PROTECTED_NAMESPACES,
         lock_retry_interval=0.05,
-        infra_backoff_initial=0.01,
-        infra_backoff_max=0.02,
-        max_consecutive_infra_errors=2,
+        infra=InfraBackoff(max_consecutive=2, initial=0.01, max=0.02),
     )
 
     phase = await asyncio.wait_for(h.runner(campaign(trials=2), settings=settings).run(h.stop), 10)

@@ -18,11 +18,11 @@ from aftershock.model import (
     Milestone,
     PodState,
     ProbeResult,
-    Target,
     Victim,
     parse_campaign_spec,
 )
 from aftershock.subjects import registry
+from aftershock.subjects.base import Look
 from aftershock.subjects.etcd import ClusterView, ElectionRecovery, EtcdClient, MemberStatus, judge_cluster
 
 IDS = {"etcd-0": 1001, "etcd-1": 1002, "etcd-2": 1003}
@@ -90,7 +90,7 @@ def status(
     name: str, leader: str | None, *, applied: int = 100, index: int = 100, up: bool = True
 ) -> MemberStatus:
     if not up:
-        return MemberStatus(ENDPOINTS[int(name[-1])], reachable=False, error="refused")
+        return MemberStatus.unreachable(ENDPOINTS[int(name[-1])], "refused")
     return MemberStatus(
         ENDPOINTS[int(name[-1])], True, name, IDS[name], IDS[leader] if leader else 0, 5, index, applied, True
     )
@@ -109,12 +109,12 @@ def test_killing_the_leader_is_timed_from_leader_lost_to_a_new_majority_leader()
     judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
     assert judge.probe_interval(False, 0.5) == pytest.approx(0.02)  # polled fast until elected
     still = look(status("etcd-0", "etcd-0"), status("etcd-1", "etcd-0"), status("etcd-2", "etcd-0"))
-    assert judge.observe(still, 0.1, 1.1, stamp, replacement_ready=False) == {}
+    assert judge.observe(Look(still, 0.1, 1.1, stamp, replacement_ready=False)) == {}
     # The survivors stop following etcd-0 but have no leader yet: lost, not elected.
     lost = look(status("etcd-0", None, up=False), status("etcd-1", None), status("etcd-2", None))
-    assert set(judge.observe(lost, 0.4, 1.4, stamp, replacement_ready=False)) == {"leader_lost"}
+    assert set(judge.observe(Look(lost, 0.4, 1.4, stamp, replacement_ready=False))) == {"leader_lost"}
     elected = look(status("etcd-0", None, up=False), status("etcd-1", "etcd-2"), status("etcd-2", "etcd-2"))
-    assert judge.observe(elected, 1.2, 2.2, stamp, replacement_ready=False) == {
+    assert judge.observe(Look(elected, 1.2, 2.2, stamp, replacement_ready=False)) == {
         "leader_elected": Milestone(2.2, 1.2)
     }
     assert judge.probe_interval(False, 0.5) == 0.5
@@ -126,9 +126,9 @@ def test_the_member_is_back_only_once_it_has_applied_what_the_leader_had_a_look_
     judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
     others = (status("etcd-0", "etcd-0", index=200), status("etcd-1", "etcd-0", index=200))
     behind = look(*others, status("etcd-2", "etcd-0", applied=150), healthy=True)
-    assert judge.observe(behind, 2.0, 3.0, stamp, replacement_ready=True) == {}
+    assert judge.observe(Look(behind, 2.0, 3.0, stamp, replacement_ready=True)) == {}
     caught_up = look(*others, status("etcd-2", "etcd-0", applied=200), healthy=True)
-    reached = judge.observe(caught_up, 2.5, 3.5, stamp, replacement_ready=True)
+    reached = judge.observe(Look(caught_up, 2.5, 3.5, stamp, replacement_ready=True))
     assert set(reached) == {"member_healthy", "cluster_healthy"}
     assert judge.done == Milestone(3.5, 2.5)
     assert "leader_lost" not in reached  # a follower's death elects nobody
@@ -139,13 +139,13 @@ def test_a_healthy_answer_before_the_replacement_is_ready_is_the_old_process_not
     fine = look(
         status("etcd-0", "etcd-0"), status("etcd-1", "etcd-0"), status("etcd-2", "etcd-0"), healthy=True
     )
-    judge.observe(fine, 0.05, 1.05, stamp, replacement_ready=False)
-    assert judge.observe(fine, 0.1, 1.1, stamp, replacement_ready=False) == {}
+    judge.observe(Look(fine, 0.05, 1.05, stamp, replacement_ready=False))
+    assert judge.observe(Look(fine, 0.1, 1.1, stamp, replacement_ready=False)) == {}
     assert judge.done is None
 
 
-@pytest.mark.parametrize(("target", "expected"), [(Target.LEADER, "etcd-1"), (Target.FOLLOWER, None)])
-def test_target_chooses_victims_by_their_role_at_the_gate(target: Target, expected: str | None) -> None:
+@pytest.mark.parametrize(("target", "expected"), [("Leader", "etcd-1"), ("Follower", None)])
+def test_target_chooses_victims_by_their_role_at_the_gate(target: str, expected: str | None) -> None:
     roles = {"etcd-0": "Follower", "etcd-1": "Leader", "etcd-2": "Follower"}
     seen = {
         pod_kill.choose_victims(PODS, ChaosSpec(target=target), pod_kill.rng_for(f"s{i}"), roles=roles)[
@@ -158,7 +158,7 @@ def test_target_chooses_victims_by_their_role_at_the_gate(target: Target, expect
 
 def test_a_leader_target_without_a_leader_in_sight_is_refused_not_guessed() -> None:
     with pytest.raises(pod_kill.VictimSelectionError, match="0 pod\\(s\\) with that role"):
-        pod_kill.choose_victims(PODS, ChaosSpec(target=Target.LEADER), pod_kill.rng_for("s"), roles={})
+        pod_kill.choose_victims(PODS, ChaosSpec(target="Leader"), pod_kill.rng_for("s"), roles={})
 
 
 def spec(subject: dict[str, Any], **chaos: Any) -> Any:
@@ -190,13 +190,16 @@ def test_each_kind_refuses_the_others_fields_and_roles_it_does_not_have() -> Non
         )
     with pytest.raises(SpecError, match=r"chaos\.target"):
         registry.open_subject(spec({"kind": "TiKV"}, target="Leader"), "db")
+    with pytest.raises(SpecError, match=r"chaos\.target"):
+        registry.open_subject(spec({"kind": "Etcd", "endpoints": ["http://e:2379"]}, target="Primary"), "db")
 
 
-def test_the_registry_is_the_models_list_of_kinds() -> None:
-    from aftershock.model import SubjectKind
-
-    assert list(registry.KINDS) == [k.value for k in SubjectKind]
+def test_the_registry_alone_lists_the_kinds_and_their_roles() -> None:
+    assert list(registry.KINDS) == ["TiKV", "Etcd"]
     assert registry.KINDS["Etcd"].roles == ("Leader", "Follower")
+    with pytest.raises(SpecError, match="must be one of 'TiKV', 'Etcd', got 'Cassandra'") as refused:
+        registry.open_subject(spec({"kind": "Cassandra"}), "db")
+    assert refused.value.field == "spec.subject.kind"
     assert "leader_elected" in registry.milestone_descriptions()
 
 
@@ -225,7 +228,8 @@ async def test_a_write_refused_everywhere_is_a_failed_write() -> None:
 def test_a_new_leader_is_stamped_when_the_look_began_not_when_a_dying_member_let_it_end() -> None:
     judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
     elected = look(status("etcd-0", None, up=False), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-1"))
-    reached = judge.observe(elected, 0.3, 1.3, stamp, replacement_ready=False, asked=Milestone(1.05, 0.05))
+    asked = Milestone(1.05, 0.05)
+    reached = judge.observe(Look(elected, 0.3, 1.3, stamp, replacement_ready=False, asked=asked))
     assert reached == {"leader_lost": Milestone(1.05, 0.05), "leader_elected": Milestone(1.05, 0.05)}
 
 
@@ -233,5 +237,5 @@ def test_a_member_one_heartbeat_behind_does_not_hold_the_election_back() -> None
     judge = ElectionRecovery([Victim("etcd-0", "uid-etcd-0", role="Leader")], old_leader="etcd-0")
     # etcd-0 handed leadership to etcd-1 and follows it; etcd-2 has not heard yet.
     handed_over = look(status("etcd-0", "etcd-1"), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-0"))
-    reached = judge.observe(handed_over, 0.04, 1.04, stamp, replacement_ready=False)
+    reached = judge.observe(Look(handed_over, 0.04, 1.04, stamp, replacement_ready=False))
     assert reached == {"leader_lost": Milestone(1.04, 0.04), "leader_elected": Milestone(1.04, 0.04)}

@@ -15,7 +15,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
-from aftershock.model import OPERATOR_POD_LABEL, ChaosMode, ChaosSpec, PodState, Target, Victim
+from aftershock.model import ANY_TARGET, OPERATOR_POD_LABEL, ChaosMode, ChaosSpec, PodState, Victim
 
 
 class VictimSelectionError(Exception):
@@ -72,12 +72,12 @@ def choose_victims(
         raise VictimSelectionError(
             f"chaos would kill {count} of {len(candidates)} live pods; at least one must stay up"
         )
-    if chaos.target is not Target.ANY:
+    if chaos.target != ANY_TARGET:
         known = roles or {}
-        candidates = [p for p in candidates if known.get(p.name) == chaos.target.value]
+        candidates = [p for p in candidates if known.get(p.name) == chaos.target]
         if len(candidates) < count:
             raise VictimSelectionError(
-                f"chaos.target {chaos.target.value}: {len(candidates)} pod(s) with that role at the gate, "
+                f"chaos.target {chaos.target}: {len(candidates)} pod(s) with that role at the gate, "
                 f"{count} needed (roles seen: {dict(sorted(known.items())) or 'none'})"
             )
     chosen = rng.sample(candidates, count)

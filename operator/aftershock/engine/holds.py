@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from aftershock.engine.ports import LedgerPort, StopSignal, SubjectLock
+from aftershock.engine.ports import StopSignal, SubjectLock
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.status import SUBJECT_LOCKED
 from aftershock.errors import ApiError
@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 async def suspend(
     *,
     out: StatusPublisher,
-    ledger: LedgerPort,
     lock: SubjectLock,
     attempts: Sequence[AttemptRecord],
     still: Callable[[], bool],
@@ -30,7 +29,7 @@ async def suspend(
     out.conditions.set(SUBJECT_LOCKED, False, "Suspended", "released while suspended", now)
     out.phase = Phase.SUSPENDED
     out.waiting("Suspended", "suspended: set spec.suspend to false to resume", reconciling=False)
-    await ledger.set_campaign_state(out.ref.uid, Phase.SUSPENDED, Verdict.NONE, now)
+    await out.ledger.set_campaign_state(out.ref.uid, Phase.SUSPENDED, Verdict.NONE, now)
     await out.publish(attempts)
     # The spec is a live view kept current by the operator's watch: this reads memory,
     # not the API server.

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aftershock.model import SOURCE_OBSERVED, Milestone, PodState, ProbeResult, Victim
-from aftershock.subjects.base import RecoveryJudge
+from aftershock.subjects.base import Look, RecoveryJudge
 
 
 @dataclass
@@ -168,7 +168,7 @@ class RecoveryTracker:
         """`mono`/`wall`: when the answer was in; `asked`: (mono, wall) when the look began."""
         self.probe = result
         if self.judge is not None:
-            reached = self.judge.observe(
+            look = Look(
                 result,
                 mono,
                 wall,
@@ -176,6 +176,7 @@ class RecoveryTracker:
                 replacement_ready="replacement_ready" in self.milestones,
                 asked=None if asked is None else self._stamp(*asked),
             )
+            reached = self.judge.observe(look)
             for name, stamp in reached.items():
                 if name not in self.milestones:
                     self.milestones[name] = stamp

@@ -5,7 +5,7 @@ so the steps import it and never each other in a circle."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aftershock.model import AttemptRecord, Outcome, PodState, ProbeResult, Verdict
@@ -25,6 +25,30 @@ REASON_SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
 
 
 @dataclass(frozen=True)
+class InfraBackoff:
+    """How a Campaign rides out infrastructure errors in a row: it waits longer after each
+    (doubling from `initial` up to `max`, jittered by the runner) and gives up after
+    `max_consecutive` of them (verdict InfraError)."""
+
+    max_consecutive: int = 5
+    initial: float = 1.0
+    max: float = 60.0
+
+    def delay(self, streak: int) -> float:
+        """The wait after the `streak`-th error in a row, before jitter."""
+        return min(self.initial * 2.0 ** (streak - 1), self.max)
+
+
+@dataclass(frozen=True)
+class WriteProbeSettings:
+    """The write probe's pace and per-operation timeout (subjects that support writes): one
+    write and one read per interval, so a trial costs a few hundred requests at most."""
+
+    interval: float = 0.05
+    timeout: float = 0.5
+
+
+@dataclass(frozen=True)
 class RunnerSettings:
     protected_namespaces: frozenset[str]
     allow_loopback_pd: bool = False
@@ -33,17 +57,11 @@ class RunnerSettings:
     probe_interval: float = 0.5
     #: How often a Campaign waiting for the subject lock looks again.
     lock_retry_interval: float = 5.0
-    #: Consecutive infrastructure errors before the campaign gives up (verdict InfraError).
-    max_consecutive_infra_errors: int = 5
-    infra_backoff_initial: float = 1.0
-    infra_backoff_max: float = 60.0
     #: How long a delete is retried on transient API errors before the attempt is an
     #: infrastructure error.
     kill_retry_budget: float = 30.0
-    #: The write probe's pace and per-operation timeout (subjects that support writes): one
-    #: write and one read per interval, so a trial costs a few hundred requests at most.
-    write_interval: float = 0.05
-    write_timeout: float = 0.5
+    infra: InfraBackoff = field(default_factory=InfraBackoff)
+    writes: WriteProbeSettings = field(default_factory=WriteProbeSettings)
 
 
 @dataclass(frozen=True)

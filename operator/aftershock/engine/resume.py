@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aftershock.engine.outcomes import REASON_TRIAL_INTERRUPTED
-from aftershock.engine.ports import LedgerPort, Recorder, SubjectProbe
+from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import PD_CONFIGURED
@@ -18,16 +18,14 @@ from aftershock.model import CampaignSpec, Phase, Verdict
 async def resume(
     *,
     out: StatusPublisher,
-    ledger: LedgerPort,
     remediator: RemediatorScaler,
-    recorder: Recorder,
     raw: Mapping[str, Any],
     spec: CampaignSpec,
     seed: str,
 ) -> bool:
     """Record the campaign (first sight) or pick it up from the ledger. True: it had already
     finished, and its status is republished."""
-    ref, now = out.ref, out.clock.wall()
+    ref, now, ledger = out.ref, out.clock.wall(), out.ledger
     await ledger.ensure_campaign(ref, dict(raw), spec.trials, seed, now)
     row = await ledger.get_campaign(ref.uid)
     if row is not None:
@@ -50,7 +48,7 @@ async def resume(
             f"trial {lost.trial_index + 1}: attempt {lost.attempt} interrupted by an operator restart; "
             "it runs again",
         )
-    recorder.replay(ref, [a for a in await ledger.attempts(ref.uid) if a.outcome])
+    out.recorder.replay(ref, [a for a in await ledger.attempts(ref.uid) if a.outcome])
     return False
 
 

@@ -11,19 +11,13 @@ duplicate impossible even if this logic were wrong.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-from aftershock.engine import holds, lifecycle, resume, verdict
-from aftershock.engine.outcomes import (
-    REASON_INVALID,
-    RunnerSettings,
-    TrialResult,
-    completed,
-)
+from aftershock.engine import holds, lifecycle, resume, verdict, watches
+from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult, completed
 from aftershock.engine.ports import (
     Clock,
     EventApi,
@@ -41,10 +35,8 @@ from aftershock.engine.ports import (
 )
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
-from aftershock.engine.signals import SignalWatch
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
-from aftershock.engine.view import PodView
 from aftershock.errors import SpecError
 from aftershock.model import (
     AttemptRecord,
@@ -61,89 +53,69 @@ from aftershock.model import (
 
 __all__ = ["CampaignRunner", "RunnerSettings"]
 
-log = logging.getLogger(__name__)
-
-#: How long a Campaign waits for its Event watch's first list before its first trial.
-SIGNALS_SYNC_SECONDS = 10.0
-
 ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
 
+@dataclass(kw_only=True, eq=False)
 class CampaignRunner:
-    def __init__(  # noqa: PLR0913 - one keyword per port, named where the runner is built
-        self,
-        *,
-        ref: CampaignRef,
-        generation: int,
-        spec_source: Callable[[], Mapping[str, Any]],
-        generation_source: Callable[[], int] | None = None,
-        existing_status: Mapping[str, Any],
-        ledger: LedgerPort,
-        pods: PodApi,
-        probe_factory: ProbeFactory,
-        lock: SubjectLock,
-        status: StatusSink,
-        events: EventSink,
-        clock: Clock,
-        settings: RunnerSettings,
-        recorder: Recorder | None = None,
-        scaler: ScaleApi | None = None,
-        event_api: EventApi | None = None,
-        volumes: VolumeApi | None = None,
-    ) -> None:
-        self.ref = ref
-        self._spec_source = spec_source
-        self._generation_source = generation_source
-        self._ledger = ledger
-        self._pods = pods
-        self._event_api = event_api
-        self._volumes = volumes
-        self._probe_factory = probe_factory
-        self._lock = lock
-        self._clock = clock
-        self._settings = settings
-        self._recorder: Recorder = recorder or NullRecorder()
-        self._remediator = RemediatorScaler(scaler, ref.namespace, clock)
+    """One Campaign's runner (a thing with a life, not a value: no equality): the handler names
+    each port it is built with; `run` does the rest."""
+
+    ref: CampaignRef
+    #: The Campaign's generation and status when the runner was built.
+    generation: InitVar[int]
+    existing_status: InitVar[Mapping[str, Any]]
+    #: The spec now (kopf's live view: reading it costs nothing).
+    spec_source: Callable[[], Mapping[str, Any]]
+    #: The generation now, read with the spec; None: the generation is taken as it was built.
+    generation_source: Callable[[], int] | None = None
+    ledger: LedgerPort
+    pods: PodApi
+    probe_factory: ProbeFactory
+    lock: SubjectLock
+    status: StatusSink
+    events: EventSink
+    clock: Clock
+    settings: RunnerSettings
+    recorder: Recorder = field(default_factory=NullRecorder)
+    scaler: ScaleApi | None = None
+    event_api: EventApi | None = None
+    volumes: VolumeApi | None = None
+    _out: StatusPublisher = field(init=False)
+    _remediator: RemediatorScaler = field(init=False)
+
+    def __post_init__(self, generation: int, existing_status: Mapping[str, Any]) -> None:
+        self._remediator = RemediatorScaler(self.scaler, self.ref.namespace, self.clock)
         self._out = StatusPublisher(
-            ref=ref,
+            ref=self.ref,
             conditions=Conditions(existing_status.get("conditions"), generation),
             generation=generation,
-            requested=requested_trials(spec_source()),
-            ledger=ledger,
-            status=status,
-            events=events,
-            recorder=self._recorder,
-            clock=clock,
+            requested=requested_trials(self.spec_source()),
+            ledger=self.ledger,
+            status=self.status,
+            events=self.events,
+            recorder=self.recorder,
+            clock=self.clock,
         )
 
-    def _suspended(self) -> bool:
-        """`spec.suspend` now, and (read with it, no await between) the generation it belongs
-        to: every status published after acting on it carries that generation, so kstatus,
-        Flux and Argo CD see a `suspend` change as observed once it is acted on."""
-        raw = self._spec_source()
-        if self._generation_source is not None:
-            self._out.observe_generation(self._generation_source())
-        return read_suspend(raw)
+    def _spec_now(self) -> Mapping[str, Any]:
+        """The spec now, and (read with it, no await between) the generation it belongs to:
+        every status published after acting on it carries that generation, so kstatus, Flux
+        and Argo CD see a change (`suspend`, say) as observed once it is acted on."""
+        raw = self.spec_source()
+        if self.generation_source is not None:
+            self._out.observe_generation(self.generation_source())
+        return raw
 
-    async def _fail_spec(self, field_path: str, reason: str, message: str) -> Phase:
-        out = self._out
-        text = f"{field_path}: {message}" if field_path else message
-        out.conditions.set(SPEC_VALID, False, reason, text, self._clock.wall())
-        out.phase = Phase.FAILED
-        out.completed_at = self._clock.wall()
-        out.finished(False, reason, text)
-        await out.publish([])
-        await out.emit("Warning", reason, text)
-        return out.phase
+    def _suspended(self) -> bool:
+        return read_suspend(self._spec_now())
 
     def _parse(self) -> tuple[Mapping[str, Any], CampaignSpec, SubjectProbe | None]:
-        raw = self._spec_source()
-        if self._generation_source is not None:
-            self._out.observe_generation(self._generation_source())
-        spec = parse_campaign_spec(raw, allow_loopback_pd=self._settings.allow_loopback_pd)
+        raw = self._spec_now()
+        spec = parse_campaign_spec(raw, allow_loopback_pd=self.settings.allow_loopback_pd)
         if spec.subject.pd_url is not None:
             check_endpoint_namespace(spec.subject.pd_url, self.ref.namespace)
-        return raw, spec, self._probe_factory(spec, self.ref.namespace)
+        return raw, spec, self.probe_factory(spec, self.ref.namespace)
 
     # -- the campaign ------------------------------------------------------------------------
 
@@ -151,7 +123,7 @@ class CampaignRunner:
         try:
             raw, spec, probe = self._parse()
         except SpecError as exc:
-            return await self._fail_spec(exc.field, REASON_INVALID, exc.reason)
+            return await verdict.fail_spec(self._out, exc.field, REASON_INVALID, exc.reason)
         try:
             return await self._run(raw, spec, probe, stop)
         finally:
@@ -161,118 +133,78 @@ class CampaignRunner:
     async def _run(
         self, raw: Mapping[str, Any], spec: CampaignSpec, probe: SubjectProbe | None, stop: StopSignal
     ) -> Phase:
-        if self.ref.namespace in self._settings.protected_namespaces:
-            return await self._fail_spec(
+        ref, out = self.ref, self._out
+        if ref.namespace in self.settings.protected_namespaces:
+            return await verdict.fail_spec(
+                out,
                 "metadata.namespace",
                 "ProtectedNamespace",
-                f"namespace {self.ref.namespace!r} is protected: aftershock never disturbs it",
+                f"namespace {ref.namespace!r} is protected: aftershock never disturbs it",
             )
-        out = self._out
-        out.conditions.set(SPEC_VALID, True, "Valid", "", self._clock.wall())
-        seed = str(spec.seed) if spec.seed is not None else self.ref.uid
-        if await resume.resume(
-            out=out,
-            ledger=self._ledger,
-            remediator=self._remediator,
-            recorder=self._recorder,
-            raw=raw,
-            spec=spec,
-            seed=seed,
-        ):
+        out.conditions.set(SPEC_VALID, True, "Valid", "", self.clock.wall())
+        seed = str(spec.seed) if spec.seed is not None else ref.uid
+        if await resume.resume(out=out, remediator=self._remediator, raw=raw, spec=spec, seed=seed):
             return out.phase
         resume.health_condition(out, spec, probe)
-        view = PodView(self._pods, self.ref.namespace, spec.subject.selector.to_query(), self._clock)
-        view_task = asyncio.create_task(view.run(), name=f"podview-{self.ref.namespace}/{self.ref.name}")
-        watch = self._signal_watch(spec)
-        tasks = [view_task]
-        if watch is not None:
-            tasks.append(
-                asyncio.create_task(watch.run(), name=f"signals-{self.ref.namespace}/{self.ref.name}")
-            )
-        trials = Trials(
-            spec=spec,
-            seed=seed,
-            settings=self._settings,
-            ledger=self._ledger,
-            pods=self._pods,
-            view=view,
-            probe=probe,
-            lock=self._lock,
-            publisher=out,
-            recorder=self._recorder,
-            remediator=self._remediator,
-            signals=watch,
-            volumes=self._volumes,
-        )
         try:
-            # The first kill must not come before the Event watch's first list: the remediator's
-            # Events of trial 1 would be taken for what happened before the Campaign.
-            if watch is not None and not await watch.wait_synced(SIGNALS_SYNC_SECONDS):
-                log.warning(
-                    "%s/%s: no list of Events after %.0f s; the remediator's signals of the first "
-                    "trials may be missed",
-                    self.ref.namespace,
-                    self.ref.name,
-                    SIGNALS_SYNC_SECONDS,
+            async with watches.campaign_watches(
+                ref=ref, spec=spec, pods=self.pods, events=self.event_api, clock=self.clock
+            ) as (view, signals):
+                trials = Trials(
+                    spec=spec,
+                    seed=seed,
+                    settings=self.settings,
+                    pods=self.pods,
+                    view=view,
+                    probe=probe,
+                    lock=self.lock,
+                    publisher=out,
+                    remediator=self._remediator,
+                    signals=signals,
+                    volumes=self.volumes,
                 )
-            phase = await self._loop(spec, trials, stop)
+                phase = await self._loop(spec, trials, stop)
             if stop.is_set() and stop.deleted:
                 # Before the lock is released and the finalizer goes: once the object is gone,
                 # nothing would tell the ledger.
-                await lifecycle.record_deletion(self._ledger, self.ref, self._clock.wall())
+                await lifecycle.record_deletion(self.ledger, ref, self.clock.wall())
                 phase = phase if phase.finished else Phase.DELETED
-                self._recorder.campaign_phase(self.ref, phase)
+                self.recorder.campaign_phase(ref, phase)
             return phase
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._lock.release()
-
-    def _signal_watch(self, spec: CampaignSpec) -> SignalWatch | None:
-        """One Event watch for the Campaign, when its remediator says how it reports."""
-        rem = spec.remediator
-        if rem is None or rem.signals is None or self._event_api is None:
-            return None
-        return SignalWatch(self._event_api, self.ref.namespace, rem.signals, self._clock)
+            await self.lock.release()
 
     async def _loop(self, spec: CampaignSpec, trials: Trials, stop: StopSignal) -> Phase:
         infra_streak = 0
-        out = self._out
+        out, uid = self._out, self.ref.uid
         while not stop.is_set():
-            attempts = await self._ledger.attempts(self.ref.uid)
+            attempts = await self.ledger.attempts(uid)
             if len(completed(attempts)) >= spec.trials:
                 return await self._finish(spec, attempts, verdict.Stop())
             if self._suspended():
                 await holds.suspend(
-                    out=out,
-                    ledger=self._ledger,
-                    lock=self._lock,
-                    attempts=attempts,
-                    still=self._suspended,
-                    stop=stop,
+                    out=out, lock=self.lock, attempts=attempts, still=self._suspended, stop=stop
                 )
                 continue
             if not await holds.acquire_lock(
                 out=out,
-                lock=self._lock,
+                lock=self.lock,
                 attempts=attempts,
-                retry=self._settings.lock_retry_interval,
+                retry=self.settings.lock_retry_interval,
                 stop=stop,
             ):
                 continue
-            await self._start_trial(spec, attempts)
-            index = await self._ledger.next_trial_index(self.ref.uid)
+            await self._start_trial()
+            index = await self.ledger.next_trial_index(uid)
             out.running(f"trial {index + 1}/{spec.trials}: waiting for steady state")
             await out.publish(attempts)
             result = await trials.run(index, attempts, stop)
             if result.stall_reason is not None:
-                attempts = await self._ledger.attempts(self.ref.uid)
                 stall = verdict.Stop(result.stall_reason, result.stop_verdict, result.stall_name)
-                return await self._finish(spec, attempts, stall)
+                return await self._finish(spec, await self.ledger.attempts(uid), stall)
             if result.interrupted:
                 break
-            attempts = await self._ledger.attempts(self.ref.uid)
+            attempts = await self.ledger.attempts(uid)
             if result.outcome is Outcome.INFRA_ERROR:
                 infra_streak += 1
                 ended = await self._after_infra_error(spec, attempts, result, infra_streak, stop)
@@ -294,11 +226,11 @@ class CampaignRunner:
         # the next start picks up where the ledger says.
         return out.phase
 
-    async def _start_trial(self, spec: CampaignSpec, attempts: Sequence[AttemptRecord]) -> None:
+    async def _start_trial(self) -> None:
         out = self._out
         if out.started_at is None:
-            out.started_at = self._clock.wall()
-            await self._ledger.set_campaign_state(
+            out.started_at = self.clock.wall()
+            await self.ledger.set_campaign_state(
                 self.ref.uid, Phase.RUNNING, Verdict.NONE, out.started_at, started=True
             )
         out.phase = Phase.RUNNING
@@ -311,19 +243,16 @@ class CampaignRunner:
         streak: int,
         stop: StopSignal,
     ) -> Phase | None:
-        settings = self._settings
-        if streak >= settings.max_consecutive_infra_errors:
+        backoff = self.settings.infra
+        if streak >= backoff.max_consecutive:
             last = result.record.error if result.record else "unknown"
             why = f"{streak} consecutive infrastructure errors; last: {last}"
             return await self._finish(spec, attempts, verdict.Stop(why, Verdict.INFRA_ERROR))
-        delay = min(settings.infra_backoff_initial * 2 ** (streak - 1), settings.infra_backoff_max)
         await self._out.publish(attempts)
-        await stop.wait(delay * random.uniform(0.5, 1.5))
+        await stop.wait(backoff.delay(streak) * random.uniform(0.5, 1.5))
         return None
 
     async def _finish(
         self, spec: CampaignSpec, attempts: Sequence[AttemptRecord], stop: verdict.Stop
     ) -> Phase:
-        return await verdict.finish(
-            out=self._out, ledger=self._ledger, spec=spec, attempts=attempts, stop=stop
-        )
+        return await verdict.finish(out=self._out, spec=spec, attempts=attempts, stop=stop)

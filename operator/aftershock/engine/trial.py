@@ -32,9 +32,7 @@ from aftershock.engine.outcomes import (
     pod_json,
 )
 from aftershock.engine.ports import (
-    LedgerPort,
     PodApi,
-    Recorder,
     StopSignal,
     SubjectLock,
     SubjectProbe,
@@ -55,13 +53,12 @@ class Trials:
     spec: CampaignSpec
     seed: str
     settings: RunnerSettings
-    ledger: LedgerPort
     pods: PodApi
     view: PodView
     probe: SubjectProbe | None
     lock: SubjectLock
+    #: The Campaign's status, and through it its ref, clock, ledger and recorder.
     publisher: StatusPublisher
-    recorder: Recorder
     remediator: RemediatorScaler
     #: The remediator's Events (None: it does not say how it reports, or there is none).
     signals: SignalWatch | None = None
@@ -199,7 +196,7 @@ class Trials:
             "reset": self.reset,
         }
         clock = self.publisher.clock
-        attempt_id = await self.ledger.begin_attempt(
+        attempt_id = await self.publisher.ledger.begin_attempt(
             self.publisher.ref.uid,
             index,
             victims=victims,
@@ -223,9 +220,10 @@ class Trials:
         final_state: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> AttemptRecord:
-        clock = self.publisher.clock
+        out = self.publisher
+        clock, recorder = out.clock, out.recorder
         started = clock.monotonic()
-        record = await self.ledger.finish_attempt(
+        record = await out.ledger.finish_attempt(
             attempt_id,
             outcome,
             milestones=milestones or {},
@@ -234,8 +232,8 @@ class Trials:
             error=error,
             now=clock.wall(),
         )
-        self.recorder.ledger_write(clock.monotonic() - started)
-        self.recorder.attempt_finished(self.publisher.ref, record)
+        recorder.ledger_write(clock.monotonic() - started)
+        recorder.attempt_finished(out.ref, record)
         return record
 
 
@@ -315,9 +313,9 @@ class _Strike:
                 key=f"/aftershock/probe/{t.publisher.ref.uid}",
                 clock=clock,
                 kill_mono=kill_mono,
-                interval=t.settings.write_interval,
-                timeout=t.settings.write_timeout,
-                limit=int(t.spec.recovery_timeout_seconds / t.settings.write_interval) + 1,
+                interval=t.settings.writes.interval,
+                timeout=t.settings.writes.timeout,
+                limit=int(t.spec.recovery_timeout_seconds / t.settings.writes.interval) + 1,
             )
             async with writes as window:
                 plan = strike.KillPlan(
@@ -348,7 +346,7 @@ class _Strike:
                 # election is over in less.
                 observing = asyncio.create_task(recovery.observe(watch, tracker, queue, stop))
                 try:
-                    await t.ledger.mark_kill_sent(
+                    await t.publisher.ledger.mark_kill_sent(
                         self.attempt_id, Milestone(kill_wall, 0.0), tracker.milestones.get("kill_acked")
                     )
                     await t.publisher.publish()

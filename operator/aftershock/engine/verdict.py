@@ -1,5 +1,6 @@
-"""The end of a Campaign: its verdict, conditions, ledger state and final status; and the early
-stop when the SLO can no longer be met whatever the remaining trials measure."""
+"""The end of a Campaign: its verdict, conditions, ledger state and final status; the early
+stop when the SLO can no longer be met whatever the remaining trials measure; and the end of
+one whose spec cannot run."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import dataclass
 
 from aftershock import stats
 from aftershock.engine.outcomes import REASON_CAMPAIGN_DONE, completed
-from aftershock.engine.ports import LedgerPort
 from aftershock.engine.publisher import StatusPublisher
+from aftershock.engine.status import SPEC_VALID
 from aftershock.model import AttemptRecord, CampaignSpec, Phase, Verdict
 
 
@@ -26,7 +27,6 @@ class Stop:
 async def finish(
     *,
     out: StatusPublisher,
-    ledger: LedgerPort,
     spec: CampaignSpec,
     attempts: Sequence[AttemptRecord],
     stop: Stop,
@@ -51,9 +51,22 @@ async def finish(
     ok = out.phase is Phase.SUCCEEDED and verdict in (Verdict.PASS, Verdict.NONE)
     reason = stop.name or ("Succeeded" if ok else verdict.value or "Stopped")
     out.finished(ok, reason, message)
-    await ledger.set_campaign_state(out.ref.uid, out.phase, verdict, now, finished=True)
+    await out.ledger.set_campaign_state(out.ref.uid, out.phase, verdict, now, finished=True)
     await out.publish_final(attempts)
     await out.emit("Normal" if ok else "Warning", stop.name or REASON_CAMPAIGN_DONE, message)
+    return out.phase
+
+
+async def fail_spec(out: StatusPublisher, field_path: str, reason: str, message: str) -> Phase:
+    """End a Campaign whose spec cannot run (invalid, or in a protected namespace): SpecValid
+    false with the field to fix, phase Failed, a Warning Event. Nothing was recorded or killed."""
+    text = f"{field_path}: {message}" if field_path else message
+    out.conditions.set(SPEC_VALID, False, reason, text, out.clock.wall())
+    out.phase = Phase.FAILED
+    out.completed_at = out.clock.wall()
+    out.finished(False, reason, text)
+    await out.publish([])
+    await out.emit("Warning", reason, text)
     return out.phase
 
 

@@ -31,7 +31,6 @@ from aftershock.kube.errors import (
 from aftershock.kube.volumes import _Volumes
 from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
-_REQUEST_TIMEOUT = 15.0
 FIELD_MANAGER = "aftershock"
 
 
@@ -61,9 +60,7 @@ class Kube(_Volumes):
         self._custom = k8s.CustomObjectsApi(api)
         self._coordination = k8s.CoordinationV1Api(api)
         self._apps = k8s.AppsV1Api(api)
-        #: Non-watch requests made, by verb: a cheap way for benchmarks and metrics to see
-        #: how many API calls a trial costs.
-        self.requests: collections.Counter[str] = collections.Counter()
+        self.requests = collections.Counter()
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -93,23 +90,6 @@ class Kube(_Volumes):
         await self._api.close()
         if self._watch_api is not self._api:
             await self._watch_api.close()
-
-    async def _json(self, verb: str, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        self.requests[verb] += 1
-        try:
-            resp = await call(*args, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT, **kwargs)
-            async with resp:
-                body = await resp.read()
-                status = resp.status
-        except ApiException as exc:
-            raise errors.map_error(exc, what) from exc
-        except errors.TRANSPORT_ERRORS as exc:
-            raise errors.map_error(exc, what) from exc
-        # With _preload_content=False the generated client returns every response, error
-        # statuses included: judging the status is our job.
-        if not 200 <= status <= 299:
-            raise errors.error_for_status(status, body, what)
-        return json.loads(body) if body else None
 
     # --- pods ----------------------------------------------------------------------------
 
@@ -414,17 +394,9 @@ class Kube(_Volumes):
         )
 
     async def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
-        try:
-            data = await self._json(
-                "get",
-                f"get lease {namespace}/{name}",
-                self._coordination.read_namespaced_lease,
-                name,
-                namespace,
-            )
-        except KubeNotFoundError:
-            return None
-        return self._lease_record(data)
+        read = self._coordination.read_namespaced_lease
+        data = await self._get_if_present("lease", read, namespace, name)
+        return None if data is None else self._lease_record(data)
 
     def _lease_body(
         self,

@@ -1,24 +1,19 @@
 """PersistentVolumeClaim calls of `Kube` (the Recreate reset), apart so client.py stays small.
 
-A mixin: `Kube` provides `_json` (one request, its errors mapped to `KubeError` kinds) and the
-typed API objects; these methods only name the calls.
+A mixin: `Calls` provides `_json` (one request, its errors mapped to `KubeError` kinds), `Kube`
+the typed API objects; these methods only name the calls.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubernetes_asyncio import client as k8s
 
-from aftershock.kube.errors import KubeNotFoundError
+from aftershock.kube.calls import Calls
 
 
-class _Volumes:
+class _Volumes(Calls):
     _core: k8s.CoreV1Api
     _apps: k8s.AppsV1Api
-
-    async def _json(self, verb: str, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError  # `Kube._json`
 
     async def claim_templates(self, namespace: str, statefulset: str) -> list[str]:
         """The names of a StatefulSet's volumeClaimTemplates (its pods' claims are
@@ -36,15 +31,9 @@ class _Volumes:
 
     async def get_claim(self, namespace: str, name: str) -> str | None:
         """The UID of a PersistentVolumeClaim, or None when there is none (or it is going)."""
-        try:
-            data = await self._json(
-                "get",
-                f"get persistentvolumeclaim {namespace}/{name}",
-                self._core.read_namespaced_persistent_volume_claim,
-                name,
-                namespace,
-            )
-        except KubeNotFoundError:
+        read = self._core.read_namespaced_persistent_volume_claim
+        data = await self._get_if_present("persistentvolumeclaim", read, namespace, name)
+        if data is None:
             return None
         meta = data.get("metadata") or {}
         if meta.get("deletionTimestamp") is not None:

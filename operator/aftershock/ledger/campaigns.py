@@ -14,12 +14,15 @@ from aftershock.ledger.connection import Connection
 from aftershock.ledger.errors import CampaignNotFoundError
 from aftershock.model import AttemptRecord, CampaignRef, Outcome, Phase, Verdict
 
-_CAMPAIGN_COLUMNS: Final = (
-    "c.uid, c.namespace, c.name, c.spec, c.requested_trials, c.seed, c.phase, c.verdict, c.created_at, "
-    "c.started_at, c.finished_at, c.deleted_at, coalesce(r.run, 1), coalesce(r.campaign_uid, c.uid), "
-    "coalesce(r.token, '')"
+#: One row per run of a Campaign: its campaign row, and its run (run 1, the Campaign's own uid
+#: and no token for a Campaign from before runs were recorded). The columns `_campaign` reads.
+_SELECT_CAMPAIGNS: Final = (
+    "SELECT c.uid, c.namespace, c.name, c.spec, c.requested_trials, c.seed, c.phase, c.verdict, "
+    "c.created_at, c.started_at, c.finished_at, c.deleted_at, coalesce(r.run, 1), "
+    "coalesce(r.campaign_uid, c.uid), coalesce(r.token, '') "
+    "FROM campaigns c LEFT JOIN runs r ON r.run_uid = c.uid"
 )
-_FROM_CAMPAIGNS: Final = "FROM campaigns c LEFT JOIN runs r ON r.run_uid = c.uid"
+_BY_NAME: Final = "ORDER BY c.namespace, c.name, c.created_at, c.rowid"
 
 
 @dataclass(frozen=True)
@@ -136,42 +139,37 @@ class Campaigns(Connection):
 
     async def get_campaign(self, uid: str) -> CampaignRow | None:
         """The row of one run (``uid``: the run's id; the Campaign's uid for its first run)."""
-        async with self._read("reading a campaign") as db:
-            rows = await sql.rows(db, f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE c.uid = ?", (uid,))
-        return _campaign(rows[0]) if rows else None
+        found = await self._campaigns("reading a campaign", "WHERE c.uid = ?", (uid,))
+        return found[0] if found else None
 
     async def find_campaign(self, namespace: str, name: str, run: int | None = None) -> CampaignRow | None:
         """The most recently created campaign with that namespace and name (names get reused):
         its latest run, or run number `run` of it."""
-        async with self._read("looking up a campaign") as db:
-            rows = await sql.rows(
-                db,
-                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE c.namespace = ?1 AND c.name = ?2 "
-                "AND (?3 IS NULL OR coalesce(r.run, 1) = ?3) "
-                "ORDER BY c.created_at DESC, c.rowid DESC LIMIT 1",
-                (namespace, name, run),
-            )
-        return _campaign(rows[0]) if rows else None
+        found = await self._campaigns(
+            "looking up a campaign",
+            "WHERE c.namespace = ?1 AND c.name = ?2 AND (?3 IS NULL OR coalesce(r.run, 1) = ?3) "
+            "ORDER BY c.created_at DESC, c.rowid DESC LIMIT 1",
+            (namespace, name, run),
+        )
+        return found[0] if found else None
 
     async def list_campaigns(self) -> list[CampaignRow]:
         """Every campaign run, by namespace, name, then creation time."""
-        async with self._read("listing campaigns") as db:
-            rows = await sql.rows(
-                db,
-                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} "
-                "ORDER BY c.namespace, c.name, c.created_at, c.rowid",
-            )
-        return [_campaign(r) for r in rows]
+        return await self._campaigns("listing campaigns", _BY_NAME)
 
     async def campaigns_in_flight(self) -> list[CampaignRow]:
-        """Every campaign run with an attempt in flight (no outcome yet)."""
-        async with self._read("listing campaigns with attempts in flight") as db:
-            rows = await sql.rows(
-                db,
-                f"SELECT {_CAMPAIGN_COLUMNS} {_FROM_CAMPAIGNS} WHERE EXISTS "
-                "(SELECT 1 FROM attempts a WHERE a.campaign_uid = c.uid AND a.outcome IS NULL) "
-                "ORDER BY c.namespace, c.name, c.created_at, c.rowid",
-            )
+        """Every campaign run with an attempt in flight (no outcome yet), as `list_campaigns` orders them."""
+        return await self._campaigns(
+            "listing campaigns with attempts in flight",
+            "WHERE EXISTS (SELECT 1 FROM attempts a WHERE a.campaign_uid = c.uid AND a.outcome IS NULL) "
+            + _BY_NAME,
+        )
+
+    async def _campaigns(self, doing: str, clause: str, params: tuple[Any, ...] = ()) -> list[CampaignRow]:
+        """Campaign rows, one per run, chosen and ordered by `clause` over ``c`` (campaigns) and
+        ``r`` (their runs; none for a Campaign from before runs were recorded)."""
+        async with self._read(doing) as db:
+            rows = await sql.rows(db, f"{_SELECT_CAMPAIGNS} {clause}", params)
         return [_campaign(r) for r in rows]
 
     # --- runs ---------------------------------------------------------------------------------

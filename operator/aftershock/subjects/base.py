@@ -31,28 +31,37 @@ from aftershock.subjects.pd import PdClients
 Stamp = Callable[[float, float], Milestone]
 
 
+@dataclass(frozen=True)
+class Look:
+    """One answer of the subject's own API during a trial, as the engine got it."""
+
+    result: ProbeResult
+    #: When the answer was in, on the operator's clocks (monotonic, wall).
+    mono: float
+    wall: float
+    #: Stamps a milestone at a moment of those clocks (relative to the kill).
+    stamp: Stamp
+    #: The replacement pods were all Ready before this look.
+    replacement_ready: bool
+    #: When the look began: a state seen in the answer held somewhere between this and `mono`.
+    asked: Milestone | None = None
+
+    @property
+    def answered(self) -> Milestone:
+        return self.stamp(self.mono, self.wall)
+
+
 class RecoveryJudge(Protocol):
     """One trial's view of the subject's own recovery. Pure: fed probe results, no I/O.
 
-    `observe` returns the milestones reached by this look (name -> stamp), each once; `done`
+    `observe` returns the milestones reached by a `Look` (name -> stamp), each once; `done`
     says the subject's own part of the recovery holds (the engine adds pods and health).
     """
 
     def probe_interval(self, replacement_ready: bool, normal: float) -> float | None:
         """How soon the next look is wanted (None: not yet; e.g. TiKV before its pod is Ready)."""
 
-    def observe(
-        self,
-        result: ProbeResult,
-        mono: float,
-        wall: float,
-        stamp: Stamp,
-        *,
-        replacement_ready: bool,
-        asked: Milestone | None = None,
-    ) -> Mapping[str, Milestone]:
-        """`mono`/`wall`: when the answer was in; `asked`: when the look began. A state seen
-        in the answer held somewhere between the two."""
+    def observe(self, look: Look) -> Mapping[str, Milestone]: ...
 
     @property
     def done(self) -> Milestone | None:

@@ -31,7 +31,7 @@ import httpx
 from aftershock.endpoints import check_endpoint_namespace
 from aftershock.errors import ProbeUnavailableError, SpecError
 from aftershock.model import CampaignSpec, Milestone, PodState, ProbeResult, Victim
-from aftershock.subjects.base import RecoveryJudge, Stamp, SubjectKindInfo, SubjectResources
+from aftershock.subjects.base import Look, RecoveryJudge, SubjectKindInfo, SubjectResources
 
 LEADER = "Leader"
 FOLLOWER = "Follower"
@@ -45,18 +45,23 @@ _MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class MemberStatus:
-    """One endpoint's answer (or its silence)."""
+    """One endpoint's answer, every field of it stated (or its silence: `unreachable`)."""
 
     endpoint: str
     reachable: bool
-    name: str | None = None
-    member_id: int = 0
-    leader_id: int = 0
-    raft_term: int = 0
-    raft_index: int = 0
-    applied_index: int = 0
-    healthy: bool = False
+    name: str | None  # None: not in the member list held
+    member_id: int
+    leader_id: int  # 0: follows no leader
+    raft_term: int
+    raft_index: int
+    applied_index: int
+    healthy: bool
     error: str | None = None
+
+    @classmethod
+    def unreachable(cls, endpoint: str, error: str) -> MemberStatus:
+        """An endpoint that did not answer: no member, no leader, no raft position."""
+        return cls(endpoint, False, None, 0, 0, 0, 0, 0, False, error)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class EtcdClient:
             raw = await self._post(endpoint, "/v3/maintenance/status", {}, timeout)
             health = await self._http.get(endpoint + "/health", timeout=timeout)
         except (ProbeUnavailableError, httpx.HTTPError) as exc:
-            return MemberStatus(endpoint, reachable=False, error=str(exc))
+            return MemberStatus.unreachable(endpoint, str(exc))
         header = raw.get("header") or {}
         member_id = _uint(header, "member_id")
         try:
@@ -273,25 +278,16 @@ class ElectionRecovery:
     def _mark(self, name: str, at: Milestone) -> None:
         self._reached.setdefault(name, at)
 
-    def observe(
-        self,
-        result: ProbeResult,
-        mono: float,
-        wall: float,
-        stamp: Stamp,
-        *,
-        replacement_ready: bool,
-        asked: Milestone | None = None,
-    ) -> Mapping[str, Milestone]:
-        view = result.detail if isinstance(result.detail, ClusterView) else None
+    def observe(self, look: Look) -> Mapping[str, Milestone]:
+        view = look.result.detail if isinstance(look.result.detail, ClusterView) else None
         if view is None:
             return {}
         before = set(self._reached)
-        now = stamp(mono, wall)
+        now = look.answered
         # A leader change is stamped when the look began: the members answered about the
         # moment they were asked, and a dying member can hold the look's end back by its
         # timeout (seen on the real node: 0.2 s late).
-        began = asked or now
+        began = look.asked or now
         victims = {v.name for v in self.victims}
         if self._leader_killed and any(s.reachable for s in view.statuses):
             # As etcd's members see it, by majority of the cluster: the old leader lost once a
@@ -305,7 +301,7 @@ class ElectionRecovery:
                 self._mark("leader_elected", began)
         by_name = view.by_name()
         leader_now = by_name.get(view.leader_name() or "")
-        caught_up = replacement_ready and all(
+        caught_up = look.replacement_ready and all(
             (m := by_name.get(name)) is not None
             and m.healthy
             and self._last_leader_index is not None
@@ -316,7 +312,7 @@ class ElectionRecovery:
             self._mark("member_healthy", now)
         if leader_now is not None:
             self._last_leader_index = leader_now.raft_index
-        if "member_healthy" in self._reached and result.healthy and self._done is None:
+        if "member_healthy" in self._reached and look.result.healthy and self._done is None:
             self._done = now
             self._reached["cluster_healthy"] = now
         return {n: m for n, m in self._reached.items() if n not in before}

@@ -1,8 +1,9 @@
 """The kinds of subject aftershock can run Campaigns against: one line per kind.
 
 Adding a kind is a module beside `tikv` and `etcd` (its `SubjectKindInfo` as ``KIND``) and a
-line here; the engine, the ledger and the reports take what they need from it. The CRD's
-``subject.kind`` enum is generated from `KINDS` (``make crd``; ``make verify-crd`` checks it).
+line here; the engine, the ledger and the reports take what they need from it. The kinds and
+the roles are listed nowhere else: the CRD's ``subject.kind`` and ``chaos.target`` enums are
+generated from `KINDS` (``make crd``; ``make verify-crd`` checks them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from aftershock.errors import SpecError
-from aftershock.model import CampaignSpec, Target
+from aftershock.model import ANY_TARGET, CampaignSpec
 from aftershock.subjects import etcd, tikv
 from aftershock.subjects.base import Subject, SubjectKindInfo, SubjectResources
 
@@ -23,11 +24,17 @@ def open_subject(
 ) -> Subject | None:
     """The Campaign's subject, opened (None: health from pods alone). Raises `SpecError` for a
     spec its kind cannot run."""
-    info = KINDS.get(spec.subject.kind.value)
+    info = KINDS.get(spec.subject.kind)
     if info is None:
-        raise SpecError("subject.kind", f"no subject of kind {spec.subject.kind.value!r} is registered")
-    if spec.chaos.target is not Target.ANY and not info.roles:
-        raise SpecError("chaos.target", f"{info.kind} members have no roles: use Any")
+        kinds = ", ".join(map(repr, KINDS))
+        raise SpecError("subject.kind", f"must be one of {kinds}, got {spec.subject.kind!r}")
+    targets = (ANY_TARGET, *info.roles)
+    if spec.chaos.target not in targets:
+        allowed = ", ".join(map(repr, targets))
+        raise SpecError(
+            "chaos.target",
+            f"must be one of {allowed} for {info.kind} (its members' roles), got {spec.chaos.target!r}",
+        )
     return info.open(spec, namespace, resources)
 
 

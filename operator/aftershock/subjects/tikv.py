@@ -29,10 +29,9 @@ from aftershock.model import (
     Milestone,
     PodState,
     ProbeResult,
-    Target,
     Victim,
 )
-from aftershock.subjects.base import RecoveryJudge, Stamp, SubjectKindInfo, SubjectResources
+from aftershock.subjects.base import Look, RecoveryJudge, SubjectKindInfo, SubjectResources
 from aftershock.subjects.pd import (
     HeartbeatHistory,
     PdClient,
@@ -209,8 +208,6 @@ class TiKVProbe:
         shared PD clients, the client is the one for that URL; without, a private one."""
         if spec.subject.endpoints:
             raise SpecError("subject.endpoints", "is not a TiKV field: name PD with subject.pdURL")
-        if spec.chaos.target is not Target.ANY:
-            raise SpecError("chaos.target", "TiKV stores have no roles here yet: use Any")
         clients = resources.pd_clients if resources is not None else None
         if spec.subject.pd_url is None:
             return None
@@ -365,18 +362,10 @@ class StoreRecovery:
     def clock_offset(self) -> float | None:
         return self._offset
 
-    def observe(
-        self,
-        result: ProbeResult,
-        mono: float,
-        wall: float,
-        stamp: Stamp,
-        *,
-        replacement_ready: bool,
-        asked: Milestone | None = None,
-    ) -> Mapping[str, Milestone]:
+    def observe(self, look: Look) -> Mapping[str, Milestone]:
+        result = look.result
         if result.pd_now is not None:
-            gap = wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
+            gap = look.wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
             self._offset = gap if self._offset is None else min(self._offset, gap)
         for victim in self.victims:
             name = victim.name
@@ -385,7 +374,7 @@ class StoreRecovery:
             start = result.restarts.get(name)
             if result.up.get(name) and start is not None and start != self.initial_starts.get(name):
                 self.store_up[name], self._sources[name] = self._heartbeat_stamp(
-                    result.heartbeats_ns.get(name), mono, wall, stamp
+                    result.heartbeats_ns.get(name), look
                 )
         if self._done is not None or len(self.store_up) < len(self.victims):
             return {}
@@ -397,17 +386,15 @@ class StoreRecovery:
         )
         return {"store_up": self._done}
 
-    def _heartbeat_stamp(
-        self, heartbeat_ns: int | None, mono: float, wall: float, stamp: Stamp
-    ) -> tuple[Milestone, str]:
+    def _heartbeat_stamp(self, heartbeat_ns: int | None, look: Look) -> tuple[Milestone, str]:
         """When the store's heartbeat reached PD, on the operator's clocks; the poll's own
         moment if PD's clock cannot be placed. Never before the kill, never after the poll."""
+        answered = look.answered
         if not heartbeat_ns or self._offset is None:
-            return stamp(mono, wall), SOURCE_OBSERVED
-        since_kill = stamp(mono, wall).offset
-        age = wall - (heartbeat_ns / 1e9 + self._offset)
-        age = min(max(age, 0.0), since_kill)
-        return stamp(mono - age, wall - age), SOURCE_PD_HEARTBEAT
+            return answered, SOURCE_OBSERVED
+        age = look.wall - (heartbeat_ns / 1e9 + self._offset)
+        age = min(max(age, 0.0), answered.offset)
+        return look.stamp(look.mono - age, look.wall - age), SOURCE_PD_HEARTBEAT
 
     def pending(self) -> Mapping[str, str]:
         return {
