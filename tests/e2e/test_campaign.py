@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.e2e import ledgerfile, testbed
 from tests.e2e.operator import (
     OperatorProcess,
@@ -79,7 +81,11 @@ def test_three_trials_succeed_and_are_in_the_ledger(
         ]
         assert offsets == sorted(offsets), t["timings"]
         assert t["timings"]["gate_passed"]["offsetSeconds"] <= 0
-        assert t["recoverySeconds"] == t["timings"]["recovered"]["offsetSeconds"]
+        # The recovery counts from the first sign the kill took effect (ADR 0008): the delete's
+        # answer or the subject seen unhealthy, both after the request left.
+        start = min(t["timings"][m]["offsetSeconds"] for m in ("kill_acked", "first_unhealthy"))
+        assert 0 <= start <= t["timings"]["victim_gone"]["offsetSeconds"]
+        assert t["recoverySeconds"] == pytest.approx(t["timings"]["recovered"]["offsetSeconds"] - start)
         (victim,) = t["victims"]
         assert victim["name"] in before
         assert victim["uid"] == before[victim["name"]] or victim["uid"] not in after.values()
