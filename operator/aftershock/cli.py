@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "finished Campaigns left (0: only at start)",
     )
     run.add_argument(
+        "--pod-watch-scope",
+        choices=("auto", "namespace", "cluster"),
+        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "auto",
+        help="one pod watch per namespace with running Campaigns, or one for the whole cluster "
+        "(needs list/watch on pods in every namespace); auto: cluster when watching all namespaces",
+    )
+    run.add_argument(
         "--lock-retry-interval",
         type=float,
         default=5.0,
@@ -204,6 +211,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def pod_watch_scope(choice: str, *, all_namespaces: bool) -> Literal["namespace", "cluster"]:
+    """`--pod-watch-scope` resolved (docs/adr/0008-shared-pod-watch.md): `auto` is one
+    cluster-wide watch exactly when the operator serves every namespace, the install whose
+    ClusterRole already lets it list and watch pods everywhere; one watch per namespace when it
+    serves named namespaces, where its Roles grant nothing wider."""
+    if choice == "cluster" or (choice == "auto" and all_namespaces):
+        return "cluster"
+    return "namespace"
+
+
 def _run_operator(args: argparse.Namespace) -> int:
     # kopf imports the synchronous `kubernetes` client, when installed, only to recognise its
     # model objects and to log in with it. The operator hands kopf no such objects and
@@ -238,6 +255,9 @@ def _run_operator(args: argparse.Namespace) -> int:
         max_concurrent_campaigns=args.max_concurrent_campaigns,
         sweep_interval=args.sweep_interval,
         namespaces=() if args.all_namespaces else tuple(namespaces),
+        pod_watch_scope=pod_watch_scope(
+            args.pod_watch_scope, all_namespaces=args.all_namespaces or not namespaces
+        ),
         metrics_port=args.metrics_port,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )

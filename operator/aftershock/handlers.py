@@ -18,6 +18,7 @@ import kopf
 
 from aftershock import metrics
 from aftershock.engine import lifecycle, runs, sweeper
+from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
@@ -51,6 +52,8 @@ class OperatorConfig:
     sweep_interval: float = 300.0
     #: The watched namespaces (empty: all), where the sweeper looks for scaled-down remediators.
     namespaces: tuple[str, ...] = ()
+    #: ``--pod-watch-scope``, resolved: one pod watch per namespace, or one for the cluster.
+    pod_watch_scope: Scope = "namespace"
     #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
     #: and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
@@ -137,6 +140,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await memo["metrics"].replay_ledger(memo["ledger"])
     # One PD client per endpoint for the whole process, shared by its Campaigns.
     memo["pd_clients"] = PdClients()
+    # One pod watch per namespace (or one cluster-wide) for all the Campaigns there.
+    memo["pod_watches"] = PodWatches(memo["kube"], _Clock(), scope=config.pod_watch_scope)
     memo["loop_lag"] = metrics.LoopLagMeter(memo["metrics"].loop_lag).start()
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
@@ -295,6 +300,7 @@ async def _run_once(
         scaler=AnnotatingScaler(kube, f"{namespace}/{name}/{uid}"),
         event_api=kube,
         volumes=kube,
+        pod_watches=memo["pod_watches"],
         settings=config.runner,
     )
     return await runner.run(stop)

@@ -223,16 +223,20 @@ class FakeCluster:
 
     # --- the PodApi port ------------------------------------------------------------------------
 
-    async def list_pods(self, namespace: str, selector: str) -> tuple[list[PodState], str]:
+    async def list_pods(self, namespace: str | None, selector: str) -> tuple[list[PodState], str]:
         self.list_calls += 1
         await asyncio.sleep(0)
         if self.list_error is not None:
             raise self.list_error
-        pods = [p for p in self.pods(namespace) if selector_matches(selector, p.labels)]
+        pods = [
+            p
+            for (ns, _), p in sorted(self._pods.items())
+            if namespace in (None, ns) and selector_matches(selector, p.labels)
+        ]
         return pods, str(self._rv)
 
     async def watch_pods(
-        self, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300
+        self, namespace: str | None, selector: str, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncGenerator[PodEvent, None]:
         """Every event after `resource_version`, then live ones, until closed or broken."""
         self.watch_calls += 1
@@ -249,7 +253,7 @@ class FakeCluster:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                if item.pod.namespace == namespace and selector_matches(selector, item.pod.labels):
+                if namespace in (None, item.pod.namespace) and selector_matches(selector, item.pod.labels):
                     yield item
         finally:
             self._watchers.remove(queue)

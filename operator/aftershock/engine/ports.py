@@ -70,10 +70,12 @@ class PodEventLike(Protocol):
 
 
 class PodApi(Protocol):
-    async def list_pods(self, namespace: str, selector: str) -> tuple[list[PodState], str]: ...
+    """Pods: `namespace=None` lists and watches every namespace; `selector=""` every pod."""
+
+    async def list_pods(self, namespace: str | None, selector: str) -> tuple[list[PodState], str]: ...
 
     def watch_pods(
-        self, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300
+        self, namespace: str | None, selector: str, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncIterator[PodEventLike]: ...
 
     async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None: ...

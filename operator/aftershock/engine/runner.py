@@ -18,6 +18,7 @@ from typing import Any
 
 from aftershock.engine import holds, lifecycle, resume, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult, completed
+from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
     Clock,
     EventApi,
@@ -81,6 +82,8 @@ class CampaignRunner:
     scaler: ScaleApi | None = None
     event_api: EventApi | None = None
     volumes: VolumeApi | None = None
+    #: The operator's shared pod watches; None: this runner watches its namespace by itself.
+    pod_watches: PodWatches | None = None
     _out: StatusPublisher = field(init=False)
     _remediator: RemediatorScaler = field(init=False)
 
@@ -148,7 +151,11 @@ class CampaignRunner:
         resume.health_condition(out, spec, probe)
         try:
             async with watches.campaign_watches(
-                ref=ref, spec=spec, pods=self.pods, events=self.event_api, clock=self.clock
+                ref=ref,
+                spec=spec,
+                pod_watches=self.pod_watches or PodWatches(self.pods, self.clock),
+                events=self.event_api,
+                clock=self.clock,
             ) as (view, signals):
                 trials = Trials(
                     spec=spec,

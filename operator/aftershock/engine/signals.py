@@ -11,14 +11,11 @@ ended are not the trial's: the window is kill -> end of observation, settle wind
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aftershock.engine.listwatch import ListWatch
 from aftershock.engine.ports import Clock, EventApi
-from aftershock.errors import ApiError
 from aftershock.model import (
     REMEDIATOR_DETECTED,
     REMEDIATOR_RESOLVED,
@@ -27,8 +24,6 @@ from aftershock.model import (
     RemediatorAction,
     RemediatorSignals,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,26 +79,37 @@ class SignalWatch:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
     ) -> None:
-        self._api = api
-        self._namespace = namespace
         self.signals = signals
         self._clock = clock
         self._keep = keep
         self._seen: list[Seen] = []
         self._counts: dict[str, int] = {}
-        self._synced = asyncio.Event()
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+
+        self._loop = ListWatch[ClusterEvent](
+            what=f"event watch in {namespace}",
+            list_=lambda: api.list_events(namespace),
+            watch=lambda version: api.watch_events(namespace, version),
+            on_list=self._listed,
+            on_change=self._changed,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
 
     async def wait_synced(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await self._loop.wait_synced(timeout)
 
     def trial(self, kill_mono: float, end_mono: float) -> TrialSignals:
         return in_window(self._seen, self.signals, kill_mono, end_mono)
+
+    def _listed(self, events: Sequence[ClusterEvent]) -> None:
+        # What the first list finds happened before any trial: only counted. After a broken
+        # watch, what the list shows new is recorded late but kept.
+        for event in events:
+            self._note(event, record=self._loop.synced)
+
+    def _changed(self, etype: str, event: ClusterEvent) -> None:
+        if etype != "DELETED":
+            self._note(event, record=True)
 
     def _note(self, event: ClusterEvent, *, record: bool) -> None:
         if event.controller != self.signals.controller:
@@ -116,28 +122,5 @@ class SignalWatch:
             del self._seen[: max(0, len(self._seen) - self._keep)]
 
     async def run(self) -> None:
-        """Until cancelled. What the first list finds happened before any trial: only counted."""
-        backoff = self._backoff_initial
-        rv = ""
-        while True:
-            try:
-                if not rv:
-                    events, rv = await self._api.list_events(self._namespace)
-                    for e in events:
-                        # After a broken watch, what the list shows new is recorded late but kept.
-                        self._note(e, record=self._synced.is_set())
-                    self._synced.set()
-                async for etype, event, version in self._api.watch_events(self._namespace, rv):
-                    rv = version or rv
-                    if etype in ("ADDED", "MODIFIED"):
-                        self._note(event, record=True)
-                    backoff = self._backoff_initial
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                rv = ""
-                if isinstance(exc, ApiError) and exc.status == 410:
-                    continue
-                log.warning("event watch in %s failed, retrying in %.1fs: %s", self._namespace, backoff, exc)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, self._backoff_max)
+        """Until cancelled."""
+        await self._loop.run()

@@ -1,8 +1,9 @@
-"""A live picture of the subject's pods: one list, then one watch, for the whole campaign.
+"""A live picture of the subject's pods for the whole Campaign, from a shared watch.
 
-A single long-lived watch serves the steady-state gate and every trial's observation, so a
+A single long-lived watch (`aftershock.engine.podwatch`, shared with the other Campaigns of the
+namespace or of the cluster) serves the steady-state gate and every trial's observation, so a
 trial costs no list or watch requests of its own. Subscribers receive every change with the
-moment it was observed (monotonic and wall clock). When the watch breaks, the view lists
+moment it was observed (monotonic and wall clock). When the watch breaks, the feed lists
 again and reports the difference as synthetic events, so a subscriber never misses that a
 pod disappeared; only the precision of that one moment suffers.
 """
@@ -11,16 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from aftershock.engine.ports import Clock, PodApi
-from aftershock.errors import ApiError
-from aftershock.model import PodState
-
-log = logging.getLogger(__name__)
+from aftershock.engine.podwatch import PodFeed, PodWatches
+from aftershock.model import LabelSelector, PodState
 
 
 @dataclass(frozen=True)
@@ -32,32 +28,35 @@ class Observation:
 
 
 class PodView:
-    def __init__(
-        self,
-        api: PodApi,
-        namespace: str,
-        selector: str,
-        clock: Clock,
-        *,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
-    ) -> None:
-        self._api = api
-        self._namespace = namespace
-        self._selector = selector
-        self._clock = clock
+    """The pods of one Campaign: those in its namespace that its selector matches.
+
+    Fed by a shared `PodFeed` that watches every pod there; the selector is matched here, with
+    the API server's rules (`LabelSelector.matches`), and a pod whose labels stop (or start)
+    matching leaves (or enters) the view as a DELETED (or ADDED) event, as a watch with the
+    selector would report it."""
+
+    def __init__(self, watches: PodWatches, namespace: str, selector: LabelSelector) -> None:
+        self._watches = watches
+        self.namespace = namespace
+        self.selector = selector
         self._pods: dict[str, PodState] = {}
         self._subscribers: set[asyncio.Queue[Observation]] = set()
         self._synced = asyncio.Event()
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        #: The last error that kept the view from being current (for conditions), or None.
-        self.error: str | None = None
-        self.resyncs = 0
+        self._feed: PodFeed | None = None
 
     @property
     def synced(self) -> bool:
         return self._synced.is_set()
+
+    @property
+    def error(self) -> str | None:
+        """The last error that kept the shared watch from being current (for conditions), or None."""
+        return self._feed.error if self._feed is not None else None
+
+    @property
+    def resyncs(self) -> int:
+        """Lists after the first, each one reported to the subscribers as a difference."""
+        return self._feed.relists if self._feed is not None else 0
 
     async def wait_synced(self, timeout: float | None = None) -> bool:
         try:
@@ -79,60 +78,36 @@ class PodView:
         finally:
             self._subscribers.discard(queue)
 
-    def _publish(self, type_: str, pod: PodState) -> None:
-        obs = Observation(type_, pod, self._clock.monotonic(), self._clock.wall())
+    def mark_synced(self) -> None:
+        """The feed's picture has reached this view (called by the feed)."""
+        self._synced.set()
+
+    def offer(self, type_: str, pod: PodState, mono: float, wall: float) -> None:
+        """A change the feed saw in this view's namespace (called by the feed)."""
+        if pod.namespace != self.namespace:
+            return
+        known = self._pods.get(pod.uid)
+        if type_ != "DELETED" and self.selector.matches(pod.labels):
+            self._pods[pod.uid] = pod
+            self._publish(Observation("MODIFIED" if known is not None else "ADDED", pod, mono, wall))
+        elif known is not None:
+            # Gone, or no longer matching: the API server's selector watch sends DELETED with
+            # the last state that matched when only the labels changed.
+            del self._pods[pod.uid]
+            self._publish(Observation("DELETED", pod if type_ == "DELETED" else known, mono, wall))
+
+    def _publish(self, obs: Observation) -> None:
         for q in self._subscribers:
             q.put_nowait(obs)
 
-    def _apply(self, type_: str, pod: PodState) -> None:
-        if type_ == "DELETED":
-            self._pods.pop(pod.uid, None)
-        else:
-            self._pods[pod.uid] = pod
-        self._publish(type_, pod)
-
-    def _resync(self, pods: list[PodState]) -> None:
-        fresh = {p.uid: p for p in pods}
-        first = not self._synced.is_set()
-        for uid, old in list(self._pods.items()):
-            if uid not in fresh:
-                self._apply("DELETED", old)
-        for uid, pod in fresh.items():
-            if uid not in self._pods:
-                self._apply("ADDED", pod)
-            elif self._pods[uid] != pod:
-                self._apply("MODIFIED", pod)
-        if not first:
-            self.resyncs += 1
-
     async def run(self) -> None:
-        """List and watch until cancelled. Transient errors back off with jitter."""
-        backoff = self._backoff_initial
-        rv = ""
-        while True:
+        """Take part in the shared watch until cancelled."""
+        async with self._watches.share(self) as feed:
+            self._feed = feed
             try:
-                if not rv:
-                    pods, rv = await self._api.list_pods(self._namespace, self._selector)
-                    self._resync(pods)
-                    self._synced.set()
-                    self.error = None
-                async for event in self._api.watch_pods(self._namespace, self._selector, rv):
-                    rv = event.resource_version or rv
-                    if event.type in ("ADDED", "MODIFIED", "DELETED"):
-                        self._apply(event.type, event.pod)
-                    backoff = self._backoff_initial
-                # The server closed the watch normally (timeout): resume from rv.
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                gone = isinstance(exc, ApiError) and exc.status == 410
-                rv = ""  # list again: we cannot know what we missed
-                if gone:
-                    continue
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.warning("pod watch in %s failed, retrying in %.1fs: %s", self._namespace, backoff, exc)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, self._backoff_max)
+                await asyncio.Event().wait()  # until cancelled
+            finally:
+                self._feed = None
 
 
 async def next_observation(queue: asyncio.Queue[Observation], timeout: float) -> Observation | None:

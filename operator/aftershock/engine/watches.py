@@ -1,5 +1,6 @@
-"""The watches a Campaign keeps open while its trials run: its pods (`PodView`, always) and its
-remediator's Events (`SignalWatch`, when the remediator says how it reports)."""
+"""The watches a Campaign keeps open while its trials run: its pods (`PodView`, always, fed by
+the operator's shared pod watch) and its remediator's Events (`SignalWatch`, when the
+remediator says how it reports)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aftershock.engine.ports import Clock, EventApi, PodApi
+from aftershock.engine.podwatch import PodWatches
+from aftershock.engine.ports import Clock, EventApi
 from aftershock.engine.signals import SignalWatch
 from aftershock.engine.view import PodView
 from aftershock.model import CampaignRef, CampaignSpec
@@ -21,13 +23,18 @@ SIGNALS_SYNC_SECONDS = 10.0
 
 @contextlib.asynccontextmanager
 async def campaign_watches(
-    *, ref: CampaignRef, spec: CampaignSpec, pods: PodApi, events: EventApi | None, clock: Clock
+    *,
+    ref: CampaignRef,
+    spec: CampaignSpec,
+    pod_watches: PodWatches,
+    events: EventApi | None,
+    clock: Clock,
 ) -> AsyncIterator[tuple[PodView, SignalWatch | None]]:
     """Both watches running for the block, cancelled when it ends however it ends. The block
     starts only once the Event watch listed what is there: the first kill must not come before,
     or the remediator's Events of trial 1 would be taken for what happened before the Campaign."""
     where = f"{ref.namespace}/{ref.name}"
-    view = PodView(pods, ref.namespace, spec.subject.selector.to_query(), clock)
+    view = PodView(pod_watches, ref.namespace, spec.subject.selector)
     tasks = [asyncio.create_task(view.run(), name=f"podview-{where}")]
     rem = spec.remediator
     signals = None

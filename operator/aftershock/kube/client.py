@@ -93,19 +93,28 @@ class Kube(_Volumes):
 
     # --- pods ----------------------------------------------------------------------------
 
-    async def list_pods(self, namespace: str, selector: str) -> tuple[list[PodState], str]:
-        data = await self._json(
-            "list",
-            f"list pods in {namespace}",
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=selector,
-        )
+    async def list_pods(self, namespace: str | None, selector: str) -> tuple[list[PodState], str]:
+        """The pods of `namespace` (None: of every namespace) that `selector` matches."""
+        if namespace is None:
+            data = await self._json(
+                "list",
+                "list pods in all namespaces",
+                self._core.list_pod_for_all_namespaces,
+                label_selector=selector,
+            )
+        else:
+            data = await self._json(
+                "list",
+                f"list pods in {namespace}",
+                self._core.list_namespaced_pod,
+                namespace,
+                label_selector=selector,
+            )
         pods = [decode.decode_pod(item) for item in data.get("items") or []]
         return pods, str((data.get("metadata") or {}).get("resourceVersion", ""))
 
     async def watch_pods(
-        self, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300
+        self, namespace: str | None, selector: str, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncIterator[PodEvent]:
         """Stream pod events after `resource_version` until the server ends the watch.
 
@@ -113,9 +122,11 @@ class Kube(_Volumes):
         `KubeUnavailableError` when the stream breaks.
         """
         stream = self._watch(
-            self._watch_core.list_namespaced_pod,
+            self._watch_core.list_pod_for_all_namespaces
+            if namespace is None
+            else self._watch_core.list_namespaced_pod,
             namespace,
-            f"watch pods in {namespace}",
+            f"watch pods in {namespace or 'all namespaces'}",
             resource_version,
             timeout_seconds,
             label_selector=selector,
@@ -147,11 +158,18 @@ class Kube(_Volumes):
             yield etype, decode.decode_event(obj), rv
 
     async def _watch(
-        self, call: Any, namespace: str, what: str, resource_version: str, timeout_seconds: int, **kwargs: Any
+        self,
+        call: Any,
+        namespace: str | None,
+        what: str,
+        resource_version: str,
+        timeout_seconds: int,
+        **kwargs: Any,
     ) -> AsyncIterator[tuple[str, Mapping[str, Any], str]]:
+        where = () if namespace is None else (namespace,)  # the all-namespaces call takes none
         try:
             resp = await call(
-                namespace,
+                *where,
                 watch=True,
                 allow_watch_bookmarks=True,
                 resource_version=resource_version,
