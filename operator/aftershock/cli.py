@@ -27,12 +27,8 @@ def _env_list(name: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aftershock", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run the operator")
-    run.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="ledger file (SQLite)")
+def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
+    """Where the operator serves Campaigns, and how widely it watches their pods."""
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "--namespace",
@@ -42,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch this namespace (repeatable); default: $AFTERSHOCK_NAMESPACES or all namespaces",
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument(
+        "--pod-watch-scope",
+        choices=("auto", "namespace", "cluster"),
+        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "auto",
+        help="one pod watch per namespace with running Campaigns, or one for the whole cluster "
+        "(needs list/watch on pods in every namespace); auto: cluster when watching all namespaces",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aftershock", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="ledger file (SQLite)")
+    _add_scope_arguments(run)
     run.add_argument("--liveness-port", type=int, default=8080, help="serve /healthz on this port (0: off)")
     run.add_argument(
         "--metrics-port",
@@ -81,13 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds between sweeps that close attempts and restore remediators that gone or "
         "finished Campaigns left (0: only at start)",
-    )
-    run.add_argument(
-        "--pod-watch-scope",
-        choices=("auto", "namespace", "cluster"),
-        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "auto",
-        help="one pod watch per namespace with running Campaigns, or one for the whole cluster "
-        "(needs list/watch on pods in every namespace); auto: cluster when watching all namespaces",
     )
     run.add_argument(
         "--lock-retry-interval",

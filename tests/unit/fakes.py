@@ -196,6 +196,10 @@ class FakeCluster:
         pod = self._pods.pop((namespace, name))
         self._emit("DELETED", pod)
 
+    def open_watches(self) -> int:
+        """Watches open now (each one a connection to the API server)."""
+        return len(self._watchers)
+
     def break_watches(self, error: ApiError) -> None:
         """Every open watch fails with `error` (410 makes the engine list again)."""
         for q in self._watchers:
