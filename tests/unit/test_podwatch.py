@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from aftershock.engine import strike
+from aftershock.engine.outcomes import Gate
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.view import Observation, PodView, next_observation
 from aftershock.errors import ApiError
-from aftershock.model import LabelSelector, LabelSelectorRequirement
-from tests.unit.fakes import FakeCluster, RealClock, make_pod
+from aftershock.model import LabelSelector, LabelSelectorRequirement, Victim, parse_campaign_spec
+from tests.unit.fakes import FakeCluster, FakeLock, RealClock, fast_campaign, make_pod
 
 TIKV = LabelSelector((("app", "tikv"),))
 PD = LabelSelector((("app", "pd"),))
@@ -177,3 +179,36 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def test_the_kill_guard_checks_each_victim_against_the_campaigns_own_selector_not_the_views() -> None:
+    """The view's filter and the guard are two checks: a view that held a pod outside the
+    Campaign's selector (here: a view built with a wider one) still kills nothing outside it."""
+    cluster = cluster_with_mixed_pods()
+    spec = parse_campaign_spec(
+        fast_campaign(
+            subject={
+                "kind": "TiKV",
+                "selector": {
+                    "matchLabels": {"app": "tikv"},
+                    "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]}],
+                },
+            }
+        )
+    )
+    wider = PodView(PodWatches(cluster, RealClock()), "db", TIKV)
+    lock = FakeLock()
+    assert await lock.try_acquire()
+    async with running(wider):
+        pods = tuple(wider.pods())
+        inputs = strike.GuardInputs(spec, "db", frozenset(), len(pods), probed=False)
+        gate = Gate(passed=True, pods=pods)
+
+        def victim(name: str) -> Victim:
+            pod = cluster.pod(name)
+            assert pod is not None
+            return Victim(pod.name, pod.uid, pod.node)
+
+        assert strike.refusal(inputs, [victim("tikv-0")], wider, gate, lock) is None
+        refused = strike.refusal(inputs, [victim("canary")], wider, gate, lock)
+    assert refused == "canary no longer matches the selector"
