@@ -128,7 +128,11 @@ def test_campaigns_sharing_a_pod_watch_kill_only_their_own_pods(
     start_operator: StartOperator,
     scope: str,
 ) -> None:
-    for ns, bodies in ((namespace, [tikv_statefulset(), _second_statefulset()]), (second_namespace, [tikv_statefulset()])):
+    subjects = (
+        (namespace, [tikv_statefulset(), _second_statefulset()]),
+        (second_namespace, [tikv_statefulset()]),
+    )
+    for ns, bodies in subjects:
         for body in bodies:
             cluster.apply(body, namespace=ns)
     # Matches neither Campaign of the namespace, though it shares their component label.
@@ -141,7 +145,9 @@ def test_campaigns_sharing_a_pod_watch_kill_only_their_own_pods(
         "kind": "TiKV",
         "selector": {
             "matchLabels": {"app.kubernetes.io/component": "tikv"},
-            "matchExpressions": [{"key": "app.kubernetes.io/instance", "operator": "In", "values": ["e2e-b"]}],
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/instance", "operator": "In", "values": ["e2e-b"]}
+            ],
         },
     }
     cluster.apply(campaign("a", namespace, None, trials=3))

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from tests.unit.fakes import FakeCluster, FakeLock, RealClock, fast_campaign, make_pod
 
 from aftershock.engine import strike
 from aftershock.engine.outcomes import Gate
@@ -17,7 +18,6 @@ from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.view import Observation, PodView, next_observation
 from aftershock.errors import ApiError
 from aftershock.model import LabelSelector, LabelSelectorRequirement, Victim, parse_campaign_spec
-from tests.unit.fakes import FakeCluster, FakeLock, RealClock, fast_campaign, make_pod
 
 TIKV = LabelSelector((("app", "tikv"),))
 PD = LabelSelector((("app", "pd"),))
@@ -110,7 +110,9 @@ async def test_namespace_scope_opens_one_feed_per_namespace() -> None:
         assert cluster.watch_calls == 2
 
 
-async def test_a_pod_whose_labels_change_leaves_one_view_and_enters_another_as_a_selector_watch_says() -> None:
+async def test_a_pod_whose_labels_change_leaves_one_view_and_enters_another_as_a_selector_watch_does() -> (
+    None
+):
     cluster = cluster_with_mixed_pods()
     watches = PodWatches(cluster, RealClock())
     tikv, pd = PodView(watches, "db", TIKV), PodView(watches, "db", PD)

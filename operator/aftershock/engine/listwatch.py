@@ -16,11 +16,12 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from aftershock.errors import ApiError
 
-__all__ = ["CHANGES", "ListWatch"]
+__all__ = ["CHANGES", "ListWatch", "wait_set"]
 
 log = logging.getLogger(__name__)
 
@@ -33,32 +34,31 @@ Lister = Callable[[], Awaitable[tuple[Sequence[T], str]]]
 Watcher = Callable[[str], AsyncIterator[tuple[str, T, str]]]
 
 
+async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
+    """Whether `event` is set within `timeout` seconds (None: however long it takes)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+@dataclass
 class ListWatch(Generic[T]):
     """Calls `on_list` with every full list and `on_change` with every change after it."""
 
-    def __init__(
-        self,
-        *,
-        what: str,
-        list_: Lister[T],
-        watch: Watcher[T],
-        on_list: Callable[[Sequence[T]], None],
-        on_change: Callable[[str, T], None],
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
-    ) -> None:
-        self._what = what
-        self._list = list_
-        self._watch = watch
-        self._on_list = on_list
-        self._on_change = on_change
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._synced = asyncio.Event()
-        #: The last error that kept the picture from being current (for conditions), or None.
-        self.error: str | None = None
-        #: Lists after the first: each one may have hidden changes (reported late, as a diff).
-        self.relists = 0
+    what: str
+    list_: Lister[T]
+    watch: Watcher[T]
+    on_list: Callable[[Sequence[T]], None]
+    on_change: Callable[[str, T], None]
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+    #: The last error that kept the picture from being current (for conditions), or None.
+    error: str | None = field(default=None, init=False)
+    #: Lists after the first: each one may have hidden changes (reported late, as a diff).
+    relists: int = field(default=0, init=False)
+    _synced: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
     def synced(self) -> bool:
@@ -66,30 +66,26 @@ class ListWatch(Generic[T]):
         return self._synced.is_set()
 
     async def wait_synced(self, timeout: float | None = None) -> bool:
-        try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._synced, timeout)
 
     async def run(self) -> None:
         """Until cancelled."""
-        backoff = self._backoff_initial
+        backoff = self.backoff_initial
         rv = ""
         while True:
             try:
                 if not rv:
-                    items, rv = await self._list()
+                    items, rv = await self.list_()
                     if self._synced.is_set():
                         self.relists += 1
-                    self._on_list(items)
+                    self.on_list(items)
                     self._synced.set()
                     self.error = None
-                async for etype, item, version in self._watch(rv):
+                async for etype, item, version in self.watch(rv):
                     rv = version or rv
                     if etype in CHANGES:
-                        self._on_change(etype, item)
-                    backoff = self._backoff_initial
+                        self.on_change(etype, item)
+                    backoff = self.backoff_initial
                 # The server closed the watch normally (its timeout): resume from rv.
             except asyncio.CancelledError:
                 raise
@@ -98,6 +94,6 @@ class ListWatch(Generic[T]):
                 if isinstance(exc, ApiError) and exc.status == 410:
                     continue
                 self.error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s failed, retrying in %.1fs: %s", self._what, backoff, exc)
+                log.warning("%s failed, retrying in %.1fs: %s", self.what, backoff, exc)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, self._backoff_max)
+                backoff = min(backoff * 2, self.backoff_max)

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aftershock.engine.listwatch import wait_set
 from aftershock.engine.podwatch import PodFeed, PodWatches
 from aftershock.model import LabelSelector, PodState
 
@@ -59,11 +60,7 @@ class PodView:
         return self._feed.relists if self._feed is not None else 0
 
     async def wait_synced(self, timeout: float | None = None) -> bool:
-        try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._synced, timeout)
 
     def pods(self) -> list[PodState]:
         """The pods that currently exist, ordered by name."""
