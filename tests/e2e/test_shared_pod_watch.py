@@ -33,14 +33,13 @@ KEYS = ("app", "tier", "example.com/zone")
 VALUES = ("a", "b", "")
 
 
-def _pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        # Never scheduled anywhere that runs it: the API server only has to store it.
-        "spec": {"nodeName": "no-such-node", "containers": [{"name": "c", "image": "none"}]},
-    }
+def _pod(name: str, labels: dict[str, str], *, scheduled: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "none"}]}
+    if not scheduled:
+        # Pending for good (no node has the label): the API server only has to store it. Not
+        # bound to a missing node instead: the pod garbage collector deletes those.
+        spec["nodeSelector"] = {"aftershock.dev/no-such-node": "true"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
 def _label_sets() -> Iterator[dict[str, str]]:
@@ -70,7 +69,11 @@ def test_local_selector_matching_is_the_api_servers_on_many_selectors(
 ) -> None:
     sets = list(_label_sets())
     cluster.apply(
-        {"apiVersion": "v1", "kind": "List", "items": [_pod(f"p{i}", s) for i, s in enumerate(sets)]},
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [_pod(f"p{i}", s, scheduled=False) for i, s in enumerate(sets)],
+        },
         namespace=namespace,
     )
     core = k8s.CoreV1Api(cluster.api_client())
@@ -135,7 +138,8 @@ def test_campaigns_sharing_a_pod_watch_kill_only_their_own_pods(
     for ns, bodies in subjects:
         for body in bodies:
             cluster.apply(body, namespace=ns)
-    # Matches neither Campaign of the namespace, though it shares their component label.
+    # Matches neither Campaign of the namespace, though it shares their component label; on a
+    # kwok node, Running like the subjects' pods.
     cluster.apply(_pod("decoy", {**TIKV_LABELS, "app.kubernetes.io/instance": "e2e-c"}), namespace=namespace)
     for ns, sts in ((namespace, "tikv"), (namespace, "other"), (second_namespace, "tikv")):
         cluster.kubectl("rollout", "status", f"statefulset/{sts}", "-n", ns, "--timeout=120s")
