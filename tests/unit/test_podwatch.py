@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from tests.unit.fakes import FakeCluster, FakeLock, RealClock, fast_campaign, make_pod
 
+from aftershock import cli
 from aftershock.engine import strike
 from aftershock.engine.outcomes import Gate
 from aftershock.engine.podwatch import PodWatches, Scope
@@ -214,3 +215,18 @@ async def test_the_kill_guard_checks_each_victim_against_the_campaigns_own_selec
         assert strike.refusal(inputs, [victim("tikv-0")], wider, gate, lock) is None
         refused = strike.refusal(inputs, [victim("canary")], wider, gate, lock)
     assert refused == "canary no longer matches the selector"
+
+
+@pytest.mark.parametrize(
+    ("choice", "all_namespaces", "scope"),
+    [
+        ("auto", True, "cluster"),  # the cluster-wide install: its ClusterRole lists pods everywhere
+        ("auto", False, "namespace"),  # named namespaces: Roles there only, never wider
+        ("namespace", True, "namespace"),
+        ("cluster", False, "cluster"),  # asked for explicitly: the installer grants it
+    ],
+)
+def test_the_pod_watch_scope_is_cluster_wide_by_default_only_where_the_operator_serves_every_namespace(
+    choice: str, all_namespaces: bool, scope: str
+) -> None:
+    assert cli.pod_watch_scope(choice, all_namespaces=all_namespaces) == scope
