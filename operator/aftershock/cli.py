@@ -217,7 +217,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def pod_watch_scope(choice: str, *, all_namespaces: bool) -> Literal["namespace", "cluster"]:
-    """`--pod-watch-scope` resolved (docs/adr/0008-shared-pod-watch.md): `auto` is one
+    """`--pod-watch-scope` resolved (docs/adr/0009-shared-pod-watch.md): `auto` is one
     cluster-wide watch exactly when the operator serves every namespace, the install whose
     ClusterRole already lets it list and watch pods everywhere; one watch per namespace when it
     serves named namespaces, where its Roles grant nothing wider."""

@@ -8,7 +8,7 @@ keeps the pods its selector matches (`aftershock.engine.view`). `PodWatches` cou
 which feed: a feed starts with its first view and stops with its last, so an idle operator
 holds no pods and no connection.
 
-Why the scope is a choice (docs/adr/0008-shared-pod-watch.md): the cluster-wide feed is one
+Why the scope is a choice (docs/adr/0009-shared-pod-watch.md): the cluster-wide feed is one
 connection whatever the number of namespaces, but it needs `list`/`watch` on pods in every
 namespace (the cluster-wide install's ClusterRole has it; the namespaced install has not)
 and it holds, while any Campaign runs, every pod of the cluster.
