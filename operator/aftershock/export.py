@@ -3,7 +3,9 @@
 `load_rows` reads the ledger; the rest is pure. The columns are a stable interface: `COLUMNS`
 names them in order with their meaning, ``docs/results.md`` documents them (a unit test keeps
 the two in step), and a column, once released, keeps its name and meaning. New columns are
-added at the end.
+added at the end. After them come the subject's own (`subject_columns`): a column per
+milestone a subject named for itself and per phase of its chain, named by the same rules
+(``leaderElectedOffsetSeconds``, ``leaderLostToLeaderElectedSeconds``); none for TiKV.
 
 Values are exactly what the ledger holds: seconds are written with ``repr`` (the shortest text
 that reads back as the same float), timestamps both as ISO 8601 UTC (microseconds) and as unix
@@ -19,19 +21,14 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from aftershock import model, remediation, report
+from aftershock import model, phases, remediation, report
 from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger
 from aftershock.model import AttemptRecord
 
 
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(word.capitalize() for word in rest)
-
-
 def milestone_column(milestone: str) -> str:
     """``kill_sent`` -> ``killSentOffsetSeconds``."""
-    return f"{_camel(milestone)}OffsetSeconds"
+    return f"{phases.camel(milestone)}OffsetSeconds"
 
 
 def phase_column(phase: report.RecoveryPhase) -> str:
@@ -88,6 +85,7 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("remediatorActions", "how many Events the remediator emitted in the trial window (empty: not watched)"),
 )
 COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
+_DOCUMENTED: Final = frozenset(COLUMN_NAMES)
 
 Row = dict[str, Any]
 
@@ -122,9 +120,42 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     return row
 
 
+#: Milestones with columns of their own elsewhere: the remediator's (timeToDetect/Resolve).
+_NOT_SUBJECT_COLUMNS: Final = frozenset(
+    {*model.MILESTONES, model.REMEDIATOR_DETECTED, model.REMEDIATOR_RESOLVED}
+)
+
+
+def subject_columns(attempts: Sequence[AttemptRecord]) -> tuple[list[str], tuple[report.RecoveryPhase, ...]]:
+    """What a campaign's subject adds to the documented columns: the milestones it named for
+    itself (etcd's ``leader_elected``), in recovery order, and its phases when they are not
+    TiKV's (`phases.phases_for`). Both empty for TiKV."""
+    names = {n for a in attempts for n in a.milestones} - _NOT_SUBJECT_COLUMNS
+    chain = phases.phases_for(attempts)
+    return phases.in_recovery_order(attempts, names), (() if chain == report.PHASES else chain)
+
+
 def build_rows(campaign: CampaignRow, attempts: Iterable[AttemptRecord]) -> list[Row]:
+    """The campaign's attempts as rows: the documented columns, then its subject's (the same
+    keys on every row of the campaign, None where an attempt did not see a milestone)."""
     ordered = sorted(attempts, key=lambda a: (a.trial_index, a.attempt))
-    return [attempt_row(campaign, a) for a in ordered]
+    names, chain = subject_columns(ordered)
+    rows = []
+    for a in ordered:
+        row = attempt_row(campaign, a)
+        for n in names:
+            found = a.milestones.get(n)
+            row[milestone_column(n)] = None if found is None else found.offset
+        for p in chain:
+            row[phase_column(p)] = report.phase_seconds(a, p)
+        rows.append(row)
+    return rows
+
+
+def column_names(rows: Sequence[Row]) -> tuple[str, ...]:
+    """The documented columns, then every subject column the rows hold, in first-seen order."""
+    extra = {c: None for row in rows for c in row if c not in _DOCUMENTED}
+    return (*COLUMN_NAMES, *extra)
 
 
 async def load_rows(
@@ -166,13 +197,15 @@ def render_csv(rows: Sequence[Row]) -> str:
     """RFC 4180 CSV with a header row; ``\\r\\n`` line ends as the RFC says."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMN_NAMES)
+    columns = column_names(rows)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row[c]) for c in COLUMN_NAMES])
+        writer.writerow([_cell(row.get(c)) for c in columns])
     return out.getvalue()
 
 
 def render_json(rows: Sequence[Row]) -> str:
-    """A JSON array of objects with the columns as keys, in column order."""
-    ordered = [{c: row[c] for c in COLUMN_NAMES} for row in rows]
+    """A JSON array of objects with the same keys, the columns, in column order."""
+    columns = column_names(rows)
+    ordered = [{c: row.get(c) for c in columns} for row in rows]
     return json.dumps(ordered, indent=1, allow_nan=False) + "\n"

@@ -32,7 +32,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from aftershock import report
+from aftershock import phases, report
 from aftershock.ledger import Ledger
 from aftershock.model import (
     REMEDIATOR_DETECTED,
@@ -45,16 +45,6 @@ from aftershock.model import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Recovery phases as cumulative offsets from the kill (what the histogram's `phase` label means).
-PHASES: tuple[str, ...] = (
-    "victim_gone",
-    "replacement_created",
-    "replacement_scheduled",
-    "replacement_ready",
-    "store_up",
-    "recovered",
-)
 
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600)
 
@@ -78,7 +68,12 @@ SIGNALS: tuple[tuple[str, str], ...] = (
 
 #: Per-Campaign families, in exposition order: (name, type, help).
 _FAMILIES: tuple[tuple[str, str, str], ...] = (
-    (RECOVERY, "histogram", "Seconds from the kill to each recovery phase, per recovered trial"),
+    (
+        RECOVERY,
+        "histogram",
+        "Seconds from the kill to each recovery milestone its subject recorded (label phase), "
+        "per recovered trial",
+    ),
     (
         ATTEMPTS,
         "counter",
@@ -226,10 +221,11 @@ class Metrics:
         series.attempts[outcome] = series.attempts.get(outcome, 0) + 1
         series.changed(ATTEMPTS)
         if record.outcome is Outcome.RECOVERED:
-            for name in PHASES:
-                m = record.milestones.get(name)
-                if m is not None:
-                    series.recovery.setdefault(name, _Histogram()).observe(max(m.offset, 0.0))
+            # The `phase` label is a milestone, as offset from the kill: whichever the trial's
+            # subject recorded (TiKV's store_up, etcd's leader_elected), not a fixed list.
+            for name in phases.recovery_milestones(record):
+                offset = record.milestones[name].offset
+                series.recovery.setdefault(name, _Histogram()).observe(max(offset, 0.0))
             series.changed(RECOVERY)
         if record.outcome.completes_trial and "remediatorActions" in record.final_state:
             for signal, name in SIGNALS:

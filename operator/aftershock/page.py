@@ -9,7 +9,7 @@ from typing import Final
 
 from aftershock import analysis, report
 from aftershock.model import Outcome
-from aftershock.plots import PHASE_COLOURS, UNRECOVERED_COLOUR, ecdf_svg, timeline_bars, timeline_svg
+from aftershock.plots import UNRECOVERED_COLOUR, ecdf_svg, phase_colour, timeline_bars, timeline_svg
 
 _CSS: Final = """
 :root { color-scheme: light; }
@@ -103,9 +103,9 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
         ]
     )
     legend = "".join(
-        f'<li><i style="background:{PHASE_COLOURS[i]}"></i>{_e(p.label)} '
+        f'<li><i style="background:{phase_colour(i)}"></i>{_e(p.label)} '
         f"<span>(p50 {_s(medians[p.key])} s)</span></li>"
-        for i, p in enumerate(report.PHASES)
+        for i, p in enumerate(report.phases_for(data.attempts))
     )
     if any(b.outcome is Outcome.UNRECOVERED for b in timeline_bars(data)):
         legend += f'<li><i style="background:{UNRECOVERED_COLOUR}"></i>not recovered</li>'
@@ -167,10 +167,11 @@ def _failures_html(data: report.CampaignReport) -> str:
 
 
 def _attempts_html(data: report.CampaignReport) -> str:
-    head = "".join(f'<th class="num">{_e(p.header)}</th>' for p in report.PHASES)
+    chain = report.phases_for(data.attempts)
+    head = "".join(f'<th class="num">{_e(p.header)}</th>' for p in chain)
     rows = []
     for a in data.attempts:
-        phases = "".join(f'<td class="num">{_s(report.phase_seconds(a, p))}</td>' for p in report.PHASES)
+        phases = "".join(f'<td class="num">{_s(report.phase_seconds(a, p))}</td>' for p in chain)
         outcome = report.IN_FLIGHT if a.outcome is None else a.outcome.value
         rows.append(
             f'<tr><td class="num">{a.trial_index}</td><td class="num">{a.attempt}</td><td>{_e(outcome)}</td>'

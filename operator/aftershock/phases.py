@@ -4,7 +4,7 @@ milestones a subject recorded; and the write probe's numbers per trial. Pure: ov
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -77,6 +77,19 @@ _OFF_CHAIN: Final = frozenset(
 )
 
 
+def camel(snake: str) -> str:
+    """``leader_elected`` -> ``leaderElected`` (JSON keys and export columns)."""
+    head, *rest = snake.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def recovery_milestones(attempt: AttemptRecord) -> list[str]:
+    """The milestones this attempt reached on its way from the kill to healthy, in the order
+    they were recorded: whatever its subject named (TiKV's ``store_up``, etcd's
+    ``leader_elected``), without those before the kill, beside the recovery or after it."""
+    return [n for n in attempt.milestones if n != "kill_sent" and n not in _OFF_CHAIN]
+
+
 def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
     """The recovery's phases: TiKV's fixed chain, or, when the subject named milestones of its
     own (etcd's election), the chain of every milestone seen, in the order they were reached."""
@@ -84,15 +97,21 @@ def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
     names = {n for a in recovered for n in a.milestones} - _OFF_CHAIN
     if names <= set(model.MILESTONES):
         return PHASES
+    chain = in_recovery_order(recovered, names)
+    return tuple(
+        RecoveryPhase(f"{a}->{b}", camel(f"{a}_to_{b}"), a, b, f"{a} \u2192 {b}")
+        for a, b in itertools.pairwise(chain)
+    )
+
+
+def in_recovery_order(attempts: Sequence[AttemptRecord], names: Iterable[str]) -> list[str]:
+    """`names` by their median offset over `attempts` (``recovered`` last among equals): the
+    order a recovery passes them, whichever subject named them."""
     median = {
-        n: stats.percentile([m.offset for a in recovered if (m := a.milestones.get(n)) is not None], 50)
-        or 0.0
+        n: stats.percentile([m.offset for a in attempts if (m := a.milestones.get(n)) is not None], 50) or 0.0
         for n in names
     }
-    chain = sorted(names, key=lambda n: (median[n], n == "recovered"))
-    return tuple(
-        RecoveryPhase(f"{a}->{b}", f"{a}To{b}", a, b, f"{a} \u2192 {b}") for a, b in itertools.pairwise(chain)
-    )
+    return sorted(median, key=lambda n: (median[n], n == "recovered", n))
 
 
 def phase_medians(attempts: Iterable[AttemptRecord]) -> dict[str, float | None]:

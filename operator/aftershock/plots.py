@@ -25,17 +25,28 @@ from typing import Any, Final, Literal
 from aftershock import analysis, report
 from aftershock.model import AttemptRecord, Outcome
 
-#: Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), one per phase.
-PHASE_COLOURS: Final = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7")
+#: One per phase: Okabe-Ito's (distinguishable with the common colour-vision deficiencies), then
+#: Paul Tol's muted set for subjects with longer chains (etcd's has eight phases). The red is
+#: kept for "not recovered".
+PHASE_COLOURS: Final = (
+    "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7",
+    "#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#88CCEE",
+)  # fmt: skip
 UNRECOVERED_COLOUR: Final = "#D55E00"
 NOT_RECOVERED: Final = -1  # `Segment.phase` of the time an unrecovered trial waited in vain
 
 
+def phase_colour(index: int) -> str:
+    """The colour of the campaign's `index`-th phase (repeats only past twelve phases)."""
+    return PHASE_COLOURS[index % len(PHASE_COLOURS)]
+
+
 @dataclass(frozen=True)
 class Segment:
-    phase: int  # index into `report.PHASES`, or `NOT_RECOVERED`
+    phase: int  # index into the campaign's phases (`report.phases_for`), or `NOT_RECOVERED`
     start: float  # seconds since the kill
     end: float
+    name: str = "not recovered"  # the phase's header
 
 
 @dataclass(frozen=True)
@@ -54,18 +65,15 @@ class Bar:
             head += f"recovered in {self.end:.3f} s"
         else:
             head += f"not recovered after {self.end:.3f} s"
-        parts = [
-            f"{_segment_name(s)} {s.end - s.start:.3f} s" for s in self.segments if s.phase != NOT_RECOVERED
-        ]
+        parts = [f"{s.name} {s.end - s.start:.3f} s" for s in self.segments if s.phase != NOT_RECOVERED]
         return head + ("; " + ", ".join(parts) if parts else "")
 
 
-def _segment_name(segment: Segment) -> str:
-    return "not recovered" if segment.phase == NOT_RECOVERED else report.PHASES[segment.phase].header
-
-
-def attempt_segments(attempt: AttemptRecord) -> tuple[tuple[Segment, ...], float]:
-    """The bar of one attempt: its phases as consecutive segments from the kill, and its end.
+def attempt_segments(
+    attempt: AttemptRecord, phases: Sequence[report.RecoveryPhase] = report.PHASES
+) -> tuple[tuple[Segment, ...], float]:
+    """The bar of one attempt: `phases` (its campaign's) as consecutive segments from the
+    kill, and its end.
 
     A phase whose end milestone was not seen is skipped: its time goes to the next phase that
     was seen (the bar never has a gap). Milestones seen out of order never draw backwards. An
@@ -74,12 +82,12 @@ def attempt_segments(attempt: AttemptRecord) -> tuple[tuple[Segment, ...], float
     kill = attempt.milestones.get("kill_sent")
     cursor = 0.0 if kill is None else kill.offset
     segments: list[Segment] = []
-    for i, phase in enumerate(report.PHASES):
+    for i, phase in enumerate(phases):
         seen = attempt.milestones.get(phase.end)
         if seen is None:
             continue
         end = max(cursor, seen.offset)
-        segments.append(Segment(i, cursor, end))
+        segments.append(Segment(i, cursor, end, phase.header))
         cursor = end
     if attempt.outcome is Outcome.RECOVERED:
         return tuple(segments), cursor
@@ -92,12 +100,14 @@ def attempt_segments(attempt: AttemptRecord) -> tuple[tuple[Segment, ...], float
 
 
 def timeline_bars(data: report.CampaignReport) -> list[Bar]:
-    """One bar per measured trial (recovered or unrecovered), by trial index."""
+    """One bar per measured trial (recovered or unrecovered), by trial index; segments are the
+    campaign's phases, its subject's (`report.phases_for`)."""
+    phases = report.phases_for(data.attempts)
     bars = []
     for a in data.completed:
         if a.outcome not in (Outcome.RECOVERED, Outcome.UNRECOVERED):
             continue  # dry run: nothing was killed
-        segments, end = attempt_segments(a)
+        segments, end = attempt_segments(a, phases)
         bars.append(Bar(a.trial_index, a.attempt, a.outcome, segments, end))
     return bars
 
@@ -169,7 +179,7 @@ def timeline_svg(data: report.CampaignReport) -> str:
             f"<title>{html.escape(bar.describe())}</title>"
         )
         for seg in bar.segments:
-            colour = UNRECOVERED_COLOUR if seg.phase == NOT_RECOVERED else PHASE_COLOURS[seg.phase]
+            colour = UNRECOVERED_COLOUR if seg.phase == NOT_RECOVERED else phase_colour(seg.phase)
             extra = ' class="gave-up"' if seg.phase == NOT_RECOVERED else ""
             start, end = min(seg.start, edge), min(seg.end, edge)
             out.append(
@@ -323,7 +333,7 @@ def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["pn
                     fontweight="bold",
                 )
         for phase, polys in sorted(polygons.items()):
-            colour = UNRECOVERED_COLOUR if phase == NOT_RECOVERED else PHASE_COLOURS[phase]
+            colour = UNRECOVERED_COLOUR if phase == NOT_RECOVERED else phase_colour(phase)
             top.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="none"))
         top.set_xlim(0, edge)
         top.set_ylim(rows - 0.5, -0.5)
@@ -331,7 +341,8 @@ def write_figure(data: report.CampaignReport, path: str | Path, fmt: Literal["pn
             top.set_yticks(range(len(bars)), [f"#{b.index}" for b in bars])
         top.set_xlabel("seconds since the kill")
         top.set_title("Recovery timeline (one bar per trial)", loc="left")
-        handles = [Patch(color=PHASE_COLOURS[i], label=p.label) for i, p in enumerate(report.PHASES)]
+        phases = report.phases_for(data.attempts)
+        handles = [Patch(color=phase_colour(i), label=p.label) for i, p in enumerate(phases)]
         if NOT_RECOVERED in polygons:
             handles.append(Patch(color=UNRECOVERED_COLOUR, label="not recovered"))
         top.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

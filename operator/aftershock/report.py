@@ -298,25 +298,26 @@ def render_table(report: CampaignReport) -> str:
     signals = has_signals(report.attempts)
     extra = ["detect", "resolve", "actions"] if signals else []
     resets = any(reset_of(a) is not None for a in report.attempts)
+    chain = phases_for(report.attempts)
     headers = [
         "index",
         "attempt",
         "outcome",
         "victims",
-        *(p.header for p in PHASES),
+        *(p.header for p in chain),
         "recovery",
         *extra,
         *(["reset"] if resets else []),
         "error",
     ]
-    numeric = {0, 1, *range(4, 4 + len(PHASES) + 1 + len(extra))}
+    numeric = {0, 1, *range(4, 4 + len(chain) + 1 + len(extra))}
     rows = [
         [
             str(a.trial_index),
             str(a.attempt),
             IN_FLIGHT if a.outcome is None else a.outcome.value,
             ",".join(v.name for v in a.victims) or "-",
-            *(seconds_text(phase_seconds(a, p)) for p in PHASES),
+            *(seconds_text(phase_seconds(a, p)) for p in chain),
             seconds_text(a.recovery_seconds),
             *(_remediator_cells(a) if signals else []),
             *([_reset_cell(a)] if resets else []),
@@ -470,18 +471,18 @@ def render_markdown(report: CampaignReport) -> str:
             f"| {r.count} | {r.seconds_lost:.3f} | {r.outcome.value} | {md_cell(r.reason)} |"
             for r in report.failures
         ]
-    rows = report.attempts[:MARKDOWN_TRIAL_ROWS]
+    rows, chain = report.attempts[:MARKDOWN_TRIAL_ROWS], phases_for(report.attempts)
     if rows:
         out += [
             "",
             f"<details><summary>Per-trial phases ({len(report.attempts)} attempts, seconds)</summary>",
             "",
-            "| # | try | outcome | " + " | ".join(p.header for p in PHASES) + " | recovery |",
-            "|--:|--:|---|" + "--:|" * (len(PHASES) + 1),
+            "| # | try | outcome | " + " | ".join(p.header for p in chain) + " | recovery |",
+            "|--:|--:|---|" + "--:|" * (len(chain) + 1),
         ]
         out += [
             f"| {a.trial_index} | {a.attempt} | {IN_FLIGHT if a.outcome is None else a.outcome.value} | "
-            + " | ".join(seconds_text(phase_seconds(a, p)) for p in PHASES)
+            + " | ".join(seconds_text(phase_seconds(a, p)) for p in chain)
             + f" | {seconds_text(a.recovery_seconds)} |"
             for a in rows
         ]

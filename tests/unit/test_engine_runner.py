@@ -230,7 +230,9 @@ async def test_three_trials_recover_and_the_campaign_succeeds(h: Harness) -> Non
     assert h.status_condition("Stalled")["status"] == "False"
     assert h.status_condition("SpecValid")["status"] == "True"
     assert h.status_condition("SubjectLocked")["status"] == "True"
-    assert h.status_condition("PDConfigured")["status"] == "False"
+    pods_only = h.status_condition("SubjectAPIConfigured")
+    assert (pods_only["status"], pods_only["reason"]) == ("False", "HealthFromPodsOnly")
+    assert "no subject.pdURL" in pods_only["message"]
     assert h.sink.reasons().count("TrialRecovered") == 3
     assert h.sink.events[-1][:2] == ("Normal", "CampaignFinished")
     assert "verdict Pass" in h.sink.events[-1][2]
@@ -629,7 +631,9 @@ async def test_with_pd_recovery_waits_for_the_store_to_come_back(h: Harness) -> 
     assert attempt.victims[0].store_id is not None  # from the probe at the gate
     assert attempt.initial_state["probe"] is not None
     assert h.sink.last["healthSource"] == "pods+pd"
-    assert h.status_condition("PDConfigured")["status"] == "True"
+    configured = h.status_condition("SubjectAPIConfigured")
+    assert (configured["status"], configured["reason"]) == ("True", "Configured")
+    assert "http://pd:2379" in configured["message"]  # the endpoints it judges health from
     assert h.probe.closed
 
 

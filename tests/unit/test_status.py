@@ -81,14 +81,14 @@ def test_conditions_read_back_from_an_existing_status_keep_their_times() -> None
 
 def test_conditions_are_listed_in_a_fixed_order() -> None:
     conds = Conditions(None, generation=1)
-    for type_ in ("Zeta", "PDConfigured", "SteadyState", "Stalled", "Ready", "Alpha", "SpecValid"):
+    for type_ in ("Zeta", "SubjectAPIConfigured", "SteadyState", "Stalled", "Ready", "Alpha", "SpecValid"):
         conds.set(type_, True, "R", "", T0)
     assert [c["type"] for c in conds.to_list()] == [
         "Ready",
         "Stalled",
         "SpecValid",
         "SteadyState",
-        "PDConfigured",
+        "SubjectAPIConfigured",
         "Alpha",
         "Zeta",
     ]

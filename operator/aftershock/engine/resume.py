@@ -11,8 +11,9 @@ from aftershock.engine.outcomes import REASON_TRIAL_INTERRUPTED
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
-from aftershock.engine.status import PD_CONFIGURED
+from aftershock.engine.status import SUBJECT_API_CONFIGURED
 from aftershock.model import CampaignSpec, Phase, Verdict
+from aftershock.subjects import registry
 
 
 async def resume(
@@ -53,16 +54,17 @@ async def resume(
 
 
 def health_condition(out: StatusPublisher, spec: CampaignSpec, probe: SubjectProbe | None) -> None:
-    """Where health is judged from: the subject's own API too, or the pods alone."""
+    """Where health is judged from: the subject's own API too (its endpoints named), or the
+    pods alone. Worded for any kind: the registry names the spec field of the kind's API."""
     now = out.clock.wall()
+    kind = spec.subject.kind.value
     if probe is not None:
         out.health_source = probe.health_source
-        out.conditions.set(PD_CONFIGURED, True, "PDConfigured", ", ".join(spec.subject.api_urls), now)
+        urls = ", ".join(spec.subject.api_urls)
+        message = f"health from the pods and {kind}'s own API at {urls}"
+        out.conditions.set(SUBJECT_API_CONFIGURED, True, "Configured", message, now)
     else:
-        out.conditions.set(
-            PD_CONFIGURED,
-            False,
-            "HealthFromPodsOnly",
-            "no subject.pdURL: health is judged from pod readiness alone",
-            now,
-        )
+        info = registry.KINDS.get(kind)
+        field = f"subject.{info.api_field}" if info is not None else f"{kind} API"
+        message = f"no {field}: health is judged from pod readiness alone"
+        out.conditions.set(SUBJECT_API_CONFIGURED, False, "HealthFromPodsOnly", message, now)

@@ -27,7 +27,7 @@ STALLED = "Stalled"
 SPEC_VALID = "SpecValid"
 SUBJECT_LOCKED = "SubjectLocked"
 STEADY_STATE = "SteadyState"
-PD_CONFIGURED = "PDConfigured"
+SUBJECT_API_CONFIGURED = "SubjectAPIConfigured"  # formerly PDConfigured (ADR 0008)
 
 
 def iso(ts: float | None) -> str | None:
@@ -90,7 +90,15 @@ class Conditions:
         return None if c is None else c.reason
 
     def to_list(self) -> list[dict[str, Any]]:
-        order = [READY, RECONCILING, STALLED, SPEC_VALID, SUBJECT_LOCKED, STEADY_STATE, PD_CONFIGURED]
+        order = [
+            READY,
+            RECONCILING,
+            STALLED,
+            SPEC_VALID,
+            SUBJECT_LOCKED,
+            STEADY_STATE,
+            SUBJECT_API_CONFIGURED,
+        ]
         keys = sorted(self._items, key=lambda k: (order.index(k) if k in order else len(order), k))
         return [
             {
