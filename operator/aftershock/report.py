@@ -162,7 +162,7 @@ def _victim_json(victim: model.Victim) -> dict[str, Any]:
         "uid": victim.uid,
         "node": victim.node,
         "restartCount": victim.restart_count,
-        "storeId": victim.store_id,
+        "memberId": victim.member_id,
     }
 
 

@@ -457,6 +457,7 @@ class FakeProbe:
 
     # The rest of the `Subject` protocol, as TiKV's (the judging is TiKV's own, not faked).
     health_source = "pods+pd"
+    api_name = "PD"
     writes = False
 
     def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:

@@ -628,7 +628,7 @@ async def test_with_pd_recovery_waits_for_the_store_to_come_back(h: Harness) -> 
     (attempt,) = await h.ledger.completed_trials(REF.uid)
     m = attempt.milestones
     assert m["replacement_ready"].offset <= m["store_up"].offset <= m["recovered"].offset
-    assert attempt.victims[0].store_id is not None  # from the probe at the gate
+    assert attempt.victims[0].member_id is not None  # from the probe at the gate
     assert attempt.initial_state["probe"] is not None
     assert h.sink.last["healthSource"] == "pods+pd"
     configured = h.status_condition("SubjectAPIConfigured")

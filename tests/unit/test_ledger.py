@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from aftershock.model import CampaignRef, Milestone, Outcome, Phase, Verdict, Vi
 
 REF = CampaignRef(namespace="chaos", name="tikv-kill", uid="0b5e-uid-1")
 SPEC = {"subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}}, "trials": 3}
-VICTIM = Victim(name="tikv-1", uid="pod-uid-1", node="node-a", restart_count=2, store_id=5)
+VICTIM = Victim(name="tikv-1", uid="pod-uid-1", node="node-a", restart_count=2, member_id=5)
 
 
 @pytest.fixture
@@ -110,6 +111,42 @@ class TestSchema:
         with pytest.raises(LedgerError, match="not an aftershock ledger"):
             await Ledger.open(db_path)
         assert [r[0] for r in raw(db_path).execute("SELECT name FROM sqlite_master")] == ["notes"]
+
+    async def test_victims_recorded_with_a_store_id_read_back_with_the_member_id(self, db_path: Path) -> None:
+        """Schema 6 renamed the victim's TiKV-only ``store_id`` to ``member_id``: a ledger written
+        before keeps every victim, in order, with the id under the new name."""
+        conn = raw(db_path)
+        for migration in schema.MIGRATIONS[:5]:
+            for statement in migration:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 5")
+        conn.execute(
+            "INSERT INTO campaigns (uid, namespace, name, spec, requested_trials, seed, phase, created_at) "
+            "VALUES (?, 'chaos', 'tikv-kill', '{}', 3, '42', 'Running', 1000.0)",
+            (REF.uid,),
+        )
+        old_victims = [
+            {"name": f"tikv-{i}", "uid": f"u{i}", "node": None, "restart_count": 0, "store_id": i + 4}
+            for i in (2, 0, 1)
+        ]
+        old_victims.append({"name": "tikv-3", "uid": "u3", "node": "n", "restart_count": 1, "store_id": None})
+        for index, victims in enumerate((old_victims, [])):
+            conn.execute(
+                "INSERT INTO attempts (campaign_uid, trial_index, attempt, victims, victim_seed, started_at) "
+                "VALUES (?, ?, 1, ?, 's', 1.0)",
+                (REF.uid, index, json.dumps(victims)),
+            )
+        conn.close()
+        async with await Ledger.open(db_path) as ledger:
+            first, second = await ledger.attempts(REF.uid)
+        assert first.victims == (
+            Victim("tikv-2", "u2", member_id=6),
+            Victim("tikv-0", "u0", member_id=4),
+            Victim("tikv-1", "u1", member_id=5),
+            Victim("tikv-3", "u3", node="n", restart_count=1),
+        )
+        assert second.victims == ()
+        assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
 
     async def test_versioned_database_of_another_application_is_refused(self, db_path: Path) -> None:
         conn = raw(db_path)

@@ -41,7 +41,7 @@ class Planned:
     recovery: float | None = None
     error: str | None = None
     victims: tuple[Victim, ...] = (
-        Victim(name="tikv-0", uid="pod-0", node="n1", restart_count=1, store_id=4),
+        Victim(name="tikv-0", uid="pod-0", node="n1", restart_count=1, member_id=4),
     )
     milestones: dict[str, Milestone] = field(default_factory=dict)
     started_at: float = T0
@@ -116,7 +116,7 @@ def expected_trial(planned: Planned) -> dict[str, Any]:
                 "uid": v.uid,
                 "node": v.node,
                 "restartCount": v.restart_count,
-                "storeId": v.store_id,
+                "memberId": v.member_id,
             }
             for v in planned.victims
         ],

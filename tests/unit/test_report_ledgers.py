@@ -111,7 +111,7 @@ def plan_campaign(trials: int, seed: int = 7) -> list[Planned]:
         attempt = 1
         victims = (
             Victim(
-                name=f"tikv-{index % 3}", uid=f"pod-{index}", node=f"n{index % 5}", store_id=index % 3 + 1
+                name=f"tikv-{index % 3}", uid=f"pod-{index}", node=f"n{index % 5}", member_id=index % 3 + 1
             ),
         )
         if index % 500 == 3:

@@ -103,4 +103,4 @@ async def test_a_released_ledger_with_runs_keeps_them_and_gains_subject_mileston
             now=6.0,
         )
         assert record.milestones["leader_elected"] == Milestone(1.5, 0.5)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 5
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION

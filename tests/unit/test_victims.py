@@ -193,6 +193,6 @@ def test_fixed_without_value_is_refused() -> None:
 
 def test_to_victim_keeps_identity_and_store() -> None:
     assert to_victim(pod("tikv-1"), 4) == Victim(
-        name="tikv-1", uid="uid-tikv-1", node="node-1", restart_count=2, store_id=4
+        name="tikv-1", uid="uid-tikv-1", node="node-1", restart_count=2, member_id=4
     )
-    assert to_victim(pod("tikv-1"), None).store_id is None
+    assert to_victim(pod("tikv-1"), None).member_id is None

@@ -97,12 +97,12 @@ def rng_for(seed: str) -> random.Random:
     return random.Random(seed)
 
 
-def to_victim(pod: PodState, store_id: int | None, role: str | None = None) -> Victim:
+def to_victim(pod: PodState, member_id: int | None, role: str | None = None) -> Victim:
     return Victim(
         name=pod.name,
         uid=pod.uid,
         node=pod.node,
         restart_count=pod.restart_count,
-        store_id=store_id,
+        member_id=member_id,
         role=role,
     )

@@ -45,10 +45,10 @@ async def _look(probe: SubjectProbe, view: PodView, clock: Clock) -> _Look:
     try:
         result = await probe.check(view.pods(), clock.wall())
     except ProbeUnavailableError as exc:
-        return _Look(None, [f"PD unavailable: {exc}"], failed=True)
+        return _Look(None, [f"{probe.api_name} unavailable: {exc}"], failed=True)
     reasons = list(result.reasons)
     if not result.healthy and not reasons:
-        reasons = ["PD reports the subject unhealthy"]
+        reasons = [f"{probe.api_name} reports the subject unhealthy"]
     return _Look(result, reasons)
 
 
@@ -68,7 +68,7 @@ async def wait_for_steady_state(
     stable = spec.steady_state_stable_seconds
     healthy_since: float | None = None
     last_reasons: tuple[str, ...] = ()
-    look = _Look(None, ["PD not checked yet"] if probe is not None else [])
+    look = _Look(None, [f"{probe.api_name} not checked yet"] if probe is not None else [])
     next_probe = start
     with view.subscribe() as queue:
         await view.wait_synced(spec.steady_state_timeout_seconds)

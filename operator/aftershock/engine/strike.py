@@ -42,7 +42,7 @@ def refusal(
     if not gate.passed:
         return "the steady-state gate did not pass"
     if inputs.probed and (gate.probe is None or not gate.probe.healthy):
-        return "PD did not confirm a healthy subject at the gate"
+        return "the subject's API did not confirm a healthy subject at the gate"
     if not lock.held:
         return "the subject lock is no longer held"
     now_unhealthy = pod_reasons(view.pods(), inputs.spec, namespace, inputs.expected_pods)

@@ -178,8 +178,28 @@ def _v5() -> tuple[str, ...]:
     )
 
 
+def _v6() -> tuple[str, ...]:
+    """A victim's subject id is ``member_id``, whatever the subject (TiKV's store id, another
+    kind's member id); it was ``store_id``. Every recorded victim is rewritten in place, so
+    readers know one key only (ADR 0009)."""
+    return (
+        """
+        UPDATE attempts SET victims = (
+            SELECT json_group_array(json(renamed)) FROM (
+                SELECT json_remove(
+                    json_set(v.value, '$.member_id', json_extract(v.value, '$.store_id')), '$.store_id'
+                ) AS renamed
+                FROM json_each(attempts.victims) AS v ORDER BY v.key
+            )
+        )
+        WHERE EXISTS (SELECT 1 FROM json_each(attempts.victims) AS v
+                      WHERE json_type(v.value, '$.store_id') IS NOT NULL)
+        """,
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

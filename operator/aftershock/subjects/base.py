@@ -87,6 +87,10 @@ class Subject(Protocol):
     def health_source(self) -> str:
         """What health is judged from, for the status (``pods+pd``, ``pods+etcd``)."""
 
+    @property
+    def api_name(self) -> str:
+        """The subject's own API as people call it (``PD``, ``etcd``), for the engine's words."""
+
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult: ...
 
     def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:

@@ -330,6 +330,7 @@ class EtcdSubject:
     """The engine's `Subject` for etcd."""
 
     health_source = "pods+etcd"
+    api_name = "etcd"
     writes = True
 
     def __init__(self, client: EtcdClient) -> None:

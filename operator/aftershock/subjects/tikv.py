@@ -221,6 +221,7 @@ class TiKVProbe:
         return cls(clients.acquire(url), release=release)
 
     health_source = "pods+pd"
+    api_name = "PD"
     writes = False
 
     def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
