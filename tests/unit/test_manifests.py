@@ -373,7 +373,8 @@ def test_status_schema(version: dict[str, Any]) -> None:
     assert "type" in conditions["items"]["required"]
     assert conditions["items"]["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
     for documented in ("Ready", "Reconciling", "Stalled", "SpecValid", "SubjectLocked", "SubjectBusy",
-                       "SteadyState", "SubjectAPIConfigured", "Configured", "HealthFromPodsOnly"):  # fmt: skip
+                       "SteadyState", "SubjectAPIConfigured", "Configured",
+                       "HealthFromPodsOnly"):  # fmt: skip
         assert documented in conditions["description"]
 
 

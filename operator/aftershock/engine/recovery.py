@@ -60,7 +60,8 @@ def _verdict(
     if now < tracker.kill_sent_mono + spec.recovery_timeout_seconds:
         return None
     if probe_error is not None and "replacement_ready" in tracker.milestones and tracker.pods_healthy():
-        return Outcome.INFRA_ERROR, f"the subject's API stayed unavailable until the recovery timeout: {probe_error}"
+        unavailable = f"the subject's API stayed unavailable until the recovery timeout: {probe_error}"
+        return Outcome.INFRA_ERROR, unavailable
     pending = "; ".join(tracker.pending()) or "unknown"
     return Outcome.UNRECOVERED, f"not recovered within {spec.recovery_timeout_seconds:g}s: {pending}"
 
