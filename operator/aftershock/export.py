@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from aftershock import model, phases, remediation, report
-from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger
+from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger, schema
 from aftershock.model import AttemptRecord
 
 
@@ -66,7 +66,7 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("recoverySeconds", "kill sent -> subject healthy, monotonic clock; only for recovered attempts"),
     *(
         (milestone_column(m), f"seconds (monotonic) from the kill until {_MILESTONE_MEANING[m]}")
-        for m in model.MILESTONES
+        for m in schema.COLUMN_MILESTONES
     ),
     *(
         (phase_column(p), f"duration of the phase {p.start} -> {p.end} (difference of the two offsets)")
@@ -106,7 +106,7 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
         "finishedAtUnix": attempt.finished_at,
         "recoverySeconds": attempt.recovery_seconds,
     }
-    for m in model.MILESTONES:
+    for m in schema.COLUMN_MILESTONES:
         found = attempt.milestones.get(m)
         row[milestone_column(m)] = None if found is None else found.offset
     for p in report.PHASES:
@@ -120,9 +120,9 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     return row
 
 
-#: Milestones with columns of their own elsewhere: the remediator's (timeToDetect/Resolve).
+#: Milestones with documented columns: TiKV's v1 chain, and the remediator's (timeToDetect/Resolve).
 _NOT_SUBJECT_COLUMNS: Final = frozenset(
-    {*model.MILESTONES, model.REMEDIATOR_DETECTED, model.REMEDIATOR_RESOLVED}
+    {*schema.COLUMN_MILESTONES, model.REMEDIATOR_DETECTED, model.REMEDIATOR_RESOLVED}
 )
 
 

@@ -55,6 +55,10 @@ PHASES: Final = (
 )
 
 
+#: What TiKV's chain is made of: the engine's milestones and ``store_up``.
+_TIKV_CHAIN: Final = frozenset({*model.MILESTONES, *(p.end for p in PHASES)})
+
+
 def phase_seconds(attempt: AttemptRecord, phase: RecoveryPhase) -> float | None:
     """How long the phase took; None unless both its milestones were seen."""
     a, b = attempt.milestones.get(phase.start), attempt.milestones.get(phase.end)
@@ -95,7 +99,7 @@ def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
     own (etcd's election), the chain of every milestone seen, in the order they were reached."""
     recovered = [a for a in attempts if a.outcome is Outcome.RECOVERED]
     names = {n for a in recovered for n in a.milestones} - _OFF_CHAIN
-    if names <= set(model.MILESTONES):
+    if names <= _TIKV_CHAIN:
         return PHASES
     chain = in_recovery_order(recovered, names)
     return tuple(

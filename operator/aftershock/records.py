@@ -27,9 +27,11 @@ class Outcome(enum.StrEnum):
 
 # --- Trials -------------------------------------------------------------------------------
 
-#: The moments of one trial, in the order a recovery normally passes them. Each is recorded as
-#: a wall-clock time (for people) and as an offset in seconds from `kill_sent` measured on the
-#: monotonic clock (for durations: a wall-clock step during a trial does not bend them).
+#: The engine's moments of one trial, whatever the subject, in the order a recovery normally
+#: passes them. Each is recorded as a wall-clock time (for people) and as an offset in seconds
+#: from `kill_sent` measured on the monotonic clock (for durations: a wall-clock step during a
+#: trial does not bend them). A subject adds its own between them (TiKV's ``store_up``, etcd's
+#: ``leader_elected``: `aftershock.subjects.base.SubjectKindInfo.milestones`).
 MILESTONES: tuple[str, ...] = (
     "gate_passed",  # steady state held for stableSeconds; negative offset
     "kill_sent",  # the delete request left (offset 0 by definition)
@@ -39,7 +41,6 @@ MILESTONES: tuple[str, ...] = (
     "replacement_created",  # a new pod (new UID) took the victim's place
     "replacement_scheduled",  # ... bound to a node
     "replacement_ready",  # ... Ready
-    "store_up",  # PD has a heartbeat from the victim's store newer than its new start timestamp
     "recovered",  # the whole subject healthy again: the recovery time
     "relapsed",  # unhealthy again within the settle window after "recovered": not a recovery
 )

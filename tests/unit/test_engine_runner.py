@@ -813,7 +813,7 @@ async def test_every_milestone_the_ledger_knows_can_be_recorded_by_a_pd_trial(h:
     await h.run(campaign(trials=1, subject=PD_SUBJECT))
 
     (attempt,) = await h.ledger.completed_trials(REF.uid)
-    assert set(attempt.milestones) == set(MILESTONES) - {"relapsed"}
+    assert set(attempt.milestones) == set(MILESTONES) - {"relapsed"} | {"store_up"}  # TiKV's own
     assert all(math.isfinite(m.offset) for m in attempt.milestones.values())
 
 

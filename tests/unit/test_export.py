@@ -21,7 +21,8 @@ from tests.unit.test_report_ledgers import (
     write_campaign,
 )
 
-from aftershock import export, model, report
+from aftershock import export, report
+from aftershock.ledger import schema
 from aftershock.model import CampaignRef, Outcome, Victim
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "results.md"
@@ -54,7 +55,9 @@ class TestColumns:
         assert len(set(export.COLUMN_NAMES)) == len(export.COLUMN_NAMES)
 
     def test_one_offset_column_per_milestone_and_one_per_phase(self) -> None:
-        assert [export.milestone_column(m) for m in model.MILESTONES] == list(export.COLUMN_NAMES[12:23])
+        assert [export.milestone_column(m) for m in schema.COLUMN_MILESTONES] == list(
+            export.COLUMN_NAMES[12:23]
+        )
         assert export.milestone_column("replacement_scheduled") == "replacementScheduledOffsetSeconds"
         assert [export.phase_column(p) for p in report.PHASES] == list(export.COLUMN_NAMES[23:29])
 

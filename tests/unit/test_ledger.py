@@ -112,9 +112,12 @@ class TestSchema:
             await Ledger.open(db_path)
         assert [r[0] for r in raw(db_path).execute("SELECT name FROM sqlite_master")] == ["notes"]
 
-    async def test_victims_recorded_with_a_store_id_read_back_with_the_member_id(self, db_path: Path) -> None:
-        """Schema 6 renamed the victim's TiKV-only ``store_id`` to ``member_id``: a ledger written
-        before keeps every victim, in order, with the id under the new name."""
+    async def test_a_ledger_from_before_schema_6_reads_back_in_subject_neutral_terms(
+        self, db_path: Path
+    ) -> None:
+        """Schema 6 renamed the victim's TiKV-only ``store_id`` to ``member_id`` and made TiKV's
+        ``store_up`` a subject milestone: a ledger written before keeps every victim, in order,
+        with the id under the new name, and every store_up exactly as written."""
         conn = raw(db_path)
         for migration in schema.MIGRATIONS[:5]:
             for statement in migration:
@@ -130,15 +133,26 @@ class TestSchema:
             for i in (2, 0, 1)
         ]
         old_victims.append({"name": "tikv-3", "uid": "u3", "node": "n", "restart_count": 1, "store_id": None})
+        store_up = Milestone(wall=1_714_564_808.774713, offset=6.774713325500816)  # 16-17 digits
         for index, victims in enumerate((old_victims, [])):
             conn.execute(
-                "INSERT INTO attempts (campaign_uid, trial_index, attempt, victims, victim_seed, started_at) "
-                "VALUES (?, ?, 1, ?, 's', 1.0)",
-                (REF.uid, index, json.dumps(victims)),
+                "INSERT INTO attempts (campaign_uid, trial_index, attempt, victims, victim_seed, started_at, "
+                "store_up_wall, store_up_offset) VALUES (?, ?, 1, ?, 's', 1.0, ?, ?)",
+                (
+                    REF.uid,
+                    index,
+                    json.dumps(victims),
+                    *((store_up.wall, store_up.offset) if index == 0 else (None, None)),
+                ),
             )
         conn.close()
         async with await Ledger.open(db_path) as ledger:
             first, second = await ledger.attempts(REF.uid)
+        assert first.milestones == {"store_up": store_up}
+        assert second.milestones == {}
+        assert raw(db_path).execute(
+            "SELECT count(*) FROM attempts WHERE store_up_wall IS NOT NULL"
+        ).fetchone() == (0,)
         assert first.victims == (
             Victim("tikv-2", "u2", member_id=6),
             Victim("tikv-0", "u0", member_id=4),

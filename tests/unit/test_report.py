@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from aftershock import analysis, cli, model, report
-from aftershock.ledger import CampaignNotFoundError, Ledger
+from aftershock import analysis, cli, report
+from aftershock.ledger import CampaignNotFoundError, Ledger, schema
 from aftershock.model import CampaignRef, Milestone, Outcome, Phase, Verdict, Victim
 
 REF = CampaignRef(namespace="chaos", name="tikv-kill", uid="uid-1")
@@ -56,7 +56,7 @@ def full_milestones(start: float, recovery: float) -> dict[str, Milestone]:
     kill = start + 10.0
     return {
         name: Milestone(wall=kill + off, offset=off)
-        for name, off in zip([m for m in model.MILESTONES if m != "relapsed"], offsets, strict=True)
+        for name, off in zip([m for m in schema.COLUMN_MILESTONES if m != "relapsed"], offsets, strict=True)
     }
 
 
@@ -126,7 +126,7 @@ def expected_trial(planned: Planned) -> dict[str, Any]:
         "recoverySeconds": planned.recovery if planned.outcome is Outcome.RECOVERED else None,
         "timings": {
             name: {"wall": iso(m.wall), "offsetSeconds": m.offset}
-            for name in model.MILESTONES
+            for name in schema.COLUMN_MILESTONES
             if (m := planned.milestones.get(name)) is not None
         },
         "phaseSeconds": {key: phase(planned.milestones, start, end) for key, start, end in PHASE_CHAIN},
@@ -216,7 +216,9 @@ class TestJson:
         await ledger.set_campaign_state(REF.uid, Phase.SUCCEEDED, Verdict.PASS, T0 + 90.5, finished=True)
         out = await exported(ledger)
         assert out["trials"] == [expected_trial(trial) | {"attempt": 1}]
-        assert set(out["trials"][0]["timings"]) == set(model.MILESTONES) - {"relapsed"}  # it recovered
+        assert set(out["trials"][0]["timings"]) == set(schema.COLUMN_MILESTONES) - {
+            "relapsed"
+        }  # it recovered
         assert (out["campaign"]["phase"], out["campaign"]["verdict"]) == ("Succeeded", "Pass")
         assert (out["campaign"]["startedAt"], out["campaign"]["finishedAt"]) == (iso(T0 - 30), iso(T0 + 90.5))
         summary = out["summary"]

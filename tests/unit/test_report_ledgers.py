@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aftershock import cli, export, model
-from aftershock.ledger import Ledger
+from aftershock import cli, export
+from aftershock.ledger import Ledger, schema
 from aftershock.model import CampaignRef, Milestone, Outcome, Victim
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -94,7 +94,7 @@ def recovered_milestones(kill_wall: float, recovery: float, rng: random.Random) 
     offsets = [-rng.uniform(0.5, 5.0), 0.0, cuts[0] / 2, cuts[0], *cuts[1:], recovery]
     return {
         name: Milestone(wall=kill_wall + off, offset=off)
-        for name, off in zip([m for m in model.MILESTONES if m != "relapsed"], offsets, strict=True)
+        for name, off in zip([m for m in schema.COLUMN_MILESTONES if m != "relapsed"], offsets, strict=True)
     }
 
 
@@ -308,7 +308,7 @@ def check_report_json(value: dict[str, Any], planned: list[Planned]) -> None:
         assert got["recoverySeconds"] == p.recovery
         assert got["timings"] == {
             name: {"wall": iso(m.wall), "offsetSeconds": m.offset}
-            for name in model.MILESTONES
+            for name in schema.COLUMN_MILESTONES
             if (m := p.milestones.get(name)) is not None
         }
         want = expected_row(p)

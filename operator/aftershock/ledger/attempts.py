@@ -36,13 +36,13 @@ _ATTEMPT_COLUMNS: Final = (
     "error",
     *_MILESTONE_COLUMNS,
 )
-#: The subject's own milestones of the attempt, as one JSON object {name: [wall, offset]}.
-_SUBJECT_MILESTONES: Final = (
-    '(SELECT json_group_object(m.name, json_array(m.wall, m."offset")) '
-    "FROM subject_milestones m WHERE m.attempt_id = a.id)"
-)
-_SELECT_ATTEMPTS: Final = (
-    f"SELECT {', '.join('a.' + c for c in _ATTEMPT_COLUMNS)}, {_SUBJECT_MILESTONES} FROM attempts a"
+_SELECT_ATTEMPTS: Final = f"SELECT {', '.join('a.' + c for c in _ATTEMPT_COLUMNS)} FROM attempts a"
+#: The subject's own milestones of the attempts a `_SELECT_ATTEMPTS` tail selects. Rows, not a
+#: JSON aggregate: SQLite's JSON writes a REAL with 15 digits, and an offset must read back as
+#: the float that was written.
+_SELECT_SUBJECT_MILESTONES: Final = (
+    'SELECT m.attempt_id, m.name, m.wall, m."offset" FROM subject_milestones m '
+    "WHERE m.attempt_id IN (SELECT a.id FROM attempts a {tail})"
 )
 
 
@@ -189,23 +189,18 @@ class Attempts(Connection):
     async def attempts(self, campaign_uid: str) -> list[AttemptRecord]:
         """Every attempt of the campaign, by trial index then attempt number."""
         async with self._read("reading attempts") as db:
-            rows = await sql.rows(
-                db,
-                f"{_SELECT_ATTEMPTS} WHERE a.campaign_uid = ? ORDER BY a.trial_index, a.attempt",
-                (campaign_uid,),
+            return await _load(
+                db, "WHERE a.campaign_uid = ? ORDER BY a.trial_index, a.attempt", (campaign_uid,)
             )
-        return [_attempt(r) for r in rows]
 
     async def completed_trials(self, campaign_uid: str) -> list[AttemptRecord]:
         """The attempt that completed each trial, by trial index."""
         async with self._read("reading completed trials") as db:
-            rows = await sql.rows(
+            return await _load(
                 db,
-                f"{_SELECT_ATTEMPTS} JOIN trials t ON t.attempt_id = a.id "
-                "WHERE t.campaign_uid = ? ORDER BY t.trial_index",
+                "JOIN trials t ON t.attempt_id = a.id WHERE t.campaign_uid = ? ORDER BY t.trial_index",
                 (campaign_uid,),
             )
-        return [_attempt(r) for r in rows]
 
     async def next_trial_index(self, campaign_uid: str) -> int:
         """The smallest trial index not completed yet (0 for a new campaign; fills gaps first)."""
@@ -256,8 +251,21 @@ async def interrupt_inflight_in(
     return [await _attempt_by_id(tx, i) for i in ids]
 
 
-def _attempt(row: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
-    value = dict(zip(_ATTEMPT_COLUMNS, row[:-1], strict=True))
+async def _load(db: aiosqlite.Connection, tail: str, params: tuple[Any, ...]) -> list[AttemptRecord]:
+    """The attempts `tail` (a join, WHERE and ORDER BY on ``attempts a``) selects, each with the
+    subject's own milestones."""
+    own: dict[int, dict[str, Milestone]] = {}
+    for attempt_id, name, wall, offset in await sql.rows(
+        db, _SELECT_SUBJECT_MILESTONES.format(tail=tail), params
+    ):
+        own.setdefault(int(attempt_id), {})[str(name)] = Milestone(wall=float(wall), offset=float(offset))
+    return [
+        _attempt(r, own.get(int(r[0]), {})) for r in await sql.rows(db, f"{_SELECT_ATTEMPTS} {tail}", params)
+    ]
+
+
+def _attempt(row: sqlite3.Row | tuple[Any, ...], own: Mapping[str, Milestone]) -> AttemptRecord:
+    value = dict(zip(_ATTEMPT_COLUMNS, row, strict=True))
     milestones: dict[str, Milestone] = {}
     for name in model.MILESTONES:
         wall_col, offset_col = schema.milestone_columns(name)
@@ -265,9 +273,6 @@ def _attempt(row: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
         if wall is not None and offset is not None:
             milestones[name] = Milestone(wall=float(wall), offset=float(offset))
     # Then the subject's own, in the order they were reached.
-    own = {
-        str(n): Milestone(wall=float(w), offset=float(o)) for n, (w, o) in json.loads(row[-1] or "{}").items()
-    }
     milestones.update(sorted(own.items(), key=lambda kv: kv[1].offset))
     return AttemptRecord(
         campaign_uid=value["campaign_uid"],
@@ -286,10 +291,10 @@ def _attempt(row: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
 
 
 async def _attempt_by_id(db: aiosqlite.Connection, attempt_id: int) -> AttemptRecord:
-    rows = await sql.rows(db, f"{_SELECT_ATTEMPTS} WHERE a.id = ?", (attempt_id,))
-    if not rows:  # pragma: no cover - callers hold the id of a row they just wrote
+    found = await _load(db, "WHERE a.id = ?", (attempt_id,))
+    if not found:  # pragma: no cover - callers hold the id of a row they just wrote
         raise LedgerError(f"attempt {attempt_id} is not in the ledger")
-    return _attempt(rows[0])
+    return found[0]
 
 
 def _milestone_assignments(milestones: Mapping[str, Milestone]) -> tuple[str, list[float]]:

@@ -10,6 +10,11 @@ That is why migration 1 spells out its milestone names and outcome values instea
 (``ALTER TABLE attempts ADD COLUMN <name>_wall REAL`` ...), and `missing_milestone_columns`,
 checked at every open and by the unit tests, makes the omission fail loudly instead of
 drifting. The queries, on the other hand, are generated from `model.MILESTONES`.
+
+Migration 1's names are also TiKV's first chain, which the export's documented columns keep
+(`COLUMN_MILESTONES`); since migration 6 a subject's milestones (TiKV's ``store_up`` too) are
+rows of ``subject_milestones``, and the ``store_up_*`` columns stay empty (SQLite cannot drop
+a column that a table CHECK names).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ _V1_MILESTONES = (
     "store_up",
     "recovered",
 )
+#: Every milestone that has columns in ``attempts``, in column order (migrations 1 and 2): the
+#: one list of TiKV's v1 milestones, which the export's documented columns follow.
+COLUMN_MILESTONES: tuple[str, ...] = (*_V1_MILESTONES, "relapsed")
 _V1_OUTCOMES = ("recovered", "unrecovered", "interrupted", "infra_error", "dry_run")
 _V1_COMPLETING_OUTCOMES = ("recovered", "unrecovered", "dry_run")
 
@@ -179,10 +187,18 @@ def _v5() -> tuple[str, ...]:
 
 
 def _v6() -> tuple[str, ...]:
-    """A victim's subject id is ``member_id``, whatever the subject (TiKV's store id, another
-    kind's member id); it was ``store_id``. Every recorded victim is rewritten in place, so
-    readers know one key only (ADR 0009)."""
+    """Attempts in subject-neutral terms (ADR 0009). A victim's subject id is ``member_id``,
+    whatever the subject (TiKV's store id, another kind's member id); it was ``store_id``:
+    every recorded victim is rewritten in place, so readers know one key only. TiKV's
+    ``store_up`` is a subject milestone like etcd's: moved from its columns to
+    ``subject_milestones`` (the columns stay, empty)."""
+    wall, offset = milestone_columns("store_up")
     return (
+        f"""
+        INSERT INTO subject_milestones (attempt_id, name, wall, "offset")
+        SELECT id, 'store_up', {wall}, {offset} FROM attempts WHERE {wall} IS NOT NULL
+        """,
+        f"UPDATE attempts SET {wall} = NULL, {offset} = NULL WHERE {wall} IS NOT NULL",
         """
         UPDATE attempts SET victims = (
             SELECT json_group_array(json(renamed)) FROM (
