@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.unit import etcd_trials
 from tests.unit.test_report_ledgers import (
     REF,
     T0,
@@ -22,8 +23,8 @@ from tests.unit.test_report_ledgers import (
 )
 
 from aftershock import export, report
-from aftershock.ledger import schema
-from aftershock.model import CampaignRef, Outcome, Victim
+from aftershock.ledger import Ledger, schema
+from aftershock.model import AttemptRecord, CampaignRef, Outcome, Victim
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
@@ -155,3 +156,91 @@ class TestExport:
         assert code == 2
         assert "no ledger at" in err
         assert not (tmp_path / "none.db").exists()
+
+
+ETCD = CampaignRef("db", "etcd-leader", "uid-etcd")
+
+
+async def write_etcd_campaign(path: Path) -> list[AttemptRecord]:
+    """The etcd-shaped attempts, written through the ledger as the engine writes them."""
+    planned = etcd_trials.attempts(ETCD.uid)
+    async with await Ledger.open(path) as ledger:
+        await ledger.ensure_campaign(ETCD, {"subject": {"kind": "Etcd"}}, len(planned), "7", etcd_trials.T0)
+        for a in planned:
+            ms = dict(a.milestones)
+            attempt_id = await ledger.begin_attempt(
+                ETCD.uid, a.trial_index, victims=a.victims, victim_seed="s", initial_state={},
+                gate_passed=ms.pop("gate_passed"), now=a.started_at,
+            )  # fmt: skip
+            await ledger.mark_kill_sent(attempt_id, ms.pop("kill_sent"), ms.pop("kill_acked"))
+            assert a.outcome is not None
+            assert a.finished_at is not None
+            await ledger.finish_attempt(
+                attempt_id, a.outcome, milestones=ms, final_state={}, error=None, now=a.finished_at
+            )
+    return planned
+
+
+class TestSubjectColumns:
+    def test_an_etcd_campaign_exports_its_milestones_and_phases_after_the_documented_columns(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "ledger.db"
+        asyncio.run(two_campaigns(path))  # TiKV campaigns beside it
+        planned = asyncio.run(write_etcd_campaign(path))
+        code, out, _ = run_cli(capsys, "export", "--all", "--db", str(path))
+        assert code == 0
+        rows = list(csv.DictReader(io.StringIO(out, newline="")))
+        own = ["writesFailed", "leaderLost", "leaderElected", "writesRestored", "memberHealthy"]
+        chain = [
+            "killSentToVictimGoneSeconds",
+            "victimGoneToReplacementCreatedSeconds",
+            "replacementCreatedToReplacementScheduledSeconds",
+            "replacementScheduledToLeaderLostSeconds",
+            "leaderLostToLeaderElectedSeconds",
+            "leaderElectedToReplacementReadySeconds",
+            "replacementReadyToMemberHealthySeconds",
+            "memberHealthyToRecoveredSeconds",
+        ]
+        header = list(rows[0])
+        assert header == [*export.COLUMN_NAMES, *(f"{n}OffsetSeconds" for n in own), *chain]
+        etcd = [r for r in rows if r["campaignUid"] == ETCD.uid]
+        tikv = [r for r in rows if r["campaignUid"] != ETCD.uid]
+        assert len(etcd) == len(planned)
+        assert tikv
+        assert all(r[c] == "" for r in tikv for c in header[len(export.COLUMN_NAMES) :])
+        leader, follower = etcd[0], etcd[1]
+        assert float(leader["leaderElectedOffsetSeconds"]) == etcd_trials.LEADER["leader_elected"]
+        assert float(leader["leaderLostToLeaderElectedSeconds"]) == (
+            etcd_trials.LEADER["leader_elected"] - etcd_trials.LEADER["leader_lost"]
+        )
+        assert float(leader["memberHealthyToRecoveredSeconds"]) == pytest.approx(0.1)
+        assert follower["leaderElectedOffsetSeconds"] == follower["leaderLostToLeaderElectedSeconds"] == ""
+        # The documented columns keep their meaning: no store_up for etcd.
+        assert leader["storeUpOffsetSeconds"] == leader["readyToStoreUpSeconds"] == ""
+        assert float(leader["recoverySeconds"]) == etcd_trials.LEADER["recovered"]
+
+    def test_json_rows_all_have_the_same_keys(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "ledger.db"
+        asyncio.run(two_campaigns(path))
+        asyncio.run(write_etcd_campaign(path))
+        code, out, _ = run_cli(capsys, "export", "--all", "--db", str(path), "--format", "json")
+        assert code == 0
+        rows = json.loads(out)
+        keys = [list(r) for r in rows]
+        assert all(k == keys[0] for k in keys)
+        assert keys[0][: len(export.COLUMN_NAMES)] == list(export.COLUMN_NAMES)
+        assert "memberHealthyOffsetSeconds" in keys[0]
+
+    def test_a_tikv_campaign_has_the_documented_columns_only(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        asyncio.run(two_campaigns(path))
+        rows = asyncio.run(export_rows(path))
+        assert export.column_names(rows) == export.COLUMN_NAMES
+
+
+async def export_rows(path: Path) -> list[dict[str, object]]:
+    async with await Ledger.open(path) as ledger:
+        return await export.load_rows(ledger)

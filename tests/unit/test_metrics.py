@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from tests.unit import etcd_trials
 
 from aftershock import metrics
 from aftershock.metrics import LoopLagMeter, Metrics
@@ -211,3 +212,40 @@ def test_remediator_timings_and_actions_are_exposed_per_campaign_only_when_watch
     assert actions == {"aftershock_remediator_actions_total": 5}
     assert samples(m, "aftershock_remediator_seconds", campaign="kill-b") == {}
     assert samples(m, "aftershock_remediator_actions", campaign="kill-b") == {}
+
+
+def test_an_etcd_campaign_is_labelled_with_the_milestones_its_trials_recorded() -> None:
+    """The `phase` label follows the subject: etcd's election and member milestones, no TiKV
+    store_up; each counts the recovered trials that reached it, as the ledger holds them."""
+    etcd = CampaignRef("db", "kill-etcd", "uid-e")
+    m = Metrics()
+    records = etcd_trials.attempts(etcd.uid)
+    for record in records:
+        m.attempt_finished(etcd, record)
+    counts = {
+        s.labels["phase"]: s.value
+        for s in families(m)["aftershock_recovery_seconds"].samples
+        if s.name == "aftershock_recovery_seconds_count"
+    }
+    recovered = [r for r in records if r.outcome is Outcome.RECOVERED]
+    assert counts == {
+        name: sum(name in r.milestones for r in recovered)
+        for name in etcd_trials.CHAIN
+        if name != "kill_sent"
+    }
+    assert (counts["leader_elected"], counts["member_healthy"]) == (2, 3)  # Follower kills elect no one
+    elected = samples(m, "aftershock_recovery_seconds", campaign="kill-etcd", phase="leader_elected")
+    assert elected["aftershock_recovery_seconds_sum"] == pytest.approx(0.35 + 0.45)
+
+
+def test_a_tikv_campaign_keeps_its_phase_labels() -> None:
+    m = Metrics()
+    chain = ("victim_gone", "replacement_created", "replacement_scheduled", "replacement_ready", "store_up")
+    offsets = {"kill_sent": 0.0, "first_unhealthy": 0.05} | {n: i + 1.0 for i, n in enumerate(chain)}
+    milestones = {k: Milestone(1000.0 + v, v) for k, v in offsets.items()}
+    m.attempt_finished(
+        A,
+        replace(recovered("uid-a", 0, 11.1), milestones=milestones | {"recovered": Milestone(1011.1, 11.1)}),
+    )
+    counts = families(m)["aftershock_recovery_seconds"].samples
+    assert [s.labels["phase"] for s in counts if s.name.endswith("_count")] == [*chain, "recovered"]

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from tests.unit import etcd_trials
 
 from aftershock import analysis, page, plots, report
 from aftershock.ledger import CampaignRow
@@ -265,3 +266,56 @@ def test_the_operator_never_imports_the_analysis_packages() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+class TestAnEtcdCampaign:
+    """Its own chain (an election, a member catching up): eight phases, each its own colour."""
+
+    def report(self) -> report.CampaignReport:
+        row = CampaignRow(**{**CAMPAIGN.__dict__, "uid": "uid-e", "name": "etcd-leader"})
+        return report.build_report(row, etcd_trials.attempts("uid-e"))
+
+    def test_bars_are_cut_into_the_subjects_phases(self) -> None:
+        bars = plots.timeline_bars(self.report())
+        leader = bars[0]
+        names = [f"{a}->{b}" for a, b in itertools.pairwise(etcd_trials.CHAIN)]
+        assert [s.name for s in leader.segments] == names
+        assert "leader_lost->leader_elected 0.260 s" in leader.describe()
+        follower = bars[1]  # no election: its time goes to the next phase it saw
+        assert "leader_lost->leader_elected" not in [s.name for s in follower.segments]
+        assert follower.end == bars[0].end == 1.6
+
+    def test_the_page_shows_its_phases_in_distinct_colours(self) -> None:
+        text = page.render_html(self.report())
+        parsed = _Collect()
+        parsed.feed(text)
+        leader_fills = [
+            a["fill"] for tag, a in parsed.tags if tag == "rect" and a.get("fill") and "class" not in a
+        ][: len(etcd_trials.CHAIN) - 1]
+        assert len(set(leader_fills)) == len(etcd_trials.CHAIN) - 1
+        for a, b in itertools.pairwise(etcd_trials.CHAIN):
+            assert f"{a} \u2192 {b}" in text  # the legend
+            assert f">{a}-&gt;{b}</th>" in text  # the attempts table
+        assert "store Up" not in text
+        assert "Ready \u2192 store Up" not in text
+
+    def test_the_figure_draws(self, tmp_path: Path) -> None:
+        plots.write_figure(self.report(), tmp_path / "etcd.svg", "svg")
+        svg = (tmp_path / "etcd.svg").read_text()
+        assert "leader_lost \u2192 leader_elected" in svg  # the legend names its phases
+
+    def test_a_long_chain_reuses_colours_only_past_the_palette(self) -> None:
+        colours = [plots.phase_colour(i) for i in range(len(plots.PHASE_COLOURS) + 1)]
+        assert len(set(colours[:-1])) == len(plots.PHASE_COLOURS)
+        assert plots.UNRECOVERED_COLOUR not in colours
+        assert colours[-1] == colours[0]
+
+    def test_the_text_reports_use_its_phases_too(self) -> None:
+        data = self.report()
+        table_head = report.render_table(data).splitlines()[0]
+        (markdown_head,) = [
+            line for line in report.render_markdown(data).splitlines() if line.startswith("| # |")
+        ]
+        for head in (table_head, markdown_head):  # the per-attempt tables' columns
+            assert "leader_lost->leader_elected" in head
+            assert "ready->storeUp" not in head
