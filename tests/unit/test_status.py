@@ -79,6 +79,16 @@ def test_conditions_read_back_from_an_existing_status_keep_their_times() -> None
     assert condition(conds, "Ready")["lastTransitionTime"] == iso(T0)
 
 
+def test_the_retired_pd_condition_is_dropped_and_its_successor_says_where_health_comes_from() -> None:
+    written_by_an_older_operator = [
+        {"type": "PDConfigured", "status": "True", "reason": "PDConfigured", "message": "http://pd:2379"},
+        {"type": "SteadyState", "status": "True", "reason": "Healthy", "message": ""},
+    ]
+    conds = Conditions(written_by_an_older_operator, generation=1)
+    conds.set("SubjectAPIConfigured", True, "Configured", "http://pd:2379", T0)
+    assert [c["type"] for c in conds.to_list()] == ["SteadyState", "SubjectAPIConfigured"]
+
+
 def test_conditions_are_listed_in_a_fixed_order() -> None:
     conds = Conditions(None, generation=1)
     for type_ in ("Zeta", "SubjectAPIConfigured", "SteadyState", "Stalled", "Ready", "Alpha", "SpecValid"):

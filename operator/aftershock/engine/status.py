@@ -27,7 +27,10 @@ STALLED = "Stalled"
 SPEC_VALID = "SpecValid"
 SUBJECT_LOCKED = "SubjectLocked"
 STEADY_STATE = "SteadyState"
-SUBJECT_API_CONFIGURED = "SubjectAPIConfigured"  # formerly PDConfigured (ADR 0008)
+SUBJECT_API_CONFIGURED = "SubjectAPIConfigured"
+#: Types an older operator wrote that mean nothing now: dropped when the status is next published
+#: (``PDConfigured`` became `SUBJECT_API_CONFIGURED`, ADR 0009).
+RETIRED = frozenset({"PDConfigured"})
 
 
 def iso(ts: float | None) -> str | None:
@@ -53,6 +56,8 @@ class Conditions:
         self.generation = generation
         self._items: dict[str, _Condition] = {}
         for c in existing or ():
+            if c.get("type") in RETIRED:
+                continue
             try:
                 self._items[str(c["type"])] = _Condition(
                     type=str(c["type"]),
