@@ -60,6 +60,9 @@ def test_three_trials_succeed_and_are_in_the_ledger(
     assert status["recovery"]["p95Seconds"] >= status["recovery"]["p50Seconds"]
     assert condition(obj, "Ready")["status"] == "True"
     assert condition(obj, "Stalled")["status"] == "False"
+    api = condition(obj, "SubjectAPIConfigured")
+    assert (api["status"], api["reason"]) == ("True", "Configured")
+    assert subject.pd_url in api["message"]
 
     report = _report(op.db, namespace, "three")
     trials = [t for t in report["trials"] if t["outcome"] == "recovered"]
@@ -88,6 +91,7 @@ def test_three_trials_succeed_and_are_in_the_ledger(
         assert t["recoverySeconds"] == pytest.approx(t["timings"]["recovered"]["offsetSeconds"] - start)
         (victim,) = t["victims"]
         assert victim["name"] in before
+        assert isinstance(victim["memberId"], int)  # the store id PD gave the victim's store
         assert victim["uid"] == before[victim["name"]] or victim["uid"] not in after.values()
     # every victim was replaced by a pod with a new UID
     killed_uids = {t["victims"][0]["uid"] for t in trials}

@@ -47,6 +47,12 @@ def test_metrics_parse_and_match_the_ledger(
     recovered = [t for t in report["trials"] if t["outcome"] == "recovered"]
     assert counts["recovered"] == len(recovered) == 3
     assert counts["replacement_ready"] == 3
+    # The label values are the milestones the trials recorded on the way (TiKV's store_up, a
+    # milestone of its subject, included), each counted once per recovered trial that had it.
+    before_or_beside = {"gate_passed", "kill_sent", "kill_acked", "first_unhealthy", "relapsed"}
+    recorded = [set(t["timings"]) - before_or_beside for t in recovered]
+    assert counts == {n: sum(n in r for r in recorded) for n in set().union(*recorded)}
+    assert counts["store_up"] == 3
     assert by_outcome["recovered"] == 3
     sums = {
         s.labels["phase"]: s.value
