@@ -218,7 +218,11 @@ class TestSubjectColumns:
         assert follower["leaderElectedOffsetSeconds"] == follower["leaderLostToLeaderElectedSeconds"] == ""
         # The documented columns keep their meaning: no store_up for etcd.
         assert leader["storeUpOffsetSeconds"] == leader["readyToStoreUpSeconds"] == ""
-        assert float(leader["recoverySeconds"]) == etcd_trials.LEADER["recovered"]
+        # From the delete's answer, the first sign the kill took effect (ADR 0008).
+        assert (
+            float(leader["recoverySeconds"])
+            == etcd_trials.LEADER["recovered"] - etcd_trials.LEADER["kill_acked"]
+        )
 
     def test_json_rows_all_have_the_same_keys(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
