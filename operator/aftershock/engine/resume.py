@@ -57,7 +57,7 @@ def health_condition(out: StatusPublisher, spec: CampaignSpec, probe: SubjectPro
     """Where health is judged from: the subject's own API too (its endpoints named), or the
     pods alone. Worded for any kind: the registry names the spec field of the kind's API."""
     now = out.clock.wall()
-    kind = spec.subject.kind.value
+    kind = spec.subject.kind
     if probe is not None:
         out.health_source = probe.health_source
         urls = ", ".join(spec.subject.api_urls)
