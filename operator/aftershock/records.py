@@ -69,7 +69,7 @@ class Victim:
     restart_count: int = 0
     #: The subject's own id for the member (TiKV: its store id in PD), from the look that passed
     #: the gate; None when the subject gives none (etcd: a member keeps its id across restarts).
-    #: Called ``store_id`` before ledger schema 6 (ADR 0009).
+    #: Called ``store_id`` before ledger schema 6 (ADR 0010).
     member_id: int | None = None
     #: The member's role when it was chosen (etcd: Leader or Follower); None without roles.
     role: str | None = None

@@ -29,7 +29,7 @@ SUBJECT_LOCKED = "SubjectLocked"
 STEADY_STATE = "SteadyState"
 SUBJECT_API_CONFIGURED = "SubjectAPIConfigured"
 #: Types an older operator wrote that mean nothing now: dropped when the status is next published
-#: (``PDConfigured`` became `SUBJECT_API_CONFIGURED`, ADR 0009).
+#: (``PDConfigured`` became `SUBJECT_API_CONFIGURED`, ADR 0010).
 RETIRED = frozenset({"PDConfigured"})
 
 

@@ -187,7 +187,7 @@ def _v5() -> tuple[str, ...]:
 
 
 def _v6() -> tuple[str, ...]:
-    """Attempts in subject-neutral terms (ADR 0009). A victim's subject id is ``member_id``,
+    """Attempts in subject-neutral terms (ADR 0010). A victim's subject id is ``member_id``,
     whatever the subject (TiKV's store id, another kind's member id); it was ``store_id``:
     every recorded victim is rewritten in place, so readers know one key only. TiKV's
     ``store_up`` is a subject milestone like etcd's: moved from its columns to
