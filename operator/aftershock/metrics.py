@@ -221,10 +221,13 @@ class Metrics:
         series.attempts[outcome] = series.attempts.get(outcome, 0) + 1
         series.changed(ATTEMPTS)
         if record.outcome is Outcome.RECOVERED:
-            # The `phase` label is a milestone, as offset from the kill: whichever the trial's
-            # subject recorded (TiKV's store_up, etcd's leader_elected), not a fixed list.
+            # The `phase` label is a milestone, in seconds from the kill taking effect (the start
+            # `recoverySeconds` counts from, ADR 0008: `recovered` is the status's recovery
+            # time): whichever the trial's subject recorded (TiKV's store_up, etcd's
+            # leader_elected), not a fixed list.
+            start = record.disruption_offset
             for name in phases.recovery_milestones(record):
-                offset = record.milestones[name].offset
+                offset = record.milestones[name].offset - start
                 series.recovery.setdefault(name, _Histogram()).observe(max(offset, 0.0))
             series.changed(RECOVERY)
         if record.outcome.completes_trial and "remediatorActions" in record.final_state:

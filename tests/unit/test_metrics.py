@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -62,6 +63,25 @@ class _NoLedger:
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"/metrics read the ledger ({name})")
+
+
+def test_the_recovered_phase_is_the_recovery_time_the_status_gives() -> None:
+    """Phases count from the kill taking effect (ADR 0008), not from the request leaving."""
+    m = Metrics()
+    record = recovered("uid-a", 0, 3.0)
+    record = dataclasses.replace(
+        record,
+        milestones={
+            **record.milestones,
+            "kill_acked": Milestone(wall=1000.25, offset=0.25),
+            "first_unhealthy": Milestone(wall=1000.5, offset=0.5),
+        },
+    )
+    m.attempt_finished(A, record)
+    rec = samples(m, "aftershock_recovery_seconds", campaign="kill-a", phase="recovered")
+    assert rec["aftershock_recovery_seconds_sum"] == record.recovery_seconds == 2.75
+    ready = samples(m, "aftershock_recovery_seconds", campaign="kill-a", phase="replacement_ready")
+    assert ready["aftershock_recovery_seconds_sum"] == 1.25
 
 
 def test_the_exposition_counts_what_was_recorded_per_campaign() -> None:
@@ -235,7 +255,8 @@ def test_an_etcd_campaign_is_labelled_with_the_milestones_its_trials_recorded() 
     }
     assert (counts["leader_elected"], counts["member_healthy"]) == (2, 3)  # Follower kills elect no one
     elected = samples(m, "aftershock_recovery_seconds", campaign="kill-etcd", phase="leader_elected")
-    assert elected["aftershock_recovery_seconds_sum"] == pytest.approx(0.35 + 0.45)
+    # From the kill taking effect (kill_acked: 0.01 s, 0.11 s in the slower trial; ADR 0008).
+    assert elected["aftershock_recovery_seconds_sum"] == pytest.approx((0.35 - 0.01) + (0.45 - 0.11))
 
 
 def test_a_tikv_campaign_keeps_its_phase_labels() -> None:
