@@ -23,7 +23,14 @@ operator-wide bound on running Campaigns); if this operator has no such flag, th
 and says so. Its result adds RSS sampled over the run, to show whether memory grows with
 finished Campaigns.
 
+`--settle-seconds S` sets the Campaigns' `recovery.settleSeconds` (default: the Campaign's own
+default, 15 s of watching for a relapse after each recovery): 1,000 Campaigns of 10 trials, 20
+at a time, would otherwise take hours. `--node-pods N` raises the kwok nodes' pod capacity (110
+each, 330 in all) so that more subjects fit: it patches the nodes' status, so only on a cluster
+of your own (`AFTERSHOCK_CLUSTER_NAME`), as for `--all-namespaces`.
+
 Usage: .venv/bin/python -m bench.scale [--campaigns 100] [--trials 10] [--replicas 3] [--max-concurrent 20]
+       [--settle-seconds 0] [--node-pods 1200] [--all-namespaces]
 """
 
 from __future__ import annotations
@@ -223,6 +230,18 @@ def main() -> None:
         help="the operator watches all namespaces (one Campaign watch, not one per namespace); "
         "ONLY on a cluster of your own: it would run other people's Campaigns",
     )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=None,
+        help="the Campaigns' recovery.settleSeconds (default: the Campaign's default, 15 s)",
+    )
+    parser.add_argument(
+        "--node-pods",
+        type=int,
+        default=0,
+        help="raise each kwok node's pod capacity to N first (ONLY on a cluster of your own)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.max_concurrent and not operator_has_flag("--max-concurrent-campaigns"):
@@ -240,10 +259,17 @@ def main() -> None:
     api = bed.cluster.api_client()
     core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
     namespaces = [f"{prefix}-{i:03d}" for i in range(args.campaigns)]
-    result: dict[str, Any] = {"campaigns": args.campaigns, "trials": args.trials, "replicas": args.replicas}
+    result: dict[str, Any] = {
+        "campaigns": args.campaigns,
+        "trials": args.trials,
+        "replicas": args.replicas,
+        "settle_seconds": args.settle_seconds,
+    }
     op: OperatorProcess | None = None
     samplers: list[Sampler] = []
     try:
+        if args.node_pods:
+            set_node_pods(core, args.node_pods)
         t0 = time.monotonic()
         for ns in namespaces:
             core.create_namespace(
@@ -258,7 +284,8 @@ def main() -> None:
                     time.sleep(0.2)
             apps.create_namespaced_stateful_set(ns, scale_statefulset(args.replicas))
         want = args.campaigns * args.replicas
-        deadline = time.monotonic() + 600
+        wait_ready = max(600.0, want * 0.5)  # kwok makes a few pods Ready per second on 2 cores
+        deadline = time.monotonic() + wait_ready
         while time.monotonic() < deadline:
             pods = core.list_pod_for_all_namespaces(label_selector=harness.SELECTOR).items
             ready = sum(
@@ -271,7 +298,7 @@ def main() -> None:
                 break
             time.sleep(2)
         else:
-            raise RuntimeError(f"subjects not Ready in 600s ({ready}/{want} pods)")
+            raise RuntimeError(f"subjects not Ready in {wait_ready:.0f}s ({ready}/{want} pods)")
         result["subjects_ready_s"] = time.monotonic() - t0
         print(
             f"{args.campaigns} subjects Ready ({want} pods) in {result['subjects_ready_s']:.0f}s", flush=True
@@ -331,11 +358,16 @@ def main() -> None:
                     None,
                     trials=args.trials,
                     steadyState={"timeoutSeconds": 120, "stableSeconds": 0},
-                    recovery={"timeoutSeconds": 120},
+                    recovery={"timeoutSeconds": 120}
+                    | ({} if args.settle_seconds is None else {"settleSeconds": args.settle_seconds}),
                 ),
             )
         result["create_campaigns_s"] = time.monotonic() - started
         phases: dict[str, str] = {}
+        finished_by_time: list[tuple[float, int]] = []  # (monotonic, Campaigns finished)
+        # Listing 1,000 Campaigns with their status every second would load the machine it
+        # measures: one list per second per 200 Campaigns.
+        poll = max(1.0, args.campaigns / 200)
         deadline = started + args.timeout
         while time.monotonic() < deadline:
             if not op.alive():
@@ -347,9 +379,10 @@ def main() -> None:
                 if o["metadata"]["namespace"].startswith(prefix)
             }
             done = sum(1 for p in phases.values() if p in ("Succeeded", "Failed"))
+            finished_by_time.append((time.monotonic(), done))
             if done == args.campaigns:
                 break
-            time.sleep(1)
+            time.sleep(poll)
         finished = time.monotonic()
         result["finish_s"] = finished - started
         result["timed_out"] = sum(1 for p in phases.values() if p in ("Succeeded", "Failed")) < args.campaigns
@@ -377,6 +410,17 @@ def main() -> None:
             result["rss_by_quarter_mib"] = [
                 round(rss_run[min(i * quarter, len(rss_run) - 1)], 1) for i in range(4)
             ] + [round(rss_run[-1], 1)]
+            # ... and how many Campaigns had finished by then: flat RSS while this grows is
+            # memory that finished Campaigns do not keep.
+            span = finished - started
+            result["finished_by_quarter"] = [
+                max((n for t, n in finished_by_time if t <= started + i * span / 4), default=0)
+                for i in range(5)
+            ]
+            result["rss_max_by_quarter_mib"] = [
+                round(max((m for t, m in rss_sampler.samples if lo <= t <= lo + span / 4), default=0.0), 1)
+                for lo in (started + i * span / 4 for i in range(4))
+            ]
         result["operator_cpu_s"] = cpu1 - cpu0
         result["operator_peak_rss_mib"] = rss
         in_run = [ms for t, ms in health.samples if started <= t <= finished]
@@ -414,6 +458,8 @@ def main() -> None:
         if op is not None:
             op.stop()
         _cleanup(bed, namespaces, custom, core)
+        if args.node_pods:
+            set_node_pods(core, KWOK_NODE_PODS)
         harness.teardown(bed)
 
     text = render(result, args)
@@ -430,6 +476,18 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     print(text)
     print(f"written: {out}; work files: {workdir}")
+
+
+#: The kwok nodes' pod capacity in hack/testbed/manifests/nodes.yaml.
+KWOK_NODE_PODS = 110
+
+
+def set_node_pods(core: client.CoreV1Api, pods: int) -> None:
+    """Every kwok node's pod capacity (its status: kwok keeps what it is given)."""
+    for node in core.list_node(label_selector="type=kwok").items:
+        body = {"status": {"capacity": {"pods": str(pods)}, "allocatable": {"pods": str(pods)}}}
+        core.patch_node_status(node.metadata.name, body)
+        print(f"node {node.metadata.name}: pod capacity {pods}", flush=True)
 
 
 def _cleanup(
@@ -455,8 +513,14 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 Command: `.venv/bin/python -m bench.scale --campaigns {args.campaigns} --trials {args.trials} \
 --replicas {args.replicas}{f" --max-concurrent {args.max_concurrent}" if args.max_concurrent else ""}\
+{f" --settle-seconds {args.settle_seconds:g}" if args.settle_seconds is not None else ""}\
+{f" --node-pods {args.node_pods}" if args.node_pods else ""}\
 {" --all-namespaces" if args.all_namespaces else ""}`. \
 Method: docs/performance.md. 2 cores shared with the control plane, kwok and other work: timings are noisy.
+
+Each Campaign: {args.trials} trials, `intervalSeconds: 0`, `steadyState.stableSeconds: 0`, \
+`recovery.settleSeconds: {"15 (the default)" if args.settle_seconds is None else f"{args.settle_seconds:g}"}`, \
+{args.replicas} pods, no PD.
 
 | metric | value | target |
 |---|---|---|
@@ -467,6 +531,8 @@ Method: docs/performance.md. 2 cores shared with the control plane, kwok and oth
 | operator CPU (s) during the run | {f("operator_cpu_s")} | - |
 | operator RSS idle before the Campaigns; at each quarter of the run, and at its end (MiB) | \
 {f("operator_idle_rss_mib")}; {r.get("rss_by_quarter_mib")} | - |
+| operator RSS peak within each quarter of the run (MiB); Campaigns finished at the start of each quarter and at the end | \
+{r.get("rss_max_by_quarter_mib")}; {r.get("finished_by_quarter")} | flat |
 | event-loop lag p50 / p95 / p99 (ms), measured inside the operator (aftershock_event_loop_lag_seconds, \
 bucket-interpolated); smallest bucket holding the max; wake-ups over 50 ms | \
 {f("lag_in_p50_ms")} / {f("lag_in_p95_ms")} / {f("lag_in_p99_ms")}; <= {f("lag_in_max_bucket_ms", 0)}; \

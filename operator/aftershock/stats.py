@@ -11,6 +11,7 @@ can be checked with either tool.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,20 @@ class AttemptCounts:
     def total(self) -> int:
         return self.completed + self.interrupted + self.infra_error + self.in_flight
 
+    def plus(self, outcome: Outcome | None) -> AttemptCounts:
+        """These counts and one more attempt that ended as `outcome` (None: in flight)."""
+        name = "in_flight" if outcome is None else _COUNT_FIELDS[outcome]
+        return dataclasses.replace(self, **{name: getattr(self, name) + 1})
+
+
+_COUNT_FIELDS: dict[Outcome, str] = {
+    Outcome.RECOVERED: "recovered",
+    Outcome.UNRECOVERED: "unrecovered",
+    Outcome.INTERRUPTED: "interrupted",
+    Outcome.INFRA_ERROR: "infra_error",
+    Outcome.DRY_RUN: "dry_run",
+}
+
 
 def count_outcomes(outcomes: Iterable[Outcome | None]) -> AttemptCounts:
     tally = dict.fromkeys((*Outcome, None), 0)
@@ -114,7 +129,36 @@ def verdict(
     slo_p95_seconds: float | None,
     stopped_on_slo: bool = False,
 ) -> Verdict:
-    """The Campaign's verdict from its completed trials. Rules, first match wins:
+    """The Campaign's verdict from its completed trials (`verdict_of_counts` gives the rules).
+
+    ``completed`` holds the attempts that completed a trial (`Outcome.completes_trial`);
+    interrupted, infra-error and in-flight attempts are retried, do not count, and are
+    ignored if passed.
+    """
+    completed = [a for a in completed if a.outcome is not None and a.outcome.completes_trial]
+    return verdict_of_counts(
+        requested_trials=requested_trials,
+        counts=count_outcomes(a.outcome for a in completed),
+        recoveries=recovery_times(completed),
+        stopped_on_unrecovered=stopped_on_unrecovered,
+        aborted_on_infra_error=aborted_on_infra_error,
+        slo_p95_seconds=slo_p95_seconds,
+        stopped_on_slo=stopped_on_slo,
+    )
+
+
+def verdict_of_counts(
+    *,
+    requested_trials: int,
+    counts: AttemptCounts,
+    recoveries: Sequence[float],
+    stopped_on_unrecovered: bool,
+    aborted_on_infra_error: bool,
+    slo_p95_seconds: float | None,
+    stopped_on_slo: bool = False,
+) -> Verdict:
+    """The Campaign's verdict from how its attempts ended (`counts`) and the recovered trials'
+    recovery times (`recoveries`). Rules, first match wins:
 
     1. ``HardFail``: the campaign stopped because a trial did not recover
        (``recovery.stopOnUnrecovered``, the default). The remaining trials never ran.
@@ -131,25 +175,21 @@ def verdict(
     7. ``Fail``: every trial recovered but the p95 recovery time exceeds ``slo.p95RecoverySeconds``.
     8. ``Pass``: every trial recovered and the p95 is within the SLO, or there is no SLO.
 
-    ``completed`` holds the attempts that completed a trial (`Outcome.completes_trial`);
-    interrupted, infra-error and in-flight attempts are retried, do not count, and are
-    ignored if passed.
+    Interrupted, infra-error and in-flight attempts are retried and do not count.
     """
-    completed = [a for a in completed if a.outcome is not None and a.outcome.completes_trial]
     if stopped_on_unrecovered:
         return Verdict.HARD_FAIL
     if aborted_on_infra_error:
         return Verdict.INFRA_ERROR
     if stopped_on_slo:
         return Verdict.FAIL
-    if len(completed) < requested_trials:
+    if counts.completed < requested_trials:
         return Verdict.NONE
-    measured = [a for a in completed if a.outcome in (Outcome.RECOVERED, Outcome.UNRECOVERED)]
-    if not measured:
+    if counts.recovered + counts.unrecovered == 0:
         return Verdict.NONE
-    if any(a.outcome is Outcome.UNRECOVERED for a in measured):
+    if counts.unrecovered:
         return Verdict.PARTIAL
-    p95 = percentile(recovery_times(measured), 95)
+    p95 = percentile(recoveries, 95)
     if slo_p95_seconds is not None and p95 is not None and p95 > slo_p95_seconds:
         return Verdict.FAIL
     return Verdict.PASS

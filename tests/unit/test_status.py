@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from aftershock.engine.status import Conditions, build_status, iso
+from aftershock.engine.tally import Tally
 from aftershock.model import AttemptRecord, Milestone, Outcome, Phase, Verdict, Victim
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -139,7 +140,7 @@ def attempt(
 def status_of(attempts: Sequence[AttemptRecord], requested: int = 3, **kwargs: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "requested": requested,
-        "attempts": attempts,
+        "tally": Tally.of(attempts),
         "phase": Phase.RUNNING,
         "verdict": Verdict.NONE,
         "conditions": Conditions(None, 4),

@@ -4,13 +4,13 @@ subject) and a suspension (``spec.suspend``). Both release nothing they did not 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from aftershock.engine.ports import StopSignal, SubjectLock
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.status import SUBJECT_LOCKED
 from aftershock.errors import ApiError
-from aftershock.model import AttemptRecord, Phase, Verdict
+from aftershock.model import Phase, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,6 @@ async def suspend(
     *,
     out: StatusPublisher,
     lock: SubjectLock,
-    attempts: Sequence[AttemptRecord],
     still: Callable[[], bool],
     stop: StopSignal,
 ) -> None:
@@ -30,7 +29,7 @@ async def suspend(
     out.phase = Phase.SUSPENDED
     out.waiting("Suspended", "suspended: set spec.suspend to false to resume", reconciling=False)
     await out.ledger.set_campaign_state(out.ref.uid, Phase.SUSPENDED, Verdict.NONE, now)
-    await out.publish(attempts)
+    await out.publish()
     # The spec is a live view kept current by the operator's watch: this reads memory,
     # not the API server.
     while not stop.is_set() and still():
@@ -41,7 +40,6 @@ async def acquire_lock(
     *,
     out: StatusPublisher,
     lock: SubjectLock,
-    attempts: Sequence[AttemptRecord],
     retry: float,
     stop: StopSignal,
 ) -> bool:
@@ -67,6 +65,6 @@ async def acquire_lock(
     )
     out.conditions.set(SUBJECT_LOCKED, False, reason, message, now)
     out.waiting(reason, message, reconciling=True)
-    await out.publish(attempts)
+    await out.publish()
     await stop.wait(retry)
     return False

@@ -4,7 +4,6 @@ so the steps import it and never each other in a circle."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,11 +85,6 @@ class TrialResult:
     stall_reason: str | None = None
     stall_name: str | None = None  # the conditions' reason for the stall, when it has a name
     interrupted: bool = False
-
-
-def completed(attempts: Sequence[AttemptRecord]) -> list[AttemptRecord]:
-    """The attempts that fill a trial index (recovered, unrecovered, dry run)."""
-    return [a for a in attempts if a.outcome is not None and a.outcome.completes_trial]
 
 
 def pod_json(p: PodState) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The status publisher: the Campaign's conditions, phase and message, and their projection
-onto the status (with the ledger's attempts) and into Events.
+onto the status (with the tally of the ledger's attempts) and into Events.
 
 Publishing is best effort: the status is a projection of the ledger, so a failed patch is
 carried by the next one; only the final status is retried, having no next one.
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aftershock.engine.ports import Clock, EventSink, LedgerPort, Recorder, StatusSink
 from aftershock.engine.status import READY, RECONCILING, STALLED, Conditions, build_status
-from aftershock.model import AttemptRecord, CampaignRef, Phase, Verdict
+from aftershock.engine.tally import Tally
+from aftershock.model import CampaignRef, Phase, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class StatusPublisher:
     conditions: Conditions
     generation: int
     requested: int
+    #: Where the steps beside the publisher record the Campaign's state (never read back here).
     ledger: LedgerPort
     status: StatusSink
     events: EventSink
@@ -38,18 +39,19 @@ class StatusPublisher:
     health_source: str = "pods"
     started_at: float | None = None
     completed_at: float | None = None
+    #: The Campaign's attempts so far: seeded from the ledger when the runner takes the
+    #: Campaign up, then kept as each attempt is committed; every publish is built from it.
+    tally: Tally = field(default_factory=Tally)
     _last: dict[str, Any] | None = field(default=None, repr=False)
 
     def observe_generation(self, generation: int) -> None:
         self.generation = generation
         self.conditions.observe(generation)
 
-    async def publish(self, attempts: Sequence[AttemptRecord] | None = None) -> None:
-        if attempts is None:
-            attempts = await self.ledger.attempts(self.ref.uid)
+    async def publish(self) -> None:
         body = build_status(
             requested=self.requested,
-            attempts=attempts,
+            tally=self.tally,
             phase=self.phase,
             verdict=self.verdict,
             conditions=self.conditions,
@@ -70,13 +72,13 @@ class StatusPublisher:
             # Status is a projection: the next publish carries the same facts.
             log.warning("publishing status of %s/%s failed: %s", self.ref.namespace, self.ref.name, exc)
 
-    async def publish_final(self, attempts: Sequence[AttemptRecord]) -> None:
+    async def publish_final(self) -> None:
         """The last status of a campaign has no later publish to carry it: retry it (bounded,
         with backoff) so the status does not stay Running over a finished ledger. If it still
         fails, the next operator start republishes it from the ledger."""
         delay = 0.5
         for _ in range(8):  # ~2 minutes in all
-            await self.publish(attempts)
+            await self.publish()
             if self._last is not None and self._last.get("phase") == self.phase.value:
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))

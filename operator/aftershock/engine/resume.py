@@ -12,6 +12,7 @@ from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SUBJECT_API_CONFIGURED
+from aftershock.engine.tally import Tally
 from aftershock.model import CampaignSpec, Phase, Verdict
 from aftershock.subjects import registry
 
@@ -25,7 +26,8 @@ async def resume(
     seed: str,
 ) -> bool:
     """Record the campaign (first sight) or pick it up from the ledger. True: it had already
-    finished, and its status is republished."""
+    finished, and its status is republished. Either way the publisher's tally is seeded from
+    the ledger's attempts: the one read of them in the Campaign's life."""
     ref, now, ledger = out.ref, out.clock.wall(), out.ledger
     await ledger.ensure_campaign(ref, dict(raw), spec.trials, seed, now)
     row = await ledger.get_campaign(ref.uid)
@@ -35,6 +37,7 @@ async def resume(
             out.phase, out.verdict = Phase(row.phase), Verdict(row.verdict or "")
             ok = out.phase is Phase.SUCCEEDED
             out.finished(ok, "Finished" if ok else "Failed", out.message or f"finished: {out.phase.value}")
+            out.tally = Tally.of(await ledger.attempts(ref.uid))
             await out.publish()
             return True
     for lost in await ledger.interrupt_inflight(
@@ -49,7 +52,9 @@ async def resume(
             f"trial {lost.trial_index + 1}: attempt {lost.attempt} interrupted by an operator restart; "
             "it runs again",
         )
-    out.recorder.replay(ref, [a for a in await ledger.attempts(ref.uid) if a.outcome])
+    attempts = await ledger.attempts(ref.uid)
+    out.tally = Tally.of(attempts)
+    out.recorder.replay(ref, [a for a in attempts if a.outcome])
     return False
 
 

@@ -12,12 +12,12 @@ duplicate impossible even if this logic were wrong.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from aftershock.engine import holds, lifecycle, resume, verdict, watches
-from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult, completed
+from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
     Clock,
@@ -40,7 +40,6 @@ from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
 from aftershock.errors import SpecError
 from aftershock.model import (
-    AttemptRecord,
     CampaignRef,
     CampaignSpec,
     Outcome,
@@ -185,18 +184,16 @@ class CampaignRunner:
         infra_streak = 0
         out, uid = self._out, self.ref.uid
         while not stop.is_set():
-            attempts = await self.ledger.attempts(uid)
-            if len(completed(attempts)) >= spec.trials:
-                return await self._finish(spec, attempts, verdict.Stop())
+            # The tally, not the ledger: it is what the ledger holds (seeded at resume, kept
+            # as each attempt is committed) without reading every attempt back per trial.
+            if out.tally.completed >= spec.trials:
+                return await self._finish(spec, verdict.Stop())
             if self._suspended():
-                await holds.suspend(
-                    out=out, lock=self.lock, attempts=attempts, still=self._suspended, stop=stop
-                )
+                await holds.suspend(out=out, lock=self.lock, still=self._suspended, stop=stop)
                 continue
             if not await holds.acquire_lock(
                 out=out,
                 lock=self.lock,
-                attempts=attempts,
                 retry=self.settings.lock_retry_interval,
                 stop=stop,
             ):
@@ -204,30 +201,27 @@ class CampaignRunner:
             await self._start_trial()
             index = await self.ledger.next_trial_index(uid)
             out.running(f"trial {index + 1}/{spec.trials}: waiting for steady state")
-            await out.publish(attempts)
-            result = await trials.run(index, attempts, stop)
+            await out.publish()
+            result = await trials.run(index, stop)
             if result.stall_reason is not None:
                 stall = verdict.Stop(result.stall_reason, result.stop_verdict, result.stall_name)
-                return await self._finish(spec, await self.ledger.attempts(uid), stall)
+                return await self._finish(spec, stall)
             if result.interrupted:
                 break
-            attempts = await self.ledger.attempts(uid)
             if result.outcome is Outcome.INFRA_ERROR:
                 infra_streak += 1
-                ended = await self._after_infra_error(spec, attempts, result, infra_streak, stop)
+                ended = await self._after_infra_error(spec, result, infra_streak, stop)
                 if ended is not None:
                     return ended
                 continue
             infra_streak = 0
             if result.stop_reason is not None:
-                return await self._finish(
-                    spec, attempts, verdict.Stop(result.stop_reason, result.stop_verdict)
-                )
-            early = verdict.slo_out_of_reach(spec, attempts)
+                return await self._finish(spec, verdict.Stop(result.stop_reason, result.stop_verdict))
+            early = verdict.slo_out_of_reach(spec, out.tally)
             if early is not None:
-                return await self._finish(spec, attempts, verdict.Stop(early, Verdict.FAIL))
-            await out.publish(attempts)
-            if len(completed(attempts)) < spec.trials and spec.interval_seconds > 0:
+                return await self._finish(spec, verdict.Stop(early, Verdict.FAIL))
+            await out.publish()
+            if out.tally.completed < spec.trials and spec.interval_seconds > 0:
                 await stop.wait(spec.interval_seconds)
         # Stopped: the Campaign was deleted or the operator is exiting. Nothing is finished;
         # the next start picks up where the ledger says.
@@ -245,7 +239,6 @@ class CampaignRunner:
     async def _after_infra_error(
         self,
         spec: CampaignSpec,
-        attempts: Sequence[AttemptRecord],
         result: TrialResult,
         streak: int,
         stop: StopSignal,
@@ -254,12 +247,10 @@ class CampaignRunner:
         if streak >= backoff.max_consecutive:
             last = result.record.error if result.record else "unknown"
             why = f"{streak} consecutive infrastructure errors; last: {last}"
-            return await self._finish(spec, attempts, verdict.Stop(why, Verdict.INFRA_ERROR))
-        await self._out.publish(attempts)
+            return await self._finish(spec, verdict.Stop(why, Verdict.INFRA_ERROR))
+        await self._out.publish()
         await stop.wait(backoff.delay(streak) * random.uniform(0.5, 1.5))
         return None
 
-    async def _finish(
-        self, spec: CampaignSpec, attempts: Sequence[AttemptRecord], stop: verdict.Stop
-    ) -> Phase:
-        return await verdict.finish(out=self._out, spec=spec, attempts=attempts, stop=stop)
+    async def _finish(self, spec: CampaignSpec, stop: verdict.Stop) -> Phase:
+        return await verdict.finish(out=self._out, spec=spec, stop=stop)

@@ -1,8 +1,8 @@
 """The Campaign's status, built as a projection of the ledger plus the runner's conditions.
 
-Pure: the runner hands in what the ledger holds and what it is doing; this module turns it
-into the ``status`` object. Rebuilding it after a restart from the same ledger gives the
-same numbers, which is what "status is a projection" means.
+Pure: the runner hands in what the ledger holds (its `Tally` of the attempts) and what it is
+doing; this module turns it into the ``status`` object. Rebuilding it after a restart from the
+same ledger gives the same numbers, which is what "status is a projection" means.
 
 Conditions follow the Kubernetes API conventions and kstatus (Flux): ``Reconciling`` True
 while trials run, ``Ready`` True only when the campaign finished as Succeeded, ``Stalled``
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aftershock import stats
-from aftershock.model import AttemptRecord, Outcome, Phase, Verdict
+from aftershock.engine.tally import Tally
+from aftershock.model import Phase, Verdict
 
 # Condition types (documented in the CRD and README).
 READY = "Ready"
@@ -125,7 +126,7 @@ def _round(value: float | None) -> float | None:
 def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by name
     *,
     requested: int,
-    attempts: Sequence[AttemptRecord],
+    tally: Tally,
     phase: Phase,
     verdict: Verdict,
     conditions: Conditions,
@@ -135,20 +136,19 @@ def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by n
     completed_at: float | None,
     message: str,
 ) -> dict[str, Any]:
-    """The whole status object. `attempts` is every attempt the ledger holds for the campaign."""
-    completed = [a for a in attempts if a.outcome is not None and a.outcome.completes_trial]
-    recoveries = [r for a in completed if (r := a.recovery_seconds) is not None]
-    summary = stats.summarize(recoveries)
-    counts = {o: sum(1 for a in attempts if a.outcome is o) for o in Outcome}
+    """The whole status object. `tally` holds what the ledger's attempts for the campaign add
+    up to (`Tally.of` over every attempt gives the same status as the tally kept by the runner)."""
+    summary = stats.summarize(tally.recoveries)
+    counts = tally.counts
     status: dict[str, Any] = {
         "phase": phase.value,
-        "progress": f"{len(completed)}/{requested}",
+        "progress": f"{tally.completed}/{requested}",
         "trials": {
             "requested": requested,
-            "completed": len(completed),
-            "failed": counts[Outcome.UNRECOVERED],
-            "interrupted": counts[Outcome.INTERRUPTED],
-            "infraErrors": counts[Outcome.INFRA_ERROR],
+            "completed": tally.completed,
+            "failed": counts.unrecovered,
+            "interrupted": counts.interrupted,
+            "infraErrors": counts.infra_error,
         },
         "recovery": {
             "p50Seconds": _round(summary.p50),
@@ -164,19 +164,17 @@ def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by n
         "message": message,
         "conditions": conditions.to_list(),
     }
-    finished = [a for a in attempts if a.outcome is not None]
-    if finished:
-        last = max(finished, key=lambda a: (a.finished_at or 0.0, a.trial_index, a.attempt))
+    last = tally.last
+    if last is not None:
         status["lastTrial"] = {
-            "index": last.trial_index,
-            "outcome": last.outcome.value if last.outcome else None,
-            "victims": [v.name for v in last.victims],
+            "index": last.index,
+            "outcome": last.outcome.value,
+            "victims": list(last.victims),
             "recoverySeconds": _round(last.recovery_seconds),
             "finishedAt": iso(last.finished_at),
         }
-        relapsed = last.milestones.get("relapsed")
-        if relapsed is not None:
-            status["lastTrial"]["relapsedSeconds"] = _round(relapsed.offset)
+        if last.relapsed_seconds is not None:
+            status["lastTrial"]["relapsedSeconds"] = _round(last.relapsed_seconds)
     return status
 
 

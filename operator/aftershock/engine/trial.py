@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,13 +71,6 @@ class Trials:
     @property
     def _ns(self) -> str:
         return self.publisher.ref.namespace
-
-    def _learn_expected(self, attempts: Sequence[AttemptRecord]) -> None:
-        for a in reversed(attempts):
-            expected = a.initial_state.get("expectedPods")
-            if isinstance(expected, int):
-                self.expected_pods = expected
-                return
 
     def _gate_failure(self, gate: Gate, index: int) -> TrialResult:
         spec, waited = self.spec, f"{self.spec.steady_state_timeout_seconds:g}s"
@@ -153,9 +146,10 @@ class Trials:
         )
         return None
 
-    async def run(self, index: int, attempts: Sequence[AttemptRecord], stop: StopSignal) -> TrialResult:
+    async def run(self, index: int, stop: StopSignal) -> TrialResult:
+        tally = self.publisher.tally
         if self.expected_pods is None:
-            self._learn_expected(attempts)
+            self.expected_pods = tally.expected_pods
         reset = await self._reset(index, stop)
         if reset is not None:
             return reset
@@ -174,7 +168,7 @@ class Trials:
             return self._gate_failure(gate, index)
         if self.expected_pods is None:
             self.expected_pods = len(gate.pods)
-        attempt_no = 1 + sum(1 for a in attempts if a.trial_index == index)
+        attempt_no = tally.attempt_number(index)
         try:
             victim_seed, victims = self._choose(gate, index, attempt_no)
         except pod_kill.VictimSelectionError as exc:
@@ -234,6 +228,7 @@ class Trials:
         )
         recorder.ledger_write(clock.monotonic() - started)
         recorder.attempt_finished(out.ref, record)
+        out.tally.record(record)  # committed: the next publish counts it
         return record
 
 

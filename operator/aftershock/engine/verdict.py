@@ -4,14 +4,14 @@ one whose spec cannot run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aftershock import stats
-from aftershock.engine.outcomes import REASON_CAMPAIGN_DONE, completed
+from aftershock.engine.outcomes import REASON_CAMPAIGN_DONE
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.status import SPEC_VALID
-from aftershock.model import AttemptRecord, CampaignSpec, Phase, Verdict
+from aftershock.engine.tally import Tally
+from aftershock.model import CampaignSpec, Phase, Verdict
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ async def finish(
     *,
     out: StatusPublisher,
     spec: CampaignSpec,
-    attempts: Sequence[AttemptRecord],
     stop: Stop,
 ) -> Phase:
     """End the campaign. Phase says whether it ran to the end (Succeeded) or was stopped
@@ -36,10 +35,11 @@ async def finish(
     that ended with Pass (or a dry run): a Fail verdict stalls, so GitOps health checks and
     kstatus turn red on it, which is what a pipeline gating on a campaign needs."""
     now = out.clock.wall()
-    done = completed(attempts)
-    verdict = stats.verdict(
+    tally = out.tally
+    verdict = stats.verdict_of_counts(
         requested_trials=spec.trials,
-        completed=done,
+        counts=tally.counts,
+        recoveries=tally.recoveries,
         stopped_on_unrecovered=stop.verdict is Verdict.HARD_FAIL,
         aborted_on_infra_error=stop.verdict is Verdict.INFRA_ERROR,
         slo_p95_seconds=spec.slo_p95_recovery_seconds,
@@ -47,12 +47,12 @@ async def finish(
     )
     out.phase = Phase.FAILED if stop.reason is not None else Phase.SUCCEEDED
     out.verdict, out.completed_at = verdict, now
-    message = stop.reason if stop.reason is not None else _summary_message(spec, done, verdict)
+    message = stop.reason if stop.reason is not None else _summary_message(spec, tally, verdict)
     ok = out.phase is Phase.SUCCEEDED and verdict in (Verdict.PASS, Verdict.NONE)
     reason = stop.name or ("Succeeded" if ok else verdict.value or "Stopped")
     out.finished(ok, reason, message)
     await out.ledger.set_campaign_state(out.ref.uid, out.phase, verdict, now, finished=True)
-    await out.publish_final(attempts)
+    await out.publish_final()
     await out.emit("Normal" if ok else "Warning", stop.name or REASON_CAMPAIGN_DONE, message)
     return out.phase
 
@@ -65,29 +65,27 @@ async def fail_spec(out: StatusPublisher, field_path: str, reason: str, message:
     out.phase = Phase.FAILED
     out.completed_at = out.clock.wall()
     out.finished(False, reason, text)
-    await out.publish([])
+    await out.publish()
     await out.emit("Warning", reason, text)
     return out.phase
 
 
-def _summary_message(spec: CampaignSpec, done: Sequence[AttemptRecord], verdict: Verdict) -> str:
+def _summary_message(spec: CampaignSpec, tally: Tally, verdict: Verdict) -> str:
     if spec.dry_run:
-        return f"dry run: {len(done)} trial(s) resolved victims, nothing was killed"
-    summary = stats.summarize([r for a in done if (r := a.recovery_seconds) is not None])
+        return f"dry run: {tally.completed} trial(s) resolved victims, nothing was killed"
+    summary = stats.summarize(tally.recoveries)
     p50 = "-" if summary.p50 is None else f"{summary.p50:.3f}s"
     p95 = "-" if summary.p95 is None else f"{summary.p95:.3f}s"
-    return f"{len(done)}/{spec.trials} trials; p50 {p50}, p95 {p95}; verdict {verdict.value}"
+    return f"{tally.completed}/{spec.trials} trials; p50 {p50}, p95 {p95}; verdict {verdict.value}"
 
 
-def slo_out_of_reach(spec: CampaignSpec, attempts: Sequence[AttemptRecord]) -> str | None:
+def slo_out_of_reach(spec: CampaignSpec, tally: Tally) -> str | None:
     if spec.slo_p95_recovery_seconds is None or spec.dry_run:
         return None
-    done = completed(attempts)
-    remaining = spec.trials - len(done)
+    remaining = spec.trials - tally.completed
     if remaining <= 0:
         return None
-    values = [a.recovery_seconds if a.recovery_seconds is not None else float("inf") for a in done]
-    if stats.slo_unreachable(values, remaining, spec.slo_p95_recovery_seconds):
+    if stats.slo_unreachable(tally.slo_values(), remaining, spec.slo_p95_recovery_seconds):
         return (
             f"stopped early: p95 recovery can no longer be <= {spec.slo_p95_recovery_seconds:g}s "
             f"whatever the remaining {remaining} trial(s) measure"
