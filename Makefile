@@ -97,6 +97,12 @@ BENCH_TOOLS ?= aftershock,aftershock-pods,aftershock-short,chaostoolkit,chaostoo
 REAL_TOOLS ?= aftershock,aftershock-pods,chaostoolkit,krkn
 BOUND_CAMPAIGNS ?= 1000
 BOUND ?= 20
+# 1,000 Campaigns of 10 trials with the default 15 s settle window, 20 at a time, take hours:
+# the bounded run is 3 trials, settleSeconds 0, on kwok nodes raised to 1,200 pods each.
+BOUND_TRIALS ?= 3
+BOUND_SETTLE ?= 0
+BOUND_NODE_PODS ?= 1200
+BOUND_TIMEOUT ?= 2400
 .PHONY: bench
 bench: venv ## the comparison on kwok and on the real node (tables + PNG charts), then the scale runs (docs/performance.md)
 	$(TESTBED)/build.sh >/dev/null
@@ -104,7 +110,8 @@ bench: venv ## the comparison on kwok and on the real node (tables + PNG charts)
 	$(PY) -m bench.compare --trials $(BENCH_TRIALS) --tools $(BENCH_TOOLS)
 	$(PY) -m bench.compare --real-node --trials $(BENCH_TRIALS) --tools $(REAL_TOOLS)
 	$(PY) -m bench.scale --campaigns $(SCALE_CAMPAIGNS) --trials $(SCALE_TRIALS) --timeout $(SCALE_TIMEOUT)
-	$(PY) -m bench.scale --campaigns $(BOUND_CAMPAIGNS) --trials $(SCALE_TRIALS) --max-concurrent $(BOUND) --timeout $(SCALE_TIMEOUT)
+	$(PY) -m bench.scale --campaigns $(BOUND_CAMPAIGNS) --trials $(BOUND_TRIALS) --max-concurrent $(BOUND) \
+	  --settle-seconds $(BOUND_SETTLE) --node-pods $(BOUND_NODE_PODS) --timeout $(BOUND_TIMEOUT)
 
 # --- real TiKV on kind (needs Docker and internet; cannot run on the project's CI) ---------
 .PHONY: kind-up kind-down tikv-up image deploy
