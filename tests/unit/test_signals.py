@@ -15,6 +15,7 @@ from aftershock.model import (
     REMEDIATOR_DETECTED,
     REMEDIATOR_RESOLVED,
     AttemptRecord,
+    CampaignRef,
     ClusterEvent,
     Milestone,
     Outcome,
@@ -158,7 +159,7 @@ def test_signals_are_parsed_and_a_reason_that_is_not_one_is_refused() -> None:
 def _campaign(name: str, *, baseline: bool) -> CampaignRow:
     spec = {"baseline": baseline, "remediator": {"kind": "Deployment", "name": "healer"}}
     return CampaignRow(
-        f"uid-{name}", "chaos", name, spec, 6, "1", Phase.SUCCEEDED, Verdict.PASS, 0.0, 1.0, 2.0
+        CampaignRef("chaos", name, f"uid-{name}"), spec, 6, "1", Phase.SUCCEEDED, Verdict.PASS, 0.0, 1.0, 2.0
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aftershock.engine.outcomes import Gate
+from aftershock.engine.outcomes import Gate, look_jitter
 from aftershock.engine.ports import Clock, ProbeUnavailableError, StopSignal, SubjectProbe
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.status import STEADY_STATE
@@ -74,7 +74,7 @@ async def wait_for_steady_state(
         await view.wait_synced(spec.steady_state_timeout_seconds)
         while True:
             if probe is not None and clock.monotonic() >= next_probe:
-                next_probe = clock.monotonic() + probe_interval
+                next_probe = clock.monotonic() + probe_interval * look_jitter()
                 look = await _look(probe, view, clock)
             # The pods as they are now, after any await above.
             pods = view.pods()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aftershock.engine.observe import RecoveryTracker
+from aftershock.engine.outcomes import look_jitter
 from aftershock.engine.ports import Clock, ProbeUnavailableError, StopSignal, SubjectProbe
 from aftershock.engine.view import Observation, PodView, next_observation
 from aftershock.model import CampaignSpec, Milestone, Outcome
@@ -34,13 +35,16 @@ def _relapse_error(tracker: RecoveryTracker) -> str:
     )
 
 
-def _next_probe_due(w: Watch, tracker: RecoveryTracker, last: float | None) -> float | None:
+def _next_probe_due(
+    w: Watch, tracker: RecoveryTracker, last: float | None, jitter: float
+) -> float | None:
+    """When the next look is due; `jitter`: drawn once per look (`look_jitter`)."""
     if w.probe is None or tracker.judge is None:
         return None
     interval = tracker.judge.probe_interval("replacement_ready" in tracker.milestones, w.probe_interval)
     if interval is None:
         return None
-    return w.clock.monotonic() if last is None else last + interval
+    return w.clock.monotonic() if last is None else last + interval * jitter
 
 
 def _verdict(
@@ -72,14 +76,15 @@ async def observe(
     clock = w.clock
     deadline = tracker.kill_sent_mono + w.spec.recovery_timeout_seconds
     last_probe: float | None = None
+    jitter = look_jitter()
     probe_error: str | None = None
     while True:
         while not queue.empty():
             queued = queue.get_nowait()
             tracker.observe_pod(queued.type, queued.pod, queued.mono, queued.wall)
-        due = _next_probe_due(w, tracker, last_probe)
+        due = _next_probe_due(w, tracker, last_probe, jitter)
         if w.probe is not None and due is not None and clock.monotonic() >= due:
-            last_probe = clock.monotonic()
+            last_probe, jitter = clock.monotonic(), look_jitter()
             asked = (last_probe, clock.wall())
             try:
                 result = await w.probe.check(w.view.pods(), asked[1])
@@ -96,7 +101,7 @@ async def observe(
         if tracker.recovered:
             seen = tracker.recovered_seen_mono
             wake = (clock.monotonic() if seen is None else seen) + w.spec.recovery_settle_seconds
-        due = _next_probe_due(w, tracker, last_probe)
+        due = _next_probe_due(w, tracker, last_probe, jitter)
         if due is not None:
             wake = min(wake, due)
         obs = await next_observation(queue, min(wake - clock.monotonic(), 1.0))

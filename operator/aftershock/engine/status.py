@@ -165,16 +165,17 @@ def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by n
         "conditions": conditions.to_list(),
     }
     last = tally.last
-    if last is not None:
+    if last is not None and last.outcome is not None:
         status["lastTrial"] = {
-            "index": last.index,
+            "index": last.trial_index,
             "outcome": last.outcome.value,
-            "victims": list(last.victims),
+            "victims": [v.name for v in last.victims],
             "recoverySeconds": _round(last.recovery_seconds),
             "finishedAt": iso(last.finished_at),
         }
-        if last.relapsed_seconds is not None:
-            status["lastTrial"]["relapsedSeconds"] = _round(last.relapsed_seconds)
+        relapsed = last.milestones.get("relapsed")
+        if relapsed is not None:
+            status["lastTrial"]["relapsedSeconds"] = _round(relapsed.offset)
     return status
 
 

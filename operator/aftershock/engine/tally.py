@@ -18,41 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aftershock import stats
-from aftershock.model import AttemptRecord, Outcome
+from aftershock.model import AttemptRecord
 
 
-@dataclass(frozen=True)
-class LastTrial:
-    """The attempt that finished last: the status's ``lastTrial``."""
-
-    index: int
-    attempt: int
-    outcome: Outcome
-    victims: tuple[str, ...]
-    recovery_seconds: float | None
-    finished_at: float | None
-    #: The ``relapsed`` milestone's offset, when the subject fell over again while settling.
-    relapsed_seconds: float | None
-
-    @property
-    def order(self) -> tuple[float, int, int]:
-        """Which of two attempts finished later (ties, and attempts without a finish time,
-        by trial index, then attempt number): the order a rebuild from the ledger picks by."""
-        return (self.finished_at or 0.0, self.index, self.attempt)
-
-    @classmethod
-    def of(cls, record: AttemptRecord) -> LastTrial:
-        assert record.outcome is not None, "only a finished attempt can be the last trial"
-        relapsed = record.milestones.get("relapsed")
-        return cls(
-            index=record.trial_index,
-            attempt=record.attempt,
-            outcome=record.outcome,
-            victims=tuple(v.name for v in record.victims),
-            recovery_seconds=record.recovery_seconds,
-            finished_at=record.finished_at,
-            relapsed_seconds=None if relapsed is None else relapsed.offset,
-        )
+def finish_order(record: AttemptRecord) -> tuple[float, int, int]:
+    """Which of two attempts finished later (ties, and attempts without a finish time, by trial
+    index, then attempt number): the order a rebuild from the ledger picks the last trial by."""
+    return (record.finished_at or 0.0, record.trial_index, record.attempt)
 
 
 @dataclass
@@ -63,7 +35,8 @@ class Tally:
     counts: stats.AttemptCounts = field(default_factory=stats.AttemptCounts)
     #: Recovery seconds of the recovered trials, in the order they were committed.
     recoveries: list[float] = field(default_factory=list)
-    last: LastTrial | None = None
+    #: The attempt that finished last (`finish_order`): the status's ``lastTrial``.
+    last: AttemptRecord | None = None
     #: Attempts made so far per trial index: the next attempt at an index is one more.
     attempts_at: dict[int, int] = field(default_factory=dict)
     #: The subject's pod count the latest attempt in the ledger was judged against, when the
@@ -91,9 +64,8 @@ class Tally:
         seconds = attempt.recovery_seconds
         if seconds is not None and attempt.outcome.completes_trial:
             self.recoveries.append(seconds)
-        last = LastTrial.of(attempt)
-        if self.last is None or last.order > self.last.order:
-            self.last = last
+        if self.last is None or finish_order(attempt) > finish_order(self.last):
+            self.last = attempt
 
     @property
     def completed(self) -> int:

@@ -39,9 +39,8 @@ class RunRow:
 class CampaignRow:
     """One campaign as the ledger holds it. ``spec`` is the raw spec recorded at first sight."""
 
-    uid: str
-    namespace: str
-    name: str
+    #: Which campaign run: ``uid`` is the run's id (the Campaign object's for run 1).
+    ref: CampaignRef
     spec: Mapping[str, Any]
     requested_trials: int
     seed: str
@@ -59,12 +58,20 @@ class CampaignRow:
     run_token: str = ""
 
     @property
-    def ref(self) -> CampaignRef:
-        return CampaignRef(namespace=self.namespace, name=self.name, uid=self.uid)
-
-    @property
     def object_uid(self) -> str:
         return self.campaign_uid or self.uid
+
+    @property
+    def uid(self) -> str:
+        return self.ref.uid
+
+    @property
+    def namespace(self) -> str:
+        return self.ref.namespace
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
 
 
 class Campaigns(Connection):
@@ -210,9 +217,7 @@ class Campaigns(Connection):
 
 def _campaign(row: sqlite3.Row | tuple[Any, ...]) -> CampaignRow:
     return CampaignRow(
-        uid=row[0],
-        namespace=row[1],
-        name=row[2],
+        ref=CampaignRef(namespace=row[1], name=row[2], uid=row[0]),
         spec=json.loads(row[3]),
         requested_trials=int(row[4]),
         seed=row[5],
