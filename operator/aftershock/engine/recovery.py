@@ -35,9 +35,7 @@ def _relapse_error(tracker: RecoveryTracker) -> str:
     )
 
 
-def _next_probe_due(
-    w: Watch, tracker: RecoveryTracker, last: float | None, jitter: float
-) -> float | None:
+def _next_probe_due(w: Watch, tracker: RecoveryTracker, last: float | None, jitter: float) -> float | None:
     """When the next look is due; `jitter`: drawn once per look (`look_jitter`)."""
     if w.probe is None or tracker.judge is None:
         return None
