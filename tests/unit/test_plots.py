@@ -3,6 +3,7 @@ mark per trial, nothing fetched), and the matplotlib PNG/SVG (which the operator
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -15,13 +16,11 @@ from tests.unit import etcd_trials
 
 from aftershock import analysis, page, plots, report
 from aftershock.ledger import CampaignRow
-from aftershock.model import AttemptRecord, Milestone, Outcome, Phase, Verdict, Victim
+from aftershock.model import AttemptRecord, CampaignRef, Milestone, Outcome, Phase, Verdict, Victim
 
 T0 = 1_714_564_800.0
 CAMPAIGN = CampaignRow(
-    uid="uid-1",
-    namespace="chaos",
-    name="tikv-kill",
+    ref=CampaignRef(namespace="chaos", name="tikv-kill", uid="uid-1"),
     spec={"trials": 4},
     requested_trials=4,
     seed="7",
@@ -211,7 +210,9 @@ class TestHtml:
         assert "not recovered" in text  # the legend entry for the unrecovered tail
 
     def test_text_is_escaped(self) -> None:
-        hostile = CampaignRow(**{**CAMPAIGN.__dict__, "name": "<script>alert(1)</script>"})
+        hostile = dataclasses.replace(
+            CAMPAIGN, ref=dataclasses.replace(CAMPAIGN.ref, name="<script>alert(1)</script>")
+        )
         text = page.render_html(report.build_report(hostile, [attempt(0, Outcome.RECOVERED, FULL)]))
         assert "<script>" not in text
         assert "&lt;script&gt;" in text
@@ -272,7 +273,7 @@ class TestAnEtcdCampaign:
     """Its own chain (an election, a member catching up): eight phases, each its own colour."""
 
     def report(self) -> report.CampaignReport:
-        row = CampaignRow(**{**CAMPAIGN.__dict__, "uid": "uid-e", "name": "etcd-leader"})
+        row = dataclasses.replace(CAMPAIGN, ref=CampaignRef(CAMPAIGN.namespace, "etcd-leader", "uid-e"))
         return report.build_report(row, etcd_trials.attempts("uid-e"))
 
     def test_bars_are_cut_into_the_subjects_phases(self) -> None:
