@@ -24,9 +24,8 @@ from typing import Any
 from aftershock.engine.outcomes import InfraBackoff
 from aftershock.engine.runner import RunnerSettings
 from aftershock.errors import ApiError, ConflictError, NotFoundError, ProbeUnavailableError
-from aftershock.model import DEFAULT_PROTECTED_NAMESPACES, PodState, ProbeResult, Victim
-from aftershock.subjects.base import RecoveryJudge
-from aftershock.subjects.tikv import StoreRecovery
+from aftershock.model import DEFAULT_PROTECTED_NAMESPACES, PodState, ProbeResult
+from aftershock.subjects.tikv import TiKVJudging
 
 # --- pods ---------------------------------------------------------------------------------------
 
@@ -406,7 +405,7 @@ class FakeLock:
         self.busy = True
 
 
-class FakeProbe:
+class FakeProbe(TiKVJudging):  # the judging is TiKV's own, not faked
     """The `SubjectProbe` port, reading the cluster the way PD reads TiKV.
 
     Each store's start timestamp follows its pod's uid (a replacement pod is a restarted store);
@@ -454,20 +453,6 @@ class FakeProbe:
                 }
             },
         )
-
-    # The rest of the `Subject` protocol, as TiKV's (the judging is TiKV's own, not faked).
-    health_source = "pods+pd"
-    api_name = "PD"
-    writes = False
-
-    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
-        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {})
-
-    def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
-        return dict(gate.summary["storeIds"]) if gate is not None else {}
-
-    async def write_and_read(self, key: str, value: str, timeout: float) -> None:
-        raise ProbeUnavailableError("no writes")
 
     async def close(self) -> None:
         self.closed = True

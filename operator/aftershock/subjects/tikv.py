@@ -180,7 +180,27 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-class TiKVProbe:
+class TiKVJudging:
+    """What TiKV's probe says of itself beside its looks at PD: how a trial is judged (PD's
+    stores coming back, `StoreRecovery`), what a victim carries (its store id), no write probe.
+    A base, so that a stand-in probe of the tests judges exactly as TiKV's does."""
+
+    health_source = "pods+pd"
+    api_name = "PD"
+    writes = False
+
+    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
+        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {})
+
+    def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
+        ids = gate.summary.get("storeIds") if gate is not None else None
+        return {str(k): int(v) for k, v in ids.items()} if isinstance(ids, Mapping) else {}
+
+    async def write_and_read(self, key: str, value: str, timeout: float) -> None:
+        raise ProbeUnavailableError("TiKV has no write probe here")
+
+
+class TiKVProbe(TiKVJudging):
     """The engine's `SubjectProbe` for TiKV: PD's stores and members, judged per pod."""
 
     def __init__(
@@ -219,20 +239,6 @@ class TiKVProbe:
             await clients.release(url)
 
         return cls(clients.acquire(url), release=release)
-
-    health_source = "pods+pd"
-    api_name = "PD"
-    writes = False
-
-    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
-        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {})
-
-    def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
-        ids = gate.summary.get("storeIds") if gate is not None else None
-        return {str(k): int(v) for k, v in ids.items()} if isinstance(ids, Mapping) else {}
-
-    async def write_and_read(self, key: str, value: str, timeout: float) -> None:
-        raise ProbeUnavailableError("TiKV has no write probe here")
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         try:
