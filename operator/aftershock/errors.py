@@ -29,6 +29,10 @@ class NotFoundError(ApiError):
     """The object asked for does not exist (any more). For a delete: already done."""
 
 
+class ForbiddenError(ApiError):
+    """RBAC refused the call: a right the operator was not given (a chaos kind left out)."""
+
+
 class ConflictError(ApiError):
     """A precondition failed (another uid under the name, a stale resourceVersion)."""
 

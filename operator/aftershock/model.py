@@ -33,6 +33,8 @@ from aftershock.records import (
     SOURCE_PD_HEARTBEAT,
     AttemptRecord,
     ClusterEvent,
+    ContainerState,
+    ExecResult,
     Milestone,
     Outcome,
     PodState,
@@ -50,6 +52,8 @@ __all__ = [
     "SOURCE_PD_HEARTBEAT",
     "AttemptRecord",
     "ClusterEvent",
+    "ContainerState",
+    "ExecResult",
     "Milestone",
     "Outcome",
     "PodState",
@@ -75,8 +79,8 @@ DEFAULT_PROTECTED_NAMESPACES: frozenset[str] = frozenset(
 )
 
 
-class ChaosType(enum.StrEnum):
-    NODE_KILL = "node_kill"
+#: `chaos.type` when absent: the pod delete, the first chaos kind (the registry lists them all).
+DEFAULT_CHAOS_TYPE = "node_kill"
 
 
 class ChaosMode(enum.StrEnum):
@@ -176,13 +180,18 @@ DEFAULT_TRIALS = 10
 
 @dataclass(frozen=True)
 class ChaosSpec:
-    type: ChaosType = ChaosType.NODE_KILL
+    #: The chaos kind's name (`aftershock.chaos.registry.KINDS`, which checks it).
+    type: str = DEFAULT_CHAOS_TYPE
     mode: ChaosMode = ChaosMode.ONE
     value: int | None = None
     grace_period_seconds: int = 0
     #: Which members a victim is chosen among, by their role at the gate: `ANY_TARGET`, or one of
     #: the roles the subject's kind declares (the registry checks which).
     target: str = ANY_TARGET
+    #: How long a fault that stays until healed is held, seconds (the kinds that need one).
+    duration_seconds: float | None = None
+    #: The container a container-level kind acts on; None: the pod's first container.
+    container: str | None = None
 
 
 class RemediatorKind(enum.StrEnum):
@@ -354,7 +363,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     )
 
     chaos_raw = _mapping(_get(raw, "chaos", "chaos"), "chaos")
-    ctype = _enum(ChaosType, chaos_raw.get("type", "node_kill"), "chaos.type")
+    ctype = _name(chaos_raw.get("type", DEFAULT_CHAOS_TYPE), "chaos.type")
     mode = _enum(ChaosMode, chaos_raw.get("mode", "one"), "chaos.mode")
     value_raw = chaos_raw.get("value")
     value: int | None = None
@@ -366,7 +375,23 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         value = _int(value_raw, "chaos.value", minimum=1, maximum=1)
     grace = _int(chaos_raw.get("gracePeriodSeconds", 0), "chaos.gracePeriodSeconds", minimum=0, maximum=3600)
     target = _name(chaos_raw.get("target", ANY_TARGET), "chaos.target")
-    chaos = ChaosSpec(type=ctype, mode=mode, value=value, grace_period_seconds=grace, target=target)
+    duration_raw = chaos_raw.get("durationSeconds")
+    duration = (
+        None
+        if duration_raw is None
+        else _number(duration_raw, "chaos.durationSeconds", minimum=1, maximum=86_400)
+    )
+    container_raw = chaos_raw.get("container")
+    container = None if container_raw is None else _name(container_raw, "chaos.container")
+    chaos = ChaosSpec(
+        type=ctype,
+        mode=mode,
+        value=value,
+        grace_period_seconds=grace,
+        target=target,
+        duration_seconds=duration,
+        container=container,
+    )
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")
     recovery = _mapping(raw.get("recovery") or {}, "recovery")

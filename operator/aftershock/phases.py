@@ -87,11 +87,29 @@ def camel(snake: str) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
+#: ``final_state`` key: the attempt's milestone names in the order the operator recorded them.
+#: One look at the subject can show two moments at once (etcd's leader lost and a new one
+#: elected): their offsets are then equal, and only the recording order says which came first.
+MILESTONE_ORDER: Final = "milestoneOrder"
+
+
+def _recorded_at(attempt: AttemptRecord) -> dict[str, int]:
+    order = attempt.final_state.get(MILESTONE_ORDER)
+    if not isinstance(order, list):
+        return {}
+    return {str(name): i for i, name in enumerate(order)}
+
+
 def recovery_milestones(attempt: AttemptRecord) -> list[str]:
     """The milestones this attempt reached on its way from the kill to healthy, in the order
-    they were recorded: whatever its subject named (TiKV's ``store_up``, etcd's
-    ``leader_elected``), without those before the kill, beside the recovery or after it."""
-    return [n for n in attempt.milestones if n != "kill_sent" and n not in _OFF_CHAIN]
+    they happened (by offset; equal offsets in the order they were recorded): whatever its
+    subject or chaos kind named (TiKV's ``store_up``, etcd's ``leader_elected``), without
+    those before the kill, beside the recovery or after it."""
+    recorded = _recorded_at(attempt)
+    names = [n for n in attempt.milestones if n != "kill_sent" and n not in _OFF_CHAIN]
+    return sorted(
+        names, key=lambda n: (attempt.milestones[n].offset, n == "recovered", recorded.get(n, len(recorded)))
+    )
 
 
 def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
@@ -109,13 +127,18 @@ def phases_for(attempts: Iterable[AttemptRecord]) -> tuple[RecoveryPhase, ...]:
 
 
 def in_recovery_order(attempts: Sequence[AttemptRecord], names: Iterable[str]) -> list[str]:
-    """`names` by their median offset over `attempts` (``recovered`` last among equals): the
-    order a recovery passes them, whichever subject named them."""
+    """`names` by their median offset over `attempts` (``recovered`` last among equals; other
+    equals by their median place in the order the operator recorded them, then by name for
+    records older than that order): the order a recovery passes them, whoever named them."""
     median = {
         n: stats.percentile([m.offset for a in attempts if (m := a.milestones.get(n)) is not None], 50) or 0.0
         for n in names
     }
-    return sorted(median, key=lambda n: (median[n], n == "recovered", n))
+    places = [_recorded_at(a) for a in attempts]
+    place = {
+        n: stats.percentile([float(p[n]) for p in places if n in p], 50) or float("inf") for n in names
+    }
+    return sorted(median, key=lambda n: (median[n], n == "recovered", place[n], n))
 
 
 def phase_medians(attempts: Iterable[AttemptRecord]) -> dict[str, float | None]:

@@ -116,6 +116,30 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class ExecResult:
+    """What a command run in a container printed, and how it ended."""
+
+    stdout: str
+    stderr: str
+    #: None: exit status 0. Otherwise why it failed, as the API server said (exit status,
+    #: ``executable file not found``, ...).
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """One container of a pod as its status shows it (the container-level chaos kinds read it)."""
+
+    name: str
+    #: The runtime's id (``containerd://...``) of the container now; None before one started.
+    container_id: str | None
+    ready: bool
+    restart_count: int
+    #: When the current container started running (``state.running.startedAt``), unix seconds.
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
 class PodState:
     """What the engine needs to know of one subject pod, decoded from the API once."""
 
@@ -132,6 +156,16 @@ class PodState:
     owner_kind: str | None = None  # e.g. StatefulSet
     ready_at: float | None = None  # lastTransitionTime of Ready, unix seconds
     owner_name: str | None = None  # the controller's name (e.g. the StatefulSet's)
+    #: The pod's containers in spec order (status joined by name), for container-level kinds.
+    containers: tuple[ContainerState, ...] = ()
+    #: ``spec.shareProcessNamespace``: one PID namespace for the pod, the pause process its init.
+    shares_process_namespace: bool = False
+
+    def container(self, name: str | None) -> ContainerState | None:
+        """The container named `name` (None: the first), or None when there is none."""
+        if name is None:
+            return self.containers[0] if self.containers else None
+        return next((c for c in self.containers if c.name == name), None)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 from aftershock.engine.outcomes import InfraBackoff
 from aftershock.engine.runner import RunnerSettings
 from aftershock.errors import ApiError, ConflictError, NotFoundError, ProbeUnavailableError
-from aftershock.model import DEFAULT_PROTECTED_NAMESPACES, PodState, ProbeResult
+from aftershock.model import DEFAULT_PROTECTED_NAMESPACES, ContainerState, ExecResult, PodState, ProbeResult
 from aftershock.subjects.tikv import TiKVJudging
 
 # --- pods ---------------------------------------------------------------------------------------
@@ -40,7 +40,11 @@ def make_pod(
     ready: bool = True,
     deleting: bool = False,
     restart_count: int = 0,
+    shares_process_namespace: bool = True,
 ) -> PodState:
+    container = ContainerState(
+        "main", f"containerd://{name}-c{restart_count}", ready, restart_count, time.time()
+    )
     return PodState(
         name=name,
         uid=uid if uid is not None else f"uid-{name}",
@@ -53,6 +57,8 @@ def make_pod(
         created_at=time.time(),
         deleting=deleting,
         owner_kind="StatefulSet",
+        containers=(container,),
+        shares_process_namespace=shares_process_namespace,
     )
 
 
@@ -141,6 +147,10 @@ class FakeCluster:
         self.before_replace: Callable[[PodState], None] | None = None
         #: Called right after a delete removed its pod (e.g. to break the watches then).
         self.after_delete: Callable[[], None] | None = None
+        #: Every exec call (namespace, pod, container, command), in order.
+        self.exec_calls: list[tuple[str, str, str, tuple[str, ...]]] = []
+        #: Answers of the next exec calls instead of a kill (e.g. an image without sh).
+        self.exec_results: list[ExecResult] = []
         #: Every delete call, in order, whatever it answered.
         self.delete_calls: list[DeleteCall] = []
         #: The pods a delete actually removed, in order.
@@ -212,6 +222,10 @@ class FakeCluster:
             q.put_nowait(_CLOSE)
 
     # --- events -----------------------------------------------------------------------------------
+
+    def events_of(self, type_: str) -> list[PodState]:
+        """The pods of every event of `type_` so far, in order."""
+        return [e.pod for e in self._log if e.type == type_]
 
     def _put(self, type_: str, pod: PodState) -> None:
         self._pods[(pod.namespace, pod.name)] = pod
@@ -285,6 +299,42 @@ class FakeCluster:
             self.after_delete()
         if self.fail_after_delete:
             raise self.fail_after_delete.pop(0)
+
+    async def exec_in_pod(
+        self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float
+    ) -> ExecResult:
+        """A kill of the container's main process, as the kubelet then restarts it: the pod
+        goes not Ready, a new container (new id, restartCount + 1) starts, then gets Ready."""
+        self.exec_calls.append((namespace, pod, container, tuple(command)))
+        await asyncio.sleep(0)
+        if self.exec_results:
+            return self.exec_results.pop(0)
+        current = self._pods.get((namespace, pod))
+        if current is None:
+            raise NotFoundError(f'pods "{pod}" not found', 404)
+        task = asyncio.create_task(self._restart(current, container))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return ExecResult("killed 7 1234\n", "")
+
+    async def _restart(self, pod: PodState, name: str) -> None:
+        """What the kubelet does after the container's main process died."""
+        old = next(c for c in pod.containers if c.name == name)
+        down = dataclasses.replace(old, ready=False, started_at=None)
+        others = tuple(c for c in pod.containers if c.name != name)
+        pod = dataclasses.replace(pod, ready=False, containers=(down, *others))
+        self._put("MODIFIED", pod)
+        await asyncio.sleep(self.recreate_delay)
+        restarts = old.restart_count + 1
+        new = ContainerState(name, f"containerd://{pod.name}-c{restarts}", False, restarts, time.time())
+        pod = dataclasses.replace(pod, restart_count=restarts, containers=(new, *others))
+        self._put("MODIFIED", pod)
+        await asyncio.sleep(self.ready_delay)
+        ready = dataclasses.replace(new, ready=True)
+        self._put(
+            "MODIFIED",
+            dataclasses.replace(pod, ready=True, ready_at=time.time(), containers=(ready, *others)),
+        )
 
     async def _replace(self, old: PodState, ready_delay: float | None) -> None:
         """What the StatefulSet controller and the kubelet do after a delete."""

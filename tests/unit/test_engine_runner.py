@@ -28,7 +28,7 @@ from tests.unit.fakes import (
     unavailable,
 )
 
-from aftershock.chaos import pod_kill
+from aftershock.chaos import victims as pod_kill
 from aftershock.engine.outcomes import InfraBackoff
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aftershock.chaos import pod_kill
+from aftershock.chaos import victims as pod_kill
 from aftershock.errors import ProbeUnavailableError, SpecError
 from aftershock.model import (
     ChaosSpec,

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from aftershock import cli, model
+from aftershock.chaos import registry as chaos_registry
 from aftershock.subjects import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +123,7 @@ def test_every_kustomization_lists_files_that_exist() -> None:
 
 def test_top_kustomization_installs_crd_and_operator_but_not_the_test_subject() -> None:
     resources = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
-    assert sorted(resources) == ["crd", "operator"]
+    assert sorted(resources) == ["crd", "operator", "operator/chaos-rbac.yaml"]
 
 
 # --- The CRD ---------------------------------------------------------------------------------
@@ -187,7 +188,9 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(spec_schema["required"]) == {"subject", "chaos"}
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
     assert set(props["subject"]["required"]) == {"kind", "selector"}
-    assert set(props["chaos"]["properties"]) == {"type", "mode", "value", "gracePeriodSeconds", "target"}
+    assert set(props["chaos"]["properties"]) == {
+        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container"
+    }  # fmt: skip
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
     assert set(props["slo"]["properties"]) == {"p95RecoverySeconds"}
@@ -202,7 +205,7 @@ def test_enums_match_the_model_and_the_subject_registry(spec_schema: dict[str, A
     assert _schema_at(spec_schema, "subject.kind")["enum"] == list(registry.KINDS)
     roles = [role for info in registry.KINDS.values() for role in info.roles]
     assert _schema_at(spec_schema, "chaos.target")["enum"] == [model.ANY_TARGET, *roles]
-    assert _schema_at(spec_schema, "chaos.type")["enum"] == [t.value for t in model.ChaosType]
+    assert _schema_at(spec_schema, "chaos.type")["enum"] == list(chaos_registry.KINDS)
     assert _schema_at(spec_schema, "chaos.mode")["enum"] == [m.value for m in model.ChaosMode]
     ops = _schema_at(spec_schema, "subject.selector.matchExpressions")["items"]["properties"]["operator"]
     assert ops["enum"] == ["In", "NotIn", "Exists", "DoesNotExist"]
@@ -231,6 +234,7 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
 BOUNDED = [
     ("chaos.value", {"chaos": {"mode": "fixed"}}),
     ("chaos.gracePeriodSeconds", {}),
+    ("chaos.durationSeconds", {}),
     ("trials", {}),
     ("intervalSeconds", {}),
     ("steadyState.timeoutSeconds", {}),

@@ -1,4 +1,4 @@
-"""The kill and when it took effect: the API server's answer to the first delete, and no answer
+"""node_kill's delete and when it took effect: the API server's answer to the first delete, and no answer
 where the commit may have come earlier, unseen; the recovery counts from the first sign (ADR 0008)."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import time
 import pytest
 from tests.unit.fakes import FakeCluster, RealClock, Stop
 
-from aftershock.engine import strike
+from aftershock.chaos import node_kill
+from aftershock.chaos.base import Strike
 from aftershock.errors import TransientApiError
-from aftershock.model import AttemptRecord, Milestone, Outcome, Victim
+from aftershock.model import AttemptRecord, ChaosSpec, Milestone, Outcome, Victim
 
 
-def plan(*victims: Victim) -> strike.KillPlan:
-    return strike.KillPlan("db", victims, grace_period_seconds=0, retry_budget=5.0)
+def plan(*victims: Victim) -> Strike:
+    return Strike("db", victims, {}, ChaosSpec(grace_period_seconds=0), retry_budget=5.0)
 
 
 def victims(cluster: FakeCluster, n: int) -> list[Victim]:
@@ -27,7 +28,7 @@ async def test_the_disruption_begins_at_the_first_answer() -> None:
     committed: list[float] = []
     cluster.after_delete = lambda: committed.append(time.monotonic())
     sent = time.monotonic()
-    result = await strike.kill(plan(*victims(cluster, 2)), cluster, RealClock(), Stop())
+    result = await node_kill.inject(plan(*victims(cluster, 2)), cluster, RealClock(), Stop().is_set)
     assert result.error is None
     assert len(cluster.deleted) == 2
     assert result.first_acked is not None
@@ -42,7 +43,7 @@ async def test_a_lost_answer_leaves_no_answer_to_start_from() -> None:
     cluster.recreate = False
     # The first delete goes through, its answer is lost; the retry finds the pod gone.
     cluster.fail_after_delete.append(TransientApiError("connection reset", None))
-    result = await strike.kill(plan(*victims(cluster, 1)), cluster, RealClock(), Stop())
+    result = await node_kill.inject(plan(*victims(cluster, 1)), cluster, RealClock(), Stop().is_set)
     assert result.error is None
     assert len(cluster.delete_calls) == 2
     assert result.first_acked is None
@@ -51,7 +52,9 @@ async def test_a_lost_answer_leaves_no_answer_to_start_from() -> None:
 async def test_a_refused_kill_has_no_start() -> None:
     cluster = FakeCluster()
     (victim,) = victims(cluster, 1)
-    result = await strike.kill(plan(Victim(victim.name, "another-uid")), cluster, RealClock(), Stop())
+    result = await node_kill.inject(
+        plan(Victim(victim.name, "another-uid")), cluster, RealClock(), Stop().is_set
+    )
     assert result.error is not None
     assert "replaced before the kill" in result.error
     assert result.first_acked is None

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from aftershock.chaos.pod_kill import (
+from aftershock.chaos.victims import (
     VictimSelectionError,
     choose_victims,
     rng_for,
@@ -66,7 +66,7 @@ def test_different_seeds_reach_different_pods() -> None:
 
 def test_rng_is_stable_across_processes_and_hash_seeds() -> None:
     code = (
-        "from aftershock.chaos.pod_kill import rng_for; "
+        "from aftershock.chaos.victims import rng_for; "
         "r = rng_for('campaign-uid/trial-3/attempt-1'); print([r.random() for _ in range(3)])"
     )
     outputs = {

@@ -67,7 +67,8 @@ no wildcards.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# The subject's pods: observed, and deleted as victims.
+# The subject's pods: observed, and deleted by spec.reset Recreate (each chaos kind's own
+# rights: aftershock.chaosRules, from .Values.chaosKinds).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]

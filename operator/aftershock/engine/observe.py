@@ -16,8 +16,9 @@ stamped ``relapsed`` with its reason; the runner watches for one during the sett
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aftershock.model import SOURCE_OBSERVED, Milestone, PodState, ProbeResult, Victim
 from aftershock.subjects.base import Look, RecoveryJudge
@@ -31,6 +32,12 @@ class _VictimTrack:
     created: Milestone | None = None
     scheduled: Milestone | None = None
     ready: Milestone | None = None
+    #: Kinds that keep the pod (container_kill): the container before, and what came after.
+    container_before: str | None = None
+    down: Milestone | None = None
+    container_after: str | None = None
+    restart_count_after: int | None = None
+    started: Milestone | None = None
 
 
 @dataclass
@@ -49,9 +56,20 @@ class RecoveryTracker:
     sources: dict[str, str] = field(default_factory=dict)
     #: Why the subject relapsed after "recovered" (None: it did not).
     relapse_reason: str | None = None
+    #: The chaos kind's milestone at which every victim is back (`ChaosKindInfo.back`).
+    back: str = "replacement_ready"
+    #: True: victims are replaced by new pods; False: the same pods get new containers.
+    replaces_pods: bool = True
+    #: The container a container-level kind acted on (None: the pod's first).
+    container: str | None = None
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
+        by_uid = {p.uid: p for p in self.initial_pods}
+        for track in self._tracks.values():
+            pod = by_uid.get(track.victim.uid)
+            state = pod.container(self.container) if pod is not None else None
+            track.container_before = state.container_id if state is not None else None
         self._victim_uids = {v.uid: v.name for v in self.victims}
         self._initial_uids = {p.uid for p in self.initial_pods}
         self._initial_names = {p.name for p in self.initial_pods}
@@ -110,6 +128,8 @@ class RecoveryTracker:
                 self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
         if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
             self._track_replacement(pod, mono, wall)
+        if not self.replaces_pods and victim_name is not None and type_ != "DELETED":
+            self._track_container(self._tracks[victim_name], pod, mono, wall)
         if self.pods_healthy():
             if self._pods_healthy_since is None:
                 self._pods_healthy_since = self._stamp(mono, wall)
@@ -156,6 +176,40 @@ class RecoveryTracker:
         self._all_then("replacement_scheduled", [t.scheduled is not None for t in tracks], mono, wall)
         self._all_then("replacement_ready", [t.ready is not None for t in tracks], mono, wall)
 
+    def _track_container(self, track: _VictimTrack, pod: PodState, mono: float, wall: float) -> None:
+        """The same pod, a new container: down (old one not running or not Ready), started
+        (a new containerID), Ready (the new one Ready)."""
+        state = pod.container(self.container)
+        if state is None:
+            return
+        stamp = self._stamp(mono, wall)
+        renewed = state.container_id is not None and state.container_id != track.container_before
+        if track.down is None and (renewed or not state.ready or state.started_at is None):
+            track.down = stamp
+        if renewed and state.started_at is not None:
+            track.container_after = state.container_id
+            track.restart_count_after = state.restart_count
+            if track.started is None:
+                track.started = stamp
+            if state.ready and track.ready is None:
+                track.ready = stamp
+        tracks = list(self._tracks.values())
+        self._all_then("container_down", [t.down is not None for t in tracks], mono, wall)
+        self._all_then("container_started", [t.started is not None for t in tracks], mono, wall)
+        self._all_then("container_ready", [t.ready is not None for t in tracks], mono, wall)
+
+    def chaos_details(self, injected: Mapping[str, Any]) -> dict[str, Any]:
+        """Per victim, what the kind recorded at the kill with what the tracker saw after it
+        (``final_state["chaos"]``): for container_kill the containerID and restartCount after."""
+        details: dict[str, Any] = {name: dict(value) for name, value in injected.items()}
+        if self.replaces_pods:
+            return details
+        for name, track in self._tracks.items():
+            entry = details.setdefault(name, {})
+            entry["containerIDAfter"] = track.container_after
+            entry["restartCountAfter"] = track.restart_count_after
+        return details
+
     def _all_then(self, name: str, flags: Iterable[bool], mono: float, wall: float) -> None:
         if all(flags):
             self._mark(name, mono, wall)
@@ -173,7 +227,7 @@ class RecoveryTracker:
                 mono,
                 wall,
                 self._stamp,
-                replacement_ready="replacement_ready" in self.milestones,
+                replacement_ready=self.back in self.milestones,
                 asked=None if asked is None else self._stamp(*asked),
             )
             reached = self.judge.observe(look)
@@ -186,7 +240,7 @@ class RecoveryTracker:
             if finishing and self._recovers_now():
                 # Recovered when the subject's own part held, if everything else already held then.
                 assert done is not None
-                stamps = [done, self.milestones["replacement_ready"]]
+                stamps = [done, self.milestones[self.back]]
                 if self._pods_healthy_since is not None:
                     stamps.append(self._pods_healthy_since)
                 self.milestones["recovered"] = max(stamps, key=lambda m: m.offset)
@@ -197,7 +251,7 @@ class RecoveryTracker:
     def _recovers_now(self) -> bool:
         return (
             not self.recovered
-            and "replacement_ready" in self.milestones
+            and self.back in self.milestones
             and self.pods_healthy()
             and self.probe is not None
             and self.probe.healthy
@@ -217,7 +271,7 @@ class RecoveryTracker:
         if self.recovered:
             self._check_relapse(mono, wall)
             return
-        if "replacement_ready" not in self.milestones or not self.pods_healthy():
+        if self.back not in self.milestones or not self.pods_healthy():
             return
         if self.judge is not None and (
             self.judge.done is None or self.probe is None or not self.probe.healthy
@@ -239,6 +293,14 @@ class RecoveryTracker:
         missing: list[str] = []
         waiting = dict(self.judge.pending()) if self.judge is not None else {}
         for name, track in self._tracks.items():
+            if not self.replaces_pods:
+                if track.started is None:
+                    missing.append(f"{name}: no new container started")
+                elif track.ready is None:
+                    missing.append(f"{name}: new container not Ready")
+                elif name in waiting:
+                    missing.append(f"{name}: {waiting[name]}")
+                continue
             if not track.gone and track.replacement_uid is None:
                 missing.append(f"{name}: victim not gone")
             elif track.created is None:

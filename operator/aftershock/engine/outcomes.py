@@ -22,6 +22,8 @@ REASON_INVALID = "InvalidSpec"
 #: The selector matched no pod for the whole steady-state timeout: the user's mistake (labels,
 #: namespace), not the cluster's, so not `InfraError`.
 REASON_SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
+#: The chaos kind cannot work on this subject (its method, its rights): nothing was injected.
+REASON_CHAOS_REFUSED = "ChaosRefused"
 
 
 def look_jitter() -> float:

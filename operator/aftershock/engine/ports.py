@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aftershock.errors import ProbeUnavailableError
@@ -12,6 +12,7 @@ from aftershock.model import (
     AttemptRecord,
     CampaignRef,
     ClusterEvent,
+    ExecResult,
     Phase,
     PodState,
     ProbeResult,
@@ -79,6 +80,11 @@ class PodApi(Protocol):
     ) -> AsyncIterator[PodEventLike]: ...
 
     async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None: ...
+
+    async def exec_in_pod(
+        self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float
+    ) -> ExecResult:
+        """Run `command` in the container (``pods/exec``): the container-level chaos kinds'."""
 
 
 class VolumeApi(Protocol):

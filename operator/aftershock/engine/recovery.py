@@ -39,7 +39,7 @@ def _next_probe_due(w: Watch, tracker: RecoveryTracker, last: float | None, jitt
     """When the next look is due; `jitter`: drawn once per look (`look_jitter`)."""
     if w.probe is None or tracker.judge is None:
         return None
-    interval = tracker.judge.probe_interval("replacement_ready" in tracker.milestones, w.probe_interval)
+    interval = tracker.judge.probe_interval(tracker.back in tracker.milestones, w.probe_interval)
     if interval is None:
         return None
     return w.clock.monotonic() if last is None else last + interval * jitter
@@ -61,7 +61,7 @@ def _verdict(
         return None
     if now < tracker.kill_sent_mono + spec.recovery_timeout_seconds:
         return None
-    if probe_error is not None and "replacement_ready" in tracker.milestones and tracker.pods_healthy():
+    if probe_error is not None and tracker.back in tracker.milestones and tracker.pods_healthy():
         unavailable = f"the subject's API stayed unavailable until the recovery timeout: {probe_error}"
         return Outcome.INFRA_ERROR, unavailable
     pending = "; ".join(tracker.pending()) or "unknown"

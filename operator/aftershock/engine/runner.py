@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+from aftershock.chaos import registry as chaos_registry
 from aftershock.engine import holds, lifecycle, resume, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
@@ -115,6 +116,7 @@ class CampaignRunner:
     def _parse(self) -> tuple[Mapping[str, Any], CampaignSpec, SubjectProbe | None]:
         raw = self._spec_now()
         spec = parse_campaign_spec(raw, allow_loopback_pd=self.settings.allow_loopback_pd)
+        chaos_registry.kind_of(spec.chaos)  # a type no kind has, or a field its kind refuses
         if spec.subject.pd_url is not None:
             check_endpoint_namespace(spec.subject.pd_url, self.ref.namespace)
         return raw, spec, self.probe_factory(spec, self.ref.namespace)

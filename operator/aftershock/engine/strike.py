@@ -1,24 +1,21 @@
-"""The kill guard and the kill: the last checks right before a delete, and the delete itself.
+"""The kill guard: the last checks right before a fault is injected (the injecting itself is
+the chaos kind's, `aftershock.chaos.registry`).
 
 Every guard must hold moments before the kill: the namespace is not protected, the gate passed
 (with the subject's own API confirming it, when there is one), the subject lock is held, the
 subject is still healthy, and each victim is still there, in the Campaign's namespace, matching
-the selector, Ready. The delete carries the victim's UID as a precondition, so a pod replaced
-in the meantime is never the one killed.
+the selector, Ready. These hold for every chaos kind.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aftershock.engine.gate import pod_reasons
 from aftershock.engine.outcomes import Gate
-from aftershock.engine.ports import Clock, PodApi, StopSignal, SubjectLock
+from aftershock.engine.ports import SubjectLock
 from aftershock.engine.view import PodView
-from aftershock.errors import ApiError, ConflictError, NotFoundError
 from aftershock.model import CampaignSpec, Victim
 
 
@@ -60,61 +57,3 @@ def refusal(
         if not pod.ready or pod.deleting:
             return f"{v.name} is no longer healthy"
     return None
-
-
-@dataclass(frozen=True)
-class KillPlan:
-    namespace: str
-    victims: tuple[Victim, ...]
-    grace_period_seconds: int
-    #: How long a delete is retried on transient API errors.
-    retry_budget: float
-
-
-@dataclass(frozen=True)
-class KillResult:
-    """What the kill did: an error text (None: every victim deleted) and when the disruption
-    began, by the API server's answer to the first delete."""
-
-    error: str | None
-    #: (monotonic, wall) of the first delete's answer; None when no answer can stand for the
-    #: commit (an error, or a retry after a lost answer: the commit then came earlier, unseen).
-    first_acked: tuple[float, float] | None
-
-
-async def _delete_one(
-    plan: KillPlan, victim: Victim, pods: PodApi, clock: Clock, stop: StopSignal
-) -> tuple[str | None, tuple[float, float] | None]:
-    """Delete one victim; the error text (or None) and when the API server answered."""
-    deadline = clock.monotonic() + plan.retry_budget
-    backoff = 0.2
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            await pods.delete_pod(plan.namespace, victim.name, victim.uid, plan.grace_period_seconds)
-            # The answer comes after the deletion is committed: from here the pod is going.
-            return None, (clock.monotonic(), clock.wall())
-        except (NotFoundError, ConflictError) as exc:
-            if tries > 1:
-                return None, None  # an earlier try went through; the answer was lost
-            code = exc.status if exc.status is not None else type(exc).__name__
-            return f"{victim.name} was already gone or replaced before the kill ({code})", None
-        except Exception as exc:
-            transient = isinstance(exc, ApiError) and exc.transient
-            if not transient or clock.monotonic() > deadline or stop.is_set():
-                return f"deleting {victim.name} failed: {exc}", None
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 5.0)
-
-
-async def kill(plan: KillPlan, pods: PodApi, clock: Clock, stop: StopSignal) -> KillResult:
-    """Delete every victim (UID precondition), one after another."""
-    first: tuple[float, float] | None = None
-    for i, victim in enumerate(plan.victims):
-        error, acked = await _delete_one(plan, victim, pods, clock, stop)
-        if error is not None:
-            return KillResult(error, None)
-        if i == 0:
-            first = acked
-    return KillResult(None, first)

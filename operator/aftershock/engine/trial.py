@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aftershock.chaos import pod_kill
+from aftershock.chaos import registry as chaos_registry
+from aftershock.chaos import victims as victim_choice
+from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import recovery, strike
 from aftershock.engine import reset as reset_step
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
+    REASON_CHAOS_REFUSED,
     REASON_SELECTOR_MATCHES_NOTHING,
     REASON_TRIAL_DRY_RUN,
     REASON_TRIAL_INFRA,
@@ -95,14 +98,14 @@ class Trials:
         )
 
     def _choose(self, gate: Gate, index: int, attempt_no: int) -> tuple[str, tuple[Victim, ...]]:
-        victim_seed = pod_kill.victim_seed(self.seed, index, attempt_no)
+        victim_seed = victim_choice.victim_seed(self.seed, index, attempt_no)
         roles = gate.probe.roles if gate.probe is not None else {}
-        chosen = pod_kill.choose_victims(
-            gate.pods, self.spec.chaos, pod_kill.rng_for(victim_seed), roles=roles
+        chosen = victim_choice.choose_victims(
+            gate.pods, self.spec.chaos, victim_choice.rng_for(victim_seed), roles=roles
         )
         details = self.probe.victim_details(gate.probe) if self.probe is not None else {}
         return victim_seed, tuple(
-            pod_kill.to_victim(p, details.get(p.name), roles.get(p.name)) for p in chosen
+            victim_choice.to_victim(p, details.get(p.name), roles.get(p.name)) for p in chosen
         )
 
     async def _reset(self, index: int, stop: StopSignal) -> TrialResult | None:
@@ -171,7 +174,7 @@ class Trials:
         attempt_no = tally.attempt_number(index)
         try:
             victim_seed, victims = self._choose(gate, index, attempt_no)
-        except pod_kill.VictimSelectionError as exc:
+        except victim_choice.VictimSelectionError as exc:
             return TrialResult(None, stall_reason=f"victim selection refused: {exc}")
         remediator: dict[str, Any] | None = None
         if self.spec.baseline and self.spec.remediator is not None and not self.spec.dry_run:
@@ -202,7 +205,7 @@ class Trials:
             gate_passed=Milestone(gate.wall, gate.mono - clock.monotonic()),
             now=clock.wall(),
         )
-        strike_ = _Strike(self, index, attempt_id, victims, gate)
+        strike_ = _Strike(self, index, attempt_id, victims, gate, chaos_registry.kind_of(self.spec.chaos))
         return await strike_.run(remediator, stop)
 
     async def finish_attempt(
@@ -241,6 +244,8 @@ class _Strike:
     attempt_id: int
     victims: tuple[Victim, ...]
     gate: Gate
+    #: The Campaign's chaos kind: how the fault is injected and which milestone says "back".
+    kind: ChaosKindInfo
 
     @property
     def _label(self) -> str:
@@ -302,6 +307,9 @@ class _Strike:
                 kill_sent_wall=kill_wall,
                 expected_pods=t.expected_pods,
                 judge=t.probe.judge(self.victims, self.gate.probe) if t.probe is not None else None,
+                back=self.kind.back,
+                replaces_pods=self.kind.replaces_pods,
+                container=t.spec.chaos.container,
             )
             writes = recovery.write_probe(
                 t.probe,
@@ -313,15 +321,22 @@ class _Strike:
                 limit=int(t.spec.recovery_timeout_seconds / t.settings.writes.interval) + 1,
             )
             async with writes as window:
-                plan = strike.KillPlan(
-                    t.publisher.ref.namespace,
-                    self.victims,
-                    t.spec.chaos.grace_period_seconds,
-                    t.settings.kill_retry_budget,
+                plan = Strike(
+                    namespace=t.publisher.ref.namespace,
+                    victims=self.victims,
+                    pods={p.uid: p for p in self.gate.pods},
+                    chaos=t.spec.chaos,
+                    retry_budget=t.settings.kill_retry_budget,
                 )
-                killed = await strike.kill(plan, t.pods, clock, stop)
+                killed = await self.kind.inject(plan, t.pods, clock, stop.is_set)
                 kill_error = killed.error
                 gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
+                if killed.refused:
+                    # The kind's method cannot work here and nothing was done: stop and say why.
+                    await t.finish_attempt(
+                        self.attempt_id, Outcome.INTERRUPTED, error=f"not killed: {kill_error}"
+                    )
+                    return TrialResult(None, stall_reason=str(kill_error), stall_name=REASON_CHAOS_REFUSED)
                 if kill_error is not None:
                     record = await t.finish_attempt(
                         self.attempt_id,
@@ -360,6 +375,9 @@ class _Strike:
             "milestoneSources": dict(tracker.sources),
             "clockOffsetSeconds": tracker.clock_offset,
         }
+        chaos_details = tracker.chaos_details(killed.details)
+        if chaos_details:
+            final_state["chaos"] = chaos_details
         if window is not None:
             milestones.update(window.milestones())
             final_state["writes"] = window.summary()
@@ -367,6 +385,9 @@ class _Strike:
             said = t.signals.trial(kill_mono, end_mono)
             milestones.update(said.milestones)
             final_state["remediatorActions"] = [a.as_json() for a in said.actions]
+        # The order each milestone was recorded in: equal offsets (one look saw two moments)
+        # are shown in it, not by name (`aftershock.phases.MILESTONE_ORDER`).
+        final_state["milestoneOrder"] = list(milestones)
         record = await t.finish_attempt(
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )

@@ -28,6 +28,7 @@ from aftershock.kube.errors import (
     KubeNotFoundError,
     KubeUnavailableError,
 )
+from aftershock.kube.execs import _Execs
 from aftershock.kube.volumes import _Volumes
 from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
@@ -49,7 +50,7 @@ class LeaseRecord:
     resource_version: str
 
 
-class Kube(_Volumes):
+class Kube(_Volumes, _Execs):
     """The API calls aftershock makes, typed. One instance per operator process."""
 
     def __init__(self, api: k8s.ApiClient, watch_api: k8s.ApiClient | None = None) -> None:
@@ -87,6 +88,7 @@ class Kube(_Volumes):
         return cls(k8s.ApiClient(configuration), k8s.ApiClient(watch_configuration))
 
     async def close(self) -> None:
+        await self.close_execs()
         await self._api.close()
         if self._watch_api is not self._api:
             await self._watch_api.close()

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from aftershock.model import ClusterEvent, PodState
+from aftershock.model import ClusterEvent, ContainerState, PodState
 
 
 def parse_time(value: str | None) -> float | None:
@@ -39,6 +39,11 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
     owner = next((o for o in owners if o.get("controller")), None)
     owner_kind = owner.get("kind") if owner is not None else None
     owner_name = owner.get("name") if owner is not None else None
+    statuses = {str(cs.get("name")): cs for cs in status.get("containerStatuses") or []}
+    containers = tuple(
+        _container(str(c.get("name", "")), statuses.get(str(c.get("name", ""))) or {})
+        for c in spec.get("containers") or []
+    )
     return PodState(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
@@ -53,6 +58,19 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
         owner_kind=owner_kind,
         owner_name=str(owner_name) if owner_name else None,
         ready_at=ready_at,
+        containers=containers,
+        shares_process_namespace=bool(spec.get("shareProcessNamespace", False)),
+    )
+
+
+def _container(name: str, status: Mapping[str, Any]) -> ContainerState:
+    running = (status.get("state") or {}).get("running") or {}
+    return ContainerState(
+        name=name,
+        container_id=status.get("containerID") or None,
+        ready=bool(status.get("ready", False)),
+        restart_count=int(status.get("restartCount") or 0),
+        started_at=parse_time(running.get("startedAt")),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from aftershock.errors import ApiError, ConflictError, NotFoundError, TransientApiError
+from aftershock.errors import ApiError, ConflictError, ForbiddenError, NotFoundError, TransientApiError
 
 
 class KubeError(ApiError):
@@ -26,7 +26,7 @@ class KubeUnavailableError(KubeError, TransientApiError):
     """Transient: the API server could not be reached or asked us to back off."""
 
 
-class KubeForbiddenError(KubeError):
+class KubeForbiddenError(KubeError, ForbiddenError):
     """RBAC refused the call: a configuration problem a person has to fix."""
 
 

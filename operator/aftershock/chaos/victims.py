@@ -1,5 +1,5 @@
-"""Pod kill (the ``node_kill`` chaos type): which pods of the subject to delete in one trial.
-Pure; the delete is `aftershock.kube`'s.
+"""Victims: which pods of the subject one trial disturbs, for every chaos kind. Pure; what is
+done to them is the kind's (`aftershock.chaos.registry`).
 
 The choice is deterministic for a seed (`victim_seed` -> `rng_for` -> `choose_victims`), so a trial
 can be re-run, or explained afterwards, with the same victims whatever order the API listed the

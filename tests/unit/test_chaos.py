@@ -1,0 +1,212 @@
+"""Chaos kinds behind their registry: the spec each takes, the rights rendered per kind, and
+container_kill through the whole engine (in-memory cluster, real ledger file): the same pod
+gets a new container, nothing is deleted, and a method that cannot work kills nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.unit.fakes import FakeCluster, make_pod
+from tests.unit.test_engine_runner import REF, Harness, campaign
+
+from aftershock.chaos import container_kill, registry
+from aftershock.chaos.base import Strike
+from aftershock.errors import SpecError
+from aftershock.kube.errors import KubeForbiddenError
+from aftershock.ledger import Ledger
+from aftershock.model import ChaosSpec, ExecResult, Outcome, Phase
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+def test_unknown_type_is_refused_naming_every_kind() -> None:
+    with pytest.raises(SpecError, match="'node_kill', 'container_kill'") as err:
+        registry.kind_of(ChaosSpec(type="network_delay"))
+    assert err.value.field == "spec.chaos.type"
+
+
+def test_a_duration_is_refused_by_kinds_the_cluster_heals() -> None:
+    for kind in ("node_kill", "container_kill"):
+        with pytest.raises(SpecError, match=r"does not take chaos\.durationSeconds"):
+            registry.kind_of(ChaosSpec(type=kind, duration_seconds=30))
+        assert registry.kind_of(ChaosSpec(type=kind)).type == kind
+
+
+def test_each_kind_exposes_its_rights_as_data() -> None:
+    assert registry.rights() == {
+        "node_kill": [{"apiGroup": "", "resource": "pods", "subresource": "", "verb": "delete"}],
+        "container_kill": [{"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "create"}],
+    }
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "binding"),
+    [
+        ("manifests/operator/chaos-rbac.yaml", "ClusterRole", "ClusterRoleBinding"),
+        ("manifests/operator-namespaced/chaos-rbac.yaml", "Role", "RoleBinding"),
+    ],
+)
+def test_rendered_rbac_grants_each_kind_exactly_its_rights(path: str, role: str, binding: str) -> None:
+    docs = _docs(REPO / path)
+    roles = {d["metadata"]["labels"]["aftershock.dev/chaos-type"]: d for d in docs if d["kind"] == role}
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == binding}
+    assert set(roles) == set(registry.KINDS)
+    for kind, info in registry.KINDS.items():
+        granted = {
+            (g, r, v) for rule in roles[kind]["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]
+        }  # fmt: skip
+        assert granted == {(r.group, r.rbac_resource, r.verb) for r in info.rights}
+        bound = bindings[roles[kind]["metadata"]["name"]]
+        assert bound["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role,
+            "name": bound["metadata"]["name"],
+        }
+        assert bound["subjects"][0]["name"] == "aftershock"
+
+
+def test_chart_grants_pods_exec_only_when_container_kill_is_enabled() -> None:
+    helper = (REPO / "charts/aftershock/templates/_chaos.tpl").read_text()
+    block = helper.split('{{- if has "container_kill" .Values.chaosKinds }}')[1].split("{{- end }}")[0]
+    assert 'resources: ["pods/exec"]' in block
+    assert "pods/exec" not in helper.replace(block, "")
+    rbac = (REPO / "charts/aftershock/templates/rbac.yaml").read_text()
+    assert rbac.count('include "aftershock.chaosRules"') == 2  # cluster-wide and per namespace
+
+
+# --- container_kill on its own ---------------------------------------------------------------
+
+
+class _Clock:
+    def monotonic(self) -> float:
+        return 1.0
+
+    def wall(self) -> float:
+        return 2.0
+
+
+def _strike(shares: bool = True, container: str | None = None) -> tuple[Strike, FakeCluster]:
+    cluster = FakeCluster()
+    pod = cluster.add_pod(make_pod("etcd-0", shares_process_namespace=shares))
+    victim = container_kill.Victim(pod.name, pod.uid, pod.node, pod.restart_count)
+    chaos = ChaosSpec(type="container_kill", container=container)
+    return Strike("db", (victim,), {pod.uid: pod}, chaos, 1.0), cluster
+
+
+async def test_a_pod_without_a_shared_process_namespace_is_refused_before_any_exec() -> None:
+    strike, cluster = _strike(shares=False)
+    done = await container_kill.inject(strike, cluster, _Clock(), lambda: False)
+    assert done.refused
+    assert "shareProcessNamespace: true" in str(done.error)
+    assert cluster.exec_calls == []
+    await cluster.close()
+
+
+async def test_a_missing_container_is_refused_naming_the_ones_there() -> None:
+    strike, cluster = _strike(container="sidecar")
+    done = await container_kill.inject(strike, cluster, _Clock(), lambda: False)
+    assert done.refused
+    assert "has no container 'sidecar'" in str(done.error)
+    assert "main" in str(done.error)
+    assert cluster.exec_calls == []
+    await cluster.close()
+
+
+async def test_an_image_without_sh_is_refused_and_nothing_is_killed() -> None:
+    strike, cluster = _strike()
+    cluster.exec_results.append(ExecResult("", "", 'exec: "sh": executable file not found in $PATH: unknown'))
+    done = await container_kill.inject(strike, cluster, _Clock(), lambda: False)
+    assert done.refused
+    assert "has no sh" in str(done.error)
+    assert cluster.events_of("MODIFIED") == []
+    await cluster.close()
+
+
+async def test_an_exec_the_operator_may_not_make_is_refused() -> None:
+    strike, cluster = _strike()
+
+    async def forbidden(*_: Any) -> ExecResult:
+        raise KubeForbiddenError('pods "etcd-0" is forbidden: cannot create resource "pods/exec"', 403)
+
+    cluster.exec_in_pod = forbidden  # type: ignore[method-assign]
+    done = await container_kill.inject(strike, cluster, _Clock(), lambda: False)
+    assert done.refused
+    assert "pods/exec create" in str(done.error)
+    await cluster.close()
+
+
+async def test_a_kill_that_reports_nothing_is_an_error_not_a_kill() -> None:
+    strike, cluster = _strike()
+    cluster.exec_results.append(
+        ExecResult("aftershock: the main process is PID 1 of its namespace\n", "", "exit 5")
+    )
+    done = await container_kill.inject(strike, cluster, _Clock(), lambda: False)
+    assert not done.refused
+    assert "failed" in str(done.error)
+    assert "PID 1" in str(done.error)
+    await cluster.close()
+
+
+# --- container_kill through the engine --------------------------------------------------------
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with await Ledger.open(tmp_path / "ledger.db") as ledger:
+        harness = Harness(ledger=ledger)
+        harness.cluster.add_statefulset("tikv", 3)
+        yield harness
+        await harness.cluster.close()
+
+
+async def test_container_kill_restarts_a_container_in_place_and_records_both_containers(h: Harness) -> None:
+    spec = campaign(chaos={"type": "container_kill", "mode": "one"}, trials=2)
+    assert await h.run(spec) is Phase.SUCCEEDED
+    assert h.cluster.deleted == []  # no pod was deleted
+    assert [c[2:] for c in h.cluster.exec_calls] == [("main", ("sh", "-c", container_kill.KILL_SCRIPT))] * 2
+    attempts = await h.ledger.attempts(REF.uid)
+    assert [a.outcome for a in attempts] == [Outcome.RECOVERED, Outcome.RECOVERED]
+    for a in attempts:
+        (victim,) = a.victims
+        chaos = a.final_state["chaos"][victim.name]
+        assert chaos["containerIDBefore"] != chaos["containerIDAfter"]
+        assert chaos["restartCountAfter"] == chaos["restartCountBefore"] + 1
+        assert chaos["pid"] == 7
+        m = a.milestones
+        order = ["kill_sent", "container_down", "container_started", "container_ready", "recovered"]
+        assert [m[n].offset for n in order] == sorted(m[n].offset for n in order)
+        assert "replacement_created" not in m
+        assert "victim_gone" not in m
+        now = {p.name: p for p in (await h.cluster.list_pods("db", "app=tikv"))[0]}
+        assert now[victim.name].uid == victim.uid  # the same pod
+
+
+async def test_container_kill_refused_stops_the_campaign_with_a_condition_and_kills_nothing(
+    tmp_path: Path,
+) -> None:
+    async with await Ledger.open(tmp_path / "ledger.db") as ledger:
+        harness = Harness(ledger=ledger)
+        for i in range(3):
+            harness.cluster.add_pod(make_pod(f"tikv-{i}", shares_process_namespace=False))
+        spec = campaign(chaos={"type": "container_kill", "mode": "one"})
+        assert await harness.run(spec) is Phase.FAILED
+        assert harness.cluster.exec_calls == []
+        assert harness.cluster.deleted == []
+        assert "ChaosRefused" in str(harness.sink.last["conditions"])
+        assert "shareProcessNamespace" in harness.sink.last["message"]
+        (attempt,) = await ledger.attempts(REF.uid)
+        assert attempt.outcome is Outcome.INTERRUPTED
+        assert "not killed" in str(attempt.error)
+        await harness.cluster.close()
