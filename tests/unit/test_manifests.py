@@ -659,6 +659,20 @@ def test_examples_cover_dry_run_and_fixed_mode(spec_schema: dict[str, Any]) -> N
     assert specs["campaign-fixed.yaml"].chaos.value == 1
 
 
+def test_each_chaos_kind_has_an_example_its_subject_can_take(
+    spec_schema: dict[str, Any], tikv_objects: list[dict[str, Any]]
+) -> None:
+    specs = [model.parse_campaign_spec(_apply_defaults(spec_schema, _docs(p)[0]["spec"])) for p in EXAMPLES]
+    assert {s.chaos.type for s in specs} == set(chaos_registry.KINDS)
+    for spec in specs:
+        chaos_registry.kind_of(spec.chaos)  # no field the kind refuses
+    tikv = _one(iter(tikv_objects), "StatefulSet", "tikv")["spec"]["template"]["spec"]
+    (killed,) = [s for s in specs if s.chaos.type == "container_kill"]
+    # container_kill refuses pods without one PID namespace, and kills the named container.
+    assert tikv["shareProcessNamespace"] is True
+    assert killed.chaos.container in [c["name"] for c in tikv["containers"]]
+
+
 # --- The chart (without helm) ---------------------------------------------------------------
 
 
