@@ -152,6 +152,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             config.namespaces,
             config.sweep_interval,
             time.time,
+            faults=memo["kube"],
         ),
         name="sweeper",
     )

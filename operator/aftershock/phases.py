@@ -135,9 +135,7 @@ def in_recovery_order(attempts: Sequence[AttemptRecord], names: Iterable[str]) -
         for n in names
     }
     places = [_recorded_at(a) for a in attempts]
-    place = {
-        n: stats.percentile([float(p[n]) for p in places if n in p], 50) or float("inf") for n in names
-    }
+    place = {n: stats.percentile([float(p[n]) for p in places if n in p], 50) or float("inf") for n in names}
     return sorted(median, key=lambda n: (median[n], n == "recovered", place[n], n))
 
 

@@ -149,6 +149,10 @@ class FakeCluster:
         self.after_delete: Callable[[], None] | None = None
         #: Every exec call (namespace, pod, container, command), in order.
         self.exec_calls: list[tuple[str, str, str, tuple[str, ...]]] = []
+        #: Pods a test kind's fault holds now ("namespace/name"): see `exec_in_pod`.
+        self.held: set[str] = set()
+        #: Set at the first hold.
+        self.holding = asyncio.Event()
         #: Answers of the next exec calls instead of a kill (e.g. an image without sh).
         self.exec_results: list[ExecResult] = []
         #: Every delete call, in order, whatever it answered.
@@ -307,6 +311,12 @@ class FakeCluster:
         goes not Ready, a new container (new id, restartCount + 1) starts, then gets Ready."""
         self.exec_calls.append((namespace, pod, container, tuple(command)))
         await asyncio.sleep(0)
+        if command and command[0] in ("hold", "release"):
+            # A stand-in for a fault that stays until healed (tests' own chaos kind).
+            (self.held.add if command[0] == "hold" else self.held.discard)(f"{namespace}/{pod}")
+            if command[0] == "hold":
+                self.holding.set()
+            return ExecResult(f"{command[0]} ok\n", "")
         if self.exec_results:
             return self.exec_results.pop(0)
         current = self._pods.get((namespace, pod))

@@ -201,7 +201,7 @@ class RecoveryTracker:
     def chaos_details(self, injected: Mapping[str, Any]) -> dict[str, Any]:
         """Per victim, what the kind recorded at the kill with what the tracker saw after it
         (``final_state["chaos"]``): for container_kill the containerID and restartCount after."""
-        details: dict[str, Any] = {name: dict(value) for name, value in injected.items()}
+        details: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in injected.items()}
         if self.replaces_pods:
             return details
         for name, track in self._tracks.items():

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aftershock.chaos.base import FaultApi
+from aftershock.engine import heal
 from aftershock.engine.outcomes import REASON_TRIAL_INTERRUPTED
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.publisher import StatusPublisher
@@ -24,6 +26,7 @@ async def resume(
     raw: Mapping[str, Any],
     spec: CampaignSpec,
     seed: str,
+    faults: FaultApi | None = None,
 ) -> bool:
     """Record the campaign (first sight) or pick it up from the ledger. True: it had already
     finished, and its status is republished. Either way the publisher's tally is seeded from
@@ -40,6 +43,11 @@ async def resume(
             out.tally = Tally.of(await ledger.attempts(ref.uid))
             await out.publish()
             return True
+    # What a crashed operator left in place is undone first, before any new trial.
+    if faults is not None:
+        await heal.heal_faults(
+            ledger, faults, out.clock.wall, why="healed at resume (operator restart)", campaign_uid=ref.uid
+        )
     for lost in await ledger.interrupt_inflight(
         ref.uid, "the operator stopped during this attempt; the trial index runs again", now
     ):

@@ -11,13 +11,15 @@ duplicate impossible even if this logic were wrong.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from aftershock.chaos import registry as chaos_registry
-from aftershock.engine import holds, lifecycle, resume, verdict, watches
+from aftershock.engine import heal, holds, lifecycle, resume, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
@@ -53,6 +55,8 @@ from aftershock.model import (
 )
 
 __all__ = ["CampaignRunner", "RunnerSettings"]
+
+log = logging.getLogger(__name__)
 
 ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
@@ -147,7 +151,9 @@ class CampaignRunner:
             )
         out.conditions.set(SPEC_VALID, True, "Valid", "", self.clock.wall())
         seed = str(spec.seed) if spec.seed is not None else ref.uid
-        if await resume.resume(out=out, remediator=self._remediator, raw=raw, spec=spec, seed=seed):
+        if await resume.resume(
+            out=out, remediator=self._remediator, raw=raw, spec=spec, seed=seed, faults=self.pods
+        ):
             return out.phase
         resume.health_condition(out, spec, probe)
         try:
@@ -180,7 +186,18 @@ class CampaignRunner:
                 self.recorder.campaign_phase(ref, phase)
             return phase
         finally:
+            # Whatever ended the run (suspend, deletion, the operator exiting, an error), no
+            # fault of it stays in place once the subject lock is let go.
+            await asyncio.shield(self._heal("the Campaign's run stopped"))
             await self.lock.release()
+
+    async def _heal(self, why: str) -> None:
+        try:
+            await heal.heal_faults(
+                self.ledger, self.pods, self.clock.wall, why=why, campaign_uid=self.ref.uid
+            )
+        except Exception:  # the lock must still be released; resume or the sweeper heal later
+            log.exception("healing the faults of %s/%s failed", self.ref.namespace, self.ref.name)
 
     async def _loop(self, spec: CampaignSpec, trials: Trials, stop: StopSignal) -> Phase:
         infra_streak = 0
@@ -191,6 +208,7 @@ class CampaignRunner:
             if out.tally.completed >= spec.trials:
                 return await self._finish(spec, verdict.Stop())
             if self._suspended():
+                await self._heal("the Campaign was suspended")
                 await holds.suspend(out=out, lock=self.lock, still=self._suspended, stop=stop)
                 continue
             if not await holds.acquire_lock(

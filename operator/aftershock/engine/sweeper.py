@@ -6,6 +6,8 @@ At operator start and then periodically (``--sweep-interval``):
   object is gone or is another object now, the run was superseded by a newer run, or the run
   is recorded as finished) are closed as ``interrupted``, and the remediator their baseline
   trial had scaled down is scaled back to the replicas the attempt recorded;
+- faults that stay until healed (a partition) which the ledger holds as not healed, of a run
+  no runner will come back to, are healed through their chaos kind and recorded as healed;
 - workloads labelled ``aftershock.dev/scaled-down=true`` whose Campaign (annotation
   ``aftershock.dev/scaled-down-by``) is gone or finished, with no attempt of it in flight, are
   scaled back to ``aftershock.dev/original-replicas`` and lose the record.
@@ -18,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aftershock.chaos.base import FaultApi
+from aftershock.engine import heal
 from aftershock.errors import ApiError
 from aftershock.ledger import CampaignRow, Ledger
 from aftershock.model import Phase
@@ -52,6 +57,7 @@ class SweepApi(Protocol):
 class SweepResult:
     interrupted: list[str] = field(default_factory=list)  # "namespace/name run N trial I"
     restored: list[str] = field(default_factory=list)  # "Kind namespace/name -> replicas"
+    healed: list[str] = field(default_factory=list)  # faults healed
 
 
 _FINISHED = {Phase.SUCCEEDED.value, Phase.FAILED.value}
@@ -71,9 +77,31 @@ async def _abandoned(ledger: Ledger, api: SweepApi, row: CampaignRow) -> bool:
     return latest is not None and latest.run_uid != row.uid
 
 
-async def sweep(ledger: Ledger, api: SweepApi, namespaces: Sequence[str], now: float) -> SweepResult:
-    """One sweep; `namespaces` empty: every namespace."""
+async def _heal_abandoned(ledger: Ledger, api: SweepApi, faults: FaultApi, result: SweepResult) -> None:
+    """Heal the open faults of runs no runner will come back to (finished runs included: a
+    fault must never outlive its trial)."""
+    for run_uid in dict.fromkeys(f.campaign_uid for f in await ledger.open_faults()):
+        row = await ledger.get_campaign(run_uid)
+        try:
+            if row is not None and not await _abandoned(ledger, api, row):
+                continue
+        except ApiError as exc:
+            log.warning("sweeper: cannot tell whether run %s is gone: %s", run_uid, exc)
+            continue
+        report = await heal.heal_faults(
+            ledger, faults, time.time, why="swept: its Campaign is gone or finished", campaign_uid=run_uid
+        )
+        result.healed.extend(report.healed)
+
+
+async def sweep(
+    ledger: Ledger, api: SweepApi, namespaces: Sequence[str], now: float, faults: FaultApi | None = None
+) -> SweepResult:
+    """One sweep; `namespaces` empty: every namespace. `faults`: the API the chaos kinds heal
+    through (None: no fault is healed)."""
     result = SweepResult()
+    if faults is not None:
+        await _heal_abandoned(ledger, api, faults, result)
     busy_campaigns: set[str] = set()
     for row in await ledger.campaigns_in_flight():
         try:
@@ -146,18 +174,24 @@ async def _sweep_workload(
 
 
 async def sweep_forever(
-    ledger: Ledger, api: SweepApi, namespaces: Sequence[str], interval: float, clock: Callable[[], float]
+    ledger: Ledger,
+    api: SweepApi,
+    namespaces: Sequence[str],
+    interval: float,
+    clock: Callable[[], float],
+    faults: FaultApi | None = None,
 ) -> None:
     """Sweep now, then every `interval` seconds, until cancelled. A failed sweep is logged."""
     while True:
         try:
-            result = await sweep(ledger, api, namespaces, clock())
-            if result.interrupted or result.restored:
+            result = await sweep(ledger, api, namespaces, clock(), faults)
+            if result.interrupted or result.restored or result.healed:
                 log.info(
-                    "sweeper: closed %d attempts as interrupted (%s); restored %s",
+                    "sweeper: closed %d attempts as interrupted (%s); restored %s; healed %s",
                     len(result.interrupted),
                     ", ".join(result.interrupted) or "-",
                     ", ".join(result.restored) or "nothing",
+                    ", ".join(result.healed) or "nothing",
                 )
         except Exception:
             log.exception("sweeper: the sweep failed")

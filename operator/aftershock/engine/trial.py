@@ -17,7 +17,7 @@ from aftershock.chaos import registry as chaos_registry
 from aftershock.chaos import victims as victim_choice
 from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
-from aftershock.engine import recovery, strike
+from aftershock.engine import heal, recovery, strike
 from aftershock.engine import reset as reset_step
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
@@ -298,6 +298,30 @@ class _Strike:
         t = self.trials
         clock = t.publisher.clock
         assert t.expected_pods is not None
+        fault = heal.TrialFault(
+            ledger=t.publisher.ledger,
+            api=t.pods,
+            heals=self.kind.heal is not None,
+            attempt_id=self.attempt_id,
+            campaign_uid=t.publisher.ref.uid,
+            namespace=t.publisher.ref.namespace,
+            chaos=t.spec.chaos,
+            victims=self.victims,
+            wall=clock.wall,
+            monotonic=clock.monotonic,
+        )
+        # The intent is in the ledger before anything is injected: whatever happens next, a
+        # restarted operator or the sweeper knows what to heal.
+        await fault.intend()
+        try:
+            return await self._inject_and_observe(fault, stop)
+        finally:
+            await asyncio.shield(fault.heal("the trial ended"))
+
+    async def _inject_and_observe(self, fault: heal.TrialFault, stop: StopSignal) -> TrialResult:
+        t = self.trials
+        clock = t.publisher.clock
+        assert t.expected_pods is not None
         with t.view.subscribe() as queue:
             kill_mono, kill_wall = clock.monotonic(), clock.wall()
             tracker = RecoveryTracker(
@@ -348,6 +372,8 @@ class _Strike:
                         "Warning", REASON_TRIAL_INFRA, f"trial {self.index + 1}: {kill_error}"
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
+                await fault.injected(killed.details)
+                holding = asyncio.create_task(fault.hold(stop)) if fault.heals else None
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)
                 watch = recovery.Watch(t.spec, t.view, t.probe, clock, t.settings.probe_interval)
@@ -363,6 +389,8 @@ class _Strike:
                     outcome, error = await observing
                 finally:
                     observing.cancel()
+                    if holding is not None:
+                        holding.cancel()
         end_mono = clock.monotonic()
         milestones = {
             **tracker.milestones,
@@ -375,9 +403,8 @@ class _Strike:
             "milestoneSources": dict(tracker.sources),
             "clockOffsetSeconds": tracker.clock_offset,
         }
-        chaos_details = tracker.chaos_details(killed.details)
-        if chaos_details:
-            final_state["chaos"] = chaos_details
+        why = "the trial was stopped" if stop.is_set() else "the trial ended"
+        await self._record_fault(fault, why, tracker, killed.details, kill_mono, milestones, final_state)
         if window is not None:
             milestones.update(window.milestones())
             final_state["writes"] = window.summary()
@@ -392,6 +419,26 @@ class _Strike:
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )
         return await self._report(outcome, record, error)
+
+    @staticmethod
+    async def _record_fault(
+        fault: heal.TrialFault,
+        why: str,
+        tracker: RecoveryTracker,
+        injected: Mapping[str, Any],
+        kill_mono: float,
+        milestones: dict[str, Milestone],
+        final_state: dict[str, Any],
+    ) -> None:
+        """Heal a held fault now if it still stands, and record what the kind did and saw."""
+        await fault.heal(why)
+        if fault.healed is not None:
+            milestones["fault_healed"] = Milestone(fault.healed[1], fault.healed[0] - kill_mono)
+        if fault.heal_error is not None:
+            final_state["healError"] = fault.heal_error
+        chaos_details = tracker.chaos_details(injected)
+        if chaos_details:
+            final_state["chaos"] = chaos_details
 
     async def _report(self, outcome: Outcome, record: AttemptRecord, error: str | None) -> TrialResult:
         t, label = self.trials, self._label

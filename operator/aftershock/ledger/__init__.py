@@ -7,13 +7,14 @@ truth for trials; a Campaign's status is a projection of it. Schema and reasons:
 
 from aftershock.ledger.errors import CampaignNotFoundError, DuplicateTrialError, LedgerError
 from aftershock.ledger.schema import SCHEMA_VERSION
-from aftershock.ledger.store import CampaignRow, Ledger, RunRow
+from aftershock.ledger.store import CampaignRow, FaultRow, Ledger, RunRow
 
 __all__ = [
     "SCHEMA_VERSION",
     "CampaignNotFoundError",
     "CampaignRow",
     "DuplicateTrialError",
+    "FaultRow",
     "Ledger",
     "LedgerError",
     "RunRow",

@@ -214,8 +214,33 @@ def _v6() -> tuple[str, ...]:
     )
 
 
+def _v7() -> tuple[str, ...]:
+    """Faults that stay until healed (issue 19): the intent, written before the fault is
+    injected, then when it was injected and when it was healed. A row with ``healed_at`` NULL
+    is a fault that may still be in place: resume, the runner's end and the sweeper heal it."""
+    return (
+        """
+        CREATE TABLE faults (
+            attempt_id INTEGER PRIMARY KEY NOT NULL REFERENCES attempts (id),
+            campaign_uid TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 63),
+            namespace TEXT NOT NULL,
+            chaos TEXT NOT NULL,
+            victims TEXT NOT NULL,
+            details TEXT NOT NULL DEFAULT '{}',
+            intended_at REAL NOT NULL,
+            injected_at REAL,
+            heal_due REAL,
+            healed_at REAL,
+            heal_note TEXT
+        )
+        """,
+        "CREATE INDEX faults_open ON faults (campaign_uid) WHERE healed_at IS NULL",
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
