@@ -120,7 +120,7 @@ def install_operator_identity(cluster: Cluster, kubeconfig_path: Path, duration:
         str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
     )
     cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
-    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "chaos-rbac.yaml"):
         cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
     return cluster.service_account_kubeconfig(
         "aftershock-system", "aftershock", kubeconfig_path, duration=duration
