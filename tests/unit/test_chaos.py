@@ -42,7 +42,10 @@ def test_a_duration_is_refused_by_kinds_the_cluster_heals() -> None:
 def test_each_kind_exposes_its_rights_as_data() -> None:
     assert registry.rights() == {
         "node_kill": [{"apiGroup": "", "resource": "pods", "subresource": "", "verb": "delete"}],
-        "container_kill": [{"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "create"}],
+        "container_kill": [
+            {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "create"},
+            {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "get"},
+        ],
     }
 
 

@@ -14,5 +14,9 @@
 - apiGroups: [""]
   resources: ["pods/exec"]
   verbs: ["create"]
+# the exec's WebSocket upgrade is a GET
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["get"]
 {{- end }}
 {{- end }}

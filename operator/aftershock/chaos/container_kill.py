@@ -105,7 +105,7 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
             if i == 0:
                 return Injection(
                     f"container_kill refused: the operator may not exec into {victim.name} "
-                    f"(pods/exec create; the kind is left out of its RBAC?): {exc}",
+                    f"(pods/exec create and get; the kind is left out of its RBAC?): {exc}",
                     refused=True,
                 )
             return Injection(f"exec in {victim.name}/{container.name} failed: {exc}", details=details)
@@ -144,7 +144,12 @@ KIND = ChaosKindInfo(
     type="container_kill",
     summary="SIGKILLs the victim container's main process in place (pods/exec of sh; the pod "
     "needs shareProcessNamespace: true); the kubelet restarts the container in the same pod",
-    rights=(Right("create", "pods", "exec", why="runs the kill in the victim container"),),
+    rights=(
+        Right("create", "pods", "exec", why="runs the kill in the victim container"),
+        # The exec arrives as a WebSocket upgrade, an HTTP GET, which the API server also
+        # authorizes as get (403 without it, seen on v1.36).
+        Right("get", "pods", "exec", why="the exec's WebSocket upgrade is a GET"),
+    ),
     milestones=(
         ("container_down", "the victim container is seen not running or not Ready"),
         ("container_started", "a new container (new containerID) runs in the victim pod"),
