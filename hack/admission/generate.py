@@ -43,6 +43,15 @@ def author_variables() -> list[dict[str, str]]:
     return [{"name": "author", "expression": authz.AUTHOR_CEL}]
 
 
+def author_mutations() -> list[dict[str, Any]]:
+    return [
+        {
+            "patchType": "ApplyConfiguration",
+            "applyConfiguration": {"expression": authz.AUTHOR_MUTATION_CEL},
+        }
+    ]
+
+
 def author_policy() -> list[dict[str, Any]]:
     return [
         {
@@ -52,21 +61,9 @@ def author_policy() -> list[dict[str, Any]]:
             "spec": {
                 "failurePolicy": "Fail",
                 "reinvocationPolicy": "Never",
-                "matchConstraints": {
-                    "resourceRules": [{**CAMPAIGN_RULES[0], "operations": ["CREATE"]}],
-                },
+                "matchConstraints": {"resourceRules": CAMPAIGN_RULES},
                 "variables": author_variables(),
-                "mutations": [
-                    {
-                        "patchType": "ApplyConfiguration",
-                        "applyConfiguration": {
-                            "expression": (
-                                "Object{metadata: Object.metadata{annotations: "
-                                f'{{"{authz.AUTHOR_ANNOTATION}": variables.author}}}}}}'
-                            )
-                        },
-                    }
-                ],
+                "mutations": author_mutations(),
             },
         },
         {
@@ -113,6 +110,7 @@ def generated() -> dict[Path, str]:
         ADMISSION / "author.yaml": _dump(author_policy()),
         ADMISSION / "campaigns.yaml": _dump(campaign_policy()),
         CHART_FILES / "author-variables.yaml": _fragment(author_variables()),
+        CHART_FILES / "author-mutations.yaml": _fragment(author_mutations()),
         CHART_FILES / "campaign-variables.yaml": _fragment(authz.campaign_policy_variables()),
         CHART_FILES / "campaign-validations.yaml": _fragment(authz.campaign_policy_validations()),
         # The hand-written policies, copied for the chart (it renames them and their user).

@@ -188,6 +188,18 @@ AUTHOR_CEL = (
     " + ',\"groups\":[' + request.userInfo.?groups.orValue([]).map(g, strings.quote(g)).join(',') + ']}'"
 )
 
+#: The mutation of the MutatingAdmissionPolicy ``aftershock-author``: on create, the requester;
+#: on update, the value the object had (a server-side apply that omits the annotation, as a
+#: GitOps tool re-applying its manifest does, must not drop it); nothing when it had none.
+_KEEP = "oldObject.metadata.?annotations[?'" + AUTHOR_ANNOTATION + "']"
+AUTHOR_MUTATION_CEL = (
+    "request.operation == 'CREATE'"
+    f" ? Object{{metadata: Object.metadata{{annotations: {{'{AUTHOR_ANNOTATION}': variables.author}}}}}}"
+    f" : ({_KEEP}.hasValue()"
+    f" ? Object{{metadata: Object.metadata{{annotations: {{'{AUTHOR_ANNOTATION}': {_KEEP}.value()}}}}}}"
+    " : Object{})"
+)
+
 #: True when the request makes the operator start work: a new Campaign, a suspended one
 #: resumed, or a new run asked for (annotation ``aftershock.dev/run``). Other updates (the
 #: operator's finalizer and progress, a suspend) need no rights.

@@ -191,7 +191,7 @@ def test_the_author_policy_records_the_same_json_the_validating_policy_compares(
     (author_var,) = [v for v in mutating["spec"]["variables"] if v["name"] == "author"]
     (same,) = [v for v in validating["spec"]["variables"] if v["name"] == "author"]
     assert author_var == same
-    assert mutating["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["CREATE"]
+    assert mutating["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["CREATE", "UPDATE"]
 
 
 def test_the_operator_policy_is_bound_to_the_operators_own_service_account() -> None:
