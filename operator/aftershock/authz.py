@@ -189,8 +189,8 @@ AUTHOR_CEL = (
 )
 
 #: The mutation of the MutatingAdmissionPolicy ``aftershock-author``: on create, the requester;
-#: on update, the value the object had (a server-side apply that omits the annotation, as a
-#: GitOps tool re-applying its manifest does, must not drop it); nothing when it had none.
+#: on update, the value the object had (a client that writes the whole object back without it,
+#: `kubectl replace`, must not drop it); nothing when it had none.
 _KEEP = "oldObject.metadata.?annotations[?'" + AUTHOR_ANNOTATION + "']"
 AUTHOR_MUTATION_CEL = (
     "request.operation == 'CREATE'"

@@ -26,10 +26,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e import testbed
+from tests.e2e import rights, testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, condition, pod_uids, wait_phase
 
-StartOperator = Callable[..., OperatorProcess]
 ADMISSION = testbed.REPO / "manifests" / "admission"
 OPERATOR_USER = "system:serviceaccount:aftershock-system:aftershock"
 TEST_LABEL = "aftershock.dev/authz-test"
@@ -178,15 +177,14 @@ def test_admission_refuses_an_author_without_the_rights_naming_them(
     )  # fmt: skip
     kept = cluster.get_json("campaign", "forged", "-n", namespace)
     assert author_of(kept)["username"] == bob
-    # A GitOps tool re-applying its manifest (server-side apply, the annotation not in it) keeps
-    # the author: without it the re-apply would drop the annotation and be refused.
-    gitops = yaml.safe_dump(campaign("gitops", namespace, None))
-    for _ in range(2):
-        cluster.kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-", input_=gitops)
-    assert (
-        "aftershock.dev/author"
-        in cluster.get_json("campaign", "gitops", "-n", namespace)["metadata"]["annotations"]
-    )
+    # A client that writes the whole object back without the annotation (a PUT: `kubectl
+    # replace`, a GitOps tool replacing) keeps the author: the mutating policy puts it back, and
+    # the write goes through instead of being refused for changing it.
+    whole = cluster.get_json("campaign", "forged", "-n", namespace)
+    del whole["metadata"]["annotations"]["aftershock.dev/author"]
+    replaced = cluster.kubectl("replace", "-f", "-", input_=json.dumps(whole), check=False)
+    assert replaced.returncode == 0, replaced.stderr
+    assert author_of(cluster.get_json("campaign", "forged", "-n", namespace))["username"] == bob
 
 
 def test_namespaces_opt_in_and_the_operators_own_is_protected(
@@ -206,12 +204,25 @@ def test_namespaces_opt_in_and_the_operators_own_is_protected(
     assert "namespace aftershock-system is protected" in err, err
 
 
+@pytest.fixture
+def own_operator(
+    cluster: testbed.Cluster, namespace: str, operator_identity: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator with exactly manifests/operator/rbac.yaml's rights, as a ServiceAccount of
+    this test's (see `rights.ManifestIdentity`: the shared ClusterRole may be another branch's)."""
+    identity = rights.manifest_identity(cluster, namespace, tmp_path / "operator.kubeconfig")
+    op = OperatorProcess(
+        kubeconfig=identity.kubeconfig, db=tmp_path / "ledger.db", namespaces=[namespace],
+        log_path=tmp_path / "operator.log",
+    )  # fmt: skip
+    op.start()
+    yield op
+    op.stop()
+    identity.close()
+
+
 def test_the_operator_refuses_a_run_its_author_may_not_make_and_kills_nothing(
-    cluster: testbed.Cluster,
-    namespace: str,
-    operator_identity: str,
-    subject: Subject,
-    start_operator: StartOperator,
+    cluster: testbed.Cluster, namespace: str, subject: Subject, own_operator: OperatorProcess
 ) -> None:
     """No validating policy in this namespace: only the operator stands between alice and the
     pods. Its SubjectAccessReview uses the author the mutating policy recorded, whatever alice
@@ -228,7 +239,7 @@ def test_the_operator_refuses_a_run_its_author_may_not_make_and_kills_nothing(
     recreate = campaign("recreate", namespace, subject.pd_url, trials=1,
                         reset={"mode": "Recreate", "acknowledgeDataLoss": True})  # fmt: skip
     assert create_as(cluster, None, recreate, dry_run=False)[0] == 0
-    op = start_operator()
+    op = own_operator
 
     obj = wait_phase(cluster, namespace, "by-alice", {"Failed", "Succeeded"}, timeout=90, op=op)
     valid = condition(obj, "SpecValid")

@@ -438,8 +438,6 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         # get: the opt-in label (--namespace-label).
         | {("", "namespaces", v) for v in ("get", "list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}
-        # Whether a Campaign's author may do what it makes the operator do (ADR 0012).
-        | {("authorization.k8s.io", "subjectaccessreviews", "create")}
         | {("coordination.k8s.io", "leases", v) for v in rw}
         | {
             ("apps", f"{w}/scale", v)
@@ -454,6 +452,11 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "aftershock", "namespace": "aftershock-system"}
     ]
+    # Asking about Campaign authors (ADR 0012): its own ClusterRole, bound to the operator.
+    author = _one(_objects(MANIFESTS / "operator"), "ClusterRole", "aftershock-author-check")
+    assert _grants(author["rules"]) == {("authorization.k8s.io", "subjectaccessreviews", "create")}
+    author_binding = _one(_objects(MANIFESTS / "operator"), "ClusterRoleBinding", "aftershock-author-check")
+    assert author_binding["subjects"] == binding["subjects"]
     # spec.reset Recreate's claims: a ClusterRole bound nowhere, for a RoleBinding per namespace.
     recreate = _one(_objects(MANIFESTS / "operator"), "ClusterRole", "aftershock-reset-recreate")
     assert _grants(recreate["rules"]) == {("", "persistentvolumeclaims", v) for v in ("get", "delete")}
@@ -461,7 +464,7 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
     assert all(b["roleRef"]["name"] != "aftershock-reset-recreate" for b in bindings)
 
 
-_CLUSTER_SCOPED = ("customresourcedefinitions", "namespaces", "subjectaccessreviews")
+_CLUSTER_SCOPED = ("customresourcedefinitions", "namespaces")
 
 
 def test_namespaced_variant_grants_the_same_minus_cluster_scoped_things() -> None:
@@ -470,9 +473,7 @@ def test_namespaced_variant_grants_the_same_minus_cluster_scoped_things() -> Non
     role = _one(iter(objs), "Role", "aftershock")
     crds = _one(iter(objs), "ClusterRole", "aftershock-crds")
     assert _grants(role["rules"]) == {g for g in cluster if g[1] not in _CLUSTER_SCOPED}
-    assert _grants(crds["rules"]) == {
-        g for g in cluster if g[1] in ("customresourcedefinitions", "subjectaccessreviews")
-    }
+    assert _grants(crds["rules"]) == {g for g in cluster if g[1] == "customresourcedefinitions"}
     assert role["metadata"]["namespace"] not in model.DEFAULT_PROTECTED_NAMESPACES
     kust = yaml.safe_load((MANIFESTS / "operator-namespaced" / "kustomization.yaml").read_text())
     deleted = [p["patch"] for p in kust["patches"] if "$patch: delete" in p.get("patch", "")]
@@ -490,7 +491,10 @@ def test_chart_rules_match_the_manifests() -> None:
     namespaced = _grants(blocks["aftershock.namespacedRules"])
     crd_rules = _grants(blocks["aftershock.crdRules"])
     assert namespaced == {g for g in cluster if g[1] not in _CLUSTER_SCOPED}
-    assert crd_rules == {g for g in cluster if g[1] in ("customresourcedefinitions", "subjectaccessreviews")}
+    author = _grants(
+        _one(_objects(MANIFESTS / "operator"), "ClusterRole", "aftershock-author-check")["rules"]
+    )
+    assert crd_rules == {g for g in cluster if g[1] == "customresourcedefinitions"} | author
     rbac = (CHART / "templates" / "rbac.yaml").read_text()
     assert 'resources: ["namespaces"]' in rbac
     assert 'verbs: ["get", "list", "watch"]' in rbac
