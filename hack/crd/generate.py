@@ -149,7 +149,7 @@ def chart_schema() -> str:
 
 def wanted() -> dict[Path, str]:
     crd = generated()
-    files = {p: crd for p in (SOURCE, *COPIES)}
+    files = dict.fromkeys((SOURCE, *COPIES), crd)
     files[CHAOS_RBAC] = chaos_rbac(None)
     files[CHAOS_RBAC_NAMESPACED] = chaos_rbac("tikv")
     files[CHART_RULES] = chart_rules()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from aftershock import authz
 from aftershock.chaos import container_kill, node_kill
 from aftershock.chaos.base import ChaosKindInfo, Right
 from aftershock.errors import SpecError
@@ -33,6 +34,15 @@ def kind_of(chaos: ChaosSpec) -> ChaosKindInfo:
     return info
 
 
+def authz_rights() -> dict[str, tuple[authz.Right, ...]]:
+    """Per kind, its rights as `aftershock.authz` checks them (admission policy, the
+    operator's SubjectAccessReviews for a Campaign's author)."""
+    return {
+        info.type: tuple(authz.Right(r.verb, r.resource, r.group, r.subresource) for r in info.rights)
+        for info in KINDS.values()
+    }
+
+
 def milestone_descriptions() -> dict[str, str]:
     """Every kind-specific milestone any kind records, with what it means."""
     return {name: text for info in KINDS.values() for name, text in info.milestones}
@@ -44,4 +54,4 @@ def rights() -> dict[str, list[dict[str, str]]]:
     return {info.type: [r.as_json() for r in info.rights] for info in KINDS.values()}
 
 
-__all__ = ["KINDS", "ChaosKindInfo", "Right", "kind_of", "milestone_descriptions", "rights"]
+__all__ = ["KINDS", "ChaosKindInfo", "Right", "authz_rights", "kind_of", "milestone_descriptions", "rights"]
