@@ -1,5 +1,5 @@
 """The `aftershock` command: `run` (the operator), `report`, `export` and `compare` (read the
-ledger back), `validate` (check manifests offline).
+ledger back), `backup` (a consistent copy of the ledger), `validate` (check manifests offline).
 
 Exit codes of `compare`: 0 Improved or NoChange, 1 Regressed, 2 usage or data error (no ledger,
 no such campaign, nothing recovered to compare, the analysis extra missing)."""
@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-effect-seconds", type=float, default=0.0, help="ignore median shifts smaller than this"
     )
     _bootstrap_arguments(compare)
+    backup = sub.add_parser(
+        "backup",
+        help="write a consistent copy of the ledger to FILE while the operator runs (SQLite VACUUM INTO)",
+    )
+    backup.add_argument("file", metavar="FILE", help="the new file (never overwritten), on a writable volume")
+    backup.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="the ledger to copy")
     check = sub.add_parser(
         "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
     )
@@ -405,6 +411,17 @@ async def _compare(args: argparse.Namespace) -> int:
     return cmp.result.verdict.exit_code
 
 
+async def _backup(args: argparse.Namespace) -> int:
+    from aftershock.ledger import backup
+
+    done = await backup.backup(args.db, args.file)
+    print(
+        f"{done.path}: {done.bytes} bytes, ledger schema {done.schema_version}, "
+        f"{done.campaigns} campaign runs, {done.attempts} attempts; integrity ok"
+    )
+    return 0
+
+
 def _missing_ledgers(*paths: str | None) -> int:
     """2 (after saying which) when a ledger file does not exist: opening would create an empty one."""
     for path in paths:
@@ -420,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_operator(args)
     if args.command == "validate":
         return _validate(args)
-    if args.command in ("report", "export", "compare"):
+    if args.command in ("report", "export", "compare", "backup"):
         logging.basicConfig(level=logging.WARNING)
         if _missing_ledgers(args.db, getattr(args, "db_b", None)):
             return 2
@@ -429,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "report":
                 return _report(args)
+            if args.command == "backup":
+                return asyncio.run(_backup(args))
             return asyncio.run(_export(args) if args.command == "export" else _compare(args))
         except LedgerError as exc:  # not a ledger, a newer schema, unreadable: say so, no traceback
             print(f"aftershock: {exc}", file=sys.stderr)

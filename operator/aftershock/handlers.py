@@ -330,6 +330,7 @@ async def campaign_event(
         if latest is not None:
             ref = runs.run_ref(ref, latest)
         await lifecycle.record_deletion(memo["ledger"], ref, time.time())
+        memo["metrics"].forget(ref)
         return
     generation = int(meta.get("generation") or 0)
     if lifecycle.finished_generation_lags(status, generation):

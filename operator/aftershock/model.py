@@ -260,6 +260,21 @@ class CampaignRef:
     name: str
     uid: str
 
+    @property
+    def object_uid(self) -> str:
+        """The Campaign object's uid, also when `uid` is a run's id (``<uid>#<n>``,
+        `aftershock.engine.runs`)."""
+        return object_uid(self.uid)
+
+
+#: Separates a Campaign's uid from its run number in a run's id (run 1's id is the uid itself).
+RUN_ID_SEPARATOR = "#"
+
+
+def object_uid(run_id: str) -> str:
+    """The Campaign object's uid in a run's id."""
+    return run_id.partition(RUN_ID_SEPARATOR)[0]
+
 
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
