@@ -153,12 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-effect-seconds", type=float, default=0.0, help="ignore median shifts smaller than this"
     )
     _bootstrap_arguments(compare)
-    backup = sub.add_parser(
-        "backup",
-        help="write a consistent copy of the ledger to FILE while the operator runs (SQLite VACUUM INTO)",
-    )
-    backup.add_argument("file", metavar="FILE", help="the new file (never overwritten), on a writable volume")
-    backup.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="the ledger to copy")
+    _add_backup_parser(sub)
     check = sub.add_parser(
         "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
     )
@@ -171,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="as the operator's flag of that name",
     )
     return parser
+
+
+def _add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backup = sub.add_parser(
+        "backup",
+        help="write a consistent copy of the ledger to FILE while the operator runs (SQLite VACUUM INTO)",
+    )
+    backup.add_argument("file", metavar="FILE", help="the new file (never overwritten), on a writable volume")
+    backup.add_argument(
+        "--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="the ledger to copy"
+    )
 
 
 def _non_negative_int(text: str) -> int:

@@ -86,6 +86,7 @@ def test_metrics_parse_and_match_the_ledger(
     # Deleted: its series go (a Prometheus scrape no longer carries them).
     first_uid = get_campaign(cluster, namespace, "measured")["metadata"]["uid"]
     cluster.kubectl("delete", "campaign", "measured", "-n", namespace, "--wait=true", "--timeout=60s")
+
     def dropped() -> bool:
         return 'campaign="measured"' not in _get(op2.metrics_port, "/metrics")[1]
 

@@ -286,10 +286,14 @@ def test_a_deleted_campaign_s_series_are_dropped_and_every_run_goes_with_it() ->
     m.forget(A)
     text = m.render().decode()
     assert 'campaign="kill-a"' not in text
-    assert samples(m, "aftershock_trial_attempts", campaign="kill-b") == {"aftershock_trial_attempts_total": 1}
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-b") == {
+        "aftershock_trial_attempts_total": 1
+    }
     # The replay guard forgets it too: a Campaign of that uid replayed again counts from the ledger.
     m.replay(A, [recovered("uid-a", 0, 1.0)])
-    assert samples(m, "aftershock_trial_attempts", campaign="kill-a") == {"aftershock_trial_attempts_total": 1}
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-a") == {
+        "aftershock_trial_attempts_total": 1
+    }
 
 
 def test_a_re_created_campaign_does_not_carry_on_the_old_one_s_series() -> None:

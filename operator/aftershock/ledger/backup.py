@@ -12,6 +12,7 @@ operator runs (README, "Backup and restore").
 
 from __future__ import annotations
 
+import asyncio
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -45,13 +46,7 @@ async def backup(source: str, target: str) -> BackupResult:
     exists (never overwritten: an old backup is worth keeping) or its directory does not, and
     when the copy fails its integrity check.
     """
-    if not os.path.exists(source):
-        raise LedgerError(f"no ledger at {source}")
-    if os.path.lexists(target):
-        raise LedgerError(f"{target} exists; a backup never overwrites a file: give a new name")
-    missing = sql.missing_directory(target)
-    if missing is not None:
-        raise LedgerError(f"{target}: the directory {missing} does not exist; mount a volume there")
+    await asyncio.to_thread(_refuse_unless_writable, source, target)
     with sql.translated(source, "opening the ledger read-only for a backup"):
         async with aiosqlite.connect(_read_only_uri(source), uri=True) as db:
             await db.execute(f"PRAGMA busy_timeout = {sql.BUSY_TIMEOUT_MS}")
@@ -60,6 +55,16 @@ async def backup(source: str, target: str) -> BackupResult:
             with sql.translated(target, "writing the backup"):
                 await db.execute("VACUUM INTO ?", (target,))
     return await _check(target)
+
+
+def _refuse_unless_writable(source: str, target: str) -> None:
+    if not os.path.exists(source):
+        raise LedgerError(f"no ledger at {source}")
+    if os.path.lexists(target):
+        raise LedgerError(f"{target} exists; a backup never overwrites a file: give a new name")
+    missing = sql.missing_directory(target)
+    if missing is not None:
+        raise LedgerError(f"{target}: the directory {missing} does not exist; mount a volume there")
 
 
 async def _check(target: str) -> BackupResult:
@@ -71,4 +76,5 @@ async def _check(target: str) -> BackupResult:
             version = int(await sql.scalar(db, "PRAGMA user_version"))
             campaigns = int(await sql.scalar(db, "SELECT count(*) FROM campaigns"))
             attempts = int(await sql.scalar(db, "SELECT count(*) FROM attempts"))
-    return BackupResult(target, Path(target).stat().st_size, version, campaigns, attempts)
+    size = (await asyncio.to_thread(Path(target).stat)).st_size
+    return BackupResult(target, size, version, campaigns, attempts)
