@@ -301,6 +301,7 @@ async def _run_once(
         event_api=kube,
         volumes=kube,
         pod_watches=memo["pod_watches"],
+        services=kube,
         settings=config.runner,
     )
     return await runner.run(stop)

@@ -162,6 +162,12 @@ class SubjectSpec:
     endpoints: tuple[str, ...] = ()
 
     @property
+    def api_url_fields(self) -> tuple[tuple[str, str], ...]:
+        """(field path, URL) of every URL the operator will connect to for this subject."""
+        pd = (("subject.pdURL", self.pd_url),) if self.pd_url else ()
+        return (*pd, *((f"subject.endpoints[{i}]", u) for i, u in enumerate(self.endpoints)))
+
+    @property
     def api_urls(self) -> tuple[str, ...]:
         """Every URL the operator will connect to for this subject."""
         return (self.pd_url, *self.endpoints) if self.pd_url else self.endpoints

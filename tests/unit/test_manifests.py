@@ -437,6 +437,8 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
         | {("", "namespaces", v) for v in ("list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}
+        # What a subject's URL names, read before connecting (ExternalName refused).
+        | {("", "services", "get")}
         # spec.reset Recreate: the subject pods' own claims, read and deleted by UID.
         | {("", "persistentvolumeclaims", v) for v in ("get", "delete")}
         | {("coordination.k8s.io", "leases", v) for v in rw}

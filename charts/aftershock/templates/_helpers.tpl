@@ -71,6 +71,10 @@ no wildcards.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
+# What a subject's URL names: read before connecting, ExternalName refused.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get"]
 # spec.reset Recreate: the subject pods' own claims, deleted with a UID precondition.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

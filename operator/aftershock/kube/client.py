@@ -21,6 +21,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from aftershock.endpoints import ServiceInfo
 from aftershock.kube import decode, errors
 from aftershock.kube.errors import (
     KubeError,
@@ -398,6 +399,18 @@ class Kube(_Volumes):
             return await self.get_campaign(namespace, name)
         except KubeNotFoundError:
             return None
+
+    # --- services (what a subject's URL names) --------------------------------------------
+
+    async def get_service(self, namespace: str, name: str) -> ServiceInfo | None:
+        """The Service's type and whether it is headless; None when there is none."""
+        data = await self._get_if_present("service", self._core.read_namespaced_service, namespace, name)
+        if data is None:
+            return None
+        spec = data.get("spec") or {}
+        return ServiceInfo(
+            type=str(spec.get("type") or "ClusterIP"), headless=spec.get("clusterIP") == "None"
+        )
 
     # --- leases (per-subject locks) ------------------------------------------------------
 
