@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from aftershock import metrics
+from aftershock import metrics, model
 from aftershock.engine import lifecycle, runs, sweeper
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.queue import CampaignQueue, QueuedLock
@@ -34,7 +34,7 @@ from aftershock.subjects.pd import PdClients
 log = logging.getLogger("aftershock")
 
 ANNOTATION_PREFIX = "aftershock.dev"
-FINALIZER = "aftershock.dev/finalizer"
+FINALIZER = model.FINALIZER
 
 
 @dataclass

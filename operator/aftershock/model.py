@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 GROUP = "aftershock.dev"
+#: The operator's finalizer on every Campaign it serves (kopf's, under our own name).
+FINALIZER = "aftershock.dev/finalizer"
 VERSION = "v1alpha1"
 PLURAL = "campaigns"
 KIND = "Campaign"

@@ -393,6 +393,64 @@ class Kube(_Volumes):
             )
         return found
 
+    async def list_campaigns(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        """Every Campaign of `namespace` (None: of every namespace), as the API returns them."""
+        if namespace is None:
+            data = await self._json(
+                "list",
+                "list campaigns in all namespaces",
+                self._custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+            )
+        else:
+            data = await self._json(
+                "list",
+                f"list campaigns in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
+        return list(data.get("items") or [])
+
+    async def set_campaign_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> None:
+        """Replace the Campaign's finalizers, only if it is still at `resource_version`
+        (`KubeConflictError` otherwise: read it again)."""
+        await self._json(
+            "patch",
+            f"set the finalizers of campaign {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+            _content_type="application/merge-patch+json",
+        )
+
+    async def apply_crd(self, crd: Mapping[str, Any], field_manager: str) -> str:
+        """Server-side apply of a CustomResourceDefinition, taking over the fields it sets from
+        whoever set them before (force); the resourceVersion the API server answers with."""
+        api = k8s.ApiextensionsV1Api(self._api)
+        name = str((crd.get("metadata") or {}).get("name"))
+        data = await self._json(
+            "patch",
+            f"apply customresourcedefinition {name}",
+            api.patch_custom_resource_definition,
+            name,
+            dict(crd),
+            field_manager=field_manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        return str((data.get("metadata") or {}).get("resourceVersion", ""))
+
     async def find_campaign(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The Campaign, or None when there is none of that name."""
         try:
