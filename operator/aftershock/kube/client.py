@@ -34,6 +34,9 @@ from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
 FIELD_MANAGER = "aftershock"
 
+#: Items per page of a list: a few hundred KB of pods per request, whatever the cluster's size.
+LIST_PAGE = 500
+
 
 @dataclass(frozen=True)
 class PodEvent:
@@ -95,24 +98,51 @@ class Kube(_Volumes):
     # --- pods ----------------------------------------------------------------------------
 
     async def list_pods(self, namespace: str | None, selector: str) -> tuple[list[PodState], str]:
-        """The pods of `namespace` (None: of every namespace) that `selector` matches."""
+        """The pods of `namespace` (None: of every namespace) that `selector` matches, in pages
+        from the API server's watch cache (`_list_pages`), each page decoded as it comes."""
+        pods: list[PodState] = []
         if namespace is None:
-            data = await self._json(
-                "list",
-                "list pods in all namespaces",
-                self._core.list_pod_for_all_namespaces,
-                label_selector=selector,
+            pages = self._list_pages(
+                "list pods in all namespaces", self._core.list_pod_for_all_namespaces, label_selector=selector
             )
         else:
-            data = await self._json(
-                "list",
+            pages = self._list_pages(
                 f"list pods in {namespace}",
                 self._core.list_namespaced_pod,
                 namespace,
                 label_selector=selector,
             )
-        pods = [decode.decode_pod(item) for item in data.get("items") or []]
-        return pods, str((data.get("metadata") or {}).get("resourceVersion", ""))
+        version = ""
+        async for items, page_version in pages:
+            pods.extend(decode.decode_pod(item) for item in items)
+            version = page_version
+        return pods, version
+
+    async def _list_pages(
+        self, what: str, call: Any, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[tuple[list[Mapping[str, Any]], str]]:
+        """A list in pages of `LIST_PAGE` items, (items, the list's resourceVersion) per page.
+
+        The first page asks for ``resourceVersion=0`` with ``resourceVersionMatch=NotOlderThan``:
+        any state at least as new as the server's cache, served from the API server's watch
+        cache instead of a quorum read of etcd; the watch that follows from the list's version
+        catches up from there, as an informer does. The next pages follow the ``continue``
+        token (which carries the version). A server that cannot page from its cache answers
+        the whole list at once: one page. One page is one request, so no single request reads
+        a cluster's every pod within the request timeout."""
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"limit": LIST_PAGE}
+            if token:
+                paging["_continue"] = token
+            else:
+                paging.update(resource_version="0", resource_version_match="NotOlderThan")
+            data = await self._json("list", what, call, *args, **paging, **kwargs)
+            meta = data.get("metadata") or {}
+            yield list(data.get("items") or []), str(meta.get("resourceVersion", ""))
+            token = meta.get("continue")
+            if not token:
+                return
 
     async def watch_pods(
         self, namespace: str | None, selector: str, resource_version: str, *, timeout_seconds: int = 300
@@ -136,12 +166,14 @@ class Kube(_Volumes):
             yield PodEvent(etype, decode.decode_pod(obj), rv)
 
     async def list_events(self, namespace: str) -> tuple[list[ClusterEvent], str]:
-        """The namespace's Events now, and the version to watch from."""
-        data = await self._json(
-            "list", f"list events in {namespace}", self._core.list_namespaced_event, namespace
-        )
-        events = [decode.decode_event(item) for item in data.get("items") or []]
-        return events, str((data.get("metadata") or {}).get("resourceVersion", ""))
+        """The namespace's Events now, and the version to watch from (paged, from the cache)."""
+        events: list[ClusterEvent] = []
+        version = ""
+        pages = self._list_pages(f"list events in {namespace}", self._core.list_namespaced_event, namespace)
+        async for items, page_version in pages:
+            events.extend(decode.decode_event(item) for item in items)
+            version = page_version
+        return events, version
 
     async def watch_events(
         self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
