@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aftershock import cli, model
+from aftershock import cli, endpoints, model
 from aftershock.subjects import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -653,6 +653,33 @@ def test_the_readme_example_is_the_first_example(spec_schema: dict[str, Any]) ->
     assert campaign["metadata"]["name"] == "tikv-node-kill"
     assert (spec.trials, spec.slo_p95_recovery_seconds, spec.chaos.mode) == (10, 60.0, model.ChaosMode.ONE)
     assert spec.subject.pd_url == "http://pd:2379"
+
+
+ETCD_EXAMPLE = MANIFESTS / "examples" / "etcd"
+
+
+def test_the_etcd_example_names_the_members_its_statefulset_makes(spec_schema: dict[str, Any]) -> None:
+    """Issue 21: members as real clusters name them, <pod>.<headless-service>, in any namespace."""
+    (campaign,) = _docs(ETCD_EXAMPLE / "campaign.yaml")
+    objs = _docs(ETCD_EXAMPLE / "etcd.yaml")
+    assert "namespace" not in campaign["metadata"]
+    assert all("namespace" not in o["metadata"] for o in objs)  # applied with -n, any namespace
+    spec = model.parse_campaign_spec(_apply_defaults(spec_schema, campaign["spec"]))
+    registry.check_spec(spec, "etcd-demo")
+    sts = _one(iter(objs), "StatefulSet", "etcd")
+    svc = _one(iter(objs), "Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None"  # headless: a DNS name per member
+    assert spec.subject.selector.matches(_pod_labels(sts))
+    assert svc["spec"]["selector"].items() <= _pod_labels(sts).items()
+    members = [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
+    services = {svc["metadata"]["name"]: endpoints.ServiceInfo(type="ClusterIP", headless=True)}
+    qualified = [endpoints.resolve_service_name(u, "etcd-demo", services) for u in spec.subject.endpoints]
+    (client,) = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "client"]
+    assert qualified == [f"http://{m}.etcd.etcd-demo.svc:{client}" for m in members]
+    # The names the members advertise are the ones the Campaign names.
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert "--advertise-client-urls=http://$(POD_NAME).etcd:2379" in c["command"]
+    assert {u.removeprefix("http://").split(".")[0] for u in spec.subject.endpoints} == set(members)
 
 
 def test_examples_cover_dry_run_and_fixed_mode(spec_schema: dict[str, Any]) -> None:
