@@ -64,6 +64,8 @@ class Harness:
     probe: FakeProbe | None = None
     #: The namespace's Services as the API server would describe them (None: no lookups).
     services: dict[str, ServiceInfo] | None = None
+    #: The operator may not read Services (RBAC from before the lookup).
+    forbidden: bool = False
     #: The specs the subject was opened with.
     opened: list[CampaignSpec] = field(default_factory=list)
 
@@ -79,7 +81,7 @@ class Harness:
             self.opened.append(spec)
             return self.probe
 
-        services = None if self.services is None else FakeServices(self.services)
+        services = None if self.services is None else FakeServices(self.services, forbidden=self.forbidden)
 
         return CampaignRunner(
             ref=ref,
@@ -112,9 +114,12 @@ class FakeServices:
 
     services: dict[str, ServiceInfo]
     looked_up: list[tuple[str, str]] = field(default_factory=list)
+    forbidden: bool = False
 
     async def get_service(self, namespace: str, name: str) -> ServiceInfo | None:
         self.looked_up.append((namespace, name))
+        if self.forbidden:
+            raise ApiError("forbidden", 403)
         return self.services.get(name) if namespace == REF.namespace else None
 
 
@@ -943,3 +948,12 @@ async def test_a_member_of_a_headless_service_is_connected_to_by_its_qualified_n
     await h.run(campaign(trials=1, subject={**campaign()["subject"], "pdURL": "http://pd-0.pd:2379/"}))
 
     assert [s.subject.pd_url for s in h.opened] == ["http://pd-0.pd.db.svc:2379/"]
+
+
+async def test_an_operator_not_allowed_to_read_services_says_what_to_grant(h: Harness) -> None:
+    h.services, h.forbidden = {}, True
+    phase = await h.run(campaign(subject={**campaign()["subject"], "pdURL": "http://pd:2379"}))
+
+    assert phase is Phase.FAILED
+    assert h.opened == []
+    assert "needs `get` on services" in h.status_condition("SpecValid")["message"]

@@ -41,7 +41,7 @@ from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
-from aftershock.errors import SpecError
+from aftershock.errors import ApiError, SpecError
 from aftershock.model import (
     CampaignRef,
     CampaignSpec,
@@ -137,7 +137,19 @@ class CampaignRunner:
         async def resolve(path: str, url: str) -> str:
             for name in service_names(url, namespace, path):
                 if name.service not in seen:
-                    seen[name.service] = await services.get_service(namespace, name.service)
+                    try:
+                        seen[name.service] = await services.get_service(namespace, name.service)
+                    except ApiError as exc:
+                        if exc.status != 403:
+                            raise
+                        # An install whose RBAC predates the lookup: say what to grant, do not
+                        # connect to a name nobody could check.
+                        raise SpecError(
+                            path,
+                            f"cannot read Service {name.service!r} in namespace {namespace!r} to check what "
+                            "it names: the operator needs `get` on services there (its Role or "
+                            "ClusterRole, docs/adr/0004-rbac-and-scoping.md)",
+                        ) from exc
             return resolve_service_name(url, namespace, seen, path)
 
         subject = spec.subject
