@@ -158,7 +158,7 @@ def test_install_run_upgrade_and_uninstall_with_a_campaign_running(
     patch = [{"op": "replace", "path": COLUMN_DESCRIPTION, "value": "stale: from an older chart"}]
     cluster.kubectl("patch", CRD, "--type=json", "-p", json.dumps(patch))
     testbed.run([helm, "upgrade", release, str(CHART), *common], timeout=600, env=env)
-    crd = cluster.get_json(CRD)
+    crd = json.loads(cluster.kubectl("get", CRD, "-o", "json", "--show-managed-fields").stdout)
     assert crd["spec"]["versions"][0]["additionalPrinterColumns"][0]["description"] == want
     assert "aftershock-chart" in {m["manager"] for m in crd["metadata"]["managedFields"]}
 
