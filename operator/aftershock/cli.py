@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap_arguments(compare)
     _add_backup_parser(sub)
     _add_release_parser(sub)
+    _add_validate_parser(sub)
+    return parser
+
+
+def _add_validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
         "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
     )
@@ -209,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="as the operator's flag of that name",
     )
-    return parser
 
 
 def _add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
