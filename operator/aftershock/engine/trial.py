@@ -17,7 +17,7 @@ from aftershock.chaos import registry as chaos_registry
 from aftershock.chaos import victims as victim_choice
 from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
-from aftershock.engine import heal, recovery, strike
+from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
@@ -345,6 +345,13 @@ class _Strike:
                 limit=int(t.spec.recovery_timeout_seconds / t.settings.writes.interval) + 1,
             )
             async with writes as window:
+                if stop.is_set():
+                    # Stopped (the Campaign or its namespace deleted, the operator exiting)
+                    # between the gate and here: no kill, ever, after a deletion.
+                    record = await t.finish_attempt(
+                        self.attempt_id, Outcome.INTERRUPTED, error=lifecycle.interrupted_reason(stop)
+                    )
+                    return dataclasses.replace(TrialResult(Outcome.INTERRUPTED, record), interrupted=True)
                 plan = Strike(
                     namespace=t.publisher.ref.namespace,
                     victims=self.victims,
@@ -389,6 +396,12 @@ class _Strike:
                     outcome, error = await observing
                 finally:
                     observing.cancel()
+                    # Whatever ended the observation (recovered, timed out, the Campaign or its
+                    # namespace deleted, the operator stopping), a held fault stops being held
+                    # here and is healed just below (`_record_fault`), before the attempt is
+                    # recorded and the finalizer may go; `_kill_and_observe`'s finally heals
+                    # it on any other way out (`aftershock.engine.heal`). The pod and
+                    # container kills leave nothing of ours to undo.
                     if holding is not None:
                         holding.cancel()
         end_mono = clock.monotonic()
