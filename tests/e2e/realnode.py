@@ -77,6 +77,9 @@ class Process:
         state = Path(f"/proc/{self.pid}/stat").read_text()
         return state[state.rindex(")") + 2] != "Z"
 
+    def ended(self) -> bool:
+        return not self.alive()
+
 
 def task_pids() -> dict[str, int]:
     """containerd's tasks on the node: container id -> PID of its first process."""
@@ -294,7 +297,7 @@ class ProcessTracker:
                 listed = json.loads(resp.data)
                 for pod in listed["items"]:
                     self._see(pod)
-                w = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                w = k8s_watch.Watch()
                 for event in w.stream(
                     self._v1.list_namespaced_pod,
                     self.namespace,

@@ -68,7 +68,8 @@ def operator_pod(cluster: testbed.Cluster) -> dict[str, Any]:
     pods = cluster.get_json("pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/component=operator")["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert len(live) == 1, [p["metadata"]["name"] for p in pods]
-    return live[0]
+    pod: dict[str, Any] = live[0]
+    return pod
 
 
 def ledger_on_host(cluster: testbed.Cluster) -> Path:

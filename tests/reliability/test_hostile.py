@@ -237,7 +237,7 @@ VALUES = st.one_of(
     st.sampled_from(["aftershock", "web", "tikv", "", "-x", "v" * 63, "v" * 64, "a b", "é", "true", "a\nb"]),
     st.text(max_size=70),
 )
-SELECTORS = st.one_of(
+SELECTORS: st.SearchStrategy[Any] = st.one_of(
     st.fixed_dictionaries({"matchLabels": st.dictionaries(KEYS, VALUES, max_size=3)}),
     st.fixed_dictionaries(
         {

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -275,7 +276,9 @@ def test_a_token_in_pd_url_is_refused_or_not_served(
             obj = wait_phase(cluster, ns, "leaky", {"Succeeded", "Failed"}, timeout=60)
         except AssertionError as exc:  # a setup timeout is not the bug
             raise RuntimeError(str(exc)) from exc
-        valid = next((c for c in obj["status"].get("conditions", []) if c["type"] == "SpecValid"), {})
+        valid: dict[str, Any] = next(
+            (c for c in obj["status"].get("conditions", []) if c["type"] == "SpecValid"), {}
+        )
         refused = valid.get("status") == "False" and "spec.subject.pdURL" in valid.get("message", "")
         _, served_text = _request(op.metrics_port, "GET", f"/campaigns/{ns}/leaky")
         assert refused or secret not in served_text

@@ -864,6 +864,7 @@ async def test_a_relapse_within_the_settle_window_is_recorded_not_a_success(h: H
         if h.cluster.delete_calls and len(pods) == 3 and all(p.ready for p in pods):
             checks_after_recovery += 1
             if checks_after_recovery == 2:
+                assert h.probe is not None
                 h.probe.healthy = False
 
     h.probe = FakeProbe(during_check=during_check)
