@@ -15,12 +15,6 @@ from tests.e2e import testbed
 CHART = testbed.REPO / "charts" / "aftershock"
 
 
-@pytest.fixture(scope="module")
-def helm() -> str:
-    out = testbed.run([str(testbed.REPO / "hack" / "tools" / "helm" / "build.sh")], timeout=1800)
-    return out.stdout.strip().splitlines()[-1]
-
-
 def _kube_version() -> str:
     text = (testbed.TESTBED / "versions.env").read_text()
     return next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("K8S_VERSION="))

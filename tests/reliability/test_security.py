@@ -1,10 +1,9 @@
 """Security: what the operator's ServiceAccount may do (asked of the real API server, in both
 installs), and what its metrics/report endpoint serves (read-only, results only).
 
-The Deployment's and the chart's pod security (non-root, read-only root filesystem, no
-privilege escalation, all capabilities dropped) is checked offline by
-tests/unit/test_manifests.py (test_deployment_runs_unprivileged,
-test_chart_deployment_template_keeps_the_safety_settings); not repeated here.
+The Deployment's and the chart's pod security is checked offline by
+tests/unit/test_manifests.py and by the real API server's PodSecurity admission (restricted) in
+tests/e2e/test_pod_security.py; not repeated here.
 """
 
 from __future__ import annotations
@@ -162,19 +161,6 @@ def test_namespaced_install_grants_nothing_outside_watched_namespaces(
         testbed.wait_for(
             lambda: can_i(cluster, "delete", "pods", other), 30, what="cluster-wide RBAC restored"
         )
-
-
-def test_pod_security_is_covered_by_the_manifest_tests() -> None:
-    """The reference above stays true: the unit tests that check it exist."""
-    text = (testbed.REPO / "tests" / "unit" / "test_manifests.py").read_text()
-    for needle in (
-        "def test_deployment_runs_unprivileged",
-        "def test_chart_deployment_template_keeps_the_safety_settings",
-        '["readOnlyRootFilesystem"] is True',
-        '["allowPrivilegeEscalation"] is False',
-        '["runAsNonRoot"] is True',
-    ):
-        assert needle in text, needle
 
 
 # --- the metrics / report endpoint ---------------------------------------------------------------
