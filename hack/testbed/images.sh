@@ -191,6 +191,12 @@ import_all() {
   done
 }
 
+# One builder at a time on this machine: the docker daemon is shared (one private socket) and
+# the last build to finish stops it, so two checkouts (or `make dev` beside `make test`) building
+# at once would pull it from under each other.
+exec 9>"$cache/images.lock"
+flock 9
+
 ensure_packages
 case "${1:-all}" in
   base) base_rootfs ;;

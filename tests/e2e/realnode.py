@@ -334,15 +334,18 @@ def pod_netns(pod_uid: str) -> Path | None:
     """The network namespace of a pod on the real node: that of any of its processes (the
     sandbox's pause first of all), found by the pod's cgroup (kubepods/.../pod<uid>/...)."""
     needles = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    host = os.stat("/proc/self/ns/net").st_ino
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             groups = Path(f"/proc/{entry.name}/cgroup").read_text()
+            netns = Path(f"/proc/{entry.name}/ns/net")
+            # The pod's cgroup may hold a process on the host's network too (the shim).
+            if any(n in groups for n in needles) and os.stat(netns).st_ino != host:
+                return netns
         except OSError:
             continue
-        if any(n in groups for n in needles):
-            return Path(f"/proc/{entry.name}/ns/net")
     return None
 
 

@@ -27,6 +27,11 @@ def _pod(template_spec: dict[str, Any], namespace: str, name: str) -> dict[str, 
 
 
 def _admitted(cluster: testbed.Cluster, pod: dict[str, Any]) -> tuple[bool, str]:
+    # Admission needs the pod's ServiceAccount to exist (a dry run as well).
+    account = pod["spec"].get("serviceAccountName", "default")
+    namespace = pod["metadata"]["namespace"]
+    if cluster.kubectl("get", "serviceaccount", account, "-n", namespace, check=False).returncode != 0:
+        cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
     out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input_=yaml.safe_dump(pod), check=False)
     return out.returncode == 0 and "PodSecurity" not in out.stderr, out.stdout + out.stderr
 
