@@ -28,31 +28,42 @@ DEV_NAMESPACE = "aftershock-system"
 
 @dataclass(frozen=True)
 class InClusterOperator:
-    namespace: str  # where its Deployment, ServiceAccount and ledger claim live (the test's)
+    namespace: str  # where its Deployment, ServiceAccount and ledger claim live (not the watched one)
     liveness_port: int
     metrics_port: int
 
 
+def _rendered(cluster: testbed.Cluster) -> list[dict[str, Any]]:
+    return [o for o in yaml.safe_load_all(cluster.kubectl("kustomize", str(OVERLAY)).stdout) if o]
+
+
 def operator_manifests(
-    cluster: testbed.Cluster, watch_namespace: str, *, liveness_port: int = 8080, metrics_port: int = 9090
+    cluster: testbed.Cluster,
+    watch_namespace: str,
+    operator_namespace: str | None = None,
+    *,
+    liveness_port: int = 8080,
+    metrics_port: int = 9090,
 ) -> list[dict[str, Any]]:
-    """hack/dev/overlay as `make dev` applies it, moved into the test's namespace and scoped to
-    it (--namespace instead of --all-namespaces: the same flag users pass), on ports of its own
-    (the pod is on the host's network, where `make dev`'s operator may hold 8080 and 9090).
-    Cluster-scoped objects are left out but the ClusterRole: the test binds it itself."""
-    rendered = cluster.kubectl("kustomize", str(OVERLAY)).stdout
+    """hack/dev/overlay as `make dev` applies it, moved to a namespace of the test's own (the
+    operator protects the namespace it runs in, so never the watched one) and scoped to the
+    test's namespace (--namespace instead of --all-namespaces: the flag users pass), on ports of
+    its own (the pod is on the host's network, where `make dev`'s operator may hold 8080 and
+    9090). Cluster-scoped objects are applied as they are, but the Namespace and the CRD (the
+    test bed has them) and the ClusterRoleBindings (`own_bindings` makes the test's)."""
+    home = operator_namespace or watch_namespace
     objs: list[dict[str, Any]] = []
-    for obj in yaml.safe_load_all(rendered):
-        if not obj or obj["kind"] in ("Namespace", "CustomResourceDefinition", "ClusterRoleBinding"):
+    for obj in _rendered(cluster):
+        if obj["kind"] in ("Namespace", "CustomResourceDefinition", "ClusterRoleBinding"):
             continue
         if obj["metadata"].get("namespace") == DEV_NAMESPACE:
-            obj["metadata"]["namespace"] = watch_namespace
+            obj["metadata"]["namespace"] = home
         if obj["kind"] == "Deployment":
             spec = obj["spec"]["template"]["spec"]
             (container,) = spec["containers"]
-            args = [a for a in container["args"] if a not in ("--all-namespaces",)]
-            i = args.index("--namespace") if "--namespace" in args else -1
-            if i >= 0:
+            args = [a for a in container["args"] if a != "--all-namespaces"]
+            if "--namespace" in args:
+                i = args.index("--namespace")
                 del args[i : i + 2]
             ports = {"--liveness-port": liveness_port, "--metrics-port": metrics_port}
             for flag, port in ports.items():
@@ -62,6 +73,21 @@ def operator_manifests(
                 port_spec["containerPort"] = liveness_port if port_spec["name"] == "health" else metrics_port
         objs.append(obj)
     return objs
+
+
+def own_bindings(cluster: testbed.Cluster, operator_namespace: str) -> list[dict[str, Any]]:
+    """The overlay's ClusterRoleBindings for the ServiceAccount in `operator_namespace`, under
+    names of their own (never `make dev`'s)."""
+    bindings = []
+    for obj in _rendered(cluster):
+        if obj["kind"] != "ClusterRoleBinding":
+            continue
+        obj["metadata"] = {"name": f"{obj['metadata']['name']}-{operator_namespace}"}
+        for subject in obj["subjects"]:
+            if subject.get("namespace") == DEV_NAMESPACE:
+                subject["namespace"] = operator_namespace
+        bindings.append(obj)
+    return bindings
 
 
 def api_server_config(cluster: testbed.Cluster, namespace: str) -> dict[str, Any]:
@@ -78,32 +104,39 @@ def api_server_config(cluster: testbed.Cluster, namespace: str) -> dict[str, Any
 
 
 @pytest.fixture
+def operator_namespace(cluster: testbed.Cluster, namespace: str) -> Iterator[str]:
+    """A namespace for the in-cluster operator beside the test's, removed with its bindings."""
+    name = f"{namespace}-op"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    for binding in own_bindings(cluster, name):
+        cluster.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
 def in_cluster_operator(
-    cluster: testbed.Cluster, namespace: str, real_node: None, operator_identity: str
+    cluster: testbed.Cluster, namespace: str, operator_namespace: str, real_node: None, operator_identity: str
 ) -> Iterator[InClusterOperator]:
-    """The operator Deployment on the real node, in the test's namespace and watching it, bound
-    to the operator's ClusterRole through a binding of its own."""
-    op = InClusterOperator(namespace, free_port(), free_port())
+    """The operator Deployment on the real node, in a namespace of its own, watching the test's."""
+    op = InClusterOperator(operator_namespace, free_port(), free_port())
     objs = operator_manifests(
-        cluster, namespace, liveness_port=op.liveness_port, metrics_port=op.metrics_port
+        cluster, namespace, operator_namespace, liveness_port=op.liveness_port, metrics_port=op.metrics_port
     )
-    binding: dict[str, Any] = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": f"aftershock-{namespace}"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "aftershock"},
-        "subjects": [{"kind": "ServiceAccount", "name": "aftershock", "namespace": namespace}],
-    }
-    cluster.apply(api_server_config(cluster, namespace))
+    cluster.apply(api_server_config(cluster, operator_namespace))
     cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", "-", input_=yaml.safe_dump_all([*objs, binding])
-    )
+        "apply", "--server-side", "--force-conflicts", "-f", "-",
+        input_=yaml.safe_dump_all([*objs, *own_bindings(cluster, operator_namespace)]),
+    )  # fmt: skip
     try:
-        cluster.kubectl("rollout", "status", "deployment/aftershock", "-n", namespace, "--timeout=180s")
+        cluster.kubectl(
+            "rollout", "status", "deployment/aftershock", "-n", operator_namespace, "--timeout=180s"
+        )
         yield op
     finally:
-        cluster.kubectl("delete", "deployment", "aftershock", "-n", namespace, "--wait=true", check=False)
-        cluster.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
+        cluster.kubectl(
+            "delete", "deployment", "aftershock", "-n", operator_namespace, "--wait=true", check=False
+        )
 
 
 def operator_pod(cluster: testbed.Cluster, namespace: str) -> dict[str, Any]:
@@ -137,26 +170,27 @@ def test_operator_pod_deleted_mid_trial_resumes_on_its_volume_with_faithful_pd(
     faithful_subject: RealSubject,
     in_cluster_operator: InClusterOperator,
 ) -> None:
-    first = operator_pod(cluster, namespace)
+    home = in_cluster_operator.namespace
+    first = operator_pod(cluster, home)
     claim = first["spec"]["volumes"][0]
     assert claim["persistentVolumeClaim"]["claimName"] == "aftershock-ledger"
-    pvc = cluster.get_json("pvc", "aftershock-ledger", "-n", namespace)
+    pvc = cluster.get_json("pvc", "aftershock-ledger", "-n", home)
     assert pvc["status"]["phase"] == "Bound"
     cluster.apply(
         campaign("inpod", namespace, faithful_subject.pd_url, trials=3,
                  steadyState={"timeoutSeconds": 120, "stableSeconds": 0.5},
                  recovery={"timeoutSeconds": 120, "settleSeconds": 2})
     )  # fmt: skip
-    db = ledger_on_host(cluster, namespace)
+    db = ledger_on_host(cluster, home)
     uid = get_campaign(cluster, namespace, "inpod")["metadata"]["uid"]
     # A trial mid-recovery: with 10 s heartbeats it stays there for seconds.
     flying = testbed.wait_for(
         lambda: ledgerfile.in_flight(db, uid), 180, interval=0.1, what="a trial mid-recovery"
     )
-    cluster.kubectl("delete", "pod", first["metadata"]["name"], "-n", namespace, "--wait=true")
+    cluster.kubectl("delete", "pod", first["metadata"]["name"], "-n", home, "--wait=true")
     obj = wait_phase(cluster, namespace, "inpod", {"Succeeded", "Failed"}, timeout=600)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    second = operator_pod(cluster, namespace)
+    second = operator_pod(cluster, home)
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     assert second["spec"]["nodeName"] == realnode.NODE
     # The interrupted attempt is recorded; exactly N completed trials, none twice.
@@ -166,7 +200,7 @@ def test_operator_pod_deleted_mid_trial_resumes_on_its_volume_with_faithful_pd(
     assert sorted(completed) == [0, 1, 2]
     # `aftershock report` inside the new pod reads the same ledger from the volume.
     out = cluster.kubectl(
-        "exec", "-n", namespace, second["metadata"]["name"], "--",
+        "exec", "-n", home, second["metadata"]["name"], "--",
         "aftershock", "report", "inpod", "-n", namespace, "--format", "json",
     ).stdout  # fmt: skip
     rep = json.loads(out)
@@ -183,48 +217,39 @@ def test_operator_pod_deleted_mid_trial_resumes_on_its_volume_with_faithful_pd(
     assert status["trials"]["completed"] == 3
 
 
-def restricted_tikv(replicas: int = 3) -> dict[str, Any]:
-    """The kwok TiKV StatefulSet, its pods meeting the restricted standard too (they share the
-    namespace; kwok runs no container, the admission still judges the spec)."""
-    sts = tikv_statefulset(replicas=replicas)
-    spec = sts["spec"]["template"]["spec"]
-    spec["securityContext"] = {
-        "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    for container in spec["containers"]:
-        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    return sts
-
-
 def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_acts(
-    cluster: testbed.Cluster, namespace: str, real_node: None, operator_identity: str
+    cluster: testbed.Cluster,
+    namespace: str,
+    operator_namespace: str,
+    real_node: None,
+    operator_identity: str,
 ) -> None:
     """manifests/operator's pod, every field the standard looks at unchanged, admitted where
     `restricted` is enforced, Ready on the real node, and killing a pod for a Campaign.
 
-    What changes, none of it judged by the standard: the namespace (the test's), the node (the
-    real one), --namespace instead of --all-namespaces, the image never pulled, and the API
-    server's address (127.0.0.1 inside the pod, forwarded to the host's loopback by the test,
-    as the `kubernetes` Service's route would elsewhere). The ledger's HostPath volume is
-    handed to uid 65532 from the host, as a provisioner that honours fsGroup would."""
+    What changes, none of it judged by the standard: the namespace (one of the test's, beside
+    the one its Campaign is in: the operator protects its own), the node (the real one),
+    --namespace instead of --all-namespaces, the image never pulled, and the API server's
+    address (127.0.0.1 inside the pod, forwarded to the host's loopback by the test, as the
+    `kubernetes` Service's route would elsewhere). The ledger's HostPath volume is handed to
+    uid 65532 from the host, as a provisioner that honours fsGroup would."""
+    home = operator_namespace
     cluster.kubectl(
-        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
+        "label", "namespace", home, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
     )
     manifests = testbed.REPO / "manifests" / "operator"
     deployment = yaml.safe_load((manifests / "deployment.yaml").read_text())
     pvc = yaml.safe_load((manifests / "pvc.yaml").read_text())
     sa = yaml.safe_load((manifests / "serviceaccount.yaml").read_text())
     for obj in (deployment, pvc, sa):
-        obj["metadata"]["namespace"] = namespace
+        obj["metadata"]["namespace"] = home
     spec = deployment["spec"]["template"]["spec"]
     security = json.dumps([spec.get("securityContext"), [c["securityContext"] for c in spec["containers"]]])
     deployment["spec"]["template"]["spec"] = spec = realnode.on_real_node(spec)
     (container,) = spec["containers"]
     container["imagePullPolicy"] = "Never"
     container["args"] = [a for a in container["args"] if a != "--all-namespaces"] + ["--namespace", namespace]
-    api_port = int(api_server_config(cluster, namespace)["data"]["KUBERNETES_SERVICE_PORT"])
+    api_port = int(api_server_config(cluster, home)["data"]["KUBERNETES_SERVICE_PORT"])
     container["env"] = [
         *container.get("env", []),
         {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
@@ -236,25 +261,16 @@ def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_ac
         json.dumps([spec.get("securityContext"), [c["securityContext"] for c in spec["containers"]]])
         == security
     )
-    binding: dict[str, Any] = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": f"aftershock-{namespace}"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "aftershock"},
-        "subjects": [{"kind": "ServiceAccount", "name": "aftershock", "namespace": namespace}],
-    }
-    cluster.apply(yaml.safe_dump_all([sa, pvc, binding]))
+    cluster.apply(yaml.safe_dump_all([sa, pvc, *own_bindings(cluster, home)]))
     forwarder: realnode.LoopbackForwarder | None = None
     try:
-        cluster.kubectl(
-            "wait", "--for=jsonpath={.status.phase}=Bound", "pvc/aftershock-ledger", "-n", namespace
-        )
-        ledger_dir = ledger_on_host(cluster, namespace).parent
+        cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Bound", "pvc/aftershock-ledger", "-n", home)
+        ledger_dir = ledger_on_host(cluster, home).parent
         os.chown(ledger_dir, 65532, 65532)
         cluster.apply(deployment)
 
         def sandbox() -> tuple[dict[str, Any], Path] | None:
-            pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")
+            pods = cluster.get_json("pods", "-n", home, "-l", "app.kubernetes.io/component=operator")
             for pod in pods["items"]:
                 netns = realnode.pod_netns(pod["metadata"]["uid"])
                 if netns is not None:
@@ -263,16 +279,16 @@ def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_ac
 
         pod, netns = testbed.wait_for(sandbox, 120, what="the operator pod's sandbox on the real node")
         forwarder = realnode.LoopbackForwarder(netns, api_port, api_port).start()
-        cluster.kubectl("rollout", "status", "deployment/aftershock", "-n", namespace, "--timeout=180s")
-        pod = operator_pod(cluster, namespace)
+        cluster.kubectl("rollout", "status", "deployment/aftershock", "-n", home, "--timeout=180s")
+        pod = operator_pod(cluster, home)
         assert pod["spec"]["nodeName"] == realnode.NODE
         ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True", pod["status"]
-        events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        events = cluster.kubectl("get", "events", "-n", home, "-o", "json").stdout
         assert "violates PodSecurity" not in events
 
         # It acts: a Campaign's kill, seen by the API server (the pod's UID changes).
-        cluster.apply(restricted_tikv(), namespace=namespace)
+        cluster.apply(tikv_statefulset(), namespace=namespace)
         cluster.kubectl("rollout", "status", "statefulset/tikv", "-n", namespace, "--timeout=120s")
         before = pod_uids(cluster, namespace)
         tikv_before = {n: u for n, u in before.items() if n.startswith("tikv-")}
@@ -287,15 +303,14 @@ def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_ac
     finally:
         if forwarder is not None:
             forwarder.stop()
-        cluster.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
-        cluster.kubectl("delete", "deployment", "aftershock", "-n", namespace, "--wait=true", check=False)
+        cluster.kubectl("delete", "deployment", "aftershock", "-n", home, "--wait=true", check=False)
 
     # The enforcement is real: the local overlay's pod (hostNetwork) is refused here.
-    dev_spec = next(o for o in operator_manifests(cluster, namespace) if o["kind"] == "Deployment")
+    dev_spec = next(o for o in operator_manifests(cluster, namespace, home) if o["kind"] == "Deployment")
     probe = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "overlay-probe", "namespace": namespace},
+        "metadata": {"name": "overlay-probe", "namespace": home},
         "spec": dev_spec["spec"]["template"]["spec"],
     }
     refused = cluster.kubectl(

@@ -127,6 +127,11 @@ def install_operator_identity(cluster: Cluster, kubeconfig_path: Path, duration:
         )
         for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
             cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+        # The MutatingAdmissionPolicy that records each Campaign's author (ADR 0012), bound
+        # cluster-wide as shipped: the operator's --author-check (on by default) reads it. It only
+        # adds an annotation. The validating policies are bound by the tests that test them, to
+        # their own namespaces: on a shared test bed they would refuse other tests' Campaigns.
+        cluster.kubectl("apply", "-f", str(manifests / "admission" / "author.yaml"))
     return cluster.service_account_kubeconfig(
         "aftershock-system", "aftershock", kubeconfig_path, duration=duration
     )
@@ -147,6 +152,15 @@ def machine_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def allow_recreate(cluster: Cluster, namespace: str) -> None:
+    """What a cluster administrator does to allow spec.reset Recreate in a namespace: bind the
+    ClusterRole aftershock-reset-recreate there to the operator's ServiceAccount."""
+    cluster.kubectl(
+        "create", "rolebinding", "aftershock-reset-recreate", "-n", namespace,
+        "--clusterrole", "aftershock-reset-recreate", "--serviceaccount", "aftershock-system:aftershock",
+    )  # fmt: skip
 
 
 def start_or_reuse() -> Cluster:
