@@ -4,6 +4,7 @@ judge, the operator marks the rest with a condition naming the field, and nothin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from tests.e2e import testbed
 from tests.e2e.operator import (
@@ -82,6 +83,55 @@ def test_operator_marks_what_the_schema_cannot_judge(
         assert "spec.subject.pdURL" in valid["message"], valid
         assert (condition(obj, "Stalled") or {}).get("status") == "True"
     assert pod_uids(cluster, namespace) == before  # nothing killed
+    assert op.alive()
+
+
+def test_subject_urls_are_judged_by_the_services_they_name(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    """What the API server says of the Service a URL names (issue 21): an ExternalName Service
+    is an alias for any host at all and is refused; a member name under a Service that is not
+    headless has no DNS record. Refused before any connection, nothing killed."""
+    before = pod_uids(cluster, namespace)
+    services: list[dict[str, Any]] = [
+        {"metadata": {"name": "pd-alias"}, "spec": {"type": "ExternalName", "externalName": "example.com"}},
+        {
+            "metadata": {"name": "etcd"},
+            "spec": {"selector": {"app": "etcd"}, "ports": [{"port": 2379}]},  # a ClusterIP, not headless
+        },
+    ]
+    for svc in services:
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                **svc,
+                "metadata": {**svc["metadata"], "namespace": namespace},
+            }
+        )
+    op = start_operator()
+    cluster.apply(campaign("alias", namespace, "http://pd-alias:2379"))
+    member = campaign("member", namespace, None)
+    member["spec"]["subject"] = {
+        "kind": "Etcd",
+        "selector": {"matchLabels": {"app": "etcd"}},
+        "endpoints": ["http://etcd-0.etcd:2379"],
+    }
+    cluster.apply(member)
+    cluster.apply(campaign("missing", namespace, "http://no-such-service:2379"))
+    expected = {
+        "alias": f"spec.subject.pdURL: Service 'pd-alias' in namespace '{namespace}' is of type ExternalName",
+        "member": "spec.subject.endpoints[0]: pod 'etcd-0' of headless Service 'etcd' in namespace "
+        f"'{namespace}': Service 'etcd' is not headless",
+        "missing": "spec.subject.pdURL: no Service for it: looked for Service 'no-such-service'",
+    }
+    for name, words in expected.items():
+        obj = wait_phase(cluster, namespace, name, {"Failed"}, timeout=60, op=op)
+        valid = condition(obj, "SpecValid")
+        assert valid is not None
+        assert (valid["status"], valid["reason"]) == ("False", "InvalidSpec")
+        assert valid["message"].startswith(words), valid
+    assert pod_uids(cluster, namespace) == before
     assert op.alive()
 
 
