@@ -111,3 +111,14 @@ def test_the_hooks_run_the_operators_image_with_rights_only_for_their_job(helm: 
     assert {r.get("resourceNames", ("*",))[0] for r in crd_rules if "patch" in r["verbs"]} == {
         "campaigns.aftershock.dev"
     }
+
+
+def test_admission_bindings_can_be_scoped_to_namespaces(helm: str) -> None:
+    """`admission.namespaceSelector` scopes every binding (a staged roll-out, a shared cluster)."""
+    selector = {"matchLabels": {"team": "a"}}
+    docs = _render(helm, "admission.namespaceSelector.matchLabels.team=a")
+    bindings = [d for d in docs if d["kind"].endswith("AdmissionPolicyBinding")]
+    assert len(bindings) == 4
+    for b in bindings:
+        assert b["spec"]["matchResources"]["namespaceSelector"] == selector, b
+    assert not [d for d in _render(helm) if "matchResources" in d.get("spec", {})]

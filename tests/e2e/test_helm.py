@@ -83,6 +83,9 @@ def real_node_values(image: str, namespace: str) -> dict[str, Any]:
         "metrics": {"port": free_port()},
         "extraEnvFrom": [{"configMapRef": {"name": "aftershock-local-apiserver"}}],
         "extraArgs": ["--allow-loopback-endpoints"],
+        # The admission policies (ADR 0012) bound to the test's namespace only: bound cluster-wide
+        # they would refuse other tests' Campaigns in protected namespaces meanwhile.
+        "admission": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
         "nodeSelector": {realnode.NODE_LABEL: "true"},
         "tolerations": [{"key": realnode.NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
         "initContainers": [
