@@ -19,6 +19,7 @@ are refused: the Campaign fails with ChaosRefused and the container keeps its pr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -114,7 +115,7 @@ class Containers:
                 listed = json.loads(v1.list_namespaced_pod(self.namespace, _preload_content=False).data)
                 for pod in listed["items"]:
                     self._record("LISTED", pod)
-                w = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                w = k8s_watch.Watch()
                 for event in w.stream(
                     v1.list_namespaced_pod,
                     self.namespace,
@@ -190,7 +191,7 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
         old = containers.process(before)
         assert old is not None, f"the witness never saw {victim['name']}'s process {before}"
         process, inner = old
-        testbed.wait_for(lambda p=process: not p.alive(), 30, what=f"{victim['name']}'s old process to end")
+        testbed.wait_for(functools.partial(_gone, process), 30, what=f"{victim['name']}'s old process to end")
         assert inner == chaos["pid"], (inner, chaos["pid"])
         # A new container in the same pod: the watch saw its ID on the victim's UID, the kill
         # before its process started, and its restartCount the ledger's.
@@ -209,6 +210,10 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
         assert abs(own["container_ready"][0] - first_ready) <= AGREEMENT_S, (own, first_ready)
         recoveries.append(float(trial["recovered"]))
     return recoveries
+
+
+def _gone(process: realnode.Process) -> bool:
+    return not process.alive()
 
 
 def percentiles(values: list[float]) -> str:

@@ -18,7 +18,7 @@ from aftershock.chaos.base import Strike
 from aftershock.errors import SpecError
 from aftershock.kube.errors import KubeForbiddenError
 from aftershock.ledger import Ledger
-from aftershock.model import ChaosSpec, ExecResult, Outcome, Phase
+from aftershock.model import ChaosSpec, ExecResult, Outcome, Phase, Victim
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +103,7 @@ class _Clock:
 def _strike(shares: bool = True, container: str | None = None) -> tuple[Strike, FakeCluster]:
     cluster = FakeCluster()
     pod = cluster.add_pod(make_pod("etcd-0", shares_process_namespace=shares))
-    victim = container_kill.Victim(pod.name, pod.uid, pod.node, pod.restart_count)
+    victim = Victim(pod.name, pod.uid, pod.node, pod.restart_count)
     chaos = ChaosSpec(type="container_kill", container=container)
     return Strike("db", (victim,), {pod.uid: pod}, chaos, 1.0), cluster
 
@@ -143,7 +143,7 @@ async def test_an_exec_the_operator_may_not_make_is_refused() -> None:
     async def forbidden(*_: Any) -> ExecResult:
         raise KubeForbiddenError('pods "etcd-0" is forbidden: cannot create resource "pods/exec"', 403)
 
-    cluster.exec_in_pod = forbidden  # type: ignore[method-assign]
+    cluster.exec_in_pod = forbidden  # type: ignore[method-assign, assignment]
     done = await container_kill.inject(strike, cluster, _Clock(), lambda: False)
     assert done.refused
     assert "pods/exec create" in str(done.error)
