@@ -9,6 +9,7 @@
 #                        python3: runs the TiKV store stand-in)
 #   images.sh all        both; then import what the node lacks (realnode.sh import)
 #   images.sh base       only the Debian root filesystem (debootstrap, cached)
+#   images.sh shell      only the busybox root filesystem (the kind node's images use it too)
 #
 # Every archive is rebuilt only when its inputs change (a hash of them names the archive).
 set -euo pipefail
@@ -193,6 +194,7 @@ import_all() {
 ensure_packages
 case "${1:-all}" in
   base) base_rootfs ;;
+  shell) shell_rootfs ;;
   operator) a=$(operator_image); echo "$a" ;;
   subjects) subject_images ;;
   all)
@@ -201,5 +203,5 @@ case "${1:-all}" in
     import_all $archives
     log "images imported into the real node"
     ;;
-  *) echo "usage: $0 operator|subjects|all|base" >&2; exit 2 ;;
+  *) echo "usage: $0 operator|subjects|all|base|shell" >&2; exit 2 ;;
 esac

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the PD and TiKV stand-in images (one-layer OCI archives, hack/testbed/images/mkimage.py)
+# and prints their paths. They run the project's stand-ins, tests/pdstub (PD's HTTP API; the store
+# process), behind /pd-server and /tikv-server entry points that take real PD's and TiKV's flags,
+# so hack/kind/standin/ applies manifests/tikv unchanged but for the image names. Where pingcap's
+# images can be pulled, none of this is used (docs/adr/0012-kind-node-image.md).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
+out="$cache/kind/images-standin"
+mkdir -p "$out"
+
+python_rootfs=$("$repo/hack/testbed/images.sh" base)
+files=(tests/__init__.py tests/pdstub/__init__.py tests/pdstub/server.py tests/pdstub/store.py
+       tests/pdstub/config_schedule.json hack/kind/standin/pd-server hack/kind/standin/tikv-server)
+key=$(cd "$repo" && sha256sum "${files[@]}" | sha256sum | cut -c1-12)
+add=()
+for f in "${files[@]:0:5}"; do add+=(--add "$repo/$f:/standin/$f"); done
+
+build() {
+  local name=$1 entry=$2 archive="$out/$3-$key.tar"
+  if [ ! -f "$archive" ]; then
+    python3 "$repo/hack/testbed/images/mkimage.py" "$python_rootfs" "$name" "$archive" "${add[@]}" \
+      --add "$here/standin/$entry:/$entry" --entrypoint "/$entry" >/dev/null
+    printf '[standin %s] built %s\n' "$(date +%H:%M:%S)" "$name" >&2
+  fi
+  echo "$archive"
+}
+build registry.local/pd-standin:local pd-server pd
+build registry.local/tikv-standin:local tikv-server tikv
