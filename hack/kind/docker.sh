@@ -50,6 +50,9 @@ up() {
     systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
   fi
   mkdir -p "$run" "$cache/kind-docker"
+  # kind mounts the host's /lib/modules into every node, and Docker makes the folder when it is
+  # missing (kernels without modules, as in this VM): remember to take it away again.
+  [ -e /lib/modules ] || touch "$run/made-lib-modules"
   local runtime=()
   if lacks_sys_resource; then
     runtime=(--add-runtime "kind-runc=$here/runc-wrapper.py" --default-runtime kind-runc)
@@ -125,6 +128,9 @@ down() {
   else
     delete_docker_iptables
   fi
+  if [ -f "$run/made-lib-modules" ] && [ -d /lib/modules ]; then
+    rmdir /lib/modules 2>/dev/null || log "/lib/modules is not empty any more: left as it is"
+  fi
   rm -rf "$run"
   log "dockerd stopped"
 }
@@ -137,7 +143,7 @@ load() {
   if ! docker image inspect "$name" >/dev/null 2>&1; then
     log "importing the node image $name"
     tar -C "$rootfs" --exclude=./.complete -c . | docker import \
-      --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
+      --change 'ENV container=docker' \
       --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' - "$name" >/dev/null
   fi
   echo "$name"

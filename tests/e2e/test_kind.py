@@ -63,7 +63,7 @@ def _make(env: dict[str, str], *targets: str, timeout: float) -> None:
 
 def _host_network() -> dict[str, Any]:
     """What the project's dockerd and kind could leave on the host: bridges, FORWARD policy,
-    iptables rules that name Docker or a bridge."""
+    iptables rules that name Docker or kind's bridge, the /lib/modules folder kind mounts."""
     links = subprocess.run(
         ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True, check=True
     )
@@ -72,6 +72,7 @@ def _host_network() -> dict[str, Any]:
     return {
         "bridges": sorted(re.findall(r"^\d+: ([^:@]+)", links.stdout, re.M)),
         "forward": forward.group(1) if forward else None,
+        "lib_modules": Path("/lib/modules").exists(),
         "docker_rules": sorted(
             line for line in rules.splitlines() if re.search(r"DOCKER|aftershock-kind", line)
         ),

@@ -116,7 +116,7 @@ images() {
 }
 
 # --- the node's root filesystem ------------------------------------------------------------
-NODE_PACKAGES=systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,bash,ca-certificates,procps,socat,ebtables
+NODE_PACKAGES=systemd,jq,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,bash,ca-certificates,procps,socat,ebtables
 KIND_FILES=$(go env GOMODCACHE)/sigs.k8s.io/kind@${KIND_VERSION}/images/base/files
 
 base_rootfs() {
@@ -180,9 +180,10 @@ json.dump(spec, sys.stdout, indent=2)' > "$r/etc/containerd/cri-base.json"
     "$r"/lib/systemd/system/sockets.target.wants/*initctl* "$r"/lib/systemd/system/basic.target.wants/*
   echo "ReadKMsg=no" >> "$r/etc/systemd/journald.conf"
   ln -sfn /usr/lib/systemd/systemd "$r/sbin/init"
-  for u in kubelet containerd undo-mount-hacks; do
-    mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
-    ln -sfn "/etc/systemd/system/$u.service" "$r/etc/systemd/system/multi-user.target.wants/$u.service"
+  install -m 0644 "$here/files/kubelet.path" "$r/etc/systemd/system/"
+  mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+  for u in kubelet.service containerd.service undo-mount-hacks.service kubelet.path; do
+    ln -sfn "/etc/systemd/system/$u" "$r/etc/systemd/system/multi-user.target.wants/$u"
   done
   ln -sfn /dev/null "$r/etc/systemd/system/systemd-binfmt.service"
   # What `kind build node-image` adds: the version, the default CNI and storage manifests.
