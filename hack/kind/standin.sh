@@ -12,11 +12,13 @@ out="$cache/kind/images-standin"
 mkdir -p "$out"
 
 python_rootfs=$("$repo/hack/testbed/images.sh" base)
-files=(tests/__init__.py tests/pdstub/__init__.py tests/pdstub/server.py tests/pdstub/store.py
-       tests/pdstub/config_schedule.json hack/kind/standin/pd-server hack/kind/standin/tikv-server)
-key=$(cd "$repo" && sha256sum "${files[@]}" | sha256sum | cut -c1-12)
+# The stand-ins' own files (tests/pdstub imports nothing outside them but the standard library).
+files=(tests/__init__.py tests/pdstub/__init__.py tests/pdstub/server.py tests/pdstub/fleet.py
+       tests/pdstub/store.py tests/pdstub/config_schedule.json)
+entries=(hack/kind/standin/pd-server hack/kind/standin/tikv-server)
+key=$(cd "$repo" && sha256sum "${files[@]}" "${entries[@]}" | sha256sum | cut -c1-12)
 add=()
-for f in "${files[@]:0:5}"; do add+=(--add "$repo/$f:/standin/$f"); done
+for f in "${files[@]}"; do add+=(--add "$repo/$f:/standin/$f"); done
 
 build() {
   local name=$1 entry=$2 archive="$out/$3-$key.tar"

@@ -25,7 +25,7 @@ k -n tikv rollout status statefulset/pd --timeout "$TIMEOUT"
 log "waiting for TiKV (timeout $TIMEOUT)"
 k -n tikv rollout status statefulset/tikv --timeout "$TIMEOUT"
 k -n tikv get pods -o wide
-log "stores as PD sees them:"
-k -n tikv exec pd-0 -- /pd-ctl -u http://127.0.0.1:2379 store 2>/dev/null \
-  | grep -E '"(address|state_name)"' || log "(pd-ctl not available in the PD image; skipped)"
+log "stores as PD sees them (through the API server's proxy to the pd Service):"
+k get --raw /api/v1/namespaces/tikv/services/pd:2379/proxy/pd/api/v1/stores \
+  | grep -E '"(address|state_name)"' || log "(PD did not answer yet)"
 log "TiKV is up; try: kubectl --context $KIND_CONTEXT apply -f manifests/examples/campaign.yaml"

@@ -61,7 +61,11 @@ hash_of() { (cd "$repo" && sha256sum "$@" | sha256sum | cut -c1-16); }
 # The docker daemon exists only while the operator image builds: private socket, data root in
 # the cache (keeps the base layer), no iptables, no bridge.
 docker_sock=/run/aftershock-docker/docker.sock
+docker_host=${AFTERSHOCK_IMAGES_DOCKER_HOST:-unix://$docker_sock}
+# AFTERSHOCK_IMAGES_DOCKER_HOST: build on that running daemon instead of starting and stopping one
+# here (hack/kind/image.sh passes the kind dockerd, which then also keeps the base layer).
 dockerd_up() {
+  [ -z "${AFTERSHOCK_IMAGES_DOCKER_HOST:-}" ] || return 0
   mkdir -p /run/aftershock-docker "$cache/docker"
   if [ -S "$docker_sock" ] && DOCKER_HOST=unix://$docker_sock /usr/bin/docker version >/dev/null 2>&1; then
     return 0
@@ -77,6 +81,7 @@ dockerd_up() {
   log "dockerd did not start: $out/dockerd.log"; exit 1
 }
 dockerd_down() {
+  [ -z "${AFTERSHOCK_IMAGES_DOCKER_HOST:-}" ] || return 0
   local pid
   pid=$(cat /run/aftershock-docker/dockerd.pid 2>/dev/null || true)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -103,7 +108,7 @@ operator_image() {
   "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ctx" 'setuptools>=69' wheel >&2
   printf '!wheels/\n' >> "$ctx/.dockerignore"
   dockerd_up
-  local docker=(env DOCKER_HOST="unix://$docker_sock" DOCKER_BUILDKIT=0 /usr/bin/docker)
+  local docker=(env DOCKER_HOST="$docker_host" DOCKER_BUILDKIT=0 /usr/bin/docker)
   if ! "${docker[@]}" image inspect "$BASE_NAME" >/dev/null 2>&1; then
     log "importing the Debian root filesystem as $BASE_NAME"
     tar -C "$rootfs" --exclude=./.complete -c . | "${docker[@]}" import - "$BASE_NAME" >/dev/null
