@@ -146,6 +146,11 @@ load() {
       --change 'ENV container=docker' \
       --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' - "$name" >/dev/null
   fi
+  # Older node images (~2 GB each) go, unless a node still runs one.
+  local old
+  for old in $(docker images --format '{{.Repository}}:{{.Tag}}' aftershock.local/kind-node); do
+    [ "$old" = "$name" ] || docker rmi "$old" >/dev/null 2>&1 || true
+  done
   echo "$name"
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the PD and TiKV stand-in images (one-layer OCI archives, hack/testbed/images/mkimage.py)
-# and prints their paths. They run the project's stand-ins, tests/pdstub (PD's HTTP API; the store
+# Builds the PD and TiKV stand-in image (a one-layer OCI archive, hack/testbed/images/mkimage.py)
+# and prints its path. They run the project's stand-ins, tests/pdstub (PD's HTTP API; the store
 # process), behind /pd-server and /tikv-server entry points that take real PD's and TiKV's flags,
 # so hack/kind/standin/ applies manifests/tikv unchanged but for the image names. Where pingcap's
 # images can be pulled, none of this is used (docs/adr/0012-kind-node-image.md).
@@ -20,14 +20,14 @@ key=$(cd "$repo" && sha256sum "${files[@]}" "${entries[@]}" | sha256sum | cut -c
 add=()
 for f in "${files[@]}"; do add+=(--add "$repo/$f:/standin/$f"); done
 
-build() {
-  local name=$1 entry=$2 archive="$out/$3-$key.tar"
-  if [ ! -f "$archive" ]; then
-    python3 "$repo/hack/testbed/images/mkimage.py" "$python_rootfs" "$name" "$archive" "${add[@]}" \
-      --add "$here/standin/$entry:/$entry" --entrypoint "/$entry" >/dev/null
-    printf '[standin %s] built %s\n' "$(date +%H:%M:%S)" "$name" >&2
-  fi
-  echo "$archive"
-}
-build registry.local/pd-standin:local pd-server pd
-build registry.local/tikv-standin:local tikv-server tikv
+# One image for both (the base is most of it, and every node stores what kind loads).
+archive="$out/standin-$key.tar"
+if [ ! -f "$archive" ]; then
+  rm -f "$out"/standin-*.tar
+  python3 "$repo/hack/testbed/images/mkimage.py" "$python_rootfs" registry.local/pd-tikv-standin:local \
+    "$archive.tmp" "${add[@]}" --add "$here/standin/pd-server:/pd-server" \
+    --add "$here/standin/tikv-server:/tikv-server" >/dev/null
+  mv "$archive.tmp" "$archive"
+  printf '[standin %s] built registry.local/pd-tikv-standin:local\n' "$(date +%H:%M:%S)" >&2
+fi
+echo "$archive"

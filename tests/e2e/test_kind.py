@@ -124,6 +124,8 @@ def kind_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         assert not docker_sock.exists(), "the project's dockerd is still running after make kind-down"
 
 
+# Cold, the node image's Go builds alone take 10-25 minutes on 2 cores.
+@pytest.mark.timeout(5400)
 def test_kind_path_runs_the_example_campaign(kind_env: dict[str, str]) -> None:
     started = time.monotonic()
     _make(kind_env, "kind-up", timeout=3000)

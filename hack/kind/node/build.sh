@@ -193,6 +193,8 @@ json.dump(spec, sys.stdout, indent=2)' > "$r/etc/containerd/cri-base.json"
     registry.local/local-path-helper:local > "$r/kind/manifests/default-storage.yaml"
   preload "$r" $archives
   touch "$r/.complete" && rm -rf "$dir" && mv "$r" "$dir"
+  # A node root filesystem is ~2 GB: keep only the current one (and the debootstrap base).
+  find "$out" -maxdepth 1 -name 'rootfs-node-*' ! -name rootfs-node-base ! -path "$dir" -exec rm -rf {} +
   log "node root filesystem ready: $(du -sh "$dir" | cut -f1)"
   echo "$dir"
 }
