@@ -10,7 +10,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # there, with kind's published node image and pingcap's images, as any kind user runs it.
 # Without one (this project's machines and CI, where no image can be pulled): on the project's
 # own dockerd (hack/kind/docker.sh) with the node image and stand-in images built here
-# (hack/kind/node/build.sh, hack/kind/standin.sh; docs/adr/0012-kind-node-image.md), and the kind
+# (hack/kind/node/build.sh, hack/kind/standin.sh; docs/adr/0014-kind-node-image.md), and the kind
 # and kubectl binaries built from the pinned Go modules. AFTERSHOCK_KIND_LOCAL=1/0 forces either.
 if [ -z "${AFTERSHOCK_KIND_LOCAL:-}" ]; then
   if [ -n "${DOCKER_HOST:-}" ] || { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }; then

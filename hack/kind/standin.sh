@@ -3,7 +3,7 @@
 # and prints its path. They run the project's stand-ins, tests/pdstub (PD's HTTP API; the store
 # process), behind /pd-server and /tikv-server entry points that take real PD's and TiKV's flags,
 # so hack/kind/standin/ applies manifests/tikv unchanged but for the image names. Where pingcap's
-# images can be pulled, none of this is used (docs/adr/0012-kind-node-image.md).
+# images can be pulled, none of this is used (docs/adr/0014-kind-node-image.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)

@@ -1,5 +1,5 @@
 """The README's kind path, end to end: `make kind-up tikv-up image deploy`, the example Campaign,
-`make kind-down`, on a kind cluster of its own (docs/adr/0012-kind-node-image.md).
+`make kind-down`, on a kind cluster of its own (docs/adr/0014-kind-node-image.md).
 
 On a machine without a Docker of its own (this project's, CI) it runs on the project's dockerd
 with the node image and the PD/TiKV stand-in images built here; the targets are the ones a user

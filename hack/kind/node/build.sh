@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a kind node image here, with no registry: everything in it comes from Debian packages,
-# the Go module proxy and this repository (recipe and reasons: docs/adr/0012-kind-node-image.md).
+# the Go module proxy and this repository (recipe and reasons: docs/adr/0014-kind-node-image.md).
 #
 #   hack/kind/node/build.sh tools    kind, crictl, coredns, local-path-provisioner binaries; prints their dir
 #   hack/kind/node/build.sh images   the images the node preloads (control plane, etcd, coredns, pause,
