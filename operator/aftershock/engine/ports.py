@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
+from aftershock.authz import Author, Right
+from aftershock.endpoints import ServiceInfo
 from aftershock.errors import ProbeUnavailableError
 from aftershock.ledger import Ledger
 from aftershock.model import (
@@ -19,6 +21,7 @@ from aftershock.model import (
 from aftershock.subjects.base import Subject
 
 __all__ = [
+    "AccessApi",
     "Clock",
     "EventSink",
     "LedgerPort",
@@ -29,6 +32,7 @@ __all__ = [
     "ProbeUnavailableError",
     "Recorder",
     "ScaleApi",
+    "ServiceApi",
     "StatusSink",
     "StopSignal",
     "SubjectLock",
@@ -94,6 +98,17 @@ class VolumeApi(Protocol):
         """Delete exactly this claim (UID precondition)."""
 
 
+class AccessApi(Protocol):
+    """Access questions: may a Campaign's author, or the operator itself, do something in a
+    namespace; a namespace's labels (the opt-in)."""
+
+    async def author_may(self, namespace: str, right: Right, author: Author) -> bool: ...
+
+    async def operator_may(self, namespace: str, right: Right) -> bool: ...
+
+    async def namespace_labels(self, namespace: str) -> Mapping[str, str]: ...
+
+
 class EventApi(Protocol):
     """Kubernetes Events of a namespace: where a remediator reports what it does."""
 
@@ -102,6 +117,12 @@ class EventApi(Protocol):
     def watch_events(
         self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncIterator[tuple[str, ClusterEvent, str]]: ...
+
+
+class ServiceApi(Protocol):
+    """Services of the Campaign's namespace: what the subject's URLs name (ExternalName refused)."""
+
+    async def get_service(self, namespace: str, name: str) -> ServiceInfo | None: ...
 
 
 class ScaleApi(Protocol):
