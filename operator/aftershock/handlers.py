@@ -331,6 +331,7 @@ async def _run_once(
         event_api=kube,
         volumes=kube,
         pod_watches=memo["pod_watches"],
+        namespaces=kube,
         settings=config.runner,
         access=kube,
         # kopf's live view: the author the admission policy recorded at creation.
