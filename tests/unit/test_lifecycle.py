@@ -277,7 +277,7 @@ async def test_a_namespace_deletion_interrupts_the_trial_when_its_pods_start_to_
 
     [attempt] = await ledger.attempts(REF.uid)
     assert (attempt.outcome, attempt.error) == (Outcome.INTERRUPTED, lifecycle.NAMESPACE_DELETED_MID_ATTEMPT)
-    assert lifecycle.DELETED_MID_ATTEMPT.split(";")[0] in attempt.error
+    assert lifecycle.DELETED_MID_ATTEMPT.split(";")[0] in str(attempt.error)
     assert not task.done()  # waiting for the Campaign's own deletion
     stop.set(deleted=True)
     assert await asyncio.wait_for(task, 10) is Phase.DELETED
