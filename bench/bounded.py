@@ -212,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="aftershock-bounded-"))
     bed = harness.setup(workdir)
     c = bed.cluster
-    api = client.ApiClient(client.Configuration())
-    from kubernetes import config as k8s_config
-
-    k8s_config.load_kube_config(config_file=c.kubeconfig, client_configuration=api.configuration)
+    api = c.api_client()
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     prefix = args.prefix or f"bb{uuid.uuid4().hex[:4]}"
     namespaces = [f"{prefix}-{i:03d}" for i in range(args.namespaces)]
