@@ -22,7 +22,7 @@ import yaml
 
 from tests.e2e import realnode, testbed
 from tests.e2e.operator import Subject, campaign, condition, free_port, get_campaign, wait_phase
-from tests.e2e.test_chart import CHART, helm  # noqa: F401 (the fixture)
+from tests.e2e.test_chart import CHART
 from tests.e2e.test_realnode_operator import api_server_config
 
 pytestmark = pytest.mark.realnode
@@ -83,6 +83,9 @@ def real_node_values(image: str, namespace: str) -> dict[str, Any]:
         "metrics": {"port": free_port()},
         "extraEnvFrom": [{"configMapRef": {"name": "aftershock-local-apiserver"}}],
         "extraArgs": ["--allow-loopback-endpoints"],
+        # The admission policies (ADR 0012) bound to the test's namespace only: bound cluster-wide
+        # they would refuse other tests' Campaigns in protected namespaces meanwhile.
+        "admission": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
         "nodeSelector": {realnode.NODE_LABEL: "true"},
         "tolerations": [{"key": realnode.NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
         "initContainers": [
@@ -107,9 +110,7 @@ def real_node_values(image: str, namespace: str) -> dict[str, Any]:
 def release_namespace(cluster: testbed.Cluster, namespace: str) -> Iterator[str]:
     name = f"{namespace}-helm"
     cluster.kubectl("create", "namespace", name)
-    config = api_server_config(cluster)
-    config["metadata"]["namespace"] = name
-    cluster.apply(config)
+    cluster.apply(api_server_config(cluster, name))
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -124,7 +125,7 @@ def test_install_run_upgrade_and_uninstall_with_a_campaign_running(
     cluster: testbed.Cluster,
     namespace: str,
     subject: Subject,
-    helm: str,  # noqa: F811
+    helm: str,
     operator_image: str,
     release_namespace: str,
     tmp_path: Path,
