@@ -111,10 +111,10 @@ def mann_whitney_u(b: Sequence[float], a: Sequence[float]) -> tuple[float, float
         n = n1 + n2
         tie_term = sum(t**3 - t for t in ties)
         spread = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
-        if spread == 0:
-            return u1, math.nan
-        z = (u - n1 * n2 / 2 - 0.5) / spread
-        p = math.erfc(z / math.sqrt(2))  # 2 x the normal survival function at z
+        numerator = u - n1 * n2 / 2 - 0.5
+        if spread == 0:  # every value tied: scipy's z is -inf there (p clipped to 1)
+            return u1, 1.0 if numerator < 0 else (0.0 if numerator > 0 else math.nan)
+        p = math.erfc(numerator / spread / math.sqrt(2))  # 2 x the normal survival function at z
     else:
         counts = _u_counts(min(n1, n2), max(n1, n2))
         p = 2 * sum(counts[int(u) :]) / sum(counts)
