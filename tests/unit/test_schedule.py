@@ -229,7 +229,13 @@ class Harness:
     """A scheduled Campaign whose runs are held until released (a run's length is the test's)."""
 
     def __init__(
-        self, ledger: Ledger, spec: Mapping[str, Any], *, created_at: float, token: str = ""
+        self,
+        ledger: Ledger,
+        spec: Mapping[str, Any],
+        *,
+        created_at: float,
+        token: str = "",
+        clock: schedule.ScheduleClock | None = None,
     ) -> None:
         self.ledger = ledger
         self.spec = dict(spec)
@@ -239,7 +245,7 @@ class Harness:
         self.patches: list[dict[str, Any]] = []
         self.events = Events()
         self.stop = Stop()
-        self.clock = schedule.ScaledScheduleClock(time.time(), SPEED)
+        self.clock = clock or schedule.ScaledScheduleClock(time.time(), SPEED)
         self.wake = asyncio.Event()
         self.loop = schedule.ScheduledCampaign(
             ref=REF,
@@ -335,29 +341,52 @@ async def test_replace_stops_the_running_run_and_starts_anew(tmp_path: Path) -> 
         assert any(reason == schedule.REASON_RUN_REPLACED for reason, _ in h.events.seen)
 
 
+class StoppedClock:
+    """Schedule time standing still: what the loop decides is what `decide` says at `now`."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+    def real_seconds(self, schedule_seconds: float) -> float:
+        return 3600.0
+
+
 async def test_a_restart_after_missed_ticks_runs_once_for_the_latest(tmp_path: Path) -> None:
     async with await Ledger.open(tmp_path / "l.db") as ledger:
-        # The operator acted on a tick five schedule minutes ago, then was down.
-        h = Harness(ledger, scheduled(), created_at=time.time() - 3600)
+        # The operator acted on a tick at 12:00, then was down until 12:05:20.
+        clock = StoppedClock(T0 + 5 * 60 + 20)
+        h = Harness(ledger, scheduled(), created_at=T0 - 3600, clock=clock)
         h.release.set()
-        now = h.clock.now()
-        last = cron.parse("* * * * *").latest_at_or_before(now - 300)
-        assert last is not None
-        await ledger.record_tick(REF.uid, last, TickAction.STARTED, 1, time.time())
-        await ledger.record_run(RunRow("uid-s", "uid-s", 1, "", last))
-        await ledger.ensure_campaign(REF, {}, 1, "1", time.time())
-        await ledger.set_campaign_state(REF.uid, Phase.SUCCEEDED, Verdict.PASS, time.time(), finished=True)
+        await ledger.record_tick(REF.uid, T0, TickAction.STARTED, 1, T0)
+        await ledger.record_run(RunRow("uid-s", "uid-s", 1, "", T0))
+        await ledger.ensure_campaign(REF, {}, 1, "1", T0 + 1)
+        await ledger.set_campaign_state(REF.uid, Phase.SUCCEEDED, Verdict.PASS, T0 + 30, finished=True)
         h.start()
         await h.until(lambda: len(h.started) >= 1)
-        caught_up = h.started[0]
+        await asyncio.sleep(0.3)  # time for a second run, were there one
         await h.close()
-        assert caught_up.run == 2
-        assert caught_up.tick is not None
-        assert caught_up.tick >= last + 4 * 60  # the latest missed tick, not the first
+        # One run, for the latest missed tick (12:05), not five.
+        assert [(r.run, r.tick) for r in h.started] == [(2, T0 + 300)]
         started = [t for t in await ledger.ticks(REF.uid) if t.action is TickAction.STARTED]
-        # Never a burst: ticks between the last acted on and the catch-up are not run.
-        assert [t.run for t in started[:2]] == [1, 2]
-        assert started[1].tick == caught_up.tick
+        assert [(t.run, t.tick) for t in started] == [(1, T0), (2, T0 + 300)]
+        assert any(message.endswith("(20s late)") for _, message in h.events.seen)
+
+
+async def test_a_schedule_added_to_a_campaign_that_ran_catches_up_from_its_last_run(tmp_path: Path) -> None:
+    async with await Ledger.open(tmp_path / "l.db") as ledger:
+        clock = StoppedClock(T0 + 30)
+        h = Harness(ledger, scheduled(), created_at=T0 - 86_400, clock=clock)
+        await ledger.record_run(RunRow("uid-s", "uid-s", 1, ""))
+        await ledger.ensure_campaign(REF, {}, 1, "1", T0 + 10)  # its one run began after 12:00
+        await ledger.set_campaign_state(REF.uid, Phase.SUCCEEDED, Verdict.PASS, T0 + 20, finished=True)
+        h.start()
+        await h.until(lambda: bool(h.patches))
+        await asyncio.sleep(0.3)
+        await h.close()
+        assert h.started == []  # 12:00 is before its last run: nothing to catch up
 
 
 async def test_suspend_pauses_the_schedule_and_the_annotation_still_runs_by_hand(tmp_path: Path) -> None:

@@ -215,10 +215,14 @@ class ScheduledCampaign:
         uid = self.ref.uid
         latest = await self.ledger.latest_run(uid)
         token = self.token_source()
+        # Ticks before the latest run began are not missed ticks (a schedule added to a
+        # Campaign that ran before catches up from its last run, not from its creation).
+        floor = self.created_at
         if latest is not None:
             row = await self.ledger.get_campaign(latest.run_uid)
             if row is None or not (row.phase.finished or row.phase is Phase.DELETED):
                 return latest
+            floor = max(floor, row.created_at)
         if token != (latest.token if latest is not None else ""):
             log.info("campaign %s/%s: a run asked for by its annotation", self.ref.namespace, self.ref.name)
             return await runs.resolve(self.ledger, self.ref, token)
@@ -226,9 +230,7 @@ class ScheduledCampaign:
             return None
         last = await self.ledger.last_tick(uid)
         now = self.clock.now()
-        decision = decide(
-            schedule, last_acted=None if last is None else last.tick, created_at=self.created_at, now=now
-        )
+        decision = decide(schedule, last_acted=None if last is None else last.tick, created_at=floor, now=now)
         if decision.missed is not None and await self.ledger.record_tick(
             uid, decision.missed, TickAction.MISSED, None, time.time()
         ):
