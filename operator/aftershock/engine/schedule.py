@@ -191,7 +191,8 @@ class ScheduledCampaign:
     def _schedule(self) -> ScheduleSpec | None:
         try:
             spec = parse_campaign_spec(self.spec_source(), allow_loopback_pd=self.allow_loopback_pd)
-        except SpecError:
+        except SpecError as exc:
+            log.debug("campaign %s/%s: no schedule to serve: %s", self.ref.namespace, self.ref.name, exc)
             return None
         return spec.schedule
 
@@ -206,6 +207,8 @@ class ScheduledCampaign:
             while run is not None and not stop.is_set():
                 replacing = await self._run(run, schedule, stop)
                 run = None if replacing is None else await self._replace(replacing)
+            # The schedule may have changed while a run went.
+            schedule = self._schedule() or schedule
             if run is None and not stop.is_set():
                 await self._idle(schedule, stop)
 
@@ -231,6 +234,16 @@ class ScheduledCampaign:
         last = await self.ledger.last_tick(uid)
         now = self.clock.now()
         decision = decide(schedule, last_acted=None if last is None else last.tick, created_at=floor, now=now)
+        log.debug(
+            "campaign %s/%s: schedule %r at %s: due %s, missed %s, next %s",
+            self.ref.namespace,
+            self.ref.name,
+            schedule.cron.expression,
+            iso(now),
+            iso(decision.due),
+            iso(decision.missed),
+            iso(decision.next_tick),
+        )
         if decision.missed is not None and await self.ledger.record_tick(
             uid, decision.missed, TickAction.MISSED, None, time.time()
         ):
@@ -264,7 +277,10 @@ class ScheduledCampaign:
         try:
             while not task.done():
                 self.wake.clear()
-                schedule = self._schedule() or schedule
+                changed = self._schedule() or schedule
+                if changed != schedule:  # edited meanwhile: the next tick moves
+                    schedule = changed
+                    await self._publish_times(schedule, running=True)
                 waker = asyncio.ensure_future(self.wake.wait())
                 wait = self._seconds_to_next(schedule, mark)
                 await asyncio.wait({task, waker}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
