@@ -4,7 +4,8 @@ server with the operator running as its own ServiceAccount.
 - kstatus (sigs.k8s.io/cli-utils, what Flux uses; built from pinned Go modules by
   hack/tools/kstatus/build.sh) and the README's Argo CD health check (its Lua, run by a real
   Lua interpreter) read real Campaigns: created, running, suspended, resumed, succeeded,
-  failed, spec invalid. Both must say what the README's GitOps section says.
+  failed, spec invalid; and a scheduled Campaign before its first run, during a run, between
+  runs, suspended. Both must say what the README's GitOps section says.
 - Deleting a Campaign, or its namespace, mid-trial: the finalizer goes at once, the attempt in
   flight is recorded interrupted (never unrecovered) and the ledger says Deleted.
 """
