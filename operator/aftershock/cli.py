@@ -41,6 +41,17 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     run.add_argument(
+        "--pod-watch-scope",
+        choices=("auto", "namespace", "cluster"),
+        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "auto",
+        help="one pod watch per namespace with running Campaigns, or one for the whole cluster "
+        "(needs list/watch on pods in every namespace); auto: cluster when watching all namespaces",
+    )
+
+
+def _add_schedule_arguments(run: argparse.ArgumentParser) -> None:
+    """Scheduled runs and retention (ADR 0012)."""
+    run.add_argument(
         "--schedule-clock",
         metavar="ORIGIN:SPEED",
         default=os.environ.get("AFTERSHOCK_SCHEDULE_CLOCK") or None,
@@ -48,11 +59,11 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
         "ORIGIN (Unix seconds) on; default: the wall clock",
     )
     run.add_argument(
-        "--pod-watch-scope",
-        choices=("auto", "namespace", "cluster"),
-        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "auto",
-        help="one pod watch per namespace with running Campaigns, or one for the whole cluster "
-        "(needs list/watch on pods in every namespace); auto: cluster when watching all namespaces",
+        "--keep-runs-days",
+        type=float,
+        default=float(os.environ.get("AFTERSHOCK_KEEP_RUNS_DAYS") or 0),
+        help="prune runs that finished more than this many days ago to a summary row, at start and "
+        "every --sweep-interval (each Campaign keeps its newest run and its trend's baseline; 0: never)",
     )
 
 
@@ -103,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between sweeps that close attempts and restore remediators that gone or "
         "finished Campaigns left (0: only at start)",
     )
+    _add_schedule_arguments(run)
     run.add_argument(
         "--lock-retry-interval",
         type=float,
@@ -115,24 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", "-v", action="store_true")
 
-    report = sub.add_parser("report", help="show a campaign's trials from the ledger")
-    report.add_argument("name")
-    report.add_argument("--namespace", "-n", default="default")
-    report.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
-    report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
-    report.add_argument(
-        "--format", choices=["table", "json", "csv", "markdown"], default="table", help="what goes to stdout"
-    )
-    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
-    report.add_argument("--png", metavar="FILE", help="also write the plots as PNG (aftershock[analysis])")
-    report.add_argument("--svg", metavar="FILE", help="also write the plots as SVG (aftershock[analysis])")
-    report.add_argument("--role", help="only trials whose victims had this role when chosen (etcd: Leader)")
-    report.add_argument(
-        "--runs",
-        action="store_true",
-        help="one row per run (p50, p95, verdict, each against the previous and the baseline run)",
-    )
-    _bootstrap_arguments(report)
+    _add_report(sub)
 
     export = sub.add_parser("export", help="every attempt, one row each, as CSV or JSON (docs/results.md)")
     export.add_argument("name", nargs="?", help="the campaign (or --all)")
@@ -183,6 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="as the operator's flag of that name",
     )
     return parser
+
+
+def _add_report(sub: Any) -> None:
+    report = sub.add_parser("report", help="show a campaign's trials from the ledger")
+    report.add_argument("name")
+    report.add_argument("--namespace", "-n", default="default")
+    report.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
+    report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
+    report.add_argument(
+        "--format", choices=["table", "json", "csv", "markdown"], default="table", help="what goes to stdout"
+    )
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    report.add_argument("--png", metavar="FILE", help="also write the plots as PNG (aftershock[analysis])")
+    report.add_argument("--svg", metavar="FILE", help="also write the plots as SVG (aftershock[analysis])")
+    report.add_argument("--role", help="only trials whose victims had this role when chosen (etcd: Leader)")
+    report.add_argument(
+        "--runs",
+        action="store_true",
+        help="one row per run (p50, p95, verdict, each against the previous and the baseline run)",
+    )
+    _bootstrap_arguments(report)
 
 
 def _add_prune(sub: Any) -> None:
@@ -315,6 +331,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         max_concurrent_campaigns=args.max_concurrent_campaigns,
         sweep_interval=args.sweep_interval,
+        keep_runs_days=args.keep_runs_days,
         namespaces=() if args.all_namespaces else tuple(namespaces),
         pod_watch_scope=pod_watch_scope(
             args.pod_watch_scope, all_namespaces=args.all_namespaces or not namespaces
@@ -477,6 +494,7 @@ async def _prune(args: argparse.Namespace) -> int:
     """Prune runs beyond --keep (and/or finished more than --older-than-days ago); 2 on misuse."""
     import time
 
+    from aftershock.engine import retention
     from aftershock.ledger import Ledger
 
     if args.all == (args.name is not None):
@@ -497,16 +515,9 @@ async def _prune(args: argparse.Namespace) -> int:
                 return 2
             uids = [found.object_uid]
         for uid in uids:
-            runs = await ledger.run_summaries(uid)
-            latest = await ledger.get_campaign(runs[-1].run_uid) if runs else None
-            baseline = None if latest is None else (latest.spec.get("trend") or {}).get("baselineRun")
-            pruned = await ledger.prune_runs(
-                uid,
-                keep=args.keep or 1,
-                protect=(baseline,) if isinstance(baseline, int) else (),
-                finished_before=before,
-                now=now,
-            )
+            pruned = await retention.prune(ledger, uid, keep=args.keep or 1, finished_before=before, now=now)
+            run = await ledger.latest_run(uid)
+            latest = None if run is None else await ledger.get_campaign(run.run_uid)
             name = f"{latest.namespace}/{latest.name}" if latest is not None else uid
             print(f"{name}: pruned runs {', '.join(map(str, pruned)) or 'none'}")
     return 0

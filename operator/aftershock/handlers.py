@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from aftershock import metrics
-from aftershock.engine import lifecycle, runs, sweeper
+from aftershock.engine import lifecycle, retention, runs, sweeper
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.ports import StopSignal
 from aftershock.engine.queue import CampaignQueue, QueuedLock
@@ -54,6 +54,8 @@ class OperatorConfig:
     max_concurrent_campaigns: int = 0
     #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
     sweep_interval: float = 300.0
+    #: ``--keep-runs-days``: runs finished longer ago are pruned to a summary row (0: never).
+    keep_runs_days: float = 0.0
     #: The watched namespaces (empty: all), where the sweeper looks for scaled-down remediators.
     namespaces: tuple[str, ...] = ()
     #: ``--pod-watch-scope``, resolved: one pod watch per namespace, or one for the cluster.
@@ -163,14 +165,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ),
         name="sweeper",
     )
+    if config.keep_runs_days > 0:
+        memo["retention"] = asyncio.create_task(
+            retention.prune_forever(memo["ledger"], config.keep_runs_days, config.sweep_interval, time.time),
+            name="retention",
+        )
     log.info("aftershock started: ledger %s", config.db_path)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if "sweeper" in memo:
-        memo["sweeper"].cancel()
-        await asyncio.gather(memo["sweeper"], return_exceptions=True)
+    for task in ("sweeper", "retention"):
+        if task in memo:
+            memo[task].cancel()
+            await asyncio.gather(memo[task], return_exceptions=True)
     if "loop_lag" in memo:
         await memo["loop_lag"].stop()
     if "metrics_server" in memo:

@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import mannwhitneyu  # type: ignore[import-untyped]
 
 from aftershock import analysis, cli, significance, stats
-from aftershock.engine import runs, trend
+from aftershock.engine import retention, runs, trend
 from aftershock.ledger import Ledger, RunRow, schema
 from aftershock.metrics import Metrics
 from aftershock.model import CampaignRef, Milestone, Outcome, Phase, TrendSpec, Verdict, Victim
@@ -297,3 +297,19 @@ async def test_metrics_carry_the_last_run_and_a_regression_gauge(tmp_path: Path)
     ]
     assert float(p[0].split()[-1]) == pytest.approx(2 / 252)
     assert stats.summarize(SLOW).p50 == 2.0
+
+
+async def test_keep_runs_days_prunes_runs_finished_that_long_ago(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    await three_runs(db)  # finished at 1010, 2010, 3010; the spec names run 1 as baseline
+    async with await Ledger.open(db) as ledger:
+        day = retention.DAY
+        assert await retention.prune_older_than(ledger, 1, now=2010 + day - 1) == {}
+        assert await retention.prune_older_than(ledger, 1, now=3010 + day + 1) == {REF.uid: [2]}
+        summaries = await ledger.run_summaries(REF.uid)
+        assert [(s.run, s.pruned) for s in summaries] == [(1, False), (2, True), (3, False)]
+
+
+def test_the_operator_flags_parse() -> None:
+    args = cli.build_parser().parse_args(["run", "--keep-runs-days", "30", "--schedule-clock", "1000:12"])
+    assert (args.keep_runs_days, args.schedule_clock) == (30.0, "1000:12")

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aftershock.engine import runs
+from aftershock.engine import retention, runs
 from aftershock.engine.ports import EventSink, LedgerPort, StopSignal
 from aftershock.engine.status import READY, RECONCILING, STALLED, Conditions, iso
 from aftershock.errors import SpecError
@@ -315,17 +315,9 @@ class ScheduledCampaign:
 
     async def _prune(self, schedule: ScheduleSpec) -> None:
         """Retention: runs beyond ``historyLimit`` keep a summary row, not their attempts; the
-        trend's baseline run is never pruned."""
-        try:
-            spec = parse_campaign_spec(self.spec_source(), allow_loopback_pd=self.allow_loopback_pd)
-        except SpecError:
-            return
-        baseline = spec.trend.baseline_run
-        pruned = await self.ledger.prune_runs(
-            self.ref.uid,
-            keep=schedule.history_limit,
-            protect=() if baseline is None else (baseline,),
-            now=time.time(),
+        trend's baseline run (as the latest run's spec names it) is never pruned."""
+        pruned = await retention.prune(
+            self.ledger, self.ref.uid, keep=schedule.history_limit, finished_before=None, now=time.time()
         )
         if pruned:
             log.info(
