@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aftershock.model import DEFAULT_PROTECTED_NAMESPACES
 
 if TYPE_CHECKING:
+    from aftershock.engine.outcomes import RunnerSettings
     from aftershock.ledger import Ledger
     from aftershock.report import CampaignReport
     from aftershock.trends import Trend
@@ -50,7 +51,7 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _add_schedule_arguments(run: argparse.ArgumentParser) -> None:
-    """Scheduled runs and retention (ADR 0012)."""
+    """Scheduled runs and retention (ADR 0013)."""
     run.add_argument(
         "--schedule-clock",
         metavar="ORIGIN:SPEED",
@@ -64,6 +65,50 @@ def _add_schedule_arguments(run: argparse.ArgumentParser) -> None:
         default=float(os.environ.get("AFTERSHOCK_KEEP_RUNS_DAYS") or 0),
         help="prune runs that finished more than this many days ago to a summary row, at start and "
         "every --sweep-interval (each Campaign keeps its newest run and its trend's baseline; 0: never)",
+    )
+
+
+def _label(text: str | None) -> tuple[str, str] | None:
+    """``KEY=VALUE`` as a pair; empty: no label."""
+    if not text:
+        return None
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+_SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def own_namespace() -> list[str]:
+    """The namespace the operator runs in: ``$POD_NAMESPACE`` (the manifests set it from the
+    downward API), else its ServiceAccount's when in a pod; none for a local process."""
+    if ns := os.environ.get("POD_NAMESPACE"):
+        return [ns]
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(_SA_NAMESPACE_FILE):
+        with open(_SA_NAMESPACE_FILE, encoding="utf-8") as f:
+            name = f.read().strip()
+        return [name] if name else []
+    return []
+
+
+def runner_settings(args: argparse.Namespace, *, everywhere: bool) -> RunnerSettings:
+    """What every Campaign's runner is given, from `aftershock run`'s arguments."""
+    from aftershock.engine.outcomes import RunnerSettings
+
+    label = args.namespace_label if isinstance(args.namespace_label, tuple) else _label(args.namespace_label)
+    return RunnerSettings(
+        # The operator's own namespace too: its ledger, its pod, its ServiceAccount's token.
+        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES
+        | frozenset(args.protected_namespace)
+        | frozenset(own_namespace()),
+        allow_loopback_pd=args.allow_loopback_pd,
+        probe_interval=args.probe_interval,
+        lock_retry_interval=args.lock_retry_interval,
+        author_check=args.author_check == "on",
+        # Cluster-wide only: a list of namespaces is its own opt-in.
+        namespace_label=label if everywhere else None,
     )
 
 
@@ -88,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="never disturb this namespace (repeatable; added to the built-in "
         + ", ".join(sorted(DEFAULT_PROTECTED_NAMESPACES))
         + ")",
+    )
+    run.add_argument(
+        "--author-check",
+        choices=("on", "off"),
+        default=os.environ.get("AFTERSHOCK_AUTHOR_CHECK") or "on",
+        help="start a run only when the Campaign's author (annotation aftershock.dev/author, recorded by "
+        "the admission policy aftershock-author) may do everything it makes the operator do "
+        "(SubjectAccessReview; docs/adr/0012-campaign-authors.md); off: rely on the admission policy alone",
+    )
+    run.add_argument(
+        "--namespace-label",
+        metavar="KEY=VALUE",
+        type=_label,
+        default=os.environ.get("AFTERSHOCK_NAMESPACE_LABEL") or None,
+        help="watching every namespace: run Campaigns only in namespaces with this label (the cluster-wide "
+        "manifests pass aftershock.dev/campaigns=enabled); ignored with --namespace, whose list is "
+        "the opt-in",
     )
     run.add_argument(
         "--allow-loopback-endpoints",
@@ -309,7 +371,6 @@ def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from aftershock import handlers
-    from aftershock.engine.outcomes import RunnerSettings
 
     kopf.configure(
         verbose=args.verbose,
@@ -319,12 +380,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     # httpx logs every PD request at INFO: a few per second per Campaign drowns the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces = args.namespace or _env_list("AFTERSHOCK_NAMESPACES")
-    settings = RunnerSettings(
-        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES | frozenset(args.protected_namespace),
-        allow_loopback_pd=args.allow_loopback_pd,
-        probe_interval=args.probe_interval,
-        lock_retry_interval=args.lock_retry_interval,
-    )
+    settings = runner_settings(args, everywhere=args.all_namespaces or not namespaces)
     config = handlers.OperatorConfig(
         db_path=args.db,
         runner=settings,

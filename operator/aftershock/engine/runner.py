@@ -11,16 +11,18 @@ duplicate impossible even if this logic were wrong.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from aftershock import stats
-from aftershock.engine import holds, lifecycle, resume, trend, verdict, watches
+from aftershock.engine import admit, holds, lifecycle, resume, trend, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
+    AccessApi,
     Clock,
     EventApi,
     EventSink,
@@ -39,7 +41,7 @@ from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
-from aftershock.errors import SpecError
+from aftershock.errors import ApiError, SpecError
 from aftershock.ledger import RunRow
 from aftershock.model import (
     CampaignRef,
@@ -54,6 +56,8 @@ from aftershock.model import (
 )
 
 __all__ = ["CampaignRunner", "RunnerSettings"]
+
+log = logging.getLogger(__name__)
 
 ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
@@ -88,6 +92,10 @@ class CampaignRunner:
     #: Which run of its Campaign this is: a run after the first is judged against the previous
     #: run and the baseline run when it ends (`aftershock.engine.trend`). None: not judged.
     run_row: RunRow | None = None
+    #: Access questions before a run starts (`aftershock.engine.admit`); None: none asked.
+    access: AccessApi | None = None
+    #: The Campaign's annotations now (the author the admission policy recorded).
+    annotations_source: Callable[[], Mapping[str, str]] = dict
     _out: StatusPublisher = field(init=False)
     _remediator: RemediatorScaler = field(init=False)
 
@@ -148,6 +156,11 @@ class CampaignRunner:
                 "ProtectedNamespace",
                 f"namespace {ref.namespace!r} is protected: aftershock never disturbs it",
             )
+        refused = await self._admit(spec, stop)
+        if refused is not None:
+            return await verdict.fail_spec(out, refused.field, refused.reason, refused.message)
+        if stop.is_set():
+            return out.phase
         out.conditions.set(SPEC_VALID, True, "Valid", "", self.clock.wall())
         seed = str(spec.seed) if spec.seed is not None else ref.uid
         if await resume.resume(out=out, remediator=self._remediator, raw=raw, spec=spec, seed=seed):
@@ -176,6 +189,12 @@ class CampaignRunner:
                 )
                 phase = await self._loop(spec, trials, stop)
             if stop.is_set() and stop.deleted:
+                log.info(
+                    "campaign %s/%s is being deleted (or its namespace): trials stopped, "
+                    "recording the deletion, then its finalizer goes",
+                    ref.namespace,
+                    ref.name,
+                )
                 # Before the lock is released and the finalizer goes: once the object is gone,
                 # nothing would tell the ledger.
                 await lifecycle.record_deletion(self.ledger, ref, self.clock.wall())
@@ -184,6 +203,31 @@ class CampaignRunner:
             return phase
         finally:
             await self.lock.release()
+
+    async def _admit(self, spec: CampaignSpec, stop: StopSignal) -> admit.Refusal | None:
+        """The operator's own authorisation check, asked again at every start of a run (and
+        resume). A transient API error is asked again; a permanent one (the operator may not
+        create SubjectAccessReviews) refuses, saying so."""
+        if self.access is None:
+            return None
+        while True:
+            try:
+                return await admit.refusal(
+                    namespace=self.ref.namespace,
+                    annotations=self.annotations_source(),
+                    spec=spec,
+                    settings=self.settings,
+                    api=self.access,
+                )
+            except ApiError as exc:
+                if not exc.transient:
+                    return admit.Refusal(
+                        "",
+                        "AuthorizationCheckFailed",
+                        f"aftershock could not check who may run this Campaign: {exc}; nothing was done",
+                    )
+                if await stop.wait(self.settings.lock_retry_interval):
+                    return None
 
     async def _loop(self, spec: CampaignSpec, trials: Trials, stop: StopSignal) -> Phase:
         infra_streak = 0
