@@ -213,7 +213,8 @@ def test_a_scheduled_campaign_runs_at_its_ticks_skips_one_catches_up_once_and_fl
         # The gauge a Prometheus rule alerts on.
         with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        labels = f'namespace="{namespace}",campaign="nightly"'
+        uid = three["metadata"]["uid"]
+        labels = f'namespace="{namespace}",campaign="nightly",uid="{uid}"'
         assert f'aftershock_run_regressed{{{labels},against="previous"}} 1.0' in text
         assert f"aftershock_last_run{{{labels}}} 3.0" in text
         # compare's own test agrees.

@@ -285,7 +285,7 @@ async def test_metrics_carry_the_last_run_and_a_regression_gauge(tmp_path: Path)
     async with await Ledger.open(db) as ledger:
         await metrics.replay_ledger(ledger)
     text = metrics.render().decode()
-    labels = 'namespace="db",campaign="nightly"'
+    labels = f'namespace="db",campaign="nightly",uid="{REF.uid}"'
     assert f"aftershock_last_run{{{labels}}} 3.0" in text
     assert f'aftershock_last_run_recovery_seconds{{{labels},quantile="0.5"}} 2.0' in text
     assert f'aftershock_run_regressed{{{labels},against="previous"}} 1.0' in text
