@@ -13,11 +13,13 @@ KUBECONFIG_LOCAL := $(AFTERSHOCK_CACHE)/cluster/kubeconfig
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# pip's and setuptools' own output (deprecation warnings and all) goes to $(VENV)/install.log.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "Python environment in $(VENV) (pip's output: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]'; } \
+	  >$(VENV)/install.log 2>&1 || { tail -n 30 $(VENV)/install.log; exit 1; }
+	@touch $@
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Python environment with the package and its dev tools
@@ -72,13 +74,17 @@ lint: venv verify-crd ## ruff, mypy --strict, import-linter (layer rules), CRD c
 test-unit: venv ## unit tests only (no cluster)
 	$(VENV)/bin/pytest tests/unit -q
 
+# pytest-xdist workers for `make test` (tests run one namespace each; the real-node tests, which
+# share one kubelet and containerd, run one after another on one worker: --dist loadgroup).
+TEST_WORKERS ?= 3
+
 .PHONY: test
 test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if none runs)
 	$(TESTBED)/build.sh >/dev/null
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium missing (apt-get install -y chromium): the HTML report's browser test will fail"; }
-	@rc=0; $(VENV)/bin/pytest tests -q -ra || rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest tests -q -ra -n $(TEST_WORKERS) --dist loadgroup || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 .PHONY: reliability

@@ -25,6 +25,10 @@ export GOTOOLCHAIN=local
 export GOMAXPROCS=${GOMAXPROCS:-2}
 
 log() { printf '[testbed-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# go's own output (hundreds of `go: downloading` lines on a cold cache) goes to a file per
+# binary: the terminal shows progress lines only, and the file's name.
+logs="$cache/logs"
+mkdir -p "$logs"
 
 # build NAME MODULE_DIR PACKAGE [LDFLAGS]
 build() {
@@ -32,13 +36,18 @@ build() {
   if [ -x "$bin/$name" ]; then
     return 0
   fi
-  log "building $name ($pkg)"
+  log "building $name ($pkg; go's output in $logs/build-$name.log)"
   local start=$SECONDS
   ( while sleep 30; do log "  ... $name still building, $((SECONDS - start))s elapsed"; done ) &
   local ticker=$!
   # shellcheck disable=SC2064
   trap "kill $ticker 2>/dev/null || true" RETURN
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
+  if ! (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg") \
+      >"$logs/build-$name.log" 2>&1; then
+    log "building $name failed; the last lines of $logs/build-$name.log:"
+    tail -n 30 "$logs/build-$name.log" >&2
+    return 1
+  fi
   mv "$bin/$name.tmp" "$bin/$name"
   log "built $name in $((SECONDS - start))s"
 }

@@ -98,8 +98,9 @@ operator_image() {
   rm -rf "$ctx" && mkdir -p "$ctx/wheels"
   (cd "$repo" && cp -r Dockerfile .dockerignore pyproject.toml README.md operator "$ctx/")
   find "$ctx/operator" -name __pycache__ -prune -exec rm -rf {} +
-  log "wheels for the image (pip wheel on the host)"
-  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ctx" 'setuptools>=69' wheel >&2
+  log "wheels for the image (pip wheel on the host; its output in $out/wheels.log)"
+  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ctx" 'setuptools>=69' wheel \
+    >"$out/wheels.log" 2>&1 || { tail -n 30 "$out/wheels.log" >&2; exit 1; }
   printf '!wheels/\n' >> "$ctx/.dockerignore"
   dockerd_up
   local docker=(env DOCKER_HOST="unix://$docker_sock" DOCKER_BUILDKIT=0 /usr/bin/docker)
@@ -189,6 +190,12 @@ import_all() {
     image_digest "$name" > "$marker"
   done
 }
+
+# One builder at a time on this machine: the docker daemon is shared (one private socket) and
+# the last build to finish stops it, so two checkouts (or `make dev` beside `make test`) building
+# at once would pull it from under each other.
+exec 9>"$cache/images.lock"
+flock 9
 
 ensure_packages
 case "${1:-all}" in
