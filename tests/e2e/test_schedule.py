@@ -55,13 +55,13 @@ class PodKills:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            w = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+            w = k8s_watch.Watch()
             for event in w.stream(self._api.list_namespaced_pod, self._namespace, timeout_seconds=5):
                 pod = event["object"]
                 if event["type"] == "DELETED" or pod.metadata.deletion_timestamp is not None:
                     self.deleted.add(pod.metadata.uid)
                 if self._stop.is_set():
-                    w.stop()  # type: ignore[no-untyped-call]
+                    w.stop()
 
     def close(self) -> None:
         self._stop.set()

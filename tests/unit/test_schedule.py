@@ -24,9 +24,10 @@ from aftershock.model import CampaignRef, Phase, Verdict
 UTC = dt.UTC
 
 
-def at(*args: int, tz: str = "UTC") -> float:
-    zone = cron.zone(tz)
-    return dt.datetime(*args, tzinfo=zone).timestamp()  # type: ignore[misc]
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, tz: str = "UTC"
+) -> float:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=cron.zone(tz)).timestamp()
 
 
 def local(t: float, tz: str) -> str:
