@@ -18,7 +18,9 @@ from pathlib import Path
 
 def main() -> None:
     version, provisioner, helper = sys.argv[1:4]
-    modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    modcache = subprocess.run(
+        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     src = Path(modcache, f"sigs.k8s.io/kind@{version}", "pkg/build/nodeimage/const_storage.go").read_text()
     body = re.search(r"const defaultStorageManifest = `(.*?)\n`", src, re.S)
     if body is None:

@@ -6,6 +6,7 @@ truth for trials; a Campaign's status is a projection of it. Schema and reasons:
 """
 
 from aftershock.ledger.errors import CampaignNotFoundError, DuplicateTrialError, LedgerError
+from aftershock.ledger.history import Judgement, RunSummary, TickAction, TickRow
 from aftershock.ledger.schema import SCHEMA_VERSION
 from aftershock.ledger.store import CampaignRow, FaultRow, Ledger, RunRow
 
@@ -15,7 +16,11 @@ __all__ = [
     "CampaignRow",
     "DuplicateTrialError",
     "FaultRow",
+    "Judgement",
     "Ledger",
     "LedgerError",
     "RunRow",
+    "RunSummary",
+    "TickAction",
+    "TickRow",
 ]
