@@ -52,7 +52,7 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _add_schedule_arguments(run: argparse.ArgumentParser) -> None:
-    """Scheduled runs and retention (ADR 0014)."""
+    """Scheduled runs and retention (ADR 0015)."""
     run.add_argument(
         "--schedule-clock",
         metavar="ORIGIN:SPEED",

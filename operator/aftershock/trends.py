@@ -1,6 +1,6 @@
 """A Campaign's runs side by side (`aftershock report NAME --runs`, the HTML page's run chart):
 per run its p50, p95 and verdict, and how it compared with the previous and the baseline run
-(the judgements the operator recorded when the run ended, ADR 0014). Runs pruned by retention
+(the judgements the operator recorded when the run ended, ADR 0015). Runs pruned by retention
 keep their summary row, so the trend outlives their attempts. Pure rendering over the ledger's
 values, plus one loader."""
 

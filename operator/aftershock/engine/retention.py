@@ -1,4 +1,4 @@
-"""Retention: old runs pruned from the ledger to one summary row each (ADR 0014).
+"""Retention: old runs pruned from the ledger to one summary row each (ADR 0015).
 
 Three ways in: a scheduled Campaign's ``spec.schedule.historyLimit`` after each of its runs
 (`aftershock.engine.schedule`), the operator's ``--keep-runs-days`` at start and every sweep

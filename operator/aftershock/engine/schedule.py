@@ -1,7 +1,7 @@
 """Scheduled Campaigns (``spec.schedule``): a new run at each tick of a cron schedule, on the
 same run mechanism as the ``aftershock.dev/run`` annotation (`aftershock.engine.runs`).
 
-What a tick does (ADR 0014):
+What a tick does (ADR 0015):
 
 - nothing on apply: the first run is at the first tick after the Campaign was created, unless
   the annotation asks for one (present at creation, or changed later: a run now, by hand);

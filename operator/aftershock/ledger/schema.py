@@ -215,7 +215,7 @@ def _v6() -> tuple[str, ...]:
 
 
 def _v7() -> tuple[str, ...]:
-    """Schedules, trends and retention (ADR 0014). ``schedule_ticks``: every tick of a
+    """Schedules, trends and retention (ADR 0015). ``schedule_ticks``: every tick of a
     Campaign's schedule the operator acted on (a run started, skipped by ``Forbid``, a run
     replaced, missed past its deadline): the catch-up after a restart reads the last one, so a
     tick is never run twice. ``run_judgements``: each finished run against the previous run and
