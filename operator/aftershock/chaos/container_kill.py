@@ -1,7 +1,7 @@
 """``container_kill``: SIGKILL the victim container's main process in place; the kubelet starts
 a new container in the same pod (same UID, restartCount + 1). Nothing of ours is left to heal.
 
-How (ADR 0013): ``pods/exec`` of a short ``sh`` script in the victim container. The script
+How (ADR 0016): ``pods/exec`` of a short ``sh`` script in the victim container. The script
 finds the container's main process (the oldest process in the container's own mount namespace)
 and sends it SIGKILL. No agent on the node, no ephemeral container, no extra image; the right
 it exercises is ``pods/exec`` create.
