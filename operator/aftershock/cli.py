@@ -362,6 +362,11 @@ def _run_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     import kopf
 
+    from aftershock.kube import client as kube_client
+
+    # A watch per namespace must not cost 256 KiB of TLS buffer each (ADR 0013).
+    kube_client.bound_tls_read_buffers()
+
     from aftershock import handlers
 
     kopf.configure(
