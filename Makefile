@@ -87,6 +87,11 @@ test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if 
 	@rc=0; $(VENV)/bin/pytest tests -q -ra -n $(TEST_WORKERS) --dist loadgroup || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
+.PHONY: test-kind
+test-kind: venv ## the kind path end to end (kind-up, tikv-up, image, deploy, a Campaign, kind-down) on a cluster of its own
+	@rc=0; $(VENV)/bin/pytest tests/e2e/test_kind.py -m kind -q -ra -s || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
 .PHONY: reliability
 reliability: venv ## faults, load, hostile input on a cluster of its own (~20 min; docs/guarantees.md)
 	$(TESTBED)/build.sh >/dev/null
@@ -121,9 +126,9 @@ bench: venv ## the comparison on kwok and on the real node (tables + PNG charts)
 	$(PY) -m bench.scale --campaigns $(BOUND_CAMPAIGNS) --trials $(BOUND_TRIALS) --max-concurrent $(BOUND) \
 	  --settle-seconds $(BOUND_SETTLE) --node-pods $(BOUND_NODE_PODS) --timeout $(BOUND_TIMEOUT)
 
-# --- real TiKV on kind (needs Docker and internet; cannot run on the project's CI) ---------
+# --- TiKV on kind: real TiKV with Docker and internet; without them, on parts built here -----
 .PHONY: kind-up kind-down tikv-up image deploy
-kind-up: ## kind cluster: 1 control plane, 3 workers in 3 zones
+kind-up: ## kind cluster: 1 control plane, 3 workers in 3 zones (no Docker of your own: node image built here)
 	hack/kind/kind-up.sh
 kind-down: ## delete the kind cluster
 	hack/kind/kind-down.sh

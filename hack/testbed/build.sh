@@ -6,6 +6,7 @@
 #
 #   hack/testbed/build.sh            build what is missing, print the bin dir
 #   AFTERSHOCK_CACHE=/x build.sh     use another cache root (default ~/.cache/aftershock)
+#   hack/testbed/build.sh kind       also kubeadm and kube-proxy (the kind node image, hack/kind/node)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -65,7 +66,9 @@ build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
 build kwokctl "$here/kwok" sigs.k8s.io/kwok/cmd/kwokctl \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
-for t in kubectl kube-scheduler kube-controller-manager kube-apiserver kubelet; do
+k8s_tools=(kubectl kube-scheduler kube-controller-manager kube-apiserver kubelet)
+[ "${1:-}" = kind ] && k8s_tools+=(kubeadm kube-proxy)
+for t in "${k8s_tools[@]}"; do
   build "$t" "$here/k8s" "k8s.io/kubernetes/cmd/$t" "$k8s_ldflags"
 done
 if [ $((SECONDS - total_start)) -gt 1 ]; then

@@ -27,12 +27,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(REALNODE_GROUP)
     # Real-node tests fail, never skip, when the node is missing on a machine that can host it
     # (root, Debian). Only where it cannot exist are they deselected, with the reason printed.
-    real = [i for i in items if i.get_closest_marker("realnode") is not None]
+    # The kind path's test (test_kind.py) needs the same: root to run dockerd, Debian's packages.
+    real = [i for i in items if i.get_closest_marker("realnode") or i.get_closest_marker("kind")]
     if real and (why := realnode.cannot_host()) is not None:
         config.hook.pytest_deselected(items=real)
-        items[:] = [i for i in items if i.get_closest_marker("realnode") is None]
+        items[:] = [i for i in items if i not in real]
         _DESELECTED_WHY.append(
-            f"{len(real)} real-node tests deselected: this machine cannot host the real node ({why})"
+            f"{len(real)} real-node and kind tests deselected: this machine cannot host them ({why})"
         )
 
 
