@@ -252,8 +252,8 @@ def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_ac
     # The kubelet probes a pod's IP from the host, and the host has no address on the test
     # bed's bridge (the network rule): no HTTP probe of a bridge pod can answer here. The
     # standard does not judge probes; the operator acting below is the proof it runs.
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        container.pop(probe, None)
+    for http_probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        container.pop(http_probe, None)
     api_port = int(api_server_config(cluster, home)["data"]["KUBERNETES_SERVICE_PORT"])
     container["env"] = [
         *container.get("env", []),
