@@ -22,7 +22,7 @@ from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.kube import Kube
-from aftershock.kube.lease import LeaseLock, subject_lease_name
+from aftershock.kube.lease import Holder, SubjectLeases
 from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
@@ -54,8 +54,8 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     #: ``--pod-watch-scope``, resolved: one pod watch per namespace, or one for the cluster.
     pod_watch_scope: Scope = "namespace"
-    #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
-    #: and a forgotten local one, say) must never both run one Campaign.
+    #: This operator process, in the subject Lease's holder with the ledger's id: two operators
+    #: (an in-cluster one and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
 
 
@@ -135,6 +135,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config: OperatorConfig = memo["config"]
     memo["kube"] = await Kube.connect(config.kubeconfig)
     memo["ledger"] = await Ledger.open(config.db_path)
+    # Named in every subject Lease this process holds (ADR 0012).
+    memo["ledger_id"] = await memo["ledger"].ledger_id()
     memo["metrics"] = Metrics()
     memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
     await memo["metrics"].replay_ledger(memo["ledger"])
@@ -193,18 +195,6 @@ def _unfinished(status: Mapping[str, Any], annotations: Mapping[str, Any], **_: 
 # instant-exit wait set in `configure`. The backoff is for a runner stuck in an API call: then
 # kopf cancels it, and the deletion is still recorded from the DELETED watch event below. The
 # finalizer never waits longer than backoff + timeout, whatever the namespace's state.
-def _subject_lease(body: kopf.Body) -> str:
-    subject = (body.get("spec") or {}).get("subject") or {}
-    # The instance is named by the API the subject is reached through: PD for TiKV, the client
-    # URLs for etcd (sorted, so their order in the spec names the same instance).
-    pd_url = subject.get("pdURL")
-    endpoints = subject.get("endpoints")
-    api = pd_url if isinstance(pd_url, str) else None
-    if api is None and isinstance(endpoints, list) and endpoints:
-        api = ",".join(sorted(str(e) for e in endpoints))
-    return subject_lease_name(str(subject.get("kind", "TiKV")), subject.get("selector") or {}, api)
-
-
 @kopf.daemon(
     GROUP,
     VERSION,
@@ -291,7 +281,9 @@ async def _run_once(
         lock=QueuedLock(
             memo["queue"],
             f"{namespace}/{name}/{uid}",
-            LeaseLock(kube, namespace, _subject_lease(body), f"{namespace}/{name}/{uid}@{config.instance}"),
+            SubjectLeases(
+                kube, namespace, Holder(f"{namespace}/{name}/{uid}", memo["ledger_id"], config.instance)
+            ),
         ),
         status=_StatusSink(kube, namespace, name, runs.status_fields(run)),
         events=_EventSink(kube, ref),
