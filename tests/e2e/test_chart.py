@@ -62,3 +62,17 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     path.write_text(yaml.safe_dump_all(docs))
     out = cluster.kubectl("apply", "--dry-run=server", "-f", str(path))
     assert out.stdout.count("(server dry run)") == len(docs)
+
+
+@pytest.mark.parametrize(
+    ("values", "mode"),
+    [
+        ((), "ReadWriteOncePod"),  # only one pod may mount the ledger (the chart needs 1.30+)
+        (("persistence.accessMode=ReadWriteOnce",), "ReadWriteOnce"),  # a StorageClass that refuses it
+    ],
+)
+def test_the_ledger_claim_is_read_write_once_pod_unless_told_otherwise(
+    helm: str, values: tuple[str, ...], mode: str
+) -> None:
+    (claim,) = [d for d in _render(helm, *values) if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == [mode]

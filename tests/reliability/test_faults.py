@@ -39,8 +39,9 @@ from tests.reliability.bed import ControlPlane
 from tests.reliability.conftest import drop_namespace, env_float, env_int, make_namespace
 from tests.reliability.invariants import ClockShift, LedgerView
 from tests.reliability.proc import LIBFAKETIME, Operator
+from tests.reliability.rights import adr_0004_rights, request_right
 from tests.reliability.tally import TALLY
-from tests.reliability.watchers import AuditDelete, AuditLog, PodGone, PodWatch
+from tests.reliability.watchers import OPERATOR_USER, AuditDelete, AuditLog, PodGone, PodWatch
 
 pytestmark = pytest.mark.reliability
 
@@ -148,6 +149,8 @@ class FaultRun:
     shifts: list[ClockShift]
     api_outages: list[tuple[float, float]]
     log: str
+    #: (resource, verb) of every request the operator made in the run (the audit log).
+    used: set[tuple[str, str]] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
 
@@ -472,6 +475,11 @@ def fault_run(
             views, integrity = invariants.read_ledger(op.db, namespace, [NAME])
             subprocess.run(["cp", "-a", str(work / "ledger"), str(work / "ledger-copy")], check=False)
         all_deletes = audit.pod_deletes()
+        used = {
+            right
+            for r in audit.records()
+            if (r.get("user") or {}).get("username") == OPERATOR_USER and (right := request_right(r))
+        }
         run = FaultRun(
             namespace=namespace,
             requested=TRIALS,
@@ -487,6 +495,7 @@ def fault_run(
             shifts=driver.shifts,
             api_outages=driver.api_outages,
             log=op.log_text(),
+            used=used,
             notes=notes,
         )
         _tally(run)
@@ -607,6 +616,15 @@ def test_status_is_the_projection_of_the_ledger(fault_run: FaultRun) -> None:
 def test_operator_never_exited_on_its_own(fault_run: FaultRun) -> None:
     assert not fault_run.operator.crashes, fault_run.operator.crashes
     assert fault_run.operator.starts == fault_run.operator.kills + 1
+
+
+def test_every_request_the_operator_made_is_a_right_adr_0004_lists(fault_run: FaultRun) -> None:
+    """What the operator actually asked of the API server under faults (the audit log), each
+    within ADR 0004's table: the table follows the code, not only the manifests."""
+    allowed = adr_0004_rights()
+    assert fault_run.used, "the audit log shows no request by the operator: the witness saw nothing"
+    beyond = sorted((res, verb) for res, verb in fault_run.used if verb not in allowed.get(res, set()))
+    assert not beyond, beyond
 
 
 def test_operator_contacted_nothing_but_loopback(fault_run: FaultRun) -> None:

@@ -23,26 +23,16 @@ from tests.e2e import testbed
 from tests.e2e.operator import campaign, start_subject, wait_phase
 from tests.reliability.conftest import drop_namespace, make_namespace
 from tests.reliability.proc import Operator
+from tests.reliability.rights import adr_0004_rights
 from tests.reliability.tally import TALLY
 
 pytestmark = pytest.mark.reliability
 
 OPERATOR = "system:serviceaccount:aftershock-system:aftershock"
 
-#: What the operator may hold beyond any authenticated user: docs/adr/0004-rbac-and-scoping.md.
-#: (resource, verbs). A right not in here, granted by the shipped RBAC, fails the test.
-ALLOWED = {
-    "campaigns.aftershock.dev": {"get", "list", "watch", "patch", "update"},
-    "campaigns.aftershock.dev/status": {"get", "patch", "update"},
-    "events": {"create", "patch"},
-    "events.events.k8s.io": {"create", "patch"},
-    "pods": {"get", "list", "watch", "delete"},
-    "leases.coordination.k8s.io": {"get", "list", "watch", "create", "update", "patch", "delete"},
-    "customresourcedefinitions.apiextensions.k8s.io": {"get", "list", "watch"},
-    "namespaces": {"list", "watch"},
-    "deployments.apps/scale": {"get", "patch", "update"},
-    "statefulsets.apps/scale": {"get", "patch", "update"},
-}
+#: What the operator may hold beyond any authenticated user: read from ADR 0004's table itself.
+#: A right not in there, granted by the shipped RBAC, fails the test.
+ALLOWED = adr_0004_rights()
 
 
 def can_i_list(cluster: testbed.Cluster, user: str, namespace: str) -> dict[str, set[str]]:
@@ -103,6 +93,10 @@ def test_cluster_wide_install_holds_only_the_listed_rights(
     for resource, verbs in sorted(extra.items()):
         print(f"  {resource:<50} {sorted(verbs)}")
     _assert_least_privilege(extra)
+    # And the table is no wider than the grant: ADR 0004 says what the operator holds.
+    assert extra == ALLOWED, {
+        r: (sorted(extra.get(r, ())), sorted(v)) for r, v in ALLOWED.items() if extra.get(r) != v
+    }
     assert extra.get("pods") == {"get", "list", "watch", "delete"}
     assert not can_i(cluster, "*", "*", None), "the operator is cluster-admin"
     assert not can_i(cluster, "get", "secrets", None)
