@@ -1,8 +1,9 @@
 """Faults at seeded random points of one campaign: the operator SIGKILLed and restarted, the API
 server and etcd killed and restarted, PD answering 500s, timing out and sending malformed JSON,
 the ledger's filesystem full and its file locked by another process, and the wall clock stepped
-by an hour mid-trial. Afterwards the invariants (tests/reliability/invariants.py) are checked
-from the ledger, the API server's audit log and the suite's own pod watch.
+an hour forward and an hour back mid-trial. Afterwards the invariants
+(tests/reliability/invariants.py) are checked from the ledger, the API server's audit log and
+the suite's own pod watch.
 
 One run (`fault_run`, module scope) feeds every test here, so each invariant passes or fails on
 its own. Knobs: RELIABILITY_TRIALS (20), RELIABILITY_OPERATOR_KILLS (10), RELIABILITY_SEED,
@@ -63,7 +64,8 @@ ALL_KINDS = (
 )
 KINDS = tuple(k for k in os.environ.get("RELIABILITY_FAULTS", ",".join(ALL_KINDS)).split(",") if k)
 NAME = "under-fire"
-#: How long the wall clock stays an hour ahead (or until the trial it hit completes).
+#: How long the wall clock stays an hour ahead, then an hour behind (or until the trial it hit
+#: completes, each).
 CLOCK_STEP_HOLD = env_float("RELIABILITY_CLOCK_STEP_SECONDS", 15.0)
 GATE, OBSERVING = "waiting for steady state", "observing recovery"
 
@@ -292,7 +294,7 @@ class Driver:
             fault.bit = self.subject.pd.requests_served > served
         elif fault.kind == "operator_kill":
             fault.bit = True
-        # clock_step sets `bit` itself (the lease renewed with the stepped clock)
+        # clock_step sets `bit` itself (the lease renewed with each stepped clock)
 
     # --- the faults ---------------------------------------------------------------------------
 
@@ -360,31 +362,39 @@ class Driver:
         fault.bit = any(m in self.op.log_text()[mark:] for m in BITE_MARKS["ledger_locked"])
 
     def _clock_step(self, fault: Fault) -> None:
+        """The wall clock an hour ahead, then an hour behind, then right again: a step both ways
+        and back, each held until seen to reach the operator (its subject Lease renewals, every
+        5 s, carry its wall clock) and its trial ended, or for `fault.hold` seconds at most."""
         assert self.faketime_file is not None
-        before = self.completed()
-        start = time.time()
-        self.faketime_file.write_text("+1h\n")
-        deadline = time.monotonic() + fault.hold
         leases = k8s.CoordinationV1Api(self.cluster.api_client())
-        while time.monotonic() < deadline:
-            status = self.poll() or {}
-            # Hold the step until it is seen to have reached the operator: since recoveries no
-            # longer slow down under a stepped clock, the trial may end before the next renewal.
-            if fault.bit and (self.completed() > before or status.get("phase") != "Running"):
-                break
-            self.op.check_alive()
-            # Evidence that the step reached the operator: it renews the subject lease every
-            # 10 s with its wall clock, an hour ahead now.
-            with contextlib.suppress(Exception):
-                for lease in leases.list_namespaced_lease(
-                    self.namespace, label_selector="app.kubernetes.io/managed-by=aftershock"
-                ).items:
-                    renewed = lease.spec.renew_time
-                    if renewed is not None and renewed.timestamp() > time.time() + 3000:
-                        fault.bit = True
-            time.sleep(0.2)
+        seen = []
+        for offset, text in ((3600.0, "+1h"), (-3600.0, "-1h")):
+            before = self.completed()
+            start = time.time()
+            self.faketime_file.write_text(f"{text}\n")
+            reached = False
+            deadline = time.monotonic() + fault.hold
+            while time.monotonic() < deadline:
+                status = self.poll() or {}
+                # Held until seen to have reached the operator: since recoveries no longer slow
+                # down under a stepped clock, the trial may end before the next renewal.
+                if reached and (self.completed() > before or status.get("phase") != "Running"):
+                    break
+                self.op.check_alive()
+                with contextlib.suppress(Exception):
+                    for lease in leases.list_namespaced_lease(
+                        self.namespace, label_selector="app.kubernetes.io/managed-by=aftershock"
+                    ).items:
+                        renewed = lease.spec.renew_time
+                        if renewed is not None and (renewed.timestamp() - time.time()) / offset > 0.8:
+                            reached = True
+                time.sleep(0.2)
+            # The next phase's shift starts where this one's ends (the file is rewritten at once).
+            self.shifts.append(ClockShift(start, time.time(), offset))
+            seen.append(reached)
         self.faketime_file.write_text("+0\n")
-        self.shifts.append(ClockShift(start, time.time(), 3600.0))
+        fault.bit = all(seen)
+        fault.detail = f"steps seen by the operator (+1h, -1h): {seen}"
 
 
 @pytest.fixture(scope="module")
@@ -646,7 +656,7 @@ def test_no_kill_without_a_passed_gate_before_it(fault_run: FaultRun) -> None:
 
 @pytest.mark.fault_kind("clock_step")
 def test_durations_come_from_the_monotonic_clock_across_a_wall_clock_step(fault_run: FaultRun) -> None:
-    """The operator's wall clock jumped an hour mid-trial (libfaketime, monotonic untouched): the
+    """The operator's wall clock jumped an hour forward, then back (libfaketime, monotonic untouched): the
     step reached it (its lease renewals carried the hour), and every duration the ledger holds
     for that trial is a monotonic offset of sane size, not an hour."""
     assert LIBFAKETIME.exists(), f"{LIBFAKETIME} missing: apt-get install -y faketime libfaketime"
