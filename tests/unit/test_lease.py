@@ -18,7 +18,14 @@ from tests.unit.fakes import make_pod
 from aftershock.engine.holds import subject_keys
 from aftershock.kube.client import LeaseRecord
 from aftershock.kube.errors import KubeConflictError, KubeError, KubeNotFoundError, KubeUnavailableError
-from aftershock.kube.lease import Holder, LeaseLock, LeaseTiming, SubjectLeases, subject_lease_name
+from aftershock.kube.lease import (
+    Holder,
+    LeaseClocks,
+    LeaseLock,
+    LeaseTiming,
+    SubjectLeases,
+    subject_lease_name,
+)
 
 TIMING = LeaseTiming(duration=30, renew_deadline=20.0, retry=5.0)
 NS = "db"
@@ -93,10 +100,9 @@ class Process:
             name,
             Holder(self.campaign, self.ledger, self.process),
             timing=TIMING,
-            monotonic=lambda: self.mono,
-            wall=lambda: self.wall,
+            # Renewals are driven by the test (`renew_once`).
+            clocks=LeaseClocks(monotonic=lambda: self.mono, wall=lambda: self.wall, sleep=_never),
             owns_ledger=self.owns_ledger,
-            sleep=_never,  # renewals are driven by the test (`renew_once`)
         )
 
     def leases(self) -> SubjectLeases:
@@ -105,8 +111,7 @@ class Process:
             NS,
             Holder(self.campaign, self.ledger, self.process),
             timing=TIMING,
-            monotonic=lambda: self.mono,
-            wall=lambda: self.wall,
+            clocks=LeaseClocks(monotonic=lambda: self.mono, wall=lambda: self.wall, sleep=_never),
             owns_ledger=self.owns_ledger,
         )
 

@@ -90,6 +90,16 @@ class LeaseTiming:
             raise ValueError("lease timing needs 0 < retry < renew_deadline < duration")
 
 
+@dataclass(frozen=True)
+class LeaseClocks:
+    """The clocks a lock reads: monotonic for every decision, wall only for the ``renewTime``
+    it writes (for people; nobody compares it), and the sleep between renewals."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
 def subject_lease_name(key: str) -> str:
     """The Lease of one subject key (``Kind/name``): readable when it fits, else hashed."""
     kind, _, name = key.partition("/")
@@ -144,20 +154,19 @@ class LeaseLock:
         holder: Holder,
         *,
         timing: LeaseTiming | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        clocks: LeaseClocks | None = None,
         owns_ledger: bool = True,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._kube = kube
-        self._sleep = sleep
+        clocks = clocks or LeaseClocks()
+        self._sleep = clocks.sleep
         self._namespace = namespace
         self._name = name
         self._holder = holder
         self._identity = holder.text()
         self._timing = timing or LeaseTiming()
-        self._monotonic = monotonic
-        self._wall = wall
+        self._monotonic = clocks.monotonic
+        self._wall = clocks.wall
         #: Whether this process holds its ledger exclusively (`aftershock run` always does).
         self._owns_ledger = owns_ledger
         #: The record last seen, and when (monotonic) it was first seen so.
@@ -318,8 +327,7 @@ class SubjectLeases:
         holder: Holder,
         *,
         timing: LeaseTiming | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        clocks: LeaseClocks | None = None,
         owns_ledger: bool = True,
     ) -> None:
         def make(key: str) -> LeaseLock:
@@ -329,8 +337,7 @@ class SubjectLeases:
                 subject_lease_name(key),
                 holder,
                 timing=timing,
-                monotonic=monotonic,
-                wall=wall,
+                clocks=clocks,
                 owns_ledger=owns_ledger,
             )
 
