@@ -146,15 +146,15 @@ def test_two_selectors_over_the_same_pods_take_turns(
     """Two Campaigns name the same StatefulSet's pods differently (other labels, one with a
     pdURL, one without): the lock is on what is killed, so they never run at once. Witness: the
     audit log's DELETEs, each inside one Campaign's kill-to-recovery window, and the windows of
-    the two never overlapping (about 40 s)."""
+    the two never overlapping (about 40 s; it failed before ADR 0012: two Leases, kills at once)."""
     audit = _audit()
     op = start_operator()
-    by_app = campaign("by-app", namespace, subject.pd_url, trials=2, intervalSeconds=0)
+    by_app = campaign("by-app", namespace, subject.pd_url, trials=1, intervalSeconds=0)
     other_words = {
         "matchLabels": {"app.kubernetes.io/instance": "e2e"},
         "matchExpressions": [{"key": "statefulset.kubernetes.io/pod-name", "operator": "Exists"}],
     }
-    by_name = campaign("by-name", namespace, None, trials=2, intervalSeconds=0)
+    by_name = campaign("by-name", namespace, None, trials=1, intervalSeconds=0)
     by_name["spec"]["subject"]["selector"] = other_words
     cluster.apply(by_app)
     cluster.apply(by_name)
@@ -165,12 +165,12 @@ def test_two_selectors_over_the_same_pods_take_turns(
         name: [(_epoch_wall(a), _epoch_wall(b)) for a, b in _windows(op, namespace, name)]
         for name in ("by-app", "by-name")
     }
-    assert all(len(w) == 2 for w in spans.values()), spans
+    assert all(len(w) == 1 for w in spans.values()), spans
     firsts = sorted((min(a for a, _ in w), max(b for _, b in w)) for w in spans.values())
     (_, first_end), (second_start, _) = firsts
     assert first_end <= second_start, f"the two Campaigns ran at once: {spans}"
     deletes = [d for d in audit.pod_deletes(namespace) if d.by_operator and d.effective]
-    assert len(deletes) == 4, deletes
+    assert len(deletes) == 2, deletes
     windows = [w for ws in spans.values() for w in ws]
     for d in deletes:
         inside = [w for w in windows if w[0] - 1.0 <= d.received <= w[1]]
@@ -183,10 +183,10 @@ def test_a_second_operator_on_the_same_ledger_is_refused_and_touches_nothing(
     """One operator per ledger (ADR 0012): a second `aftershock run` on the same file exits at
     once with code 3 and a line naming the holder, before it opens the ledger or asks the API
     server anything. The first one's Campaign goes on untouched: no attempt interrupted, the
-    file sound, and every DELETE in the audit log one of its recorded victims (about 20 s)."""
+    file sound, and every DELETE in the audit log one of its recorded victims (about 40 s)."""
     audit = _audit()
     first = start_operator()
-    cluster.apply(campaign("one", namespace, subject.pd_url, trials=3, intervalSeconds=1))
+    cluster.apply(campaign("one", namespace, subject.pd_url, trials=2, intervalSeconds=0))
     testbed.wait_for(
         lambda: (get_campaign(cluster, namespace, "one").get("status") or {}).get("phase") == "Running",
         60,
@@ -217,11 +217,14 @@ def test_a_second_operator_on_the_same_ledger_is_refused_and_touches_nothing(
         ).stdout
     )
     outcomes = [t["outcome"] for t in report["trials"]]
-    assert outcomes == ["recovered"] * 3, outcomes  # nothing interrupted, nothing twice
+    # Nothing interrupted (the second operator never took the Campaign up), nothing twice. An
+    # infra_error is the simulator's (kwok deletes a pod by itself now and then, ADR 0005).
+    assert "interrupted" not in outcomes, outcomes
+    assert sorted(t["index"] for t in report["trials"] if t["outcome"] == "recovered") == [0, 1]
     import sqlite3
 
     assert sqlite3.connect(first.db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     victims = {v["name"] for t in report["trials"] for v in t["victims"]}
     deletes = [d for d in audit.pod_deletes(namespace) if d.by_operator and d.effective]
-    assert len(deletes) == 3
+    assert len(deletes) == 2
     assert {d.name for d in deletes} <= victims

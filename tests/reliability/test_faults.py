@@ -747,7 +747,14 @@ def test_status_converges_after_the_final_status_patch_fails(
         except AssertionError as exc:
             raise RuntimeError(str(exc)) from exc
         cluster.kubectl("apply", "-f", str(rbac))
-        time.sleep(30)
+        ended = _ledger_phase(op, namespace, "last")
+
+        def caught_up() -> bool:
+            return (get_campaign(cluster, namespace, "last").get("status") or {}).get("phase") == ended
+
+        # The final status is retried with backoff for about 2 minutes: waited for, not slept on.
+        with contextlib.suppress(AssertionError):
+            testbed.wait_for(caught_up, 150, interval=1.0, what="the status to catch up with the ledger")
         status = dict(get_campaign(cluster, namespace, "last").get("status") or {})
     finally:
         cluster.kubectl("apply", "-f", str(rbac))
