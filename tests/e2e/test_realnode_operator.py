@@ -29,6 +29,14 @@ def operator_manifests(cluster: testbed.Cluster, watch_namespace: str) -> list[d
     rendered = cluster.kubectl("kustomize", str(OVERLAY)).stdout
     objs = [o for o in yaml.safe_load_all(rendered) if o]
     for obj in objs:
+        if obj["kind"] == "PersistentVolumeClaim":
+            # A claim's access mode cannot change in place: one made before the manifests asked
+            # for ReadWriteOncePod (ADR 0012) keeps its own, as `make dev` keeps it.
+            live = cluster.kubectl(
+                "get", "pvc", obj["metadata"]["name"], "-n", OPERATOR_NS, "-o", "json", check=False
+            )
+            if live.returncode == 0:
+                obj["spec"]["accessModes"] = json.loads(live.stdout)["spec"]["accessModes"]
         if obj["kind"] == "Deployment":
             (container,) = obj["spec"]["template"]["spec"]["containers"]
             container["args"] = [a for a in container["args"] if a != "--all-namespaces"] + [
