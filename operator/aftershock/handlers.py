@@ -135,7 +135,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config: OperatorConfig = memo["config"]
     memo["kube"] = await Kube.connect(config.kubeconfig)
     memo["ledger"] = await Ledger.open(config.db_path)
-    # Named in every subject Lease this process holds (ADR 0012).
+    # Named in every subject Lease this process holds (ADR 0013).
     memo["ledger_id"] = await memo["ledger"].ledger_id()
     memo["metrics"] = Metrics()
     memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
