@@ -54,10 +54,12 @@ images: ## build the operator and subject images (cached) and import them into t
 .PHONY: crd
 crd: venv ## write the chart's and the package's CRD copies from manifests/crd (kinds from the subject registry)
 	$(PY) hack/crd/generate.py
+	$(PY) hack/admission/generate.py
 
 .PHONY: verify-crd
 verify-crd: venv ## fail when a CRD copy (or the subject.kind enum) drifted from its source
 	$(PY) hack/crd/generate.py --check
+	$(PY) hack/admission/generate.py --check
 
 .PHONY: lint
 lint: venv verify-crd ## ruff, mypy --strict, import-linter (layer rules), CRD copies in step

@@ -83,6 +83,8 @@ def setup(workdir: Path) -> Bed:
         str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
     )
     cluster.kubectl("apply", "-f", str(manifests / "operator" / "rbac.yaml"))
+    # Records each Campaign's author, which the operator checks before a run (ADR 0012).
+    cluster.kubectl("apply", "-f", str(manifests / "admission" / "author.yaml"))
     _ensure_namespace(cluster, BENCH_NS)
     cluster.apply(_PEER_ROLE)
     workdir.mkdir(parents=True, exist_ok=True)

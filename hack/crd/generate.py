@@ -53,7 +53,9 @@ def main(argv: list[str]) -> int:
     drifted = [p for p in (SOURCE, *COPIES) if not p.exists() or p.read_text() != want]
     if check:
         for p in drifted:
-            print(f"{p.relative_to(REPO)} drifted from the CRD source or the subject registry: run `make crd`")
+            print(
+                f"{p.relative_to(REPO)} drifted from the CRD source or the subject registry: run `make crd`"
+            )
         return 1 if drifted else 0
     for p in drifted:
         p.write_text(want)

@@ -60,6 +60,9 @@ def apply(objs: list[dict[str, Any]], namespace: str) -> None:
 def ensure_namespace(name: str) -> None:
     manifest = kubectl("create", "namespace", name, "--dry-run=client", "-o", "yaml").stdout
     kubectl("apply", "-f", "-", input_=manifest)
+    if name != OPERATOR_NS:
+        # Opts in, as manifests/tikv/namespace.yaml does, should the operator be given --namespace-label.
+        kubectl("label", "namespace", name, "aftershock.dev/campaigns=enabled", "--overwrite")
 
 
 def api_server() -> tuple[str, str]:

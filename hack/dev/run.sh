@@ -88,6 +88,8 @@ kubectl wait --for=condition=Established crd/campaigns.aftershock.dev --timeout=
 for f in namespace serviceaccount rbac; do
   kubectl apply -f "$repo/manifests/operator/$f.yaml" >/dev/null
 done
+# Records each Campaign's author, which the operator checks before a run (ADR 0012).
+kubectl apply -f "$repo/manifests/admission/author.yaml" >/dev/null
 # Never two operators on one Campaign: the in-cluster one of `make dev` goes.
 if kubectl get deployment aftershock -n aftershock-system >/dev/null 2>&1; then
   log "removing the in-cluster operator (deployment aftershock-system/aftershock)"

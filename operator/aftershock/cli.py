@@ -47,6 +47,31 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _label(text: str | None) -> tuple[str, str] | None:
+    """``KEY=VALUE`` as a pair; empty: no label."""
+    if not text:
+        return None
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+_SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def own_namespace() -> list[str]:
+    """The namespace the operator runs in: ``$POD_NAMESPACE`` (the manifests set it from the
+    downward API), else its ServiceAccount's when in a pod; none for a local process."""
+    if ns := os.environ.get("POD_NAMESPACE"):
+        return [ns]
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(_SA_NAMESPACE_FILE):
+        with open(_SA_NAMESPACE_FILE, encoding="utf-8") as f:
+            name = f.read().strip()
+        return [name] if name else []
+    return []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aftershock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="never disturb this namespace (repeatable; added to the built-in "
         + ", ".join(sorted(DEFAULT_PROTECTED_NAMESPACES))
         + ")",
+    )
+    run.add_argument(
+        "--author-check",
+        choices=("on", "off"),
+        default=os.environ.get("AFTERSHOCK_AUTHOR_CHECK") or "on",
+        help="start a run only when the Campaign's author (annotation aftershock.dev/author, recorded by "
+        "the admission policy aftershock-author) may do everything it makes the operator do "
+        "(SubjectAccessReview; docs/adr/0012-campaign-authors.md); off: rely on the admission policy alone",
+    )
+    run.add_argument(
+        "--namespace-label",
+        metavar="KEY=VALUE",
+        type=_label,
+        default=os.environ.get("AFTERSHOCK_NAMESPACE_LABEL") or None,
+        help="watching every namespace: run Campaigns only in namespaces with this label (the cluster-wide "
+        "manifests pass aftershock.dev/campaigns=enabled); ignored with --namespace, whose list is "
+        "the opt-in",
     )
     run.add_argument(
         "--allow-loopback-endpoints",
@@ -272,11 +314,18 @@ def _run_operator(args: argparse.Namespace) -> int:
     # httpx logs every PD request at INFO: a few per second per Campaign drowns the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces = args.namespace or _env_list("AFTERSHOCK_NAMESPACES")
+    everywhere = args.all_namespaces or not namespaces
+    label = args.namespace_label if isinstance(args.namespace_label, tuple) else _label(args.namespace_label)
     settings = RunnerSettings(
-        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES | frozenset(args.protected_namespace),
+        # The operator's own namespace too: its ledger, its pod, its ServiceAccount's token.
+        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES
+        | frozenset(args.protected_namespace)
+        | frozenset(own_namespace()),
         allow_loopback_pd=args.allow_loopback_pd,
         probe_interval=args.probe_interval,
         lock_retry_interval=args.lock_retry_interval,
+        author_check=args.author_check == "on",
+        namespace_label=label if everywhere else None,
     )
     config = handlers.OperatorConfig(
         db_path=args.db,

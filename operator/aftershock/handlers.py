@@ -294,6 +294,9 @@ async def _run_once(
         volumes=kube,
         pod_watches=memo["pod_watches"],
         settings=config.runner,
+        access=kube,
+        # kopf's live view: the author the admission policy recorded at creation.
+        annotations_source=lambda: dict(meta.get("annotations") or {}),
     )
     return await runner.run(stop)
 

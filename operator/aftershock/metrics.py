@@ -14,7 +14,11 @@ The event loop's own lag is measured here too (`LoopLagMeter`), from inside the 
 exported as a histogram: the benchmark reads it from /metrics instead of timing an HTTP probe.
 
 Only GET routes exist; nothing here can change a campaign, and nothing but campaign results
-(from the ledger) is exposed.
+(from the ledger) is exposed. The reports (`/campaigns*`: specs, victims, results of every
+namespace) are answered only to a client on loopback (`loopback_only`): inside the operator's pod
+(`kubectl exec`) or through `kubectl port-forward`, both of which RBAC guards (``pods/exec``,
+``pods/portforward`` in the operator's namespace). `/metrics` is for Prometheus, from anywhere
+the NetworkPolicy lets in (docs/adr/0012-campaign-authors.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import ipaddress
 import logging
 import math
 import time
@@ -345,6 +350,37 @@ class LoopLagMeter:
             self._task = None
 
 
+REPORTS_REFUSED = (
+    "campaign reports are served on loopback only: "
+    "kubectl -n NAMESPACE port-forward deploy/aftershock PORT, or "
+    "kubectl -n NAMESPACE exec deploy/aftershock -- aftershock report NAME -n CAMPAIGN_NAMESPACE\n"
+)
+
+
+def is_loopback(peer: str | None) -> bool:
+    """Whether the connection came from this host (pod) itself."""
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+@web.middleware
+async def loopback_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """`/campaigns*` to loopback clients only; the peer's address is the socket's (aiohttp reads
+    no forwarding header for `remote`), so no header can claim it."""
+    if request.path.startswith("/campaigns") and not is_loopback(request.remote):
+        raise web.HTTPForbidden(text=REPORTS_REFUSED)
+    return await handler(request)
+
+
 def build_app(metrics: Metrics, ledger: Ledger) -> web.Application:
     async def get_metrics(_: web.Request) -> web.Response:
         # From memory only: a scrape never reads the ledger. Not gzipped although Prometheus
@@ -375,7 +411,7 @@ def build_app(metrics: Metrics, ledger: Ledger) -> web.Application:
             raise web.HTTPNotFound(text=f"no campaign {ns}/{name} in the ledger\n") from None
         return web.Response(text=report.render_json(data), content_type="application/json")
 
-    app = web.Application()
+    app = web.Application(middlewares=[loopback_only])
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/campaigns", list_campaigns)
     app.router.add_get("/campaigns/{namespace}/{name}", campaign_report)
@@ -387,5 +423,5 @@ async def serve(metrics: Metrics, ledger: Ledger, port: int, host: str = "0.0.0.
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("serving /metrics and /campaigns on %s:%d", host, port)
+    log.info("serving /metrics on %s:%d, /campaigns to loopback clients only", host, port)
     return runner

@@ -54,7 +54,14 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     assert (parsed.namespace or []) == (["tikv"] if namespaced else [])
     for ns in ("aftershock-system", "tikv"):
         cluster.kubectl("create", "namespace", ns, check=False)
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for d in docs:  # what `helm install -n aftershock-system` does for objects without one
         if d["kind"] not in cluster_scoped:
             d["metadata"].setdefault("namespace", "aftershock-system")
@@ -62,6 +69,14 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     path.write_text(yaml.safe_dump_all(docs))
     out = cluster.kubectl("apply", "--dry-run=server", "-f", str(path))
     assert out.stdout.count("(server dry run)") == len(docs)
+    # Issue 21: the admission policies and the NetworkPolicy ship with the chart; the namespace
+    # opt-in only cluster-wide (the listed namespaces are the opt-in otherwise).
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("ValidatingAdmissionPolicy", "t-aftershock-campaigns") in names
+    assert ("MutatingAdmissionPolicy", "t-aftershock-author") in names
+    assert ("ValidatingAdmissionPolicy", "t-aftershock-operator") in names
+    assert (("ValidatingAdmissionPolicy", "t-aftershock-namespace-opt-in") in names) == (not namespaced)
+    assert ("NetworkPolicy", "t-aftershock") in names
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ def test_recreate_reset_starts_every_trial_from_new_claims(
 ) -> None:
     before = claim_uids(cluster, namespace)
     assert set(before) == CLAIMS
+    testbed.allow_recreate(cluster, namespace)
     op = start_operator()
     cluster.apply(
         campaign(

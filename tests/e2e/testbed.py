@@ -122,9 +122,23 @@ def install_operator_identity(cluster: Cluster, kubeconfig_path: Path, duration:
     cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
     for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
         cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+    # The MutatingAdmissionPolicy that records each Campaign's author (ADR 0012), bound
+    # cluster-wide as shipped: the operator's --author-check (on by default) reads it. It only
+    # adds an annotation. The validating policies are bound by the tests that test them, to
+    # their own namespaces: on a shared test bed they would refuse other tests' Campaigns.
+    cluster.kubectl("apply", "-f", str(manifests / "admission" / "author.yaml"))
     return cluster.service_account_kubeconfig(
         "aftershock-system", "aftershock", kubeconfig_path, duration=duration
     )
+
+
+def allow_recreate(cluster: Cluster, namespace: str) -> None:
+    """What a cluster administrator does to allow spec.reset Recreate in a namespace: bind the
+    ClusterRole aftershock-reset-recreate there to the operator's ServiceAccount."""
+    cluster.kubectl(
+        "create", "rolebinding", "aftershock-reset-recreate", "-n", namespace,
+        "--clusterrole", "aftershock-reset-recreate", "--serviceaccount", "aftershock-system:aftershock",
+    )  # fmt: skip
 
 
 def start_or_reuse() -> Cluster:

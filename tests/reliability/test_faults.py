@@ -32,7 +32,7 @@ from kubernetes import client as k8s
 
 from aftershock.ledger.schema import milestone_columns
 from aftershock.model import AttemptRecord
-from tests.e2e import testbed
+from tests.e2e import rights, testbed
 from tests.e2e.operator import Subject, campaign, get_campaign, start_subject
 from tests.pdstub import Timing
 from tests.reliability import invariants
@@ -40,9 +40,15 @@ from tests.reliability.bed import ControlPlane
 from tests.reliability.conftest import drop_namespace, env_float, env_int, make_namespace
 from tests.reliability.invariants import ClockShift, LedgerView
 from tests.reliability.proc import LIBFAKETIME, Operator
-from tests.reliability.rights import adr_0004_rights, request_right
 from tests.reliability.tally import TALLY
-from tests.reliability.watchers import OPERATOR_USER, AuditDelete, AuditLog, PodGone, PodWatch
+from tests.reliability.watchers import (
+    OPERATOR_USER,
+    AuditDelete,
+    AuditLog,
+    PodGone,
+    PodWatch,
+    request_right,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -636,7 +642,7 @@ def test_operator_never_exited_on_its_own(fault_run: FaultRun) -> None:
 def test_every_request_the_operator_made_is_a_right_adr_0004_lists(fault_run: FaultRun) -> None:
     """What the operator actually asked of the API server under faults (the audit log), each
     within ADR 0004's table: the table follows the code, not only the manifests."""
-    allowed = adr_0004_rights()
+    allowed = rights.adr_table()
     assert fault_run.used, "the audit log shows no request by the operator: the witness saw nothing"
     beyond = sorted((res, verb) for res, verb in fault_run.used if verb not in allowed.get(res, set()))
     assert not beyond, beyond

@@ -122,7 +122,7 @@ def test_every_kustomization_lists_files_that_exist() -> None:
 
 def test_top_kustomization_installs_crd_and_operator_but_not_the_test_subject() -> None:
     resources = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
-    assert sorted(resources) == ["crd", "operator"]
+    assert sorted(resources) == ["admission", "admission/opt-in.yaml", "crd", "operator"]
 
 
 # --- The CRD ---------------------------------------------------------------------------------
@@ -435,10 +435,9 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         # The remediator's Events (spec.remediator.signals): one watch per Campaign.
         | {("", "events", v) for v in ("list", "watch")}
         | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
-        | {("", "namespaces", v) for v in ("list", "watch")}
+        # get: the opt-in label (--namespace-label).
+        | {("", "namespaces", v) for v in ("get", "list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}
-        # spec.reset Recreate: the subject pods' own claims, read and deleted by UID.
-        | {("", "persistentvolumeclaims", v) for v in ("get", "delete")}
         | {("coordination.k8s.io", "leases", v) for v in rw}
         | {
             ("apps", f"{w}/scale", v)
@@ -453,6 +452,19 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "aftershock", "namespace": "aftershock-system"}
     ]
+    # Asking about Campaign authors (ADR 0012): its own ClusterRole, bound to the operator.
+    author = _one(_objects(MANIFESTS / "operator"), "ClusterRole", "aftershock-author-check")
+    assert _grants(author["rules"]) == {("authorization.k8s.io", "subjectaccessreviews", "create")}
+    author_binding = _one(_objects(MANIFESTS / "operator"), "ClusterRoleBinding", "aftershock-author-check")
+    assert author_binding["subjects"] == binding["subjects"]
+    # spec.reset Recreate's claims: a ClusterRole bound nowhere, for a RoleBinding per namespace.
+    recreate = _one(_objects(MANIFESTS / "operator"), "ClusterRole", "aftershock-reset-recreate")
+    assert _grants(recreate["rules"]) == {("", "persistentvolumeclaims", v) for v in ("get", "delete")}
+    bindings = [o for o in _objects(MANIFESTS / "operator") if o["kind"].endswith("Binding")]
+    assert all(b["roleRef"]["name"] != "aftershock-reset-recreate" for b in bindings)
+
+
+_CLUSTER_SCOPED = ("customresourcedefinitions", "namespaces")
 
 
 def test_namespaced_variant_grants_the_same_minus_cluster_scoped_things() -> None:
@@ -460,9 +472,7 @@ def test_namespaced_variant_grants_the_same_minus_cluster_scoped_things() -> Non
     objs = list(_objects(MANIFESTS / "operator-namespaced"))
     role = _one(iter(objs), "Role", "aftershock")
     crds = _one(iter(objs), "ClusterRole", "aftershock-crds")
-    assert _grants(role["rules"]) == {
-        g for g in cluster if g[1] not in ("customresourcedefinitions", "namespaces")
-    }
+    assert _grants(role["rules"]) == {g for g in cluster if g[1] not in _CLUSTER_SCOPED}
     assert _grants(crds["rules"]) == {g for g in cluster if g[1] == "customresourcedefinitions"}
     assert role["metadata"]["namespace"] not in model.DEFAULT_PROTECTED_NAMESPACES
     kust = yaml.safe_load((MANIFESTS / "operator-namespaced" / "kustomization.yaml").read_text())
@@ -480,11 +490,14 @@ def test_chart_rules_match_the_manifests() -> None:
     blocks = _chart_rule_blocks()
     namespaced = _grants(blocks["aftershock.namespacedRules"])
     crd_rules = _grants(blocks["aftershock.crdRules"])
-    assert namespaced == {g for g in cluster if g[1] not in ("customresourcedefinitions", "namespaces")}
-    assert crd_rules == {g for g in cluster if g[1] == "customresourcedefinitions"}
+    assert namespaced == {g for g in cluster if g[1] not in _CLUSTER_SCOPED}
+    author = _grants(
+        _one(_objects(MANIFESTS / "operator"), "ClusterRole", "aftershock-author-check")["rules"]
+    )
+    assert crd_rules == {g for g in cluster if g[1] == "customresourcedefinitions"} | author
     rbac = (CHART / "templates" / "rbac.yaml").read_text()
     assert 'resources: ["namespaces"]' in rbac
-    assert 'verbs: ["list", "watch"]' in rbac
+    assert 'verbs: ["get", "list", "watch"]' in rbac
     assert "has . $.Values.protectedNamespaces" in rbac, "the chart must refuse Roles in protected namespaces"
 
 

@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 from tests.unit import etcd_trials
 
@@ -270,3 +272,35 @@ def test_a_tikv_campaign_keeps_its_phase_labels() -> None:
     )
     counts = families(m)["aftershock_recovery_seconds"].samples
     assert [s.labels["phase"] for s in counts if s.name.endswith("_count")] == [*chain, "recovered"]
+
+
+def _from(peer: str, path: str) -> Any:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda key, default=None: (
+        (peer, 40000) if key == "peername" else default
+    )
+    return make_mocked_request("GET", path, transport=transport)
+
+
+@pytest.mark.parametrize("peer", ["10.0.0.7", "192.168.1.2", "fd00::1", "::ffff:10.0.0.7"])
+async def test_reports_are_refused_to_clients_off_loopback(peer: str) -> None:
+    """Issue 21 item 4: a pod elsewhere in the cluster reads /metrics, never the reports."""
+
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return web.Response(text="report")
+
+    with pytest.raises(web.HTTPForbidden) as refused:
+        await metrics.loopback_only(_from(peer, "/campaigns/ns/name"), handler)
+    assert "port-forward" in (refused.value.text or "")
+    with pytest.raises(web.HTTPForbidden):
+        await metrics.loopback_only(_from(peer, "/campaigns"), handler)
+    assert (await metrics.loopback_only(_from(peer, "/metrics"), handler)).status == 200
+    assert metrics.loopback_only in metrics.build_app(Metrics(), _NoLedger()).middlewares  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"])
+async def test_reports_are_served_on_loopback(peer: str) -> None:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return web.Response(text="report")
+
+    assert (await metrics.loopback_only(_from(peer, "/campaigns/ns/name"), handler)).status == 200

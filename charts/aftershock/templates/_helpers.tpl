@@ -71,10 +71,6 @@ no wildcards.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
-# spec.reset Recreate: the subject pods' own claims, deleted with a UID precondition.
-- apiGroups: [""]
-  resources: ["persistentvolumeclaims"]
-  verbs: ["get", "delete"]
 # Per-subject locks, in the Campaign's namespace.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
@@ -97,4 +93,13 @@ no wildcards.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+# Whether a Campaign's author may do what the Campaign makes the operator do (ADR 0012).
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* The operator's ServiceAccount as the API server names its user. */}}
+{{- define "aftershock.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "aftershock.serviceAccountName" .) -}}
 {{- end -}}

@@ -75,6 +75,11 @@ class RunnerSettings:
     kill_retry_budget: float = 30.0
     infra: InfraBackoff = field(default_factory=InfraBackoff)
     writes: WriteProbeSettings = field(default_factory=WriteProbeSettings)
+    #: ``--author-check``: a run starts only when the Campaign's author (the annotation the
+    #: admission policy records) holds every right the Campaign uses (ADR 0012).
+    author_check: bool = False
+    #: ``--namespace-label``: a run starts only in a namespace carrying this label (key, value).
+    namespace_label: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

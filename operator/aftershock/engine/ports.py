@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
+from aftershock.authz import Author, Right
 from aftershock.errors import ProbeUnavailableError
 from aftershock.ledger import Ledger
 from aftershock.model import (
@@ -19,6 +20,7 @@ from aftershock.model import (
 from aftershock.subjects.base import Subject
 
 __all__ = [
+    "AccessApi",
     "Clock",
     "EventSink",
     "LedgerPort",
@@ -92,6 +94,17 @@ class VolumeApi(Protocol):
 
     async def delete_claim(self, namespace: str, name: str, uid: str) -> None:
         """Delete exactly this claim (UID precondition)."""
+
+
+class AccessApi(Protocol):
+    """Access questions: may a Campaign's author, or the operator itself, do something in a
+    namespace; a namespace's labels (the opt-in)."""
+
+    async def author_may(self, namespace: str, right: Right, author: Author) -> bool: ...
+
+    async def operator_may(self, namespace: str, right: Right) -> bool: ...
+
+    async def namespace_labels(self, namespace: str) -> Mapping[str, str]: ...
 
 
 class EventApi(Protocol):

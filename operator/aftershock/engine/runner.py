@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-from aftershock.engine import holds, lifecycle, resume, verdict, watches
+from aftershock.engine import admit, holds, lifecycle, resume, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
+    AccessApi,
     Clock,
     EventApi,
     EventSink,
@@ -38,7 +39,7 @@ from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
-from aftershock.errors import SpecError
+from aftershock.errors import ApiError, SpecError
 from aftershock.model import (
     AttemptRecord,
     CampaignRef,
@@ -84,6 +85,10 @@ class CampaignRunner:
     volumes: VolumeApi | None = None
     #: The operator's shared pod watches; None: this runner watches its namespace by itself.
     pod_watches: PodWatches | None = None
+    #: Access questions before a run starts (`aftershock.engine.admit`); None: none asked.
+    access: AccessApi | None = None
+    #: The Campaign's annotations now (the author the admission policy recorded).
+    annotations_source: Callable[[], Mapping[str, str]] = dict
     _out: StatusPublisher = field(init=False)
     _remediator: RemediatorScaler = field(init=False)
 
@@ -144,6 +149,11 @@ class CampaignRunner:
                 "ProtectedNamespace",
                 f"namespace {ref.namespace!r} is protected: aftershock never disturbs it",
             )
+        refused = await self._admit(spec, stop)
+        if refused is not None:
+            return await verdict.fail_spec(out, refused.field, refused.reason, refused.message)
+        if stop.is_set():
+            return out.phase
         out.conditions.set(SPEC_VALID, True, "Valid", "", self.clock.wall())
         seed = str(spec.seed) if spec.seed is not None else ref.uid
         attempts = await resume.resume(out=out, raw=raw, spec=spec, seed=seed)
@@ -181,6 +191,31 @@ class CampaignRunner:
             return phase
         finally:
             await self.lock.release()
+
+    async def _admit(self, spec: CampaignSpec, stop: StopSignal) -> admit.Refusal | None:
+        """The operator's own authorisation check, asked again at every start of a run (and
+        resume). A transient API error is asked again; a permanent one (the operator may not
+        create SubjectAccessReviews) refuses, saying so."""
+        if self.access is None:
+            return None
+        while True:
+            try:
+                return await admit.refusal(
+                    namespace=self.ref.namespace,
+                    annotations=self.annotations_source(),
+                    spec=spec,
+                    settings=self.settings,
+                    api=self.access,
+                )
+            except ApiError as exc:
+                if not exc.transient:
+                    return admit.Refusal(
+                        "",
+                        "AuthorizationCheckFailed",
+                        f"aftershock could not check who may run this Campaign: {exc}; nothing was done",
+                    )
+                if await stop.wait(self.settings.lock_retry_interval):
+                    return None
 
     async def _loop(
         self, spec: CampaignSpec, trials: Trials, attempts: list[AttemptRecord], stop: StopSignal

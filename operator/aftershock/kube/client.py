@@ -22,6 +22,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aftershock.kube import decode, errors
+from aftershock.kube.access import _Access
 from aftershock.kube.errors import (
     KubeError,
     KubeGoneError,
@@ -49,7 +50,7 @@ class LeaseRecord:
     resource_version: str
 
 
-class Kube(_Volumes):
+class Kube(_Volumes, _Access):
     """The API calls aftershock makes, typed. One instance per operator process."""
 
     def __init__(self, api: k8s.ApiClient, watch_api: k8s.ApiClient | None = None) -> None:
@@ -60,6 +61,7 @@ class Kube(_Volumes):
         self._custom = k8s.CustomObjectsApi(api)
         self._coordination = k8s.CoordinationV1Api(api)
         self._apps = k8s.AppsV1Api(api)
+        self._authorization = k8s.AuthorizationV1Api(api)
         self.requests = collections.Counter()
 
     @classmethod
