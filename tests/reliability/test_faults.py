@@ -302,6 +302,9 @@ class Driver:
             fault.bit = self.subject.pd.requests_served > served
         elif fault.kind == "operator_kill":
             fault.bit = True
+        if not fault.bit:
+            # What the operator was doing meanwhile, for whoever reads the failure.
+            fault.detail += " | operator log during the fault: " + self.op.log_text()[log_mark:][-1500:]
         # clock_step sets `bit` itself (the lease renewed with each stepped clock)
 
     # --- the faults ---------------------------------------------------------------------------
@@ -582,7 +585,9 @@ def test_every_fault_reached_the_operator(fault_run: FaultRun) -> None:
     """A fault that did not bite proves nothing: each must show in the operator's log, the PD
     stand-in's request count, or (clock step) the ledger's wall-clock times."""
     missed = [
-        (f.kind, f.after, f.stage) for f in fault_run.plan if not f.bit and f.kind not in ("etcd_restart",)
+        (f.kind, f.after, f.stage, f.detail)
+        for f in fault_run.plan
+        if not f.bit and f.kind not in ("etcd_restart",)
     ]
     assert not missed, missed
 
