@@ -46,8 +46,11 @@ def test_two_campaigns_on_one_subject_never_overlap(
     cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
 ) -> None:
     op = start_operator()
-    cluster.apply(campaign("first", namespace, subject.pd_url, trials=3, intervalSeconds=1))
-    cluster.apply(campaign("second", namespace, subject.pd_url, trials=3, intervalSeconds=1))
+    # A 2 s settle window (the default is 15 s): six trials one after another, on a loaded
+    # machine, took longer than the wait below.
+    quick = {"timeoutSeconds": 60, "settleSeconds": 2}
+    cluster.apply(campaign("first", namespace, subject.pd_url, trials=3, intervalSeconds=1, recovery=quick))
+    cluster.apply(campaign("second", namespace, subject.pd_url, trials=3, intervalSeconds=1, recovery=quick))
 
     seen_busy: list[str] = []
 
@@ -61,7 +64,7 @@ def test_two_campaigns_on_one_subject_never_overlap(
             done += (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         return done == 2
 
-    testbed.wait_for(both_done, 120, interval=0.1, what="both campaigns finished")
+    testbed.wait_for(both_done, 180, interval=0.1, what="both campaigns finished")
     for name in ("first", "second"):
         obj = wait_phase(cluster, namespace, name, {"Succeeded"}, timeout=5, op=op)
         assert obj["status"]["progress"] == "3/3"
