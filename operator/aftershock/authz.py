@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aftershock.model import CampaignSpec, ChaosType, RemediatorKind, ResetMode
+from aftershock.model import CampaignSpec, RemediatorKind, ResetMode
 
 __all__ = [
     "AUTHOR_ANNOTATION",
@@ -77,10 +77,10 @@ class ConditionalRight:
 DELETE_PODS = Right("delete", "pods")
 DELETE_CLAIMS = Right("delete", "persistentvolumeclaims")
 
-#: What each chaos kind makes the operator do to its victims. Chaos kinds declare their own as
-#: they are added (the ``chaos.type`` enum and this table grow together).
-CHAOS_RIGHTS: Mapping[ChaosType, tuple[Right, ...]] = {
-    ChaosType.NODE_KILL: (DELETE_PODS,),
+#: What each chaos kind (by ``chaos.type``) makes the operator do to its victims. Once chaos
+#: kinds are plugins that declare their rights, this table is read from their registry.
+CHAOS_RIGHTS: Mapping[str, tuple[Right, ...]] = {
+    "node_kill": (DELETE_PODS,),
 }
 
 _REMEDIATOR_RESOURCES: Mapping[RemediatorKind, str] = {
@@ -97,8 +97,8 @@ RIGHTS: tuple[ConditionalRight, ...] = (
     *(
         ConditionalRight(
             right,
-            f"{_LIVE} && object.spec.?chaos.?type.orValue('node_kill') == '{chaos.value}'",
-            f"chaos type {chaos.value} makes aftershock {right.verb} {right.resource} on its author's behalf",
+            f"{_LIVE} && object.spec.?chaos.?type.orValue('node_kill') == '{chaos}'",
+            f"chaos type {chaos} makes aftershock {right.verb} {right.resource} on its author's behalf",
         )
         for chaos, rights in CHAOS_RIGHTS.items()
         for right in rights
@@ -128,7 +128,7 @@ def required_rights(spec: CampaignSpec) -> tuple[Right, ...]:
     Nothing for a dry run: it reads pods and records, nothing is changed."""
     if spec.dry_run:
         return ()
-    rights: list[Right] = list(CHAOS_RIGHTS[spec.chaos.type])
+    rights: list[Right] = list(CHAOS_RIGHTS[str(spec.chaos.type)])
     if spec.reset.mode is not ResetMode.NONE:
         rights.append(DELETE_PODS)
     if spec.reset.mode is ResetMode.RECREATE:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from aftershock.model import DEFAULT_PROTECTED_NAMESPACES
 
 if TYPE_CHECKING:
+    from aftershock.engine.outcomes import RunnerSettings
     from aftershock.report import CampaignReport
 
 DEFAULT_DB = "/var/lib/aftershock/ledger.db"
@@ -70,6 +71,25 @@ def own_namespace() -> list[str]:
             name = f.read().strip()
         return [name] if name else []
     return []
+
+
+def runner_settings(args: argparse.Namespace, *, everywhere: bool) -> RunnerSettings:
+    """What every Campaign's runner is given, from `aftershock run`'s arguments."""
+    from aftershock.engine.outcomes import RunnerSettings
+
+    label = args.namespace_label if isinstance(args.namespace_label, tuple) else _label(args.namespace_label)
+    return RunnerSettings(
+        # The operator's own namespace too: its ledger, its pod, its ServiceAccount's token.
+        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES
+        | frozenset(args.protected_namespace)
+        | frozenset(own_namespace()),
+        allow_loopback_pd=args.allow_loopback_pd,
+        probe_interval=args.probe_interval,
+        lock_retry_interval=args.lock_retry_interval,
+        author_check=args.author_check == "on",
+        # Cluster-wide only: a list of namespaces is its own opt-in.
+        namespace_label=label if everywhere else None,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +324,6 @@ def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from aftershock import handlers
-    from aftershock.engine.outcomes import RunnerSettings
 
     kopf.configure(
         verbose=args.verbose,
@@ -314,19 +333,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     # httpx logs every PD request at INFO: a few per second per Campaign drowns the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     namespaces = args.namespace or _env_list("AFTERSHOCK_NAMESPACES")
-    everywhere = args.all_namespaces or not namespaces
-    label = args.namespace_label if isinstance(args.namespace_label, tuple) else _label(args.namespace_label)
-    settings = RunnerSettings(
-        # The operator's own namespace too: its ledger, its pod, its ServiceAccount's token.
-        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES
-        | frozenset(args.protected_namespace)
-        | frozenset(own_namespace()),
-        allow_loopback_pd=args.allow_loopback_pd,
-        probe_interval=args.probe_interval,
-        lock_retry_interval=args.lock_retry_interval,
-        author_check=args.author_check == "on",
-        namespace_label=label if everywhere else None,
-    )
+    settings = runner_settings(args, everywhere=args.all_namespaces or not namespaces)
     config = handlers.OperatorConfig(
         db_path=args.db,
         runner=settings,

@@ -133,7 +133,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # of `stopped`, so the finalizer goes in the same cycle instead of after the backoff.
     settings.background.instant_exit_timeout = 2.0
     config: OperatorConfig = memo["config"]
-    memo["kube"] = await Kube.connect(config.kubeconfig)
+    settings.scanning.disabled = not kopf_scans_namespaces(config.namespaces)
+    if "kube" not in memo:  # this handler is retried until the CRD is there
+        memo["kube"] = await Kube.connect(config.kubeconfig)
+    if settings.scanning.disabled and not await memo["kube"].campaigns_served():
+        # Without scanning, kopf would not notice the CRD installed later and serve nothing.
+        raise kopf.TemporaryError(
+            f"Campaigns ({PLURAL}.{GROUP}/{VERSION}) are not served: install the CRD "
+            "(manifests/crd/); the operator starts once it is there",
+            delay=10,
+        )
     memo["ledger"] = await Ledger.open(config.db_path)
     # Named in every subject Lease this process holds (ADR 0013).
     memo["ledger_id"] = await memo["ledger"].ledger_id()
@@ -158,6 +167,27 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         name="sweeper",
     )
     log.info("aftershock started: ledger %s", config.db_path)
+
+
+def kopf_scans_namespaces(namespaces: tuple[str, ...]) -> bool:
+    """Whether kopf should watch Namespaces and CRDs to learn what to serve: only for a
+    namespace glob, whose matches it cannot know otherwise.
+
+    Scanning makes kopf stop serving Campaigns where they are being deleted, before their
+    finalizers are off, so the deletion waits until the operator stops (issue 17):
+    - Named namespaces: kopf drops a namespace's Campaign watch once the namespace looks
+      deleted (marked for deletion, with conditions, none True). Kubernetes' ordered namespace
+      deletion (on by default since 1.33) writes exactly that while it waits for the
+      namespace's pods to go, before it deletes anything else: it sets every condition False
+      before counting what remains. The Campaigns' deletion that follows is never seen.
+    - Every namespace: kopf re-reads discovery when a CRD changes, and a terminating CRD loses
+      `patch` from its verbs there, so kopf stops serving Campaigns when the CRD is deleted
+      (an uninstall), with their finalizers on.
+    Without scanning kopf watches the named namespaces (or the cluster) for the operator's
+    whole life, deleted or not. The cost, a CRD installed after the start going unnoticed, is
+    met in `configure`: the operator starts only once Campaigns are served.
+    """
+    return any(any(c in ns for c in "*?!,") for ns in namespaces)
 
 
 @kopf.on.cleanup()

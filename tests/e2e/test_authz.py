@@ -271,7 +271,7 @@ def test_the_operators_own_writes_are_narrowed(
     cluster: testbed.Cluster, namespace: str, operator_identity: str, bound: Callable[..., None]
 ) -> None:
     """As the operator's ServiceAccount (RBAC allows all of these): Leases only aftershock-*,
-    workload patches only of its own metadata keys."""
+    workload patches only of its own metadata keys, scale only to 0 and back up from 0."""
     bound("operator.yaml")
 
     def lease(name: str) -> dict[str, Any]:
@@ -282,7 +282,22 @@ def test_the_operators_own_writes_are_narrowed(
     assert "not kube-scheduler" in err, err
     assert create_as(cluster, OPERATOR_USER, lease("aftershock-subject-x"))[0] == 0
 
-    cluster.kubectl("create", "deployment", "healer", "-n", namespace, "--image=pause", "--replicas=0")
+    cluster.kubectl("create", "deployment", "healer", "-n", namespace, "--image=pause", "--replicas=2")
+    cluster.kubectl("create", "deployment", "idle", "-n", namespace, "--image=pause", "--replicas=0")
+
+    def scale(name: str, replicas: int) -> tuple[int, str]:
+        proc = cluster.kubectl(
+            "scale", "deployment", name, "-n", namespace, f"--replicas={replicas}",
+            "--dry-run=server", f"--as={OPERATOR_USER}", check=False,
+        )  # fmt: skip
+        return proc.returncode, proc.stderr
+
+    code, err = scale("healer", 5)
+    assert code != 0
+    assert "scales a workload only to 0 or back up from 0, not deployments healer from 2 to 5" in err, err
+    assert scale("healer", 1)[0] != 0
+    assert scale("healer", 0) == (0, "")  # a baseline trial's scale-down
+    assert scale("idle", 3) == (0, "")  # its restore
 
     def patch(body: dict[str, Any]) -> tuple[int, str]:
         proc = cluster.kubectl(

@@ -185,6 +185,7 @@ def assert_recorded_as_deleted(op: OperatorProcess, namespace: str, name: str) -
     assert value["campaign"]["deletedAt"] is not None
     [attempt] = value["trials"]
     assert attempt["outcome"] == "interrupted"  # not unrecovered: the subject did nothing wrong
+    assert "the Campaign was deleted during this attempt" in str(attempt["error"])
     assert value["summary"]["completed"] == 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aftershock import authz
+from aftershock import authz, cli
 from aftershock.authz import AUTHOR_ANNOTATION, Author, Right
 from aftershock.engine import admit
 from aftershock.engine.outcomes import RunnerSettings
@@ -205,3 +205,40 @@ def test_the_namespaced_install_leaves_the_opt_in_out() -> None:
     assert "../admission" in kust["resources"]
     admission = yaml.safe_load((REPO / "manifests/admission/kustomization.yaml").read_text())
     assert "opt-in.yaml" not in admission["resources"]
+
+
+# --- the operator's flags ------------------------------------------------------------------------
+
+
+def test_the_operators_own_namespace_is_protected_and_the_opt_in_is_cluster_wide_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "ops")
+    args = cli.build_parser().parse_args(
+        ["run", "-A", "--namespace-label", "aftershock.dev/campaigns=enabled"]
+    )
+    settings = cli.runner_settings(args, everywhere=True)
+    assert "ops" in settings.protected_namespaces
+    assert settings.protected_namespaces > DEFAULT_PROTECTED_NAMESPACES
+    assert settings.namespace_label == ("aftershock.dev/campaigns", "enabled")
+    assert settings.author_check, "the author check is on by default"
+    args = cli.build_parser().parse_args(
+        ["run", "-n", "tikv", "--namespace-label", "a=b", "--author-check", "off"]
+    )
+    settings = cli.runner_settings(args, everywhere=False)
+    assert settings.namespace_label is None
+    assert not settings.author_check
+    monkeypatch.delenv("POD_NAMESPACE")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.runner_settings(args, everywhere=False).protected_namespaces == DEFAULT_PROTECTED_NAMESPACES
+
+
+def test_the_cluster_wide_manifests_opt_namespaces_in_and_set_the_operators_namespace() -> None:
+    (deployment,) = [
+        d for d in yaml.safe_load_all((REPO / "manifests/operator/deployment.yaml").read_text()) if d
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = cli.build_parser().parse_args(container["args"])
+    assert args.namespace_label == ("aftershock.dev/campaigns", "enabled")
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env["POD_NAMESPACE"] == "metadata.namespace"

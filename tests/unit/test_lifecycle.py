@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tests.unit.fakes import FakeCluster, FakeLock, ListSink, RealClock, Stop
@@ -179,7 +179,7 @@ async def test_deletion_mid_trial_records_the_attempt_interrupted_and_the_campai
 
     assert phase is Phase.DELETED
     [attempt] = await ledger.attempts(REF.uid)
-    assert attempt.outcome is Outcome.INTERRUPTED
+    assert (attempt.outcome, attempt.error) == (Outcome.INTERRUPTED, lifecycle.DELETED_MID_ATTEMPT)
     assert await ledger.completed_trials(REF.uid) == []  # not a subject failure
     assert "TrialUnrecovered" not in sink.reasons()
     row = await ledger.get_campaign(REF.uid)
@@ -226,7 +226,38 @@ async def test_operator_exit_mid_trial_is_not_a_deletion(ledger: Ledger, cluster
     assert row is not None
     assert (row.phase, row.deleted_at) == (Phase.RUNNING, None)  # the next start resumes it
     [attempt] = await ledger.attempts(REF.uid)
-    assert attempt.outcome is Outcome.INTERRUPTED
+    assert (attempt.outcome, attempt.error) == (Outcome.INTERRUPTED, lifecycle.STOPPED_MID_ATTEMPT)
+
+
+class DeletedAtTheAttempt:
+    """The ledger, with the Campaign deleted the moment its attempt is written: after the gate
+    passed, before the kill (kopf sets `stopped` whenever the watch event comes)."""
+
+    def __init__(self, ledger: Ledger, stop: Stop) -> None:
+        self._ledger, self._stop = ledger, stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def begin_attempt(self, *args: Any, **kwargs: Any) -> int:
+        attempt_id: int = await self._ledger.begin_attempt(*args, **kwargs)
+        self._stop.set(deleted=True)
+        return attempt_id
+
+
+async def test_a_deletion_between_the_gate_and_the_kill_kills_nothing(
+    ledger: Ledger, cluster: FakeCluster
+) -> None:
+    live = LiveCampaign(trials=3)
+    sink, lock, stop = ListSink(), FakeLock(), Stop()
+    runner = make_runner(live, cast(Ledger, DeletedAtTheAttempt(ledger, stop)), cluster, sink, lock)
+
+    assert await asyncio.wait_for(runner.run(stop), 10) is Phase.DELETED
+
+    assert cluster.delete_calls == []
+    [attempt] = await ledger.attempts(REF.uid)
+    assert (attempt.outcome, attempt.error) == (Outcome.INTERRUPTED, lifecycle.DELETED_MID_ATTEMPT)
+    assert "kill_sent" not in attempt.milestones
 
 
 # --- the ledger's record of a deletion -------------------------------------------------------------

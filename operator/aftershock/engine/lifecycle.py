@@ -7,16 +7,31 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from aftershock.engine.ports import LedgerPort
+from aftershock.engine.ports import LedgerPort, StopSignal
 from aftershock.engine.status import acknowledge_generation
 from aftershock.model import CampaignRef, Phase
 
-__all__ = ["DELETED_MID_ATTEMPT", "acknowledge_generation", "finished_generation_lags", "record_deletion"]
+__all__ = [
+    "DELETED_MID_ATTEMPT",
+    "STOPPED_MID_ATTEMPT",
+    "acknowledge_generation",
+    "finished_generation_lags",
+    "interrupted_reason",
+    "record_deletion",
+]
 
 log = logging.getLogger(__name__)
 
 #: The error of an attempt cut short by the Campaign's deletion (or its namespace's).
 DELETED_MID_ATTEMPT = "the Campaign was deleted during this attempt; it is not run again"
+#: The error of an attempt cut short by the operator stopping: its trial runs again at the next start.
+STOPPED_MID_ATTEMPT = "the operator stopped during this attempt; its trial runs again at the next start"
+
+
+def interrupted_reason(stop: StopSignal) -> str:
+    """Why an attempt that `stop` cut short is recorded ``interrupted``: the ledger tells a
+    deletion (nothing runs again) from the operator stopping (the trial runs again)."""
+    return DELETED_MID_ATTEMPT if stop.deleted else STOPPED_MID_ATTEMPT
 
 
 async def record_deletion(ledger: LedgerPort, ref: CampaignRef, now: float) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from aftershock.engine import lifecycle
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import look_jitter
 from aftershock.engine.ports import Clock, ProbeUnavailableError, StopSignal, SubjectProbe
@@ -94,7 +95,7 @@ async def observe(
         if ended is not None:
             return ended
         if stop.is_set():
-            return Outcome.INTERRUPTED, "the operator stopped or the Campaign was deleted mid-trial"
+            return Outcome.INTERRUPTED, lifecycle.interrupted_reason(stop)
         wake = deadline
         if tracker.recovered:
             seen = tracker.recovered_seen_mono

@@ -11,6 +11,7 @@ duplicate impossible even if this logic were wrong.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
@@ -54,6 +55,8 @@ from aftershock.model import (
 )
 
 __all__ = ["CampaignRunner", "RunnerSettings"]
+
+log = logging.getLogger(__name__)
 
 ProbeFactory = Callable[[CampaignSpec, str], SubjectProbe | None]
 
@@ -183,6 +186,12 @@ class CampaignRunner:
                 )
                 phase = await self._loop(spec, trials, attempts, stop)
             if stop.is_set() and stop.deleted:
+                log.info(
+                    "campaign %s/%s is being deleted (or its namespace): trials stopped, "
+                    "recording the deletion, then its finalizer goes",
+                    ref.namespace,
+                    ref.name,
+                )
                 # Before the lock is released and the finalizer goes: once the object is gone,
                 # nothing would tell the ledger.
                 await lifecycle.record_deletion(self.ledger, ref, self.clock.wall())

@@ -15,7 +15,7 @@ from typing import Any
 
 from aftershock.chaos import pod_kill
 from aftershock.engine import gate as gate_step
-from aftershock.engine import recovery, strike
+from aftershock.engine import lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
 from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
@@ -318,6 +318,13 @@ class _Strike:
                 limit=int(t.spec.recovery_timeout_seconds / t.settings.writes.interval) + 1,
             )
             async with writes as window:
+                if stop.is_set():
+                    # Stopped (the Campaign or its namespace deleted, the operator exiting)
+                    # between the gate and here: no kill, ever, after a deletion.
+                    record = await t.finish_attempt(
+                        self.attempt_id, Outcome.INTERRUPTED, error=lifecycle.interrupted_reason(stop)
+                    )
+                    return dataclasses.replace(TrialResult(Outcome.INTERRUPTED, record), interrupted=True)
                 plan = strike.KillPlan(
                     t.publisher.ref.namespace,
                     self.victims,
@@ -355,6 +362,12 @@ class _Strike:
                     outcome, error = await observing
                 finally:
                     observing.cancel()
+                    # The heal point: the one place where this trial's fault ends, whatever
+                    # ended the observation (recovered, timed out, the Campaign or its
+                    # namespace deleted, the operator stopping), before the attempt is
+                    # recorded and the finalizer may go. The pod kill leaves nothing to
+                    # undo (the StatefulSet replaces the pod); a chaos kind that holds its
+                    # fault (a partition, issue 19) heals it here.
         end_mono = clock.monotonic()
         milestones = {
             **tracker.milestones,

@@ -244,6 +244,17 @@ class Kube(_Volumes, _Access):
             _content_type="application/merge-patch+json",
         )
 
+    async def campaigns_served(self) -> bool:
+        """Whether the API serves Campaigns (their CRD installed and established), read from
+        discovery, which every authenticated client may read."""
+        try:
+            found = await self._json(
+                "get", f"discover {GROUP}/{VERSION}", self._custom.get_api_resources, GROUP, VERSION
+            )
+        except KubeNotFoundError:
+            return False
+        return any(r.get("name") == PLURAL for r in (found or {}).get("resources") or [])
+
     async def get_campaign(self, namespace: str, name: str) -> Mapping[str, Any]:
         data = await self._json(
             "get",
