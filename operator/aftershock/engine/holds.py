@@ -8,6 +8,7 @@ controllers of the selected pods (ADR 0013), so two selectors over the same pods
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterable
 
 from aftershock.engine.ports import StopSignal, SubjectLock
@@ -87,5 +88,7 @@ async def acquire_lock(
     out.conditions.set(SUBJECT_LOCKED, False, reason, message, now)
     out.waiting(reason, message, reconciling=True)
     await out.publish()
-    await stop.wait(retry)
+    # Jittered (0.5-1.5 x): Campaigns that started together would otherwise all ask at the same
+    # moment, every `retry` seconds, and the subject would sit free for half of it on average.
+    await stop.wait(retry * random.uniform(0.5, 1.5))
     return False
