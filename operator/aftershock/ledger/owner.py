@@ -69,8 +69,13 @@ def hold(db_path: str | Path, *, who: str | None = None) -> LedgerHold:
         raise LedgerError(f"{path}: cannot lock the ledger: {exc.strerror}") from exc
     me = who or f"pid {os.getpid()} on {socket.gethostname()}"
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{me}, since {stamp}\n".encode(), 0)
+    # Who holds it, for the refusal of a second operator: best effort. A full disk (the ledger's
+    # volume is full) must not stop the operator from starting: the lock is the flock, not this.
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{me}, since {stamp}\n".encode(), 0)
+    except OSError:
+        pass
     return LedgerHold(path, fd)
 
 
