@@ -243,6 +243,9 @@ class Driver:
         self.last_fault_end = 0.0
         self.revived: list[tuple[float, list[str]]] = []
         self._next_supervision = 0.0
+        #: The operator start last seen, and PD's request count then.
+        self._starts_seen = 0
+        self._pd_mark = 0
 
     def supervise(self) -> None:
         """Every half second: a control-plane process that exited is started again, as a kubelet
@@ -287,6 +290,14 @@ class Driver:
             or status.get("phase") != "Running"
             or time.time() - self.last_fault_end < 1.0
         ):
+            return False
+        if self.op.starts != self._starts_seen:
+            self._starts_seen, self._pd_mark = self.op.starts, self.subject.pd.requests_served
+        if fault.kind != "operator_kill" and self.subject.pd.requests_served <= self._pd_mark:
+            # Just (re)started: the status and the ledger still show what the killed process
+            # left, and a fault now would meet an operator that is not looking yet (it did not
+            # bite, twice, for a PD fault right after a SIGKILL at the gate). Wait until this
+            # process has asked PD something. A SIGKILL during a start is fair game.
             return False
         attempt, killed = self.in_flight()
         if fault.stage == OBSERVING:
