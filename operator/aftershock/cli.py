@@ -350,7 +350,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     from aftershock.ledger import LedgerError, owner
 
-    # One operator per ledger (ADR 0013): taken before the ledger is opened or the API server
+    # One operator per ledger (ADR 0014): taken before the ledger is opened or the API server
     # is asked anything, and kept until the process ends (the kernel drops it on any exit).
     try:
         ledger_hold = owner.hold(args.db, who=f"{config.instance}, pid {os.getpid()}")

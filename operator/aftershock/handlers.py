@@ -144,7 +144,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             delay=10,
         )
     memo["ledger"] = await Ledger.open(config.db_path)
-    # Named in every subject Lease this process holds (ADR 0013).
+    # Named in every subject Lease this process holds (ADR 0014).
     memo["ledger_id"] = await memo["ledger"].ledger_id()
     memo["metrics"] = Metrics()
     memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)

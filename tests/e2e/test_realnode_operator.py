@@ -31,7 +31,7 @@ def operator_manifests(cluster: testbed.Cluster, watch_namespace: str) -> list[d
     for obj in objs:
         if obj["kind"] == "PersistentVolumeClaim":
             # A claim's access mode cannot change in place: one made before the manifests asked
-            # for ReadWriteOncePod (ADR 0013) keeps its own, as `make dev` keeps it.
+            # for ReadWriteOncePod (ADR 0014) keeps its own, as `make dev` keeps it.
             live = cluster.kubectl(
                 "get", "pvc", obj["metadata"]["name"], "-n", OPERATOR_NS, "-o", "json", check=False
             )

@@ -564,7 +564,7 @@ def test_operator_pods_carry_the_label_the_operator_protects(deployment: dict[st
 def test_ledger_pvc_and_metrics_service() -> None:
     objs = list(_objects(MANIFESTS / "operator"))
     pvc = _one(iter(objs), "PersistentVolumeClaim", "aftershock-ledger")
-    # One pod only may mount the ledger (ADR 0013); the test bed binds and enforces it.
+    # One pod only may mount the ledger (ADR 0014); the test bed binds and enforces it.
     assert pvc["spec"]["accessModes"] == ["ReadWriteOncePod"]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert "storageClassName" not in pvc["spec"]

@@ -133,7 +133,7 @@ class EventSink(Protocol):
 
 
 class SubjectLock(Protocol):
-    """Mutual exclusion on what a kill disturbs (Leases, ADR 0013): two Campaigns never disturb
+    """Mutual exclusion on what a kill disturbs (Leases, ADR 0014): two Campaigns never disturb
     the same pods at once. Keys name the pods' controllers (`holds.subject_keys`)."""
 
     @property

@@ -215,7 +215,7 @@ def _v6() -> tuple[str, ...]:
 
 
 def _v7() -> tuple[str, ...]:
-    """The ledger's own identity, random and fixed at creation (ADR 0013): subject Leases name
+    """The ledger's own identity, random and fixed at creation (ADR 0014): subject Leases name
     the ledger their holder runs from, so the one process that holds this ledger can tell its
     own crashed predecessor's Lease from another operator's."""
     return (
