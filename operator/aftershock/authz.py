@@ -123,12 +123,23 @@ RIGHTS: tuple[ConditionalRight, ...] = (
 )
 
 
+class AuthorError(ValueError):
+    """The author, or the rights to check them for, cannot be known; the message says why."""
+
+
 def required_rights(spec: CampaignSpec) -> tuple[Right, ...]:
     """What `spec` makes the operator do in its namespace, as rights its author must hold.
     Nothing for a dry run: it reads pods and records, nothing is changed."""
     if spec.dry_run:
         return ()
-    rights: list[Right] = list(CHAOS_RIGHTS[str(spec.chaos.type)])
+    chaos = CHAOS_RIGHTS.get(str(spec.chaos.type))
+    if chaos is None:
+        # Fail closed: a kind whose rights nobody declared is never run on someone's behalf.
+        raise AuthorError(
+            f"chaos type {spec.chaos.type} declares no rights (aftershock.authz.CHAOS_RIGHTS): "
+            "the operator cannot check its author may do what it does"
+        )
+    rights: list[Right] = list(chaos)
     if spec.reset.mode is not ResetMode.NONE:
         rights.append(DELETE_PODS)
     if spec.reset.mode is ResetMode.RECREATE:
@@ -137,10 +148,6 @@ def required_rights(spec: CampaignSpec) -> tuple[Right, ...]:
         resource = _REMEDIATOR_RESOURCES[spec.remediator.kind]
         rights.append(Right("patch", resource, "apps", "scale", spec.remediator.name))
     return tuple(dict.fromkeys(rights))
-
-
-class AuthorError(ValueError):
-    """The author annotation is missing or unreadable; the message says what to fix."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The `aftershock` command: `run` (the operator), `report`, `export` and `compare` (read the
-ledger back), `validate` (check manifests offline).
+ledger back), `backup` (a consistent copy of the ledger), `validate` (check manifests offline).
 
 Exit codes of `compare`: 0 Improved or NoChange, 1 Regressed, 2 usage or data error (no ledger,
 no such campaign, nothing recovered to compare, the analysis extra missing)."""
@@ -42,9 +42,10 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--pod-watch-scope",
         choices=("auto", "namespace", "cluster"),
-        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "auto",
-        help="one pod watch per namespace with running Campaigns, or one for the whole cluster "
-        "(needs list/watch on pods in every namespace); auto: cluster when watching all namespaces",
+        default=os.environ.get("AFTERSHOCK_POD_WATCH_SCOPE") or "namespace",
+        help="one pod watch per namespace with running Campaigns (the default: memory follows the "
+        "Campaigns, not the cluster's pod count), or one for the whole cluster (needs list/watch on "
+        "pods in every namespace); auto: cluster when watching all namespaces",
     )
 
 
@@ -215,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-effect-seconds", type=float, default=0.0, help="ignore median shifts smaller than this"
     )
     _bootstrap_arguments(compare)
+    _add_backup_parser(sub)
+    _add_release_parser(sub)
+    _add_validate_parser(sub)
+    return parser
+
+
+def _add_validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
         "validate", help="check Campaign manifests offline (CRD schema, CEL rules, operator rules)"
     )
@@ -226,7 +234,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="as the operator's flag of that name",
     )
-    return parser
+
+
+def _add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backup = sub.add_parser(
+        "backup",
+        help="write a consistent copy of the ledger to FILE while the operator runs (SQLite VACUUM INTO)",
+    )
+    backup.add_argument("file", metavar="FILE", help="the new file (never overwritten), on a writable volume")
+    backup.add_argument(
+        "--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="the ledger to copy"
+    )
+
+
+def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    release = sub.add_parser(
+        "release",
+        help="uninstalling: stop the operator (scale its Deployment to 0, wait for its pods), then "
+        "remove its finalizer from every Campaign it served (the chart's pre-delete hook)",
+    )
+    release.add_argument("--namespace", required=True, help="the operator's namespace")
+    release.add_argument("--deployment", required=True, help="the operator's Deployment")
+    release.add_argument("--selector", required=True, help="label selector of the operator's pods")
+    release.add_argument(
+        "--watch-namespace",
+        action="append",
+        default=[],
+        help="a namespace the operator served (repeatable); none: every namespace",
+    )
+    release.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the pods to end")
+    release.add_argument("--kubeconfig", default=None)
+    crd = sub.add_parser(
+        "apply-crd",
+        help="server-side apply the Campaign CRD this version ships (the chart's pre-install and "
+        "pre-upgrade hook: Helm itself never upgrades a CRD)",
+    )
+    crd.add_argument("--kubeconfig", default=None)
 
 
 def _non_negative_int(text: str) -> int:
@@ -477,6 +520,59 @@ async def _compare(args: argparse.Namespace) -> int:
     return cmp.result.verdict.exit_code
 
 
+async def _backup(args: argparse.Namespace) -> int:
+    from aftershock.ledger import backup
+
+    done = await backup.backup(args.db, args.file)
+    print(
+        f"{done.path}: {done.bytes} bytes, ledger schema {done.schema_version}, "
+        f"{done.campaigns} campaign runs, {done.attempts} attempts; integrity ok"
+    )
+    return 0
+
+
+async def _release(args: argparse.Namespace) -> int:
+    import time
+
+    from aftershock.kube import Kube, release
+    from aftershock.model import FINALIZER
+
+    kube = await Kube.connect(args.kubeconfig)
+    try:
+        waited = await release.stop_operator(
+            kube,
+            args.namespace,
+            args.deployment,
+            args.selector,
+            timeout=args.timeout,
+            monotonic=time.monotonic,
+        )
+        print(f"operator {args.namespace}/{args.deployment} stopped ({waited} pod(s) waited for)")
+        let_go = await release.release_campaigns(kube, args.watch_namespace, FINALIZER)
+    finally:
+        await kube.close()
+    print(f"finalizer {FINALIZER} removed from {len(let_go)} Campaign(s): {', '.join(let_go) or '-'}")
+    return 0
+
+
+async def _apply_crd(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    import yaml
+
+    from aftershock.kube import Kube
+
+    text = resources.files("aftershock").joinpath("crd", "campaigns.aftershock.dev.yaml").read_text()
+    crd = yaml.safe_load(text)
+    kube = await Kube.connect(args.kubeconfig)
+    try:
+        version = await kube.apply_crd(crd, field_manager="aftershock-chart")
+    finally:
+        await kube.close()
+    print(f"customresourcedefinition {crd['metadata']['name']} applied (resourceVersion {version})")
+    return 0
+
+
 def _missing_ledgers(*paths: str | None) -> int:
     """2 (after saying which) when a ledger file does not exist: opening would create an empty one."""
     for path in paths:
@@ -492,7 +588,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_operator(args)
     if args.command == "validate":
         return _validate(args)
-    if args.command in ("report", "export", "compare"):
+    if args.command == "release":
+        logging.basicConfig(level=logging.INFO)
+        return asyncio.run(_release(args))
+    if args.command == "apply-crd":
+        return asyncio.run(_apply_crd(args))
+    if args.command in ("report", "export", "compare", "backup"):
         logging.basicConfig(level=logging.WARNING)
         if _missing_ledgers(args.db, getattr(args, "db_b", None)):
             return 2
@@ -501,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "report":
                 return _report(args)
+            if args.command == "backup":
+                return asyncio.run(_backup(args))
             return asyncio.run(_export(args) if args.command == "export" else _compare(args))
         except LedgerError as exc:  # not a ledger, a newer schema, unreadable: say so, no traceback
             print(f"aftershock: {exc}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Rule: no I/O here. The operator connects to these URLs from inside the cluster with its own
 identity, so a Campaign must not be able to point it anywhere but a Service of its own
-namespace (or loopback, behind an explicit operator flag, for development and tests).
+namespace (or loopback, behind an explicit operator flag, for development and tests), and the
+name is always qualified with that namespace before it is resolved. The Services a name gives
+are read through the API (`resolve_service_name` judges what the API server said).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aftershock.errors import SpecError
 
@@ -73,33 +77,130 @@ def check_endpoint_url(url: str, path: str = "subject.pdURL", *, allow_loopback:
     return url
 
 
-def check_endpoint_namespace(url: str, namespace: str, path: str = "subject.pdURL") -> None:
-    """A subject's Service name must resolve inside the Campaign's own namespace."""
+@dataclass(frozen=True)
+class ServiceName:
+    """What a subject URL's host names in the Campaign's namespace: a Service, or one member
+    (`pod`, its hostname) of a headless Service, as a StatefulSet's pods are named."""
+
+    service: str
+    pod: str | None = None
+
+    def host(self, namespace: str) -> str:
+        """The name qualified to the namespace, as the operator connects to it. Never left bare:
+        a bare or two-label name would resolve in the *operator's* namespace first (the
+        resolver's search path), or in a namespace named like its second label."""
+        member = f"{self.pod}." if self.pod else ""
+        return f"{member}{self.service}.{namespace}.svc"
+
+    def describe(self, namespace: str) -> str:
+        if self.pod:
+            return f"pod {self.pod!r} of headless Service {self.service!r} in namespace {namespace!r}"
+        return f"Service {self.service!r} in namespace {namespace!r}"
+
+
+def service_names(url: str, namespace: str, path: str = "subject.pdURL") -> tuple[ServiceName, ...]:
+    """What `url`'s host can name inside `namespace`, the likelier first; empty for loopback
+    (judged by `check_endpoint_url`). Raises `SpecError` when it names nothing there.
+
+    Accepted: ``<service>[.<ns>[.svc[.cluster.local]]]`` and, for a member of a headless
+    Service, ``<pod>.<service>[.<ns>[.svc[.cluster.local]]]``, with ``<ns>`` the Campaign's.
+    ``a.b`` is read as Service ``a`` when ``b`` is the namespace, and as pod ``a`` of Service
+    ``b`` otherwise (or too, when no Service ``a`` exists: `resolve_service_name` asks the API).
+    Anything longer or elsewhere may be an outside DNS name that merely starts like one.
+    """
     host = urllib.parse.urlsplit(url).hostname or ""
     try:
         ipaddress.ip_address(host)
-        return  # IP literals were already judged by check_pd_url
+        return ()  # IP literals were already judged by check_endpoint_url
     except ValueError:
         pass
-    if host == "localhost":
-        return
+    if host == "localhost" or host.endswith(".localhost"):
+        return ()
     labels = host.split(".")
-    if len(labels) == 1:
-        return  # a bare Service name; the TiKV probe qualifies it with the Campaign's namespace
-    # Only <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local name a Service in the
-    # namespace; anything longer may be an outside DNS name that merely starts like one.
-    in_namespace = labels[1] == namespace and (
-        len(labels) == 2
-        or (len(labels) == 3 and labels[2] == "svc")
-        or (len(labels) == 5 and labels[2:] == ["svc", "cluster", "local"])
-    )
-    if not in_namespace:
+    # Strip what only repeats the namespace: ".svc.cluster.local" or ".svc" after it.
+    if labels[-3:] == ["svc", "cluster", "local"]:
+        labels = labels[:-3]
+        qualified = True
+    elif labels[-1:] == ["svc"]:
+        labels = labels[:-1]
+        qualified = True
+    else:
+        qualified = False
+    found: list[ServiceName] = []
+    if qualified:
+        # <svc>.<ns> or <pod>.<svc>.<ns>, then .svc[.cluster.local]
+        if len(labels) == 2 and labels[1] == namespace:
+            found.append(ServiceName(labels[0]))
+        elif len(labels) == 3 and labels[2] == namespace:
+            found.append(ServiceName(labels[1], labels[0]))
+    elif len(labels) == 1:
+        found.append(ServiceName(labels[0]))
+    elif len(labels) == 2:
+        if labels[1] == namespace:
+            found.append(ServiceName(labels[0]))
+        found.append(ServiceName(labels[1], labels[0]))
+    elif len(labels) == 3 and labels[2] == namespace:
+        found.append(ServiceName(labels[1], labels[0]))
+    if not found:
         raise SpecError(
             path,
             f"{host} is outside the Campaign's namespace {namespace!r}; refused "
             f"(name a Service as <service>, <service>.{namespace}, <service>.{namespace}.svc or "
-            f"<service>.{namespace}.svc.cluster.local)",
+            f"<service>.{namespace}.svc.cluster.local, or a member of a headless Service as "
+            f"<pod>.<service>, <pod>.<service>.{namespace}[.svc[.cluster.local]])",
         )
+    return tuple(found)
+
+
+def check_endpoint_namespace(url: str, namespace: str, path: str = "subject.pdURL") -> None:
+    """A subject's Service name must resolve inside the Campaign's own namespace."""
+    service_names(url, namespace, path)
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What the operator reads of a Service before connecting to a name it gives."""
+
+    type: str  # ClusterIP, NodePort, LoadBalancer, ExternalName
+    headless: bool  # clusterIP None: DNS names each ready pod <hostname>.<service>
+
+
+def resolve_service_name(
+    url: str,
+    namespace: str,
+    services: Mapping[str, ServiceInfo | None],
+    path: str = "subject.pdURL",
+) -> str:
+    """`url` with its host qualified to the Service it names in `namespace`, judged by what the
+    API server says of that Service (`services`: each name `service_names` gives, None when
+    there is no such Service). Raises `SpecError` for an ExternalName Service (a CNAME to any
+    name at all, outside the cluster included), for a member name under a Service that is not
+    headless (no such DNS record), and when no Service of those names exists."""
+    names = service_names(url, namespace, path)
+    if not names:
+        return url
+    for name in names:
+        info = services.get(name.service)
+        if info is None:
+            continue
+        if info.type == "ExternalName":
+            raise SpecError(
+                path,
+                f"Service {name.service!r} in namespace {namespace!r} is of type ExternalName (an alias "
+                "for any DNS name, outside the cluster too); refused: name a Service that selects the "
+                "subject's pods",
+            )
+        if name.pod is not None and not info.headless:
+            raise SpecError(
+                path,
+                f"{name.describe(namespace)}: Service {name.service!r} is not headless (clusterIP: None), "
+                "so it gives its pods no DNS names",
+            )
+        parts = urllib.parse.urlsplit(url)
+        netloc = name.host(namespace) + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    wanted = " or ".join(n.describe(namespace) for n in names)
+    raise SpecError(path, f"no Service for it: looked for {wanted}")
 
 
 #: The names this rule had when PD was the only subject with an API.

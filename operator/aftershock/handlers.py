@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from aftershock import metrics
+from aftershock import metrics, model
 from aftershock.engine import lifecycle, runs, sweeper
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.queue import CampaignQueue, QueuedLock
@@ -34,7 +34,7 @@ from aftershock.subjects.pd import PdClients
 log = logging.getLogger("aftershock")
 
 ANNOTATION_PREFIX = "aftershock.dev"
-FINALIZER = "aftershock.dev/finalizer"
+FINALIZER = model.FINALIZER
 
 
 @dataclass
@@ -323,6 +323,7 @@ async def _run_once(
         event_api=kube,
         volumes=kube,
         pod_watches=memo["pod_watches"],
+        services=kube,
         settings=config.runner,
         access=kube,
         # kopf's live view: the author the admission policy recorded at creation.
@@ -355,6 +356,7 @@ async def campaign_event(
         if latest is not None:
             ref = runs.run_ref(ref, latest)
         await lifecycle.record_deletion(memo["ledger"], ref, time.time())
+        memo["metrics"].forget(ref)
         return
     generation = int(meta.get("generation") or 0)
     if lifecycle.finished_generation_lags(status, generation):

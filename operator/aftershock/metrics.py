@@ -46,6 +46,7 @@ from aftershock.model import (
     CampaignRef,
     Outcome,
     Phase,
+    object_uid,
     remediator_actions,
 )
 
@@ -76,8 +77,8 @@ _FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         RECOVERY,
         "histogram",
-        "Seconds from the kill to each recovery milestone its subject recorded (label phase), "
-        "per recovered trial",
+        "Seconds from the kill taking effect to each recovery milestone its subject recorded "
+        "(label milestone), per recovered trial",
     ),
     (
         ATTEMPTS,
@@ -134,10 +135,15 @@ def _histogram_lines(lines: list[str], name: str, labels: str, hist: _Histogram)
 
 
 class _CampaignSeries:
-    """One Campaign's numbers, and the text of each family, cached until that family changes."""
+    """One Campaign's numbers, and the text of each family, cached until that family changes.
 
-    def __init__(self, namespace: str, name: str) -> None:
-        self.labels = f'namespace="{_escape(namespace)}",campaign="{_escape(name)}"'
+    Labelled with the Campaign object's uid as well as its name: a Campaign deleted and created
+    again under the same name is another experiment, and Prometheus must see other series, not
+    the old counters carrying on (its runs, re-run by annotation, are one object: one series)."""
+
+    def __init__(self, namespace: str, name: str, uid: str) -> None:
+        self.uid = uid
+        self.labels = f'namespace="{_escape(namespace)}",campaign="{_escape(name)}",uid="{_escape(uid)}"'
         self.recovery: dict[str, _Histogram] = {}
         self.attempts: dict[str, int] = {}
         self.phase: Phase | None = None
@@ -160,8 +166,8 @@ class _CampaignSeries:
     def _render(self, family: str) -> str:
         lines: list[str] = []
         if family == RECOVERY:
-            for phase, hist in self.recovery.items():
-                _histogram_lines(lines, RECOVERY, f'{self.labels},phase="{phase}"', hist)
+            for milestone, hist in self.recovery.items():
+                _histogram_lines(lines, RECOVERY, f'{self.labels},milestone="{milestone}"', hist)
         elif family == REMEDIATOR:
             for signal, hist in self.remediator.items():
                 _histogram_lines(lines, REMEDIATOR, f'{self.labels},signal="{signal}"', hist)
@@ -212,9 +218,20 @@ class Metrics:
     def _series(self, ref: CampaignRef) -> _CampaignSeries:
         key = (ref.namespace, ref.name)
         series = self._campaigns.get(key)
-        if series is None:
-            series = self._campaigns[key] = _CampaignSeries(ref.namespace, ref.name)
+        if series is None or series.uid != ref.object_uid:
+            # None yet, or the name now belongs to another Campaign object (the old one was
+            # deleted while this process did not see it go): that one's series end here.
+            series = self._campaigns[key] = _CampaignSeries(ref.namespace, ref.name, ref.object_uid)
         return series
+
+    def forget(self, ref: CampaignRef) -> None:
+        """The Campaign object is gone: drop its series (every run's), so a deleted Campaign
+        stops being exported and /metrics does not grow with every Campaign ever run."""
+        key = (ref.namespace, ref.name)
+        series = self._campaigns.get(key)
+        if series is not None and series.uid == ref.object_uid:
+            del self._campaigns[key]
+        self._replayed = {uid for uid in self._replayed if object_uid(uid) != ref.object_uid}
 
     # -- Recorder ------------------------------------------------------------------------------
 
@@ -226,7 +243,7 @@ class Metrics:
         series.attempts[outcome] = series.attempts.get(outcome, 0) + 1
         series.changed(ATTEMPTS)
         if record.outcome is Outcome.RECOVERED:
-            # The `phase` label is a milestone, in seconds from the kill taking effect (the start
+            # The `milestone` label is a milestone, in seconds from the kill taking effect (the start
             # `recoverySeconds` counts from, ADR 0008: `recovered` is the status's recovery
             # time): whichever the trial's subject recorded (TiKV's store_up, etcd's
             # leader_elected), not a fixed list.
@@ -254,8 +271,11 @@ class Metrics:
             self.attempt_finished(ref, record)
 
     async def replay_ledger(self, ledger: Ledger) -> None:
-        """At start-up: every campaign the ledger holds, finished ones included."""
+        """At start-up: every campaign the ledger holds, finished ones included, but not those
+        recorded deleted (their series were dropped when they went)."""
         for row in await ledger.list_campaigns():
+            if row.deleted_at is not None:
+                continue
             ref = CampaignRef(row.namespace, row.name, row.uid)
             self.replay(ref, [a for a in await ledger.attempts(row.uid) if a.outcome is not None])
             if row.phase:

@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 GROUP = "aftershock.dev"
+#: The operator's finalizer on every Campaign it serves (kopf's, under our own name).
+FINALIZER = "aftershock.dev/finalizer"
 VERSION = "v1alpha1"
 PLURAL = "campaigns"
 KIND = "Campaign"
@@ -160,6 +162,12 @@ class SubjectSpec:
     pd_url: str | None = None
     #: The subject's own API (etcd: its client URLs); checked by the same rules as `pd_url`.
     endpoints: tuple[str, ...] = ()
+
+    @property
+    def api_url_fields(self) -> tuple[tuple[str, str], ...]:
+        """(field path, URL) of every URL the operator will connect to for this subject."""
+        pd = (("subject.pdURL", self.pd_url),) if self.pd_url else ()
+        return (*pd, *((f"subject.endpoints[{i}]", u) for i, u in enumerate(self.endpoints)))
 
     @property
     def api_urls(self) -> tuple[str, ...]:
@@ -259,6 +267,21 @@ class CampaignRef:
     namespace: str
     name: str
     uid: str
+
+    @property
+    def object_uid(self) -> str:
+        """The Campaign object's uid, also when `uid` is a run's id (``<uid>#<n>``,
+        `aftershock.engine.runs`)."""
+        return object_uid(self.uid)
+
+
+#: Separates a Campaign's uid from its run number in a run's id (run 1's id is the uid itself).
+RUN_ID_SEPARATOR = "#"
+
+
+def object_uid(run_id: str) -> str:
+    """The Campaign object's uid in a run's id."""
+    return run_id.partition(RUN_ID_SEPARATOR)[0]
 
 
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

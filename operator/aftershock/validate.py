@@ -30,9 +30,10 @@ from aftershock.model import (
     KIND,
     VERSION,
     SpecError,
-    check_pd_namespace,
+    check_endpoint_namespace,
     parse_campaign_spec,
 )
+from aftershock.subjects import registry
 
 CRD_RESOURCE = "campaigns.aftershock.dev.yaml"
 
@@ -196,8 +197,13 @@ def validate_object(
         problems.append(Problem("operator", "metadata.namespace", f"namespace {namespace!r} is protected"))
     try:
         parsed = parse_campaign_spec(spec, allow_loopback_pd=allow_loopback_pd)
-        if parsed.subject.pd_url is not None:
-            check_pd_namespace(parsed.subject.pd_url, namespace)
+        # The operator's rules, all of them that need no cluster: every subject URL's namespace
+        # rule (pdURL and each of etcd's endpoints), and the kind's own (another kind's field,
+        # a required one missing, a target its members have no role for). Only what the API
+        # server says of the Services the URLs name (ExternalName, headless) needs the cluster.
+        for path, url in parsed.subject.api_url_fields:
+            check_endpoint_namespace(url, namespace, path)
+        registry.check_spec(parsed, namespace)
     except SpecError as exc:
         problems.append(Problem("operator", exc.field, exc.reason))
     return problems

@@ -85,6 +85,55 @@ def test_operator_marks_what_the_schema_cannot_judge(
     assert op.alive()
 
 
+def test_subject_urls_are_judged_by_the_services_they_name(
+    cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
+) -> None:
+    """What the API server says of the Service a URL names (issue 21): an ExternalName Service
+    is an alias for any host at all and is refused; a member name under a Service that is not
+    headless has no DNS record. Refused before any connection, nothing killed."""
+    before = pod_uids(cluster, namespace)
+    services = [
+        {"metadata": {"name": "pd-alias"}, "spec": {"type": "ExternalName", "externalName": "example.com"}},
+        {
+            "metadata": {"name": "etcd"},
+            "spec": {"selector": {"app": "etcd"}, "ports": [{"port": 2379}]},  # a ClusterIP, not headless
+        },
+    ]
+    for svc in services:
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                **svc,
+                "metadata": {**svc["metadata"], "namespace": namespace},
+            }
+        )
+    op = start_operator()
+    cluster.apply(campaign("alias", namespace, "http://pd-alias:2379"))
+    member = campaign("member", namespace, None)
+    member["spec"]["subject"] = {
+        "kind": "Etcd",
+        "selector": {"matchLabels": {"app": "etcd"}},
+        "endpoints": ["http://etcd-0.etcd:2379"],
+    }
+    cluster.apply(member)
+    cluster.apply(campaign("missing", namespace, "http://no-such-service:2379"))
+    expected = {
+        "alias": f"spec.subject.pdURL: Service 'pd-alias' in namespace '{namespace}' is of type ExternalName",
+        "member": "spec.subject.endpoints[0]: pod 'etcd-0' of headless Service 'etcd' in namespace "
+        f"'{namespace}': Service 'etcd' is not headless",
+        "missing": "spec.subject.pdURL: no Service for it: looked for Service 'no-such-service'",
+    }
+    for name, words in expected.items():
+        obj = wait_phase(cluster, namespace, name, {"Failed"}, timeout=60, op=op)
+        valid = condition(obj, "SpecValid")
+        assert valid is not None
+        assert (valid["status"], valid["reason"]) == ("False", "InvalidSpec")
+        assert valid["message"].startswith(words), valid
+    assert pod_uids(cluster, namespace) == before
+    assert op.alive()
+
+
 def test_selector_matching_nothing_and_missing_pd_never_kill(
     cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
 ) -> None:

@@ -45,7 +45,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     helm: str, cluster: testbed.Cluster, tmp_path: Path, values: tuple[str, ...], namespaced: bool
 ) -> None:
     docs = _render(helm, *values)
-    kinds = sorted(d["kind"] for d in docs)
+    # The release's own objects; the hooks' (a Role to stop the operator, among others) apart.
+    kinds = sorted(d["kind"] for d in docs if "helm.sh/hook" not in (d["metadata"].get("annotations") or {}))
     assert ("Role" in kinds) == namespaced
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -91,3 +92,52 @@ def test_the_ledger_claim_is_read_write_once_pod_unless_told_otherwise(
 ) -> None:
     (claim,) = [d for d in _render(helm, *values) if d["kind"] == "PersistentVolumeClaim"]
     assert claim["spec"]["accessModes"] == [mode]
+
+
+def test_the_service_monitor_honours_the_operators_labels(helm: str) -> None:
+    """The operator's `namespace` label (the Campaign's) must not be renamed exported_namespace
+    by Prometheus in favour of the target's (the operator's namespace)."""
+    docs = _render(helm, "metrics.serviceMonitor.enabled=true")
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert [e.get("honorLabels") for e in monitor["spec"]["endpoints"]] == [True]
+
+
+def test_the_hooks_run_the_operators_image_with_rights_only_for_their_job(helm: str) -> None:
+    docs = _render(helm, "watchNamespaces={tikv}")
+    hooks = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in docs
+        if "helm.sh/hook" in (d["metadata"].get("annotations") or {})
+    }
+    jobs = {name: d for (kind, name), d in hooks.items() if kind == "Job"}
+    assert {n: j["metadata"]["annotations"]["helm.sh/hook"] for n, j in jobs.items()} == {
+        "t-aftershock-crd": "pre-install,pre-upgrade",
+        "t-aftershock-release": "pre-delete",
+    }
+    release_args = jobs["t-aftershock-release"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = cli.build_parser().parse_args(release_args)  # the CLI's own command
+    assert (parsed.command, parsed.deployment, parsed.watch_namespace) == (
+        "release",
+        "t-aftershock",
+        ["tikv"],
+    )
+    crd_args = jobs["t-aftershock-crd"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cli.build_parser().parse_args(crd_args).command == "apply-crd"
+    # Namespaced mode: the Campaigns are let go in the watched namespace only, no ClusterRole.
+    assert ("Role", "t-aftershock-release") in hooks
+    assert ("ClusterRole", "t-aftershock-release") not in hooks
+    crd_rules = hooks[("ClusterRole", "t-aftershock-crd")]["rules"]
+    assert {r.get("resourceNames", ("*",))[0] for r in crd_rules if "patch" in r["verbs"]} == {
+        "campaigns.aftershock.dev"
+    }
+
+
+def test_admission_bindings_can_be_scoped_to_namespaces(helm: str) -> None:
+    """`admission.namespaceSelector` scopes every binding (a staged roll-out, a shared cluster)."""
+    selector = {"matchLabels": {"team": "a"}}
+    docs = _render(helm, "admission.namespaceSelector.matchLabels.team=a")
+    bindings = [d for d in docs if d["kind"].endswith("AdmissionPolicyBinding")]
+    assert len(bindings) == 4
+    for b in bindings:
+        assert b["spec"]["matchResources"]["namespaceSelector"] == selector, b
+    assert not [d for d in _render(helm) if "matchResources" in d.get("spec", {})]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import testbed
-from tests.e2e.operator import OperatorProcess, Subject, campaign, wait_phase
+from tests.e2e.operator import OperatorProcess, Subject, campaign, get_campaign, wait_phase
 
 StartOperator = Callable[..., OperatorProcess]
 
@@ -31,7 +31,7 @@ def test_metrics_parse_and_match_the_ledger(
     families = {f.name: f for f in text_string_to_metric_families(text)}
     recovery = families["aftershock_recovery_seconds"]
     counts = {
-        s.labels["phase"]: s.value
+        s.labels["milestone"]: s.value
         for s in recovery.samples
         if s.name.endswith("_count") and s.labels.get("campaign") == "measured"
     }
@@ -55,7 +55,7 @@ def test_metrics_parse_and_match_the_ledger(
     assert counts["store_up"] == 3
     assert by_outcome["recovered"] == 3
     sums = {
-        s.labels["phase"]: s.value
+        s.labels["milestone"]: s.value
         for s in recovery.samples
         if s.name.endswith("_sum") and s.labels.get("campaign") == "measured"
     }
@@ -77,11 +77,32 @@ def test_metrics_parse_and_match_the_ledger(
     )
     families = {f.name: f for f in text_string_to_metric_families(text)}
     again = {
-        s.labels["phase"]: s.value
+        s.labels["milestone"]: s.value
         for s in families["aftershock_recovery_seconds"].samples
         if s.name.endswith("_count") and s.labels.get("campaign") == "measured"
     }
     assert again == counts
+
+    # Deleted: its series go (a Prometheus scrape no longer carries them).
+    first_uid = get_campaign(cluster, namespace, "measured")["metadata"]["uid"]
+    cluster.kubectl("delete", "campaign", "measured", "-n", namespace, "--wait=true", "--timeout=60s")
+
+    def dropped() -> bool:
+        return 'campaign="measured"' not in _get(op2.metrics_port, "/metrics")[1]
+
+    testbed.wait_for(dropped, 30, what="the deleted Campaign's series dropped")
+    # Created again under the same name: a new object, its own series from zero (uid label).
+    cluster.apply(campaign("measured", namespace, subject.pd_url, trials=1))
+    wait_phase(cluster, namespace, "measured", {"Succeeded"}, timeout=120, op=op2)
+    second_uid = get_campaign(cluster, namespace, "measured")["metadata"]["uid"]
+    _, text = _get(op2.metrics_port, "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    attempts_now = {
+        (s.labels["uid"], s.labels["outcome"]): s.value
+        for s in families["aftershock_trial_attempts"].samples
+        if s.name.endswith("_total") and s.labels.get("campaign") == "measured"
+    }
+    assert attempts_now == {(second_uid, "recovered"): 1}, (first_uid, attempts_now)
 
 
 def _try_get(port: int, path: str) -> tuple[int, str] | None:

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from aftershock import model
+from aftershock import endpoints, model
 from tests.e2e import testbed
 from tests.reliability import invariants
 from tests.reliability.conftest import drop_namespace, env_int, make_namespace
@@ -135,12 +135,21 @@ def env(
         cluster.kubectl("delete", "namespace", PROTECTED_EXTRA, "--wait=false", check=False)
 
 
-def _expected_field(spec: Any, namespace: str) -> str | None:
-    """The field `aftershock.model` names for this spec (None: valid), as the operator should."""
+def _expected_field(
+    spec: Any, namespace: str, services: dict[str, endpoints.ServiceInfo | None] | None = None
+) -> str | None:
+    """The field `aftershock.model` names for this spec (None: valid), as the operator should:
+    its name rules, then what the API server says of the Services a pdURL names (`services`,
+    the namespace's as listed; a name not among them has no Service)."""
     try:
         parsed = model.parse_campaign_spec(spec if isinstance(spec, dict) else {}, allow_loopback_pd=False)
         if parsed.subject.pd_url is not None:
             model.check_pd_namespace(parsed.subject.pd_url, namespace)
+            known = services or {}
+            wanted = endpoints.service_names(parsed.subject.pd_url, namespace)
+            endpoints.resolve_service_name(
+                parsed.subject.pd_url, namespace, {n.service: known.get(n.service) for n in wanted}
+            )
     except model.SpecError as exc:
         return exc.field
     if namespace in model.DEFAULT_PROTECTED_NAMESPACES | {PROTECTED_EXTRA}:
@@ -175,7 +184,14 @@ def submit(e: Env, spec: Any, namespace: str | None = None, *, keep: bool = Fals
         return {"name": name, "result": f"not sendable: {exc}"}
     e.created.append((ns, name))
     stored = e.api.get_namespaced_custom_object("aftershock.dev", "v1alpha1", ns, "campaigns", name)
-    expected = _expected_field(stored.get("spec"), ns)
+    listed = e.cluster.get_json("services", "-n", ns)["items"]
+    services: dict[str, endpoints.ServiceInfo | None] = {
+        s["metadata"]["name"]: endpoints.ServiceInfo(
+            type=s["spec"].get("type", "ClusterIP"), headless=s["spec"].get("clusterIP") == "None"
+        )
+        for s in listed
+    }
+    expected = _expected_field(stored.get("spec"), ns, services)
     deadline = time.monotonic() + 30
     obj: dict[str, Any] = stored
     verdict = "timeout"

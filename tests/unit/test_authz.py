@@ -242,3 +242,11 @@ def test_the_cluster_wide_manifests_opt_namespaces_in_and_set_the_operators_name
     assert args.namespace_label == ("aftershock.dev/campaigns", "enabled")
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
     assert env["POD_NAMESPACE"] == "metadata.namespace"
+
+
+def test_a_chaos_kind_that_declares_no_rights_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(authz, "CHAOS_RIGHTS", {})
+    refused = check(FakeAccess({PODS}, {PODS}, {}), spec())
+    assert refused is not None
+    assert refused.field == "spec.chaos.type"
+    assert "declares no rights" in refused.message

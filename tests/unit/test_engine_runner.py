@@ -29,6 +29,7 @@ from tests.unit.fakes import (
 )
 
 from aftershock.chaos import pod_kill
+from aftershock.endpoints import ServiceInfo
 from aftershock.engine.outcomes import InfraBackoff
 from aftershock.engine.ports import SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
@@ -61,6 +62,12 @@ class Harness:
     sink: ListSink = field(default_factory=ListSink)
     stop: Stop = field(default_factory=Stop)
     probe: FakeProbe | None = None
+    #: The namespace's Services as the API server would describe them (None: no lookups).
+    services: dict[str, ServiceInfo] | None = None
+    #: The operator may not read Services (RBAC from before the lookup).
+    forbidden: bool = False
+    #: The specs the subject was opened with.
+    opened: list[CampaignSpec] = field(default_factory=list)
 
     def runner(
         self,
@@ -70,8 +77,11 @@ class Harness:
         existing_status: Mapping[str, Any] | None = None,
         settings: RunnerSettings = SETTINGS,
     ) -> CampaignRunner:
-        def probe_factory(_spec: CampaignSpec, _namespace: str) -> SubjectProbe | None:
+        def probe_factory(spec: CampaignSpec, _namespace: str) -> SubjectProbe | None:
+            self.opened.append(spec)
             return self.probe
+
+        services = None if self.services is None else FakeServices(self.services, forbidden=self.forbidden)
 
         return CampaignRunner(
             ref=ref,
@@ -86,6 +96,7 @@ class Harness:
             events=self.sink,
             clock=RealClock(),
             settings=settings,
+            services=services,
         )
 
     async def run(self, spec: Mapping[str, Any], *, ref: CampaignRef = REF, timeout: float = 10.0) -> Phase:
@@ -95,6 +106,21 @@ class Harness:
         c = self.sink.condition(type_)
         assert c is not None, f"no {type_} condition in {self.sink.last}"
         return c
+
+
+@dataclass
+class FakeServices:
+    """Services by name, in the Campaign's namespace only; every lookup recorded."""
+
+    services: dict[str, ServiceInfo]
+    looked_up: list[tuple[str, str]] = field(default_factory=list)
+    forbidden: bool = False
+
+    async def get_service(self, namespace: str, name: str) -> ServiceInfo | None:
+        self.looked_up.append((namespace, name))
+        if self.forbidden:
+            raise ApiError("forbidden", 403)
+        return self.services.get(name) if namespace == REF.namespace else None
 
 
 @pytest.fixture
@@ -332,7 +358,7 @@ async def test_victims_are_reproducible_from_the_seed(tmp_path: Path) -> None:
                 "subject": {
                     "kind": "TiKV",
                     "selector": {"matchLabels": {"app": "tikv"}},
-                    "pdURL": "http://pd.other-ns:2379",
+                    "pdURL": "http://pd.other-ns.svc:2379",
                 }
             },
             "spec.subject.pdURL",
@@ -895,3 +921,37 @@ async def test_a_subject_that_stays_healthy_through_the_settle_window_recovered(
     assert attempt.outcome is Outcome.RECOVERED
     assert "relapsed" not in attempt.milestones
     assert attempt.final_state["milestoneSources"]["recovered"] in ("observed", "pd_heartbeat")
+
+
+# --- subject URLs name Services the API server vouches for (issue 21) --------------------------------
+
+
+async def test_a_pd_url_naming_an_external_name_service_fails_before_anything_is_touched(h: Harness) -> None:
+    h.services = {"pd": ServiceInfo(type="ExternalName", headless=False)}
+    phase = await h.run(campaign(subject={**campaign()["subject"], "pdURL": "http://pd:2379"}))
+
+    assert phase is Phase.FAILED
+    assert h.opened == []  # no client made for it, nothing connected to
+    assert h.cluster.delete_calls == []
+    assert h.lock.acquire_calls == 0
+    spec_valid = h.status_condition("SpecValid")
+    assert (spec_valid["status"], spec_valid["reason"]) == ("False", "InvalidSpec")
+    assert spec_valid["message"].startswith(
+        "spec.subject.pdURL: Service 'pd' in namespace 'db' is of type ExternalName"
+    )
+
+
+async def test_a_member_of_a_headless_service_is_connected_to_by_its_qualified_name(h: Harness) -> None:
+    h.services = {"pd": ServiceInfo(type="ClusterIP", headless=True)}
+    await h.run(campaign(trials=1, subject={**campaign()["subject"], "pdURL": "http://pd-0.pd:2379/"}))
+
+    assert [s.subject.pd_url for s in h.opened] == ["http://pd-0.pd.db.svc:2379/"]
+
+
+async def test_an_operator_not_allowed_to_read_services_says_what_to_grant(h: Harness) -> None:
+    h.services, h.forbidden = {}, True
+    phase = await h.run(campaign(subject={**campaign()["subject"], "pdURL": "http://pd:2379"}))
+
+    assert phase is Phase.FAILED
+    assert h.opened == []
+    assert "needs `get` on services" in h.status_condition("SpecValid")["message"]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aftershock import cli, model
+from aftershock import cli, endpoints, model
 from aftershock.subjects import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -438,6 +438,8 @@ def test_cluster_role_grants_exactly_what_the_operator_uses() -> None:
         # get: the opt-in label (--namespace-label).
         | {("", "namespaces", v) for v in ("get", "list", "watch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "delete")}
+        # What a subject's URL names, read before connecting (ExternalName refused).
+        | {("", "services", "get")}
         | {("coordination.k8s.io", "leases", v) for v in rw}
         | {
             ("apps", f"{w}/scale", v)
@@ -526,10 +528,17 @@ def test_deployment_runs_unprivileged(deployment: dict[str, Any]) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["runAsNonRoot"] is True
     assert pod["serviceAccountName"] == "aftershock"
+    # No CPU limit (throttling delays a timing tool); memory bounded with headroom over the
+    # measured peak (issue 21).
     assert c["resources"] == {
-        "requests": {"cpu": "50m", "memory": "96Mi"},
-        "limits": {"cpu": "500m", "memory": "256Mi"},
+        "requests": {"cpu": "50m", "memory": "160Mi"},
+        "limits": {"memory": "512Mi"},
     }
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    parsed = cli.build_parser().parse_args(c["args"])
+    assert (parsed.max_concurrent_campaigns, parsed.pod_watch_scope) == (20, "namespace")
 
 
 def test_deployment_args_are_accepted_by_the_cli_and_match_the_volumes(deployment: dict[str, Any]) -> None:
@@ -660,6 +669,33 @@ def test_the_readme_example_is_the_first_example(spec_schema: dict[str, Any]) ->
     assert spec.subject.pd_url == "http://pd:2379"
 
 
+ETCD_EXAMPLE = MANIFESTS / "examples" / "etcd"
+
+
+def test_the_etcd_example_names_the_members_its_statefulset_makes(spec_schema: dict[str, Any]) -> None:
+    """Issue 21: members as real clusters name them, <pod>.<headless-service>, in any namespace."""
+    (campaign,) = _docs(ETCD_EXAMPLE / "campaign.yaml")
+    objs = _docs(ETCD_EXAMPLE / "etcd.yaml")
+    assert "namespace" not in campaign["metadata"]
+    assert all("namespace" not in o["metadata"] for o in objs)  # applied with -n, any namespace
+    spec = model.parse_campaign_spec(_apply_defaults(spec_schema, campaign["spec"]))
+    registry.check_spec(spec, "etcd-demo")
+    sts = _one(iter(objs), "StatefulSet", "etcd")
+    svc = _one(iter(objs), "Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None"  # headless: a DNS name per member
+    assert spec.subject.selector.matches(_pod_labels(sts))
+    assert svc["spec"]["selector"].items() <= _pod_labels(sts).items()
+    members = [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
+    services = {svc["metadata"]["name"]: endpoints.ServiceInfo(type="ClusterIP", headless=True)}
+    qualified = [endpoints.resolve_service_name(u, "etcd-demo", services) for u in spec.subject.endpoints]
+    (client,) = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "client"]
+    assert qualified == [f"http://{m}.etcd.etcd-demo.svc:{client}" for m in members]
+    # The names the members advertise are the ones the Campaign names.
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert "--advertise-client-urls=http://$(POD_NAME).etcd:2379" in c["command"]
+    assert {u.removeprefix("http://").split(".")[0] for u in spec.subject.endpoints} == set(members)
+
+
 def test_examples_cover_dry_run_and_fixed_mode(spec_schema: dict[str, Any]) -> None:
     specs = {
         p.name: model.parse_campaign_spec(_apply_defaults(spec_schema, _docs(p)[0]["spec"])) for p in EXAMPLES
@@ -699,6 +735,10 @@ def test_values_defaults_match_the_plain_manifests(
     assert values["metrics"]["port"] == 9090
     assert values["livenessPort"] == 8080
     assert values["metrics"]["serviceMonitor"]["enabled"] is False
+    parsed = cli.build_parser().parse_args(c["args"])
+    assert values["maxConcurrentCampaigns"] == parsed.max_concurrent_campaigns == 20
+    assert values["podWatchScope"] == parsed.pod_watch_scope == "namespace"
+    assert values["image"]["tag"] == c["image"].rsplit(":", 1)[1] == "dev"  # what make images builds
 
 
 def _lookup(values: Mapping[str, Any], dotted: str) -> bool:

@@ -25,6 +25,7 @@ from aftershock.model import (
     Milestone,
     Outcome,
     Phase,
+    Verdict,
 )
 
 A = CampaignRef("db", "kill-a", "uid-a")
@@ -80,9 +81,9 @@ def test_the_recovered_phase_is_the_recovery_time_the_status_gives() -> None:
         },
     )
     m.attempt_finished(A, record)
-    rec = samples(m, "aftershock_recovery_seconds", campaign="kill-a", phase="recovered")
+    rec = samples(m, "aftershock_recovery_seconds", campaign="kill-a", milestone="recovered")
     assert rec["aftershock_recovery_seconds_sum"] == record.recovery_seconds == 2.75
-    ready = samples(m, "aftershock_recovery_seconds", campaign="kill-a", phase="replacement_ready")
+    ready = samples(m, "aftershock_recovery_seconds", campaign="kill-a", milestone="replacement_ready")
     assert ready["aftershock_recovery_seconds_sum"] == 1.25
 
 
@@ -95,7 +96,7 @@ def test_the_exposition_counts_what_was_recorded_per_campaign() -> None:
     m.status_patched(A)
     m.status_patched(A)
 
-    rec = samples(m, "aftershock_recovery_seconds", campaign="kill-a", phase="recovered")
+    rec = samples(m, "aftershock_recovery_seconds", campaign="kill-a", milestone="recovered")
     assert rec["aftershock_recovery_seconds_count"] == 2
     assert rec["aftershock_recovery_seconds_sum"] == 3.3
     assert rec["aftershock_recovery_seconds_bucket[0.25]"] == 0
@@ -103,7 +104,7 @@ def test_the_exposition_counts_what_was_recorded_per_campaign() -> None:
     assert rec["aftershock_recovery_seconds_bucket[5.0]"] == 2
     assert rec["aftershock_recovery_seconds_bucket[+Inf]"] == 2
     # A value on a bound counts in that bucket (`le` is inclusive), as Prometheus defines it.
-    b = samples(m, "aftershock_recovery_seconds", campaign="kill-b", phase="recovered")
+    b = samples(m, "aftershock_recovery_seconds", campaign="kill-b", milestone="recovered")
     assert b["aftershock_recovery_seconds_bucket[0.05]"] == 1
     assert samples(m, "aftershock_trial_attempts", campaign="kill-a", outcome="recovered") == {
         "aftershock_trial_attempts_total": 2
@@ -144,10 +145,10 @@ def test_a_scrape_renders_only_the_families_that_changed() -> None:
 
 def test_label_values_are_escaped() -> None:
     m = Metrics()
-    odd = CampaignRef('n"s', "a\\b\nc", "uid")
+    odd = CampaignRef('n"s', "a\\b\nc", 'u"id')
     m.status_patched(odd)
     (sample,) = families(m)["aftershock_status_patches"].samples
-    assert sample.labels == {"namespace": 'n"s', "campaign": "a\\b\nc"}
+    assert sample.labels == {"namespace": 'n"s', "campaign": "a\\b\nc", "uid": 'u"id'}
 
 
 async def test_metrics_are_served_without_reading_the_ledger() -> None:
@@ -237,7 +238,7 @@ def test_remediator_timings_and_actions_are_exposed_per_campaign_only_when_watch
 
 
 def test_an_etcd_campaign_is_labelled_with_the_milestones_its_trials_recorded() -> None:
-    """The `phase` label follows the subject: etcd's election and member milestones, no TiKV
+    """The `milestone` label follows the subject: etcd's election and member milestones, no TiKV
     store_up; each counts the recovered trials that reached it, as the ledger holds them."""
     etcd = CampaignRef("db", "kill-etcd", "uid-e")
     m = Metrics()
@@ -245,7 +246,7 @@ def test_an_etcd_campaign_is_labelled_with_the_milestones_its_trials_recorded() 
     for record in records:
         m.attempt_finished(etcd, record)
     counts = {
-        s.labels["phase"]: s.value
+        s.labels["milestone"]: s.value
         for s in families(m)["aftershock_recovery_seconds"].samples
         if s.name == "aftershock_recovery_seconds_count"
     }
@@ -256,12 +257,12 @@ def test_an_etcd_campaign_is_labelled_with_the_milestones_its_trials_recorded() 
         if name != "kill_sent"
     }
     assert (counts["leader_elected"], counts["member_healthy"]) == (2, 3)  # Follower kills elect no one
-    elected = samples(m, "aftershock_recovery_seconds", campaign="kill-etcd", phase="leader_elected")
+    elected = samples(m, "aftershock_recovery_seconds", campaign="kill-etcd", milestone="leader_elected")
     # From the kill taking effect (kill_acked: 0.01 s, 0.11 s in the slower trial; ADR 0008).
     assert elected["aftershock_recovery_seconds_sum"] == pytest.approx((0.35 - 0.01) + (0.45 - 0.11))
 
 
-def test_a_tikv_campaign_keeps_its_phase_labels() -> None:
+def test_a_tikv_campaign_keeps_its_milestone_labels() -> None:
     m = Metrics()
     chain = ("victim_gone", "replacement_created", "replacement_scheduled", "replacement_ready", "store_up")
     offsets = {"kill_sent": 0.0, "first_unhealthy": 0.05} | {n: i + 1.0 for i, n in enumerate(chain)}
@@ -271,7 +272,66 @@ def test_a_tikv_campaign_keeps_its_phase_labels() -> None:
         replace(recovered("uid-a", 0, 11.1), milestones=milestones | {"recovered": Milestone(1011.1, 11.1)}),
     )
     counts = families(m)["aftershock_recovery_seconds"].samples
-    assert [s.labels["phase"] for s in counts if s.name.endswith("_count")] == [*chain, "recovered"]
+    assert [s.labels["milestone"] for s in counts if s.name.endswith("_count")] == [*chain, "recovered"]
+
+
+def test_a_deleted_campaign_s_series_are_dropped_and_every_run_goes_with_it() -> None:
+    m = Metrics()
+    m.attempt_finished(A, recovered("uid-a", 0, 1.0))
+    m.attempt_finished(CampaignRef("db", "kill-a", "uid-a#2"), recovered("uid-a#2", 0, 2.0))
+    m.campaign_phase(A, Phase.SUCCEEDED)
+    m.attempt_finished(B, recovered("uid-b", 0, 1.0))
+    # Both runs of A are one Campaign object: one series, labelled with its uid.
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-a", uid="uid-a") == {
+        "aftershock_trial_attempts_total": 2
+    }
+    m.forget(A)
+    text = m.render().decode()
+    assert 'campaign="kill-a"' not in text
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-b") == {
+        "aftershock_trial_attempts_total": 1
+    }
+    # The replay guard forgets it too: a Campaign of that uid replayed again counts from the ledger.
+    m.replay(A, [recovered("uid-a", 0, 1.0)])
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-a") == {
+        "aftershock_trial_attempts_total": 1
+    }
+
+
+def test_a_re_created_campaign_does_not_carry_on_the_old_one_s_series() -> None:
+    """Same namespace and name, a new object (new uid): its own series from zero, labelled with
+    its uid, even when this process never saw the old one deleted."""
+    m = Metrics()
+    m.attempt_finished(A, recovered("uid-a", 0, 1.0))
+    m.attempt_finished(A, recovered("uid-a", 1, 1.0))
+    again = CampaignRef("db", "kill-a", "uid-a2")
+    m.attempt_finished(again, recovered("uid-a2", 0, 1.0))
+    counts = [
+        (s.labels["uid"], s.value)
+        for s in families(m)["aftershock_trial_attempts"].samples
+        if s.labels["campaign"] == "kill-a"
+    ]
+    assert counts == [("uid-a2", 1)]
+    # A late word about the old object does not bring its series back over the new one's.
+    m.forget(A)
+    assert samples(m, "aftershock_trial_attempts", campaign="kill-a", uid="uid-a2") == {
+        "aftershock_trial_attempts_total": 1
+    }
+
+
+async def test_start_up_replay_skips_campaigns_the_ledger_records_deleted(tmp_path: Any) -> None:
+    from aftershock.ledger import Ledger
+
+    async with await Ledger.open(tmp_path / "ledger.db") as ledger:
+        for ref in (A, B):
+            await ledger.ensure_campaign(ref, {}, requested_trials=1, seed="s", now=1000.0)
+            await ledger.set_campaign_state(ref.uid, Phase.SUCCEEDED, Verdict.PASS, now=1001.0)
+        await ledger.mark_deleted(A.uid, "deleted", now=1002.0)
+        m = Metrics()
+        await m.replay_ledger(ledger)
+    text = m.render().decode()
+    assert 'campaign="kill-b"' in text
+    assert 'campaign="kill-a"' not in text
 
 
 def _from(peer: str, path: str) -> Any:

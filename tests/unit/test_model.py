@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from aftershock.endpoints import ServiceInfo, ServiceName, resolve_service_name, service_names
 from aftershock.model import (
     ChaosMode,
     ChaosType,
@@ -389,10 +390,13 @@ def test_a_pd_url_that_fails_is_reported_through_parse_campaign_spec() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://pd.other-ns:2379",
         "http://pd.other-ns.svc:2379",
+        "http://pd.other-ns.svc.cluster.local:2379",
         "http://pd.db.example.com:2379",
-        "http://pd.kube-system",
+        "http://pd.kube-system.svc",
+        "http://etcd-0.etcd.other-ns:2379",
+        "http://etcd-0.etcd.other-ns.svc.cluster.local:2379",
+        "http://etcd-0.etcd-headless.db.svc.example.com:2379",
     ],
 )
 def test_a_pd_service_outside_the_campaigns_namespace_is_refused(url: str) -> None:
@@ -464,3 +468,77 @@ def test_parse_selector_sorts_match_labels_so_the_query_is_stable() -> None:
     b = parse_selector({"matchLabels": {"a": "1", "b": "2"}}, "subject.selector")
     assert a == b
     assert a.to_query() == "a=1,b=2"
+
+
+# --- what a subject URL names in the Campaign's namespace (issue 21: etcd members) -----------------
+
+
+HEADLESS = ServiceInfo(type="ClusterIP", headless=True)
+CLUSTER_IP = ServiceInfo(type="ClusterIP", headless=False)
+
+
+@pytest.mark.parametrize(
+    ("host", "names"),
+    [
+        ("pd", [ServiceName("pd")]),
+        ("pd.db", [ServiceName("pd"), ServiceName("db", "pd")]),
+        ("pd.db.svc", [ServiceName("pd")]),
+        ("pd.db.svc.cluster.local", [ServiceName("pd")]),
+        # The README's example, in any namespace: a member of the headless Service etcd here.
+        ("etcd-0.etcd", [ServiceName("etcd", "etcd-0")]),
+        ("etcd-0.etcd-headless.db", [ServiceName("etcd-headless", "etcd-0")]),
+        ("etcd-0.etcd-headless.db.svc", [ServiceName("etcd-headless", "etcd-0")]),
+        # The usual six labels, once always refused.
+        ("etcd-0.etcd-headless.db.svc.cluster.local", [ServiceName("etcd-headless", "etcd-0")]),
+    ],
+)
+def test_subject_hosts_name_a_service_or_a_member_of_a_headless_one_in_the_namespace(
+    host: str, names: list[ServiceName]
+) -> None:
+    assert list(service_names(f"http://{host}:2379", "db", "subject.endpoints[0]")) == names
+
+
+@pytest.mark.parametrize(
+    ("host", "services", "qualified"),
+    [
+        ("pd", {"pd": CLUSTER_IP}, "pd.db.svc"),
+        ("pd.db.svc.cluster.local", {"pd": CLUSTER_IP}, "pd.db.svc"),
+        ("etcd-0.etcd", {"etcd": HEADLESS}, "etcd-0.etcd.db.svc"),
+        (
+            "etcd-0.etcd-headless.db.svc.cluster.local",
+            {"etcd-headless": HEADLESS},
+            "etcd-0.etcd-headless.db.svc",
+        ),
+        # Two labels ending in the namespace: a Service of that name, or else a member.
+        ("etcd.db", {"etcd": CLUSTER_IP, "db": None}, "etcd.db.svc"),
+        ("etcd-0.db", {"etcd-0": None, "db": HEADLESS}, "etcd-0.db.db.svc"),
+    ],
+)
+def test_a_name_is_qualified_to_the_campaigns_namespace_as_the_api_server_describes_it(
+    host: str, services: dict[str, ServiceInfo | None], qualified: str
+) -> None:
+    url = resolve_service_name(f"http://{host}:2379/x", "db", services, "subject.endpoints[0]")
+    assert url == f"http://{qualified}:2379/x"
+
+
+@pytest.mark.parametrize(
+    ("host", "services", "words"),
+    [
+        ("pd", {"pd": ServiceInfo(type="ExternalName", headless=False)}, "ExternalName"),
+        ("etcd-0.etcd", {"etcd": ServiceInfo(type="ExternalName", headless=False)}, "ExternalName"),
+        ("etcd-0.etcd", {"etcd": CLUSTER_IP}, "is not headless"),
+        ("pd", {"pd": None}, "no Service for it: looked for Service 'pd' in namespace 'db'"),
+        ("etcd-0.etcd", {}, "pod 'etcd-0' of headless Service 'etcd' in namespace 'db'"),
+    ],
+)
+def test_a_service_the_api_server_does_not_vouch_for_is_refused(
+    host: str, services: dict[str, ServiceInfo | None], words: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        resolve_service_name(f"http://{host}:2379", "db", services, "subject.endpoints[0]")
+    assert info.value.field == "spec.subject.endpoints[0]"
+    assert words in info.value.reason
+
+
+def test_loopback_names_no_service() -> None:
+    assert resolve_service_name("http://127.0.0.1:2379", "db", {}) == "http://127.0.0.1:2379"

@@ -227,7 +227,17 @@ async def test_the_kill_guard_checks_each_victim_against_the_campaigns_own_selec
         ("cluster", False, "cluster"),  # asked for explicitly: the installer grants it
     ],
 )
-def test_the_pod_watch_scope_is_cluster_wide_by_default_only_where_the_operator_serves_every_namespace(
+def test_auto_is_cluster_wide_only_where_the_operator_serves_every_namespace(
     choice: str, all_namespaces: bool, scope: str
 ) -> None:
     assert cli.pod_watch_scope(choice, all_namespaces=all_namespaces) == scope
+
+
+def test_the_default_pod_watch_is_per_namespace_even_for_a_cluster_wide_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 21: a cluster-wide watch holds every pod of the cluster (20,000 pods, an OOM at a
+    256Mi limit); per namespace, memory follows the namespaces with running Campaigns."""
+    monkeypatch.delenv("AFTERSHOCK_POD_WATCH_SCOPE", raising=False)
+    args = cli.build_parser().parse_args(["run", "--all-namespaces"])
+    assert cli.pod_watch_scope(args.pod_watch_scope, all_namespaces=True) == "namespace"

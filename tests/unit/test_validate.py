@@ -78,6 +78,50 @@ def test_operator_rules_apply_after_the_schema() -> None:
     assert [(p.source, p.field) for p in protected] == [("operator", "metadata.namespace")]
 
 
+ETCD_SUBJECT = {"kind": "Etcd", "selector": {"matchLabels": {"app": "etcd"}}}
+
+
+@pytest.mark.parametrize(
+    ("subject", "field", "words"),
+    [
+        # Offline and in the operator alike (issue 21): once only pdURL's namespace was checked.
+        (
+            {**ETCD_SUBJECT, "endpoints": ["http://etcd-0.etcd.kube-system.svc:2379"]},
+            "spec.subject.endpoints[0]",
+            "outside the Campaign's namespace 'tikv'",
+        ),
+        (
+            {**ETCD_SUBJECT, "endpoints": ["http://etcd-0.etcd:2379", "http://etcd.other.svc:2379"]},
+            "spec.subject.endpoints[1]",
+            "outside the Campaign's namespace",
+        ),
+        ({**ETCD_SUBJECT, "pdURL": "http://pd:2379"}, "spec.subject.pdURL", "is a TiKV field"),
+        (ETCD_SUBJECT, "spec.subject.endpoints", "is required for Etcd"),
+        (
+            {**VALID["spec"]["subject"], "endpoints": ["http://pd:2379"]},
+            "spec.subject.endpoints",
+            "not a TiKV field",
+        ),
+    ],
+)
+def test_the_subject_kinds_rules_are_the_operators(subject: dict[str, Any], field: str, words: str) -> None:
+    problems = validate.validate_object(_with("spec.subject", subject))
+    assert [(p.source, p.field) for p in problems] == [("operator", field)], problems
+    assert words in problems[0].message
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://etcd-0.etcd:2379",
+        "http://etcd-0.etcd-headless.tikv.svc.cluster.local:2379",
+        "http://etcd-client.tikv.svc:2379",
+    ],
+)
+def test_etcd_members_named_as_real_clusters_name_them_are_valid(endpoint: str) -> None:
+    assert validate.validate_object(_with("spec.subject", {**ETCD_SUBJECT, "endpoints": [endpoint]})) == []
+
+
 def test_unknown_fields_are_reported() -> None:
     problems = validate.validate_object(_with("spec.trails", 3))
     assert [p.field for p in problems] == ["spec.trails"]

@@ -71,6 +71,10 @@ no wildcards.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
+# What a subject's URL names: read before connecting, ExternalName refused.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get"]
 # Per-subject locks, in the Campaign's namespace.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

@@ -11,7 +11,7 @@
 #   GOFLAGS=-mod=mod go get -tool helm.sh/helm/v3/cmd/helm@$HELM_VERSION && go mod tidy
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-HELM_VERSION=v3.22.0
+HELM_VERSION=v3.21.4
 
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 bin="$cache/bin/helm-${HELM_VERSION}"

@@ -70,7 +70,10 @@ async def refusal(
                 f"namespace {namespace} has not opted in to aftershock: a cluster administrator labels it "
                 f"(kubectl label namespace {namespace} {key}={value}); nothing was done",
             )
-    rights = list(required_rights(spec))
+    try:
+        rights = list(required_rights(spec))
+    except AuthorError as exc:
+        return Refusal("spec.chaos.type", REASON_UNAUTHORIZED, f"{exc}; nothing was done")
     if settings.author_check:
         field = f"metadata.annotations[{AUTHOR_ANNOTATION}]"
         try:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from aftershock.authz import Author, Right
+from aftershock.endpoints import ServiceInfo
 from aftershock.errors import ProbeUnavailableError
 from aftershock.ledger import Ledger
 from aftershock.model import (
@@ -31,6 +32,7 @@ __all__ = [
     "ProbeUnavailableError",
     "Recorder",
     "ScaleApi",
+    "ServiceApi",
     "StatusSink",
     "StopSignal",
     "SubjectLock",
@@ -115,6 +117,12 @@ class EventApi(Protocol):
     def watch_events(
         self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncIterator[tuple[str, ClusterEvent, str]]: ...
+
+
+class ServiceApi(Protocol):
+    """Services of the Campaign's namespace: what the subject's URLs name (ExternalName refused)."""
+
+    async def get_service(self, namespace: str, name: str) -> ServiceInfo | None: ...
 
 
 class ScaleApi(Protocol):

@@ -11,12 +11,14 @@ duplicate impossible even if this logic were wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+from aftershock.endpoints import ServiceInfo, resolve_service_name, service_names
 from aftershock.engine import admit, holds, lifecycle, resume, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
@@ -30,6 +32,7 @@ from aftershock.engine.ports import (
     PodApi,
     Recorder,
     ScaleApi,
+    ServiceApi,
     StatusSink,
     StopSignal,
     SubjectLock,
@@ -88,6 +91,10 @@ class CampaignRunner:
     volumes: VolumeApi | None = None
     #: The operator's shared pod watches; None: this runner watches its namespace by itself.
     pod_watches: PodWatches | None = None
+    #: The namespace's Services, to judge what the subject's URLs name before any connection
+    #: (`aftershock.endpoints.resolve_service_name`); None: the URLs are taken as written
+    #: (tests whose subjects are stand-ins on loopback, which names no Service anyway).
+    services: ServiceApi | None = None
     #: Access questions before a run starts (`aftershock.engine.admit`); None: none asked.
     access: AccessApi | None = None
     #: The Campaign's annotations now (the author the admission policy recorded).
@@ -121,18 +128,53 @@ class CampaignRunner:
     def _suspended(self) -> bool:
         return read_suspend(self._spec_now())
 
-    def _parse(self) -> tuple[Mapping[str, Any], CampaignSpec, SubjectProbe | None]:
+    def _parse(self) -> tuple[Mapping[str, Any], CampaignSpec]:
         raw = self._spec_now()
         spec = parse_campaign_spec(raw, allow_loopback_pd=self.settings.allow_loopback_pd)
-        if spec.subject.pd_url is not None:
-            check_endpoint_namespace(spec.subject.pd_url, self.ref.namespace)
-        return raw, spec, self.probe_factory(spec, self.ref.namespace)
+        for path, url in spec.subject.api_url_fields:
+            check_endpoint_namespace(url, self.ref.namespace, path)
+        return raw, spec
+
+    async def _resolve_services(self, spec: CampaignSpec) -> CampaignSpec:
+        """The spec with each subject URL's host qualified to the Service it names in the
+        Campaign's namespace, as the API server describes it (one GET per Service named)."""
+        if self.services is None:
+            return spec
+        services, namespace = self.services, self.ref.namespace
+        seen: dict[str, ServiceInfo | None] = {}
+
+        async def resolve(path: str, url: str) -> str:
+            for name in service_names(url, namespace, path):
+                if name.service not in seen:
+                    try:
+                        seen[name.service] = await services.get_service(namespace, name.service)
+                    except ApiError as exc:
+                        if exc.status != 403:
+                            raise
+                        # An install whose RBAC predates the lookup: say what to grant, do not
+                        # connect to a name nobody could check.
+                        raise SpecError(
+                            path,
+                            f"cannot read Service {name.service!r} in namespace {namespace!r} to check what "
+                            "it names: the operator needs `get` on services there (its Role or "
+                            "ClusterRole, docs/adr/0004-rbac-and-scoping.md)",
+                        ) from exc
+            return resolve_service_name(url, namespace, seen, path)
+
+        subject = spec.subject
+        pd_url = await resolve("subject.pdURL", subject.pd_url) if subject.pd_url is not None else None
+        endpoints = [await resolve(f"subject.endpoints[{i}]", u) for i, u in enumerate(subject.endpoints)]
+        return dataclasses.replace(
+            spec, subject=dataclasses.replace(subject, pd_url=pd_url, endpoints=tuple(endpoints))
+        )
 
     # -- the campaign ------------------------------------------------------------------------
 
     async def run(self, stop: StopSignal) -> Phase:
         try:
-            raw, spec, probe = self._parse()
+            raw, spec = self._parse()
+            spec = await self._resolve_services(spec)
+            probe = self.probe_factory(spec, self.ref.namespace)
         except SpecError as exc:
             return await verdict.fail_spec(self._out, exc.field, REASON_INVALID, exc.reason)
         try:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aftershock.ledger import Ledger, RunRow
-from aftershock.model import CampaignRef
+from aftershock.model import RUN_ID_SEPARATOR, CampaignRef
 
 #: The annotation whose change starts a new run.
 RUN_ANNOTATION = "aftershock.dev/run"
@@ -31,7 +31,7 @@ def run_token(annotations: Mapping[str, Any]) -> str:
 
 
 def run_uid(campaign_uid: str, run: int) -> str:
-    return campaign_uid if run == 1 else f"{campaign_uid}#{run}"
+    return campaign_uid if run == 1 else f"{campaign_uid}{RUN_ID_SEPARATOR}{run}"
 
 
 def status_token(status: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from aftershock.endpoints import ServiceInfo
 from aftershock.kube import decode, errors
 from aftershock.kube.access import _Access
 from aftershock.kube.errors import (
@@ -33,6 +34,9 @@ from aftershock.kube.volumes import _Volumes
 from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
 FIELD_MANAGER = "aftershock"
+
+#: Items per page of a list: a few hundred KB of pods per request, whatever the cluster's size.
+LIST_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -96,24 +100,51 @@ class Kube(_Volumes, _Access):
     # --- pods ----------------------------------------------------------------------------
 
     async def list_pods(self, namespace: str | None, selector: str) -> tuple[list[PodState], str]:
-        """The pods of `namespace` (None: of every namespace) that `selector` matches."""
+        """The pods of `namespace` (None: of every namespace) that `selector` matches, in pages
+        from the API server's watch cache (`_list_pages`), each page decoded as it comes."""
+        pods: list[PodState] = []
         if namespace is None:
-            data = await self._json(
-                "list",
-                "list pods in all namespaces",
-                self._core.list_pod_for_all_namespaces,
-                label_selector=selector,
+            pages = self._list_pages(
+                "list pods in all namespaces", self._core.list_pod_for_all_namespaces, label_selector=selector
             )
         else:
-            data = await self._json(
-                "list",
+            pages = self._list_pages(
                 f"list pods in {namespace}",
                 self._core.list_namespaced_pod,
                 namespace,
                 label_selector=selector,
             )
-        pods = [decode.decode_pod(item) for item in data.get("items") or []]
-        return pods, str((data.get("metadata") or {}).get("resourceVersion", ""))
+        version = ""
+        async for items, page_version in pages:
+            pods.extend(decode.decode_pod(item) for item in items)
+            version = page_version
+        return pods, version
+
+    async def _list_pages(
+        self, what: str, call: Any, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[tuple[list[Mapping[str, Any]], str]]:
+        """A list in pages of `LIST_PAGE` items, (items, the list's resourceVersion) per page.
+
+        The first page asks for ``resourceVersion=0`` with ``resourceVersionMatch=NotOlderThan``:
+        any state at least as new as the server's cache, served from the API server's watch
+        cache instead of a quorum read of etcd; the watch that follows from the list's version
+        catches up from there, as an informer does. The next pages follow the ``continue``
+        token (which carries the version). A server that cannot page from its cache answers
+        the whole list at once: one page. One page is one request, so no single request reads
+        a cluster's every pod within the request timeout."""
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"limit": LIST_PAGE}
+            if token:
+                paging["_continue"] = token
+            else:
+                paging.update(resource_version="0", resource_version_match="NotOlderThan")
+            data = await self._json("list", what, call, *args, **paging, **kwargs)
+            meta = data.get("metadata") or {}
+            yield list(data.get("items") or []), str(meta.get("resourceVersion", ""))
+            token = meta.get("continue")
+            if not token:
+                return
 
     async def watch_pods(
         self, namespace: str | None, selector: str, resource_version: str, *, timeout_seconds: int = 300
@@ -137,12 +168,14 @@ class Kube(_Volumes, _Access):
             yield PodEvent(etype, decode.decode_pod(obj), rv)
 
     async def list_events(self, namespace: str) -> tuple[list[ClusterEvent], str]:
-        """The namespace's Events now, and the version to watch from."""
-        data = await self._json(
-            "list", f"list events in {namespace}", self._core.list_namespaced_event, namespace
-        )
-        events = [decode.decode_event(item) for item in data.get("items") or []]
-        return events, str((data.get("metadata") or {}).get("resourceVersion", ""))
+        """The namespace's Events now, and the version to watch from (paged, from the cache)."""
+        events: list[ClusterEvent] = []
+        version = ""
+        pages = self._list_pages(f"list events in {namespace}", self._core.list_namespaced_event, namespace)
+        async for items, page_version in pages:
+            events.extend(decode.decode_event(item) for item in items)
+            version = page_version
+        return events, version
 
     async def watch_events(
         self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
@@ -405,12 +438,82 @@ class Kube(_Volumes, _Access):
             )
         return found
 
+    async def list_campaigns(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        """Every Campaign of `namespace` (None: of every namespace), as the API returns them."""
+        if namespace is None:
+            data = await self._json(
+                "list",
+                "list campaigns in all namespaces",
+                self._custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+            )
+        else:
+            data = await self._json(
+                "list",
+                f"list campaigns in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
+        return list(data.get("items") or [])
+
+    async def set_campaign_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> None:
+        """Replace the Campaign's finalizers, only if it is still at `resource_version`
+        (`KubeConflictError` otherwise: read it again)."""
+        await self._json(
+            "patch",
+            f"set the finalizers of campaign {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+            _content_type="application/merge-patch+json",
+        )
+
+    async def apply_crd(self, crd: Mapping[str, Any], field_manager: str) -> str:
+        """Server-side apply of a CustomResourceDefinition, taking over the fields it sets from
+        whoever set them before (force); the resourceVersion the API server answers with."""
+        api = k8s.ApiextensionsV1Api(self._api)
+        name = str((crd.get("metadata") or {}).get("name"))
+        data = await self._json(
+            "patch",
+            f"apply customresourcedefinition {name}",
+            api.patch_custom_resource_definition,
+            name,
+            dict(crd),
+            field_manager=field_manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        return str((data.get("metadata") or {}).get("resourceVersion", ""))
+
     async def find_campaign(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The Campaign, or None when there is none of that name."""
         try:
             return await self.get_campaign(namespace, name)
         except KubeNotFoundError:
             return None
+
+    # --- services (what a subject's URL names) --------------------------------------------
+
+    async def get_service(self, namespace: str, name: str) -> ServiceInfo | None:
+        """The Service's type and whether it is headless; None when there is none."""
+        data = await self._get_if_present("service", self._core.read_namespaced_service, namespace, name)
+        if data is None:
+            return None
+        spec = data.get("spec") or {}
+        return ServiceInfo(
+            type=str(spec.get("type") or "ClusterIP"), headless=spec.get("clusterIP") == "None"
+        )
 
     # --- leases (per-subject locks) ------------------------------------------------------
 

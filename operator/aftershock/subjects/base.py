@@ -132,3 +132,6 @@ class SubjectKindInfo:
     #: Open the subject for a Campaign (None: health from pods alone); raises `SpecError`
     #: for a spec this kind cannot run (another kind's field, a target it has no roles for).
     open: Callable[[CampaignSpec, str, SubjectResources | None], Subject | None]
+    #: The kind's rules on a spec, without opening anything (what `aftershock validate` runs
+    #: offline and `open` runs first): raises `SpecError`.
+    check: Callable[[CampaignSpec, str], None]

@@ -326,6 +326,17 @@ class ElectionRecovery:
         return waiting
 
 
+def check_spec(spec: CampaignSpec, namespace: str) -> None:
+    """etcd's rules on a spec: its members' client URLs in `endpoints`, each naming a Service
+    (or a member of a headless one, ``etcd-0.etcd``) in the Campaign's namespace."""
+    if spec.subject.pd_url is not None:
+        raise SpecError("subject.pdURL", "is a TiKV field: give etcd's client URLs in subject.endpoints")
+    if not spec.subject.endpoints:
+        raise SpecError("subject.endpoints", "is required for Etcd: its members' client URLs")
+    for i, url in enumerate(spec.subject.endpoints):
+        check_endpoint_namespace(url, namespace, f"subject.endpoints[{i}]")
+
+
 class EtcdSubject:
     """The engine's `Subject` for etcd."""
 
@@ -341,12 +352,7 @@ class EtcdSubject:
     def for_spec(
         cls, spec: CampaignSpec, namespace: str, resources: SubjectResources | None = None
     ) -> EtcdSubject | None:
-        if spec.subject.pd_url is not None:
-            raise SpecError("subject.pdURL", "is a TiKV field: give etcd's client URLs in subject.endpoints")
-        if not spec.subject.endpoints:
-            raise SpecError("subject.endpoints", "is required for Etcd: its members' client URLs")
-        for i, url in enumerate(spec.subject.endpoints):
-            check_endpoint_namespace(url, namespace, f"subject.endpoints[{i}]")
+        check_spec(spec, namespace)
         return cls(EtcdClient(spec.subject.endpoints))
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
@@ -388,4 +394,5 @@ KIND = SubjectKindInfo(
     roles=(LEADER, FOLLOWER),
     api_field="endpoints",
     open=EtcdSubject.for_spec,
+    check=check_spec,
 )

@@ -24,6 +24,12 @@ def open_subject(
 ) -> Subject | None:
     """The Campaign's subject, opened (None: health from pods alone). Raises `SpecError` for a
     spec its kind cannot run."""
+    return check_spec(spec, namespace).open(spec, namespace, resources)
+
+
+def check_spec(spec: CampaignSpec, namespace: str) -> SubjectKindInfo:
+    """The spec's kind, after its rules passed (raises `SpecError` naming the field): what the
+    operator checks before opening the subject, and `aftershock validate` offline."""
     info = KINDS.get(spec.subject.kind)
     if info is None:
         kinds = ", ".join(map(repr, KINDS))
@@ -35,7 +41,8 @@ def open_subject(
             "chaos.target",
             f"must be one of {allowed} for {info.kind} (its members' roles), got {spec.chaos.target!r}",
         )
-    return info.open(spec, namespace, resources)
+    info.check(spec, namespace)
+    return info
 
 
 def milestone_descriptions() -> dict[str, str]:

@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from aftershock.endpoints import check_endpoint_namespace
 from aftershock.errors import ProbeUnavailableError, SpecError
 from aftershock.model import (
     SOURCE_OBSERVED,
@@ -172,6 +173,14 @@ def qualify_pd_url(url: str, namespace: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def check_spec(spec: CampaignSpec, namespace: str) -> None:
+    """TiKV's rules on a spec: PD is named by pdURL (in the Campaign's namespace), nothing else."""
+    if spec.subject.endpoints:
+        raise SpecError("subject.endpoints", "is not a TiKV field: name PD with subject.pdURL")
+    if spec.subject.pd_url is not None:
+        check_endpoint_namespace(spec.subject.pd_url, namespace, "subject.pdURL")
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -226,8 +235,7 @@ class TiKVProbe(TiKVJudging):
     ) -> TiKVProbe | None:
         """The probe for a Campaign's subject, or None when it names no PD. With the process's
         shared PD clients, the client is the one for that URL; without, a private one."""
-        if spec.subject.endpoints:
-            raise SpecError("subject.endpoints", "is not a TiKV field: name PD with subject.pdURL")
+        check_spec(spec, namespace)
         clients = resources.pd_clients if resources is not None else None
         if spec.subject.pd_url is None:
             return None
@@ -417,4 +425,5 @@ KIND = SubjectKindInfo(
     roles=(),
     api_field="pdURL",
     open=TiKVProbe.for_spec,
+    check=check_spec,
 )

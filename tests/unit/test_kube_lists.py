@@ -1,0 +1,77 @@
+"""How the operator lists (issue 21): in pages, from the API server's watch cache, never the
+whole cluster in one request read from etcd. The generated client's call is replaced by one that
+records what it was asked and answers as the API server does (`continue` tokens)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes_asyncio import client as k8s
+
+from aftershock.kube import Kube
+from aftershock.kube.client import LIST_PAGE
+
+
+class _Response:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.status = 200
+        self._body = json.dumps(body).encode()
+
+    async def __aenter__(self) -> _Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "db", "uid": f"uid-{name}", "labels": {"app": "x"}},
+        "spec": {},
+        "status": {"phase": "Running"},
+    }
+
+
+async def test_pods_are_listed_in_pages_from_the_watch_cache() -> None:
+    pages = {
+        None: ({"resourceVersion": "100", "continue": "t1"}, ["a", "b"]),
+        "t1": ({"resourceVersion": "100", "continue": "t2"}, ["c"]),
+        "t2": ({"resourceVersion": "100"}, ["d"]),
+    }
+    asked: list[dict[str, Any]] = []
+
+    async def list_namespaced_pod(namespace: str, **kwargs: Any) -> _Response:
+        asked.append({"namespace": namespace, **{k: v for k, v in kwargs.items() if not k.startswith("_r")}})
+        meta, names = pages[kwargs.get("_continue")]
+        return _Response({"metadata": meta, "items": [_pod(n) for n in names]})
+
+    api = k8s.ApiClient()
+    kube = Kube(api)
+    try:
+        kube._core.list_namespaced_pod = list_namespaced_pod  # type: ignore[method-assign]
+        pods, version = await kube.list_pods("db", "app=x")
+    finally:
+        await kube.close()
+
+    assert [p.name for p in pods] == ["a", "b", "c", "d"]
+    assert version == "100"
+    assert kube.requests["list"] == 3
+    first, *rest = asked
+    # The first page from the cache: any state at least as new as it holds, not a quorum read.
+    assert first == {
+        "namespace": "db",
+        "label_selector": "app=x",
+        "limit": LIST_PAGE,
+        "resource_version": "0",
+        "resource_version_match": "NotOlderThan",
+        "_preload_content": False,
+    }
+    # The next pages follow the token alone (it carries the version; the server refuses both).
+    assert [(r.get("_continue"), "resource_version" in r, r["limit"]) for r in rest] == [
+        ("t1", False, LIST_PAGE),
+        ("t2", False, LIST_PAGE),
+    ]
