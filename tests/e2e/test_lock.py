@@ -129,7 +129,10 @@ def test_two_operators_on_one_campaign_never_kill_at_the_same_time(
                 ]
             ).stdout
         )
-        victims |= {v["name"] for t in report["trials"] if "kill_sent" in t["timings"] for v in t["victims"]}
+        # Every victim an attempt recorded before its kill, whether or not the kill's
+        # acknowledgement made it to the ledger: stopping the operators at the end can cut an
+        # attempt between the DELETE and `kill_sent` (the reliability invariants match the same way).
+        victims |= {v["name"] for t in report["trials"] for v in t["victims"]}
     deletes = [d for d in audit.pod_deletes(namespace) if d.by_operator]
     assert deletes
     assert {d.name for d in deletes} <= victims
