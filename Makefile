@@ -13,11 +13,13 @@ KUBECONFIG_LOCAL := $(AFTERSHOCK_CACHE)/cluster/kubeconfig
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# pip's and setuptools' own output (deprecation warnings and all) goes to $(VENV)/install.log.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "Python environment in $(VENV) (pip's output: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]'; } \
+	  >$(VENV)/install.log 2>&1 || { tail -n 30 $(VENV)/install.log; exit 1; }
+	@touch $@
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Python environment with the package and its dev tools
@@ -72,13 +74,22 @@ lint: venv verify-crd ## ruff, mypy --strict, import-linter (layer rules), CRD c
 test-unit: venv ## unit tests only (no cluster)
 	$(VENV)/bin/pytest tests/unit -q
 
+# pytest-xdist workers for `make test` (tests run one namespace each; the real-node tests, which
+# share one kubelet and containerd, run one after another on one worker: --dist loadgroup).
+TEST_WORKERS ?= 3
+
 .PHONY: test
 test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if none runs)
 	$(TESTBED)/build.sh >/dev/null
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium missing (apt-get install -y chromium): the HTML report's browser test will fail"; }
-	@rc=0; $(VENV)/bin/pytest tests -q -ra || rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest tests -q -ra -n $(TEST_WORKERS) --dist loadgroup || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+.PHONY: test-kind
+test-kind: venv ## the kind path end to end (kind-up, tikv-up, image, deploy, a Campaign, kind-down) on a cluster of its own
+	@rc=0; $(VENV)/bin/pytest tests/e2e/test_kind.py -m kind -q -ra -s || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 .PHONY: reliability
@@ -115,9 +126,9 @@ bench: venv ## the comparison on kwok and on the real node (tables + PNG charts)
 	$(PY) -m bench.scale --campaigns $(BOUND_CAMPAIGNS) --trials $(BOUND_TRIALS) --max-concurrent $(BOUND) \
 	  --settle-seconds $(BOUND_SETTLE) --node-pods $(BOUND_NODE_PODS) --timeout $(BOUND_TIMEOUT)
 
-# --- real TiKV on kind (needs Docker and internet; cannot run on the project's CI) ---------
+# --- TiKV on kind: real TiKV with Docker and internet; without them, on parts built here -----
 .PHONY: kind-up kind-down tikv-up image deploy
-kind-up: ## kind cluster: 1 control plane, 3 workers in 3 zones
+kind-up: ## kind cluster: 1 control plane, 3 workers in 3 zones (no Docker of your own: node image built here)
 	hack/kind/kind-up.sh
 kind-down: ## delete the kind cluster
 	hack/kind/kind-down.sh

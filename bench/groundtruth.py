@@ -128,7 +128,7 @@ class PodWatcher:
                         self._append(_pod_event("LISTED", obj, now, wall))
                     rv = listed["metadata"]["resourceVersion"]
                     self._synced.set()
-                w = watch.Watch()  # type: ignore[no-untyped-call]
+                w = watch.Watch()
                 self._watch = w
                 for event in w.stream(
                     self._v1.list_namespaced_pod,

@@ -197,6 +197,9 @@ def main() -> int:
         body["spec"]["recovery"]["settleSeconds"] = SETTLE_SECONDS
         kubectl("apply", "-f", "-", input_=yaml.safe_dump(body))
         print(banner(name, pd_url), file=sys.stderr, flush=True)
+        if os.environ.get("AFTERSHOCK_DEV_DETACH") == "1":
+            say("detached: the operator, the stand-ins and the Campaign keep running (make dev-down)")
+            return 0
         return follow(name, wait, timeout)
     except KeyboardInterrupt:
         print(file=sys.stderr)

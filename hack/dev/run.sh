@@ -17,6 +17,8 @@
 #   AFTERSHOCK_DEV_WAIT=1     no watch: wait for the Campaign to finish, print it and its
 #                             report, stop, exit 0 when it is Ready (verdict Pass), else 1
 #   AFTERSHOCK_DEV_TIMEOUT=S  how long AFTERSHOCK_DEV_WAIT waits (default 900)
+#   AFTERSHOCK_DEV_DETACH=1   in-cluster mode only: deploy, start the Campaign and return at
+#                             once (CI runs `make test` beside it this way)
 #   AFTERSHOCK_DEV_LIVENESS_PORT=P  the operator's /healthz port (default 8080)
 #   AFTERSHOCK_DEV_METRICS_PORT=P   its /metrics and /campaigns port (default 9090)
 #                             (0 turns either off; a port already taken falls back to 0)
@@ -29,6 +31,20 @@ python=${AFTERSHOCK_DEV_PYTHON:-$repo/.venv/bin/python}
 mkdir -p "$dev_dir"
 
 log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# The first run builds a lot (Go modules, images): the terminal shows the progress lines
+# ("[testbed-build ...]", "[images ...]", ...) and the full output goes to one file.
+full_log="$dev_dir/make-dev.log"
+: >"$full_log"
+quietly() {
+  local rc=0
+  "$@" >>"$full_log" 2> >(tee -a "$full_log" | grep --line-buffered '^\[' >&2) || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    log "failed ($*): the last lines of $full_log:"
+    tail -n 30 "$full_log" >&2
+    exit "$rc"
+  fi
+}
 
 # dev.py stops what it starts (try/finally). This is the net under it: should it die without
 # cleaning up, the operator it started (by the pid it recorded) is stopped here.
@@ -56,7 +72,8 @@ trap 'exit 143' TERM
 [ -x "$python" ] || { echo "no Python environment at $python: run 'make venv' (make dev does)" >&2; exit 1; }
 
 log "local cluster (the first run builds Kubernetes from Go modules: 10-25 min on 2 cores)"
-"$repo/hack/testbed/cluster.sh" up >/dev/null
+log "progress lines only here; everything in $full_log"
+quietly "$repo/hack/testbed/cluster.sh" up
 eval "$("$repo/hack/testbed/cluster.sh" env)"   # KUBECONFIG, PATH with kubectl
 export KUBECONFIG PATH
 
@@ -73,9 +90,14 @@ if [ "$mode" = auto ]; then
 fi
 cd "$repo"
 
+if [ "${AFTERSHOCK_DEV_DETACH:-}" = 1 ] && [ "$mode" != in-cluster ]; then
+  log "AFTERSHOCK_DEV_DETACH=1 needs the in-cluster mode (the real node): the host-process operator would stop"
+  exit 1
+fi
+
 if [ "$mode" = in-cluster ]; then
   log "images: the operator from the Dockerfile, subject images (cached in $cache/images)"
-  "$repo/hack/testbed/images.sh" all
+  quietly "$repo/hack/testbed/images.sh" all
   rc=0
   "$python" "$here/incluster.py" || rc=$?
   exit "$rc"

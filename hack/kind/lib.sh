@@ -6,6 +6,26 @@ KIND_CONTEXT="kind-${KIND_CLUSTER}"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
+# Where kind runs. With a Docker of the user's own (DOCKER_HOST set, or `docker info` answers):
+# there, with kind's published node image and pingcap's images, as any kind user runs it.
+# Without one (this project's machines and CI, where no image can be pulled): on the project's
+# own dockerd (hack/kind/docker.sh) with the node image and stand-in images built here
+# (hack/kind/node/build.sh, hack/kind/standin.sh; docs/adr/0014-kind-node-image.md), and the kind
+# and kubectl binaries built from the pinned Go modules. AFTERSHOCK_KIND_LOCAL=1/0 forces either.
+if [ -z "${AFTERSHOCK_KIND_LOCAL:-}" ]; then
+  if [ -n "${DOCKER_HOST:-}" ] || { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }; then
+    AFTERSHOCK_KIND_LOCAL=0
+  else
+    AFTERSHOCK_KIND_LOCAL=1
+  fi
+fi
+if [ "$AFTERSHOCK_KIND_LOCAL" = 1 ]; then
+  eval "$("$REPO_ROOT/hack/kind/docker.sh" env)"
+  # shellcheck disable=SC2046 # two folders, no spaces
+  PATH="$(printf '%s:' $("$REPO_ROOT/hack/kind/node/build.sh" bins))$PATH"
+fi
+export AFTERSHOCK_KIND_LOCAL
+
 log() { printf '[%s %s] %s\n' "$(basename "$0" .sh)" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -6,6 +6,7 @@
 #
 #   hack/testbed/build.sh            build what is missing, print the bin dir
 #   AFTERSHOCK_CACHE=/x build.sh     use another cache root (default ~/.cache/aftershock)
+#   hack/testbed/build.sh kind       also kubeadm and kube-proxy (the kind node image, hack/kind/node)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -25,6 +26,10 @@ export GOTOOLCHAIN=local
 export GOMAXPROCS=${GOMAXPROCS:-2}
 
 log() { printf '[testbed-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# go's own output (hundreds of `go: downloading` lines on a cold cache) goes to a file per
+# binary: the terminal shows progress lines only, and the file's name.
+logs="$cache/logs"
+mkdir -p "$logs"
 
 # build NAME MODULE_DIR PACKAGE [LDFLAGS]
 build() {
@@ -32,13 +37,18 @@ build() {
   if [ -x "$bin/$name" ]; then
     return 0
   fi
-  log "building $name ($pkg)"
+  log "building $name ($pkg; go's output in $logs/build-$name.log)"
   local start=$SECONDS
   ( while sleep 30; do log "  ... $name still building, $((SECONDS - start))s elapsed"; done ) &
   local ticker=$!
   # shellcheck disable=SC2064
   trap "kill $ticker 2>/dev/null || true" RETURN
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
+  if ! (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg") \
+      >"$logs/build-$name.log" 2>&1; then
+    log "building $name failed; the last lines of $logs/build-$name.log:"
+    tail -n 30 "$logs/build-$name.log" >&2
+    return 1
+  fi
   mv "$bin/$name.tmp" "$bin/$name"
   log "built $name in $((SECONDS - start))s"
 }
@@ -56,7 +66,9 @@ build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
 build kwokctl "$here/kwok" sigs.k8s.io/kwok/cmd/kwokctl \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
-for t in kubectl kube-scheduler kube-controller-manager kube-apiserver kubelet; do
+k8s_tools=(kubectl kube-scheduler kube-controller-manager kube-apiserver kubelet)
+[ "${1:-}" = kind ] && k8s_tools+=(kubeadm kube-proxy)
+for t in "${k8s_tools[@]}"; do
   build "$t" "$here/k8s" "k8s.io/kubernetes/cmd/$t" "$k8s_ldflags"
 done
 if [ $((SECONDS - total_start)) -gt 1 ]; then

@@ -9,6 +9,7 @@
 #                        python3: runs the TiKV store stand-in)
 #   images.sh all        both; then import what the node lacks (realnode.sh import)
 #   images.sh base       only the Debian root filesystem (debootstrap, cached)
+#   images.sh shell      only the busybox root filesystem (the kind node's images use it too)
 #
 # Every archive is rebuilt only when its inputs change (a hash of them names the archive).
 set -euo pipefail
@@ -60,7 +61,11 @@ hash_of() { (cd "$repo" && sha256sum "$@" | sha256sum | cut -c1-16); }
 # The docker daemon exists only while the operator image builds: private socket, data root in
 # the cache (keeps the base layer), no iptables, no bridge.
 docker_sock=/run/aftershock-docker/docker.sock
+docker_host=${AFTERSHOCK_IMAGES_DOCKER_HOST:-unix://$docker_sock}
+# AFTERSHOCK_IMAGES_DOCKER_HOST: build on that running daemon instead of starting and stopping one
+# here (hack/kind/image.sh passes the kind dockerd, which then also keeps the base layer).
 dockerd_up() {
+  [ -z "${AFTERSHOCK_IMAGES_DOCKER_HOST:-}" ] || return 0
   mkdir -p /run/aftershock-docker "$cache/docker"
   if [ -S "$docker_sock" ] && DOCKER_HOST=unix://$docker_sock /usr/bin/docker version >/dev/null 2>&1; then
     return 0
@@ -76,6 +81,7 @@ dockerd_up() {
   log "dockerd did not start: $out/dockerd.log"; exit 1
 }
 dockerd_down() {
+  [ -z "${AFTERSHOCK_IMAGES_DOCKER_HOST:-}" ] || return 0
   local pid
   pid=$(cat /run/aftershock-docker/dockerd.pid 2>/dev/null || true)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -98,11 +104,12 @@ operator_image() {
   rm -rf "$ctx" && mkdir -p "$ctx/wheels"
   (cd "$repo" && cp -r Dockerfile .dockerignore pyproject.toml README.md operator "$ctx/")
   find "$ctx/operator" -name __pycache__ -prune -exec rm -rf {} +
-  log "wheels for the image (pip wheel on the host)"
-  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ctx" 'setuptools>=69' wheel >&2
+  log "wheels for the image (pip wheel on the host; its output in $out/wheels.log)"
+  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ctx" 'setuptools>=69' wheel \
+    >"$out/wheels.log" 2>&1 || { tail -n 30 "$out/wheels.log" >&2; exit 1; }
   printf '!wheels/\n' >> "$ctx/.dockerignore"
   dockerd_up
-  local docker=(env DOCKER_HOST="unix://$docker_sock" DOCKER_BUILDKIT=0 /usr/bin/docker)
+  local docker=(env DOCKER_HOST="$docker_host" DOCKER_BUILDKIT=0 /usr/bin/docker)
   if ! "${docker[@]}" image inspect "$BASE_NAME" >/dev/null 2>&1; then
     log "importing the Debian root filesystem as $BASE_NAME"
     tar -C "$rootfs" --exclude=./.complete -c . | "${docker[@]}" import - "$BASE_NAME" >/dev/null
@@ -190,9 +197,16 @@ import_all() {
   done
 }
 
+# One builder at a time on this machine: the docker daemon is shared (one private socket) and
+# the last build to finish stops it, so two checkouts (or `make dev` beside `make test`) building
+# at once would pull it from under each other.
+exec 9>"$cache/images.lock"
+flock 9
+
 ensure_packages
 case "${1:-all}" in
   base) base_rootfs ;;
+  shell) shell_rootfs ;;
   operator) a=$(operator_image); echo "$a" ;;
   subjects) subject_images ;;
   all)
@@ -201,5 +215,5 @@ case "${1:-all}" in
     import_all $archives
     log "images imported into the real node"
     ;;
-  *) echo "usage: $0 operator|subjects|all|base" >&2; exit 2 ;;
+  *) echo "usage: $0 operator|subjects|all|base|shell" >&2; exit 2 ;;
 esac

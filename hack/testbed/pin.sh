@@ -33,7 +33,7 @@ upstream=$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/
   echo ")"
 } > "$here/k8s/go.mod"
 rm -f "$here/k8s/go.sum"
-(cd "$here/k8s" && for t in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+(cd "$here/k8s" && for t in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm kube-proxy; do
    go get -tool "k8s.io/kubernetes/cmd/$t@${K8S_VERSION}"; done && go mod tidy)
 
 cat > "$here/etcd/go.mod" <<MOD

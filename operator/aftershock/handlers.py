@@ -323,6 +323,7 @@ async def _run_once(
         event_api=kube,
         volumes=kube,
         pod_watches=memo["pod_watches"],
+        namespaces=kube,
         services=kube,
         settings=config.runner,
         access=kube,

@@ -284,10 +284,20 @@ def object_uid(run_id: str) -> str:
     return run_id.partition(RUN_ID_SEPARATOR)[0]
 
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# fullmatch, never match: `$` also matches before a trailing newline ("web\n" would pass).
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+#: A label key's prefix is a DNS subdomain: 253 characters at most (Kubernetes refuses more).
+_LABEL_PREFIX_MAX = 253
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _MAX_ENDPOINTS = 16
+
+
+def _is_label_key(key: Any) -> bool:
+    if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+        return False
+    prefix, _, _ = key.rpartition("/")
+    return len(prefix) <= _LABEL_PREFIX_MAX
 
 
 def parse_selector(raw: Any, path: str) -> LabelSelector:
@@ -295,9 +305,9 @@ def parse_selector(raw: Any, path: str) -> LabelSelector:
     labels_raw = _mapping(sel.get("matchLabels") or {}, f"{path}.matchLabels")
     labels: list[tuple[str, str]] = []
     for k, v in sorted(labels_raw.items()):
-        if not isinstance(k, str) or not _LABEL_KEY.match(k) or len(k) > 317:
+        if not _is_label_key(k):
             raise SpecError(f"{path}.matchLabels", f"{k!r} is not a valid label key")
-        if not isinstance(v, str) or not _LABEL_VALUE.match(v):
+        if not isinstance(v, str) or not _LABEL_VALUE.fullmatch(v):
             raise SpecError(f"{path}.matchLabels.{k}", f"{v!r} is not a valid label value")
         labels.append((k, v))
     exprs: list[LabelSelectorRequirement] = []
@@ -305,7 +315,7 @@ def parse_selector(raw: Any, path: str) -> LabelSelector:
         epath = f"{path}.matchExpressions[{i}]"
         e = _mapping(raw_expr, epath)
         key = _get(e, "key", f"{epath}.key")
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+        if not _is_label_key(key):
             raise SpecError(f"{epath}.key", f"{key!r} is not a valid label key")
         op = _get(e, "operator", f"{epath}.operator")
         if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
@@ -319,7 +329,7 @@ def parse_selector(raw: Any, path: str) -> LabelSelector:
         if op in ("Exists", "DoesNotExist") and values:
             raise SpecError(f"{epath}.values", f"must be empty for operator {op}")
         for v in values:
-            if not isinstance(v, str) or not _LABEL_VALUE.match(v):
+            if not isinstance(v, str) or not _LABEL_VALUE.fullmatch(v):
                 raise SpecError(f"{epath}.values", f"{v!r} is not a valid label value")
         exprs.append(LabelSelectorRequirement(key, op, values))
     # An empty selector selects every pod in the namespace: never a valid chaos target.
@@ -400,7 +410,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     if raw.get("remediator") is not None:
         rem = _mapping(raw["remediator"], "remediator")
         rem_name = _get(rem, "name", "remediator.name")
-        if not isinstance(rem_name, str) or not all(_DNS_LABEL.match(x) for x in rem_name.split(".")):
+        if not isinstance(rem_name, str) or not all(_DNS_LABEL.fullmatch(x) for x in rem_name.split(".")):
             raise SpecError("remediator.name", f"{rem_name!r} is not a valid object name")
         remediator = Remediator(
             kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"),
@@ -457,7 +467,7 @@ def parse_reset(raw: Any) -> ResetSpec:
     return ResetSpec(mode=mode, acknowledge_data_loss=ack)
 
 
-_EVENT_REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+_EVENT_REASON = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}")
 
 
 def _signals(raw: Any) -> RemediatorSignals | None:
@@ -470,7 +480,7 @@ def _signals(raw: Any) -> RemediatorSignals | None:
         value = _get(sig, key, path)
         if not isinstance(value, str) or not value or len(value) > 128:
             raise SpecError(path, "must be a non-empty string of at most 128 characters")
-        if key != "controller" and not _EVENT_REASON.match(value):
+        if key != "controller" and not _EVENT_REASON.fullmatch(value):
             raise SpecError(path, f"{value!r} is not an Event reason (a letter, then letters, digits, _ . -)")
         values[key] = value
     return RemediatorSignals(

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import run_state
 from tests.e2e import realnode, testbed
 from tests.e2e.operator import OperatorProcess, Subject, start_subject
 
+#: pytest-xdist (`make test` runs `--dist loadgroup`): the real-node tests share one kubelet and
+#: one containerd, and some kill them mid-trial, so they run one after another on one worker
+#: while the kwok-only tests run beside them.
+REALNODE_GROUP = pytest.mark.xdist_group("realnode")
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("realnode") is not None:
+            item.add_marker(REALNODE_GROUP)
     # Real-node tests fail, never skip, when the node is missing on a machine that can host it
     # (root, Debian). Only where it cannot exist are they deselected, with the reason printed.
-    real = [i for i in items if i.get_closest_marker("realnode") is not None]
+    # The kind path's test (test_kind.py) needs the same: root to run dockerd, Debian's packages.
+    real = [i for i in items if i.get_closest_marker("realnode") or i.get_closest_marker("kind")]
     if real and (why := realnode.cannot_host()) is not None:
         config.hook.pytest_deselected(items=real)
-        items[:] = [i for i in items if i.get_closest_marker("realnode") is None]
+        items[:] = [i for i in items if i not in real]
         _DESELECTED_WHY.append(
-            f"{len(real)} real-node tests deselected: this machine cannot host the real node ({why})"
+            f"{len(real)} real-node and kind tests deselected: this machine cannot host them ({why})"
         )
 
 
@@ -50,13 +59,22 @@ def real_node(cluster: testbed.Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[testbed.Cluster]:
-    """The local test bed. Started when none runs, and then torn down at the end (set
-    AFTERSHOCK_KEEP_CLUSTER=1 to keep it for the next run)."""
-    c = testbed.start_or_reuse()
-    yield c
-    if c.started_here and os.environ.get("AFTERSHOCK_KEEP_CLUSTER") != "1":
-        testbed.stop(c)
+def helm() -> str:
+    """A real helm, built from Go modules by hack/tools/helm/build.sh (cached)."""
+    out = testbed.run([str(testbed.REPO / "hack" / "tools" / "helm" / "build.sh")], timeout=1800)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> testbed.Cluster:
+    """The local test bed. Started when none runs, and then torn down when the whole run ends
+    (tests/conftest.py; set AFTERSHOCK_KEEP_CLUSTER=1 to keep it for the next run). Parallel
+    workers each ask for it: the lock lets the first start it and the others find it running."""
+    with testbed.machine_lock("cluster"):
+        c = testbed.start_or_reuse()
+    if c.started_here:
+        run_state.note_cluster_started()
+    return c
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ start time (``/proc/PID/stat`` field 22), so a reused PID is never taken for the
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -76,6 +79,9 @@ class Process:
         # A zombie has finished: its parent has only not reaped it yet.
         state = Path(f"/proc/{self.pid}/stat").read_text()
         return state[state.rindex(")") + 2] != "Z"
+
+    def ended(self) -> bool:
+        return not self.alive()
 
 
 def task_pids() -> dict[str, int]:
@@ -294,7 +300,7 @@ class ProcessTracker:
                 listed = json.loads(resp.data)
                 for pod in listed["items"]:
                     self._see(pod)
-                w = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                w = k8s_watch.Watch()
                 for event in w.stream(
                     self._v1.list_namespaced_pod,
                     self.namespace,
@@ -310,3 +316,113 @@ class ProcessTracker:
             except Exception:  # a broken watch: list again
                 if self._stop.wait(0.2):
                     return
+
+
+# --- a pod's own loopback, forwarded to the API server ------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def pod_netns(pod_uid: str) -> Path | None:
+    """The network namespace of a pod on the real node: that of any of its processes (the
+    sandbox's pause first of all), found by the pod's cgroup (kubepods/.../pod<uid>/...)."""
+    needles = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    host = os.stat("/proc/self/ns/net").st_ino
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            groups = Path(f"/proc/{entry.name}/cgroup").read_text()
+            netns = Path(f"/proc/{entry.name}/ns/net")
+            # The pod's cgroup may hold a process on the host's network too (the shim).
+            if any(n in groups for n in needles) and os.stat(netns).st_ino != host:
+                return netns
+        except OSError:
+            continue
+    return None
+
+
+class LoopbackForwarder:
+    """127.0.0.1:`port` inside a pod's network namespace, forwarded to 127.0.0.1:`target` on the
+    host: what the `kubernetes` Service's route is elsewhere, for a pod that may not use the
+    host's network (the restricted Pod Security Standard forbids it) while the test bed's API
+    server listens on the host's loopback only. Both ends are loopback addresses: the pod's own
+    (a namespace the test bed made) and the host's. The listening socket is made by a thread
+    that enters the pod's namespace (setns) and leaves it again; every upstream connection is
+    made from the host's."""
+
+    def __init__(self, netns: Path, port: int, target: int) -> None:
+        self.netns = netns
+        self.port = port
+        self.target = target
+        self.connections = 0
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> LoopbackForwarder:
+        failed: list[BaseException] = []
+
+        def bind_inside() -> None:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            pod = os.open(self.netns, os.O_RDONLY)
+            try:
+                _setns(pod)
+                try:
+                    self._listener = socket.create_server(("127.0.0.1", self.port))
+                finally:
+                    _setns(home)
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                os.close(home)
+                os.close(pod)
+
+        binder = threading.Thread(target=bind_inside, name="netns-bind")
+        binder.start()
+        binder.join()
+        if failed:
+            raise failed[0]
+        threading.Thread(target=self._accept, name="netns-accept", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                inside, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                inside.close()
+                continue
+            upstream.settimeout(None)
+            self.connections += 1
+            for a, b in ((inside, upstream), (upstream, inside)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()

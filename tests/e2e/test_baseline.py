@@ -4,6 +4,7 @@ the operator is killed in the middle of a trial."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, get_campaign, wait_phase
@@ -12,7 +13,7 @@ from tests.pdstub import Timing
 StartOperator = Callable[..., OperatorProcess]
 
 
-def _healer() -> dict:
+def _healer() -> dict[str, Any]:
     labels = {"app": "healer"}
     return {
         "apiVersion": "apps/v1",

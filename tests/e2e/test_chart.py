@@ -4,6 +4,7 @@ and accepted by the real API server (server-side dry run)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,18 +15,12 @@ from tests.e2e import testbed
 CHART = testbed.REPO / "charts" / "aftershock"
 
 
-@pytest.fixture(scope="module")
-def helm() -> str:
-    out = testbed.run([str(testbed.REPO / "hack" / "tools" / "helm" / "build.sh")], timeout=1800)
-    return out.stdout.strip().splitlines()[-1]
-
-
 def _kube_version() -> str:
     text = (testbed.TESTBED / "versions.env").read_text()
     return next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("K8S_VERSION="))
 
 
-def _render(helm: str, *values: str) -> list[dict]:
+def _render(helm: str, *values: str) -> list[dict[str, Any]]:
     args = [helm, "template", "t", str(CHART), "-n", "aftershock-system", "--kube-version", _kube_version()]
     for v in values:
         args += ["--set", v]

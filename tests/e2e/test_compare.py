@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, wait_phase
@@ -13,7 +14,7 @@ from tests.pdstub import Timing
 StartOperator = Callable[..., OperatorProcess]
 
 
-def _compare(op: OperatorProcess, namespace: str, a: str, b: str) -> tuple[int, dict]:
+def _compare(op: OperatorProcess, namespace: str, a: str, b: str) -> tuple[int, dict[str, Any]]:
     proc = testbed.run(
         [
             str(testbed.REPO / ".venv" / "bin" / "aftershock"),

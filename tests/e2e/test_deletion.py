@@ -276,6 +276,12 @@ def _delete_the_namespace_as_reported(cluster: testbed.Cluster, namespace: str, 
 
     value = assert_interrupted_by_deletion(op, namespace, "running")
     assert len(value["trials"]) == 1  # nothing was started after the deletion began
+    # Stopped at the namespace's deletion (its pods going first), not 20 s later at the
+    # Campaigns' deletion: the attempt ended before the namespace controller reached them.
+    [attempt] = value["trials"]
+    assert "its namespace is being deleted" in attempt["error"], attempt["error"]
+    interrupted_at = parse_ts(attempt["finishedAt"])
+    assert interrupted_at < campaigns_deleted_at(audit, namespace), (attempt, started_wall)
     released = assert_witnessed(audit, namespace, "running", within=10)
     # Most of the wait is Kubernetes' own: ordered deletion deletes the Campaigns only once the
     # bystander's pod has used its grace period.
@@ -283,7 +289,8 @@ def _delete_the_namespace_as_reported(cluster: testbed.Cluster, namespace: str, 
     print(
         f"\n[measured] kubectl delete namespace --wait: {took:.2f}s; the namespace controller "
         f"reached the Campaigns after {reached:.2f}s; the operator let the running one go "
-        f"{released:.2f}s after that"
+        f"{released:.2f}s after that; its trial was stopped {interrupted_at - started_wall:.2f}s "
+        "after the namespace's deletion began"
     )
     for name in ("done-a", "done-b"):
         # Recorded from the DELETED watch event (no daemon runs for a finished Campaign).

@@ -22,7 +22,7 @@ import yaml
 
 from tests.e2e import realnode, testbed
 from tests.e2e.operator import Subject, campaign, condition, free_port, get_campaign, wait_phase
-from tests.e2e.test_chart import CHART, helm  # noqa: F401 (the fixture)
+from tests.e2e.test_chart import CHART
 from tests.e2e.test_realnode_operator import api_server_config
 
 pytestmark = pytest.mark.realnode
@@ -110,9 +110,7 @@ def real_node_values(image: str, namespace: str) -> dict[str, Any]:
 def release_namespace(cluster: testbed.Cluster, namespace: str) -> Iterator[str]:
     name = f"{namespace}-helm"
     cluster.kubectl("create", "namespace", name)
-    config = api_server_config(cluster)
-    config["metadata"]["namespace"] = name
-    cluster.apply(config)
+    cluster.apply(api_server_config(cluster, name))
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -127,7 +125,7 @@ def test_install_run_upgrade_and_uninstall_with_a_campaign_running(
     cluster: testbed.Cluster,
     namespace: str,
     subject: Subject,
-    helm: str,  # noqa: F811
+    helm: str,
     operator_image: str,
     release_namespace: str,
     tmp_path: Path,

@@ -109,10 +109,11 @@ def test_kstatus_and_argo_cd_read_a_campaign_through_its_life(
     assert both(kstatus, running) == ("InProgress", "Progressing")
 
     # Suspended: a new generation, observed once acted on; conditions follow.
-    generation = patch_suspend(cluster, namespace, "life", True)
-    assert generation == 2
-    not_yet = get_campaign(cluster, namespace, "life")
-    if not_yet["status"]["observedGeneration"] != generation:  # the operator has not acted yet
+    with op.frozen():  # SIGSTOP: the change is certainly not acted on while the readers look
+        generation = patch_suspend(cluster, namespace, "life", True)
+        assert generation == 2
+        not_yet = get_campaign(cluster, namespace, "life")
+        assert not_yet["status"]["observedGeneration"] == 1
         assert both(kstatus, not_yet) == ("InProgress", "Progressing")
     suspended = observed(cluster, namespace, "life", generation, "Suspended")
     assert {c["observedGeneration"] for c in suspended["status"]["conditions"]} == {generation}
@@ -131,8 +132,17 @@ def test_kstatus_and_argo_cd_read_a_campaign_through_its_life(
     assert {c["observedGeneration"] for c in done["status"]["conditions"]} == {generation}
     assert both(kstatus, done) == ("Current", "Healthy")
 
-    # suspend changed on a finished Campaign: observed at once, nothing else moves.
-    generation = patch_suspend(cluster, namespace, "life", True)
+    # suspend changed on a finished Campaign. Not acted on yet, both readers wait although the
+    # status still says Succeeded with Ready True: what they would say is of an older spec.
+    with op.frozen():
+        generation = patch_suspend(cluster, namespace, "life", True)
+        not_yet = get_campaign(cluster, namespace, "life")
+        assert (not_yet["status"]["phase"], not_yet["status"]["observedGeneration"]) == (
+            "Succeeded",
+            generation - 1,
+        )
+        assert both(kstatus, not_yet) == ("InProgress", "Progressing")
+    # Then observed at once, and nothing else moves.
     after = observed(cluster, namespace, "life", generation, "Succeeded")
     assert {c["observedGeneration"] for c in after["status"]["conditions"]} == {generation}
     assert after["status"]["completedAt"] == done["status"]["completedAt"]

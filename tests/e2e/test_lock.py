@@ -77,7 +77,7 @@ def test_two_campaigns_on_one_subject_never_overlap(
         + [(_epoch_wall(w[0]), _epoch_wall(w[1]), "second") for w in _windows(op, namespace, "second")]
     )
     # One campaign's whole run (first kill to last recovery) lies outside the other's.
-    spans = {}
+    spans: dict[str, tuple[float, float]] = {}
     for start, end, name in windows:
         lo, hi = spans.get(name, (start, end))
         spans[name] = (min(lo, start), max(hi, end))

@@ -86,6 +86,16 @@ def milestone(trial: dict[str, Any], name: str) -> float:
     return dt.datetime.fromisoformat(wall.replace("Z", "+00:00")).timestamp()
 
 
+def victim_gone(victim: dict[str, Any]) -> Callable[[PodEvent], bool]:
+    """The victim pod deleted (or marked for deletion)."""
+    return lambda e: e.uid == victim["uid"] and (e.type == "DELETED" or e.deleting)
+
+
+def replacement_ready(victim: dict[str, Any], after: float) -> Callable[[PodEvent], bool]:
+    """A pod of the victim's name, another UID, Ready after the kill was sent."""
+    return lambda e: e.name == victim["name"] and e.uid != victim["uid"] and e.ready and e.wall > after
+
+
 def first(events: list[PodEvent], pred: Callable[[PodEvent], bool]) -> PodEvent:
     found = next((e for e in events if pred(e)), None)
     assert found is not None, "the independent watch never saw it"
@@ -137,15 +147,10 @@ def test_campaign_kills_real_processes_and_its_milestones_agree_with_an_independ
         killed = real_subject.processes.get(victim["uid"])
         assert killed is not None, f"the victim {victim['name']}'s process was never seen"
         # The victim's process dies (kubelet stops the container of a deleted pod).
-        testbed.wait_for(lambda k=killed: not k.alive(), 60, what=f"{victim['name']}'s process to end")
+        testbed.wait_for(killed.ended, 60, what=f"{victim['name']}'s process to end")
         kill_sent = milestone(trial, "kill_sent")
-        gone = first(events, lambda e, v=victim: e.uid == v["uid"] and (e.type == "DELETED" or e.deleting))
-        ready = first(
-            events,
-            lambda e, v=victim, k=kill_sent: (
-                e.name == v["name"] and e.uid != v["uid"] and e.ready and e.wall > k
-            ),
-        )
+        gone = first(events, victim_gone(victim))
+        ready = first(events, replacement_ready(victim, kill_sent))
         replacement = real_subject.processes.get(ready.uid)
         assert replacement is not None
         assert replacement != killed
@@ -172,7 +177,8 @@ def test_kubelet_and_containerd_killed_mid_trial_give_no_false_recovery_and_no_s
         for part in ("kubelet", "containerd"):
             seen = {a.id for a in ledgerfile.attempts(op.db) if a.outcome is not None}
             flying = testbed.wait_for(
-                lambda s=seen: [a for a in ledgerfile.in_flight(op.db) if a.id not in s],
+                # Called at once, in this iteration: the loop variable is the one meant.
+                lambda: [a for a in ledgerfile.in_flight(op.db) if a.id not in seen],  # noqa: B023
                 120,
                 interval=0.05,
                 what="a trial mid-recovery",
@@ -180,8 +186,10 @@ def test_kubelet_and_containerd_killed_mid_trial_give_no_false_recovery_and_no_s
             testbed.run([str(realnode.REALNODE_SH), "kill", part])
             # Down long enough that the replacement cannot have started without it.
             testbed.wait_for(
-                lambda f=flying: all(
-                    a.outcome is None for a in ledgerfile.attempts(op.db) if a.id == f[0].id
+                lambda: all(
+                    a.outcome is None
+                    for a in ledgerfile.attempts(op.db)
+                    if a.id == flying[0].id  # noqa: B023 (called at once)
                 ),
                 5,
             )
@@ -198,12 +206,7 @@ def test_kubelet_and_containerd_killed_mid_trial_give_no_false_recovery_and_no_s
     for trial in (t for t in rep["trials"] if t["outcome"] == "recovered"):
         (victim,) = trial["victims"]
         kill_sent = milestone(trial, "kill_sent")
-        ready = first(
-            events,
-            lambda e, v=victim, k=kill_sent: (
-                e.name == v["name"] and e.uid != v["uid"] and e.ready and e.wall > k
-            ),
-        )
+        ready = first(events, replacement_ready(victim, kill_sent))
         process = real_subject.processes.get(ready.uid)
         assert process is not None
         assert kill_sent - 0.02 <= realnode.started_wall(process) <= milestone(trial, "recovered") + 0.02

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -14,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e import testbed
 
 
-def _widget_crd(plural: str, group: str) -> dict:
+def _widget_crd(plural: str, group: str) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -127,7 +128,7 @@ def test_crd_with_cel_rule_accepts_valid_and_rejects_invalid(
         cluster.kubectl("delete", "crd", f"{plural}.{group}", "--wait=false", check=False)
 
 
-def _statefulset(name: str, replicas: int) -> dict:
+def _statefulset(name: str, replicas: int) -> dict[str, Any]:
     labels = {"app": name}
     return {
         "apiVersion": "apps/v1",

@@ -3,12 +3,14 @@ controllers, scheduler, etcd) with kwok-simulated nodes, started by hack/testbed
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,24 +114,44 @@ def install_operator_identity(cluster: Cluster, kubeconfig_path: Path, duration:
     """The CRD, the operator's Namespace, ServiceAccount and RBAC from manifests/, and a kubeconfig
     holding that ServiceAccount's token: an operator started with it never uses the admin cert."""
     manifests = REPO / "manifests"
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
-    for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
-        cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
-    # The MutatingAdmissionPolicy that records each Campaign's author (ADR 0012), bound
-    # cluster-wide as shipped: the operator's --author-check (on by default) reads it. It only
-    # adds an annotation. The validating policies are bound by the tests that test them, to
-    # their own namespaces: on a shared test bed they would refuse other tests' Campaigns.
-    cluster.kubectl("apply", "-f", str(manifests / "admission" / "author.yaml"))
+    with machine_lock("operator-identity"):  # parallel workers would race on the same objects
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(manifests / "crd" / "campaigns.aftershock.dev.yaml"),
+        )
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s"
+        )
+        for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+            cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+        # The MutatingAdmissionPolicy that records each Campaign's author (ADR 0012), bound
+        # cluster-wide as shipped: the operator's --author-check (on by default) reads it. It only
+        # adds an annotation. The validating policies are bound by the tests that test them, to
+        # their own namespaces: on a shared test bed they would refuse other tests' Campaigns.
+        cluster.kubectl("apply", "-f", str(manifests / "admission" / "author.yaml"))
     return cluster.service_account_kubeconfig(
         "aftershock-system", "aftershock", kubeconfig_path, duration=duration
     )
+
+
+CACHE = Path(os.environ.get("AFTERSHOCK_CACHE") or Path.home() / ".cache" / "aftershock")
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """One holder at a time on this machine (an flock on a file in the cache): pytest-xdist's
+    workers, and other checkouts' runs, start the one shared test bed and install its
+    cluster-wide objects, never two at once."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def allow_recreate(cluster: Cluster, namespace: str) -> None:

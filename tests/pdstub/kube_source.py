@@ -121,7 +121,7 @@ class KubePodSource:
         with self._lock:
             self._pods = {p.metadata.name: pod_record(p) for p in listed.items}
         self._synced.set()
-        w: Any = watch.Watch()  # type: ignore[no-untyped-call]
+        w: Any = watch.Watch()
         self._watch = w
         for event in w.stream(
             self._v1.list_namespaced_pod,

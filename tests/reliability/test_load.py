@@ -21,6 +21,7 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -63,7 +64,7 @@ def _patch_bound(trials: int) -> int:
     return 12 + 4 * trials
 
 
-def _list_campaigns(cluster: testbed.Cluster, namespaces: list[str]) -> dict[tuple[str, str], dict]:
+def _list_campaigns(cluster: testbed.Cluster, namespaces: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
     api = k8s.CustomObjectsApi(cluster.api_client())
     found = {}
     for ns in namespaces:

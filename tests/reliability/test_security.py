@@ -1,10 +1,9 @@
 """Security: what the operator's ServiceAccount may do (asked of the real API server, in both
 installs), and what its metrics/report endpoint serves (read-only, results only).
 
-The Deployment's and the chart's pod security (non-root, read-only root filesystem, no
-privilege escalation, all capabilities dropped) is checked offline by
-tests/unit/test_manifests.py (test_deployment_runs_unprivileged,
-test_chart_deployment_template_keeps_the_safety_settings); not repeated here.
+The Deployment's and the chart's pod security is checked offline by
+tests/unit/test_manifests.py and by the real API server's PodSecurity admission (restricted) in
+tests/e2e/test_pod_security.py; not repeated here.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -157,19 +157,6 @@ def test_namespaced_install_grants_nothing_outside_watched_namespaces(
         )
 
 
-def test_pod_security_is_covered_by_the_manifest_tests() -> None:
-    """The reference above stays true: the unit tests that check it exist."""
-    text = (testbed.REPO / "tests" / "unit" / "test_manifests.py").read_text()
-    for needle in (
-        "def test_deployment_runs_unprivileged",
-        "def test_chart_deployment_template_keeps_the_safety_settings",
-        '["readOnlyRootFilesystem"] is True',
-        '["allowPrivilegeEscalation"] is False',
-        '["runAsNonRoot"] is True',
-    ):
-        assert needle in text, needle
-
-
 # --- the metrics / report endpoint ---------------------------------------------------------------
 
 PATHS = ("/metrics", "/campaigns", "/campaigns/{ns}/ok", "/campaigns/{ns}/no-such", "/", "/campaigns/{ns}")
@@ -269,7 +256,9 @@ def test_a_token_in_pd_url_is_refused_or_not_served(
             obj = wait_phase(cluster, ns, "leaky", {"Succeeded", "Failed"}, timeout=60)
         except AssertionError as exc:  # a setup timeout is not the bug
             raise RuntimeError(str(exc)) from exc
-        valid = next((c for c in obj["status"].get("conditions", []) if c["type"] == "SpecValid"), {})
+        valid: dict[str, Any] = next(
+            (c for c in obj["status"].get("conditions", []) if c["type"] == "SpecValid"), {}
+        )
         refused = valid.get("status") == "False" and "spec.subject.pdURL" in valid.get("message", "")
         _, served_text = _request(op.metrics_port, "GET", f"/campaigns/{ns}/leaky")
         assert refused or secret not in served_text

@@ -176,7 +176,7 @@ class PodWatch:
                     self._pods = fresh
                     for uid, p in fresh.items():
                         self.seen_uids[uid] = p.metadata.name
-                w = watch.Watch()  # type: ignore[no-untyped-call]
+                w = watch.Watch()
                 for event in w.stream(
                     v1.list_namespaced_pod,
                     self.namespace,

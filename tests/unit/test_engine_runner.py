@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -888,6 +889,7 @@ async def test_a_relapse_within_the_settle_window_is_recorded_not_a_success(h: H
         if h.cluster.delete_calls and len(pods) == 3 and all(p.ready for p in pods):
             checks_after_recovery += 1
             if checks_after_recovery == 2:
+                assert h.probe is not None
                 h.probe.healthy = False
 
     h.probe = FakeProbe(during_check=during_check)
@@ -921,6 +923,54 @@ async def test_a_subject_that_stays_healthy_through_the_settle_window_recovered(
     assert attempt.outcome is Outcome.RECOVERED
     assert "relapsed" not in attempt.milestones
     assert attempt.final_state["milestoneSources"]["recovered"] in ("observed", "pd_heartbeat")
+
+
+class RecordingStop(Stop):
+    """The stop signal, remembering how long the runner asked to wait each time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return await super().wait(timeout)
+
+
+async def test_infra_errors_in_a_row_wait_twice_as_long_each_time_capped_and_jittered(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the n-th infrastructure error in a row the runner waits initial x 2^(n-1), at most
+    `max`, times a factor drawn between 0.5 and 1.5 (so many Campaigns hit by one outage do not
+    all come back at once); the n = max_consecutive-th error ends the Campaign instead."""
+    h.cluster.fail_before_delete = [ApiError("pods is forbidden", 403)] * 4
+    draws = iter([0.5, 1.5, 0.75])
+    asked: list[tuple[float, float]] = []
+
+    def uniform(a: float, b: float) -> float:
+        asked.append((a, b))
+        return next(draws)
+
+    monkeypatch.setattr(random, "uniform", uniform)
+    h.stop = RecordingStop()
+    settings = RunnerSettings(
+        protected_namespaces=DEFAULT_PROTECTED_NAMESPACES,
+        lock_retry_interval=0.05,
+        infra=InfraBackoff(max_consecutive=4, initial=0.01, max=0.03),
+    )
+
+    phase = await asyncio.wait_for(h.runner(campaign(trials=4), settings=settings).run(h.stop), 10)
+
+    assert phase is Phase.FAILED
+    assert asked == [(0.5, 1.5)] * 3  # one draw per wait, over the documented range
+    # 0.01 x 0.5, then 0.02 x 1.5, then 0.04 capped at 0.03, x 0.75.
+    backoffs = [w for w in h.stop.waits if w not in (None, 0, 0.0)]
+    assert backoffs == pytest.approx([0.005, 0.03, 0.0225]), h.stop.waits
+
+
+def test_infra_backoff_doubles_from_initial_up_to_max() -> None:
+    backoff = InfraBackoff(initial=1.0, max=60.0)
+    assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
 
 
 # --- subject URLs name Services the API server vouches for (issue 21) --------------------------------

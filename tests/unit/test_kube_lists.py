@@ -52,7 +52,7 @@ async def test_pods_are_listed_in_pages_from_the_watch_cache() -> None:
     api = k8s.ApiClient()
     kube = Kube(api)
     try:
-        kube._core.list_namespaced_pod = list_namespaced_pod  # type: ignore[method-assign]
+        kube._core.list_namespaced_pod = list_namespaced_pod
         pods, version = await kube.list_pods("db", "app=x")
     finally:
         await kube.close()

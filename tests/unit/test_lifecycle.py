@@ -61,8 +61,33 @@ async def cluster() -> AsyncIterator[FakeCluster]:
     await c.close()
 
 
+class Namespace:
+    """The `NamespaceApi` port: a namespace that can be marked for deletion, counting the looks."""
+
+    def __init__(self) -> None:
+        self.deleting = False
+        self.looks = 0
+        self._looked = asyncio.Condition()
+
+    async def namespace_deleting(self, namespace: str) -> bool:
+        assert namespace == REF.namespace
+        async with self._looked:
+            self.looks += 1
+            self._looked.notify_all()
+        return self.deleting
+
+    async def wait_looks(self, n: int) -> None:
+        async with self._looked:
+            await asyncio.wait_for(self._looked.wait_for(lambda: self.looks >= n), 10)
+
+
 def make_runner(
-    live: LiveCampaign, ledger: Ledger, cluster: FakeCluster, sink: ListSink, lock: FakeLock
+    live: LiveCampaign,
+    ledger: Ledger,
+    cluster: FakeCluster,
+    sink: ListSink,
+    lock: FakeLock,
+    namespace: Namespace | None = None,
 ) -> CampaignRunner:
     def no_probe(_spec: CampaignSpec, _namespace: str) -> SubjectProbe | None:
         return None
@@ -81,6 +106,7 @@ def make_runner(
         events=sink,
         clock=RealClock(),
         settings=SETTINGS,
+        namespaces=namespace,
     )
 
 
@@ -227,6 +253,58 @@ async def test_operator_exit_mid_trial_is_not_a_deletion(ledger: Ledger, cluster
     assert (row.phase, row.deleted_at) == (Phase.RUNNING, None)  # the next start resumes it
     [attempt] = await ledger.attempts(REF.uid)
     assert (attempt.outcome, attempt.error) == (Outcome.INTERRUPTED, lifecycle.STOPPED_MID_ATTEMPT)
+
+
+async def test_a_namespace_deletion_interrupts_the_trial_when_its_pods_start_to_go(
+    ledger: Ledger, cluster: FakeCluster
+) -> None:
+    """Ordered namespace deletion deletes the pods first and the Campaigns only once they are
+    gone: the trial stops at the first pods going, not as a relapse or a timeout, kills
+    nothing more, and the runner waits for the Campaign's deletion to record it."""
+    cluster.recreate = False
+    live = LiveCampaign(trials=3)
+    sink, lock, stop, namespace = ListSink(), FakeLock(), Stop(), Namespace()
+    task = asyncio.create_task(make_runner(live, ledger, cluster, sink, lock, namespace).run(stop))
+    await wait_for_kill(sink)
+    [attempt] = await ledger.attempts(REF.uid)
+    victim = attempt.victims[0].name
+    assert namespace.looks == 0  # the victim's own deletion is no sign
+
+    namespace.deleting = True
+    for pod in [p for p in (q.name for q in cluster.pods()) if p != victim]:
+        cluster.remove_pod(pod)  # the namespace controller's deletecollection
+    await namespace.wait_looks(2)  # the trial's look, then the runner's before it waits
+
+    [attempt] = await ledger.attempts(REF.uid)
+    assert (attempt.outcome, attempt.error) == (Outcome.INTERRUPTED, lifecycle.NAMESPACE_DELETED_MID_ATTEMPT)
+    assert lifecycle.DELETED_MID_ATTEMPT.split(";")[0] in str(attempt.error)
+    assert not task.done()  # waiting for the Campaign's own deletion
+    stop.set(deleted=True)
+    assert await asyncio.wait_for(task, 10) is Phase.DELETED
+    row = await ledger.get_campaign(REF.uid)
+    assert row is not None
+    assert row.phase is Phase.DELETED
+    assert len(cluster.delete_calls) == 1
+    assert "TrialUnrecovered" not in sink.reasons()
+
+
+async def test_pods_going_in_a_namespace_that_stays_change_nothing(
+    ledger: Ledger, cluster: FakeCluster
+) -> None:
+    cluster.recreate = False
+    live = LiveCampaign(trials=3, recovery={"timeoutSeconds": 1, "settleSeconds": 0})
+    sink, lock, stop, namespace = ListSink(), FakeLock(), Stop(), Namespace()
+    task = asyncio.create_task(make_runner(live, ledger, cluster, sink, lock, namespace).run(stop))
+    await wait_for_kill(sink)
+    [attempt] = await ledger.attempts(REF.uid)
+    cluster.remove_pod(next(p.name for p in cluster.pods() if p.name != attempt.victims[0].name))
+    await namespace.wait_looks(1)
+    await sink.wait_for(lambda _: "TrialUnrecovered" in sink.reasons(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    attempts = await ledger.attempts(REF.uid)
+    assert attempts[0].outcome is Outcome.UNRECOVERED  # judged as before: the timeout
+    assert namespace.looks == 1  # one look per pods going, not one per event
 
 
 class DeletedAtTheAttempt:

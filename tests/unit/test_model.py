@@ -161,6 +161,30 @@ def test_explicit_nulls_for_optional_sections_mean_their_defaults() -> None:
         ),
         (
             "subject.selector",
+            {"matchLabels": {"a" * 254 + "/b": "x"}},  # a prefix is a DNS subdomain: 253 at most
+            "spec.subject.selector.matchLabels",
+            "label key",
+        ),
+        (
+            "subject.selector",
+            {"matchLabels": {"": "x"}},
+            "spec.subject.selector.matchLabels",
+            "label key",
+        ),
+        (
+            "subject.selector",
+            {"matchLabels": {"app\n": "x"}},
+            "spec.subject.selector.matchLabels",
+            "label key",
+        ),
+        (
+            "subject.selector",
+            {"matchLabels": {"app": "web\n"}},  # the API server's pattern refuses it too
+            "spec.subject.selector.matchLabels.app",
+            "label value",
+        ),
+        (
+            "subject.selector",
             {"matchLabels": {"app": "tikv!"}},
             "spec.subject.selector.matchLabels.app",
             "label value",

@@ -522,7 +522,7 @@ def test_kube_source_lists_then_follows_the_watch(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(k8s, "CoreV1Api", FakeV1)  # the module kube_source uses
     monkeypatch.setattr(k8s_watch, "Watch", FakeWatch)
-    source = kube_source.KubePodSource(object(), "db", "app=tikv")  # type: ignore[arg-type]
+    source = kube_source.KubePodSource(object(), "db", "app=tikv")
     with source:
         assert source.wait_synced(5)
         assert second_round.wait(5)

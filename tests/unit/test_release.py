@@ -3,6 +3,7 @@ finalizer, and only its, taken off every Campaign, a Campaign changed meanwhile 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ async def test_the_operator_is_stopped_and_waited_for_before_anything_else(
     async def sleep(s: float) -> None:
         sleeps.append(s)
 
-    monkeypatch.setattr(release.asyncio, "sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
     waited = await release.stop_operator(
         kube,  # type: ignore[arg-type]
         "aftershock-system",

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from aftershock.engine import runs
-from aftershock.ledger import Ledger, schema
+from aftershock.ledger import Ledger, RunRow, schema
 from aftershock.model import CampaignRef, Milestone, Outcome, Phase
 
 REF = CampaignRef("db", "kill-tikv", "uid-1")
@@ -44,7 +44,7 @@ async def test_each_run_is_found_by_number_and_the_latest_by_default(tmp_path: P
 
 
 def test_the_status_says_which_run_and_a_changed_annotation_asks_for_another() -> None:
-    run = runs.RunRow("uid-1#2", "uid-1", 2, "b")
+    run = RunRow("uid-1#2", "uid-1", 2, "b")
     status = runs.status_fields(run)
     assert status == {"run": {"number": 2, "id": "uid-1#2", "token": "b"}}
     assert not runs.asks_for_a_new_run(status, {runs.RUN_ANNOTATION: "b"})

@@ -7,14 +7,13 @@ import dataclasses
 import pytest
 
 from aftershock.model import PodState
-from aftershock.subjects.pd import PdMemberHealth, StoreInfo
+from aftershock.subjects.pd import PdMemberHealth, StoreInfo, store_host
 from aftershock.subjects.tikv import (
     Health,
     expected_store_count,
     judge_pd,
     judge_pods,
     match_store,
-    store_host,
     store_restarted,
 )
 

@@ -13,6 +13,7 @@ from aftershock.model import CampaignRef, Phase
 
 __all__ = [
     "DELETED_MID_ATTEMPT",
+    "NAMESPACE_DELETED_MID_ATTEMPT",
     "STOPPED_MID_ATTEMPT",
     "acknowledge_generation",
     "finished_generation_lags",
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 #: The error of an attempt cut short by the Campaign's deletion (or its namespace's).
 DELETED_MID_ATTEMPT = "the Campaign was deleted during this attempt; it is not run again"
+#: The same, seen first as the namespace's deletion (its pods go before its Campaigns).
+NAMESPACE_DELETED_MID_ATTEMPT = (
+    "the Campaign was deleted during this attempt (its namespace is being deleted); it is not run again"
+)
 #: The error of an attempt cut short by the operator stopping: its trial runs again at the next start.
 STOPPED_MID_ATTEMPT = "the operator stopped during this attempt; its trial runs again at the next start"
 

@@ -109,6 +109,15 @@ class AccessApi(Protocol):
     async def namespace_labels(self, namespace: str) -> Mapping[str, str]: ...
 
 
+class NamespaceApi(Protocol):
+    """Whether a namespace is being deleted: asked when the subject's pods start going during a
+    recovery, which is how a namespace deletion first shows (its pods go first)."""
+
+    async def namespace_deleting(self, namespace: str) -> bool:
+        """True when the namespace is being deleted or gone; `ApiError` when it cannot be
+        told (the namespaced install may not read namespaces)."""
+
+
 class EventApi(Protocol):
     """Kubernetes Events of a namespace: where a remediator reports what it does."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,16 @@ from typing import Any
 from aftershock.engine import lifecycle
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import look_jitter
-from aftershock.engine.ports import Clock, ProbeUnavailableError, StopSignal, SubjectProbe
+from aftershock.engine.ports import Clock, NamespaceApi, ProbeUnavailableError, StopSignal, SubjectProbe
 from aftershock.engine.view import Observation, PodView, next_observation
+from aftershock.errors import ApiError
 from aftershock.model import CampaignSpec, Milestone, Outcome
+
+#: Seconds between two looks at whether the namespace is being deleted, while pods go.
+NAMESPACE_LOOK_INTERVAL = 5.0
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,26 @@ class Watch:
     probe: SubjectProbe | None
     clock: Clock
     probe_interval: float
+    #: The Campaign's namespace, and where to ask whether it is being deleted (None: never asked).
+    namespace: str = ""
+    namespaces: NamespaceApi | None = None
+
+
+def _goes(tracker: RecoveryTracker, obs: Observation) -> bool:
+    """A pod other than a victim is going: the first sign of a namespace deletion, which
+    deletes the namespace's pods before its Campaigns."""
+    going = obs.type == "DELETED" or obs.pod.deleting
+    return going and obs.pod.uid not in {v.uid for v in tracker.victims}
+
+
+async def _namespace_deleting(w: Watch) -> bool:
+    if w.namespaces is None:
+        return False
+    try:
+        return await w.namespaces.namespace_deleting(w.namespace)
+    except ApiError as exc:
+        log.debug("cannot tell whether namespace %s is being deleted: %s", w.namespace, exc)
+        return False
 
 
 def _relapse_error(tracker: RecoveryTracker) -> str:
@@ -77,10 +105,18 @@ async def observe(
     last_probe: float | None = None
     jitter = look_jitter()
     probe_error: str | None = None
+    # Pods other than the victims going, and when the namespace may next be looked at.
+    going, next_look = False, 0.0
     while True:
         while not queue.empty():
             queued = queue.get_nowait()
             tracker.observe_pod(queued.type, queued.pod, queued.mono, queued.wall)
+            going = going or _goes(tracker, queued)
+        if going and clock.monotonic() >= next_look:
+            # Before the verdict: the namespace controller's deletes are not a relapse.
+            going, next_look = False, clock.monotonic() + NAMESPACE_LOOK_INTERVAL
+            if await _namespace_deleting(w):
+                return Outcome.INTERRUPTED, lifecycle.NAMESPACE_DELETED_MID_ATTEMPT
         due = _next_probe_due(w, tracker, last_probe, jitter)
         if w.probe is not None and due is not None and clock.monotonic() >= due:
             last_probe, jitter = clock.monotonic(), look_jitter()
@@ -106,6 +142,7 @@ async def observe(
         obs = await next_observation(queue, min(wake - clock.monotonic(), 1.0))
         if obs is not None:
             tracker.observe_pod(obs.type, obs.pod, obs.mono, obs.wall)
+            going = going or _goes(tracker, obs)
 
 
 @dataclass

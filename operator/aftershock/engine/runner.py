@@ -28,6 +28,7 @@ from aftershock.engine.ports import (
     EventApi,
     EventSink,
     LedgerPort,
+    NamespaceApi,
     NullRecorder,
     PodApi,
     Recorder,
@@ -91,6 +92,8 @@ class CampaignRunner:
     volumes: VolumeApi | None = None
     #: The operator's shared pod watches; None: this runner watches its namespace by itself.
     pod_watches: PodWatches | None = None
+    #: Whether the Campaign's namespace is being deleted (None: never asked).
+    namespaces: NamespaceApi | None = None
     #: The namespace's Services, to judge what the subject's URLs name before any connection
     #: (`aftershock.endpoints.resolve_service_name`); None: the URLs are taken as written
     #: (tests whose subjects are stand-ins on loopback, which names no Service anyway).
@@ -225,8 +228,20 @@ class CampaignRunner:
                     remediator=self._remediator,
                     signals=signals,
                     volumes=self.volumes,
+                    namespaces=self.namespaces,
                 )
                 phase = await self._loop(spec, trials, attempts, stop)
+            if not phase.finished and not stop.is_set() and await self._namespace_deleting():
+                # Its pods go first; this Campaign is deleted (and `stop` set) once they are
+                # gone. Nothing can run here meanwhile: let the subject go and wait for it.
+                log.info(
+                    "campaign %s/%s: its namespace is being deleted; trials stopped, waiting "
+                    "for the Campaign's deletion",
+                    ref.namespace,
+                    ref.name,
+                )
+                await self.lock.release()
+                await stop.wait()
             if stop.is_set() and stop.deleted:
                 log.info(
                     "campaign %s/%s is being deleted (or its namespace): trials stopped, "
@@ -326,6 +341,15 @@ class CampaignRunner:
         # Stopped: the Campaign was deleted or the operator is exiting. Nothing is finished;
         # the next start picks up where the ledger says.
         return out.phase
+
+    async def _namespace_deleting(self) -> bool:
+        if self.namespaces is None:
+            return False
+        try:
+            return await self.namespaces.namespace_deleting(self.ref.namespace)
+        except ApiError as exc:
+            log.debug("cannot tell whether namespace %s is being deleted: %s", self.ref.namespace, exc)
+            return False
 
     async def _start_trial(self) -> None:
         out = self._out

@@ -33,6 +33,7 @@ from aftershock.engine.outcomes import (
     pod_json,
 )
 from aftershock.engine.ports import (
+    NamespaceApi,
     PodApi,
     StopSignal,
     SubjectLock,
@@ -65,6 +66,8 @@ class Trials:
     signals: SignalWatch | None = None
     #: The subject's claims, for `spec.reset.mode: Recreate` (None: no access to them).
     volumes: VolumeApi | None = None
+    #: Whether the namespace is being deleted, asked when pods go mid-recovery (None: never).
+    namespaces: NamespaceApi | None = None
     expected_pods: int | None = None
     #: What this trial's reset did (`finalState["reset"]` of its attempt); None without one.
     reset: dict[str, Any] | None = None
@@ -349,7 +352,15 @@ class _Strike:
                     return TrialResult(Outcome.INFRA_ERROR, record)
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)
-                watch = recovery.Watch(t.spec, t.view, t.probe, clock, t.settings.probe_interval)
+                watch = recovery.Watch(
+                    t.spec,
+                    t.view,
+                    t.probe,
+                    clock,
+                    t.settings.probe_interval,
+                    namespace=t.publisher.ref.namespace,
+                    namespaces=t.namespaces,
+                )
                 # Watching starts now, while the kill is recorded and published: the ledger's
                 # fsync and the status patch took 0.1-0.2 s on the real node, and an etcd
                 # election is over in less.

@@ -1,6 +1,6 @@
 """Access questions of `Kube`: may this user (a Campaign's author) or the operator itself do
-something in a namespace (SubjectAccessReview, SelfSubjectAccessReview), and a namespace's
-labels (the cluster-wide install's opt-in). A mixin, as `aftershock.kube.volumes`.
+something in a namespace (SubjectAccessReview, SelfSubjectAccessReview), a namespace's labels
+(the cluster-wide install's opt-in) and whether it is being deleted. A mixin, as `aftershock.kube.volumes`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 
 from aftershock.authz import Author, Right
+from aftershock.errors import NotFoundError
 from aftershock.kube.calls import Calls
 
 
@@ -69,6 +70,14 @@ class _Access(Calls):
             body,
         )
         return bool(((data or {}).get("status") or {}).get("allowed"))
+
+    async def namespace_deleting(self, namespace: str) -> bool:
+        """Whether the namespace is being deleted, or is gone (RBAC: get namespaces)."""
+        try:
+            data = await self._json("get", f"get namespace {namespace}", self._core.read_namespace, namespace)
+        except NotFoundError:
+            return True
+        return bool(((data or {}).get("metadata") or {}).get("deletionTimestamp"))
 
     async def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         """The namespace's labels (RBAC: get namespaces)."""

@@ -13,6 +13,7 @@ _PATH = os.environ.get("RELIABILITY_NET_LOG")
 _EVENTS = {"socket.connect", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo", "socket.gethostbyname"}
 
 if _PATH:
+    _path: str = _PATH
     _lock = threading.Lock()
 
     def _hook(event: str, args: tuple) -> None:  # type: ignore[type-arg]
@@ -29,7 +30,7 @@ if _PATH:
                 record = {"event": event, "host": repr(args[0])}
             record["t"] = time.time()
             line = json.dumps(record)
-            with _lock, open(_PATH, "a") as f:
+            with _lock, open(_path, "a") as f:
                 f.write(line + "\n")
         except Exception:
             pass
