@@ -5,6 +5,7 @@ as two processes do; a subprocess shows the kernel dropping the hold when its ho
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -53,5 +54,5 @@ def test_a_full_disk_does_not_stop_the_hold(tmp_path: Path, monkeypatch: pytest.
     def full(*_args: object) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(owner.os, "pwrite", full)
+    monkeypatch.setattr(os, "pwrite", full)
     owner.hold(tmp_path / "ledger.db").release()
