@@ -88,7 +88,7 @@ def operator_image_id() -> str:
 
 def keep_live_claim(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A claim's access mode cannot change in place: a ledger claim made before it became
-    ReadWriteOncePod (ADR 0014) keeps its own, so that applying the manifests goes through."""
+    ReadWriteOncePod (ADR 0016) keeps its own, so that applying the manifests goes through."""
     for obj in objs:
         if obj["kind"] != "PersistentVolumeClaim":
             continue

@@ -152,7 +152,7 @@ def test_two_selectors_over_the_same_pods_take_turns(
     """Two Campaigns name the same StatefulSet's pods differently (other labels, one with a
     pdURL, one without): the lock is on what is killed, so they never run at once. Witness: the
     audit log's DELETEs, each inside one Campaign's kill-to-recovery window, and the windows of
-    the two never overlapping (about 40 s; it failed before ADR 0014: two Leases, kills at once)."""
+    the two never overlapping (about 40 s; it failed before ADR 0016: two Leases, kills at once)."""
     audit = _audit()
     op = start_operator()
     by_app = campaign("by-app", namespace, subject.pd_url, trials=1, intervalSeconds=0)
@@ -186,7 +186,7 @@ def test_two_selectors_over_the_same_pods_take_turns(
 def test_a_second_operator_on_the_same_ledger_is_refused_and_touches_nothing(
     cluster: testbed.Cluster, namespace: str, subject: Subject, start_operator: StartOperator
 ) -> None:
-    """One operator per ledger (ADR 0014): a second `aftershock run` on the same file exits at
+    """One operator per ledger (ADR 0016): a second `aftershock run` on the same file exits at
     once with code 3 and a line naming the holder, before it opens the ledger or asks the API
     server anything. The first one's Campaign goes on untouched: no attempt interrupted, the
     file sound, and every DELETE in the audit log one of its recorded victims (about 40 s)."""

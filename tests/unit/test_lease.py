@@ -1,4 +1,4 @@
-"""Subject Leases as client-go holds its lock (ADR 0014): expiry by the contender's own monotonic
+"""Subject Leases as client-go holds its lock (ADR 0016): expiry by the contender's own monotonic
 time since it last saw the record change, never by the holder's renewTime against a wall clock;
 `held` from the last successful renewal; one Lease per controller of the pods a kill disturbs.
 

@@ -1,4 +1,4 @@
-"""One operator per ledger (ADR 0014): the exclusive hold on ``<ledger>.lock``.
+"""One operator per ledger (ADR 0016): the exclusive hold on ``<ledger>.lock``.
 
 flock locks belong to an open file description, so two holds in one process conflict exactly
 as two processes do; a subprocess shows the kernel dropping the hold when its holder dies."""

@@ -2,7 +2,7 @@
 subject) and a suspension (``spec.suspend``). Both release nothing they did not take.
 
 The lock is on what a kill disturbs, not on how a Campaign names it: `subject_keys` are the
-controllers of the selected pods (ADR 0014), so two selectors over the same pods are one subject.
+controllers of the selected pods (ADR 0016), so two selectors over the same pods are one subject.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
+from aftershock import stats
 from aftershock.authz import Author, Right
 from aftershock.endpoints import ServiceInfo
 from aftershock.errors import ProbeUnavailableError
-from aftershock.ledger import Ledger
+from aftershock.ledger import Judgement, Ledger
 from aftershock.model import (
     AttemptRecord,
     CampaignRef,
@@ -150,7 +151,7 @@ class EventSink(Protocol):
 
 
 class SubjectLock(Protocol):
-    """Mutual exclusion on what a kill disturbs (Leases, ADR 0014): two Campaigns never disturb
+    """Mutual exclusion on what a kill disturbs (Leases, ADR 0016): two Campaigns never disturb
     the same pods at once. Keys name the pods' controllers (`holds.subject_keys`)."""
 
     @property
@@ -199,6 +200,11 @@ class Recorder(Protocol):
 
     def status_patched(self, ref: CampaignRef) -> None: ...
 
+    def run_judged(
+        self, ref: CampaignRef, run: int, summary: stats.RecoverySummary, judgements: Iterable[Judgement]
+    ) -> None:
+        """A run of the Campaign finished: its numbers, and how it compared with earlier runs."""
+
 
 class NullRecorder:
     def attempt_finished(self, ref: CampaignRef, record: AttemptRecord) -> None:
@@ -214,4 +220,9 @@ class NullRecorder:
         pass
 
     def status_patched(self, ref: CampaignRef) -> None:
+        pass
+
+    def run_judged(
+        self, ref: CampaignRef, run: int, summary: stats.RecoverySummary, judgements: Iterable[Judgement]
+    ) -> None:
         pass

@@ -3,7 +3,7 @@ ledger, republish a finished one, and state where health is judged from; then, o
 Campaign holds its subject, turn attempts left in flight into ``interrupted`` (restoring a
 remediator they had scaled down).
 
-Attempts are interrupted only by the process that holds the ledger (taken at start, ADR 0014)
+Attempts are interrupted only by the process that holds the ledger (taken at start, ADR 0016)
 *and* the subject lock: a process that has neither has no say over another's trials."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Subject locks: coordination.k8s.io Leases in the Campaign's namespace, held the way
-client-go's leader election holds its lock (ADR 0014).
+client-go's leader election holds its lock (ADR 0016).
 
 **What is locked is what is killed.** One Lease per *controller of the pods a kill disturbs*
 (`subject_keys` in the engine: ``StatefulSet/tikv``, ``ReplicaSet/web-5d9f``, or ``Pod/x`` for a

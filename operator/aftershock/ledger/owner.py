@@ -1,4 +1,4 @@
-"""One operator per ledger: `aftershock run` holds its ledger exclusively (ADR 0014).
+"""One operator per ledger: `aftershock run` holds its ledger exclusively (ADR 0016).
 
 The hold is an exclusive ``flock`` on ``<ledger>.lock`` beside the ledger file, taken before
 the ledger is opened and kept for the life of the process. The kernel drops it when the process
