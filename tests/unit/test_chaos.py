@@ -4,6 +4,7 @@ gets a new container, nothing is deleted, and a method that cannot work kills no
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ def _strike(shares: bool = True, container: str | None = None) -> tuple[Strike, 
     pod = cluster.add_pod(make_pod("etcd-0", shares_process_namespace=shares))
     victim = Victim(pod.name, pod.uid, pod.node, pod.restart_count)
     chaos = ChaosSpec(type="container_kill", container=container)
-    return Strike("db", (victim,), {pod.uid: pod}, chaos, 1.0), cluster
+    return Strike("db", (victim,), {pod.uid: pod}, chaos, 1.0, held=lambda: True), cluster
 
 
 async def test_a_pod_without_a_shared_process_namespace_is_refused_before_any_exec() -> None:
@@ -159,6 +160,20 @@ async def test_a_kill_that_reports_nothing_is_an_error_not_a_kill() -> None:
     assert not done.refused
     assert "failed" in str(done.error)
     assert "PID 1" in str(done.error)
+    await cluster.close()
+
+
+async def test_no_exec_once_the_subject_lock_lapsed() -> None:
+    """Each exec only while the subject lock is fresh: after its renew deadline another Campaign
+    may hold the subject, and a kill sent then would be in its trial."""
+    strike, cluster = _strike()
+    done = await container_kill.inject(
+        dataclasses.replace(strike, held=lambda: False), cluster, _Clock(), lambda: False
+    )
+    assert not done.refused  # not the Campaign's to fix: the trial is an infrastructure error
+    assert "the subject lock lapsed" in str(done.error)
+    assert done.first_acked is None
+    assert cluster.exec_calls == []
     await cluster.close()
 
 

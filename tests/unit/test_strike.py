@@ -1,9 +1,11 @@
 """node_kill's delete and when it took effect: the API server's answer to the first delete, and no answer
-where the commit may have come earlier, unseen; the recovery counts from the first sign (ADR 0008)."""
+where the commit may have come earlier, unseen; the recovery counts from the first sign (ADR 0008);
+no delete once the subject lock has lapsed (`Strike.held`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from tests.unit.fakes import FakeCluster, RealClock, Stop
@@ -14,8 +16,8 @@ from aftershock.errors import TransientApiError
 from aftershock.model import AttemptRecord, ChaosSpec, Milestone, Outcome, Victim
 
 
-def plan(*victims: Victim) -> Strike:
-    return Strike("db", victims, {}, ChaosSpec(grace_period_seconds=0), retry_budget=5.0)
+def plan(*victims: Victim, held: Callable[[], bool] = lambda: True) -> Strike:
+    return Strike("db", victims, {}, ChaosSpec(grace_period_seconds=0), retry_budget=5.0, held=held)
 
 
 def victims(cluster: FakeCluster, n: int) -> list[Victim]:
@@ -91,3 +93,25 @@ def test_recovery_counts_from_the_first_sign_the_kill_took_effect(
     offsets: dict[str, float], recovery: float
 ) -> None:
     assert attempt(**offsets).recovery_seconds == recovery
+
+
+async def test_no_retry_and_no_next_victim_once_the_lock_lapsed() -> None:
+    """A delete that failed transiently is retried only while the subject lock is fresh: after
+    its renew deadline, a retry could land after another Campaign took the subject."""
+    cluster = FakeCluster()
+    cluster.recreate = False
+    cluster.fail_before_delete.append(TransientApiError("connection refused", None))
+    fresh = [True]
+
+    def held() -> bool:
+        answer = fresh[0]
+        fresh[0] = False  # the first try is sent while fresh; the lease lapses before the retry
+        return answer
+
+    result = await node_kill.inject(
+        plan(*victims(cluster, 2), held=held), cluster, RealClock(), Stop().is_set
+    )
+    assert result.error is not None
+    assert "the subject lock lapsed" in result.error
+    assert len(cluster.delete_calls) == 1
+    assert cluster.deleted == []

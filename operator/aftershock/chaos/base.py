@@ -82,6 +82,10 @@ class Strike:
     chaos: ChaosSpec
     #: How long a call is retried on transient API errors.
     retry_budget: float
+    #: True while the subject lock is held, fresh, for the victims: asked right before each
+    #: call that disturbs a victim (each delete, each retry of one, each exec). After the lock's
+    #: renew deadline another Campaign may hold the subject, so the call is not ours to send.
+    held: Callable[[], bool]
 
 
 @dataclass(frozen=True)

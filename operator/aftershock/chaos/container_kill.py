@@ -1,7 +1,7 @@
 """``container_kill``: SIGKILL the victim container's main process in place; the kubelet starts
 a new container in the same pod (same UID, restartCount + 1). Nothing of ours is left to heal.
 
-How (ADR 0016): ``pods/exec`` of a short ``sh`` script in the victim container. The script
+How (ADR 0018): ``pods/exec`` of a short ``sh`` script in the victim container. The script
 finds the container's main process (the oldest process in the container's own mount namespace)
 and sends it SIGKILL. No agent on the node, no ephemeral container, no extra image; the right
 it exercises is ``pods/exec`` create.
@@ -85,7 +85,8 @@ def _parse_killed(stdout: str) -> tuple[int, int] | None:
 
 
 async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping) -> Injection:
-    """SIGKILL each victim's main process (one exec per victim, one after another)."""
+    """SIGKILL each victim's main process (one exec per victim, one after another), each exec
+    only while `Strike.held` says the subject lock is fresh."""
     wanted = strike.chaos.container
     for victim in strike.victims:
         refused = _refusal(strike.pods.get(victim.uid), victim, wanted)
@@ -97,6 +98,12 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
         pod = strike.pods[victim.uid]
         container = pod.container(wanted)
         assert container is not None  # checked above
+        if not strike.held():
+            # The next exec comes after the lock's renew deadline: another Campaign may hold the
+            # subject now, so the kill is not ours to send.
+            return Injection(
+                f"not killing {victim.name}/{container.name}: the subject lock lapsed", details=details
+            )
         try:
             result = await api.exec_in_pod(
                 strike.namespace, victim.name, container.name, ("sh", "-c", KILL_SCRIPT), EXEC_TIMEOUT_SECONDS

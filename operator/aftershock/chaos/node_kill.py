@@ -24,6 +24,9 @@ async def _delete_one(
     tries = 0
     while True:
         tries += 1
+        if not strike.held():
+            # A retry (or the next victim) comes after the lock's renew deadline: not ours to send.
+            return f"not deleting {victim.name}: the subject lock lapsed", None
         try:
             await api.delete_pod(strike.namespace, victim.name, victim.uid, strike.chaos.grace_period_seconds)
             # The answer comes after the deletion is committed: from here the pod is going.
@@ -42,7 +45,8 @@ async def _delete_one(
 
 
 async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping) -> Injection:
-    """Delete every victim (UID precondition), one after another. The first delete's answer
+    """Delete every victim (UID precondition), one after another, each delete and each retry
+    of one only while `Strike.held` says the subject lock is fresh. The first delete's answer
     is when the disruption began (None after a retry whose answer was lost: the commit then
     came earlier, unseen)."""
     first: tuple[float, float] | None = None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aftershock.engine.gate import pod_reasons
+from aftershock.engine.holds import subject_keys
 from aftershock.engine.outcomes import Gate
 from aftershock.engine.ports import SubjectLock
 from aftershock.engine.view import PodView
@@ -29,6 +30,13 @@ class GuardInputs:
     probed: bool
 
 
+def lock_covers(victims: Sequence[Victim], view: PodView, lock: SubjectLock) -> bool:
+    """The lock is held, fresh, for what killing these victims disturbs (their controllers)."""
+    current = {p.uid: p for p in view.pods()}
+    pods = [current[v.uid] for v in victims if v.uid in current]
+    return bool(victims) and lock.holds(subject_keys(pods)) and lock.held
+
+
 def refusal(
     inputs: GuardInputs, victims: Sequence[Victim], view: PodView, gate: Gate, lock: SubjectLock
 ) -> str | None:
@@ -40,8 +48,8 @@ def refusal(
         return "the steady-state gate did not pass"
     if inputs.probed and (gate.probe is None or not gate.probe.healthy):
         return "the subject's API did not confirm a healthy subject at the gate"
-    if not lock.held:
-        return "the subject lock is no longer held"
+    if not lock_covers(victims, view, lock):
+        return "the subject lock is no longer held for the victims' pods"
     now_unhealthy = pod_reasons(view.pods(), inputs.spec, namespace, inputs.expected_pods)
     if now_unhealthy:
         return f"the subject is no longer healthy: {'; '.join(now_unhealthy)}"

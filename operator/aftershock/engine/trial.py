@@ -19,6 +19,7 @@ from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
+from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
     REASON_CHAOS_REFUSED,
@@ -134,7 +135,7 @@ class Trials:
                 stop=stop,
             )
         except reset_step.ResetRefused as exc:
-            if not self.lock.held:
+            if not self.lock.holds(subject_keys(self.view.pods())):
                 return TrialResult(None)  # lost the lock: go back and wait for it
             return TrialResult(None, stall_reason=f"refused to reset ({self.spec.reset.mode}): {exc}")
         if report is None:
@@ -172,6 +173,10 @@ class Trials:
             return TrialResult(None, interrupted=True)
         if not gate.passed:
             return self._gate_failure(gate, index)
+        if not self.lock.holds(subject_keys(gate.pods)):
+            # The pods now belong to a controller this Campaign does not hold (they appeared
+            # after the lock was taken), or the lease lapsed: back to the lock, nothing recorded.
+            return TrialResult(None)
         if self.expected_pods is None:
             self.expected_pods = len(gate.pods)
         attempt_no = tally.attempt_number(index)
@@ -279,7 +284,7 @@ class _Strike:
         refused = strike.refusal(inputs, self.victims, t.view, self.gate, t.lock)
         if refused is not None:
             await t.finish_attempt(self.attempt_id, Outcome.INTERRUPTED, error=f"not killed: {refused}")
-            if not t.lock.held:
+            if not strike.lock_covers(self.victims, t.view, t.lock):
                 return TrialResult(None)  # lost the lock: go back and wait for it
             return TrialResult(None, stall_reason=f"refused to kill: {refused}")
         if remediator is not None:
@@ -361,6 +366,7 @@ class _Strike:
                     pods={p.uid: p for p in self.gate.pods},
                     chaos=t.spec.chaos,
                     retry_budget=t.settings.kill_retry_budget,
+                    held=lambda: strike.lock_covers(self.victims, t.view, t.lock),
                 )
                 killed = await self.kind.inject(plan, t.pods, clock, stop.is_set)
                 kill_error = killed.error

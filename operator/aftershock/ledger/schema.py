@@ -267,6 +267,21 @@ def _v7() -> tuple[str, ...]:
 
 
 def _v8() -> tuple[str, ...]:
+    """The ledger's own identity, random and fixed at creation (ADR 0016): subject Leases name
+    the ledger their holder runs from, so the one process that holds this ledger can tell its
+    own crashed predecessor's Lease from another operator's."""
+    return (
+        """
+        CREATE TABLE ledger_identity (
+            only INTEGER PRIMARY KEY CHECK (only = 1),
+            id TEXT NOT NULL CHECK (length(id) = 32)
+        )
+        """,
+        "INSERT INTO ledger_identity (only, id) VALUES (1, lower(hex(randomblob(16))))",
+    )
+
+
+def _v9() -> tuple[str, ...]:
     """Faults that stay until healed (issue 19): the intent, written before the fault is
     injected, then when it was injected and when it was healed. A row with ``healed_at`` NULL
     is a fault that may still be in place: resume, the runner's end and the sweeper heal it."""
@@ -292,7 +307,7 @@ def _v8() -> tuple[str, ...]:
 
 
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7(), _v8())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7(), _v8(), _v9())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
