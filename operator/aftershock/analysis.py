@@ -20,15 +20,32 @@ for A, second for B.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from aftershock import significance
+from aftershock.significance import ComparisonVerdict, Interval
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "DEFAULT_RESAMPLES",
+    "DEFAULT_SEED",
+    "INSTALL_HINT",
+    "AnalysisUnavailableError",
+    "Bootstrap",
+    "Comparison",
+    "ComparisonVerdict",
+    "Interval",
+    "available",
+    "compare",
+    "percentile_intervals",
+]
 
 INSTALL_HINT: Final = "pip install 'aftershock[analysis]'"
 DEFAULT_RESAMPLES: Final = 10_000
@@ -85,18 +102,6 @@ class Bootstrap:
             raise ValueError(f"the confidence level must be between 0 and 1, got {self.level}")
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval ``[low, high]`` for a statistic whose point estimate is ``estimate``."""
-
-    estimate: float
-    low: float
-    high: float
-
-    def excludes(self, value: float) -> bool:
-        return value < self.low or value > self.high
-
-
 def _as_array(values: Sequence[float]) -> npt.NDArray[np.float64]:
     xp = _numpy()
     array: npt.NDArray[np.float64] = xp.asarray(values, dtype=xp.float64)
@@ -148,17 +153,6 @@ def percentile_intervals(
 
 
 # --- comparing two campaigns -------------------------------------------------------------------
-
-
-class ComparisonVerdict(enum.StrEnum):
-    IMPROVED = "Improved"
-    REGRESSED = "Regressed"
-    NO_CHANGE = "NoChange"
-
-    @property
-    def exit_code(self) -> int:
-        """What ``aftershock compare`` exits with: 1 only for a regression (2 is a usage error)."""
-        return 1 if self is ComparisonVerdict.REGRESSED else 0
 
 
 @dataclass(frozen=True)
@@ -227,7 +221,7 @@ def compare(
     u, p = float(result.statistic), float(result.pvalue)
     if math.isnan(p):  # every value tied: no evidence either way
         p = 1.0
-    verdict, evidence = _judge(median_diff, p, alpha, min_effect_seconds, settings.level)
+    verdict, evidence = significance.judge(median_diff, p, alpha, min_effect_seconds, settings.level)
     return Comparison(
         n_a=len(xa),
         n_b=len(xb),
@@ -246,26 +240,3 @@ def compare(
         verdict=verdict,
         evidence=evidence,
     )
-
-
-def _judge(
-    median_diff: Interval, p: float, alpha: float, min_effect: float, level: float
-) -> tuple[ComparisonVerdict, tuple[str, ...]]:
-    significant = p < alpha
-    ci = f"{level:.0%} CI [{median_diff.low:+.3f}, {median_diff.high:+.3f}] s"
-    test = f"Mann-Whitney U two-sided p = {p:.4g} {'<' if significant else '>='} alpha {alpha:g}"
-    bound = f"{min_effect:g} s minimum effect" if min_effect > 0 else "0"
-    negative = f"-{min_effect:g} s minimum effect" if min_effect > 0 else "0"
-    if median_diff.low > min_effect:
-        effect = f"median B - A = {median_diff.estimate:+.3f} s, {ci}: entirely above {bound} (B slower)"
-        direction: ComparisonVerdict | None = ComparisonVerdict.REGRESSED
-    elif median_diff.high < -min_effect:
-        effect = f"median B - A = {median_diff.estimate:+.3f} s, {ci}: entirely below {negative} (B faster)"
-        direction = ComparisonVerdict.IMPROVED
-    else:
-        where = f"does not clear the {min_effect:g} s minimum effect" if min_effect > 0 else "includes 0"
-        effect = f"median B - A = {median_diff.estimate:+.3f} s, {ci}: {where}"
-        direction = None
-    if significant and direction is not None:
-        return direction, (test, effect)
-    return ComparisonVerdict.NO_CHANGE, (test, effect)

@@ -13,13 +13,15 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aftershock.model import DEFAULT_PROTECTED_NAMESPACES
 
 if TYPE_CHECKING:
     from aftershock.engine.outcomes import RunnerSettings
+    from aftershock.ledger import Ledger
     from aftershock.report import CampaignReport
+    from aftershock.trends import Trend
 
 DEFAULT_DB = "/var/lib/aftershock/ledger.db"
 
@@ -46,6 +48,24 @@ def _add_scope_arguments(run: argparse.ArgumentParser) -> None:
         help="one pod watch per namespace with running Campaigns (the default: memory follows the "
         "Campaigns, not the cluster's pod count), or one for the whole cluster (needs list/watch on "
         "pods in every namespace); auto: cluster when watching all namespaces",
+    )
+
+
+def _add_schedule_arguments(run: argparse.ArgumentParser) -> None:
+    """Scheduled runs and retention (ADR 0015)."""
+    run.add_argument(
+        "--schedule-clock",
+        metavar="ORIGIN:SPEED",
+        default=os.environ.get("AFTERSHOCK_SCHEDULE_CLOCK") or None,
+        help="for tests: read schedules against a clock running SPEED times faster than wall time from "
+        "ORIGIN (Unix seconds) on; default: the wall clock",
+    )
+    run.add_argument(
+        "--keep-runs-days",
+        type=float,
+        default=float(os.environ.get("AFTERSHOCK_KEEP_RUNS_DAYS") or 0),
+        help="prune runs that finished more than this many days ago to a summary row, at start and "
+        "every --sweep-interval (each Campaign keeps its newest run and its trend's baseline; 0: never)",
     )
 
 
@@ -157,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between sweeps that close attempts and restore remediators that gone or "
         "finished Campaigns left (0: only at start)",
     )
+    _add_schedule_arguments(run)
     run.add_argument(
         "--lock-retry-interval",
         type=float,
@@ -169,19 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", "-v", action="store_true")
 
-    report = sub.add_parser("report", help="show a campaign's trials from the ledger")
-    report.add_argument("name")
-    report.add_argument("--namespace", "-n", default="default")
-    report.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
-    report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
-    report.add_argument(
-        "--format", choices=["table", "json", "csv", "markdown"], default="table", help="what goes to stdout"
-    )
-    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
-    report.add_argument("--png", metavar="FILE", help="also write the plots as PNG (aftershock[analysis])")
-    report.add_argument("--svg", metavar="FILE", help="also write the plots as SVG (aftershock[analysis])")
-    report.add_argument("--role", help="only trials whose victims had this role when chosen (etcd: Leader)")
-    _bootstrap_arguments(report)
+    _add_report(sub)
 
     export = sub.add_parser("export", help="every attempt, one row each, as CSV or JSON (docs/results.md)")
     export.add_argument("name", nargs="?", help="the campaign (or --all)")
@@ -197,10 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "a",
         metavar="A",
-        help="the reference campaign: NAME or NAMESPACE/NAME, @RUN for a run (default: latest)",
+        help="the reference campaign: NAME or NAMESPACE/NAME, @RUN for a run (a number, latest or "
+        "previous; default: latest)",
     )
     compare.add_argument(
-        "b", metavar="B", help="the campaign judged against A: NAME or NAMESPACE/NAME, @RUN for a run"
+        "b",
+        metavar="B",
+        help="the campaign judged against A: NAME or NAMESPACE/NAME, @RUN (a number, latest or previous)",
     )
     compare.add_argument("--namespace", "-n", default="default", help="namespace of a bare NAME")
     compare.add_argument(
@@ -216,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-effect-seconds", type=float, default=0.0, help="ignore median shifts smaller than this"
     )
     _bootstrap_arguments(compare)
+    _add_prune(sub)
     _add_backup_parser(sub)
     _add_release_parser(sub)
     _add_validate_parser(sub)
@@ -270,6 +283,44 @@ def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "pre-upgrade hook: Helm itself never upgrades a CRD)",
     )
     crd.add_argument("--kubeconfig", default=None)
+
+
+def _add_report(sub: Any) -> None:
+    report = sub.add_parser("report", help="show a campaign's trials from the ledger")
+    report.add_argument("name")
+    report.add_argument("--namespace", "-n", default="default")
+    report.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
+    report.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
+    report.add_argument(
+        "--format", choices=["table", "json", "csv", "markdown"], default="table", help="what goes to stdout"
+    )
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    report.add_argument("--png", metavar="FILE", help="also write the plots as PNG (aftershock[analysis])")
+    report.add_argument("--svg", metavar="FILE", help="also write the plots as SVG (aftershock[analysis])")
+    report.add_argument("--role", help="only trials whose victims had this role when chosen (etcd: Leader)")
+    report.add_argument(
+        "--runs",
+        action="store_true",
+        help="one row per run (p50, p95, verdict, each against the previous and the baseline run)",
+    )
+    _bootstrap_arguments(report)
+
+
+def _add_prune(sub: Any) -> None:
+    prune = sub.add_parser(
+        "prune",
+        help="delete old runs' attempts from the ledger, keeping one summary row per run for the trend",
+    )
+    prune.add_argument("name", nargs="?", help="the campaign (or --all)")
+    prune.add_argument("--namespace", "-n", default="default")
+    prune.add_argument("--all", action="store_true", help="every campaign in the ledger")
+    prune.add_argument(
+        "--keep", type=_positive_int, default=None, help="keep this many newest runs whole (at least 1)"
+    )
+    prune.add_argument(
+        "--older-than-days", type=float, default=None, help="prune only runs that finished this many days ago"
+    )
+    prune.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
 
 
 def _non_negative_int(text: str) -> int:
@@ -379,6 +430,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         max_concurrent_campaigns=args.max_concurrent_campaigns,
         sweep_interval=args.sweep_interval,
+        keep_runs_days=args.keep_runs_days,
         namespaces=() if args.all_namespaces else tuple(namespaces),
         pod_watch_scope=pod_watch_scope(
             args.pod_watch_scope, all_namespaces=args.all_namespaces or not namespaces
@@ -386,6 +438,10 @@ def _run_operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )
+    if args.schedule_clock:
+        from aftershock.engine import schedule
+
+        config.schedule_clock = schedule.parse_clock(args.schedule_clock)
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     memo = kopf.Memo(config=config)
     kopf.run(
@@ -413,24 +469,39 @@ async def _read_report(args: argparse.Namespace) -> CampaignReport:
             return await report.load_report(ledger, args.namespace, args.name, role=args.role, run=args.run)
 
 
+async def _read_trend(args: argparse.Namespace) -> Trend:
+    from aftershock import trends
+    from aftershock.ledger import Ledger
+
+    async with await Ledger.open(args.db) as ledger:
+        return await trends.load_trend(ledger, args.namespace, args.name)
+
+
 def _report(args: argparse.Namespace) -> int:
     """Exit 0, 1 when there is no such campaign, 2 when a plot cannot be drawn."""
     from pathlib import Path
 
-    from aftershock import analysis, export, page, plots, report
+    from aftershock import analysis, export, page, plots, report, trends
 
     try:
         data = asyncio.run(_read_report(args))
+        trend = asyncio.run(_read_trend(args))
     except LookupError as exc:
         print(f"aftershock: {exc}", file=sys.stderr)
         return 1
-    if args.format == "csv":
+    if args.runs:
+        if args.format == "csv":
+            print("aftershock report --runs: formats table, json, markdown", file=sys.stderr)
+            return 2
+        render_trend = {"json": trends.render_json, "markdown": trends.render_markdown}.get(args.format)
+        sys.stdout.write((render_trend or trends.render_table)(trend))
+    elif args.format == "csv":
         sys.stdout.write(export.render_csv(export.build_rows(data.campaign, data.attempts)))
     else:
         render = {"json": report.render_json, "markdown": report.render_markdown}.get(args.format)
         sys.stdout.write((render or report.render_table)(data))
     if args.html:
-        Path(args.html).write_text(page.render_html(data, source=args.db), encoding="utf-8")
+        Path(args.html).write_text(page.render_html(data, source=args.db, trend=trend), encoding="utf-8")
     figures: tuple[tuple[Literal["png", "svg"], str | None], ...] = (("png", args.png), ("svg", args.svg))
     for fmt, path in figures:
         if path:
@@ -469,18 +540,18 @@ async def _compare(args: argparse.Namespace) -> int:
     for ref, db in ((args.a, args.db), (args.b, args.db_b or args.db)):
         namespace, _, name = ref.rpartition("/")
         name, at, run_text = name.partition("@")
-        if at and not run_text.isdigit():
-            print(f"aftershock compare: {ref!r}: the run after '@' is a number", file=sys.stderr)
+        if at and not (run_text.isdigit() or run_text in ("latest", "previous")):
+            print(
+                f"aftershock compare: {ref!r}: the run after '@' is a number, latest or previous",
+                file=sys.stderr,
+            )
             return 2
         async with await Ledger.open(db) as ledger:
             try:
+                run = await _run_number(ledger, namespace or args.namespace, name, run_text if at else None)
                 loaded.append(
                     await report.load_report(
-                        ledger,
-                        namespace or args.namespace,
-                        name,
-                        role=args.role,
-                        run=int(run_text) if at else None,
+                        ledger, namespace or args.namespace, name, role=args.role, run=run
                     )
                 )
             except LookupError as exc:
@@ -502,6 +573,53 @@ async def _compare(args: argparse.Namespace) -> int:
     render = {"json": comparison.render_comparison_json, "markdown": comparison.render_comparison_markdown}
     sys.stdout.write(render.get(args.format, comparison.render_comparison_table)(cmp))
     return cmp.result.verdict.exit_code
+
+
+async def _run_number(ledger: Ledger, namespace: str, name: str, text: str | None) -> int | None:
+    """`@N`, `@latest` (the newest run) or `@previous` (the one before it) as a run number."""
+    if text is None or text == "latest":
+        return None
+    if text.isdigit():
+        return int(text)
+    latest = await ledger.find_campaign(namespace, name)
+    if latest is None:
+        raise LookupError(f"no campaign {namespace}/{name} in the ledger at {ledger.path}")
+    if latest.run < 2:
+        raise LookupError(f"{namespace}/{name} has one run only: there is no previous run")
+    return latest.run - 1
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    """Prune runs beyond --keep (and/or finished more than --older-than-days ago); 2 on misuse."""
+    import time
+
+    from aftershock.engine import retention
+    from aftershock.ledger import Ledger
+
+    if args.all == (args.name is not None):
+        print("aftershock prune: give a campaign NAME or --all (not both)", file=sys.stderr)
+        return 2
+    if args.keep is None and args.older_than_days is None:
+        print("aftershock prune: give --keep N and/or --older-than-days D", file=sys.stderr)
+        return 2
+    now = time.time()
+    before = None if args.older_than_days is None else now - args.older_than_days * 86_400
+    async with await Ledger.open(args.db) as ledger:
+        if args.all:
+            uids = await ledger.campaign_uids()
+        else:
+            found = await ledger.find_campaign(args.namespace, args.name)
+            if found is None:
+                print(f"aftershock: no campaign {args.namespace}/{args.name} in {args.db}", file=sys.stderr)
+                return 2
+            uids = [found.object_uid]
+        for uid in uids:
+            pruned = await retention.prune(ledger, uid, keep=args.keep or 1, finished_before=before, now=now)
+            run = await ledger.latest_run(uid)
+            latest = None if run is None else await ledger.get_campaign(run.run_uid)
+            name = f"{latest.namespace}/{latest.name}" if latest is not None else uid
+            print(f"{name}: pruned runs {', '.join(map(str, pruned)) or 'none'}")
+    return 0
 
 
 async def _backup(args: argparse.Namespace) -> int:
@@ -577,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_release(args))
     if args.command == "apply-crd":
         return asyncio.run(_apply_crd(args))
-    if args.command in ("report", "export", "compare", "backup"):
+    if args.command in ("report", "export", "compare", "backup", "prune"):
         logging.basicConfig(level=logging.WARNING)
         if _missing_ledgers(args.db, getattr(args, "db_b", None)):
             return 2
@@ -586,6 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "report":
                 return _report(args)
+            if args.command == "prune":
+                return asyncio.run(_prune(args))
             if args.command == "backup":
                 return asyncio.run(_backup(args))
             return asyncio.run(_export(args) if args.command == "export" else _compare(args))

@@ -8,25 +8,29 @@ Campaigns are filtered out so a restart does not re-run them.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from aftershock import metrics, model
-from aftershock.engine import lifecycle, runs, sweeper
+from aftershock.engine import lifecycle, retention, runs, sweeper
 from aftershock.engine.podwatch import PodWatches, Scope
+from aftershock.engine.ports import StopSignal
 from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
+from aftershock.engine.schedule import ScheduleClock, ScheduledCampaign, WallScheduleClock
+from aftershock.errors import SpecError
 from aftershock.kube import Kube
 from aftershock.kube.lease import LeaseLock, subject_lease_name
 from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
-from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec, Phase
+from aftershock.model import GROUP, PLURAL, VERSION, CampaignRef, CampaignSpec, Phase, parse_campaign_spec
 from aftershock.subjects import registry
 from aftershock.subjects.base import Subject, SubjectResources
 from aftershock.subjects.pd import PdClients
@@ -50,6 +54,8 @@ class OperatorConfig:
     max_concurrent_campaigns: int = 0
     #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
     sweep_interval: float = 300.0
+    #: ``--keep-runs-days``: runs finished longer ago are pruned to a summary row (0: never).
+    keep_runs_days: float = 0.0
     #: The watched namespaces (empty: all), where the sweeper looks for scaled-down remediators.
     namespaces: tuple[str, ...] = ()
     #: ``--pod-watch-scope``, resolved: one pod watch per namespace, or one for the cluster.
@@ -57,6 +63,8 @@ class OperatorConfig:
     #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
     #: and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
+    #: The clock scheduled Campaigns' cron is read against (``--schedule-clock``: faster, for tests).
+    schedule_clock: ScheduleClock = field(default_factory=WallScheduleClock)
 
 
 class _Clock:
@@ -146,6 +154,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["ledger"] = await Ledger.open(config.db_path)
     memo["metrics"] = Metrics()
     memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
+    # A scheduled Campaign's loop sleeps until its next tick; its watch events wake it early.
+    memo["wakers"] = {}
     await memo["metrics"].replay_ledger(memo["ledger"])
     # One PD client per endpoint for the whole process, shared by its Campaigns.
     memo["pd_clients"] = PdClients()
@@ -164,6 +174,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ),
         name="sweeper",
     )
+    if config.keep_runs_days > 0:
+        memo["retention"] = asyncio.create_task(
+            retention.prune_forever(memo["ledger"], config.keep_runs_days, config.sweep_interval, time.time),
+            name="retention",
+        )
     log.info("aftershock started: ledger %s", config.db_path)
 
 
@@ -190,9 +205,10 @@ def kopf_scans_namespaces(namespaces: tuple[str, ...]) -> bool:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if "sweeper" in memo:
-        memo["sweeper"].cancel()
-        await asyncio.gather(memo["sweeper"], return_exceptions=True)
+    for task in ("sweeper", "retention"):
+        if task in memo:
+            memo[task].cancel()
+            await asyncio.gather(memo[task], return_exceptions=True)
     if "loop_lag" in memo:
         await memo["loop_lag"].stop()
     if "metrics_server" in memo:
@@ -212,9 +228,27 @@ def _campaign_ref(meta: kopf.Meta) -> CampaignRef:
     return CampaignRef(namespace=namespace, name=str(meta.name), uid=str(meta.uid))
 
 
-def _unfinished(status: Mapping[str, Any], annotations: Mapping[str, Any], **_: Any) -> bool:
-    # A finished Campaign whose `aftershock.dev/run` annotation changed asks for a new run.
-    return status.get("phase") not in ("Succeeded", "Failed") or runs.asks_for_a_new_run(status, annotations)
+def _has_schedule(spec: Mapping[str, Any]) -> bool:
+    return isinstance(spec.get("schedule"), Mapping)
+
+
+def _unfinished(
+    spec: Mapping[str, Any], status: Mapping[str, Any], annotations: Mapping[str, Any], **_: Any
+) -> bool:
+    # A finished Campaign whose `aftershock.dev/run` annotation changed asks for a new run; a
+    # scheduled one is never done: its daemon sleeps until the next tick.
+    return (
+        status.get("phase") not in ("Succeeded", "Failed")
+        or runs.asks_for_a_new_run(status, annotations)
+        or _has_schedule(spec)
+    )
+
+
+def _created_at(meta: kopf.Meta) -> float:
+    stamp = meta.get("creationTimestamp")
+    if not isinstance(stamp, str):
+        return time.time()
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 # When the Campaign finishes (the `when` filter stops matching), is deleted, or the operator
@@ -259,6 +293,12 @@ async def campaign(
     stop = _Stop(stopped)
     existing = dict(status)
     while True:
+        if _has_schedule(body.get("spec") or {}):
+            await _serve_schedule(body=body, meta=meta, ref=ref, memo=memo, stop=stop)
+            if stopped.is_set():
+                return
+            # No valid schedule any more: the spec says how to go on (an invalid one fails below).
+            existing = dict(body.get("status") or {})
         # `meta` is kopf's live view, kept current by its watch: reading it costs nothing.
         token = runs.run_token(meta.get("annotations") or {})
         run = await runs.resolve(ledger, ref, token)
@@ -277,12 +317,68 @@ async def campaign(
         # Finished: wait (reading memory only) until the run annotation changes or kopf stops
         # this daemon. Returning on our own would make kopf never start it again, not even for
         # a re-run; stopped by its filter, it is started again when the annotation changes.
-        while not stopped.is_set() and runs.run_token(meta.get("annotations") or {}) == token:
+        while (
+            not stopped.is_set()
+            and runs.run_token(meta.get("annotations") or {}) == token
+            and not _valid_schedule(body, memo)
+        ):
             await stopped.wait(1.0)
         if stopped.is_set():
             return
         existing = dict(body.get("status") or {})
         log.info("campaign %s/%s: the run annotation changed, a new run starts", ref.namespace, ref.name)
+
+
+def _valid_schedule(body: kopf.Body, memo: kopf.Memo) -> bool:
+    """The spec has a schedule the operator can run (an invalid one fails as any bad spec)."""
+    spec = body.get("spec") or {}
+    if not _has_schedule(spec):
+        return False
+    config: OperatorConfig = memo["config"]
+    try:
+        parse_campaign_spec(spec, allow_loopback_pd=config.runner.allow_loopback_pd)
+    except SpecError:
+        return False
+    return True
+
+
+async def _serve_schedule(
+    *, body: kopf.Body, meta: kopf.Meta, ref: CampaignRef, memo: kopf.Memo, stop: _Stop
+) -> None:
+    """A scheduled Campaign: runs at its ticks (`aftershock.engine.schedule`) until it is
+    deleted, the operator exits, or its spec has no valid schedule any more."""
+    config: OperatorConfig = memo["config"]
+    kube: Kube = memo["kube"]
+    wakers: dict[str, asyncio.Event] = memo["wakers"]
+    wake = wakers.setdefault(ref.uid, asyncio.Event())
+
+    async def start_run(run: RunRow, run_stop: StopSignal) -> Phase:
+        existing = dict(body.get("status") or {})
+        return await _run_once(
+            body=body, meta=meta, ref=ref, run=run, existing=existing, memo=memo, stop=run_stop
+        )
+
+    async def patch_status(patch: Mapping[str, Any]) -> None:
+        await kube.patch_campaign_status(ref.namespace, ref.name, patch)
+
+    try:
+        await ScheduledCampaign(
+            ref=ref,
+            ledger=memo["ledger"],
+            clock=config.schedule_clock,
+            spec_source=lambda: dict(body.get("spec") or {}),
+            token_source=lambda: runs.run_token(meta.get("annotations") or {}),
+            generation_source=lambda: int(meta.get("generation") or 0),
+            status_source=lambda: dict(body.get("status") or {}),
+            created_at=_created_at(meta),
+            start_run=start_run,
+            patch_status=patch_status,
+            events=_EventSink(kube, ref),
+            wake=wake,
+            allow_loopback_pd=config.runner.allow_loopback_pd,
+        ).serve(stop)
+    finally:
+        wakers.pop(ref.uid, None)
 
 
 async def _run_once(
@@ -293,7 +389,7 @@ async def _run_once(
     run: RunRow,
     existing: Mapping[str, Any],
     memo: kopf.Memo,
-    stop: _Stop,
+    stop: StopSignal,
 ) -> Phase:
     config: OperatorConfig = memo["config"]
     kube: Kube = memo["kube"]
@@ -334,11 +430,27 @@ async def _run_once(
         namespaces=kube,
         services=kube,
         settings=config.runner,
+        run_row=run,
         access=kube,
         # kopf's live view: the author the admission policy recorded at creation.
         annotations_source=lambda: dict(meta.get("annotations") or {}),
     )
     return await runner.run(stop)
+
+
+def _wake_schedule(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    """Every watch event of a scheduled Campaign wakes its loop (an annotation, the schedule or
+    suspend may have changed): the filter does the waking and never lets the handler run, so
+    kopf neither runs nor logs a handler for these events."""
+    waker = memo.get("wakers", {}).get(str(meta.uid))
+    if waker is not None:
+        waker.set()
+    return False
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_wake_schedule)
+async def schedule_event(**_: Any) -> None:
+    """Never called: see `_wake_schedule`."""
 
 
 def _gone_or_finished_and_lagging(

@@ -37,8 +37,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from aftershock import phases, report
-from aftershock.ledger import Ledger
+from aftershock import phases, report, stats
+from aftershock.ledger import Judgement, Ledger
 from aftershock.model import (
     REMEDIATOR_DETECTED,
     REMEDIATOR_RESOLVED,
@@ -65,6 +65,10 @@ PHASE = "aftershock_campaign_phase"
 PATCHES = "aftershock_status_patches"
 REMEDIATOR = "aftershock_remediator_seconds"
 REMEDIATOR_ACTIONS = "aftershock_remediator_actions"
+LAST_RUN = "aftershock_last_run"
+LAST_RUN_RECOVERY = "aftershock_last_run_recovery_seconds"
+RUN_REGRESSED = "aftershock_run_regressed"
+RUN_P_VALUE = "aftershock_run_regression_p_value"
 
 #: The remediator's signals (the `signal` label) and the milestone each is read from.
 SIGNALS: tuple[tuple[str, str], ...] = (
@@ -94,6 +98,19 @@ _FAMILIES: tuple[tuple[str, str, str], ...] = (
         "incident, per completed trial whose Campaign watches its signals",
     ),
     (REMEDIATOR_ACTIONS, "counter", "Events the remediator emitted inside trial windows"),
+    (LAST_RUN, "gauge", "The number of the Campaign's latest finished run"),
+    (
+        LAST_RUN_RECOVERY,
+        "gauge",
+        "The latest finished run's recovery time percentiles over its recovered trials (label quantile)",
+    ),
+    (
+        RUN_REGRESSED,
+        "gauge",
+        "1 when the latest finished run regressed against the run named by `against` (previous or "
+        "baseline), by the test of aftershock compare; 0 otherwise",
+    ),
+    (RUN_P_VALUE, "gauge", "The p-value of that test (Mann-Whitney U, two-sided)"),
 )
 
 
@@ -150,6 +167,10 @@ class _CampaignSeries:
         self.patches = 0
         self.remediator: dict[str, _Histogram] = {}
         self.remediator_actions: int | None = None  # None: no trial watched the signals
+        self.last_run: int | None = None
+        self.last_run_quantiles: dict[str, float] = {}
+        #: by `against`: (regressed 1/0, p-value or None)
+        self.regressed: dict[str, tuple[int, float | None]] = {}
         self.renders = 0  # family texts rendered rather than served from the cache
         self._text: dict[str, str] = {}
 
@@ -183,7 +204,24 @@ class _CampaignSeries:
                     lines.append(f'{PHASE}{{{self.labels},phase="{p.value}"}} {_number(value)}')
         elif family == PATCHES and self.patches:
             lines.append(f"{PATCHES}_total{{{self.labels}}} {_number(self.patches)}")
+        else:
+            self._render_runs(family, lines)
         return "".join(line + "\n" for line in lines)
+
+    def _render_runs(self, family: str, lines: list[str]) -> None:
+        """The families about the latest finished run and its trend."""
+        if family == LAST_RUN and self.last_run is not None:
+            lines.append(f"{LAST_RUN}{{{self.labels}}} {_number(self.last_run)}")
+        elif family == LAST_RUN_RECOVERY:
+            for quantile, value in self.last_run_quantiles.items():
+                lines.append(f'{LAST_RUN_RECOVERY}{{{self.labels},quantile="{quantile}"}} {_number(value)}')
+        elif family == RUN_REGRESSED:
+            for against, (value, _) in self.regressed.items():
+                lines.append(f'{RUN_REGRESSED}{{{self.labels},against="{against}"}} {_number(value)}')
+        elif family == RUN_P_VALUE:
+            for against, (_, p_value) in self.regressed.items():
+                if p_value is not None:
+                    lines.append(f'{RUN_P_VALUE}{{{self.labels},against="{against}"}} {_number(p_value)}')
 
 
 class Metrics:
@@ -280,6 +318,19 @@ class Metrics:
             self.replay(ref, [a for a in await ledger.attempts(row.uid) if a.outcome is not None])
             if row.phase:
                 self.campaign_phase(ref, Phase(row.phase))
+        # The latest finished run of every Campaign that ran more than once: its numbers and
+        # judgements, as the runner reported them when it finished.
+        rows = {row.uid: row for row in await ledger.list_campaigns()}
+        for campaign_uid in await ledger.campaign_uids(min_runs=2):
+            finished = [r for r in await ledger.run_summaries(campaign_uid) if r.phase.finished]
+            if len(finished) < 2 or finished[-1].run_uid not in rows:
+                continue
+            if rows[finished[-1].run_uid].deleted_at is not None:
+                continue  # its series were dropped when it went
+            last, row = finished[-1], rows[finished[-1].run_uid]
+            self.run_judged(
+                CampaignRef(row.namespace, row.name, row.uid), last.run, last.summary, last.judgements
+            )
 
     def campaign_phase(self, ref: CampaignRef, phase: Phase) -> None:
         series = self._series(ref)
@@ -289,6 +340,18 @@ class Metrics:
 
     def ledger_write(self, seconds: float) -> None:
         self.ledger_writes.observe(seconds)
+
+    def run_judged(
+        self, ref: CampaignRef, run: int, summary: stats.RecoverySummary, judgements: Iterable[Judgement]
+    ) -> None:
+        series = self._series(ref)
+        series.last_run = run
+        series.last_run_quantiles = {
+            q: v for q, v in (("0.5", summary.p50), ("0.95", summary.p95)) if v is not None
+        }
+        series.regressed = {j.against: (1 if j.verdict == "Regressed" else 0, j.p_value) for j in judgements}
+        for family in (LAST_RUN, LAST_RUN_RECOVERY, RUN_REGRESSED, RUN_P_VALUE):
+            series.changed(family)
 
     def status_patched(self, ref: CampaignRef) -> None:
         series = self._series(ref)

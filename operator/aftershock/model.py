@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aftershock import cron
 from aftershock.endpoints import (
     check_endpoint_namespace,
     check_endpoint_url,
@@ -237,6 +238,45 @@ class ResetSpec:
     acknowledge_data_loss: bool = False
 
 
+class ConcurrencyPolicy(enum.StrEnum):
+    """What a scheduled tick does while a run of the Campaign still goes (CronJob's words; not
+    ``Allow``: two runs of one Campaign would share one subject and one series)."""
+
+    #: Skip the tick: the running run goes on, the tick is recorded as skipped.
+    FORBID = "Forbid"
+    #: Stop the running run (its attempt in flight is recorded ``interrupted``) and start anew.
+    REPLACE = "Replace"
+
+
+#: Runs a scheduled Campaign keeps in the ledger when ``schedule.historyLimit`` is absent.
+DEFAULT_HISTORY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """``spec.schedule``: run the Campaign again at each tick of a cron schedule."""
+
+    cron: cron.CronSchedule
+    #: A tick missed by more than this (the operator was down, say) is not run; None: any
+    #: missed tick may still run (once: missed ticks never make a burst of runs).
+    starting_deadline_seconds: int | None = None
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    #: Runs kept in the ledger with their attempts; older ones are pruned to a summary row.
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+
+
+@dataclass(frozen=True)
+class TrendSpec:
+    """``spec.trend``: how each finished run is judged against earlier ones."""
+
+    #: The run every run is also compared with (None: only the previous run).
+    baseline_run: int | None = None
+    #: Median shifts smaller than this are never a regression (as `aftershock compare`'s option).
+    min_effect_seconds: float = 0.0
+    #: The significance level of the test (as `aftershock compare --alpha`).
+    alpha: float = 0.05
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     subject: SubjectSpec
@@ -258,6 +298,8 @@ class CampaignSpec:
     baseline: bool = False
     remediator: Remediator | None = None
     reset: ResetSpec = field(default_factory=ResetSpec)
+    schedule: ScheduleSpec | None = None
+    trend: TrendSpec = field(default_factory=TrendSpec)
 
 
 @dataclass(frozen=True)
@@ -446,6 +488,64 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         baseline=_bool(raw.get("baseline", False), "baseline"),
         remediator=remediator,
         reset=parse_reset(raw.get("reset")),
+        schedule=parse_schedule(raw.get("schedule")),
+        trend=parse_trend(raw.get("trend")),
+    )
+
+
+def parse_schedule(raw: Any) -> ScheduleSpec | None:
+    """`spec.schedule`, or None for a Campaign that runs once (and again only when asked)."""
+    if raw is None:
+        return None
+    sched = _mapping(raw, "schedule")
+    expression = _get(sched, "cron", "schedule.cron")
+    if not isinstance(expression, str):
+        raise SpecError("schedule.cron", "must be a string")
+    zone = sched.get("timeZone", "UTC")
+    if not isinstance(zone, str):
+        raise SpecError("schedule.timeZone", "must be a string")
+    try:
+        cron.zone(zone)
+    except cron.CronError as exc:
+        raise SpecError("schedule.timeZone", str(exc)) from None
+    try:
+        schedule = cron.parse(expression, zone)
+    except cron.CronError as exc:
+        raise SpecError("schedule.cron", str(exc)) from None
+    deadline = sched.get("startingDeadlineSeconds")
+    return ScheduleSpec(
+        cron=schedule,
+        starting_deadline_seconds=(
+            None
+            if deadline is None
+            else _int(deadline, "schedule.startingDeadlineSeconds", minimum=1, maximum=31_536_000)
+        ),
+        concurrency_policy=_enum(
+            ConcurrencyPolicy, sched.get("concurrencyPolicy", "Forbid"), "schedule.concurrencyPolicy"
+        ),
+        history_limit=_int(
+            sched.get("historyLimit", DEFAULT_HISTORY_LIMIT),
+            "schedule.historyLimit",
+            minimum=2,
+            maximum=10_000,
+        ),
+    )
+
+
+def parse_trend(raw: Any) -> TrendSpec:
+    """`spec.trend`: the baseline run and the test's settings."""
+    if raw is None:
+        return TrendSpec()
+    trend = _mapping(raw, "trend")
+    baseline = trend.get("baselineRun")
+    return TrendSpec(
+        baseline_run=None
+        if baseline is None
+        else _int(baseline, "trend.baselineRun", minimum=1, maximum=2**31),
+        min_effect_seconds=_number(
+            trend.get("minEffectSeconds", 0), "trend.minEffectSeconds", minimum=0, maximum=86_400
+        ),
+        alpha=_number(trend.get("alpha", 0.05), "trend.alpha", minimum=0.0001, maximum=0.5),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Final
 
-from aftershock import analysis, report
+from aftershock import analysis, report, trends
 from aftershock.model import Outcome
 from aftershock.plots import UNRECOVERED_COLOUR, ecdf_svg, phase_colour, timeline_bars, timeline_svg
 
@@ -83,8 +83,11 @@ def _ci_note(interval: analysis.Interval | None, level: float | None) -> str:
     return f"{level:.0%} CI {interval.low:.3f} - {interval.high:.3f}"
 
 
-def render_html(data: report.CampaignReport, *, source: str | None = None) -> str:
-    """The whole report as one HTML page (``source``: where the ledger was, for the footer)."""
+def render_html(
+    data: report.CampaignReport, *, source: str | None = None, trend: trends.Trend | None = None
+) -> str:
+    """The whole report as one HTML page (``source``: where the ledger was, for the footer);
+    with `trend`, and more than one run, a chart of the runs too."""
     c, s, n, ci = data.campaign, data.summary, data.counts, data.intervals
     title = f"aftershock report: {c.namespace}/{c.name}"
     verdict = c.verdict.value or "no verdict"
@@ -135,6 +138,7 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
         )
         + "</h2>",
         f"{ecdf_svg(data)}</section>",
+        _trend_html(trend),
         _failures_html(data),
         _attempts_html(data),
         f"<footer>{_e(title)} &middot; uid {_e(c.uid)}"
@@ -149,6 +153,21 @@ def render_html(data: report.CampaignReport, *, source: str | None = None) -> st
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _trend_html(trend: trends.Trend | None) -> str:
+    if trend is None or len(trend.runs) < 2:
+        return ""
+    legend = (
+        '<ul class="legend"><li>solid: p50, dashed: p95 (seconds)</li>'
+        '<li><i style="background:#009E73"></i>Pass</li><li><i style="background:#D55E00"></i>Fail</li>'
+        '<li><i style="background:#E69F00"></i>other or none</li>'
+        "<li>ringed: regressed against the previous or the baseline run</li></ul>"
+    )
+    return (
+        f'<section><h2>Runs <span class="sub">({len(trend.runs)} runs of this Campaign)</span></h2>'
+        f"{legend}{trends.trend_svg(trend.runs)}</section>"
+    )
 
 
 def _failures_html(data: report.CampaignReport) -> str:

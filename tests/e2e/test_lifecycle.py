@@ -4,7 +4,8 @@ server with the operator running as its own ServiceAccount.
 - kstatus (sigs.k8s.io/cli-utils, what Flux uses; built from pinned Go modules by
   hack/tools/kstatus/build.sh) and the README's Argo CD health check (its Lua, run by a real
   Lua interpreter) read real Campaigns: created, running, suspended, resumed, succeeded,
-  failed, spec invalid. Both must say what the README's GitOps section says.
+  failed, spec invalid; and a scheduled Campaign before its first run, during a run, between
+  runs, suspended. Both must say what the README's GitOps section says.
 - Deleting a Campaign, or its namespace, mid-trial: the finalizer goes at once, the attempt in
   flight is recorded interrupted (never unrecovered) and the ledger says Deleted.
 """
@@ -239,4 +240,82 @@ def test_deleting_the_namespace_mid_trial_is_never_blocked_by_the_finalizer(
     # The API refused its Events (the namespace was terminating), and that held nothing up.
     assert "being terminated" in op.log_text()
     assert campaign_gone < 30
+    assert op.alive()
+
+
+# --- a scheduled Campaign ----------------------------------------------------------------------
+
+
+def test_kstatus_and_argo_cd_read_a_scheduled_campaign_before_during_and_between_runs(
+    cluster: testbed.Cluster,
+    namespace: str,
+    subject: Subject,
+    start_operator: StartOperator,
+    kstatus: str,
+) -> None:
+    """Scheduled, a per-minute cron on a clock 30x faster (a tick every 2 s): waiting for its
+    first tick it is synced and healthy; a run is in progress; between runs the last run's
+    verdict stands; suspended, its schedule stops and its health does not change."""
+    origin = time.time()
+    subject.pd.set_fault("error500")  # holds run 1 at its gate, so it is seen running
+    op = start_operator("--schedule-clock", f"{origin}:30")
+    # Applied with its first tick next January: it waits, whatever the machine's speed.
+    body = campaign("cron", namespace, subject.pd_url, trials=2, dryRun=True, schedule={"cron": "0 0 1 1 *"})
+    cluster.apply(body)
+
+    def status() -> dict[str, Any]:
+        value: dict[str, Any] = get_campaign(cluster, namespace, "cron").get("status") or {}
+        return value
+
+    def patch_spec(spec: dict[str, Any]) -> int:
+        cluster.kubectl(
+            "patch", "campaign", "cron", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec})
+        )
+        generation: int = get_campaign(cluster, namespace, "cron")["metadata"]["generation"]
+        return generation
+
+    def run_in(number: int, phase: str) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            assert op.alive(), op.log_text()[-4000:]
+            obj = get_campaign(cluster, namespace, "cron")
+            s = obj.get("status") or {}
+            return obj if (s.get("run") or {}).get("number") == number and s.get("phase") == phase else None
+
+        found: dict[str, Any] = wait_until(check, 120, f"run {number} {phase}")
+        return found
+
+    waiting = wait_until(
+        lambda: get_campaign(cluster, namespace, "cron") if status().get("nextScheduleTime") else None,
+        60,
+        "scheduled",
+    )
+    assert (waiting["status"]["phase"], "run" in waiting["status"]) == ("Pending", False)
+    assert both(kstatus, waiting) == ("Current", "Healthy")
+
+    patch_spec({"schedule": {"cron": "* * * * *"}})
+    running = run_in(1, "Running")
+    assert both(kstatus, running) == ("InProgress", "Progressing")
+    patch_spec({"schedule": {"cron": "0 0 1 1 *"}})  # no second run until the test asks
+    subject.pd.set_fault("none")
+    done = run_in(1, "Succeeded")
+    assert done["status"]["lastScheduleTime"] == done["status"]["run"]["scheduledAt"]
+    between = observed(cluster, namespace, "cron", done["metadata"]["generation"], "Succeeded")
+    assert between["status"]["nextScheduleTime"].endswith("-01-01T00:00:00Z")
+    assert both(kstatus, between) == ("Current", "Healthy")
+
+    # Suspended: no next tick, nothing runs, health unchanged.
+    generation = patch_spec({"suspend": True, "schedule": {"cron": "* * * * *"}})
+    suspended = observed(cluster, namespace, "cron", generation, "Succeeded")
+    wait_until(
+        lambda: "nextScheduleTime" not in status() or status()["nextScheduleTime"] is None, 30, "no next tick"
+    )
+    assert {c["observedGeneration"] for c in suspended["status"]["conditions"]} == {generation}
+    assert both(kstatus, get_campaign(cluster, namespace, "cron")) == ("Current", "Healthy")
+    time.sleep(5)  # two and a half ticks of the schedule
+    assert status()["run"]["number"] == 1
+
+    # Resumed: one run for the latest tick missed while suspended, then healthy between runs again.
+    patch_spec({"suspend": False})
+    again = run_in(2, "Succeeded")
+    assert both(kstatus, again) == ("Current", "Healthy")
     assert op.alive()

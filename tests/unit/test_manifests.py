@@ -155,7 +155,10 @@ def test_printer_columns(version: dict[str, Any]) -> None:
     default_view = [n for n, c in cols.items() if c.get("priority", 0) == 0]
     wide_only = [n for n, c in cols.items() if c.get("priority", 0) == 1]
     assert default_view == ["PHASE", "PROGRESS", "P50", "P95", "VERDICT", "AGE"]
-    assert sorted(wide_only) == ["MESSAGE", "READY", "RUN", "SUBJECT", "TRIALS"]
+    assert sorted(wide_only) == ["LAST RUN", "MESSAGE", "NEXT RUN", "READY", "RUN", "SUBJECT", "TRIALS"]
+    # A past time reads as an age; a future one would read "<invalid>" as a date.
+    assert cols["LAST RUN"] == {**cols["LAST RUN"], "type": "date", "jsonPath": ".status.lastScheduleTime"}
+    assert cols["NEXT RUN"] == {**cols["NEXT RUN"], "type": "string", "jsonPath": ".status.nextScheduleTime"}
     assert cols["P50"] == {**cols["P50"], "type": "number", "jsonPath": ".status.recovery.p50Seconds"}
     assert cols["P95"] == {**cols["P95"], "type": "number", "jsonPath": ".status.recovery.p95Seconds"}
     assert cols["AGE"]["jsonPath"] == ".metadata.creationTimestamp"
@@ -181,8 +184,15 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     props = spec_schema["properties"]
     assert set(props) == {
         "subject", "chaos", "trials", "intervalSeconds", "steadyState", "recovery",
-        "slo", "suspend", "dryRun", "seed", "baseline", "remediator", "reset",
+        "slo", "suspend", "dryRun", "seed", "baseline", "remediator", "reset", "schedule", "trend",
     }  # fmt: skip
+    assert set(props["schedule"]["properties"]) == {
+        "cron", "timeZone", "startingDeadlineSeconds", "concurrencyPolicy", "historyLimit",
+    }  # fmt: skip
+    assert props["schedule"]["properties"]["concurrencyPolicy"]["enum"] == [
+        p.value for p in model.ConcurrencyPolicy
+    ]
+    assert set(props["trend"]["properties"]) == {"baselineRun", "minEffectSeconds", "alpha"}
     assert set(props["reset"]["properties"]) == {"mode", "acknowledgeDataLoss"}
     assert set(spec_schema["required"]) == {"subject", "chaos"}
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
@@ -239,6 +249,11 @@ BOUNDED = [
     ("recovery.settleSeconds", {}),
     ("slo.p95RecoverySeconds", {}),
     ("seed", {}),
+    ("schedule.startingDeadlineSeconds", {"schedule": {"cron": "@daily"}}),
+    ("schedule.historyLimit", {"schedule": {"cron": "@daily"}}),
+    ("trend.baselineRun", {}),
+    ("trend.minEffectSeconds", {}),
+    ("trend.alpha", {}),
 ]
 
 
@@ -319,6 +334,10 @@ def test_slo_zero_is_refused_by_a_rule_not_only_by_minimum(spec_schema: dict[str
         model.parse_campaign_spec(_spec_with("slo.p95RecoverySeconds", 0, {}))
 
 
+#: When and how often a Campaign runs, and how its runs are judged, may change: not the experiment.
+MUTABLE = {"suspend", "schedule", "trend"}
+
+
 def test_spec_is_immutable_except_suspend(spec_schema: dict[str, Any]) -> None:
     (rule,) = _rules(spec_schema)
     assert rule["message"] == (
@@ -326,8 +345,8 @@ def test_spec_is_immutable_except_suspend(spec_schema: dict[str, Any]) -> None:
     )
     for name in spec_schema["properties"]:
         mentioned = f"self.{name} " in rule["rule"] or f"self.{name})" in rule["rule"]
-        assert mentioned == (name != "suspend"), f"transition rule and spec.{name} disagree"
-        if name not in spec_schema["required"] and name != "suspend":
+        assert mentioned == (name not in MUTABLE), f"transition rule and spec.{name} disagree"
+        if name not in spec_schema["required"] and name not in MUTABLE:
             assert f"has(self.{name}) == has(oldSelf.{name})" in rule["rule"], f"adding/removing {name}"
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
+from aftershock import stats
 from aftershock.authz import Author, Right
 from aftershock.endpoints import ServiceInfo
 from aftershock.errors import ProbeUnavailableError
-from aftershock.ledger import Ledger
+from aftershock.ledger import Judgement, Ledger
 from aftershock.model import (
     AttemptRecord,
     CampaignRef,
@@ -193,6 +194,11 @@ class Recorder(Protocol):
 
     def status_patched(self, ref: CampaignRef) -> None: ...
 
+    def run_judged(
+        self, ref: CampaignRef, run: int, summary: stats.RecoverySummary, judgements: Iterable[Judgement]
+    ) -> None:
+        """A run of the Campaign finished: its numbers, and how it compared with earlier runs."""
+
 
 class NullRecorder:
     def attempt_finished(self, ref: CampaignRef, record: AttemptRecord) -> None:
@@ -208,4 +214,9 @@ class NullRecorder:
         pass
 
     def status_patched(self, ref: CampaignRef) -> None:
+        pass
+
+    def run_judged(
+        self, ref: CampaignRef, run: int, summary: stats.RecoverySummary, judgements: Iterable[Judgement]
+    ) -> None:
         pass

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+from aftershock import stats
 from aftershock.endpoints import ServiceInfo, resolve_service_name, service_names
-from aftershock.engine import admit, holds, lifecycle, resume, verdict, watches
+from aftershock.engine import admit, holds, lifecycle, resume, trend, verdict, watches
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
@@ -45,6 +46,7 @@ from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
 from aftershock.errors import ApiError, SpecError
+from aftershock.ledger import RunRow
 from aftershock.model import (
     CampaignRef,
     CampaignSpec,
@@ -91,6 +93,9 @@ class CampaignRunner:
     volumes: VolumeApi | None = None
     #: The operator's shared pod watches; None: this runner watches its namespace by itself.
     pod_watches: PodWatches | None = None
+    #: Which run of its Campaign this is: a run after the first is judged against the previous
+    #: run and the baseline run when it ends (`aftershock.engine.trend`). None: not judged.
+    run_row: RunRow | None = None
     #: Whether the Campaign's namespace is being deleted (None: never asked).
     namespaces: NamespaceApi | None = None
     #: The namespace's Services, to judge what the subject's URLs name before any connection
@@ -363,4 +368,24 @@ class CampaignRunner:
         return None
 
     async def _finish(self, spec: CampaignSpec, stop: verdict.Stop) -> Phase:
+        await self._judge(spec)
         return await verdict.finish(out=self._out, spec=spec, stop=stop)
+
+    async def _judge(self, spec: CampaignSpec) -> None:
+        """The trend: this run against the previous one and the baseline run, into the
+        ``Regressed`` condition (published with the final status) and the metrics."""
+        run = self.run_row
+        if run is None or spec.dry_run:
+            return
+        out = self._out
+        judgements = await trend.judge_run(
+            ledger=self.ledger,
+            run=run,
+            trend=spec.trend,
+            recoveries=out.tally.recoveries,
+            now=self.clock.wall(),
+        )
+        found = trend.condition(judgements)
+        if found is not None:
+            out.conditions.set(trend.REGRESSED, *found, self.clock.wall())
+        self.recorder.run_judged(self.ref, run.run, stats.summarize(out.tally.recoveries), judgements)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aftershock.engine.status import iso
 from aftershock.ledger import Ledger, RunRow
 from aftershock.model import RUN_ID_SEPARATOR, CampaignRef
 
@@ -58,6 +59,17 @@ async def resolve(ledger: Ledger, ref: CampaignRef, token: str) -> RunRow:
     return run
 
 
+async def start_new(ledger: Ledger, ref: CampaignRef, token: str, tick: float | None) -> RunRow:
+    """A new run, recorded now, whatever the latest run's token: a scheduled run carries the
+    annotation's value as it is (so the annotation still tells a run asked by hand) and the
+    tick it was started for."""
+    latest = await ledger.latest_run(ref.uid)
+    number = 1 if latest is None else latest.run + 1
+    run = RunRow(run_uid=run_uid(ref.uid, number), campaign_uid=ref.uid, run=number, token=token, tick=tick)
+    await ledger.record_run(run)
+    return run
+
+
 def run_ref(ref: CampaignRef, run: RunRow) -> CampaignRef:
     """The ref the runner uses for `run`: the Campaign's name, the run's id."""
     return CampaignRef(namespace=ref.namespace, name=ref.name, uid=run.run_uid)
@@ -65,4 +77,7 @@ def run_ref(ref: CampaignRef, run: RunRow) -> CampaignRef:
 
 def status_fields(run: RunRow) -> dict[str, Any]:
     """What the status says about the run it shows (``status.run``)."""
-    return {"run": {"number": run.run, "id": run.run_uid, "token": run.token}}
+    fields: dict[str, Any] = {"number": run.run, "id": run.run_uid, "token": run.token}
+    if run.tick is not None:
+        fields["scheduledAt"] = iso(run.tick)
+    return {"run": fields}

@@ -29,6 +29,8 @@ SPEC_VALID = "SpecValid"
 SUBJECT_LOCKED = "SubjectLocked"
 STEADY_STATE = "SteadyState"
 SUBJECT_API_CONFIGURED = "SubjectAPIConfigured"
+#: The latest run against the previous and the baseline run (`aftershock.engine.trend`).
+REGRESSED = "Regressed"
 #: Types an older operator wrote that mean nothing now: dropped when the status is next published
 #: (``PDConfigured`` became `SUBJECT_API_CONFIGURED`, ADR 0010).
 RETIRED = frozenset({"PDConfigured"})
@@ -104,6 +106,7 @@ class Conditions:
             SUBJECT_LOCKED,
             STEADY_STATE,
             SUBJECT_API_CONFIGURED,
+            REGRESSED,
         ]
         keys = sorted(self._items, key=lambda k: (order.index(k) if k in order else len(order), k))
         return [

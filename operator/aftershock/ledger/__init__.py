@@ -6,6 +6,7 @@ truth for trials; a Campaign's status is a projection of it. Schema and reasons:
 """
 
 from aftershock.ledger.errors import CampaignNotFoundError, DuplicateTrialError, LedgerError
+from aftershock.ledger.history import Judgement, RunSummary, TickAction, TickRow
 from aftershock.ledger.schema import SCHEMA_VERSION
 from aftershock.ledger.store import CampaignRow, Ledger, RunRow
 
@@ -14,7 +15,11 @@ __all__ = [
     "CampaignNotFoundError",
     "CampaignRow",
     "DuplicateTrialError",
+    "Judgement",
     "Ledger",
     "LedgerError",
     "RunRow",
+    "RunSummary",
+    "TickAction",
+    "TickRow",
 ]

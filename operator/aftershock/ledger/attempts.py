@@ -196,11 +196,7 @@ class Attempts(Connection):
     async def completed_trials(self, campaign_uid: str) -> list[AttemptRecord]:
         """The attempt that completed each trial, by trial index."""
         async with self._read("reading completed trials") as db:
-            return await _load(
-                db,
-                "JOIN trials t ON t.attempt_id = a.id WHERE t.campaign_uid = ? ORDER BY t.trial_index",
-                (campaign_uid,),
-            )
+            return await load_completed(db, campaign_uid)
 
     async def next_trial_index(self, campaign_uid: str) -> int:
         """The smallest trial index not completed yet (0 for a new campaign; fills gaps first)."""
@@ -229,6 +225,15 @@ class Attempts(Connection):
 
 
 # --- rows to model values ------------------------------------------------------------------
+
+
+async def load_completed(db: aiosqlite.Connection, campaign_uid: str) -> list[AttemptRecord]:
+    """The attempt that completed each trial of `campaign_uid` (a run's id), by trial index."""
+    return await _load(
+        db,
+        "JOIN trials t ON t.attempt_id = a.id WHERE t.campaign_uid = ? ORDER BY t.trial_index",
+        (campaign_uid,),
+    )
 
 
 async def interrupt_inflight_in(

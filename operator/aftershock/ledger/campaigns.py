@@ -33,6 +33,8 @@ class RunRow:
     campaign_uid: str
     run: int
     token: str
+    #: The schedule's tick this run was started for (None: by its annotation, or on creation).
+    tick: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,20 +188,25 @@ class Campaigns(Connection):
         async with self._read("reading a campaign's runs") as db:
             rows = await sql.rows(
                 db,
-                "SELECT run_uid, campaign_uid, run, token FROM runs WHERE campaign_uid = ?1 "
-                "UNION ALL SELECT uid, uid, 1, '' FROM campaigns WHERE uid = ?1 "
+                "SELECT run_uid, campaign_uid, run, token, tick FROM runs WHERE campaign_uid = ?1 "
+                "UNION ALL SELECT uid, uid, 1, '', NULL FROM campaigns WHERE uid = ?1 "
                 "AND NOT EXISTS (SELECT 1 FROM runs WHERE run_uid = ?1) ORDER BY 3 DESC LIMIT 1",
                 (campaign_uid,),
             )
-        return RunRow(str(rows[0][0]), str(rows[0][1]), int(rows[0][2]), str(rows[0][3])) if rows else None
+        if not rows:
+            return None
+        run_uid, campaign, number, token, tick = rows[0]
+        return RunRow(
+            str(run_uid), str(campaign), int(number), str(token), None if tick is None else float(tick)
+        )
 
     async def record_run(self, run: RunRow) -> None:
         """Record a run before it starts; recording the same run again changes nothing."""
         async with self._transaction("recording a run") as tx:
             await tx.execute(
-                "INSERT INTO runs (run_uid, campaign_uid, run, token) VALUES (?, ?, ?, ?) "
+                "INSERT INTO runs (run_uid, campaign_uid, run, token, tick) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
-                (run.run_uid, run.campaign_uid, run.run, run.token),
+                (run.run_uid, run.campaign_uid, run.run, run.token, run.tick),
             )
 
     async def campaign_counts(self, campaign_uid: str) -> stats.AttemptCounts:

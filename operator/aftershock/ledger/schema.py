@@ -214,8 +214,60 @@ def _v6() -> tuple[str, ...]:
     )
 
 
+def _v7() -> tuple[str, ...]:
+    """Schedules, trends and retention (ADR 0015). ``schedule_ticks``: every tick of a
+    Campaign's schedule the operator acted on (a run started, skipped by ``Forbid``, a run
+    replaced, missed past its deadline): the catch-up after a restart reads the last one, so a
+    tick is never run twice. ``run_judgements``: each finished run against the previous run and
+    the baseline run, by `aftershock compare`'s test. ``run_summaries``: what a pruned run's
+    attempts added up to; its attempts are deleted, its ``campaigns`` and ``runs`` rows stay."""
+    return (
+        # The tick a scheduled run was started for (NULL: started by its annotation or on creation).
+        "ALTER TABLE runs ADD COLUMN tick REAL",
+        """
+        CREATE TABLE schedule_ticks (
+            campaign_uid TEXT NOT NULL,
+            tick REAL NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('started', 'skipped', 'replaced', 'missed')),
+            run INTEGER,
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (campaign_uid, tick)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE run_judgements (
+            run_uid TEXT NOT NULL,
+            against TEXT NOT NULL CHECK (against IN ('previous', 'baseline')),
+            against_run INTEGER NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('Improved', 'Regressed', 'NoChange', 'NotCompared')),
+            p_value REAL,
+            median_difference REAL,
+            low REAL,
+            high REAL,
+            message TEXT NOT NULL,
+            judged_at REAL NOT NULL,
+            PRIMARY KEY (run_uid, against)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE run_summaries (
+            run_uid TEXT PRIMARY KEY NOT NULL,
+            recovered INTEGER NOT NULL,
+            unrecovered INTEGER NOT NULL,
+            completed INTEGER NOT NULL,
+            p50 REAL,
+            p95 REAL,
+            max REAL,
+            mean REAL,
+            attempts INTEGER NOT NULL,
+            pruned_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from aftershock.ledger.attempts import Attempts
 from aftershock.ledger.campaigns import CampaignRow, Campaigns, RunRow
+from aftershock.ledger.history import History
 from aftershock.ledger.sql import BUSY_TIMEOUT_MS
 
 __all__ = ["BUSY_TIMEOUT_MS", "CampaignRow", "Ledger", "RunRow"]
 
 
-class Ledger(Campaigns, Attempts):
+class Ledger(Campaigns, Attempts, History):
     """The trial ledger. Open with `Ledger.open`; close with `close` or ``async with``.
 
     Its queries live by what they hold: campaigns and runs in `aftershock.ledger.campaigns`,
-    attempts and trials in `aftershock.ledger.attempts`, the connection, its migrations and
+    attempts and trials in `aftershock.ledger.attempts`, ticks, trends and retention in
+    `aftershock.ledger.history`, the connection, its migrations and
     its transactions in `aftershock.ledger.connection`.
     """
