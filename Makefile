@@ -98,7 +98,7 @@ reliability: venv ## faults, load, hostile input on a cluster of its own (~20 mi
 	@command -v faketime >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq faketime libfaketime >/dev/null; } || \
 	  echo "libfaketime missing (apt-get install -y faketime libfaketime): the wall-clock step will fail"; }
-	@rc=0; $(VENV)/bin/pytest tests/reliability -m reliability -q -ra || rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest tests/reliability -m reliability -q -ra --durations=15 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 # Benchmarks print tables and write bench/results/; never part of `make test` (timings don't gate).

@@ -49,6 +49,12 @@ def _run(bed: harness.Bed, glob: str, workdir: Path, settle: float, tag: str) ->
     op.start()
     del os.environ["AFTERSHOCK_TRACEMALLOC"]
     assert op.proc is not None
+    # Started (ledger open, metrics replayed, kopf's watches being set up), then `settle` more.
+    deadline = time.monotonic() + 300
+    while "aftershock started" not in op.log_text():
+        if time.monotonic() > deadline or not op.alive():
+            raise RuntimeError(f"the operator did not start: {op.log_path}")
+        time.sleep(1)
     time.sleep(settle)
     rss = _rss(op.proc.pid)
     op.proc.send_signal(signal.SIGUSR1)

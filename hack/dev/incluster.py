@@ -86,6 +86,19 @@ def operator_image_id() -> str:
     raise RuntimeError("the operator image aftershock:dev is not in the node's containerd")
 
 
+def keep_live_claim(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A claim's access mode cannot change in place: a ledger claim made before it became
+    ReadWriteOncePod (ADR 0016) keeps its own, so that applying the manifests goes through."""
+    for obj in objs:
+        if obj["kind"] != "PersistentVolumeClaim":
+            continue
+        ns = obj["metadata"].get("namespace", OPERATOR_NS)
+        live = kubectl("get", "pvc", obj["metadata"]["name"], "-n", ns, "-o", "json", check=False)
+        if live.returncode == 0:
+            obj["spec"]["accessModes"] = json.loads(live.stdout)["spec"]["accessModes"]
+    return objs
+
+
 def deploy_operator() -> None:
     host, port = api_server()
     ensure_namespace(OPERATOR_NS)
@@ -95,7 +108,9 @@ def deploy_operator() -> None:
         "--dry-run=client", "-o", "yaml",
     ).stdout  # fmt: skip
     kubectl("apply", "-f", "-", input_=config)
-    kubectl("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
+    rendered = [o for o in yaml.safe_load_all(kubectl("kustomize", str(OVERLAY)).stdout) if o]
+    objs = keep_live_claim(rendered)
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input_=yaml.safe_dump_all(objs))
     kubectl("wait", "--for=condition=Established", "crd/campaigns.aftershock.dev", "--timeout=60s")
     patch = {
         "spec": {"template": {"metadata": {"annotations": {"aftershock.dev/image": operator_image_id()}}}}

@@ -402,6 +402,10 @@ def _trace_memory(directory: str | None) -> None:
     signal.signal(signal.SIGUSR1, snapshot)
 
 
+#: `aftershock run`'s exit code when another operator holds the ledger.
+EXIT_LEDGER_IN_USE = 3
+
+
 def _run_operator(args: argparse.Namespace) -> int:
     # kopf imports the synchronous `kubernetes` client, when installed, only to recognise its
     # model objects and to log in with it. The operator hands kopf no such objects and
@@ -412,6 +416,11 @@ def _run_operator(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     import kopf
+
+    from aftershock.kube import client as kube_client
+
+    # A watch per namespace must not cost 256 KiB of TLS buffer each (ADR 0013).
+    kube_client.bound_tls_read_buffers()
 
     from aftershock import handlers
 
@@ -443,7 +452,19 @@ def _run_operator(args: argparse.Namespace) -> int:
 
         config.schedule_clock = schedule.parse_clock(args.schedule_clock)
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
-    memo = kopf.Memo(config=config)
+    from aftershock.ledger import LedgerError, owner
+
+    # One operator per ledger (ADR 0016): taken before the ledger is opened or the API server
+    # is asked anything, and kept until the process ends (the kernel drops it on any exit).
+    try:
+        ledger_hold = owner.hold(args.db, who=f"{config.instance}, pid {os.getpid()}")
+    except owner.LedgerInUseError as exc:
+        print(f"aftershock: refused to start: {exc}", file=sys.stderr)
+        return EXIT_LEDGER_IN_USE
+    except LedgerError as exc:
+        print(f"aftershock: {exc}", file=sys.stderr)
+        return 2
+    memo = kopf.Memo(config=config, ledger_hold=ledger_hold)
     kopf.run(
         standalone=True,
         clusterwide=args.all_namespaces or not namespaces,

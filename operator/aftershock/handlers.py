@@ -26,7 +26,7 @@ from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.engine.schedule import ScheduleClock, ScheduledCampaign, WallScheduleClock
 from aftershock.errors import SpecError
 from aftershock.kube import Kube
-from aftershock.kube.lease import LeaseLock, subject_lease_name
+from aftershock.kube.lease import Holder, SubjectLeases
 from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
@@ -60,8 +60,8 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     #: ``--pod-watch-scope``, resolved: one pod watch per namespace, or one for the cluster.
     pod_watch_scope: Scope = "namespace"
-    #: This operator process, in the subject Lease's holder: two operators (an in-cluster one
-    #: and a forgotten local one, say) must never both run one Campaign.
+    #: This operator process, in the subject Lease's holder with the ledger's id: two operators
+    #: (an in-cluster one and a forgotten local one, say) must never both run one Campaign.
     instance: str = "local"
     #: The clock scheduled Campaigns' cron is read against (``--schedule-clock``: faster, for tests).
     schedule_clock: ScheduleClock = field(default_factory=WallScheduleClock)
@@ -152,6 +152,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             delay=10,
         )
     memo["ledger"] = await Ledger.open(config.db_path)
+    # Named in every subject Lease this process holds (ADR 0016).
+    memo["ledger_id"] = await memo["ledger"].ledger_id()
     memo["metrics"] = Metrics()
     memo["queue"] = CampaignQueue(config.max_concurrent_campaigns)
     # A scheduled Campaign's loop sleeps until its next tick; its watch events wake it early.
@@ -257,18 +259,6 @@ def _created_at(meta: kopf.Meta) -> float:
 # instant-exit wait set in `configure`. The backoff is for a runner stuck in an API call: then
 # kopf cancels it, and the deletion is still recorded from the DELETED watch event below. The
 # finalizer never waits longer than backoff + timeout, whatever the namespace's state.
-def _subject_lease(body: kopf.Body) -> str:
-    subject = (body.get("spec") or {}).get("subject") or {}
-    # The instance is named by the API the subject is reached through: PD for TiKV, the client
-    # URLs for etcd (sorted, so their order in the spec names the same instance).
-    pd_url = subject.get("pdURL")
-    endpoints = subject.get("endpoints")
-    api = pd_url if isinstance(pd_url, str) else None
-    if api is None and isinstance(endpoints, list) and endpoints:
-        api = ",".join(sorted(str(e) for e in endpoints))
-    return subject_lease_name(str(subject.get("kind", "TiKV")), subject.get("selector") or {}, api)
-
-
 @kopf.daemon(
     GROUP,
     VERSION,
@@ -417,7 +407,9 @@ async def _run_once(
         lock=QueuedLock(
             memo["queue"],
             f"{namespace}/{name}/{uid}",
-            LeaseLock(kube, namespace, _subject_lease(body), f"{namespace}/{name}/{uid}@{config.instance}"),
+            SubjectLeases(
+                kube, namespace, Holder(f"{namespace}/{name}/{uid}", memo["ledger_id"], config.instance)
+            ),
         ),
         status=_StatusSink(kube, namespace, name, runs.status_fields(run)),
         events=_EventSink(kube, ref),

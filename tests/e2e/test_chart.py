@@ -75,6 +75,20 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     assert ("NetworkPolicy", "t-aftershock") in names
 
 
+@pytest.mark.parametrize(
+    ("values", "mode"),
+    [
+        ((), "ReadWriteOncePod"),  # only one pod may mount the ledger (the chart needs 1.30+)
+        (("persistence.accessMode=ReadWriteOnce",), "ReadWriteOnce"),  # a StorageClass that refuses it
+    ],
+)
+def test_the_ledger_claim_is_read_write_once_pod_unless_told_otherwise(
+    helm: str, values: tuple[str, ...], mode: str
+) -> None:
+    (claim,) = [d for d in _render(helm, *values) if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == [mode]
+
+
 def test_the_service_monitor_honours_the_operators_labels(helm: str) -> None:
     """The operator's `namespace` label (the Campaign's) must not be renamed exported_namespace
     by Prometheus in favour of the target's (the operator's namespace)."""

@@ -249,6 +249,11 @@ def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_ac
     (container,) = spec["containers"]
     container["imagePullPolicy"] = "Never"
     container["args"] = [a for a in container["args"] if a != "--all-namespaces"] + ["--namespace", namespace]
+    # The kubelet probes a pod's IP from the host, and the host has no address on the test
+    # bed's bridge (the network rule): no HTTP probe of a bridge pod can answer here. The
+    # standard does not judge probes; the operator acting below is the proof it runs.
+    for http_probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        container.pop(http_probe, None)
     api_port = int(api_server_config(cluster, home)["data"]["KUBERNETES_SERVICE_PORT"])
     container["env"] = [
         *container.get("env", []),

@@ -29,6 +29,20 @@ def parse_ts(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def request_right(record: dict[str, Any]) -> tuple[str, str] | None:
+    """(resource as `kubectl auth can-i --list` prints it, verb) of one audit record; None for
+    a non-resource URL."""
+    ref = record.get("objectRef") or {}
+    resource = ref.get("resource")
+    if not resource:
+        return None
+    group = ref.get("apiGroup") or ""
+    name = f"{resource}.{group}" if group else resource
+    if ref.get("subresource"):
+        name = f"{name}/{ref['subresource']}"
+    return name, str(record.get("verb"))
+
+
 @dataclass(frozen=True)
 class AuditDelete:
     """One DELETE of a pod, as the API server audited it."""

@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -375,10 +375,16 @@ class FakeLock:
         self.acquire_calls = 0
         self.release_calls = 0
         self._held = False
+        #: The keys held, and every set of keys asked for.
+        self.keys: set[str] = set()
+        self.asked: list[frozenset[str]] = []
 
     @property
     def held(self) -> bool:
         return self._held
+
+    def holds(self, keys: Collection[str]) -> bool:
+        return self._held and set(keys) <= self.keys
 
     @property
     def holder(self) -> str | None:
@@ -388,11 +394,13 @@ class FakeLock:
     def wait_reason(self) -> tuple[str, str] | None:
         return None
 
-    async def try_acquire(self) -> bool:
+    async def try_acquire(self, keys: Collection[str]) -> bool:
         self.acquire_calls += 1
+        self.asked.append(frozenset(keys))
         if self.busy:
             return False
         self._held = True
+        self.keys = set(keys)
         return True
 
     async def release(self) -> None:

@@ -696,10 +696,8 @@ async def test_a_lock_lost_while_the_gate_ran_stops_the_kill(h: Harness) -> None
     await asyncio.wait_for(task, 3)
 
     assert h.cluster.delete_calls == []
-    (attempt,) = await h.ledger.attempts(REF.uid)
-    assert attempt.outcome is Outcome.INTERRUPTED
-    assert attempt.error == "not killed: the subject lock is no longer held"
-    assert "kill_sent" not in attempt.milestones
+    # Checked right after the gate, before anything is recorded: back to waiting for the lock.
+    assert await h.ledger.attempts(REF.uid) == []
     assert await h.ledger.completed_trials(REF.uid) == []
 
 

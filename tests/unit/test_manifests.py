@@ -592,7 +592,8 @@ def test_operator_pods_carry_the_label_the_operator_protects(deployment: dict[st
 def test_ledger_pvc_and_metrics_service() -> None:
     objs = list(_objects(MANIFESTS / "operator"))
     pvc = _one(iter(objs), "PersistentVolumeClaim", "aftershock-ledger")
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # One pod only may mount the ledger (ADR 0016); the test bed binds and enforces it.
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOncePod"]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert "storageClassName" not in pvc["spec"]
     svc = _one(iter(objs), "Service", "aftershock-metrics")

@@ -14,6 +14,7 @@ from tests.unit.fakes import FakeCluster, FakeLock, RealClock, fast_campaign, ma
 
 from aftershock import cli
 from aftershock.engine import strike
+from aftershock.engine.holds import subject_keys
 from aftershock.engine.outcomes import Gate
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.view import Observation, PodView, next_observation
@@ -201,9 +202,9 @@ async def test_the_kill_guard_checks_each_victim_against_the_campaigns_own_selec
     )
     wider = PodView(PodWatches(cluster, RealClock()), "db", TIKV)
     lock = FakeLock()
-    assert await lock.try_acquire()
     async with running(wider):
         pods = tuple(wider.pods())
+        assert await lock.try_acquire(subject_keys(pods))
         inputs = strike.GuardInputs(spec, "db", frozenset(), len(pods), probed=False)
         gate = Gate(passed=True, pods=pods)
 

@@ -12,7 +12,6 @@ from tests.unit.test_engine_runner import SETTINGS, campaign, cond
 
 from aftershock.engine.queue import CampaignQueue, QueuedLock
 from aftershock.engine.runner import CampaignRunner
-from aftershock.kube.lease import subject_lease_name
 from aftershock.ledger import Ledger
 from aftershock.model import CampaignRef, Phase
 
@@ -60,6 +59,9 @@ def test_a_campaign_whose_subject_is_busy_hands_its_slot_back_and_does_not_hold_
     assert place.position == 1
 
 
+KEYS = frozenset({"StatefulSet/tikv"})
+
+
 def test_leaving_frees_the_place_in_line() -> None:
     q = CampaignQueue(1)
     q.take("a")
@@ -80,23 +82,23 @@ async def test_a_queued_lock_never_asks_for_the_subject_without_a_slot() -> None
     q = CampaignQueue(1)
     first, second = FakeLock(), FakeLock()
     a, b = QueuedLock(q, "a", first), QueuedLock(q, "b", second)
-    assert await a.try_acquire()
-    assert not await b.try_acquire()
+    assert await a.try_acquire(KEYS)
+    assert not await b.try_acquire(KEYS)
     assert second.acquire_calls == 0
     assert b.wait_reason is not None
     assert b.wait_reason[0] == "Queued"
     await a.release()
-    assert await b.try_acquire()
+    assert await b.try_acquire(KEYS)
     assert b.wait_reason is None
 
 
 async def test_a_busy_subject_gives_the_slot_back() -> None:
     q = CampaignQueue(1)
     busy = QueuedLock(q, "a", FakeLock(busy=True))
-    assert not await busy.try_acquire()
+    assert not await busy.try_acquire(KEYS)
     assert busy.wait_reason is None  # the subject's holder explains the wait, not the queue
     assert q.running == frozenset()
-    assert await QueuedLock(q, "b", FakeLock()).try_acquire()
+    assert await QueuedLock(q, "b", FakeLock()).try_acquire(KEYS)
 
 
 # --- what a user sees: a queued Campaign says so, and runs when a slot frees ------------------------
@@ -149,43 +151,3 @@ async def test_a_campaign_over_the_bound_is_pending_with_its_place_and_runs_afte
         assert queue.running == frozenset()
         assert queue.waiting == ()
         await cluster.close()
-
-
-# --- the subject Lease: one per subject instance --------------------------------------------------
-
-
-def test_the_same_subject_written_differently_is_one_lease() -> None:
-    a = subject_lease_name(
-        "TiKV",
-        {
-            "matchLabels": {"app": "tikv", "instance": "a"},
-            "matchExpressions": [{"key": "zone", "operator": "In", "values": ["b", "a"]}],
-        },
-        "http://pd:2379",
-    )
-    b = subject_lease_name(
-        "TiKV",
-        {
-            "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}],
-            "matchLabels": {"instance": "a", "app": "tikv"},
-        },
-        "http://pd:2379",
-    )
-    assert a == b
-    assert a.startswith("aftershock-subject-tikv-")
-    assert len(a) <= 63
-
-
-def test_another_selector_or_another_pd_is_another_lease() -> None:
-    base = subject_lease_name("TiKV", {"matchLabels": {"instance": "a"}}, "http://pd:2379")
-    assert base != subject_lease_name("TiKV", {"matchLabels": {"instance": "b"}}, "http://pd:2379")
-    assert base != subject_lease_name("TiKV", {"matchLabels": {"instance": "a"}}, "http://pd-b:2379")
-    assert base != subject_lease_name("TiKV", {"matchLabels": {"instance": "a"}}, None)
-
-
-def test_the_lease_name_is_stable_across_releases() -> None:
-    # A renamed Lease would let an upgraded operator run beside a Campaign an old one holds.
-    assert (
-        subject_lease_name("TiKV", {"matchLabels": {"app": "tikv"}}, None)
-        == "aftershock-subject-tikv-db88f61dae54"
-    )

@@ -88,3 +88,23 @@ def test_recovery_counts_from_the_first_sign_the_kill_took_effect(
     offsets: dict[str, float], recovery: float
 ) -> None:
     assert attempt(**offsets).recovery_seconds == recovery
+
+
+async def test_no_retry_and_no_next_victim_once_the_lock_lapsed() -> None:
+    """A delete that failed transiently is retried only while the subject lock is fresh: after
+    its renew deadline, a retry could land after another Campaign took the subject."""
+    cluster = FakeCluster()
+    cluster.recreate = False
+    cluster.fail_before_delete.append(TransientApiError("connection refused", None))
+    fresh = [True]
+
+    def held() -> bool:
+        answer = fresh[0]
+        fresh[0] = False  # the first try is sent while fresh; the lease lapses before the retry
+        return answer
+
+    result = await strike.kill(plan(*victims(cluster, 2)), cluster, RealClock(), Stop(), held=held)
+    assert result.error is not None
+    assert "the subject lock lapsed" in result.error
+    assert len(cluster.delete_calls) == 1
+    assert cluster.deleted == []

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from aftershock import stats
@@ -151,10 +151,15 @@ class EventSink(Protocol):
 
 
 class SubjectLock(Protocol):
-    """A per-subject mutual exclusion (a Lease): two Campaigns never disturb one subject."""
+    """Mutual exclusion on what a kill disturbs (Leases, ADR 0016): two Campaigns never disturb
+    the same pods at once. Keys name the pods' controllers (`holds.subject_keys`)."""
 
     @property
-    def held(self) -> bool: ...
+    def held(self) -> bool:
+        """Some key is held (and fresh)."""
+
+    def holds(self, keys: Collection[str]) -> bool:
+        """Every one of `keys` is held and fresh (renewed within the renew deadline)."""
 
     @property
     def holder(self) -> str | None:
@@ -165,7 +170,8 @@ class SubjectLock(Protocol):
         """(reason, message) when the last `try_acquire` failed for a reason other than another
         holder (waiting in the operator's queue of Campaigns); None otherwise."""
 
-    async def try_acquire(self) -> bool: ...
+    async def try_acquire(self, keys: Collection[str]) -> bool:
+        """Hold exactly `keys`, all of them or none. Never waits."""
 
     async def release(self) -> None: ...
 

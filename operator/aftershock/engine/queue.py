@@ -13,6 +13,7 @@ by the daemons asking again after a restart. No kopf, no API client.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from aftershock.engine.ports import SubjectLock
@@ -112,6 +113,9 @@ class QueuedLock:
     def held(self) -> bool:
         return self._inner.held
 
+    def holds(self, keys: Collection[str]) -> bool:
+        return self._inner.holds(keys)
+
     @property
     def holder(self) -> str | None:
         return self._inner.holder
@@ -122,14 +126,14 @@ class QueuedLock:
             return None
         return REASON_QUEUED, self._place.message()
 
-    async def try_acquire(self) -> bool:
-        if self._inner.held:
+    async def try_acquire(self, keys: Collection[str]) -> bool:
+        if self._inner.held and self._inner.holds(keys):
             return True
         self._place = self._queue.take(self._key)
         if self._place is not None:
             return False
         try:
-            got = await self._inner.try_acquire()
+            got = await self._inner.try_acquire(keys)
         except BaseException:
             self._queue.give_back(self._key)
             raise

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aftershock.engine.holds import subject_keys
 from aftershock.engine.ports import Clock, PodApi, StopSignal, SubjectLock, VolumeApi
 from aftershock.engine.view import PodView, next_observation
 from aftershock.errors import ApiError, ConflictError, NotFoundError
@@ -78,8 +79,8 @@ def guard(plan: ResetPlan, pods: Sequence[PodState], lock: SubjectLock) -> str |
     """Why the reset must not touch these pods now, or None when every guard holds."""
     if plan.namespace in plan.protected_namespaces:
         return f"namespace {plan.namespace} is protected"
-    if not lock.held:
-        return "the subject lock is no longer held"
+    if not lock.holds(subject_keys(pods)):
+        return "the subject lock is not held for these pods"
     for pod in pods:
         if pod.namespace != plan.namespace:
             return f"{pod.name} is in namespace {pod.namespace}, not {plan.namespace}"

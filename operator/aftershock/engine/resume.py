@@ -1,6 +1,10 @@
 """Taking a Campaign up (first sight, or again after an operator restart): record it in the
-ledger, republish a finished one, turn attempts left in flight into ``interrupted`` (restoring a
-remediator they had scaled down), and state where health is judged from."""
+ledger, republish a finished one, and state where health is judged from; then, once the
+Campaign holds its subject, turn attempts left in flight into ``interrupted`` (restoring a
+remediator they had scaled down).
+
+Attempts are interrupted only by the process that holds the ledger (taken at start, ADR 0016)
+*and* the subject lock: a process that has neither has no say over another's trials."""
 
 from __future__ import annotations
 
@@ -13,21 +17,21 @@ from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SUBJECT_API_CONFIGURED
 from aftershock.engine.tally import Tally
-from aftershock.model import CampaignSpec, Phase, Verdict
+from aftershock.model import AttemptRecord, CampaignSpec, Phase, Verdict
 from aftershock.subjects import registry
 
 
 async def resume(
     *,
     out: StatusPublisher,
-    remediator: RemediatorScaler,
     raw: Mapping[str, Any],
     spec: CampaignSpec,
     seed: str,
-) -> bool:
-    """Record the campaign (first sight) or pick it up from the ledger. True: it had already
-    finished, and its status is republished. Either way the publisher's tally is seeded from
-    the ledger's attempts: the one read of them in the Campaign's life."""
+) -> list[AttemptRecord] | None:
+    """Record the campaign (first sight) or pick it up from the ledger. None: it had already
+    finished, and its status is republished. Else its attempts so far: the publisher's tally is
+    seeded from them, the one read of them in the Campaign's life unless some were left in
+    flight (`interrupt_left_in_flight` reads them again after closing those)."""
     ref, now, ledger = out.ref, out.clock.wall(), out.ledger
     await ledger.ensure_campaign(ref, dict(raw), spec.trials, seed, now)
     row = await ledger.get_campaign(ref.uid)
@@ -39,7 +43,22 @@ async def resume(
             out.finished(ok, "Finished" if ok else "Failed", out.message or f"finished: {out.phase.value}")
             out.tally = Tally.of(await ledger.attempts(ref.uid))
             await out.publish()
-            return True
+            return None
+    attempts = await ledger.attempts(ref.uid)
+    out.tally = Tally.of(attempts)
+    return attempts
+
+
+async def interrupt_left_in_flight(
+    *, out: StatusPublisher, remediator: RemediatorScaler, attempts: list[AttemptRecord]
+) -> None:
+    """Attempts a stopped process left in flight become ``interrupted`` (their trial index runs
+    again), and a remediator they scaled down is restored. Called once the subject lock is held;
+    `attempts` are those `resume` read."""
+    ref, now, ledger = out.ref, out.clock.wall(), out.ledger
+    if all(a.outcome is not None for a in attempts):
+        out.recorder.replay(ref, attempts)
+        return
     for lost in await ledger.interrupt_inflight(
         ref.uid, "the operator stopped during this attempt; the trial index runs again", now
     ):
@@ -55,7 +74,6 @@ async def resume(
     attempts = await ledger.attempts(ref.uid)
     out.tally = Tally.of(attempts)
     out.recorder.replay(ref, [a for a in attempts if a.outcome])
-    return False
 
 
 def health_condition(out: StatusPublisher, spec: CampaignSpec, probe: SubjectProbe | None) -> None:

@@ -48,6 +48,7 @@ from aftershock.engine.trial import Trials
 from aftershock.errors import ApiError, SpecError
 from aftershock.ledger import RunRow
 from aftershock.model import (
+    AttemptRecord,
     CampaignRef,
     CampaignSpec,
     Outcome,
@@ -208,7 +209,8 @@ class CampaignRunner:
             return out.phase
         out.conditions.set(SPEC_VALID, True, "Valid", "", self.clock.wall())
         seed = str(spec.seed) if spec.seed is not None else ref.uid
-        if await resume.resume(out=out, remediator=self._remediator, raw=raw, spec=spec, seed=seed):
+        attempts = await resume.resume(out=out, raw=raw, spec=spec, seed=seed)
+        if attempts is None:
             return out.phase
         resume.health_condition(out, spec, probe)
         try:
@@ -233,7 +235,7 @@ class CampaignRunner:
                     volumes=self.volumes,
                     namespaces=self.namespaces,
                 )
-                phase = await self._loop(spec, trials, stop)
+                phase = await self._loop(spec, trials, attempts, stop)
             if not phase.finished and not stop.is_set() and await self._namespace_deleting():
                 # Its pods go first; this Campaign is deleted (and `stop` set) once they are
                 # gone. Nothing can run here meanwhile: let the subject go and wait for it.
@@ -286,9 +288,12 @@ class CampaignRunner:
                 if await stop.wait(self.settings.lock_retry_interval):
                     return None
 
-    async def _loop(self, spec: CampaignSpec, trials: Trials, stop: StopSignal) -> Phase:
+    async def _loop(
+        self, spec: CampaignSpec, trials: Trials, attempts: list[AttemptRecord], stop: StopSignal
+    ) -> Phase:
         infra_streak = 0
         out, uid = self._out, self.ref.uid
+        resumed = False
         while not stop.is_set():
             # The tally, not the ledger: it is what the ledger holds (seeded at resume, kept
             # as each attempt is committed) without reading every attempt back per trial.
@@ -297,13 +302,22 @@ class CampaignRunner:
             if self._suspended():
                 await holds.suspend(out=out, lock=self.lock, still=self._suspended, stop=stop)
                 continue
+            if not trials.view.synced:
+                # The keys are read from the pods: wait (a little) for the first list of them.
+                await trials.view.wait_synced(self.settings.lock_retry_interval)
             if not await holds.acquire_lock(
                 out=out,
                 lock=self.lock,
+                keys=holds.subject_keys(trials.view.pods()),
                 retry=self.settings.lock_retry_interval,
                 stop=stop,
             ):
                 continue
+            if not resumed:
+                # Only now: what another process left in flight is this one's to close once it
+                # holds the subject (and, since the start, the ledger).
+                await resume.interrupt_left_in_flight(out=out, remediator=self._remediator, attempts=attempts)
+                resumed = True
             await self._start_trial()
             index = await self.ledger.next_trial_index(uid)
             out.running(f"trial {index + 1}/{spec.trials}: waiting for steady state")

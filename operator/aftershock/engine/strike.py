@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aftershock.engine.gate import pod_reasons
+from aftershock.engine.holds import subject_keys
 from aftershock.engine.outcomes import Gate
 from aftershock.engine.ports import Clock, PodApi, StopSignal, SubjectLock
 from aftershock.engine.view import PodView
@@ -32,6 +33,13 @@ class GuardInputs:
     probed: bool
 
 
+def lock_covers(victims: Sequence[Victim], view: PodView, lock: SubjectLock) -> bool:
+    """The lock is held, fresh, for what killing these victims disturbs (their controllers)."""
+    current = {p.uid: p for p in view.pods()}
+    pods = [current[v.uid] for v in victims if v.uid in current]
+    return bool(victims) and lock.holds(subject_keys(pods)) and lock.held
+
+
 def refusal(
     inputs: GuardInputs, victims: Sequence[Victim], view: PodView, gate: Gate, lock: SubjectLock
 ) -> str | None:
@@ -43,8 +51,8 @@ def refusal(
         return "the steady-state gate did not pass"
     if inputs.probed and (gate.probe is None or not gate.probe.healthy):
         return "the subject's API did not confirm a healthy subject at the gate"
-    if not lock.held:
-        return "the subject lock is no longer held"
+    if not lock_covers(victims, view, lock):
+        return "the subject lock is no longer held for the victims' pods"
     now_unhealthy = pod_reasons(view.pods(), inputs.spec, namespace, inputs.expected_pods)
     if now_unhealthy:
         return f"the subject is no longer healthy: {'; '.join(now_unhealthy)}"
@@ -83,7 +91,7 @@ class KillResult:
 
 
 async def _delete_one(
-    plan: KillPlan, victim: Victim, pods: PodApi, clock: Clock, stop: StopSignal
+    plan: KillPlan, victim: Victim, pods: PodApi, clock: Clock, stop: StopSignal, held: Callable[[], bool]
 ) -> tuple[str | None, tuple[float, float] | None]:
     """Delete one victim; the error text (or None) and when the API server answered."""
     deadline = clock.monotonic() + plan.retry_budget
@@ -91,6 +99,9 @@ async def _delete_one(
     tries = 0
     while True:
         tries += 1
+        if not held():
+            # A retry (or the next victim) comes after the lock's renew deadline: not ours to send.
+            return f"not deleting {victim.name}: the subject lock lapsed", None
         try:
             await pods.delete_pod(plan.namespace, victim.name, victim.uid, plan.grace_period_seconds)
             # The answer comes after the deletion is committed: from here the pod is going.
@@ -108,11 +119,14 @@ async def _delete_one(
             backoff = min(backoff * 2, 5.0)
 
 
-async def kill(plan: KillPlan, pods: PodApi, clock: Clock, stop: StopSignal) -> KillResult:
-    """Delete every victim (UID precondition), one after another."""
+async def kill(
+    plan: KillPlan, pods: PodApi, clock: Clock, stop: StopSignal, held: Callable[[], bool] = lambda: True
+) -> KillResult:
+    """Delete every victim (UID precondition), one after another; each delete, and each retry
+    of one, only while `held()` (the subject lock, fresh) says so."""
     first: tuple[float, float] | None = None
     for i, victim in enumerate(plan.victims):
-        error, acked = await _delete_one(plan, victim, pods, clock, stop)
+        error, acked = await _delete_one(plan, victim, pods, clock, stop, held)
         if error is not None:
             return KillResult(error, None)
         if i == 0:

@@ -17,6 +17,7 @@ from aftershock.chaos import pod_kill
 from aftershock.engine import gate as gate_step
 from aftershock.engine import lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
+from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
     REASON_SELECTOR_MATCHES_NOTHING,
@@ -131,7 +132,7 @@ class Trials:
                 stop=stop,
             )
         except reset_step.ResetRefused as exc:
-            if not self.lock.held:
+            if not self.lock.holds(subject_keys(self.view.pods())):
                 return TrialResult(None)  # lost the lock: go back and wait for it
             return TrialResult(None, stall_reason=f"refused to reset ({self.spec.reset.mode}): {exc}")
         if report is None:
@@ -169,6 +170,10 @@ class Trials:
             return TrialResult(None, interrupted=True)
         if not gate.passed:
             return self._gate_failure(gate, index)
+        if not self.lock.holds(subject_keys(gate.pods)):
+            # The pods now belong to a controller this Campaign does not hold (they appeared
+            # after the lock was taken), or the lease lapsed: back to the lock, nothing recorded.
+            return TrialResult(None)
         if self.expected_pods is None:
             self.expected_pods = len(gate.pods)
         attempt_no = tally.attempt_number(index)
@@ -274,7 +279,7 @@ class _Strike:
         refused = strike.refusal(inputs, self.victims, t.view, self.gate, t.lock)
         if refused is not None:
             await t.finish_attempt(self.attempt_id, Outcome.INTERRUPTED, error=f"not killed: {refused}")
-            if not t.lock.held:
+            if not strike.lock_covers(self.victims, t.view, t.lock):
                 return TrialResult(None)  # lost the lock: go back and wait for it
             return TrialResult(None, stall_reason=f"refused to kill: {refused}")
         if remediator is not None:
@@ -329,7 +334,9 @@ class _Strike:
                     t.spec.chaos.grace_period_seconds,
                     t.settings.kill_retry_budget,
                 )
-                killed = await strike.kill(plan, t.pods, clock, stop)
+                killed = await strike.kill(
+                    plan, t.pods, clock, stop, held=lambda: strike.lock_covers(self.victims, t.view, t.lock)
+                )
                 kill_error = killed.error
                 gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
                 if kill_error is not None:

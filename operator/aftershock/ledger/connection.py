@@ -35,6 +35,11 @@ class Connection:
     def path(self) -> str:
         return self._path
 
+    async def ledger_id(self) -> str:
+        """This ledger's identity (32 hex digits), made once when the file was created."""
+        async with self._read("reading the ledger's identity") as db:
+            return str(await sql.scalar(db, "SELECT id FROM ledger_identity WHERE only = 1"))
+
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod

@@ -266,8 +266,23 @@ def _v7() -> tuple[str, ...]:
     )
 
 
+def _v8() -> tuple[str, ...]:
+    """The ledger's own identity, random and fixed at creation (ADR 0016): subject Leases name
+    the ledger their holder runs from, so the one process that holds this ledger can tell its
+    own crashed predecessor's Lease from another operator's."""
+    return (
+        """
+        CREATE TABLE ledger_identity (
+            only INTEGER PRIMARY KEY CHECK (only = 1),
+            id TEXT NOT NULL CHECK (length(id) = 32)
+        )
+        """,
+        "INSERT INTO ledger_identity (only, id) VALUES (1, lower(hex(randomblob(16))))",
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7(), _v8())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
