@@ -235,6 +235,10 @@ up() {
   ensure_packages
   write_configs
   hosts_line
+  # The bridge has no address on the host, so without this the host would send anything
+  # addressed to a pod IP (a kubelet probe of a bridge pod, an API server proxy) out through its
+  # default route, off the machine. Pod IPs exist only inside this node: refuse them at the host.
+  ip route replace unreachable "$subnet"
   start_containerd
   pause_image
   local server
@@ -287,6 +291,7 @@ down() {
     [ -e "$m" ] && ip netns delete "$(basename "$m")" 2>/dev/null || true
   done
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
+  ip route del unreachable "$subnet" 2>/dev/null || true
   # kubelet's cgroups (cgroupfs driver): kubepods in every hierarchy, leaves first.
   local hier
   for hier in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do

@@ -39,6 +39,9 @@ def run(
     return proc
 
 
+_CRD_LAG = "There can be a delay between when CustomResourceDefinitions are created"
+
+
 @dataclass
 class Cluster:
     kubeconfig: str
@@ -80,7 +83,20 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
         args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
-        return self.kubectl(*args, input_=text, check=check, kubeconfig=kubeconfig)
+        # On a cluster started a moment ago, a Campaign can be refused for a few seconds after its
+        # CRD is Established: the admission policies that match Campaigns (ADR 0012) learn the new
+        # kind late and answer 503 "Kind=Campaign not found. There can be a delay ...". That is
+        # the API server catching up, not a refusal: ask again, for a bounded time.
+        deadline = time.monotonic() + 60
+        while True:
+            got = self.kubectl(*args, input_=text, check=False, kubeconfig=kubeconfig)
+            if got.returncode == 0 or _CRD_LAG not in got.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if check and got.returncode != 0:
+            what = " ".join(args)
+            raise RuntimeError(f"kubectl {what} failed ({got.returncode}):\n{got.stdout}\n{got.stderr}")
+        return got
 
     def api_client(self, kubeconfig: str | None = None) -> k8s.ApiClient:
         return k8s_config.new_client_from_config(config_file=kubeconfig or self.kubeconfig)
