@@ -35,6 +35,7 @@ from aftershock.records import (
     AttemptRecord,
     ClusterEvent,
     ContainerState,
+    EphemeralState,
     ExecResult,
     Milestone,
     Outcome,
@@ -54,6 +55,7 @@ __all__ = [
     "AttemptRecord",
     "ClusterEvent",
     "ContainerState",
+    "EphemeralState",
     "ExecResult",
     "Milestone",
     "Outcome",
@@ -90,6 +92,27 @@ class ChaosMode(enum.StrEnum):
     ONE = "one"
     FIXED = "fixed"
     FIXED_PERCENT = "fixed-percent"
+
+
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+
+
+def _image(raw: Any, field_name: str) -> str | None:
+    """An image reference (``registry/name:tag`` or ``@sha256:...``), or None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw or len(raw) > 512 or not _IMAGE.match(raw):
+        raise SpecError(field_name, f"must be an image reference like registry/name:tag, got {raw!r}")
+    return raw
+
+
+class PartitionDirection(enum.StrEnum):
+    """Whom a network partition cuts the victims off from."""
+
+    #: The subject's other members (the pods its selector matches).
+    MEMBERS = "members"
+    #: Every address but the pod's own loopback: members, clients, PD, anything.
+    ALL = "all"
 
 
 class Phase(enum.StrEnum):
@@ -201,6 +224,10 @@ class ChaosSpec:
     duration_seconds: float | None = None
     #: The container a container-level kind acts on; None: the pod's first container.
     container: str | None = None
+    #: Whom a network fault cuts the victims off from (the kinds that take it; None: members).
+    direction: PartitionDirection | None = None
+    #: The image a kind's helper container runs (the kinds that take it; None: the kind's own).
+    image: str | None = None
 
 
 class RemediatorKind(enum.StrEnum):
@@ -458,6 +485,9 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     )
     container_raw = chaos_raw.get("container")
     container = None if container_raw is None else _name(container_raw, "chaos.container")
+    direction_raw = chaos_raw.get("direction")
+    direction = None if direction_raw is None else _enum(PartitionDirection, direction_raw, "chaos.direction")
+    image = _image(chaos_raw.get("image"), "chaos.image")
     chaos = ChaosSpec(
         type=ctype,
         mode=mode,
@@ -466,6 +496,8 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         target=target,
         duration_seconds=duration,
         container=container,
+        direction=direction,
+        image=image,
     )
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")
@@ -484,7 +516,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             name=rem_name,
             signals=_signals(rem.get("signals")),
         )
-    return CampaignSpec(
+    spec = CampaignSpec(
         subject=subject,
         chaos=chaos,
         trials=_int(raw.get("trials", DEFAULT_TRIALS), "trials", minimum=1, maximum=100_000),
@@ -516,6 +548,13 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         schedule=parse_schedule(raw.get("schedule")),
         trend=parse_trend(raw.get("trend")),
     )
+    if duration is not None and duration >= spec.recovery_timeout_seconds:
+        raise SpecError(
+            "chaos.durationSeconds",
+            f"{duration:g} must be shorter than recovery.timeoutSeconds "
+            f"({spec.recovery_timeout_seconds:g}): the victims come back only after the fault is healed",
+        )
+    return spec
 
 
 def parse_schedule(raw: Any) -> ScheduleSpec | None:

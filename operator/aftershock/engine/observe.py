@@ -62,6 +62,9 @@ class RecoveryTracker:
     replaces_pods: bool = True
     #: The container a container-level kind acted on (None: the pod's first).
     container: str | None = None
+    #: False: the victims keep their processes (a partition): no new container is waited for,
+    #: and `back` is the heal (`mark_back`).
+    restarts: bool = True
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
@@ -109,6 +112,11 @@ class RecoveryTracker:
     def mark_acked(self, mono: float, wall: float) -> None:
         self._mark("kill_acked", mono, wall)
 
+    def mark_back(self, mono: float, wall: float) -> None:
+        """The kind says every victim is back (a held fault healed): its `back` milestone."""
+        self._mark(self.back, mono, wall)
+        self._check(mono, wall)
+
     @property
     def recovered(self) -> bool:
         return "recovered" in self.milestones
@@ -128,7 +136,7 @@ class RecoveryTracker:
                 self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
         if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
             self._track_replacement(pod, mono, wall)
-        if not self.replaces_pods and victim_name is not None and type_ != "DELETED":
+        if self.restarts and not self.replaces_pods and victim_name is not None and type_ != "DELETED":
             self._track_container(self._tracks[victim_name], pod, mono, wall)
         if self.pods_healthy():
             if self._pods_healthy_since is None:
@@ -202,7 +210,7 @@ class RecoveryTracker:
         """Per victim, what the kind recorded at the kill with what the tracker saw after it
         (``final_state["chaos"]``): for container_kill the containerID and restartCount after."""
         details: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in injected.items()}
-        if self.replaces_pods:
+        if self.replaces_pods or not self.restarts:
             return details
         for name, track in self._tracks.items():
             entry = details.setdefault(name, {})
@@ -229,6 +237,7 @@ class RecoveryTracker:
                 self._stamp,
                 replacement_ready=self.back in self.milestones,
                 asked=None if asked is None else self._stamp(*asked),
+                restarts=self.restarts,
             )
             reached = self.judge.observe(look)
             for name, stamp in reached.items():
@@ -292,7 +301,13 @@ class RecoveryTracker:
         """What recovery still waits for, in words (for the unrecovered trial's error)."""
         missing: list[str] = []
         waiting = dict(self.judge.pending()) if self.judge is not None else {}
+        if not self.restarts and self.back not in self.milestones:
+            missing.append(f"the fault is not healed yet ({self.back})")
         for name, track in self._tracks.items():
+            if not self.restarts:
+                if name in waiting:
+                    missing.append(f"{name}: {waiting[name]}")
+                continue
             if not self.replaces_pods:
                 if track.started is None:
                     missing.append(f"{name}: no new container started")

@@ -15,6 +15,7 @@ from aftershock.model import (
     AttemptRecord,
     CampaignRef,
     ClusterEvent,
+    EphemeralState,
     ExecResult,
     Phase,
     PodState,
@@ -90,6 +91,14 @@ class PodApi(Protocol):
         self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float
     ) -> ExecResult:
         """Run `command` in the container (``pods/exec``): the container-level chaos kinds'."""
+
+    async def add_ephemeral_container(
+        self, namespace: str, pod: str, uid: str, container: Mapping[str, Any]
+    ) -> None:
+        """Add an ephemeral container to the pod with `uid` (network_partition's)."""
+
+    async def ephemeral_containers(self, namespace: str, pod: str) -> tuple[EphemeralState, ...] | None:
+        """The pod's ephemeral containers; None: no such pod."""
 
 
 class VolumeApi(Protocol):

@@ -338,10 +338,15 @@ class _Strike:
                 kill_sent_mono=kill_mono,
                 kill_sent_wall=kill_wall,
                 expected_pods=t.expected_pods,
-                judge=t.probe.judge(self.victims, self.gate.probe) if t.probe is not None else None,
+                judge=(
+                    t.probe.judge(self.victims, self.gate.probe, self.kind.restarts)
+                    if t.probe is not None
+                    else None
+                ),
                 back=self.kind.back,
                 replaces_pods=self.kind.replaces_pods,
                 container=t.spec.chaos.container,
+                restarts=self.kind.restarts,
             )
             writes = recovery.write_probe(
                 t.probe,
@@ -389,7 +394,10 @@ class _Strike:
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
                 await fault.injected(killed.details)
-                holding = asyncio.create_task(fault.hold(stop)) if fault.heals else None
+                # A kind that keeps the victims' processes is back when healed: the tracker is
+                # told then (for the others the cluster's own signs say when they are back).
+                back = None if self.kind.restarts else tracker.mark_back
+                holding = asyncio.create_task(fault.hold(stop, back)) if fault.heals else None
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)
                 watch = recovery.Watch(
