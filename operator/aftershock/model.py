@@ -481,7 +481,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     duration = (
         None
         if duration_raw is None
-        else _number(duration_raw, "chaos.durationSeconds", minimum=1, maximum=86_400)
+        else _number(duration_raw, "chaos.durationSeconds", minimum=1, maximum=86_399)
     )
     container_raw = chaos_raw.get("container")
     container = None if container_raw is None else _name(container_raw, "chaos.container")

@@ -205,7 +205,8 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
     assert set(props["subject"]["required"]) == {"kind", "selector"}
     assert set(props["chaos"]["properties"]) == {
-        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container"
+        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container",
+        "direction", "image",
     }  # fmt: skip
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
@@ -250,7 +251,8 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
 BOUNDED = [
     ("chaos.value", {"chaos": {"mode": "fixed"}}),
     ("chaos.gracePeriodSeconds", {}),
-    ("chaos.durationSeconds", {}),
+    # A held fault ends before the recovery timeout (the victims are back only after the heal).
+    ("chaos.durationSeconds", {"recovery": {"timeoutSeconds": 86_400}}),
     ("trials", {}),
     ("intervalSeconds", {}),
     ("steadyState.timeoutSeconds", {}),
