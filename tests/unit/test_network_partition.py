@@ -5,6 +5,7 @@ leaves no pod cut off (`FakeCluster.partitioned`, the fake's own record of rules
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,14 @@ def test_a_bad_direction_or_image_is_refused_by_name() -> None:
         parse_spec(
             campaign(chaos={"type": "network_partition", "durationSeconds": 3, "image": "Not An Image"})
         )
+
+
+def test_the_script_survives_kubernetes_variable_expansion() -> None:
+    """A container's command goes through $(VAR) expansion, where $$ becomes $ (seen: the
+    holder wrote "$" as its PID and the heal could not end it): no $$, and no $(NAME) that a
+    pod's environment could define."""
+    assert "$$" not in network_partition.SCRIPT
+    assert not re.search(r"\$\([A-Za-z_][A-Za-z0-9_]*\)", network_partition.SCRIPT)
 
 
 # --- inject on its own ------------------------------------------------------------------------

@@ -70,7 +70,9 @@ _POLL_SECONDS = 0.1
 #: One script, three modes: ``hold UNTIL DIRECTION IP...`` (add the rules, hold them until the
 #: unix time UNTIL or a SIGTERM, remove them), ``heal`` (remove them, end the holder) and
 #: ``check`` (print how many rules of ours are in place). POSIX sh (dash), so a trap interrupts
-#: the wait at once and the holder never leaves its sleep behind.
+#: the wait at once and the holder never leaves its sleep behind. No ``$$`` in it: in a
+#: container's command Kubernetes turns ``$$`` into ``$`` (its escape for ``$(VAR)``), so the
+#: holder reads its own PID from /proc/self/stat instead.
 SCRIPT = r"""
 set -u
 pidfile=/run/aftershock-partition.pid
@@ -84,13 +86,13 @@ count() { iptables -w 5 -S | grep -c AFTERSHOCK; }
 clear() {
   unhook INPUT AFTERSHOCK-IN
   unhook OUTPUT AFTERSHOCK-OUT
-  left=$(count)
+  left=$( count )
   [ "$left" = 0 ] || { echo "aftershock: $left rules still in place"; return 1; }
 }
 mode=$1; shift
 case "$mode" in
 check)
-  echo "rules $(count)"; exit 0 ;;
+  echo "rules $( count )"; exit 0 ;;
 heal)
   clear || exit 1
   echo healed
@@ -98,7 +100,8 @@ heal)
   exit 0 ;;
 hold)
   until=$1; direction=$2; shift 2
-  echo $$ > "$pidfile"
+  read -r self _ < /proc/self/stat
+  echo "$self" > "$pidfile"
   sleeper=""
   stop() {
     [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null

@@ -181,21 +181,34 @@ class EtcdClient:
         return ClusterView(dict(self._members), tuple(statuses))
 
     async def put_and_get(self, key: str, value: str, timeout: float) -> None:
-        """Write through any endpoint that takes it, then read it back (linearizable)."""
+        """Write through every endpoint at once and read it back where it was taken
+        (linearizable); the first to succeed answers. At once, not one after another: a member
+        cut off from the others (a partition) holds a write until the timeout, and trying it
+        first would hide the majority's own window without a leader behind that wait."""
         k = base64.b64encode(key.encode()).decode()
         v = base64.b64encode(value.encode()).decode()
-        last = "no endpoint"
-        for endpoint in self._endpoints:
-            try:
-                await self._post(endpoint, "/v3/kv/put", {"key": k, "value": v}, timeout)
-                got = await self._post(endpoint, "/v3/kv/range", {"key": k}, timeout)
-            except ProbeUnavailableError as exc:
-                last = str(exc)
-                continue
+
+        async def through(endpoint: str) -> None:
+            await self._post(endpoint, "/v3/kv/put", {"key": k, "value": v}, timeout)
+            got = await self._post(endpoint, "/v3/kv/range", {"key": k}, timeout)
             kvs = got.get("kvs") or []
             if not kvs or kvs[0].get("value") != v:
                 raise ProbeUnavailableError(f"{endpoint}: read back {kvs!r}, wrote {value!r}")
-            return
+
+        tasks = [asyncio.create_task(through(e)) for e in self._endpoints]
+        last = "no endpoint"
+        try:
+            for done in asyncio.as_completed(tasks):
+                try:
+                    await done
+                except ProbeUnavailableError as exc:
+                    last = str(exc)
+                    continue
+                return
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         raise ProbeUnavailableError(f"write failed on every endpoint; last: {last}")
 
     async def aclose(self) -> None:
