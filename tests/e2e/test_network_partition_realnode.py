@@ -358,8 +358,9 @@ def test_an_etcd_leader_cut_off_steps_down_a_new_one_is_elected_and_it_rejoins_a
         leaders = {got[1] for got in last.values() if got is not None}
         assert len(leaders) == 1, last
         assert "0" not in leaders, last
-        assert last[url_of[victim["name"]]] is not None
-        assert last[url_of[victim["name"]]][1] != old, last
+        rejoined = last[url_of[victim["name"]]]
+        assert rejoined is not None, last
+        assert rejoined[1] != old, last  # it follows the new leader, not itself
         for name in ("leader_lost", "leader_elected", "rejoined_as_follower", "member_healthy"):
             assert name in own, (name, own)
         assert own["leader_elected"][1] <= own["rejoined_as_follower"][1]
