@@ -40,8 +40,9 @@ if [ -z "$instance" ]; then
   cni_name=realnode
 else
   [[ "$instance" =~ ^[a-z0-9-]{1,40}$ ]] || { echo "bad AFTERSHOCK_REAL_NODE_INSTANCE '$instance'" >&2; exit 2; }
-  # A number from the name: the subnet and ports of this instance (1..99; the default is 0).
-  slot=$(( 16#$(printf '%s' "$instance" | sha256sum | cut -c1-4) % 99 + 1 ))
+  # A number from the name: the subnet and ports of this instance (10..99; the default node
+  # is 0, and low numbers are left to other nodes of the default cluster).
+  slot=$(( 16#$(printf '%s' "$instance" | sha256sum | cut -c1-4) % 90 + 10 ))
   state="$cache/realnode-$instance"
   run_dir="/run/aftershock-containerd-$slot"
   bridge="rn$slot"
