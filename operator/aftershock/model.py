@@ -87,6 +87,9 @@ DEFAULT_PROTECTED_NAMESPACES: frozenset[str] = frozenset(
 #: `chaos.type` when absent: the pod delete, the first chaos kind (the registry lists them all).
 DEFAULT_CHAOS_TYPE = "node_kill"
 
+#: The chaos kind that fails whole nodes: it needs `ChaosSpec.acknowledge_node_failure`.
+NODE_FAILURE = "node_failure"
+
 
 class ChaosMode(enum.StrEnum):
     ONE = "one"
@@ -228,6 +231,12 @@ class ChaosSpec:
     direction: PartitionDirection | None = None
     #: The image a kind's helper container runs (the kinds that take it; None: the kind's own).
     image: str | None = None
+    #: Victims are chosen only among members running on these nodes (empty: any node). For a
+    #: node-level kind (node_failure) it names the nodes a Campaign may fail.
+    nodes: tuple[str, ...] = ()
+    #: Required true for node_failure: a failed node takes down everything on it, other
+    #: namespaces' pods included (the CRD says the same with a CEL rule).
+    acknowledge_node_failure: bool = False
 
 
 class RemediatorKind(enum.StrEnum):
@@ -371,6 +380,15 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _MAX_ENDPOINTS = 16
 
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _node_name(raw: Any, path: str) -> str:
+    if not isinstance(raw, str) or len(raw) > 253 or not _DNS_SUBDOMAIN.fullmatch(raw):
+        raise SpecError(path, f"{raw!r} is not a valid node name")
+    return raw
+
+
 def _is_label_key(key: Any) -> bool:
     if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
         return False
@@ -446,25 +464,9 @@ def read_suspend(raw: Mapping[str, Any]) -> bool:
     return isinstance(raw, Mapping) and bool(raw.get("suspend", False))
 
 
-def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:
-    """Parse and check a Campaign ``spec``; raise `SpecError` naming the first bad field."""
-    raw = _mapping(raw, "")
-    subject_raw = _mapping(_get(raw, "subject", "subject"), "subject")
-    kind = _name(_get(subject_raw, "kind", "subject.kind"), "subject.kind")
-    selector = parse_selector(_get(subject_raw, "selector", "subject.selector"), "subject.selector")
-    pd_url = subject_raw.get("pdURL")
-    if pd_url is not None:
-        if not isinstance(pd_url, str):
-            raise SpecError("subject.pdURL", "must be a string")
-        pd_url = check_endpoint_url(pd_url, allow_loopback=allow_loopback_pd)
-    subject = SubjectSpec(
-        kind=kind,
-        selector=selector,
-        pd_url=pd_url,
-        endpoints=_endpoints(subject_raw.get("endpoints"), allow_loopback=allow_loopback_pd),
-    )
-
-    chaos_raw = _mapping(_get(raw, "chaos", "chaos"), "chaos")
+def _parse_chaos(chaos_raw: Mapping[str, Any]) -> ChaosSpec:
+    """`spec.chaos`: the fields every kind reads, and those only some kinds take (the
+    registry checks which kind takes which)."""
     ctype = _name(chaos_raw.get("type", DEFAULT_CHAOS_TYPE), "chaos.type")
     mode = _enum(ChaosMode, chaos_raw.get("mode", "one"), "chaos.mode")
     value_raw = chaos_raw.get("value")
@@ -488,7 +490,19 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     direction_raw = chaos_raw.get("direction")
     direction = None if direction_raw is None else _enum(PartitionDirection, direction_raw, "chaos.direction")
     image = _image(chaos_raw.get("image"), "chaos.image")
-    chaos = ChaosSpec(
+    nodes_raw = chaos_raw.get("nodes") or []
+    if not isinstance(nodes_raw, list):
+        raise SpecError("chaos.nodes", "must be a list of node names")
+    nodes = tuple(dict.fromkeys(_node_name(n, f"chaos.nodes[{i}]") for i, n in enumerate(nodes_raw)))
+    ack_node = _bool(chaos_raw.get("acknowledgeNodeFailure", False), "chaos.acknowledgeNodeFailure")
+    if ctype == NODE_FAILURE and not ack_node:
+        raise SpecError(
+            "chaos.acknowledgeNodeFailure",
+            "must be true for chaos.type node_failure: a failed node takes down everything that "
+            "runs on it, other namespaces' pods included; set spec.chaos.acknowledgeNodeFailure: "
+            "true to accept that",
+        )
+    return ChaosSpec(
         type=ctype,
         mode=mode,
         value=value,
@@ -498,7 +512,31 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         container=container,
         direction=direction,
         image=image,
+        nodes=nodes,
+        acknowledge_node_failure=ack_node,
     )
+
+
+def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:
+    """Parse and check a Campaign ``spec``; raise `SpecError` naming the first bad field."""
+    raw = _mapping(raw, "")
+    subject_raw = _mapping(_get(raw, "subject", "subject"), "subject")
+    kind = _name(_get(subject_raw, "kind", "subject.kind"), "subject.kind")
+    selector = parse_selector(_get(subject_raw, "selector", "subject.selector"), "subject.selector")
+    pd_url = subject_raw.get("pdURL")
+    if pd_url is not None:
+        if not isinstance(pd_url, str):
+            raise SpecError("subject.pdURL", "must be a string")
+        pd_url = check_endpoint_url(pd_url, allow_loopback=allow_loopback_pd)
+    subject = SubjectSpec(
+        kind=kind,
+        selector=selector,
+        pd_url=pd_url,
+        endpoints=_endpoints(subject_raw.get("endpoints"), allow_loopback=allow_loopback_pd),
+    )
+
+    chaos = _parse_chaos(_mapping(_get(raw, "chaos", "chaos"), "chaos"))
+    duration = chaos.duration_seconds
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")
     recovery = _mapping(raw.get("recovery") or {}, "recovery")

@@ -52,6 +52,8 @@ def chaos_json(chaos: ChaosSpec) -> dict[str, Any]:
         "container": chaos.container,
         "direction": None if chaos.direction is None else chaos.direction.value,
         "image": chaos.image,
+        "nodes": list(chaos.nodes),
+        "acknowledgeNodeFailure": chaos.acknowledge_node_failure,
     }
 
 
@@ -66,6 +68,8 @@ def _chaos_of(raw: Mapping[str, Any]) -> ChaosSpec:
         container=raw.get("container"),
         direction=None if raw.get("direction") is None else PartitionDirection(str(raw["direction"])),
         image=raw.get("image"),
+        nodes=tuple(raw.get("nodes") or ()),
+        acknowledge_node_failure=bool(raw.get("acknowledgeNodeFailure", False)),
     )
 
 
