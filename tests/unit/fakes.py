@@ -175,6 +175,8 @@ class FakeCluster:
         self.fail_ephemeral: list[ApiError] = []
         #: Pods whose network a partition container holds cut off now ("namespace/name").
         self.partitioned: set[str] = set()
+        #: True: ephemeral containers stay waiting (not started) until `start_ephemerals`.
+        self.start_waiting = False
         #: Every delete call, in order, whatever it answered.
         self.delete_calls: list[DeleteCall] = []
         #: The pods a delete actually removed, in order.
@@ -340,12 +342,25 @@ class FakeCluster:
             raise ConflictError(f"Precondition failed: UID in precondition: {uid}", 409)
         key = f"{namespace}/{pod}"
         mode = container["command"][4]
+        if self.start_waiting:
+            # Added, not started: it holds once `start_ephemerals` runs it.
+            self.ephemerals.setdefault(key, {})[container["name"]] = ("waiting", None)
+            return
         if mode == "hold":
             self.partitioned.add(key)
             self.ephemerals.setdefault(key, {})[container["name"]] = ("running", None)
         else:  # heal: removes the rules and ends
             self.partitioned.discard(key)
             self.ephemerals.setdefault(key, {})[container["name"]] = ("terminated", 0)
+
+    def start_ephemerals(self) -> None:
+        """Every waiting ephemeral container starts: a partition holder cuts its pod off."""
+        self.start_waiting = False
+        for key, containers in self.ephemerals.items():
+            for name, (state, _) in list(containers.items()):
+                if state == "waiting":
+                    containers[name] = ("running", None)
+                    self.partitioned.add(key)
 
     def end_ephemeral(self, namespace: str, pod: str, exit_code: int, *, keep_rules: bool) -> None:
         """Our container ended by itself: at its deadline (exit 0, rules removed), or killed

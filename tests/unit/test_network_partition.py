@@ -4,6 +4,7 @@ leaves no pod cut off (`FakeCluster.partitioned`, the fake's own record of rules
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator
@@ -197,6 +198,23 @@ async def test_without_details_every_running_container_of_ours_is_healed() -> No
     """The operator died between the patch and recording it: the heal finds ours by name."""
     fault, cluster = await _injected()
     assert await network_partition.heal(dataclasses.replace(fault, details={}), cluster) is None
+    assert cluster.partitioned == set()
+    await cluster.close()
+
+
+async def test_a_container_not_started_yet_is_waited_for_and_healed() -> None:
+    """The operator died right after the patch: the container runs (and partitions) later."""
+    strike, cluster = _strike()
+    cluster.start_waiting = True
+    await cluster.add_ephemeral_container(
+        "db",
+        "etcd-0",
+        "uid-etcd-0",
+        network_partition.build_container("aftershock-partition-x", "i", ("hold",)),
+    )
+    fault = Fault("db", strike.victims, strike.chaos, {})
+    asyncio.get_running_loop().call_later(0.3, cluster.start_ephemerals)
+    assert await network_partition.heal(fault, cluster) is None
     assert cluster.partitioned == set()
     await cluster.close()
 

@@ -342,6 +342,28 @@ class _SystemClock:
         return time.time()
 
 
+async def _heal_container(
+    api: FaultApi, namespace: str, victim: Victim, seen: EphemeralState, image: str, clock: Clock
+) -> str | None:
+    """Heal what one container of ours may have left in the victim; None when nothing is left."""
+    state = seen
+    if state.state == "waiting":
+        # Added but not started yet (the operator died right after the patch): it would add
+        # its rules once it runs, so wait for it to run, then heal it.
+        started = await _await_state(api, namespace, victim.name, seen.name, clock, ("running", "terminated"))
+        if started is None:
+            return (
+                f"{victim.name}/{seen.name} has not started within {START_TIMEOUT_SECONDS:g}s "
+                f"({seen.message}): healed once it runs, or it ends by itself at its deadline"
+            )
+        state = started
+    if state.state == "running":
+        return await _heal_running(api, namespace, victim.name, state.name)
+    if state.state == "terminated" and state.exit_code not in (0, None):
+        return await _heal_anew(api, namespace, victim, image, clock)
+    return None  # ended cleanly (its deadline, a SIGTERM), or the pod is gone
+
+
 async def heal(fault: Fault, api: FaultApi) -> str | None:
     """Remove the rules from every victim, idempotently: a container already ended cleanly
     (the dead-man, a SIGTERM), a pod gone or replaced, nothing to do. Without details (the
@@ -356,18 +378,15 @@ async def heal(fault: Fault, api: FaultApi) -> str | None:
         states = await api.ephemeral_containers(fault.namespace, victim.name)
         if states is None or not states or states[0].pod_uid != victim.uid:
             continue  # gone or replaced: its network namespace (and our rules) went with it
-        ours = [s for s in states if s.name.startswith(PREFIX) and (named is None or s.name == named)]
-        for state in ours:
-            problem: str | None = None
-            if state.state == "running":
-                problem = await _heal_running(api, fault.namespace, victim.name, state.name)
-            elif state.state == "waiting":
-                problem = (
-                    f"{victim.name}/{state.name} has not started yet ({state.message}): healed once "
-                    "it runs, or it ends by itself at its deadline"
-                )
-            elif state.state == "terminated" and state.exit_code not in (0, None):
-                problem = await _heal_anew(api, fault.namespace, victim, image, clock)
+        # Without its name, the container is one that runs or is about to (the patch came just
+        # before the crash); one of an earlier trial that ended is that trial's to account for.
+        ours = [
+            s
+            for s in states
+            if s.name.startswith(PREFIX) and (s.name == named if named else s.state in ("running", "waiting"))
+        ]
+        for seen in ours:
+            problem = await _heal_container(api, fault.namespace, victim, seen, image, clock)
             if problem is not None:
                 problems.append(problem)
     return "; ".join(problems) if problems else None
