@@ -43,12 +43,12 @@ _PEER_ROLE = {
 }
 
 
-def _binding(tool: str, role: str) -> dict[str, Any]:
+def _binding(tool: str, role: str, suffix: str = "") -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
         "metadata": {
-            "name": f"aftershock-bench-{tool}",
+            "name": f"aftershock-bench-{tool}{suffix}",
             "labels": {"app.kubernetes.io/part-of": apicount.PREFIX},
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -66,6 +66,10 @@ class Bed:
         kubeconfig with its bound token."""
         self.cluster.kubectl("create", "serviceaccount", tool, "-n", BENCH_NS, check=False)
         self.cluster.apply(_binding(tool, role))
+        if role == "aftershock":
+            # As shipped, the operator also holds the author check's SubjectAccessReview right
+            # (its own ClusterRole, ADR 0012): without it every Campaign fails that check.
+            self.cluster.apply(_binding(tool, "aftershock-author-check", "-author-check"))
         apicount.install(self.cluster, tool, BENCH_NS, tool)
         return self.cluster.service_account_kubeconfig(
             BENCH_NS, tool, self.workdir / f"{tool}.kubeconfig", "4h"
