@@ -205,7 +205,8 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
     assert set(props["subject"]["required"]) == {"kind", "selector"}
     assert set(props["chaos"]["properties"]) == {
-        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container"
+        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container",
+        "nodes", "acknowledgeNodeFailure",
     }  # fmt: skip
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
@@ -240,6 +241,7 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
         "mode": "one",
         "gracePeriodSeconds": 0,
         "target": "Any",
+        "acknowledgeNodeFailure": False,
     }
     assert (defaulted["suspend"], defaulted["dryRun"]) == (False, False)
     assert "slo" not in defaulted
@@ -902,3 +904,15 @@ def test_kind_scripts_are_strict_and_check_their_tools(name: str) -> None:
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in text
     assert re.search(r"^need .*kind", text, re.M), f"{name} does not check for its tools"
+
+
+def test_the_etcd_container_kill_example_fits_its_statefulset(spec_schema: dict[str, Any]) -> None:
+    (campaign,) = _docs(ETCD_EXAMPLE / "campaign-container-kill.yaml")
+    spec = model.parse_campaign_spec(_apply_defaults(spec_schema, campaign["spec"]))
+    registry.check_spec(spec, "etcd-demo")
+    assert spec.chaos.type == "container_kill"
+    sts = _one(iter(_docs(ETCD_EXAMPLE / "etcd.yaml")), "StatefulSet", "etcd")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True  # container_kill refuses pods without it
+    assert spec.chaos.container in {c["name"] for c in pod["containers"]}
+    assert spec.subject.selector.matches(_pod_labels(sts))
