@@ -38,7 +38,9 @@ from tests.e2e import realnode, testbed
 from tests.e2e.operator import OperatorProcess, wait_phase
 from tests.e2e.test_etcd_realnode import Witness, create_campaign, ledger_trials
 
-pytestmark = pytest.mark.realnode
+# Each test waits on conditions; the bound is for a loaded machine whose first real-node test
+# also builds the images (seen: 595 s of setup at load 34).
+pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1800)]
 
 StartOperator = Callable[..., OperatorProcess]
 #: Trials per Campaign: 2 in `make test`; AFTERSHOCK_NP_TRIALS=10 for the numbers in the note.
@@ -504,8 +506,12 @@ def test_a_tikv_standin_store_cut_off_goes_disconnected_in_pd_and_comes_back_up(
             # ... Up again after the heal, and never a new start (its process was untouched).
             after = poller.states(victim["name"], heal_wall, time.time())
             assert any(s == "Up" for _, s in after), after
-            # The ledger's own milestones, in the order PD showed them.
-            assert own["store_disconnected"][1] < own["fault_healed"][1] <= own["store_up"][1]
+            # The ledger's own milestones, in the order PD showed them. store_up is the heartbeat's
+            # own time (on PD's clock), which may precede the operator's fault_healed stamp: that
+            # is when the heal's exec answered, a moment after the rules were gone.
+            assert own["store_disconnected"][1] < own["store_up"][1]
+            assert own["store_disconnected"][1] < own["fault_healed"][1]
+            assert own["store_up"][1] >= DURATION_S
             first_up = min(t for t, s in after if s == "Up")
             assert abs(own["store_up"][0] - first_up) < 1.0, (own["store_up"], first_up)
             seen = traces.during(victim["name"], kill + 0.5, heal_wall - 0.3)
