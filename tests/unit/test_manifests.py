@@ -192,7 +192,11 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props) == {
         "subject", "chaos", "trials", "intervalSeconds", "steadyState", "recovery",
         "slo", "suspend", "dryRun", "seed", "baseline", "remediator", "reset", "schedule", "trend",
+        "detection",
     }  # fmt: skip
+    matcher = props["detection"]["properties"]["alertMatchers"]["items"]
+    assert set(matcher["properties"]) == {"name", "value", "matchType"}
+    assert matcher["properties"]["matchType"]["enum"] == [t.value for t in model.MatchType]
     assert set(props["schedule"]["properties"]) == {
         "cron", "timeZone", "startingDeadlineSeconds", "concurrencyPolicy", "historyLimit",
     }  # fmt: skip
