@@ -243,12 +243,18 @@ class Remediator:
 
 
 class MatchType(enum.StrEnum):
-    """Alertmanager's matcher operators; regular expressions match the whole value, as there."""
+    """Alertmanager's matcher operators (=, !=, =~, !~), named in words as Kubernetes names a
+    selector's operators (and as YAML tools read without quoting); regular expressions match
+    the whole value, as Alertmanager's do."""
 
-    EQUAL = "="
-    NOT_EQUAL = "!="
-    REGEX = "=~"
-    NOT_REGEX = "!~"
+    EQUAL = "Equal"
+    NOT_EQUAL = "NotEqual"
+    REGEX = "Regex"
+    NOT_REGEX = "NotRegex"
+
+    @property
+    def symbol(self) -> str:
+        return {"Equal": "=", "NotEqual": "!=", "Regex": "=~", "NotRegex": "!~"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,7 @@ class AlertMatcher:
         return found if self.match_type is MatchType.REGEX else not found
 
     def __str__(self) -> str:
-        return f"{self.name}{self.match_type.value}{self.value!r}"
+        return f"{self.name}{self.match_type.symbol}{self.value!r}"
 
 
 @dataclass(frozen=True)
@@ -671,7 +677,7 @@ def parse_detection(raw: Any) -> DetectionSpec | None:
         value = _get(m, "value", f"{path}.value")
         if not isinstance(value, str) or len(value) > _MAX_MATCHER_VALUE:
             raise SpecError(f"{path}.value", f"must be a string of at most {_MAX_MATCHER_VALUE} characters")
-        match_type = _enum(MatchType, m.get("matchType", "="), f"{path}.matchType")
+        match_type = _enum(MatchType, m.get("matchType", MatchType.EQUAL.value), f"{path}.matchType")
         if match_type in (MatchType.REGEX, MatchType.NOT_REGEX):
             try:
                 re.compile(value)
@@ -683,7 +689,7 @@ def parse_detection(raw: Any) -> DetectionSpec | None:
     if not any(m.match_type in (MatchType.EQUAL, MatchType.REGEX) and m.value for m in matchers):
         raise SpecError(
             "detection.alertMatchers",
-            "needs at least one positive matcher (= or =~) with a non-empty value, e.g. "
+            "needs at least one positive matcher (Equal or Regex) with a non-empty value, e.g. "
             "{name: alertname, value: EtcdMemberDown}: otherwise every alert of the namespace matches",
         )
     return DetectionSpec(tuple(matchers))

@@ -39,7 +39,7 @@ def test_matchers_parse_with_alertmanagers_default_operator() -> None:
         _campaign(
             [
                 {"name": "alertname", "value": "EtcdMemberDown"},
-                {"name": "severity", "value": "crit.*", "matchType": "=~"},
+                {"name": "severity", "value": "crit.*", "matchType": "Regex"},
             ]
         )["spec"]
     )
@@ -73,8 +73,8 @@ def test_matching_follows_alertmanagers_semantics(labels: dict[str, str], matche
         _campaign(
             [
                 {"name": "alertname", "value": "EtcdMemberDown"},
-                {"name": "severity", "value": "crit(ical)?", "matchType": "=~"},
-                {"name": "job", "value": "test", "matchType": "!="},
+                {"name": "severity", "value": "crit(ical)?", "matchType": "Regex"},
+                {"name": "job", "value": "test", "matchType": "NotEqual"},
             ]
         )["spec"]
     )
@@ -87,13 +87,13 @@ def test_matching_follows_alertmanagers_semantics(labels: dict[str, str], matche
     [
         ([], "spec.detection.alertMatchers", "positive matcher"),
         (
-            [{"name": "alertname", "value": "X", "matchType": "=="}],
+            [{"name": "alertname", "value": "X", "matchType": "=~"}],
             "spec.detection.alertMatchers[0].matchType",
             "Unsupported value",
         ),
         ([{"name": "alert-name", "value": "X"}], "spec.detection.alertMatchers[0].name", "should match"),
         (
-            [{"name": "alertname", "value": "X", "matchType": "!="}],
+            [{"name": "alertname", "value": "X", "matchType": "NotEqual"}],
             "spec.detection.alertMatchers",
             "positive matcher",
         ),
@@ -116,7 +116,7 @@ def test_the_crd_refuses_matchers_that_would_take_every_alert_or_another_namespa
     ("matchers", "field", "text"),
     [
         (
-            [{"name": "alertname", "value": "X", "matchType": "!="}],
+            [{"name": "alertname", "value": "X", "matchType": "NotEqual"}],
             "spec.detection.alertMatchers",
             "positive matcher",
         ),
@@ -126,7 +126,7 @@ def test_the_crd_refuses_matchers_that_would_take_every_alert_or_another_namespa
             "namespace label",
         ),
         (
-            [{"name": "alertname", "value": "(", "matchType": "=~"}],
+            [{"name": "alertname", "value": "(", "matchType": "Regex"}],
             "spec.detection.alertMatchers[0].value",
             "regular expression",
         ),

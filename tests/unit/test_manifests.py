@@ -111,7 +111,7 @@ def test_yaml_parses_and_objects_are_well_formed(path: Path) -> None:
     for doc in docs:
         assert doc.get("apiVersion"), f"{path}: a document without apiVersion"
         assert doc.get("kind"), f"{path}: a document without kind"
-        if doc["kind"] != "Kustomization":
+        if doc["kind"] not in ("Kustomization", "Component"):
             assert doc["metadata"]["name"], f"{path}: a {doc['kind']} without a name"
 
 
