@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ class Chain:
 
     def samples(self, query: str) -> list[dict[str, Any]]:
         """An instant query's result (a range selector gives raw samples with their times)."""
-        url = self.prometheus + "/api/v1/query?query=" + urllib.request.quote(query)
+        url = self.prometheus + "/api/v1/query?query=" + urllib.parse.quote(query)
         result: list[dict[str, Any]] = get_json(url)["data"]["result"]
         return result
 

@@ -32,7 +32,9 @@ SPEC: dict[str, Any] = {
     "subject": {"kind": "Etcd", "selector": {"matchLabels": {"app": "etcd"}}},
     "detection": {"alertMatchers": [{"name": "alertname", "value": "EtcdMemberDown"}]},
 }
-DETECTION = parse_detection(SPEC["detection"])
+_PARSED = parse_detection(SPEC["detection"])
+assert _PARSED is not None
+DETECTION = _PARSED
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 
