@@ -141,7 +141,9 @@ def slow_etcd(cluster: testbed.Cluster, namespace: str, real_node: None) -> Iter
     data_dir = Path(f"/tmp/aftershock-e2e-{namespace}")
     manifests = etcd_statefulset(clients, peers, str(data_dir), start_delay_s=START_DELAY_S)
     cluster.apply(yaml.safe_dump_all(manifests), namespace=namespace)
-    cluster.kubectl("rollout", "status", "statefulset/etcd", "-n", namespace, "--timeout=180s")
+    # Generous: on a machine loaded by parallel builds the real node's first starts were seen
+    # to take over 2 minutes.
+    cluster.kubectl("rollout", "status", "statefulset/etcd", "-n", namespace, "--timeout=300s", timeout=320)
     yield Etcd([f"http://127.0.0.1:{p}" for p in clients], data_dir)
     cluster.kubectl(
         "delete", "statefulset", "etcd", "-n", namespace, "--wait=true", "--timeout=60s", check=False
