@@ -85,6 +85,9 @@ DEFAULT_PROTECTED_NAMESPACES: frozenset[str] = frozenset(
 #: `chaos.type` when absent: the pod delete, the first chaos kind (the registry lists them all).
 DEFAULT_CHAOS_TYPE = "node_kill"
 
+#: The chaos kind that fails whole nodes: it needs `ChaosSpec.acknowledge_node_failure`.
+NODE_FAILURE = "node_failure"
+
 
 class ChaosMode(enum.StrEnum):
     ONE = "one"
@@ -201,6 +204,12 @@ class ChaosSpec:
     duration_seconds: float | None = None
     #: The container a container-level kind acts on; None: the pod's first container.
     container: str | None = None
+    #: Victims are chosen only among members running on these nodes (empty: any node). For a
+    #: node-level kind (node_failure) it names the nodes a Campaign may fail.
+    nodes: tuple[str, ...] = ()
+    #: Required true for node_failure: a failed node takes down everything on it, other
+    #: namespaces' pods included (the CRD says the same with a CEL rule).
+    acknowledge_node_failure: bool = False
 
 
 class RemediatorKind(enum.StrEnum):
@@ -344,6 +353,15 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _MAX_ENDPOINTS = 16
 
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _node_name(raw: Any, path: str) -> str:
+    if not isinstance(raw, str) or len(raw) > 253 or not _DNS_SUBDOMAIN.fullmatch(raw):
+        raise SpecError(path, f"{raw!r} is not a valid node name")
+    return raw
+
+
 def _is_label_key(key: Any) -> bool:
     if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
         return False
@@ -458,6 +476,18 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     )
     container_raw = chaos_raw.get("container")
     container = None if container_raw is None else _name(container_raw, "chaos.container")
+    nodes_raw = chaos_raw.get("nodes") or []
+    if not isinstance(nodes_raw, list):
+        raise SpecError("chaos.nodes", "must be a list of node names")
+    nodes = tuple(dict.fromkeys(_node_name(n, f"chaos.nodes[{i}]") for i, n in enumerate(nodes_raw)))
+    ack_node = _bool(chaos_raw.get("acknowledgeNodeFailure", False), "chaos.acknowledgeNodeFailure")
+    if ctype == NODE_FAILURE and not ack_node:
+        raise SpecError(
+            "chaos.acknowledgeNodeFailure",
+            "must be true for chaos.type node_failure: a failed node takes down everything that "
+            "runs on it, other namespaces' pods included; set spec.chaos.acknowledgeNodeFailure: "
+            "true to accept that",
+        )
     chaos = ChaosSpec(
         type=ctype,
         mode=mode,
@@ -466,6 +496,8 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         target=target,
         duration_seconds=duration,
         container=container,
+        nodes=nodes,
+        acknowledge_node_failure=ack_node,
     )
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")

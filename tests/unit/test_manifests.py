@@ -205,7 +205,8 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["subject"]["properties"]) == {"kind", "selector", "pdURL", "endpoints"}
     assert set(props["subject"]["required"]) == {"kind", "selector"}
     assert set(props["chaos"]["properties"]) == {
-        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container"
+        "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container",
+        "nodes", "acknowledgeNodeFailure",
     }  # fmt: skip
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
@@ -240,6 +241,7 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
         "mode": "one",
         "gracePeriodSeconds": 0,
         "target": "Any",
+        "acknowledgeNodeFailure": False,
     }
     assert (defaulted["suspend"], defaulted["dryRun"]) == (False, False)
     assert "slo" not in defaulted

@@ -72,6 +72,15 @@ def choose_victims(
         raise VictimSelectionError(
             f"chaos would kill {count} of {len(candidates)} live pods; at least one must stay up"
         )
+    if chaos.nodes:
+        # Only members on the nodes the Campaign names (a node-level kind fails their nodes).
+        on = [p for p in candidates if p.node in chaos.nodes]
+        if len(on) < count:
+            raise VictimSelectionError(
+                f"chaos.nodes {', '.join(chaos.nodes)}: {len(on)} live member(s) run there, "
+                f"{count} needed (members on: {', '.join(sorted({str(p.node) for p in candidates}))})"
+            )
+        candidates = on
     if chaos.target != ANY_TARGET:
         known = roles or {}
         candidates = [p for p in candidates if known.get(p.name) == chaos.target]

@@ -50,6 +50,8 @@ def chaos_json(chaos: ChaosSpec) -> dict[str, Any]:
         "target": chaos.target,
         "durationSeconds": chaos.duration_seconds,
         "container": chaos.container,
+        "nodes": list(chaos.nodes),
+        "acknowledgeNodeFailure": chaos.acknowledge_node_failure,
     }
 
 
@@ -62,6 +64,8 @@ def _chaos_of(raw: Mapping[str, Any]) -> ChaosSpec:
         target=str(raw.get("target", "Any")),
         duration_seconds=raw.get("durationSeconds"),
         container=raw.get("container"),
+        nodes=tuple(raw.get("nodes") or ()),
+        acknowledge_node_failure=bool(raw.get("acknowledgeNodeFailure", False)),
     )
 
 
