@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -68,6 +69,10 @@ class Run:
     steps: list[dict[str, Any]] = field(default_factory=list)
     #: The machine's 1-minute load average when the tool's run began and ended (shared cores).
     load: tuple[float, float] = (0.0, 0.0)
+    #: CPU seconds of this harness process (every thread: watchers, the PD stand-in, polling)
+    #: over the tool's run, and the run's wall seconds: how busy the stand-in's process was,
+    #: i.e. how often a stand-in thread could have waited for the GIL.
+    harness_cpu: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -640,6 +645,11 @@ def verbs_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_tool(bed: harness.Bed, tool: str, args: argparse.Namespace) -> Run:
     if tool == "aftershock":
         return run_aftershock(bed, args.trials, tool=tool, with_pd=True)
@@ -711,8 +721,10 @@ def main() -> None:
         for tool in tools:
             load_before = os.getloadavg()[0]
             print(f"== {tool} (load average {load_before:.2f})", flush=True)
+            cpu0, wall0 = _self_cpu(), time.monotonic()
             runs.append(run_tool(bed, tool, args))
             runs[-1].load = (load_before, os.getloadavg()[0])
+            runs[-1].harness_cpu = (_self_cpu() - cpu0, time.monotonic() - wall0)
             print(table([analyse(runs[-1])]), flush=True)
             if runs[-1].steps:
                 print(steps_table(runs[-1].steps), flush=True)
@@ -733,6 +745,7 @@ def main() -> None:
             {
                 "tool": r.tool,
                 "load": r.load,
+                "harness_cpu": r.harness_cpu,
                 "records": r.records,
                 "kills": [k.__dict__ for k in r.kills],
                 "steps": r.steps,
@@ -760,7 +773,9 @@ def render(
     runs: list[Run] | None = None,
 ) -> str:
     loads = "\n".join(
-        f"- {r.tool}: {r.load[0]:.2f} at the start, {r.load[1]:.2f} at the end" for r in runs or []
+        f"- {r.tool}: {r.load[0]:.2f} at the start, {r.load[1]:.2f} at the end; this harness process "
+        f"(watchers, PD stand-in) used {r.harness_cpu[0]:.1f} CPU s in {r.harness_cpu[1]:.0f} s"
+        for r in runs or []
     )
     steps = "".join(
         f"\n{r.tool}: the store-Up stamp step by step over {len(r.steps)} trials (`compare.pd_steps`)\n\n"
