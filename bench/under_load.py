@@ -250,8 +250,8 @@ def run_levels(
         for level in levels:
             if level > len(background):
                 more = background_subjects(bed, prefix, len(background), level - len(background))
+                background += more  # dropped at the end whatever happens next
                 start_background(bed, more, args.background_trials)
-                background += more
                 running = wait_running(bed, background, 300)
                 print(f"{running} of {len(background)} background Campaigns Running", flush=True)
             print(f"== {level} others running (load average {os.getloadavg()[0]:.2f})", flush=True)
