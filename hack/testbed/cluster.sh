@@ -13,8 +13,10 @@
 #   AFTERSHOCK_REAL_NODE=auto|1|0   the real node (realnode.sh: containerd + kubelet, node real-0)
 #                                   beside the kwok nodes. auto (default): on for the default
 #                                   cluster when this machine can host it (root, Debian), with the
-#                                   reason printed when it cannot; 1: required; 0: off. Only one
-#                                   cluster on a machine can have it (one containerd, one kubelet).
+#                                   reason printed when it cannot; 1: required; 0: off. Another
+#                                   cluster's node (AFTERSHOCK_REAL_NODE=1 with a name) is a second
+#                                   instance with its own containerd, kubelet, bridge and cgroups
+#                                   (realnode.sh, AFTERSHOCK_REAL_NODE_INSTANCE=<cluster name>).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
@@ -27,6 +29,10 @@ else
   state="$cache/clusters/$name"
 fi
 kubeconfig="$state/kubeconfig"
+# Another cluster's real node is an instance of its own (realnode.sh), named after the cluster.
+if [ "$name" != aftershock ]; then export AFTERSHOCK_REAL_NODE_INSTANCE="$name"; fi
+# Whether this cluster's real node has state to remove (the default's: always try).
+node_made() { [ "$name" = aftershock ] || [ -d "$("$here/realnode.sh" state-dir)" ]; }
 export KWOK_WORKDIR="$state/kwok"
 
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -55,7 +61,7 @@ up() {
     mkdir -p "$state"
     rm -f "$kubeconfig"
     # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
-    if [ "$name" = aftershock ]; then "$here/realnode.sh" down 2>/dev/null || true; fi
+    if node_made; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
     kwokctl --name "$name" create cluster \
       --runtime binary \
@@ -107,7 +113,7 @@ down() {
   local bin
   bin=$(bin_dir)
   export PATH="$bin:$PATH"
-  if [ "$name" = aftershock ] || [ "${AFTERSHOCK_REAL_NODE:-auto}" = 1 ]; then
+  if node_made; then
     "$here/realnode.sh" down
   fi
   if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then

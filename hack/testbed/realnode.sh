@@ -21,14 +21,38 @@ cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 # shellcheck source=versions.env
 . "$here/versions.env"
 bin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
-state="$cache/realnode"
 node=real-0
-sock=/run/containerd/containerd.sock
-bridge=rn0
-subnet=10.88.0.0/16
 hosts_mark="# aftershock real node"
-kubelet_port=10350
-kubelet_healthz_port=10348
+# One machine may host a second node, for a second cluster (the reliability suite's own,
+# whose control plane it kills): AFTERSHOCK_REAL_NODE_INSTANCE names it (cluster.sh passes the
+# cluster's name). Each instance has its own containerd (socket, state, root), kubelet (ports,
+# root dir), CNI bridge and subnet, and cgroup root, so neither touches the other's pods; both
+# register as node real-0, each in its own cluster, and share the hosts line.
+instance=${AFTERSHOCK_REAL_NODE_INSTANCE:-}
+if [ -z "$instance" ]; then
+  state="$cache/realnode"
+  run_dir=/run/containerd
+  bridge=rn0
+  subnet=10.88.0.0/16
+  kubelet_port=10350
+  kubelet_healthz_port=10348
+  cgroup_root=/
+  cni_name=realnode
+else
+  [[ "$instance" =~ ^[a-z0-9-]{1,40}$ ]] || { echo "bad AFTERSHOCK_REAL_NODE_INSTANCE '$instance'" >&2; exit 2; }
+  # A number from the name: the subnet and ports of this instance (10..99; the default node
+  # is 0, and low numbers are left to other nodes of the default cluster).
+  slot=$(( 16#$(printf '%s' "$instance" | sha256sum | cut -c1-4) % 90 + 10 ))
+  state="$cache/realnode-$instance"
+  run_dir="/run/aftershock-containerd-$slot"
+  bridge="rn$slot"
+  subnet="10.$((88 + slot)).0.0/16"
+  kubelet_port=$((10350 + 10 * slot))
+  kubelet_healthz_port=$((10348 + 10 * slot))
+  cgroup_root="/aftershock-node-$slot"
+  cni_name="realnode-$slot"
+fi
+sock=$run_dir/containerd.sock
 
 log() { printf '[realnode %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -58,7 +82,7 @@ ensure_packages() {
 running() { [ -f "$state/run/$1.pid" ] && kill -0 "$(cat "$state/run/$1.pid")" 2>/dev/null; }
 
 # ctr hangs ~10 s when the socket is missing: test it first.
-ctr_k8s() { [ -S "$sock" ] || die "containerd is not running"; ctr -n k8s.io "$@"; }
+ctr_k8s() { [ -S "$sock" ] || die "containerd is not running"; ctr --address "$sock" -n k8s.io "$@"; }
 
 write_configs() {
   mkdir -p "$state"/{etc/cni/net.d,var/cni-ipam,var/containerd,var/pod-logs,kubelet,run,logs,pki}
@@ -70,7 +94,7 @@ write_configs() {
   cat > "$state/etc/containerd.toml" <<EOF
 version = 2
 root = "$state/var/containerd"
-state = "/run/containerd"
+state = "$run_dir"
 [grpc]
   address = "$sock"
 [plugins]
@@ -93,7 +117,7 @@ EOF
   cat > "$state/etc/cni/net.d/10-realnode.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
-  "name": "realnode",
+  "name": "$cni_name",
   "plugins": [
     {
       "type": "bridge",
@@ -115,6 +139,7 @@ failCgroupV1: false
 # containerd 1.6 lacks the RuntimeConfig CRI call; kubelet 1.36 then falls back to cgroupfs.
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
+cgroupRoot: $cgroup_root
 enforceNodeAllocatable: ["pods"]
 failSwapOn: false
 protectKernelDefaults: false
@@ -171,13 +196,26 @@ kubelet_kubeconfig() {
   echo "$out"
 }
 
+# The kubelet refuses a cgroup root that does not exist (an instance's is a folder of the top).
+make_cgroup_root() {
+  [ -n "$instance" ] || return 0
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    mkdir -p "/sys/fs/cgroup$cgroup_root"
+    return 0
+  fi
+  local hier
+  for hier in /sys/fs/cgroup/*/; do
+    [ -L "${hier%/}" ] || mkdir -p "${hier%/}$cgroup_root" 2>/dev/null || true
+  done
+}
+
 start_containerd() {
   if running containerd && [ -S "$sock" ]; then return 0; fi
   log "starting containerd"
   setsid containerd --config "$state/etc/containerd.toml" >"$state/logs/containerd.log" 2>&1 < /dev/null &
   echo $! > "$state/run/containerd.pid"
   for _ in $(seq 1 100); do
-    [ -S "$sock" ] && ctr version >/dev/null 2>&1 && return 0
+    [ -S "$sock" ] && ctr --address "$sock" version >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   die "containerd did not start: $state/logs/containerd.log"
@@ -223,6 +261,7 @@ kill_part() {
 }
 revive() {
   [ -f "$state/etc/kubelet.kubeconfig" ] || die "no node configuration: run up first"
+  make_cgroup_root
   start_containerd
   start_kubelet "$state/etc/kubelet.kubeconfig"
 }
@@ -239,6 +278,7 @@ up() {
   # addressed to a pod IP (a kubelet probe of a bridge pod, an API server proxy) out through its
   # default route, off the machine. Pod IPs exist only inside this node: refuse them at the host.
   ip route replace unreachable "$subnet"
+  make_cgroup_root
   start_containerd
   pause_image
   local server
@@ -267,45 +307,80 @@ stop_pid() {
   rm -f "$state/run/$name.pid"
 }
 
-# Every process that runs inside a container of this node, by its cgroup.
+# Every process that runs inside a container of this node, by its cgroup (kubepods under
+# this instance's cgroup root; the default node's is the top, an instance's a folder of it).
 container_pids() {
-  grep -lE 'kubepods' /proc/[0-9]*/cgroup 2>/dev/null | sed -n 's#/proc/\([0-9]*\)/cgroup#\1#p' || true
+  local root=${cgroup_root%/}
+  grep -lE ":$root/kubepods" /proc/[0-9]*/cgroup 2>/dev/null | sed -n 's#/proc/\([0-9]*\)/cgroup#\1#p' || true
+}
+
+# The pod network namespaces of this node: those whose eth0 is a veth on this node's bridge,
+# and (default node only) those left without one, from a node removed earlier.
+own_netns() {
+  local ns peer master
+  for ns in /run/netns/cni-*; do
+    [ -e "$ns" ] || continue
+    ns=$(basename "$ns")
+    peer=$(ip -n "$ns" -o link show eth0 2>/dev/null | sed -n 's/.*eth0@if\([0-9]*\).*/\1/p')
+    master=""
+    [ -z "$peer" ] || master=$(ip -o link show 2>/dev/null | awk -v i="$peer:" '$1 == i' |
+      sed -n 's/.* master \([^ ]*\) .*/\1/p')
+    if [ "$master" = "$bridge" ] || { [ -z "$instance" ] && [ -z "$master" ]; }; then echo "$ns"; fi
+  done
+}
+
+# True while another instance's kubelet runs (the hosts line is shared).
+others_running() {
+  local pidfile
+  for pidfile in "$cache"/realnode/run/kubelet.pid "$cache"/realnode-*/run/kubelet.pid; do
+    [ -f "$pidfile" ] || continue
+    [ "$pidfile" != "$state/run/kubelet.pid" ] || continue
+    kill -0 "$(cat "$pidfile")" 2>/dev/null && return 0
+  done
+  return 1
 }
 
 down() {
   stop_pid kubelet
   # Containers and their shims: kill what runs in pod cgroups, then the shims of this
   # containerd (their command line names its socket's address).
-  local pids
+  local pids netns
   pids=$(container_pids)
   [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
-  pkill -KILL -f "containerd-shim-runc-v2 .*-address $sock" 2>/dev/null || true
+  pkill -KILL -f "containerd-shim-runc-v2 .*-address $sock( |\$)" 2>/dev/null || true
   stop_pid containerd
   pkill -KILL -f "containerd --config $state/etc/containerd.toml" 2>/dev/null || true
+  netns=$(own_netns)
   # Mounts the node made (kubelet volumes, container rootfs, sandbox shm), deepest first.
   local m
-  for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state|/run/containerd|/run/netns/cni-)" | sort -r); do
+  for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state/|$run_dir/)" | sort -r); do
     umount -l "$m" 2>/dev/null || true
   done
-  for m in /run/netns/cni-*; do
-    [ -e "$m" ] && ip netns delete "$(basename "$m")" 2>/dev/null || true
+  for m in $netns; do
+    umount -l "/run/netns/$m" 2>/dev/null || true
+    ip netns delete "$m" 2>/dev/null || true
   done
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
   ip route del unreachable "$subnet" 2>/dev/null || true
   # kubelet's cgroups (cgroupfs driver): kubepods in every hierarchy, leaves first.
-  local hier
-  for hier in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+  local hier root=${cgroup_root%/}
+  for hier in /sys/fs/cgroup/*"$root"/kubepods /sys/fs/cgroup"$root"/kubepods; do
     [ -d "$hier" ] && find "$hier" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  if grep -qF "$hosts_mark" /etc/hosts; then
+  if [ -n "$instance" ]; then
+    for hier in /sys/fs/cgroup/*"$root" /sys/fs/cgroup"$root"; do
+      [ -d "$hier" ] && rmdir "$hier" 2>/dev/null || true
+    done
+  fi
+  if grep -qF "$hosts_mark" /etc/hosts && ! others_running; then
     # /etc/hosts may be a bind mount: rewrite in place, never replace the file.
     local kept
     kept=$(grep -vF "$hosts_mark" /etc/hosts)
     printf '%s\n' "$kept" > /etc/hosts
   fi
-  rm -rf /run/containerd "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
+  rm -rf "$run_dir" "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
     "$state/imported" 2>/dev/null || true
-  log "node $node removed (containers, mounts, netns, bridge, cgroups, hosts line)"
+  log "node $node${instance:+ ($instance)} removed (containers, mounts, netns, bridge, cgroups, hosts line)"
 }
 
 case "${1:-}" in
@@ -313,6 +388,8 @@ case "${1:-}" in
   down) down ;;
   can) why=$(cannot); [ -z "$why" ] || { echo "$why"; exit 1; } ;;
   status) running kubelet && running containerd ;;
+  state-dir) echo "$state" ;;
+  socket) echo "$sock" ;;
   import) shift; ctr_k8s images import "$1" >/dev/null ;;
   kill) shift; kill_part "${1:?kubelet or containerd}" ;;
   revive) revive ;;
