@@ -142,6 +142,10 @@ node() {
   # Both debootstraps (mostly download and unpack) run beside the Go builds (CPU); a cold build
   # costs their longest instead of their sum.
   local b p archives
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  fi
   base_rootfs >/dev/null & b=$!
   proxy_rootfs >/dev/null & p=$!
   tools
