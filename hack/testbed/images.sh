@@ -206,6 +206,12 @@ import_all() {
 # One builder at a time on this machine: the docker daemon is shared (one private socket) and
 # the last build to finish stops it, so two checkouts (or `make dev` beside `make test`) building
 # at once would pull it from under each other.
+# A root filesystem that is already complete is only read: no lock (the kind node build asks for
+# the shell one while the real-node tests' builds hold the lock for minutes).
+case "${1:-all}" in
+  shell) [ -f "$out/rootfs-shell/.complete" ] && { echo "$out/rootfs-shell"; exit 0; } ;;
+  base) [ -f "$out/rootfs-$SUITE/.complete" ] && { echo "$out/rootfs-$SUITE"; exit 0; } ;;
+esac
 exec 9>"$cache/images.lock"
 flock 9
 
