@@ -90,6 +90,7 @@ test: ## lint, unit and end-to-end tests, the kind path's included (starts the l
 	  { nice -n 10 hack/kind/node/build.sh node >$(KIND_PREBUILD_LOG) 2>&1 & }; fi
 	@$(MAKE) --no-print-directory venv lint
 	$(TESTBED)/build.sh >/dev/null
+	$(TESTBED)/monitoring.sh >/dev/null
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium missing (apt-get install -y chromium): the HTML report's browser test will fail"; }
