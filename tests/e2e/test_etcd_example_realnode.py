@@ -71,42 +71,43 @@ def resolve(name: str) -> list[str]:
 def placed_on_real_node(cluster: testbed.Cluster, namespace: str) -> Iterator[None]:
     """Pods created in `namespace` get the real node's selector and toleration (admission)."""
     name = f"real-node-{namespace}"
+    label = realnode.NODE_LABEL
+    toleration = f"Object.spec.tolerations{{key: '{label}', operator: 'Exists', effect: 'NoSchedule'}}"
+    # JSON patches: a pod's nodeSelector and tolerations are atomic, which an apply
+    # configuration may not change; these add to whatever the pod already has.
     mutation = (
-        "Object{spec: Object.spec{"
-        f"nodeSelector: {{'{realnode.NODE_LABEL}': 'true'}}, "
-        f"tolerations: [Object.spec.tolerations{{key: '{realnode.NODE_LABEL}', operator: 'Exists', "
-        "effect: 'NoSchedule'}]}}"
+        "(has(object.spec.nodeSelector) ? "
+        "[JSONPatch{op: 'add', value: 'true', "
+        f"path: '/spec/nodeSelector/' + jsonpatch.escapeKey('{label}')}}]"
+        f" : [JSONPatch{{op: 'add', path: '/spec/nodeSelector', value: {{'{label}': 'true'}}}}]) + "
+        "(has(object.spec.tolerations) ? "
+        f"[JSONPatch{{op: 'add', path: '/spec/tolerations/-', value: {toleration}}}]"
+        f" : [JSONPatch{{op: 'add', path: '/spec/tolerations', value: [{toleration}]}}])"
     )
-    cluster.apply(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "Never",
-                "matchConstraints": {"resourceRules": [
-                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                     "resources": ["pods"]}
-                ]},
-                "mutations": [{"patchType": "ApplyConfiguration",
-                               "applyConfiguration": {"expression": mutation}}],
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+            ]},
+            "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": mutation}}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
             },
-        }
-    )  # fmt: skip
-    cluster.apply(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-                },
-            },
-        }
-    )  # fmt: skip
+        },
+    }  # fmt: skip
     # A policy is enforced a moment after it is made (the API server's informer): wait until a
     # server-side dry run of a pod shows the mutation.
     probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": namespace},
@@ -115,14 +116,16 @@ def placed_on_real_node(cluster: testbed.Cluster, namespace: str) -> Iterator[No
     def placed() -> bool:
         out = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
                               input_=json.dumps(probe), check=False)  # fmt: skip
-        return out.returncode == 0 and realnode.NODE_LABEL in json.loads(out.stdout)["spec"].get(
-            "nodeSelector", {}
-        )
+        return out.returncode == 0 and label in json.loads(out.stdout)["spec"].get("nodeSelector", {})
 
-    testbed.wait_for(placed, 60, interval=0.5, what="the placement policy in effect")
-    yield
-    cluster.kubectl("delete", "mutatingadmissionpolicybinding", name, "--wait=false", check=False)
-    cluster.kubectl("delete", "mutatingadmissionpolicy", name, "--wait=false", check=False)
+    try:
+        cluster.apply(policy)
+        cluster.apply(binding)
+        testbed.wait_for(placed, 60, interval=0.5, what="the placement policy in effect")
+        yield
+    finally:
+        cluster.kubectl("delete", "mutatingadmissionpolicybinding", name, "--wait=false", check=False)
+        cluster.kubectl("delete", "mutatingadmissionpolicy", name, "--wait=false", check=False)
 
 
 def member_list(pod_ip: str) -> list[dict[str, Any]]:
