@@ -196,6 +196,16 @@ class ProbeResult:
     detail: object = field(default=None, compare=False, repr=False)
 
 
+# --- Detection: alerts from the user's Alertmanager -------------------------------------------
+
+#: Milestones from the alert receiver (kept with the subject's own milestones): the first alert
+#: matching the Campaign that fired after the kill, and the moment every such alert had resolved.
+#: Times are when the receiver got Alertmanager's notification; Alertmanager's own startsAt/endsAt
+#: are kept beside them in the ledger's alert notifications.
+ALERT_FIRING = "alert_firing"
+ALERT_RESOLVED = "alert_resolved"
+
+
 # --- The remediator's signals ---------------------------------------------------------------
 
 #: Milestones named from the remediator's Events (kept with the subject's own milestones).
