@@ -1,7 +1,7 @@
 """``network_partition``: cut the victims off from the subject's other members (or from every
 address but their own loopback) for ``chaos.durationSeconds``, then heal.
 
-How (ADR 0019): an ephemeral container of ours in each victim pod, with ``NET_ADMIN`` and
+How (ADR 0020): an ephemeral container of ours in each victim pod, with ``NET_ADMIN`` and
 nothing else, adds iptables rules in the pod's network namespace (which every container of a
 pod shares): two chains of our own, ``AFTERSHOCK-IN`` and ``AFTERSHOCK-OUT``, hooked first
 into INPUT and OUTPUT, dropping the packets from and to each other member's pod IP (or every
