@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import time
+from typing import Any, TextIO
 
 from krkn_lib.k8s import KrknKubernetes
 from krkn_lib.k8s.pod_monitor import select_and_monitor_by_namespace_pattern_and_label
@@ -92,30 +93,33 @@ def main() -> None:
             kill_ts = time.time()
             kubecli.delete_pod(victim[0], victim[1])
             waited = wait_for_pods(kubecli, ns_pattern, args.selector, len(pods), args.duration, args.timeout)
-            snapshot = future.result()
-            status = snapshot.get_pods_status()
-            record = {
-                "iteration": i,
-                "victim": victim[0],
-                "kill_ts": kill_ts,
-                "wait_for_pods": waited,
-                "recovered": [
-                    {
-                        "pod": a.pod_name,
-                        "rescheduling": a.pod_rescheduling_time,
-                        "readiness": a.pod_readiness_time,
-                        "total": a.total_recovery_time,
-                    }
-                    for a in status.recovered
-                ],
-                "unrecovered": [a.pod_name for a in status.unrecovered],
-                "done_ts": time.time(),
+            head = {"iteration": i, "victim": victim[0], "kill_ts": kill_ts, "wait_for_pods": waited}
+            _record(out, head, future.result(), args.wait_duration)
+
+
+def _record(out: TextIO, head: dict[str, Any], snapshot: Any, wait_duration: float) -> None:
+    """One iteration's line: `head` and what Krkn records as ``affected_pods`` (the monitor
+    snapshot's ``get_pods_status()``), then the scenario's wait between iterations."""
+    status = snapshot.get_pods_status()
+    record = {
+        **head,
+        "recovered": [
+            {
+                "pod": a.pod_name,
+                "rescheduling": a.pod_rescheduling_time,
+                "readiness": a.pod_readiness_time,
+                "total": a.total_recovery_time,
             }
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            logging.info("iteration %d: %s", i, record)
-            if args.wait_duration:
-                time.sleep(args.wait_duration)
+            for a in status.recovered
+        ],
+        "unrecovered": [a.pod_name for a in status.unrecovered],
+        "done_ts": time.time(),
+    }
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+    logging.info("iteration %d: %s", head["iteration"], record)
+    if wait_duration:
+        time.sleep(wait_duration)
 
 
 def container_scenario(kubecli: KrknKubernetes, args: argparse.Namespace, ns_pattern: str) -> None:
@@ -148,30 +152,8 @@ def container_scenario(kubecli: KrknKubernetes, args: argparse.Namespace, ns_pat
                     break
                 if "unauthorized" in response.lower() or "authorization" in response.lower():
                     time.sleep(2)
-            snapshot = future.result()
-            status = snapshot.get_pods_status()
-            record = {
-                "iteration": i,
-                "victim": victim,
-                "kill_ts": kill_ts,
-                "responses": responses,
-                "recovered": [
-                    {
-                        "pod": a.pod_name,
-                        "rescheduling": a.pod_rescheduling_time,
-                        "readiness": a.pod_readiness_time,
-                        "total": a.total_recovery_time,
-                    }
-                    for a in status.recovered
-                ],
-                "unrecovered": [a.pod_name for a in status.unrecovered],
-                "done_ts": time.time(),
-            }
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            logging.info("iteration %d: %s", i, record)
-            if args.wait_duration:
-                time.sleep(args.wait_duration)
+            head = {"iteration": i, "victim": victim, "kill_ts": kill_ts, "responses": responses}
+            _record(out, head, future.result(), args.wait_duration)
 
 
 if __name__ == "__main__":

@@ -393,28 +393,7 @@ class LoopbackForwarder:
         self._stop = threading.Event()
 
     def start(self) -> LoopbackForwarder:
-        failed: list[BaseException] = []
-
-        def bind_inside() -> None:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            pod = os.open(self.netns, os.O_RDONLY)
-            try:
-                _setns(pod)
-                try:
-                    self._listener = socket.create_server(("127.0.0.1", self.port))
-                finally:
-                    _setns(home)
-            except BaseException as exc:
-                failed.append(exc)
-            finally:
-                os.close(home)
-                os.close(pod)
-
-        binder = threading.Thread(target=bind_inside, name="netns-bind")
-        binder.start()
-        binder.join()
-        if failed:
-            raise failed[0]
+        self._listener = in_netns(self.netns, lambda: socket.create_server(("127.0.0.1", self.port)))
         threading.Thread(target=self._accept, name="netns-accept", daemon=True).start()
         return self
 
