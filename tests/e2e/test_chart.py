@@ -123,7 +123,8 @@ def test_the_alert_receiver_is_off_by_default_and_wired_when_enabled(helm: str) 
     assert volume["secret"]["secretName"] == "am-token"
     assert {"name": "alerts", "containerPort": 9195, "protocol": "TCP"} in container["ports"]
     (service,) = [d for d in on if d["kind"] == "Service" and d["metadata"]["name"] == "t-aftershock-alerts"]
-    assert service["spec"]["ports"] == [{"name": "alerts", "port": 9195, "targetPort": "alerts", "protocol": "TCP"}]
+    alerts_port = {"name": "alerts", "port": 9195, "targetPort": "alerts", "protocol": "TCP"}
+    assert service["spec"]["ports"] == [alerts_port]
     (policy,) = [d for d in on if d["kind"] == "NetworkPolicy"]
     (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": "alerts", "protocol": "TCP"}]]
     assert rule["from"] == [peer]
