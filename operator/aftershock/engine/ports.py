@@ -41,6 +41,7 @@ __all__ = [
     "SubjectLock",
     "SubjectProbe",
     "VolumeApi",
+    "WorkloadApi",
 ]
 
 
@@ -155,6 +156,18 @@ class ScaleApi(Protocol):
         """(desired, current) replicas of a Deployment or StatefulSet."""
 
     async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None: ...
+
+
+class WorkloadApi(Protocol):
+    async def service_account(self, kind: str, namespace: str, name: str) -> str:
+        """The ServiceAccount a Deployment's or StatefulSet's pod template runs as."""
+
+
+class RemediatorActivity(Protocol):
+    """What the remediator's actions say during a live trial."""
+
+    def latest_action(self) -> float | None:
+        """The monotonic time of the latest action seen in the current trial (None: none)."""
 
 
 class StatusSink(Protocol):

@@ -19,6 +19,7 @@ from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
+from aftershock.engine.actions import CampaignActions
 from aftershock.engine.alerts import CampaignAlerts
 from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
@@ -49,7 +50,15 @@ from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.signals import SignalWatch
 from aftershock.engine.view import PodView
 from aftershock.errors import ApiError
-from aftershock.model import AttemptRecord, CampaignSpec, Milestone, Outcome, Verdict, Victim
+from aftershock.model import (
+    AttemptRecord,
+    CampaignSpec,
+    Milestone,
+    Outcome,
+    RemediatorAction,
+    Verdict,
+    Victim,
+)
 
 
 @dataclass
@@ -70,6 +79,8 @@ class Trials:
     signals: SignalWatch | None = None
     #: The alerts delivered for this Campaign (`spec.detection`; None: it listens for none).
     alerts: CampaignAlerts | None = None
+    #: The remediator's writes (audit webhook, managedFields; None: no remediator).
+    actions: CampaignActions | None = None
     #: The subject's claims, for `spec.reset.mode: Recreate` (None: no access to them).
     volumes: VolumeApi | None = None
     #: Whether the namespace is being deleted, asked when pods go mid-recovery (None: never).
@@ -376,6 +387,11 @@ class _Strike:
                     retry_budget=t.settings.kill_retry_budget,
                     held=lambda: strike.lock_covers(self.victims, t.view, t.lock),
                 )
+                if t.actions is not None:
+                    # Before the fault goes in: the remediator may act the moment it does.
+                    t.actions.fault_injected(
+                        kill_mono, kill_wall, frozenset(v.node for v in self.victims if v.node)
+                    )
                 killed = await self.kind.inject(plan, t.pods, clock, stop.is_set)
                 kill_error = killed.error
                 gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
@@ -455,10 +471,7 @@ class _Strike:
         if window is not None:
             milestones.update(window.milestones())
             final_state["writes"] = window.summary()
-        if t.signals is not None:
-            said = t.signals.trial(kill_mono, end_mono)
-            milestones.update(said.milestones)
-            final_state["remediatorActions"] = [a.as_json() for a in said.actions]
+        await self._remediator_actions(kill_mono, end_mono, milestones, final_state)
         # The order each milestone was recorded in: equal offsets (one look saw two moments)
         # are shown in it, not by name (`aftershock.phases.MILESTONE_ORDER`).
         final_state["milestoneOrder"] = list(milestones)
@@ -466,6 +479,30 @@ class _Strike:
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )
         return await self._report(outcome, record, error)
+
+    async def _remediator_actions(
+        self,
+        kill_mono: float,
+        end_mono: float,
+        milestones: dict[str, Milestone],
+        final_state: dict[str, Any],
+    ) -> None:
+        """What the remediator said (its Events) and did (its writes) in [kill, end], in time
+        order, as ``final_state["remediatorActions"]``; nothing without a remediator."""
+        t = self.trials
+        if t.signals is None and t.actions is None:
+            return
+        actions: list[RemediatorAction] = []
+        if t.signals is not None:
+            said = t.signals.trial(kill_mono, end_mono)
+            milestones.update(said.milestones)
+            actions.extend(said.actions)
+        if t.actions is not None:
+            # The audit webhook delivers in batches: the window's last writes may still be
+            # on their way (bounded wait; none when no batch ever came).
+            await t.actions.caught_up(end_mono, t.settings.audit_catch_up_seconds)
+            actions.extend(t.actions.trial(kill_mono, end_mono))
+        final_state["remediatorActions"] = [a.as_json() for a in sorted(actions, key=lambda a: a.offset)]
 
     @staticmethod
     async def _record_fault(
