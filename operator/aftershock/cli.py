@@ -157,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the audit receiver's bearer token (re-read when it changes)",
     )
     run.add_argument(
+        "--audit-receiver-tls-cert-file",
+        default=os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_TLS_CERT_FILE"),
+        help="serve the audit receiver over HTTPS with this PEM certificate (the API server sends "
+        "its webhook token over TLS only)",
+    )
+    run.add_argument(
+        "--audit-receiver-tls-key-file",
+        default=os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_TLS_KEY_FILE"),
+        help="the certificate's PEM private key",
+    )
+    run.add_argument(
         "--protected-namespace",
         action="append",
         default=[],
@@ -484,6 +495,9 @@ def _run_operator(args: argparse.Namespace) -> int:
         audit_receiver_port=args.audit_receiver_port,
         audit_receiver_host=args.audit_receiver_host,
         audit_receiver_token_file=args.audit_receiver_token_file,
+        audit_receiver_tls=(args.audit_receiver_tls_cert_file or "", args.audit_receiver_tls_key_file or "")
+        if args.audit_receiver_tls_cert_file or args.audit_receiver_tls_key_file
+        else None,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )
     for which, port, token_file in (
@@ -505,6 +519,21 @@ def _run_operator(args: argparse.Namespace) -> int:
             receiver.TokenFile(token_file, f"{which} receiver")
         except receiver.TokenError as exc:
             print(f"aftershock: {exc}", file=sys.stderr)
+            return 2
+    if config.audit_receiver_tls is not None:
+        from aftershock import receiver
+
+        cert, key = config.audit_receiver_tls
+        if not cert or not key:
+            print(
+                "aftershock: --audit-receiver-tls-cert-file and --audit-receiver-tls-key-file go together",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            receiver.tls_context(cert, key)
+        except (OSError, ValueError) as exc:
+            print(f"aftershock: audit receiver TLS ({cert}, {key}): {exc}", file=sys.stderr)
             return 2
     if args.schedule_clock:
         from aftershock.engine import schedule

@@ -59,6 +59,8 @@ class OperatorConfig:
     audit_receiver_port: int = 0
     audit_receiver_host: str = "0.0.0.0"
     audit_receiver_token_file: str | None = None
+    #: (certificate, key) PEM files: the audit receiver serves HTTPS; None: plain HTTP.
+    audit_receiver_tls: tuple[str, str] | None = None
     #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
     max_concurrent_campaigns: int = 0
     #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
@@ -189,6 +191,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             receiver.TokenFile(config.audit_receiver_token_file, "audit receiver"),
             config.audit_receiver_port,
             config.audit_receiver_host,
+            receiver.tls_context(*config.audit_receiver_tls) if config.audit_receiver_tls else None,
         )
     memo["sweeper"] = asyncio.create_task(
         sweeper.sweep_forever(

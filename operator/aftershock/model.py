@@ -300,8 +300,8 @@ class Remediator:
     kind: RemediatorKind
     name: str
     signals: RemediatorSignals | None = None
-    #: Whose writes are its actions; None: the workload's own ServiceAccount (read from its pod
-    #: template when the Campaign starts).
+    #: Whose writes are its actions; without ServiceAccounts named, the workload's own one
+    #: (read from its pod template when the Campaign starts) is added.
     identities: RemediatorIdentities | None = None
 
 

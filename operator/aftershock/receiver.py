@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -127,14 +128,28 @@ def build_audit_app(deliver: DeliverAudit, token: TokenFile) -> web.Application:
     return app
 
 
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server TLS context from PEM files (`ssl.SSLError`/`OSError` naming what failed)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 async def _serve(
-    app: web.Application, what: str, path: str, token: TokenFile, port: int, host: str
+    app: web.Application,
+    what: str,
+    path: str,
+    token: TokenFile,
+    port: int,
+    host: str,
+    tls: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
-    log.info("%s on %s:%d%s (bearer token from %s)", what, host, port, path, token.path)
+    scheme = "https" if tls is not None else "http"
+    log.info("%s on %s://%s:%d%s (bearer token from %s)", what, scheme, host, port, path, token.path)
     return runner
 
 
@@ -143,6 +158,13 @@ async def serve(deliver: Deliver, token: TokenFile, port: int, host: str = "0.0.
 
 
 async def serve_audit(
-    deliver: DeliverAudit, token: TokenFile, port: int, host: str = "0.0.0.0"
+    deliver: DeliverAudit,
+    token: TokenFile,
+    port: int,
+    host: str = "0.0.0.0",
+    tls: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
-    return await _serve(build_audit_app(deliver, token), "audit receiver", AUDIT_PATH, token, port, host)
+    """The audit receiver. The API server sends its webhook kubeconfig's token over TLS only
+    (client-go drops a kubeconfig's credentials for a plain http server): serve it with `tls`,
+    or behind something that terminates TLS and passes the Authorization header on."""
+    return await _serve(build_audit_app(deliver, token), "audit receiver", AUDIT_PATH, token, port, host, tls)

@@ -156,7 +156,7 @@ class CampaignActions:
         t = self._trial
         return event.api_group == "" and event.resource == "nodes" and t is not None and event.name in t.nodes
 
-    def take_audit(self, event: AuditEvent) -> bool:
+    def take_audit(self, event: AuditEvent, delivered_wall: float) -> bool:
         """Record `event` (one this Campaign claims); False when no trial is under way or it
         came before the fault."""
         t = self._trial
@@ -168,7 +168,8 @@ class CampaignActions:
                 message=(
                     f"{event.username} {event.verb} {event.target}: received "
                     f"{event.received - t.kill_wall:+.6f}s, completed {event.completed - t.kill_wall:+.6f}s "
-                    f"after the fault" + (f" ({event.user_agent})" if event.user_agent else "")
+                    f"after the fault, delivered {delivered_wall - event.completed:.3f}s after it completed"
+                    + (f" ({event.user_agent})" if event.user_agent else "")
                 ),
                 involved=event.target,
                 wall=event.completed,
@@ -269,12 +270,12 @@ class AuditInbox:
 
     async def deliver(self, batch: AuditBatch) -> AuditDelivery:
         """Record each write for every Campaign that claims it."""
-        recorded = 0
+        recorded, now = 0, self._clock.wall()
         for event in batch.writes:
             took = False
             for campaign in self._campaigns:
                 if campaign.claims(event):
-                    took = campaign.take_audit(event) or took
+                    took = campaign.take_audit(event, now) or took
             recorded += took
         newest = [] if batch.newest is None else [batch.newest]
         await self.horizon.advance([*newest, *(e.completed for e in batch.writes)])

@@ -163,23 +163,22 @@ class CampaignRunner:
             yield None
             return
         namespace = self.ref.namespace
-        ids = rem.identities
-        if ids is None:
-            ids = RemediatorIdentities()
-            if self.workloads is not None:
-                try:
-                    sa = await self.workloads.service_account(rem.kind.value, namespace, rem.name)
-                    ids = RemediatorIdentities(service_accounts=(sa,))
-                except ApiError as exc:
-                    log.warning(
-                        "campaign %s/%s: cannot read the remediator %s %s's ServiceAccount (%s): its "
-                        "writes are not recorded; name them in spec.remediator.identities",
-                        namespace,
-                        self.ref.name,
-                        rem.kind.value,
-                        rem.name,
-                        exc,
-                    )
+        ids = rem.identities or RemediatorIdentities()
+        if not ids.service_accounts and self.workloads is not None:
+            # No ServiceAccount named: the one the remediator workload runs as.
+            try:
+                sa = await self.workloads.service_account(rem.kind.value, namespace, rem.name)
+                ids = dataclasses.replace(ids, service_accounts=(sa,))
+            except ApiError as exc:
+                log.warning(
+                    "campaign %s/%s: cannot read the remediator %s %s's ServiceAccount (%s): its "
+                    "writes are not recorded; name it in spec.remediator.identities.serviceAccounts",
+                    namespace,
+                    self.ref.name,
+                    rem.kind.value,
+                    rem.name,
+                    exc,
+                )
         usernames, managers = ids.usernames(namespace), frozenset(ids.field_managers)
         if self.audit_inbox is None:
             actions = CampaignActions(self.ref, frozenset(), managers, self.clock, AuditHorizon())
