@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,9 @@ class Watch:
     namespaces: NamespaceApi | None = None
     #: The end after the recovery (``spec.remediator.quietSeconds``); None: the settle window's.
     quiet: QuietWait | None = None
+    #: Awaited once, when the subject is first judged recovered (the trial goes on: settle
+    #: window, quiet wait), with the recovered milestone's offset from the kill.
+    on_recovered: Callable[[float], Awaitable[None]] | None = None
 
 
 def _trial_end(w: Watch, tracker: RecoveryTracker, now: float) -> float:
@@ -192,6 +195,7 @@ async def observe(
     probe_error: str | None = None
     # Pods other than the victims going, and when the namespace may next be looked at.
     going, next_look = False, 0.0
+    announced = False
     while True:
         while not queue.empty():
             queued = queue.get_nowait()
@@ -212,6 +216,10 @@ async def observe(
                 probe_error = None
             except ProbeUnavailableError as exc:
                 probe_error = str(exc)
+        if tracker.recovered and not announced:
+            announced = True
+            if w.on_recovered is not None:
+                await w.on_recovered(tracker.milestones["recovered"].offset)
         ended = _verdict(w, tracker, probe_error)
         if ended is not None:
             return ended

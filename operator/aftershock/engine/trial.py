@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -431,6 +431,7 @@ class _Strike:
                     namespace=t.publisher.ref.namespace,
                     namespaces=t.namespaces,
                     quiet=quiet,
+                    on_recovered=None if quiet is None else self._waiting_for_quiet(quiet),
                 )
                 # Watching starts now, while the kill is recorded and published: the ledger's
                 # fsync and the status patch took 0.1-0.2 s on the real node, and an etcd
@@ -477,6 +478,20 @@ class _Strike:
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )
         return await self._report(outcome, record, error)
+
+    def _waiting_for_quiet(self, quiet: recovery.QuietWait) -> Callable[[float], Awaitable[None]]:
+        """Say in the status that the subject recovered and the trial waits for the remediator
+        to be quiet: the trial may go on for long after the recovery."""
+        t = self.trials
+
+        async def announce(offset: float) -> None:
+            t.publisher.message = (
+                f"trial {self.index + 1}/{t.spec.trials}: recovered {offset:.3f}s after the fault; "
+                f"waiting until the remediator has been quiet for {quiet.quiet_seconds:g}s"
+            )
+            await t.publisher.publish()
+
+        return announce
 
     def _record_remediator(
         self,
