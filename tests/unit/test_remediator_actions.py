@@ -229,7 +229,7 @@ async def test_the_remediators_writes_around_the_subject_are_its_actions_in_time
         resp = await client.post(receiver.AUDIT_PATH, json=body, headers=auth())
         assert await resp.json() == {"writes": 8, "recorded": 4}
         found = actions.trial(100.0, 110.0)
-        assert actions.latest_action() == pytest.approx(102.5, abs=1e-6)
+        assert actions.last_action_mono() == pytest.approx(102.5, abs=1e-6)
 
     assert [(a.verb, a.involved, round(a.offset, 6)) for a in found] == [
         ("delete", "pods db/tikv-0", 1.25),

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aftershock.auditing import AuditBatch, AuditEvent
-from aftershock.engine.ports import Clock
+from aftershock.engine.ports import Clock, RemediatorActivity
 from aftershock.model import (
     ACTION_SOURCE_AUDIT,
     ACTION_SOURCE_MANAGED_FIELDS,
@@ -104,8 +104,9 @@ class CampaignActions:
         """A trial's fault went in: writes from now on are that trial's; Node writes count on
         `nodes` (where its victims ran)."""
         self._trial = _Window(kill_mono, kill_wall, nodes)
+        self._latest = None
 
-    def latest_action(self) -> float | None:
+    def last_action_mono(self) -> float | None:
         """The monotonic time of the latest action seen in the current trial (None: none yet)."""
         return self._latest
 
@@ -216,6 +217,26 @@ class CampaignActions:
                     change=", ".join(fields[:20]) + (", ..." if len(fields) > 20 else ""),
                 )
             )
+
+
+class Either:
+    """The latest action of several sources (`RemediatorActivity`): the quiet wait at a trial's
+    end counts from whichever source saw one last."""
+
+    def __init__(self, *sources: RemediatorActivity) -> None:
+        self._sources = sources
+
+    def last_action_mono(self) -> float | None:
+        seen = [t for s in self._sources if (t := s.last_action_mono()) is not None]
+        return max(seen, default=None)
+
+
+def activity_of(*sources: RemediatorActivity | None) -> RemediatorActivity | None:
+    """Where the quiet wait sees the remediator act: every source the Campaign has."""
+    found = [s for s in sources if s is not None]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else Either(*found)
 
 
 class AuditHorizon:

@@ -34,6 +34,7 @@ __all__ = [
     "ProbeResult",
     "ProbeUnavailableError",
     "Recorder",
+    "RemediatorActivity",
     "ScaleApi",
     "ServiceApi",
     "StatusSink",
@@ -145,6 +146,18 @@ class EventApi(Protocol):
     ) -> AsyncIterator[tuple[str, ClusterEvent, str]]: ...
 
 
+class RemediatorActivity(Protocol):
+    """Where the remediator's actions are seen as they happen: what the quiet wait at a trial's
+    end asks (`aftershock.engine.recovery.QuietWait`). Each source of actions implements it (the
+    remediator's Events: `aftershock.engine.signals.SignalWatch`; its writes:
+    `aftershock.engine.actions.CampaignActions`; both: `aftershock.engine.actions.Either`); the actions themselves
+    reach the ledger as `aftershock.records.RemediatorAction` values when the trial ends."""
+
+    def last_action_mono(self) -> float | None:
+        """The monotonic time (the engine's `Clock`) the latest action was seen at; None when
+        none has been seen yet. Called once a second at most, on the event loop: no I/O."""
+
+
 class ServiceApi(Protocol):
     """Services of the Campaign's namespace: what the subject's URLs name (ExternalName refused)."""
 
@@ -161,13 +174,6 @@ class ScaleApi(Protocol):
 class WorkloadApi(Protocol):
     async def service_account(self, kind: str, namespace: str, name: str) -> str:
         """The ServiceAccount a Deployment's or StatefulSet's pod template runs as."""
-
-
-class RemediatorActivity(Protocol):
-    """What the remediator's actions say during a live trial."""
-
-    def latest_action(self) -> float | None:
-        """The monotonic time of the latest action seen in the current trial (None: none)."""
 
 
 class StatusSink(Protocol):

@@ -24,7 +24,7 @@ from aftershock import stats
 from aftershock.chaos import registry as chaos_registry
 from aftershock.endpoints import ServiceInfo, resolve_service_name, service_names
 from aftershock.engine import admit, heal, holds, lifecycle, resume, trend, verdict, watches
-from aftershock.engine.actions import AuditHorizon, AuditInbox, CampaignActions
+from aftershock.engine.actions import AuditHorizon, AuditInbox, CampaignActions, activity_of
 from aftershock.engine.alerts import AlertInbox, CampaignAlerts
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
@@ -308,6 +308,7 @@ class CampaignRunner:
                     publisher=out,
                     remediator=self._remediator,
                     signals=signals,
+                    activity=activity_of(signals, actions),
                     alerts=alerts,
                     actions=actions,
                     volumes=self.volumes,
