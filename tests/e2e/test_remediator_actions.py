@@ -1,8 +1,9 @@
 """The remediator's actions read from the API without its help (issue 20 item 3): a remediator
-that emits no Event at all, running with its own ServiceAccount and a narrow Role, labels each
-replacement of a killed subject pod. The operator records every such write from the API server's
-audit webhook (identity, verb, object, µs times) and from managedFields (its field manager), with
-no `spec.remediator.signals`.
+that emits no Event at all, running with its own ServiceAccount and narrow RBAC, taints the node
+its lost member ran on (a kwok node this test makes, that only its subject tolerates) and labels
+the member's replacement. The operator records both writes from the API server's audit webhook
+(identity, verb, object, change, µs times) and the label from managedFields (its field
+manager), with no `spec.remediator.signals`.
 
 Independent witnesses: the API server's audit log file (its other backend: the same audit events,
 written by the API server, not delivered to the operator) and the test's own pod watch, which saw
@@ -25,7 +26,17 @@ import pytest
 from kubernetes import client, watch
 
 from tests.e2e import testbed
-from tests.e2e.operator import TIKV_LABELS, OperatorProcess, Subject, campaign, wait_phase
+from tests.e2e.operator import (
+    E2E_TIMING,
+    TIKV_LABELS,
+    OperatorProcess,
+    Subject,
+    campaign,
+    tikv_statefulset,
+    wait_phase,
+)
+from tests.pdstub import PdStandIn
+from tests.pdstub.kube_source import KubePodSource
 
 StartOperator = Callable[..., OperatorProcess]
 
@@ -35,6 +46,11 @@ pytestmark = [AUDIT_GROUP]
 SA = "healer"
 FIELD_MANAGER = "aftershock-e2e-healer"
 HEALED = "aftershock.dev/e2e-healed"
+#: The taint the remediator puts on its lost member's node (PreferNoSchedule: the replacement,
+#: pinned to that node, still goes there).
+REMEDIATED = "aftershock.dev/e2e-remediated"
+#: The taint that keeps every other test's pods off the node this test makes.
+OWNER = "aftershock.dev/e2e-owner"
 SELECTOR = ",".join(f"{k}={v}" for k, v in TIKV_LABELS.items())
 TRIALS = 2
 
@@ -52,6 +68,7 @@ class LabellingRemediator:
         self.namespace = namespace
         self.lost: set[str] = set()
         self.labelled: list[tuple[str, str, float, float]] = []  # (pod, uid, before, after)
+        self.tainted: list[tuple[str, str, float, float]] = []  # (node, pod, before, after)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="labelling-remediator")
 
@@ -81,7 +98,9 @@ class LabellingRemediator:
     def _on(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name
         if kind == "DELETED" or pod.metadata.deletion_timestamp is not None:
-            self.lost.add(name)
+            if name not in self.lost and pod.spec.node_name:
+                self.lost.add(name)
+                self._taint(pod.spec.node_name, name)
             return
         if name in self.lost and HEALED not in (pod.metadata.labels or {}):
             self.lost.discard(name)
@@ -93,6 +112,18 @@ class LabellingRemediator:
                 field_manager=FIELD_MANAGER,
             )
             self.labelled.append((name, pod.metadata.uid, before, time.time()))
+
+    def _taint(self, node: str, pod: str) -> None:
+        """Mark the node with the member it lost (taints are a list: read, then replace it)."""
+        before = time.time()
+        taints = [
+            {"key": t.key, "value": t.value, "effect": t.effect}
+            for t in self.v1.read_node(node).spec.taints or []
+            if t.key != REMEDIATED
+        ]
+        taints.append({"key": REMEDIATED, "value": pod, "effect": "PreferNoSchedule"})
+        self.v1.patch_node(node, {"spec": {"taints": taints}}, field_manager=FIELD_MANAGER)
+        self.tainted.append((node, pod, before, time.time()))
 
 
 class LabelWatch:
@@ -131,10 +162,31 @@ class LabelWatch:
                 w.stop()
 
 
-def _healer(namespace: str) -> list[dict[str, Any]]:
+def _healer(namespace: str, node: str) -> list[dict[str, Any]]:
     labels = {"app": "healer"}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA}},
+        {
+            # The test's own node only: get and patch it, nothing else of any node.
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": node},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["nodes"],
+                    "resourceNames": [node],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": node},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": node},
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}],
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -163,6 +215,8 @@ def _healer(namespace: str) -> list[dict[str, Any]]:
                     "spec": {
                         "serviceAccountName": SA,
                         "containers": [{"name": "agent", "image": "example.invalid/healer:1"}],
+                        "nodeSelector": {"kubernetes.io/hostname": node},
+                        "tolerations": [{"key": OWNER, "operator": "Equal", "value": namespace}],
                     },
                 },
             },
@@ -185,9 +239,58 @@ def audit_webhook() -> list[str]:
     ]  # fmt: skip
 
 
+def _node(name: str, namespace: str) -> dict[str, Any]:
+    """A kwok node of this test's own (kwok's controller keeps it Ready), tainted so that only
+    this test's pods go there."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+        },
+        "spec": {"taints": [{"key": OWNER, "value": namespace, "effect": "NoSchedule"}]},
+        "status": {
+            "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+            "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+        },
+    }
+
+
 @pytest.fixture
-def remediator(cluster: testbed.Cluster, namespace: str, tmp_path: Path) -> Iterator[LabellingRemediator]:
-    for obj in _healer(namespace):
+def node(cluster: testbed.Cluster, namespace: str) -> Iterator[str]:
+    name = f"{namespace}-node"
+    cluster.apply(_node(name, namespace))
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{name}", "--timeout=60s")
+    yield name
+    for kind in ("clusterrolebinding", "clusterrole", "node"):
+        cluster.kubectl("delete", kind, name, "--ignore-not-found", "--wait=false", check=False)
+
+
+@pytest.fixture
+def pinned_subject(cluster: testbed.Cluster, namespace: str, node: str) -> Iterator[Subject]:
+    """The TiKV stand-in with every member on the test's node (`start_subject`, pinned)."""
+    sts = tikv_statefulset()
+    pod_spec = sts["spec"]["template"]["spec"]
+    pod_spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    pod_spec["tolerations"] = [{"key": OWNER, "operator": "Equal", "value": namespace}]
+    cluster.apply(sts, namespace=namespace)
+    cluster.kubectl("rollout", "status", "statefulset/tikv", "-n", namespace, "--timeout=120s")
+    source = KubePodSource(cluster.api_client(), namespace, SELECTOR).start()
+    assert source.wait_synced(30)
+    pd = PdStandIn(source, timing=E2E_TIMING, headless_service="tikv-peer", namespace=namespace)
+    pd.start()
+    subject = Subject(namespace, pd, source)
+    yield subject
+    subject.close()
+
+
+@pytest.fixture
+def remediator(
+    cluster: testbed.Cluster, namespace: str, node: str, tmp_path: Path
+) -> Iterator[LabellingRemediator]:
+    for obj in _healer(namespace, node):
         cluster.apply(obj, namespace=namespace)
     kubeconfig = cluster.service_account_kubeconfig(namespace, SA, tmp_path / "healer.kubeconfig")
     healer = LabellingRemediator(cluster.api_client(kubeconfig), namespace).start()
@@ -202,7 +305,8 @@ def _audit_log(cluster: testbed.Cluster) -> Path:
 def test_a_remediator_that_says_nothing_has_its_writes_recorded_from_audit_and_managed_fields(
     cluster: testbed.Cluster,
     namespace: str,
-    subject: Subject,
+    pinned_subject: Subject,
+    node: str,
     remediator: LabellingRemediator,
     audit_webhook: list[str],
     start_operator: StartOperator,
@@ -216,7 +320,7 @@ def test_a_remediator_that_says_nothing_has_its_writes_recorded_from_audit_and_m
             campaign(
                 "actions",
                 namespace,
-                subject.pd_url,
+                pinned_subject.pd_url,
                 trials=TRIALS,
                 recovery={"timeoutSeconds": 60, "settleSeconds": 2},
                 # No signals, no serviceAccounts: the Deployment's own ServiceAccount is one identity.
@@ -254,10 +358,10 @@ def test_a_remediator_that_says_nothing_has_its_writes_recorded_from_audit_and_m
                 r.get("stage") == "ResponseComplete"
                 and (r.get("user") or {}).get("username") == user
                 and r.get("verb") == "patch"
-                and ref.get("namespace") == namespace
+                and ref.get("namespace") in (namespace, None)
             ):
                 logged[r["auditID"]] = (ref["name"], _ts(r["stageTimestamp"]), r.get("requestObject"))
-    assert len(logged) >= TRIALS, logged
+    assert len(logged) >= 2 * TRIALS, logged
     delays: list[float] = []
     delivered: list[float] = []
     for t in trials:
@@ -266,17 +370,28 @@ def test_a_remediator_that_says_nothing_has_its_writes_recorded_from_audit_and_m
         audited = [a for a in actions if a["source"] == "audit"]
         managed = [a for a in actions if a["source"] == "managedFields"]
         assert [a["reason"] for a in actions if a["source"] == "event"] == []  # it said nothing
-        # Exactly one label per trial, by the healer, on the victim's replacement.
-        assert len(audited) == 1, actions
-        a = audited[0]
-        assert (a["identity"], a["verb"]) == (user, "patch")
         victim = t["victims"][0]["name"]
-        assert a["object"] == f"pods {namespace}/{victim}"
+        assert t["victims"][0]["node"] == node
+        # Per trial: the healer tainted the node the victim ran on, then labelled its replacement.
+        assert [(a["verb"], a["object"]) for a in audited] == [
+            ("patch", f"nodes {node}"),
+            ("patch", f"pods {namespace}/{victim}"),
+        ], actions
+        taint, a = audited
+        assert taint["identity"] == user
+        assert REMEDIATED in taint["change"]
+        assert victim in taint["change"]
+        tainted = [
+            r for r in remediator.tainted if r[1] == victim and r[2] - 0.05 <= taint["wall"] <= r[3] + 0.05
+        ]
+        assert tainted, (taint, remediator.tainted)
+        assert (a["identity"], a["verb"]) == (user, "patch")
         assert HEALED in a["change"]
         assert "HTTP 200" in a["change"]
-        # The audit log file holds the same write, at the same µs.
-        match = [v for v in logged.values() if v[0] == victim and abs(v[1] - a["wall"]) < 1e-6]
-        assert match, (a, logged)
+        # The audit log file holds the same writes, at the same µs.
+        for name, action in ((node, taint), (victim, a)):
+            match = [v for v in logged.values() if v[0] == name and abs(v[1] - action["wall"]) < 1e-6]
+            assert match, (action, logged)
         # The remediator's own clock brackets it, and the test's watch saw the label after it.
         done = [r for r in remediator.labelled if r[0] == victim and r[2] - 0.05 <= a["wall"] <= r[3] + 0.05]
         assert done, (a, remediator.labelled)
@@ -286,7 +401,8 @@ def test_a_remediator_that_says_nothing_has_its_writes_recorded_from_audit_and_m
         delays.append(witness.seen[uid] - a["wall"])
         delivered.append(float(re.search(r"delivered ([0-9.]+)s after", a["message"]).group(1)))  # type: ignore[union-attr]
         assert 0 < a["offset"] <= t["recoverySeconds"] + 2 + 5
-        # managedFields: the operator's pod watch saw the healer's field manager take the label.
+        # managedFields: the operator's pod watch saw the healer's field manager take the label
+        # (it watches no Node: the taint is the audit webhook's only).
         assert len(managed) == 1, actions
         m = managed[0]
         assert (m["identity"], m["object"]) == (FIELD_MANAGER, f"pods {namespace}/{victim}")

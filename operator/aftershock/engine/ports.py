@@ -150,8 +150,9 @@ class RemediatorActivity(Protocol):
     """Where the remediator's actions are seen as they happen: what the quiet wait at a trial's
     end asks (`aftershock.engine.recovery.QuietWait`). Each source of actions implements it (the
     remediator's Events: `aftershock.engine.signals.SignalWatch`; its writes:
-    `aftershock.engine.actions.CampaignActions`; both: `aftershock.engine.actions.Either`); the actions themselves
-    reach the ledger as `aftershock.records.RemediatorAction` values when the trial ends."""
+    `aftershock.engine.actions.CampaignActions`; both: `aftershock.engine.actions.Either`);
+    the actions themselves reach the ledger as `aftershock.records.RemediatorAction` values
+    when the trial ends."""
 
     def last_action_mono(self) -> float | None:
         """The monotonic time (the engine's `Clock`) the latest action was seen at; None when
