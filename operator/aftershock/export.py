@@ -84,7 +84,8 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ),
     (
         "remediatorActions",
-        "how many actions the remediator took in the trial window: its Events and its writes (empty: not watched)",
+        "how many actions the remediator took in the trial window: its Events and its writes "
+        "(empty: not watched)",
     ),
     (
         "timeToAlertSeconds",
