@@ -201,7 +201,14 @@ case "${1:-}" in
   down) down ;;
   status) answers "$(bin_dir)" ;;
   audit-log) echo "$KWOK_WORKDIR/clusters/$name/logs/audit.log" ;;
-  audit-webhook) audit_webhook_files; echo "$audit_port $audit_token $audit_cert $audit_key" ;;
+  audit-webhook)
+    audit_webhook_files
+    if [ "$(cat "$KWOK_WORKDIR/clusters/$name/aftershock-config.sha" 2>/dev/null)" != "$(config_stamp)" ]; then
+      log "cluster '$name' was started without this audit webhook configuration: run cluster.sh down, then up"
+      exit 3
+    fi
+    echo "$audit_port $audit_token $audit_cert $audit_key"
+    ;;
   env)
     bin=$(bin_dir)
     echo "export KUBECONFIG=$kubeconfig"
