@@ -134,8 +134,19 @@ up() {
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
     # kwokctl 0.8 indexes a component's extra args by the position of its first one: the k-th
     # component named must first appear as the k-th --extra-args (else it panics).
+    # A failed node is seen NotReady in about 30 s instead of kwokctl's 200 s (its default
+    # --heartbeat-factor 5), so a node_failure trial (issue 20's e2e runs ten) lasts about a
+    # minute and a half, not five: factor 0.75 gives the controller-manager
+    # --node-monitor-grace-period=30s and --node-monitor-period=3.75s, and the kwok nodes a lease
+    # of 14 x 0.75 = 10 s, renewed every 2.5 s (a quarter, as a kubelet does); the real nodes'
+    # kubelets renew as often (realnode.sh). Twelve renewals fit in the grace period: at load
+    # 20-33 no live node went NotReady, and a stopped kubelet was seen in 30-31 s (a watch of
+    # every node's Ready condition, docs/remediator.md). A controller-manager that restarts
+    # (the reliability suite's API server faults) counts each node's grace from its own start.
     kwokctl --name "$name" create cluster \
       --runtime binary \
+      --heartbeat-factor 0.75 \
+      --node-lease-duration-seconds 14 \
       --kubeconfig "$kubeconfig" \
       --etcd-binary "$bin/etcd" \
       --kube-apiserver-binary "$bin/kube-apiserver" \

@@ -198,6 +198,9 @@ imageGCLowThresholdPercent: 98
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 10s
+# The node's lease renewed every 2.5 s (a quarter of its duration): the controller-manager's
+# grace period is 30 s on the test bed (cluster.sh), so twelve renewals fit in it.
+nodeLeaseDurationSeconds: 10
 shutdownGracePeriod: 0s
 EOF
 }
