@@ -55,7 +55,10 @@ up() {
     mkdir -p "$state"
     rm -f "$kubeconfig"
     # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
-    if [ "$name" = aftershock ]; then "$here/realnode.sh" down 2>/dev/null || true; fi
+    if [ "$name" = aftershock ]; then
+      AFTERSHOCK_REALNODE_INDEX=1 "$here/realnode.sh" down 2>/dev/null || true
+      "$here/realnode.sh" down 2>/dev/null || true
+    fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
     kwokctl --name "$name" create cluster \
       --runtime binary \
@@ -108,6 +111,9 @@ down() {
   bin=$(bin_dir)
   export PATH="$bin:$PATH"
   if [ "$name" = aftershock ] || [ "${AFTERSHOCK_REAL_NODE:-auto}" = 1 ]; then
+    # real-1 (opt-in, started by the tests that need it) first: real-0's down removes the
+    # shared /run/netns entries of both.
+    AFTERSHOCK_REALNODE_INDEX=1 "$here/realnode.sh" down
     "$here/realnode.sh" down
   fi
   if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then

@@ -168,7 +168,8 @@ subject_images() {
 # archive in the node's state records the image digest containerd gave it at import: the
 # archive is imported again when that image is missing or its name now points elsewhere
 # (another checkout imported its own aftershock:dev). realnode.sh down wipes both.
-image_digest() { ctr -n k8s.io images ls 2>/dev/null | awk -v n="$1" '$1 == n {print $3}'; }
+# The node's own (AFTERSHOCK_REALNODE_INDEX picks real-0 or real-1).
+image_digest() { "$here/realnode.sh" digest "$1"; }
 archive_image() {
   # The name an archive carries: its OCI index's annotation, or docker save's RepoTags.
   "$python" - "$1" <<'PY'
@@ -185,9 +186,11 @@ PY
 }
 import_all() {
   local archive marker name
-  mkdir -p "$cache/realnode/imported"
+  local imported
+  imported="$("$here/realnode.sh" state-dir)/imported"
+  mkdir -p "$imported"
   for archive in "$@"; do
-    marker="$cache/realnode/imported/$(basename "$archive")"
+    marker="$imported/$(basename "$archive")"
     name=$(archive_image "$archive")
     if [ -f "$marker" ] && [ -n "$name" ] && [ "$(cat "$marker")" = "$(image_digest "$name")" ]; then
       continue

@@ -8,6 +8,10 @@
 #   realnode.sh status    exit 0 when node real-0 is Ready
 #   realnode.sh can       exit 0 when this machine can host it; otherwise print why
 #   realnode.sh import F  import an image archive into the node's containerd
+#   realnode.sh digest N  the digest the node's containerd holds for image N (empty: none)
+#   realnode.sh state-dir the node's state folder
+#
+# AFTERSHOCK_REALNODE_INDEX=1: the same for a second node, real-1 (opt-in; see below).
 #
 # Called by cluster.sh for the default cluster. Needs root and Debian (apt) packages:
 # containerd, runc, containernetworking-plugins (installed here when missing).
@@ -21,14 +25,41 @@ cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 # shellcheck source=versions.env
 . "$here/versions.env"
 bin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
-state="$cache/realnode"
-node=real-0
-sock=/run/containerd/containerd.sock
-bridge=rn0
-subnet=10.88.0.0/16
-hosts_mark="# aftershock real node"
-kubelet_port=10350
-kubelet_healthz_port=10348
+# AFTERSHOCK_REALNODE_INDEX=1 runs a second node, real-1, beside real-0 (node_failure's e2e: a
+# member can really move). Everything it makes is its own: state folder, containerd socket and
+# state, bridge and subnet, kubelet ports, cgroup root, hosts line; its `down` leaves real-0
+# alone. It carries its own label and taint (aftershock.dev/real-node-1), so pods that ask for
+# real-0 (nodeSelector aftershock.dev/real-node=true) never land on it.
+index=${AFTERSHOCK_REALNODE_INDEX:-0}
+case "$index" in 0|1) ;; *) echo "AFTERSHOCK_REALNODE_INDEX must be 0 or 1" >&2; exit 2 ;; esac
+node=real-$index
+if [ "$index" = 0 ]; then
+  state="$cache/realnode"
+  run_dir=/run/containerd
+  bridge=rn0
+  subnet=10.88.0.0/16
+  hosts_mark="# aftershock real node"
+  kubelet_port=10350
+  kubelet_healthz_port=10348
+  # kubelet's cgroup root: pods under /kubepods in every hierarchy.
+  cgroup_root=/
+  node_label="aftershock.dev/real-node=true"
+  node_taint="aftershock.dev/real-node"
+else
+  state="$cache/realnode-$index"
+  run_dir=/run/aftershock-real-$index/containerd
+  bridge=rn$index
+  subnet=10.$((88 + index)).0.0/16
+  hosts_mark="# aftershock real-$index node"
+  kubelet_port=$((10350 + 10 * index))
+  kubelet_healthz_port=$((10348 + 10 * index))
+  cgroup_root=/aftershock-real-$index
+  node_label="aftershock.dev/real-node-$index=true"
+  node_taint="aftershock.dev/real-node-$index"
+fi
+sock=$run_dir/containerd.sock
+# The kubepods cgroups of this node, as /proc/PID/cgroup names them (":/kubepods/..." for real-0).
+cgroup_prefix="${cgroup_root%/}/kubepods"
 
 log() { printf '[realnode %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -58,7 +89,7 @@ ensure_packages() {
 running() { [ -f "$state/run/$1.pid" ] && kill -0 "$(cat "$state/run/$1.pid")" 2>/dev/null; }
 
 # ctr hangs ~10 s when the socket is missing: test it first.
-ctr_k8s() { [ -S "$sock" ] || die "containerd is not running"; ctr -n k8s.io "$@"; }
+ctr_k8s() { [ -S "$sock" ] || die "containerd is not running"; ctr --address "$sock" -n k8s.io "$@"; }
 
 write_configs() {
   mkdir -p "$state"/{etc/cni/net.d,var/cni-ipam,var/containerd,var/pod-logs,kubelet,run,logs,pki}
@@ -70,7 +101,7 @@ write_configs() {
   cat > "$state/etc/containerd.toml" <<EOF
 version = 2
 root = "$state/var/containerd"
-state = "/run/containerd"
+state = "$run_dir"
 [grpc]
   address = "$sock"
 [plugins]
@@ -85,6 +116,8 @@ state = "/run/containerd"
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           SystemdCgroup = false
+          # runc's state beside this containerd's (real-1's apart from real-0's).
+          Root = "$run_dir/runc"
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "/usr/lib/cni"
       conf_dir = "$state/etc/cni/net.d"
@@ -93,7 +126,7 @@ EOF
   cat > "$state/etc/cni/net.d/10-realnode.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
-  "name": "realnode",
+  "name": "realnode-$index",
   "plugins": [
     {
       "type": "bridge",
@@ -115,6 +148,7 @@ failCgroupV1: false
 # containerd 1.6 lacks the RuntimeConfig CRI call; kubelet 1.36 then falls back to cgroupfs.
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
+cgroupRoot: $cgroup_root
 enforceNodeAllocatable: ["pods"]
 failSwapOn: false
 protectKernelDefaults: false
@@ -137,7 +171,7 @@ podLogsDir: $state/var/pod-logs
 registerNode: true
 # Only pods that ask for the real node land here; the kwok nodes keep everything else.
 registerWithTaints:
-- {key: aftershock.dev/real-node, value: "true", effect: NoSchedule}
+- {key: $node_taint, value: "true", effect: NoSchedule}
 rotateCertificates: false
 serverTLSBootstrap: false
 maxPods: 110
@@ -177,7 +211,7 @@ start_containerd() {
   setsid containerd --config "$state/etc/containerd.toml" >"$state/logs/containerd.log" 2>&1 < /dev/null &
   echo $! > "$state/run/containerd.pid"
   for _ in $(seq 1 100); do
-    [ -S "$sock" ] && ctr version >/dev/null 2>&1 && return 0
+    [ -S "$sock" ] && ctr --address "$sock" version >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   die "containerd did not start: $state/logs/containerd.log"
@@ -198,6 +232,16 @@ hosts_line() {
   grep -qF "$hosts_mark" /etc/hosts || printf '127.0.0.1 %s %s\n' "$node" "$hosts_mark" >> /etc/hosts
 }
 
+# kubelet checks that its cgroup root exists in every hierarchy (real-1's is its own).
+cgroup_root_dirs() {
+  [ "$cgroup_root" = / ] && return 0
+  local hier
+  for hier in /sys/fs/cgroup/*/; do
+    [ -e "$hier/cgroup.procs" ] && mkdir -p "$hier${cgroup_root#/}"
+  done
+  [ -e /sys/fs/cgroup/cgroup.procs ] && mkdir -p "/sys/fs/cgroup${cgroup_root}" || true
+}
+
 start_kubelet() {
   local kc=$1
   if running kubelet; then return 0; fi
@@ -205,7 +249,7 @@ start_kubelet() {
   log "starting kubelet (node $node)"
   setsid "$bin/kubelet" --config "$state/etc/kubelet-config.yaml" --kubeconfig "$kc" \
     --hostname-override "$node" --root-dir "$state/kubelet" --cert-dir "$state/pki/kubelet-serving" \
-    --node-labels "aftershock.dev/real-node=true,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
+    --node-labels "$node_label,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
     >>"$state/logs/kubelet.log" 2>&1 < /dev/null &
   echo $! > "$state/run/kubelet.pid"
 }
@@ -235,6 +279,7 @@ up() {
   ensure_packages
   write_configs
   hosts_line
+  cgroup_root_dirs
   # The bridge has no address on the host, so without this the host would send anything
   # addressed to a pod IP (a kubelet probe of a bridge pod, an API server proxy) out through its
   # default route, off the machine. Pod IPs exist only inside this node: refuse them at the host.
@@ -269,7 +314,17 @@ stop_pid() {
 
 # Every process that runs inside a container of this node, by its cgroup.
 container_pids() {
-  grep -lE 'kubepods' /proc/[0-9]*/cgroup 2>/dev/null | sed -n 's#/proc/\([0-9]*\)/cgroup#\1#p' || true
+  grep -lE ":$cgroup_prefix(/|\$)" /proc/[0-9]*/cgroup 2>/dev/null | sed -n 's#/proc/\([0-9]*\)/cgroup#\1#p' || true
+}
+
+# This node's pod network namespaces: those holding an address of its subnet.
+own_netns() {
+  local m prefix=${subnet%.0.0/16}.
+  for m in /run/netns/cni-*; do
+    [ -e "$m" ] || continue
+    ip -n "$(basename "$m")" -4 addr show 2>/dev/null | grep -qF "inet $prefix" && basename "$m"
+  done
+  return 0
 }
 
 down() {
@@ -284,26 +339,45 @@ down() {
   pkill -KILL -f "containerd --config $state/etc/containerd.toml" 2>/dev/null || true
   # Mounts the node made (kubelet volumes, container rootfs, sandbox shm), deepest first.
   local m
-  for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state|/run/containerd|/run/netns/cni-)" | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-  for m in /run/netns/cni-*; do
-    [ -e "$m" ] && ip netns delete "$(basename "$m")" 2>/dev/null || true
-  done
+  if [ "$index" = 0 ]; then
+    for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state/|/run/containerd/|/run/netns/cni-)" | sort -r); do
+      umount -l "$m" 2>/dev/null || true
+    done
+    for m in /run/netns/cni-*; do
+      [ -e "$m" ] && ip netns delete "$(basename "$m")" 2>/dev/null || true
+    done
+  else
+    # Only what this node made: real-0 (and its pods' netns) stay as they are.
+    local own
+    own=$(own_netns)
+    for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state/|${run_dir%/containerd}/)" | sort -r); do
+      umount -l "$m" 2>/dev/null || true
+    done
+    for m in $own; do
+      umount -l "/run/netns/$m" 2>/dev/null || true
+      ip netns delete "$m" 2>/dev/null || true
+    done
+  fi
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
   ip route del unreachable "$subnet" 2>/dev/null || true
   # kubelet's cgroups (cgroupfs driver): kubepods in every hierarchy, leaves first.
-  local hier
-  for hier in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+  local hier top=${cgroup_root%/}
+  for hier in /sys/fs/cgroup/*"$top"/kubepods "/sys/fs/cgroup$top/kubepods"; do
     [ -d "$hier" ] && find "$hier" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
+  if [ -n "$top" ]; then
+    for hier in /sys/fs/cgroup/*"$top" "/sys/fs/cgroup$top"; do
+      [ -d "$hier" ] && rmdir "$hier" 2>/dev/null || true
+    done
+  fi
   if grep -qF "$hosts_mark" /etc/hosts; then
     # /etc/hosts may be a bind mount: rewrite in place, never replace the file.
     local kept
     kept=$(grep -vF "$hosts_mark" /etc/hosts)
     printf '%s\n' "$kept" > /etc/hosts
   fi
-  rm -rf /run/containerd "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
+  [ "$index" = 0 ] || rm -rf "$(dirname "$run_dir")"
+  rm -rf "$run_dir" "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
     "$state/imported" 2>/dev/null || true
   log "node $node removed (containers, mounts, netns, bridge, cgroups, hosts line)"
 }
@@ -314,6 +388,8 @@ case "${1:-}" in
   can) why=$(cannot); [ -z "$why" ] || { echo "$why"; exit 1; } ;;
   status) running kubelet && running containerd ;;
   import) shift; ctr_k8s images import "$1" >/dev/null ;;
+  digest) shift; [ -S "$sock" ] && ctr_k8s images ls 2>/dev/null | awk -v n="$1" '$1 == n {print $3}' || true ;;
+  state-dir) echo "$state" ;;
   kill) shift; kill_part "${1:?kubelet or containerd}" ;;
   revive) revive ;;
   *) echo "usage: $0 up KUBECONFIG PKI_DIR|down|status|can|import ARCHIVE|kill kubelet|containerd|revive" >&2; exit 2 ;;

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aftershock.model import ChaosSpec, ExecResult, PodState, Victim
+from aftershock.model import ChaosSpec, ExecResult, NodeState, PodState, Victim
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Right:
     group: str = ""
     #: Why the kind needs it, for the rendered manifests' comments.
     why: str = ""
+    #: A cluster-scoped resource (nodes): granted by a ClusterRole, checked with no namespace.
+    cluster: bool = False
 
     @property
     def rbac_resource(self) -> str:
@@ -70,6 +72,11 @@ class FaultApi(Protocol):
         """Run `command` in the container (``pods/exec``); never raises for the command's own
         failure (that is `ExecResult.error`), only for the API's (`ApiError`)."""
 
+    async def get_node(self, name: str) -> NodeState: ...
+
+    async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (a string) or remove (None) annotations of a node (a merge patch)."""
+
 
 @dataclass(frozen=True)
 class Strike:
@@ -86,6 +93,9 @@ class Strike:
     #: call that disturbs a victim (each delete, each retry of one, each exec). After the lock's
     #: renew deadline another Campaign may hold the subject, so the call is not ours to send.
     held: Callable[[], bool]
+    #: The node the operator itself runs on (``--node-name``, the downward API in a pod); None
+    #: when unknown (a process outside the cluster). Node-level kinds never fail it.
+    operator_node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,10 @@ class ChaosKindInfo:
     inject: Inject
     #: None: the cluster undoes the fault by itself; nothing of ours is left to remove.
     heal: Heal | None = None
+    #: True: the same pods and containers carry on where they stopped once healed (a frozen node
+    #: thawed): no new container is followed, and the victims are back at the heal (`back` is
+    #: ``fault_healed``, which the engine stamps).
+    resumes: bool = False
 
     def check(self, chaos: ChaosSpec) -> str | None:
         """Why `chaos` is wrong for this kind (a field it needs or refuses), or None."""

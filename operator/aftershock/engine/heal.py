@@ -136,6 +136,8 @@ class TrialFault:
     healed: tuple[float, float] | None = None
     #: Why the last heal failed (the fault stays open in the ledger for the next caller).
     heal_error: str | None = None
+    #: Told (monotonic, wall) once healed: for kinds whose victims are back at the heal.
+    on_healed: Callable[[float, float], None] | None = None
     _recorded: bool = False
 
     async def intend(self) -> None:
@@ -173,6 +175,8 @@ class TrialFault:
                 return
         self.healed = (self.monotonic(), self.wall())
         self.heal_error = None
+        if self.on_healed is not None:
+            self.on_healed(*self.healed)
 
     async def hold(self, stop: StopSignal) -> None:
         """Hold the fault for ``chaos.durationSeconds`` (less if the trial is stopped), then heal."""

@@ -62,6 +62,9 @@ class RecoveryTracker:
     replaces_pods: bool = True
     #: The container a container-level kind acted on (None: the pod's first).
     container: str | None = None
+    #: The same pods and containers carry on once the fault is healed (node_failure): the
+    #: victims are back at ``fault_healed`` (`mark_healed`), not at a new container.
+    resumes: bool = False
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
@@ -109,6 +112,11 @@ class RecoveryTracker:
     def mark_acked(self, mono: float, wall: float) -> None:
         self._mark("kill_acked", mono, wall)
 
+    def mark_healed(self, mono: float, wall: float) -> None:
+        """The fault was healed (`resumes` kinds: the victims are back from here)."""
+        self._mark("fault_healed", mono, wall)
+        self._check(mono, wall)
+
     @property
     def recovered(self) -> bool:
         return "recovered" in self.milestones
@@ -128,7 +136,13 @@ class RecoveryTracker:
                 self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
         if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
             self._track_replacement(pod, mono, wall)
-        if not self.replaces_pods and victim_name is not None and type_ != "DELETED":
+        if self.resumes and victim_name is not None and type_ != "DELETED" and not pod.ready:
+            track = self._tracks[victim_name]
+            if track.down is None:
+                track.down = self._stamp(mono, wall)
+                downs = [t.down is not None for t in self._tracks.values()]
+                self._all_then("victim_unready", downs, mono, wall)
+        elif not self.replaces_pods and victim_name is not None and type_ != "DELETED":
             self._track_container(self._tracks[victim_name], pod, mono, wall)
         if self.pods_healthy():
             if self._pods_healthy_since is None:
@@ -202,7 +216,7 @@ class RecoveryTracker:
         """Per victim, what the kind recorded at the kill with what the tracker saw after it
         (``final_state["chaos"]``): for container_kill the containerID and restartCount after."""
         details: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in injected.items()}
-        if self.replaces_pods:
+        if self.replaces_pods or self.resumes:
             return details
         for name, track in self._tracks.items():
             entry = details.setdefault(name, {})
@@ -293,6 +307,12 @@ class RecoveryTracker:
         missing: list[str] = []
         waiting = dict(self.judge.pending()) if self.judge is not None else {}
         for name, track in self._tracks.items():
+            if self.resumes:
+                if "fault_healed" not in self.milestones:
+                    missing.append(f"{name}: the fault is not healed yet")
+                elif name in waiting:
+                    missing.append(f"{name}: {waiting[name]}")
+                continue
             if not self.replaces_pods:
                 if track.started is None:
                     missing.append(f"{name}: no new container started")

@@ -82,6 +82,8 @@ class RunnerSettings:
     author_check: bool = False
     #: ``--namespace-label``: a run starts only in a namespace carrying this label (key, value).
     namespace_label: tuple[str, str] | None = None
+    #: ``--node-name``: the node the operator runs on, which node-level chaos never fails.
+    operator_node: str | None = None
 
 
 @dataclass(frozen=True)

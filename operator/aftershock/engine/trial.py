@@ -342,6 +342,7 @@ class _Strike:
                 back=self.kind.back,
                 replaces_pods=self.kind.replaces_pods,
                 container=t.spec.chaos.container,
+                resumes=self.kind.resumes,
             )
             writes = recovery.write_probe(
                 t.probe,
@@ -367,6 +368,7 @@ class _Strike:
                     chaos=t.spec.chaos,
                     retry_budget=t.settings.kill_retry_budget,
                     held=lambda: strike.lock_covers(self.victims, t.view, t.lock),
+                    operator_node=t.settings.operator_node,
                 )
                 killed = await self.kind.inject(plan, t.pods, clock, stop.is_set)
                 kill_error = killed.error
@@ -389,6 +391,9 @@ class _Strike:
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
                 await fault.injected(killed.details)
+                if self.kind.resumes:
+                    # The victims are back when the fault is healed: the tracker hears of it.
+                    fault.on_healed = tracker.mark_healed
                 holding = asyncio.create_task(fault.hold(stop)) if fault.heals else None
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)
