@@ -44,6 +44,62 @@ def import_images() -> None:
     testbed.run([str(IMAGES_SH), "all"], timeout=1800)
 
 
+#: The second real node (opt-in: `second_node`), for tests where a member must really move.
+NODE_1 = "real-1"
+NODE_1_TAINT = "aftershock.dev/real-node-1"
+
+
+def _second(*args: str, cluster: testbed.Cluster | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**(cluster.env() if cluster is not None else os.environ), "AFTERSHOCK_REALNODE_INDEX": "1"}
+    return subprocess.run(
+        [str(REALNODE_SH), *args], env=env, capture_output=True, text=True, check=True, timeout=600
+    )
+
+
+def start_second_node(cluster: testbed.Cluster) -> None:
+    """real-1 beside real-0 (hack/testbed/realnode.sh with AFTERSHOCK_REALNODE_INDEX=1): its own
+    containerd, kubelet, bridge and cgroup root; the images imported into it."""
+    name = os.environ.get("AFTERSHOCK_CLUSTER_NAME", "aftershock")
+    pki = Path(cluster.kubeconfig).parent / "kwok" / "clusters" / name / "pki"
+    _second("up", cluster.kubeconfig, str(pki), cluster=cluster)
+    env = {**cluster.env(), "AFTERSHOCK_REALNODE_INDEX": "1"}
+    subprocess.run([str(IMAGES_SH), "all"], env=env, check=True, capture_output=True, text=True, timeout=1800)
+
+
+def stop_second_node(cluster: testbed.Cluster) -> None:
+    """Remove real-1 and everything it made; real-0 is left as it is."""
+    _second("down", cluster=cluster)
+    cluster.kubectl("delete", "node", NODE_1, "--ignore-not-found", check=False)
+
+
+def second_node_state() -> Path:
+    return Path(_second("state-dir").stdout.strip())
+
+
+def on_real_nodes(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec, allowed on real-0 and real-1 (both taints tolerated), nowhere else."""
+    spec = dict(pod_spec)
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE, NODE_1]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    spec["tolerations"] = [
+        *spec.get("tolerations", []),
+        {"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+        {"key": NODE_1_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    return spec
+
+
 def on_real_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
     """The pod spec, placed on the real node (its label, its taint tolerated)."""
     spec = dict(pod_spec)
