@@ -518,7 +518,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             name=rem_name,
             signals=_signals(rem.get("signals")),
         )
-    return CampaignSpec(
+    spec = CampaignSpec(
         subject=subject,
         chaos=chaos,
         trials=_int(raw.get("trials", DEFAULT_TRIALS), "trials", minimum=1, maximum=100_000),
@@ -550,6 +550,14 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         schedule=parse_schedule(raw.get("schedule")),
         trend=parse_trend(raw.get("trend")),
     )
+    if ctype == NODE_FAILURE and duration is not None and spec.recovery_timeout_seconds <= duration:
+        # The recovery is timed from the fault's start: the node is away that long first.
+        raise SpecError(
+            "recovery.timeoutSeconds",
+            f"must be longer than chaos.durationSeconds ({duration:g}): the recovery is timed from "
+            "the fault's start, and the fault is held that long first",
+        )
+    return spec
 
 
 def parse_schedule(raw: Any) -> ScheduleSpec | None:

@@ -266,7 +266,8 @@ def campaign(
             "trials": 1,
             "intervalSeconds": 0,
             "steadyState": {"timeoutSeconds": 120, "stableSeconds": 1},
-            "recovery": {"timeoutSeconds": 180, "settleSeconds": 1},
+            # From the fault's start: the node is away for `duration` first.
+            "recovery": {"timeoutSeconds": duration + 180, "settleSeconds": 1},
         },
     }
 

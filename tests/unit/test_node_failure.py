@@ -48,11 +48,11 @@ def test_node_failure_without_acknowledgement_is_refused_naming_the_field() -> N
 
 
 def test_nodes_and_acknowledgement_parse() -> None:
-    chaos = parse_campaign_spec(
-        campaign(
-            type="node_failure", durationSeconds=30, acknowledgeNodeFailure=True, nodes=["real-1", "real-1"]
-        )
-    ).chaos
+    spec = campaign(
+        type="node_failure", durationSeconds=30, acknowledgeNodeFailure=True, nodes=["real-1", "real-1"]
+    )
+    spec["recovery"] = {"timeoutSeconds": 90}
+    chaos = parse_campaign_spec(spec).chaos
     assert chaos.nodes == ("real-1",)
     assert chaos.acknowledge_node_failure
 
@@ -200,3 +200,15 @@ def test_pod_cgroups_freeze_and_thaw(tmp_path: Path) -> None:
     for c in found:
         nodeagent.thaw(c)
     assert not any(nodeagent.frozen(p) for p in pods)
+
+
+def test_a_recovery_timeout_within_the_fault_is_refused() -> None:
+    spec = fast_campaign(
+        chaos={"type": "node_failure", "durationSeconds": 60, "acknowledgeNodeFailure": True},
+        recovery={"timeoutSeconds": 60},
+    )
+    with pytest.raises(SpecError) as err:
+        parse_campaign_spec(spec)
+    assert err.value.field == "spec.recovery.timeoutSeconds"
+    spec["recovery"] = {"timeoutSeconds": 61}
+    assert parse_campaign_spec(spec).recovery_timeout_seconds == 61
