@@ -439,25 +439,8 @@ def read_suspend(raw: Mapping[str, Any]) -> bool:
     return isinstance(raw, Mapping) and bool(raw.get("suspend", False))
 
 
-def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:
-    """Parse and check a Campaign ``spec``; raise `SpecError` naming the first bad field."""
-    raw = _mapping(raw, "")
-    subject_raw = _mapping(_get(raw, "subject", "subject"), "subject")
-    kind = _name(_get(subject_raw, "kind", "subject.kind"), "subject.kind")
-    selector = parse_selector(_get(subject_raw, "selector", "subject.selector"), "subject.selector")
-    pd_url = subject_raw.get("pdURL")
-    if pd_url is not None:
-        if not isinstance(pd_url, str):
-            raise SpecError("subject.pdURL", "must be a string")
-        pd_url = check_endpoint_url(pd_url, allow_loopback=allow_loopback_pd)
-    subject = SubjectSpec(
-        kind=kind,
-        selector=selector,
-        pd_url=pd_url,
-        endpoints=_endpoints(subject_raw.get("endpoints"), allow_loopback=allow_loopback_pd),
-    )
-
-    chaos_raw = _mapping(_get(raw, "chaos", "chaos"), "chaos")
+def _parse_chaos(chaos_raw: Mapping[str, Any]) -> ChaosSpec:
+    """`spec.chaos`, checked field by field (the kind's own rules are the registry's)."""
     ctype = _name(chaos_raw.get("type", DEFAULT_CHAOS_TYPE), "chaos.type")
     mode = _enum(ChaosMode, chaos_raw.get("mode", "one"), "chaos.mode")
     value_raw = chaos_raw.get("value")
@@ -501,6 +484,29 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         nodes=nodes,
         acknowledge_node_failure=ack_node,
     )
+    return chaos
+
+
+def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:
+    """Parse and check a Campaign ``spec``; raise `SpecError` naming the first bad field."""
+    raw = _mapping(raw, "")
+    subject_raw = _mapping(_get(raw, "subject", "subject"), "subject")
+    kind = _name(_get(subject_raw, "kind", "subject.kind"), "subject.kind")
+    selector = parse_selector(_get(subject_raw, "selector", "subject.selector"), "subject.selector")
+    pd_url = subject_raw.get("pdURL")
+    if pd_url is not None:
+        if not isinstance(pd_url, str):
+            raise SpecError("subject.pdURL", "must be a string")
+        pd_url = check_endpoint_url(pd_url, allow_loopback=allow_loopback_pd)
+    subject = SubjectSpec(
+        kind=kind,
+        selector=selector,
+        pd_url=pd_url,
+        endpoints=_endpoints(subject_raw.get("endpoints"), allow_loopback=allow_loopback_pd),
+    )
+
+    chaos = _parse_chaos(_mapping(_get(raw, "chaos", "chaos"), "chaos"))
+    ctype, duration = chaos.type, chaos.duration_seconds
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")
     recovery = _mapping(raw.get("recovery") or {}, "recovery")

@@ -108,6 +108,8 @@ async def test_inject_asks_the_agent_and_names_what_else_stopped_then_heal_takes
     details = done.details["etcd-1"]
     assert details["node"] == "real-1"
     assert details["alsoStopped"] == ["kube-system/bystander"]
+    assert done.notice is not None
+    assert "also stopped 1 other pod(s): kube-system/bystander" in done.notice
     request = json.loads(cluster.nodes["real-1"].annotations[node_failure.REQUEST])
     assert request["until"] > time.time() + 30  # the agent's own deadline: after the operator's heal
     assert [n for n, _ in cluster.node_patches] == ["real-1"]  # never another node

@@ -112,6 +112,9 @@ class Injection:
     refused: bool = False
     #: What the kind recorded per victim (``final_state["chaos"]``): container ids, PIDs, ...
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: What else the fault disturbed beyond the victims (node_failure: every other pod on the
+    #: node), in words: the engine puts it in the Campaign's status and a Warning Event.
+    notice: str | None = None
 
 
 #: True once the trial must stop (the operator exiting, the Campaign deleted).

@@ -142,7 +142,12 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
             # What else stopped with it: other namespaces' pods and this one's bystanders.
             "alsoStopped": [p for p in pods if p != f"{strike.namespace}/{victim.name}"],
         }
-    return Injection(None, first, details=details)
+    others = sorted({p for d in details.values() for p in d["alsoStopped"]})
+    notice = None
+    if others:
+        shown = ", ".join(others[:20]) + (f" and {len(others) - 20} more" if len(others) > 20 else "")
+        notice = f"node_failure of {', '.join(nodes)} also stopped {len(others)} other pod(s): {shown}"
+    return Injection(None, first, details=details, notice=notice)
 
 
 async def heal(fault: Fault, api: FaultApi) -> str | None:

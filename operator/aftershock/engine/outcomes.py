@@ -24,6 +24,8 @@ REASON_INVALID = "InvalidSpec"
 REASON_SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
 #: The chaos kind cannot work on this subject (its method, its rights): nothing was injected.
 REASON_CHAOS_REFUSED = "ChaosRefused"
+#: The fault disturbed more than the victims (a failed node stops everything on it).
+REASON_FAULT_COLLATERAL = "FaultCollateral"
 
 
 def look_jitter() -> float:

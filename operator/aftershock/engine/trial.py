@@ -15,7 +15,7 @@ from typing import Any
 
 from aftershock.chaos import registry as chaos_registry
 from aftershock.chaos import victims as victim_choice
-from aftershock.chaos.base import ChaosKindInfo, Strike
+from aftershock.chaos.base import ChaosKindInfo, Injection, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
@@ -23,6 +23,7 @@ from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
     REASON_CHAOS_REFUSED,
+    REASON_FAULT_COLLATERAL,
     REASON_SELECTOR_MATCHES_NOTHING,
     REASON_TRIAL_DRY_RUN,
     REASON_TRIAL_INFRA,
@@ -390,10 +391,7 @@ class _Strike:
                         "Warning", REASON_TRIAL_INFRA, f"trial {self.index + 1}: {kill_error}"
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
-                await fault.injected(killed.details)
-                if self.kind.resumes:
-                    # The victims are back when the fault is healed: the tracker hears of it.
-                    fault.on_healed = tracker.mark_healed
+                await self._injected(fault, killed, tracker)
                 holding = asyncio.create_task(fault.hold(stop)) if fault.heals else None
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)
@@ -454,6 +452,17 @@ class _Strike:
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )
         return await self._report(outcome, record, error)
+
+    async def _injected(self, fault: heal.TrialFault, killed: Injection, tracker: RecoveryTracker) -> None:
+        t = self.trials
+        await fault.injected(killed.details)
+        if killed.notice:
+            # In the status while the fault lasts, and as an Event that stays.
+            t.publisher.message = f"trial {self.index + 1}/{t.spec.trials}: {killed.notice}"
+            await t.publisher.emit("Warning", REASON_FAULT_COLLATERAL, t.publisher.message)
+        if self.kind.resumes:
+            # The victims are back when the fault is healed: the tracker hears of it.
+            fault.on_healed = tracker.mark_healed
 
     @staticmethod
     async def _record_fault(
