@@ -24,7 +24,7 @@ from tests.e2e.operator import TIKV_LABELS, tikv_statefulset
 
 from bench import apicount
 
-BENCH_NS = "aftershock-bench"
+BENCH_NS = apicount.PREFIX
 SELECTOR = ",".join(f"{k}={v}" for k, v in TIKV_LABELS.items())
 CACHE = Path(os.environ.get("AFTERSHOCK_CACHE", Path.home() / ".cache" / "aftershock"))
 VENVS = CACHE / "bench-venvs"
@@ -34,7 +34,7 @@ VENVS = CACHE / "bench-venvs"
 _PEER_ROLE = {
     "apiVersion": "rbac.authorization.k8s.io/v1",
     "kind": "ClusterRole",
-    "metadata": {"name": "aftershock-bench-peer", "labels": {"app.kubernetes.io/part-of": apicount.PREFIX}},
+    "metadata": {"name": f"{apicount.PREFIX}-peer", "labels": {"app.kubernetes.io/part-of": apicount.PREFIX}},
     "rules": [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
         {"apiGroups": [""], "resources": ["namespaces", "nodes"], "verbs": ["get", "list"]},
@@ -43,12 +43,12 @@ _PEER_ROLE = {
 }
 
 
-def _binding(tool: str, role: str) -> dict[str, Any]:
+def _binding(tool: str, role: str, suffix: str = "") -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
         "metadata": {
-            "name": f"aftershock-bench-{tool}",
+            "name": f"{apicount.PREFIX}-{tool}{suffix}",
             "labels": {"app.kubernetes.io/part-of": apicount.PREFIX},
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -61,11 +61,15 @@ class Bed:
     cluster: testbed.Cluster
     workdir: Path
 
-    def identity(self, tool: str, role: str = "aftershock-bench-peer") -> str:
+    def identity(self, tool: str, role: str = f"{apicount.PREFIX}-peer") -> str:
         """A ServiceAccount `aftershock-bench/<tool>` bound to `role`, its request counters, and a
         kubeconfig with its bound token."""
         self.cluster.kubectl("create", "serviceaccount", tool, "-n", BENCH_NS, check=False)
         self.cluster.apply(_binding(tool, role))
+        if role == "aftershock":
+            # As shipped, the operator also holds the author check's SubjectAccessReview right
+            # (its own ClusterRole, ADR 0012): without it every Campaign fails that check.
+            self.cluster.apply(_binding(tool, "aftershock-author-check", "-author-check"))
         apicount.install(self.cluster, tool, BENCH_NS, tool)
         return self.cluster.service_account_kubeconfig(
             BENCH_NS, tool, self.workdir / f"{tool}.kubeconfig", "4h"

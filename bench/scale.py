@@ -347,7 +347,8 @@ def main() -> None:
 
         started = time.monotonic()
         for ns in namespaces:
-            custom.create_namespaced_custom_object(
+            _again(
+                custom.create_namespaced_custom_object,
                 "aftershock.dev",
                 "v1alpha1",
                 ns,
@@ -372,7 +373,9 @@ def main() -> None:
         while time.monotonic() < deadline:
             if not op.alive():
                 raise RuntimeError("operator exited; see " + str(op.log_path))
-            objs = custom.list_cluster_custom_object("aftershock.dev", "v1alpha1", "campaigns")["items"]
+            objs = _again(custom.list_cluster_custom_object, "aftershock.dev", "v1alpha1", "campaigns")[
+                "items"
+            ]
             phases = {
                 o["metadata"]["namespace"]: (o.get("status") or {}).get("phase", "")
                 for o in objs
@@ -480,6 +483,24 @@ def main() -> None:
 
 #: The kwok nodes' pod capacity in hack/testbed/manifests/nodes.yaml.
 KWOK_NODE_PODS = 110
+
+
+def _again(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """`call`, asked again for up to a minute while the API server cannot serve Campaigns for a
+    moment: on the shared test bed other work re-applies the CRD, and its storage answers 429
+    "(re)initializing", or the admission policies, still on the old schema, refuse the new one's
+    defaults. Both went away in seconds; a run of ten minutes died of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except client.ApiException as exc:
+            passing = exc.status in (429, 500, 503, 504) or (
+                exc.status == 403 and "error applying patch" in str(exc.body)
+            )
+            if not passing or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def set_node_pods(core: client.CoreV1Api, pods: int) -> None:

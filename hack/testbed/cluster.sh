@@ -13,8 +13,10 @@
 #   AFTERSHOCK_REAL_NODE=auto|1|0   the real node (realnode.sh: containerd + kubelet, node real-0)
 #                                   beside the kwok nodes. auto (default): on for the default
 #                                   cluster when this machine can host it (root, Debian), with the
-#                                   reason printed when it cannot; 1: required; 0: off. Only one
-#                                   cluster on a machine can have it (one containerd, one kubelet).
+#                                   reason printed when it cannot; 1: required; 0: off. Another
+#                                   cluster's node (AFTERSHOCK_REAL_NODE=1 with a name) is a second
+#                                   instance with its own containerd, kubelet, bridge and cgroups
+#                                   (realnode.sh, AFTERSHOCK_REAL_NODE_INSTANCE=<cluster name>).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
@@ -27,6 +29,16 @@ else
   state="$cache/clusters/$name"
 fi
 kubeconfig="$state/kubeconfig"
+# Another cluster's real node is an instance of its own (realnode.sh), named after the cluster.
+if [ "$name" != aftershock ]; then export AFTERSHOCK_REAL_NODE_INSTANCE="$name"; fi
+# Whether this cluster's real node has state to remove (the default's: always try).
+# The default cluster's second real node, real-1 (node_failure's e2e), when it was made.
+real_1() {
+  local env=(AFTERSHOCK_REAL_NODE_INSTANCE=real-1 AFTERSHOCK_REAL_NODE_NAME=real-1)
+  [ -d "$(env "${env[@]}" "$here/realnode.sh" state-dir)" ] || return 0
+  env "${env[@]}" "$here/realnode.sh" "$@"
+}
+node_made() { [ "$name" = aftershock ] || [ -d "$("$here/realnode.sh" state-dir)" ]; }
 export KWOK_WORKDIR="$state/kwok"
 
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -55,10 +67,8 @@ up() {
     mkdir -p "$state"
     rm -f "$kubeconfig"
     # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
-    if [ "$name" = aftershock ]; then
-      AFTERSHOCK_REALNODE_INDEX=1 "$here/realnode.sh" down 2>/dev/null || true
-      "$here/realnode.sh" down 2>/dev/null || true
-    fi
+    if [ "$name" = aftershock ]; then real_1 down 2>/dev/null || true; fi
+    if node_made; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
     kwokctl --name "$name" create cluster \
       --runtime binary \
@@ -110,10 +120,9 @@ down() {
   local bin
   bin=$(bin_dir)
   export PATH="$bin:$PATH"
-  if [ "$name" = aftershock ] || [ "${AFTERSHOCK_REAL_NODE:-auto}" = 1 ]; then
-    # real-1 (opt-in, started by the tests that need it) first: real-0's down removes the
-    # shared /run/netns entries of both.
-    AFTERSHOCK_REALNODE_INDEX=1 "$here/realnode.sh" down
+  # real-1 (opt-in, started by the tests that need it: realnode.sh) goes with the default cluster.
+  if [ "$name" = aftershock ]; then real_1 down; fi
+  if node_made; then
     "$here/realnode.sh" down
   fi
   if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then

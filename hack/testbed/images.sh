@@ -8,6 +8,8 @@
 #                        bed's etcd on the shell image), registry.local/python:local (Debian +
 #                        python3: runs the TiKV store stand-in)
 #   images.sh all        both; then import what the node lacks (realnode.sh import)
+#   images.sh import-subjects  the subject images only, imported likewise
+#   AFTERSHOCK_REAL_NODE_INSTANCE=x ...  into that cluster's own node (realnode.sh)
 #   images.sh base       only the Debian root filesystem (debootstrap, cached)
 #   images.sh shell      only the busybox root filesystem (the kind node's images use it too)
 #
@@ -168,8 +170,11 @@ subject_images() {
 # archive in the node's state records the image digest containerd gave it at import: the
 # archive is imported again when that image is missing or its name now points elsewhere
 # (another checkout imported its own aftershock:dev). realnode.sh down wipes both.
-# The node's own (AFTERSHOCK_REALNODE_INDEX picks real-0 or real-1).
-image_digest() { "$here/realnode.sh" digest "$1"; }
+# The node these images go to: real-0 of the default cluster, or of another cluster's own
+# (AFTERSHOCK_REAL_NODE_INSTANCE, see realnode.sh).
+node_state=$("$here/realnode.sh" state-dir)
+node_socket=$("$here/realnode.sh" socket)
+image_digest() { ctr --address "$node_socket" -n k8s.io images ls 2>/dev/null | awk -v n="$1" '$1 == n {print $3}'; }
 archive_image() {
   # The name an archive carries: its OCI index's annotation, or docker save's RepoTags.
   "$python" - "$1" <<'PY'
@@ -186,11 +191,9 @@ PY
 }
 import_all() {
   local archive marker name
-  local imported
-  imported="$("$here/realnode.sh" state-dir)/imported"
-  mkdir -p "$imported"
+  mkdir -p "$node_state/imported"
   for archive in "$@"; do
-    marker="$imported/$(basename "$archive")"
+    marker="$node_state/imported/$(basename "$archive")"
     name=$(archive_image "$archive")
     if [ -f "$marker" ] && [ -n "$name" ] && [ "$(cat "$marker")" = "$(image_digest "$name")" ]; then
       continue
@@ -218,5 +221,12 @@ case "${1:-all}" in
     import_all $archives
     log "images imported into the real node"
     ;;
-  *) echo "usage: $0 operator|subjects|all|base|shell" >&2; exit 2 ;;
+  import-subjects)
+    # The subjects only (no operator image): a node whose operator runs on the host.
+    archives=$(subject_images)
+    # shellcheck disable=SC2086
+    import_all $archives
+    log "subject images imported into the real node${AFTERSHOCK_REAL_NODE_INSTANCE:+ ($AFTERSHOCK_REAL_NODE_INSTANCE)}"
+    ;;
+  *) echo "usage: $0 operator|subjects|all|import-subjects|base|shell" >&2; exit 2 ;;
 esac

@@ -8,10 +8,6 @@
 #   realnode.sh status    exit 0 when node real-0 is Ready
 #   realnode.sh can       exit 0 when this machine can host it; otherwise print why
 #   realnode.sh import F  import an image archive into the node's containerd
-#   realnode.sh digest N  the digest the node's containerd holds for image N (empty: none)
-#   realnode.sh state-dir the node's state folder
-#
-# AFTERSHOCK_REALNODE_INDEX=1: the same for a second node, real-1 (opt-in; see below).
 #
 # Called by cluster.sh for the default cluster. Needs root and Debian (apt) packages:
 # containerd, runc, containernetworking-plugins (installed here when missing).
@@ -25,41 +21,50 @@ cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 # shellcheck source=versions.env
 . "$here/versions.env"
 bin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
-# AFTERSHOCK_REALNODE_INDEX=1 runs a second node, real-1, beside real-0 (node_failure's e2e: a
-# member can really move). Everything it makes is its own: state folder, containerd socket and
-# state, bridge and subnet, kubelet ports, cgroup root, hosts line; its `down` leaves real-0
-# alone. It carries its own label and taint (aftershock.dev/real-node-1), so pods that ask for
-# real-0 (nodeSelector aftershock.dev/real-node=true) never land on it.
-index=${AFTERSHOCK_REALNODE_INDEX:-0}
-case "$index" in 0|1) ;; *) echo "AFTERSHOCK_REALNODE_INDEX must be 0 or 1" >&2; exit 2 ;; esac
-node=real-$index
-if [ "$index" = 0 ]; then
+# AFTERSHOCK_REAL_NODE_NAME (with an instance): a second node of the default cluster under a
+# name of its own, e.g. real-1 (node_failure's e2e: a member can really move). It carries its
+# own label and taint (aftershock.dev/real-node-1 for real-1), so pods that ask for real-0
+# (nodeSelector aftershock.dev/real-node=true) never land there, and its own hosts line.
+node=${AFTERSHOCK_REAL_NODE_NAME:-real-0}
+hosts_mark="# aftershock real node"
+node_label=aftershock.dev/real-node
+if [ "$node" != real-0 ]; then
+  [[ "$node" =~ ^real-[0-9]{1,2}$ ]] || { echo "bad AFTERSHOCK_REAL_NODE_NAME '$node'" >&2; exit 2; }
+  [ -n "${AFTERSHOCK_REAL_NODE_INSTANCE:-}" ] ||
+    { echo "AFTERSHOCK_REAL_NODE_NAME $node needs AFTERSHOCK_REAL_NODE_INSTANCE (its own containerd, kubelet, bridge)" >&2; exit 2; }
+  hosts_mark="# aftershock $node node"
+  node_label="aftershock.dev/real-node-${node#real-}"
+fi
+# One machine may host a second node, for a second cluster (the reliability suite's own,
+# whose control plane it kills): AFTERSHOCK_REAL_NODE_INSTANCE names it (cluster.sh passes the
+# cluster's name). Each instance has its own containerd (socket, state, root), kubelet (ports,
+# root dir), CNI bridge and subnet, and cgroup root, so neither touches the other's pods; both
+# register as node real-0, each in its own cluster, and share the hosts line.
+instance=${AFTERSHOCK_REAL_NODE_INSTANCE:-}
+if [ -z "$instance" ]; then
   state="$cache/realnode"
   run_dir=/run/containerd
   bridge=rn0
   subnet=10.88.0.0/16
-  hosts_mark="# aftershock real node"
   kubelet_port=10350
   kubelet_healthz_port=10348
-  # kubelet's cgroup root: pods under /kubepods in every hierarchy.
   cgroup_root=/
-  node_label="aftershock.dev/real-node=true"
-  node_taint="aftershock.dev/real-node"
+  cni_name=realnode
 else
-  state="$cache/realnode-$index"
-  run_dir=/run/aftershock-real-$index/containerd
-  bridge=rn$index
-  subnet=10.$((88 + index)).0.0/16
-  hosts_mark="# aftershock real-$index node"
-  kubelet_port=$((10350 + 10 * index))
-  kubelet_healthz_port=$((10348 + 10 * index))
-  cgroup_root=/aftershock-real-$index
-  node_label="aftershock.dev/real-node-$index=true"
-  node_taint="aftershock.dev/real-node-$index"
+  [[ "$instance" =~ ^[a-z0-9-]{1,40}$ ]] || { echo "bad AFTERSHOCK_REAL_NODE_INSTANCE '$instance'" >&2; exit 2; }
+  # A number from the name: the subnet and ports of this instance (10..99; the default node
+  # is 0, and low numbers are left to other nodes of the default cluster).
+  slot=$(( 16#$(printf '%s' "$instance" | sha256sum | cut -c1-4) % 90 + 10 ))
+  state="$cache/realnode-$instance"
+  run_dir="/run/aftershock-containerd-$slot"
+  bridge="rn$slot"
+  subnet="10.$((88 + slot)).0.0/16"
+  kubelet_port=$((10350 + 10 * slot))
+  kubelet_healthz_port=$((10348 + 10 * slot))
+  cgroup_root="/aftershock-node-$slot"
+  cni_name="realnode-$slot"
 fi
 sock=$run_dir/containerd.sock
-# The kubepods cgroups of this node, as /proc/PID/cgroup names them (":/kubepods/..." for real-0).
-cgroup_prefix="${cgroup_root%/}/kubepods"
 
 log() { printf '[realnode %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -116,8 +121,6 @@ state = "$run_dir"
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           SystemdCgroup = false
-          # runc's state beside this containerd's (real-1's apart from real-0's).
-          Root = "$run_dir/runc"
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "/usr/lib/cni"
       conf_dir = "$state/etc/cni/net.d"
@@ -126,7 +129,7 @@ EOF
   cat > "$state/etc/cni/net.d/10-realnode.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
-  "name": "realnode-$index",
+  "name": "$cni_name",
   "plugins": [
     {
       "type": "bridge",
@@ -171,7 +174,7 @@ podLogsDir: $state/var/pod-logs
 registerNode: true
 # Only pods that ask for the real node land here; the kwok nodes keep everything else.
 registerWithTaints:
-- {key: $node_taint, value: "true", effect: NoSchedule}
+- {key: $node_label, value: "true", effect: NoSchedule}
 rotateCertificates: false
 serverTLSBootstrap: false
 maxPods: 110
@@ -205,6 +208,19 @@ kubelet_kubeconfig() {
   echo "$out"
 }
 
+# The kubelet refuses a cgroup root that does not exist (an instance's is a folder of the top).
+make_cgroup_root() {
+  [ -n "$instance" ] || return 0
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    mkdir -p "/sys/fs/cgroup$cgroup_root"
+    return 0
+  fi
+  local hier
+  for hier in /sys/fs/cgroup/*/; do
+    [ -L "${hier%/}" ] || mkdir -p "${hier%/}$cgroup_root" 2>/dev/null || true
+  done
+}
+
 start_containerd() {
   if running containerd && [ -S "$sock" ]; then return 0; fi
   log "starting containerd"
@@ -232,16 +248,6 @@ hosts_line() {
   grep -qF "$hosts_mark" /etc/hosts || printf '127.0.0.1 %s %s\n' "$node" "$hosts_mark" >> /etc/hosts
 }
 
-# kubelet checks that its cgroup root exists in every hierarchy (real-1's is its own).
-cgroup_root_dirs() {
-  [ "$cgroup_root" = / ] && return 0
-  local hier
-  for hier in /sys/fs/cgroup/*/; do
-    [ -e "$hier/cgroup.procs" ] && mkdir -p "$hier${cgroup_root#/}"
-  done
-  [ -e /sys/fs/cgroup/cgroup.procs ] && mkdir -p "/sys/fs/cgroup${cgroup_root}" || true
-}
-
 start_kubelet() {
   local kc=$1
   if running kubelet; then return 0; fi
@@ -249,7 +255,7 @@ start_kubelet() {
   log "starting kubelet (node $node)"
   setsid "$bin/kubelet" --config "$state/etc/kubelet-config.yaml" --kubeconfig "$kc" \
     --hostname-override "$node" --root-dir "$state/kubelet" --cert-dir "$state/pki/kubelet-serving" \
-    --node-labels "$node_label,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
+    --node-labels "$node_label=true,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
     >>"$state/logs/kubelet.log" 2>&1 < /dev/null &
   echo $! > "$state/run/kubelet.pid"
 }
@@ -267,6 +273,7 @@ kill_part() {
 }
 revive() {
   [ -f "$state/etc/kubelet.kubeconfig" ] || die "no node configuration: run up first"
+  make_cgroup_root
   start_containerd
   start_kubelet "$state/etc/kubelet.kubeconfig"
 }
@@ -279,11 +286,11 @@ up() {
   ensure_packages
   write_configs
   hosts_line
-  cgroup_root_dirs
   # The bridge has no address on the host, so without this the host would send anything
   # addressed to a pod IP (a kubelet probe of a bridge pod, an API server proxy) out through its
   # default route, off the machine. Pod IPs exist only inside this node: refuse them at the host.
   ip route replace unreachable "$subnet"
+  make_cgroup_root
   start_containerd
   pause_image
   local server
@@ -312,74 +319,81 @@ stop_pid() {
   rm -f "$state/run/$name.pid"
 }
 
-# Every process that runs inside a container of this node, by its cgroup.
+# Every process that runs inside a container of this node, by its cgroup (kubepods under
+# this instance's cgroup root; the default node's is the top, an instance's a folder of it).
 container_pids() {
-  grep -lE ":$cgroup_prefix(/|\$)" /proc/[0-9]*/cgroup 2>/dev/null | sed -n 's#/proc/\([0-9]*\)/cgroup#\1#p' || true
+  local root=${cgroup_root%/}
+  grep -lE ":$root/kubepods" /proc/[0-9]*/cgroup 2>/dev/null | sed -n 's#/proc/\([0-9]*\)/cgroup#\1#p' || true
 }
 
-# This node's pod network namespaces: those holding an address of its subnet.
+# The pod network namespaces of this node: those whose eth0 is a veth on this node's bridge,
+# and (default node only) those left without one, from a node removed earlier.
 own_netns() {
-  local m prefix=${subnet%.0.0/16}.
-  for m in /run/netns/cni-*; do
-    [ -e "$m" ] || continue
-    ip -n "$(basename "$m")" -4 addr show 2>/dev/null | grep -qF "inet $prefix" && basename "$m"
+  local ns peer master
+  for ns in /run/netns/cni-*; do
+    [ -e "$ns" ] || continue
+    ns=$(basename "$ns")
+    peer=$(ip -n "$ns" -o link show eth0 2>/dev/null | sed -n 's/.*eth0@if\([0-9]*\).*/\1/p')
+    master=""
+    [ -z "$peer" ] || master=$(ip -o link show 2>/dev/null | awk -v i="$peer:" '$1 == i' |
+      sed -n 's/.* master \([^ ]*\) .*/\1/p')
+    if [ "$master" = "$bridge" ] || { [ -z "$instance" ] && [ -z "$master" ]; }; then echo "$ns"; fi
   done
-  return 0
+}
+
+# True while another instance's kubelet runs (the hosts line is shared).
+others_running() {
+  local pidfile
+  for pidfile in "$cache"/realnode/run/kubelet.pid "$cache"/realnode-*/run/kubelet.pid; do
+    [ -f "$pidfile" ] || continue
+    [ "$pidfile" != "$state/run/kubelet.pid" ] || continue
+    kill -0 "$(cat "$pidfile")" 2>/dev/null && return 0
+  done
+  return 1
 }
 
 down() {
   stop_pid kubelet
   # Containers and their shims: kill what runs in pod cgroups, then the shims of this
   # containerd (their command line names its socket's address).
-  local pids
+  local pids netns
   pids=$(container_pids)
   [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
-  pkill -KILL -f "containerd-shim-runc-v2 .*-address $sock" 2>/dev/null || true
+  pkill -KILL -f "containerd-shim-runc-v2 .*-address $sock( |\$)" 2>/dev/null || true
   stop_pid containerd
   pkill -KILL -f "containerd --config $state/etc/containerd.toml" 2>/dev/null || true
+  netns=$(own_netns)
   # Mounts the node made (kubelet volumes, container rootfs, sandbox shm), deepest first.
   local m
-  if [ "$index" = 0 ]; then
-    for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state/|/run/containerd/|/run/netns/cni-)" | sort -r); do
-      umount -l "$m" 2>/dev/null || true
-    done
-    for m in /run/netns/cni-*; do
-      [ -e "$m" ] && ip netns delete "$(basename "$m")" 2>/dev/null || true
-    done
-  else
-    # Only what this node made: real-0 (and its pods' netns) stay as they are.
-    local own
-    own=$(own_netns)
-    for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state/|${run_dir%/containerd}/)" | sort -r); do
-      umount -l "$m" 2>/dev/null || true
-    done
-    for m in $own; do
-      umount -l "/run/netns/$m" 2>/dev/null || true
-      ip netns delete "$m" 2>/dev/null || true
-    done
-  fi
+  for m in $(awk '{print $2}' /proc/self/mounts | grep -E "^($state/|$run_dir/)" | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+  for m in $netns; do
+    umount -l "/run/netns/$m" 2>/dev/null || true
+    ip netns delete "$m" 2>/dev/null || true
+  done
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
   ip route del unreachable "$subnet" 2>/dev/null || true
   # kubelet's cgroups (cgroupfs driver): kubepods in every hierarchy, leaves first.
-  local hier top=${cgroup_root%/}
-  for hier in /sys/fs/cgroup/*"$top"/kubepods "/sys/fs/cgroup$top/kubepods"; do
+  local hier root=${cgroup_root%/}
+  for hier in /sys/fs/cgroup/*"$root"/kubepods /sys/fs/cgroup"$root"/kubepods; do
     [ -d "$hier" ] && find "$hier" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  if [ -n "$top" ]; then
-    for hier in /sys/fs/cgroup/*"$top" "/sys/fs/cgroup$top"; do
+  if [ -n "$instance" ]; then
+    for hier in /sys/fs/cgroup/*"$root" /sys/fs/cgroup"$root"; do
       [ -d "$hier" ] && rmdir "$hier" 2>/dev/null || true
     done
   fi
-  if grep -qF "$hosts_mark" /etc/hosts; then
+  # real-0's line is shared by the instances that register as real-0; a named node's is its own.
+  if grep -qF "$hosts_mark" /etc/hosts && { [ "$node" != real-0 ] || ! others_running; }; then
     # /etc/hosts may be a bind mount: rewrite in place, never replace the file.
     local kept
     kept=$(grep -vF "$hosts_mark" /etc/hosts)
     printf '%s\n' "$kept" > /etc/hosts
   fi
-  [ "$index" = 0 ] || rm -rf "$(dirname "$run_dir")"
   rm -rf "$run_dir" "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
     "$state/imported" 2>/dev/null || true
-  log "node $node removed (containers, mounts, netns, bridge, cgroups, hosts line)"
+  log "node $node${instance:+ ($instance)} removed (containers, mounts, netns, bridge, cgroups, hosts line)"
 }
 
 case "${1:-}" in
@@ -387,9 +401,10 @@ case "${1:-}" in
   down) down ;;
   can) why=$(cannot); [ -z "$why" ] || { echo "$why"; exit 1; } ;;
   status) running kubelet && running containerd ;;
-  import) shift; ctr_k8s images import "$1" >/dev/null ;;
-  digest) shift; [ -S "$sock" ] && ctr_k8s images ls 2>/dev/null | awk -v n="$1" '$1 == n {print $3}' || true ;;
   state-dir) echo "$state" ;;
+  socket) echo "$sock" ;;
+  cgroup-root) echo "$cgroup_root" ;;
+  import) shift; ctr_k8s images import "$1" >/dev/null ;;
   kill) shift; kill_part "${1:?kubelet or containerd}" ;;
   revive) revive ;;
   *) echo "usage: $0 up KUBECONFIG PKI_DIR|down|status|can|import ARCHIVE|kill kubelet|containerd|revive" >&2; exit 2 ;;

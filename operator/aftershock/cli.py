@@ -430,6 +430,11 @@ def _run_operator(args: argparse.Namespace) -> int:
     # logs in through kubernetes_asyncio instead, so keep the sync client out of this
     # process: ~15 MiB of generated models less per operator (the tests still use it).
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+    # kubernetes_asyncio's package initialisers import ~860 generated modules (~32 MiB) of
+    # which the operator uses a handful: load each name on first use instead.
+    from aftershock import lazyimport
+
+    lazyimport.install()
     _trace_memory(os.environ.get("AFTERSHOCK_TRACEMALLOC"))
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it

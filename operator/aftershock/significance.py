@@ -101,8 +101,21 @@ def _u_counts(m: int, n: int) -> list[int]:
     return coeffs
 
 
+def check_samples(a: Sequence[float], b: Sequence[float], *, alpha: float, min_effect_seconds: float) -> None:
+    """Raise ValueError when there is nothing to compare or the settings make no sense: an empty
+    sample, alpha outside (0, 1), a negative (or NaN) minimum effect."""
+    if not a or not b:
+        which = " and ".join(x for x, s in (("A", a), ("B", b)) if not s)
+        raise ValueError(f"nothing to compare: {which} has no recovered trials")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if min_effect_seconds < 0 or math.isnan(min_effect_seconds):
+        raise ValueError(f"the minimum effect must be 0 or more seconds, got {min_effect_seconds}")
+
+
 def mann_whitney_u(b: Sequence[float], a: Sequence[float]) -> tuple[float, float]:
-    """(U of B, two-sided p-value): ``scipy.stats.mannwhitneyu(b, a)`` with its defaults."""
+    """(U of B, two-sided p-value): ``scipy.stats.mannwhitneyu(b, a)`` with its defaults, except
+    that every value tied (scipy: NaN) gives p = 1, no evidence either way."""
     n1, n2 = len(b), len(a)
     ranks, ties = _average_ranks([*b, *a])
     u1 = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
@@ -112,8 +125,8 @@ def mann_whitney_u(b: Sequence[float], a: Sequence[float]) -> tuple[float, float
         tie_term = sum(t**3 - t for t in ties)
         spread = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
         numerator = u - n1 * n2 / 2 - 0.5
-        if spread == 0:  # every value tied: scipy's z is -inf there (p clipped to 1)
-            return u1, 1.0 if numerator < 0 else (0.0 if numerator > 0 else math.nan)
+        if spread == 0:  # every value tied, so U = n1 n2 / 2: no evidence either way
+            return u1, 1.0
         p = math.erfc(numerator / spread / math.sqrt(2))  # 2 x the normal survival function at z
     else:
         counts = _u_counts(min(n1, n2), max(n1, n2))
@@ -183,14 +196,10 @@ def compare(
     seed: int = DEFAULT_SEED,
 ) -> Judgement:
     """B's recovery times against A's, by `aftershock compare`'s test and rule. Raises
-    ValueError when a sample is empty."""
-    if not a or not b:
-        which = " and ".join(x for x, s in (("A", a), ("B", b)) if not s)
-        raise ValueError(f"nothing to compare: {which} has no recovered trials")
+    ValueError as `check_samples` does."""
+    check_samples(a, b, alpha=alpha, min_effect_seconds=min_effect_seconds)
     level = 1.0 - alpha
     u, p = mann_whitney_u(b, a)
-    if math.isnan(p):  # every value tied: no evidence either way
-        p = 1.0
     diff = median_difference(a, b, level=level, resamples=resamples, seed=seed)
     verdict, evidence = judge(diff, p, alpha, min_effect_seconds, level)
     return Judgement(

@@ -47,22 +47,25 @@ def import_images() -> None:
 #: The second real node (opt-in: `second_node`), for tests where a member must really move.
 NODE_1 = "real-1"
 NODE_1_TAINT = "aftershock.dev/real-node-1"
+#: realnode.sh's environment for real-1: an instance of its own (containerd, kubelet, bridge,
+#: cgroup root) registered under its own name.
+SECOND = {"AFTERSHOCK_REAL_NODE_INSTANCE": NODE_1, "AFTERSHOCK_REAL_NODE_NAME": NODE_1}
 
 
 def _second(*args: str, cluster: testbed.Cluster | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**(cluster.env() if cluster is not None else os.environ), "AFTERSHOCK_REALNODE_INDEX": "1"}
+    env = {**(cluster.env() if cluster is not None else os.environ), **SECOND}
     return subprocess.run(
         [str(REALNODE_SH), *args], env=env, capture_output=True, text=True, check=True, timeout=600
     )
 
 
 def start_second_node(cluster: testbed.Cluster) -> None:
-    """real-1 beside real-0 (hack/testbed/realnode.sh with AFTERSHOCK_REALNODE_INDEX=1): its own
+    """real-1 beside real-0 (hack/testbed/realnode.sh, an instance named real-1): its own
     containerd, kubelet, bridge and cgroup root; the images imported into it."""
     name = os.environ.get("AFTERSHOCK_CLUSTER_NAME", "aftershock")
     pki = Path(cluster.kubeconfig).parent / "kwok" / "clusters" / name / "pki"
     _second("up", cluster.kubeconfig, str(pki), cluster=cluster)
-    env = {**cluster.env(), "AFTERSHOCK_REALNODE_INDEX": "1"}
+    env = {**cluster.env(), **SECOND}
     subprocess.run([str(IMAGES_SH), "all"], env=env, check=True, capture_output=True, text=True, timeout=1800)
 
 
@@ -74,6 +77,11 @@ def stop_second_node(cluster: testbed.Cluster) -> None:
 
 def second_node_state() -> Path:
     return Path(_second("state-dir").stdout.strip())
+
+
+def second_node_cgroup_root() -> str:
+    """real-1's kubelet cgroup root (its pods are under <root>/kubepods in every hierarchy)."""
+    return _second("cgroup-root").stdout.strip()
 
 
 def on_real_nodes(pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,6 @@ pytestmark = pytest.mark.realnode
 
 REQUEST = "aftershock.dev/node-failure"
 STATE = "aftershock.dev/node-failure-state"
-CGROUP_1 = Path("/sys/fs/cgroup/freezer/aftershock-real-1/kubepods")
 #: Beyond the control plane's grace period and its check period: time enough to be seen NotReady.
 MARGIN_S = 20.0
 
@@ -87,10 +86,12 @@ def process_state(pid: int) -> str:
 
 def frozen_cgroups() -> list[str]:
     """real-1's pod cgroups not THAWED, from the cgroup tree itself."""
+    pods = Path(f"/sys/fs/cgroup/freezer{realnode.second_node_cgroup_root()}/kubepods")
+    assert pods.is_dir(), pods
     return [
         str(p.parent)
-        for p in CGROUP_1.rglob("freezer.state")
-        if p.parent != CGROUP_1 and p.read_text().strip() != "THAWED"
+        for p in pods.rglob("freezer.state")
+        if p.parent != pods and p.read_text().strip() != "THAWED"
     ]
 
 

@@ -40,8 +40,10 @@ def _cluster_env(name: str) -> dict[str, str]:
     return dict(os.environ, AFTERSHOCK_CLUSTER_NAME=name)
 
 
-def start_cluster(name: str = CLUSTER_NAME) -> testbed.Cluster:
-    """Start (or reuse) the named cluster; build the binaries first if needed."""
+def start_cluster(name: str = CLUSTER_NAME, real_node: bool = False) -> testbed.Cluster:
+    """Start (or reuse) the named cluster; build the binaries first if needed. `real_node`: with
+    a real node of its own (realnode.sh's instance named after the cluster: its own containerd,
+    kubelet, bridge and cgroups, beside the default cluster's)."""
     bin_dir = testbed.run([str(testbed.TESTBED / "build.sh")], timeout=3600).stdout.strip().splitlines()[-1]
     running = (
         subprocess.run(
@@ -52,7 +54,8 @@ def start_cluster(name: str = CLUSTER_NAME) -> testbed.Cluster:
         ).returncode
         == 0
     )
-    out = testbed.run([str(testbed.TESTBED / "cluster.sh"), "up"], timeout=600, env=_cluster_env(name))
+    env = dict(_cluster_env(name), AFTERSHOCK_REAL_NODE="1" if real_node else "0")
+    out = testbed.run([str(testbed.TESTBED / "cluster.sh"), "up"], timeout=600, env=env)
     kubeconfig = out.stdout.strip().splitlines()[-1]
     return testbed.Cluster(kubeconfig=kubeconfig, bin_dir=bin_dir, started_here=not running)
 
@@ -60,6 +63,15 @@ def start_cluster(name: str = CLUSTER_NAME) -> testbed.Cluster:
 def stop_cluster(name: str = CLUSTER_NAME) -> None:
     testbed.run(
         [str(testbed.TESTBED / "cluster.sh"), "down"], check=False, timeout=300, env=_cluster_env(name)
+    )
+
+
+def import_subject_images(name: str = CLUSTER_NAME) -> None:
+    """The subject images (shell, etcd, Python for the TiKV stand-in) into the cluster's real node."""
+    testbed.run(
+        [str(testbed.TESTBED / "images.sh"), "import-subjects"],
+        timeout=1800,
+        env=dict(os.environ, AFTERSHOCK_REAL_NODE_INSTANCE=name),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import testbed
+from tests.e2e import realnode, testbed
 from tests.reliability import bed
 from tests.reliability.tally import TALLY
 from tests.reliability.watchers import AuditLog
@@ -52,12 +52,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             dropped.append(item)
         else:
             keep.append(item)
+    # Where this machine cannot host a real node (not root, not Debian), the tests that need
+    # one are deselected with the reason printed, as in tests/e2e; where it can, they must pass.
+    real = [i for i in keep if i.get_closest_marker("realnode")]
+    if real and (why := realnode.cannot_host()) is not None:
+        dropped += real
+        keep = [i for i in keep if i not in real]
+        _DESELECTED_WHY.append(
+            f"{len(real)} real-node reliability tests deselected: no real node here ({why})"
+        )
+    _NEEDS_REAL_NODE[:] = [bool(real) and not _DESELECTED_WHY]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
 
 
+_DESELECTED_WHY: list[str] = []
+#: Whether the selected tests need the suite's real node (its cluster starts with one then).
+_NEEDS_REAL_NODE: list[bool] = [False]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _DESELECTED_WHY:
+        terminalreporter.write_line(line, yellow=True)
     if not TALLY.touched:
         return
     terminalreporter.write_sep("=", "reliability summary")
@@ -74,10 +91,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[testbed.Cluster]:
     """The suite's own cluster: its API server and etcd get killed, so never the shared one."""
-    c = bed.start_cluster()
+    c = bed.start_cluster(real_node=_NEEDS_REAL_NODE[0])
     yield c
     if os.environ.get("RELIABILITY_KEEP_CLUSTER") != "1":
         bed.stop_cluster()
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: testbed.Cluster) -> None:
+    """The suite's own node real-0 (a second realnode.sh instance) Ready, subject images in."""
+    got = cluster.kubectl("get", "node", realnode.NODE, "-o", "name", check=False)
+    if got.returncode != 0:
+        pytest.fail(
+            f"node {realnode.NODE} is missing from the suite's cluster although this machine can host "
+            f"it: see ~/.cache/aftershock/realnode-{bed.CLUSTER_NAME}/logs/"
+        )
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{realnode.NODE}", "--timeout=120s")
+    bed.import_subject_images()
 
 
 @pytest.fixture(scope="session")

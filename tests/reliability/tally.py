@@ -21,6 +21,9 @@ class Tally:
     unintended_kills: int = 0
     bad_inputs_tried: int = 0
     crashes: int = 0
+    #: What a chaos kind left behind after the operator's SIGKILLs mid-fault, per kind, as
+    #: an independent witness saw it (pods, containers, processes, rules; test_chaos_kinds).
+    faults_left: dict[str, list[str]] = field(default_factory=dict)
     #: Per fault kind: [injected, survived, bit] ("bit": the fault provably reached the operator,
     #: e.g. its log shows the ledger error; a fault that never bit proves little).
     by_kind: dict[str, list[int]] = field(default_factory=dict)
@@ -36,6 +39,14 @@ class Tally:
         row[1] += int(survived)
         row[2] += int(bit)
 
+    def left_behind(self, kind: str, problems: list[str]) -> None:
+        self.touched = True
+        self.faults_left.setdefault(kind, []).extend(problems)
+
+    @property
+    def faults_left_behind(self) -> int:
+        return sum(len(v) for v in self.faults_left.values())
+
     def note(self, text: str) -> None:
         self.touched = True
         self.notes.append(text)
@@ -49,6 +60,7 @@ class Tally:
             ("unintended kills", str(self.unintended_kills)),
             ("bad inputs tried", str(self.bad_inputs_tried)),
             ("crashes", str(self.crashes)),
+            ("faults left behind", str(self.faults_left_behind) if self.faults_left else "-"),
         ]
 
     def render(self) -> str:
@@ -57,9 +69,19 @@ class Tally:
         lines += [f"{k:<{width}}  {v:>8}" for k, v in self.rows()]
         if self.by_kind:
             lines.append("")
-            lines.append(f"{'fault kind':<22} {'injected':>8} {'survived':>8} {'bit':>5}")
+            w = max(22, *(len(k) for k in self.by_kind))
+            lines.append(f"{'fault kind':<{w}} {'injected':>8} {'survived':>8} {'bit':>5}")
             for kind, (n, ok, bit) in sorted(self.by_kind.items()):
-                lines.append(f"{kind:<22} {n:>8} {ok:>8} {bit:>5}")
+                lines.append(f"{kind:<{w}} {n:>8} {ok:>8} {bit:>5}")
+        if self.faults_left:
+            lines.append("")
+            kinds = ", ".join(sorted(self.faults_left))
+            lines.append(
+                f"faults left behind: {self.faults_left_behind} (chaos kinds {kinds}; witness: pods,"
+            )
+            lines.append("  containers and processes as the API server and the node show them)")
+            for kind, problems in sorted(self.faults_left.items()):
+                lines += [f"  {kind}: {p}" for p in problems]
         if self.notes:
             lines.append("")
             lines += [f"- {n}" for n in self.notes]

@@ -904,3 +904,15 @@ def test_kind_scripts_are_strict_and_check_their_tools(name: str) -> None:
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in text
     assert re.search(r"^need .*kind", text, re.M), f"{name} does not check for its tools"
+
+
+def test_the_etcd_container_kill_example_fits_its_statefulset(spec_schema: dict[str, Any]) -> None:
+    (campaign,) = _docs(ETCD_EXAMPLE / "campaign-container-kill.yaml")
+    spec = model.parse_campaign_spec(_apply_defaults(spec_schema, campaign["spec"]))
+    registry.check_spec(spec, "etcd-demo")
+    assert spec.chaos.type == "container_kill"
+    sts = _one(iter(_docs(ETCD_EXAMPLE / "etcd.yaml")), "StatefulSet", "etcd")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True  # container_kill refuses pods without it
+    assert spec.chaos.container in {c["name"] for c in pod["containers"]}
+    assert spec.subject.selector.matches(_pod_labels(sts))

@@ -2,7 +2,8 @@
 # Builds a kind node image here, with no registry: everything in it comes from Debian packages,
 # the Go module proxy and this repository (recipe and reasons: docs/adr/0014-kind-node-image.md).
 #
-#   hack/kind/node/build.sh tools    kind, crictl, coredns, local-path-provisioner binaries; prints their dir
+#   hack/kind/node/build.sh tools    kind, crictl, local-path-provisioner binaries; prints their dir
+#                                    (CoreDNS: hack/coredns/build.sh)
 #   hack/kind/node/build.sh images   the images the node preloads (control plane, etcd, coredns, pause,
 #                                    kube-proxy, CNI agent, local-path); prints the archives
 #   hack/kind/node/build.sh bins     the two folders the binaries go to (builds nothing)
@@ -22,7 +23,7 @@ cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 . "$here/versions.env"
 python=${PYTHON:-python3}
 out="$cache/kind"
-toolbin="$cache/bin/kind-${KIND_VERSION}_crictl-${CRICTL_VERSION}_coredns-${COREDNS_VERSION}_localpath-${LOCAL_PATH_VERSION}"
+toolbin="$cache/bin/kind-${KIND_VERSION}_crictl-${CRICTL_VERSION}_localpath-${LOCAL_PATH_VERSION}"
 k8sbin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 mkdir -p "$out" "$toolbin"
 
@@ -54,7 +55,6 @@ tools() {
   gobuild kind kind sigs.k8s.io/kind
   gobuild crictl crictl sigs.k8s.io/cri-tools/cmd/crictl \
     "-X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION}"
-  gobuild coredns coredns github.com/coredns/coredns
   gobuild local-path-provisioner local-path github.com/rancher/local-path-provisioner \
     "-X main.VERSION=${LOCAL_PATH_VERSION}"
   if [ ! -x "$toolbin/pause" ]; then
@@ -101,8 +101,12 @@ images() {
   image "$REG/kube-proxy:$K8S_VERSION" kube-proxy.tar "$(proxy_rootfs)" \
     --add "$k8sbin/kube-proxy:/usr/local/bin/kube-proxy" --entrypoint /usr/local/bin/kube-proxy
   image "$REG/etcd:$ETCD_TAG" "etcd-${ETCD_VERSION}.tar" "$shell" --add "$k8sbin/etcd:/usr/local/bin/etcd"
-  image "$REG/coredns/coredns:$COREDNS_TAG" "coredns-${COREDNS_VERSION}.tar" "$shell" \
-    --add "$toolbin/coredns:/coredns" --entrypoint /coredns
+  # The slim CoreDNS (hack/coredns: only the plugins kubeadm's Corefile and a test bed use); its
+  # folder's name (version and digest of its recipe) names the archive.
+  local coredns
+  coredns=$("$repo/hack/coredns/build.sh")
+  image "$REG/coredns/coredns:$COREDNS_TAG" "$(basename "$(dirname "$coredns")").tar" "$shell" \
+    --add "$coredns:/coredns" --entrypoint /coredns
   image "$REG/pause:$PAUSE_TAG" pause.tar "$shell" --add "$toolbin/pause:/pause" --entrypoint /pause
   # kind's default CNI (kindnetd) is not served by the module proxy; files/cni-agent.sh stands in
   # for it: same job (ptp CNI config from the node's podCIDR, routes to the other nodes' pod CIDRs).

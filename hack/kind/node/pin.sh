@@ -19,6 +19,5 @@ wrap() {
 }
 wrap kind 1.24 "sigs.k8s.io/kind@${KIND_VERSION}"
 wrap crictl 1.24 "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
-wrap coredns 1.24 "github.com/coredns/coredns@${COREDNS_VERSION}"
 wrap local-path 1.24 "github.com/rancher/local-path-provisioner@${LOCAL_PATH_VERSION}"
-echo "pinned: kind ${KIND_VERSION} crictl ${CRICTL_VERSION} coredns ${COREDNS_VERSION} local-path ${LOCAL_PATH_VERSION}"
+echo "pinned: kind ${KIND_VERSION} crictl ${CRICTL_VERSION} local-path ${LOCAL_PATH_VERSION}"
