@@ -190,7 +190,9 @@ CASES: dict[str, KindCase] = {
 #: suite's node and a second node to fail; its healing is covered by
 #: tests/e2e/test_node_failure_realnode.py and tests/unit/test_node_failure.py meanwhile.
 MISSING: dict[str, str] = {
-    "node_failure": "no reliability case yet: it needs the node agent and a second real node in the suite's cluster",
+    "node_failure": (
+        "no reliability case yet: it needs the node agent and a second real node in the suite's cluster"
+    ),
 }
 
 
