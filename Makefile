@@ -81,6 +81,7 @@ TEST_WORKERS ?= 3
 .PHONY: test
 test: venv lint ## lint, unit and end-to-end tests (starts the local cluster if none runs)
 	$(TESTBED)/build.sh >/dev/null
+	$(TESTBED)/monitoring.sh >/dev/null
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium missing (apt-get install -y chromium): the HTML report's browser test will fail"; }

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,14 @@ class Run:
     measures_store: bool = False
     #: PD was in the loop (its stand-in served the subject): the truth knows when stores returned.
     pd_in_loop: bool = False
+    #: aftershock with PD: per trial, the store-Up stamp retraced step by step (`pd_steps`).
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    #: The machine's 1-minute load average when the tool's run began and ended (shared cores).
+    load: tuple[float, float] = (0.0, 0.0)
+    #: CPU seconds of this harness process (every thread: watchers, the PD stand-in, polling)
+    #: over the tool's run, and the run's wall seconds: how busy the stand-in's process was,
+    #: i.e. how often a stand-in thread could have waited for the GIL.
+    harness_cpu: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -143,23 +152,36 @@ def _with_store(kill: groundtruth.Kill, reports: list[groundtruth.StoreReport]) 
     return dataclasses.replace(kill, ready_at=ready, pods_ready_at=kill.ready_at)
 
 
-def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -> Run:
+def run_aftershock(
+    bed: harness.Bed,
+    trials: int,
+    *,
+    tool: str,
+    with_pd: bool,
+    shared: tuple[OperatorProcess, str] | None = None,
+) -> Run:
+    """`shared`: an operator already running (the under-load bench's) and the namespace prefix
+    its glob watches; it is neither started nor stopped here, and its CPU and RSS are its own
+    whole run's, not this Campaign's."""
     run = Run(tool, trials, measures_store=with_pd)
-    subject = make_subject(bed, "bench-as", with_pd=with_pd)
+    subject = make_subject(bed, "bench-as" if shared is None else shared[1], with_pd=with_pd)
     ns = subject.ns
-    kubeconfig = bed.identity("aftershock", role="aftershock")
     pd = subject.pd if with_pd else None
     watcher = groundtruth.PodWatcher(bed.cluster.api_client(), ns).start()
-    op = OperatorProcess(
-        kubeconfig=kubeconfig,
-        db=bed.workdir / f"{tool}.db",
-        namespaces=[ns],
-        log_path=bed.workdir / f"{tool}.log",
-    )
+    if shared is None:
+        op = OperatorProcess(
+            kubeconfig=bed.identity("aftershock", role="aftershock"),
+            db=bed.workdir / f"{tool}.db",
+            namespaces=[ns],
+            log_path=bed.workdir / f"{tool}.log",
+        )
+    else:
+        op = shared[0]
     before = apicount.scrape(bed.cluster)
     try:
         run.started = time.monotonic()
-        op.start()
+        if shared is None:
+            op.start()
         bed.cluster.apply(
             campaign(
                 "bench",
@@ -176,6 +198,8 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
             bed.cluster, ns, "bench", {"Succeeded", "Failed"}, timeout=120 + 15 * trials, op=op
         )
         run.ended = time.monotonic()
+        status = final.get("status") or {}
+        print(f"Campaign {ns}/bench {status.get('phase')}: {status.get('message')}", flush=True)
         assert op.proc is not None
         run.cpu, run.rss_mib = harness.proc_cpu_rss(op.proc.pid)
         report = json.loads(
@@ -196,7 +220,8 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
             ).stdout
         )
     finally:
-        op.stop()
+        if shared is None:
+            op.stop()
         watcher.stop()
         subject.close(bed)
     run.api = apicount.delta(before, apicount.scrape(bed.cluster), "aftershock")
@@ -217,16 +242,116 @@ def run_aftershock(bed: harness.Bed, trials: int, *, tool: str, with_pd: bool) -
             continue
         ready = (t["timings"].get("replacement_ready") or {}).get("offsetSeconds")
         gone = (t["timings"].get("victim_gone") or {}).get("offsetSeconds")
+        final_state = t.get("finalState") or {}
+        timings = t["timings"]
+        recovered_wall = _iso(timings["recovered"]["wall"]) if "recovered" in timings else None
         by_uid[t["victims"][0]["uid"]] = {
             "victim": t["victims"][0]["name"],
             "recovery": t["recoverySeconds"],
+            "start_wall": None if recovered_wall is None else recovered_wall - t["recoverySeconds"],
+            "store_up_wall": _iso(timings["store_up"]["wall"]) if "store_up" in timings else None,
+            "clock_offset": final_state.get("clockOffsetSeconds"),
+            "best_look": (final_state.get("probe") or {}).get("pdClockBestLook"),
             "pod_ready": ready,
             "gone": gone,
             "store_up": (t["timings"].get("store_up") or {}).get("offsetSeconds"),
             "sources": t.get("sources") or t.get("milestoneSources"),
         }
     run.records = [by_uid.get(k.victim_uid, {"victim": k.victim, "recovery": None}) for k in run.kills]
+    if with_pd and subject.pd_watch is not None:
+        run.steps = pd_steps(run, subject.pd_watch)
     return run
+
+
+def pd_steps(run: Run, watch: groundtruth.PdWatch) -> list[dict[str, Any]]:
+    """Per trial, where aftershock's error with PD comes from, in ms, every stamp on the host's
+    clock (the stand-in and the watcher stamp in this process, the operator in its own; one
+    host, one clock; harness monotonic placed on the wall clock by the harness's own pairs):
+
+    - `hb_to_arrive`: PD took the newest heartbeat -> the operator's GET /stores of the look
+      that fixed PD's clock offset (the best look) reached the stand-in; split into
+      `hb_to_asked` (the heartbeat -> the operator asked: the look's phase, negative when the
+      heartbeat came while the request was on its way) and `asked_to_arrive` (the request's
+      way: the operator's send, the kernel, the stand-in's thread waking);
+    - `serve`: that request arrived -> its answer's last byte left the stand-in;
+    - `leave_to_seen`: the answer left -> the operator had it parsed and stamped (`seen`);
+    - `offset_excess` = the sum: how much the offset estimate exceeds the true offset (0 on
+      one host), hence how late the store-Up stamp is placed;
+    - `store_up_late`: the operator's store_up - the stand-in's receipt of the victim store's
+      first heartbeat from its new process (the truth): should equal `offset_excess`;
+    - `start_late`: the operator's start of the recovery - the watcher's first sight of the
+      deletion (negative: the operator saw it first);
+    - `error` = recorded - truth (signed) = `store_up_late` - `start_late` when the store is last;
+    - `bracket`: upper - lower bound of the offset when the trial ended (`PdClock`).
+    """
+    reports = watch.snapshot()
+    if not reports:
+        return []
+    to_wall = statistics.median(r.wall - r.mono for r in reports)
+    answers = [a for a in watch.answered() if a[0].split("?", 1)[0] == "/pd/api/v1/stores"]
+    out: list[dict[str, Any]] = []
+    for kill, rec in zip(run.kills, run.records, strict=False):
+        if rec.get("recovery") is None or kill.recovery is None:
+            continue
+        row: dict[str, Any] = {"victim": kill.victim, "error": (rec["recovery"] - kill.recovery) * 1000}
+        if rec.get("start_wall") is not None:
+            row["start_late"] = (rec["start_wall"] - (kill.deleted_at + to_wall)) * 1000
+        back = groundtruth.store_back(reports, kill.victim, kill.deleted_at)
+        if rec.get("store_up_wall") is not None and back is not None:
+            row["store_up_late"] = (rec["store_up_wall"] - (back + to_wall)) * 1000
+        if rec.get("clock_offset") is not None:
+            row["clock_offset"] = rec["clock_offset"] * 1000
+        best = rec.get("best_look")
+        if best:
+            seen, newest = best["answeredWall"], best["newestHeartbeat"]
+            row["looks_in_window"] = best.get("looks")
+            found = [
+                a for a in answers if abs(a[3] / 1e9 - newest) < 1e-6 and a[2] + to_wall <= seen + 0.0005
+            ]
+            if best.get("askedWall") is not None:
+                row["hb_to_asked"] = (best["askedWall"] - newest) * 1000
+            if best.get("bracketSeconds") is not None:
+                row["bracket"] = best["bracketSeconds"] * 1000
+            if found:
+                _, arrived, left, _ = max(found, key=lambda a: a[2])
+                row["hb_to_arrive"] = (arrived + to_wall - newest) * 1000
+                if best.get("askedWall") is not None:
+                    row["asked_to_arrive"] = (arrived + to_wall - best["askedWall"]) * 1000
+                row["serve"] = (left - arrived) * 1000
+                row["leave_to_seen"] = (seen - left - to_wall) * 1000
+            row["offset_excess"] = (seen - newest) * 1000
+        out.append(row)
+    return out
+
+
+STEP_KEYS = (
+    "hb_to_asked",
+    "asked_to_arrive",
+    "hb_to_arrive",
+    "serve",
+    "leave_to_seen",
+    "offset_excess",
+    "store_up_late",
+    "start_late",
+    "error",
+    "bracket",
+)
+
+
+def steps_table(steps: list[dict[str, Any]]) -> str:
+    """p50 / p95 / min / max of each step over the trials (ms)."""
+    lines = [
+        "| step (ms) | p50 | p95 | min | max |",
+        "|---|---|---|---|---|",
+    ]
+    for key in STEP_KEYS:
+        values = [r[key] for r in steps if r.get(key) is not None]
+        if not values:
+            continue
+        lines.append(
+            f"| {key} | {_f(pct(values, 50))} | {_f(pct(values, 95))} | {_f(min(values))} | {_f(max(values))} |"
+        )
+    return "\n".join(lines)
 
 
 def run_chaostoolkit(bed: harness.Bed, trials: int, *, tool: str, wait_for_disruption: bool) -> Run:
@@ -520,6 +645,27 @@ def verbs_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_tool(bed: harness.Bed, tool: str, args: argparse.Namespace) -> Run:
+    if tool == "aftershock":
+        return run_aftershock(bed, args.trials, tool=tool, with_pd=True)
+    if tool == "aftershock-pods":
+        return run_aftershock(bed, args.trials, tool=tool, with_pd=False)
+    if tool == "aftershock-short":
+        return run_aftershock(bed, args.short_trials, tool=tool, with_pd=True)
+    if tool == "chaostoolkit":
+        return run_chaostoolkit(bed, args.trials, tool=tool, wait_for_disruption=True)
+    if tool == "chaostoolkit-ssh":
+        return run_chaostoolkit(bed, args.trials, tool=tool, wait_for_disruption=False)
+    if tool == "krkn":
+        return run_krkn(bed, args.trials, args.krkn_duration, args.krkn_wait_duration)
+    raise SystemExit(f"unknown tool {tool}; known: {', '.join(TOOLS)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -573,29 +719,22 @@ def main() -> None:
     runs: list[Run] = []
     try:
         for tool in tools:
-            print(f"== {tool}", flush=True)
-            if tool == "aftershock":
-                runs.append(run_aftershock(bed, args.trials, tool=tool, with_pd=True))
-            elif tool == "aftershock-pods":
-                runs.append(run_aftershock(bed, args.trials, tool=tool, with_pd=False))
-            elif tool == "aftershock-short":
-                runs.append(run_aftershock(bed, args.short_trials, tool=tool, with_pd=True))
-            elif tool == "chaostoolkit":
-                runs.append(run_chaostoolkit(bed, args.trials, tool=tool, wait_for_disruption=True))
-            elif tool == "chaostoolkit-ssh":
-                runs.append(run_chaostoolkit(bed, args.trials, tool=tool, wait_for_disruption=False))
-            elif tool == "krkn":
-                runs.append(run_krkn(bed, args.trials, args.krkn_duration, args.krkn_wait_duration))
-            else:
-                raise SystemExit(f"unknown tool {tool}; known: {', '.join(TOOLS)}")
+            load_before = os.getloadavg()[0]
+            print(f"== {tool} (load average {load_before:.2f})", flush=True)
+            cpu0, wall0 = _self_cpu(), time.monotonic()
+            runs.append(run_tool(bed, tool, args))
+            runs[-1].load = (load_before, os.getloadavg()[0])
+            runs[-1].harness_cpu = (_self_cpu() - cpu0, time.monotonic() - wall0)
             print(table([analyse(runs[-1])]), flush=True)
+            if runs[-1].steps:
+                print(steps_table(runs[-1].steps), flush=True)
     finally:
         harness.teardown(bed)
     rows = [analyse(r) for r in runs]
     date = dt.date.today().isoformat()
     out = Path(args.out) if args.out else RESULTS / f"{date}{'-realnode' if REAL_NODE else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(rows, versions, args, workdir)
+    text = render(rows, versions, args, workdir, runs)
     out.write_text(text)
     raw = {
         "title": _title(versions),
@@ -603,7 +742,15 @@ def main() -> None:
         "args": vars(args),
         "rows": rows,
         "runs": [
-            {"tool": r.tool, "records": r.records, "kills": [k.__dict__ for k in r.kills]} for r in runs
+            {
+                "tool": r.tool,
+                "load": r.load,
+                "harness_cpu": r.harness_cpu,
+                "records": r.records,
+                "kills": [k.__dict__ for k in r.kills],
+                "steps": r.steps,
+            }
+            for r in runs
         ],
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
@@ -619,8 +766,23 @@ def _title(versions: dict[str, str]) -> str:
 
 
 def render(
-    rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace, workdir: Path
+    rows: list[dict[str, Any]],
+    versions: dict[str, str],
+    args: argparse.Namespace,
+    workdir: Path,
+    runs: list[Run] | None = None,
 ) -> str:
+    loads = "\n".join(
+        f"- {r.tool}: {r.load[0]:.2f} at the start, {r.load[1]:.2f} at the end; this harness process "
+        f"(watchers, PD stand-in) used {r.harness_cpu[0]:.1f} CPU s in {r.harness_cpu[1]:.0f} s"
+        for r in runs or []
+    )
+    steps = "".join(
+        f"\n{r.tool}: the store-Up stamp step by step over {len(r.steps)} trials (`compare.pd_steps`)\n\n"
+        f"{steps_table(r.steps)}\n"
+        for r in runs or []
+        if r.steps
+    )
     notes = "\n".join(f"- {r['tool']}: {n}" for r in rows for n in r["notes"]) or "- none"
     vers = "\n".join(f"- {k}: {v}" for k, v in versions.items())
     where = (
@@ -642,6 +804,9 @@ Chart: ![timing error and overhead per tool]({Path(args.out).with_suffix(".png")
 API requests per trial by verb (counted by the API server per ServiceAccount through APF FlowSchemas):
 
 {verbs_table(rows)}
+{steps}
+Load average (1 min) per tool's run:
+{loads or "- not recorded"}
 
 Versions and machine:
 {vers}

@@ -270,6 +270,15 @@ class PdWatch:
 
         stand_in.put_store = put_store
         stand_in.heartbeat = heartbeat
+        #: Every GET the stand-in answered: (path, arrived, left: harness monotonic; newest
+        #: heartbeat in PD then, ns), for the step-by-step breakdown of a store-Up stamp.
+        self.answers: list[tuple[str, float, float, int]] = []
+
+        def on_answer(path: str, arrived: float, left: float, newest_ns: int) -> None:
+            with self._lock:
+                self.answers.append((path, arrived, left, newest_ns))
+
+        stand_in.on_answer = on_answer
 
     def _record(
         self, kind: str, store_id: int, *, address: str | None = None, start: int | None = None
@@ -294,6 +303,10 @@ class PdWatch:
     def snapshot(self) -> list[StoreReport]:
         with self._lock:
             return list(self.reports)
+
+    def answered(self) -> list[tuple[str, float, float, int]]:
+        with self._lock:
+            return list(self.answers)
 
 
 def store_back(reports: list[StoreReport], pod: str, after: float) -> float | None:

@@ -257,6 +257,8 @@ def run_measured(args: list[str], *, env: dict[str, str], log: Path, timeout: fl
 
 def versions(bed: Bed) -> dict[str, str]:
     def pip_version(python: str, pkg: str) -> str:
+        if not Path(python).exists():  # a peer's venv not made (bench/peers.sh): runs without it
+            return "not installed"
         out = subprocess.run(
             [python, "-c", f"import importlib.metadata as m; print(m.version({pkg!r}))"],
             capture_output=True,

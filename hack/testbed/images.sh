@@ -219,6 +219,9 @@ case "${1:-all}" in
     archives=$(subject_images; operator_image)
     # shellcheck disable=SC2086
     import_all $archives
+    # manifests/examples/etcd/ names etcd's upstream image: the node has it under that name too,
+    # this etcd release built here from its module (nothing is pulled: IfNotPresent finds it).
+    "$here/realnode.sh" tag registry.local/etcd:local "gcr.io/etcd-development/etcd:${ETCD_VERSION}"
     log "images imported into the real node"
     ;;
   import-subjects)

@@ -8,13 +8,22 @@
 #   realnode.sh status    exit 0 when node real-0 is Ready
 #   realnode.sh can       exit 0 when this machine can host it; otherwise print why
 #   realnode.sh import F  import an image archive into the node's containerd
+#   realnode.sh tag S D   give image S the name D too, in the node's containerd
 #
 # Called by cluster.sh for the default cluster. Needs root and Debian (apt) packages:
 # containerd, runc, containernetworking-plugins (installed here when missing).
 #
 # Network: pods are either hostNetwork (anything that must reach 127.0.0.1: the API server,
-# the PD stand-in) or on the bridge rn0, which has no gateway address, no masquerade and no
-# default route: bridge pods reach only each other.
+# the PD stand-in) or on the bridge rn0, which gives pods no gateway, no masquerade and no
+# default route: bridge pods reach only each other and the cluster DNS. The node itself has an
+# address on the bridge (10.88.0.1, as a CNI bridge's node has), so that the kubelet's probes and
+# hostNetwork pods reach pod IPs; a pod cannot open anything on the node (iptables chain
+# AFTERSHOCK-<bridge> drops all but answers).
+#
+# Cluster DNS: CoreDNS (built from its module, hack/coredns/build.sh) in a network namespace of
+# the node's own (aftershock-dns, 10.88.255.254 on the bridge), the kubelet's clusterDNS, domain
+# cluster.local. It reads the API through a relay on loopback (a unix socket between the
+# namespaces), answers cluster names only and forwards nothing: no query leaves the machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
@@ -65,6 +74,15 @@ else
   cni_name="realnode-$slot"
 fi
 sock=$run_dir/containerd.sock
+# The node's own address on its pod bridge, and the cluster DNS's (the subnet's first and last).
+net=${subnet%.0.0/16}
+node_ip=$net.0.1
+dns_ip=$net.255.254
+dns_netns=aftershock-dns${instance:+-$instance}
+dns_veth=$bridge-dns
+node_chain=AFTERSHOCK-$bridge
+cluster_domain=cluster.local
+repo=$(cd "$here/../.." && pwd)
 
 log() { printf '[realnode %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -85,6 +103,9 @@ ensure_packages() {
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v iptables >/dev/null || missing+=(iptables)
+  # The cluster DNS's relay to the API server (loopback <-> a unix socket <-> its namespace).
+  command -v socat >/dev/null || missing+=(socat)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing from Debian: ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -125,7 +146,8 @@ state = "$run_dir"
       bin_dir = "/usr/lib/cni"
       conf_dir = "$state/etc/cni/net.d"
 EOF
-  # No gateway, no masquerade, no default route: bridge pods reach each other and nothing else.
+  # No gateway, no masquerade, no default route: bridge pods reach each other and the DNS.
+  # The range ends below the cluster DNS's address (host-local never hands out .1, its gateway).
   cat > "$state/etc/cni/net.d/10-realnode.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -137,7 +159,7 @@ EOF
       "isGateway": false,
       "ipMasq": false,
       "hairpinMode": true,
-      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet"}]], "dataDir": "$state/var/cni-ipam"}
+      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet", "rangeEnd": "$net.255.250"}]], "dataDir": "$state/var/cni-ipam"}
     }
   ]
 }
@@ -170,6 +192,10 @@ authentication:
 authorization:
   mode: AlwaysAllow
 resolvConf: $state/etc/pod-resolv.conf
+# The test bed's CoreDNS (cluster_dns below): pods resolve <svc>.<ns>.svc.cluster.local as in
+# any cluster; hostNetwork pods do with dnsPolicy ClusterFirstWithHostNet.
+clusterDNS: [$dns_ip]
+clusterDomain: $cluster_domain
 podLogsDir: $state/var/pod-logs
 registerNode: true
 # Only pods that ask for the real node land here; the kwok nodes keep everything else.
@@ -278,6 +304,116 @@ revive() {
   start_kubelet "$state/etc/kubelet.kubeconfig"
 }
 
+# The node's address on its pod network. Destinations stay pod IPs (a kubelet probe, the
+# in-cluster operator reaching a subject); pods may answer the node but open nothing on it.
+# Routes to the pods: the subnet's two halves through the bridge, more specific than the
+# unreachable route for the whole subnet (up), which remains when the bridge is gone: then
+# anything addressed to a pod IP is refused at the host, never sent out through the default
+# route, off the machine.
+node_on_bridge() {
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
+  ip link set "$bridge" up
+  ip addr replace "$node_ip/16" dev "$bridge" noprefixroute
+  ip route replace "$net.0.0/17" dev "$bridge" scope link src "$node_ip"
+  ip route replace "$net.128.0/17" dev "$bridge" scope link src "$node_ip"
+  iptables -w -N "$node_chain" 2>/dev/null || true
+  iptables -w -F "$node_chain"
+  iptables -w -A "$node_chain" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  iptables -w -A "$node_chain" -j DROP
+  iptables -w -C INPUT -i "$bridge" -j "$node_chain" 2>/dev/null ||
+    iptables -w -I INPUT 1 -i "$bridge" -j "$node_chain"
+}
+
+# start_part NAME CMD...: a process of the node's (pid in run/NAME.pid, log in logs/NAME.log),
+# unless it runs.
+start_part() {
+  local name=$1; shift
+  running "$name" && return 0
+  setsid "$@" >>"$state/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$state/run/$name.pid"
+}
+
+# The cluster DNS: CoreDNS in netns aftershock-dns, its API access relayed over a unix socket.
+cluster_dns() {
+  local kubeconfig=$1 pki=$2 server=$3 coredns port token=""
+  coredns=$("$repo/hack/coredns/build.sh")
+  port=${server##*:}
+  [ -e "/run/netns/$dns_netns" ] || ip netns add "$dns_netns"
+  if ! ip link show "$dns_veth" >/dev/null 2>&1; then
+    ip link add "$dns_veth" type veth peer name eth0 netns "$dns_netns"
+  fi
+  ip link set "$dns_veth" master "$bridge" up
+  ip -n "$dns_netns" link set lo up
+  ip -n "$dns_netns" addr replace "$dns_ip/16" dev eth0
+  ip -n "$dns_netns" link set eth0 up
+  # Its identity: a ServiceAccount's long-lived token, with what kubeadm grants CoreDNS.
+  local k=("$bin/kubectl" --kubeconfig "$kubeconfig")
+  "${k[@]}" apply -f "$here/manifests/coredns.yaml" >/dev/null
+  for _ in $(seq 1 60); do
+    token=$("${k[@]}" -n kube-system get secret coredns-token -o jsonpath='{.data.token}' 2>/dev/null || true)
+    [ -n "$token" ] && break
+    sleep 0.5
+  done
+  [ -n "$token" ] || die "no token for ServiceAccount kube-system/coredns"
+  # Its configuration; a CoreDNS started with another one is started again (the kubernetes
+  # plugin reads its kubeconfig once).
+  local changed=0
+  umask 077
+  printf '%s\n' "apiVersion: v1" "kind: Config" \
+    "clusters: [{name: local, cluster: {server: \"https://127.0.0.1:$port\", certificate-authority: \"$pki/ca.crt\"}}]" \
+    "users: [{name: coredns, user: {token: \"$(printf '%s' "$token" | base64 -d)\"}}]" \
+    "contexts: [{name: local, context: {cluster: local, user: coredns}}]" \
+    "current-context: local" > "$state/etc/coredns.kubeconfig.new"
+  umask 022
+  # Cluster names only, and no forward plugin: a name outside the cluster gets no answer here.
+  printf '%s\n' "$cluster_domain:53 in-addr.arpa:53 {" \
+    "    bind $dns_ip" \
+    "    errors" \
+    "    kubernetes $cluster_domain in-addr.arpa {" \
+    "        kubeconfig $state/etc/coredns.kubeconfig local" \
+    "        ttl 5" \
+    "    }" \
+    "}" > "$state/etc/Corefile.new"
+  local f
+  for f in coredns.kubeconfig Corefile; do
+    if cmp -s "$state/etc/$f.new" "$state/etc/$f"; then rm "$state/etc/$f.new"; else
+      mv "$state/etc/$f.new" "$state/etc/$f"; changed=1
+    fi
+  done
+  [ "$changed" = 0 ] || stop_pid coredns
+  # The relays, started again for another API server (a new cluster has a new port).
+  if [ "$(cat "$state/etc/dns-relay.port" 2>/dev/null)" != "$port" ]; then
+    stop_pid dns-relay-netns
+    stop_pid dns-relay-node
+    echo "$port" > "$state/etc/dns-relay.port"
+  fi
+  # Loopback in the node's namespace <- a unix socket <- loopback in the DNS's namespace.
+  start_part dns-relay-node socat "UNIX-LISTEN:$state/run/apiserver.sock,fork,unlink-early,mode=600" \
+    "TCP:127.0.0.1:$port"
+  start_part dns-relay-netns ip netns exec "$dns_netns" socat \
+    "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$state/run/apiserver.sock"
+  start_part coredns ip netns exec "$dns_netns" "$coredns" -conf "$state/etc/Corefile"
+  for _ in $(seq 1 120); do
+    if "${PYTHON:-python3}" "$here/dnsquery.py" "$dns_ip" "kubernetes.default.svc.$cluster_domain" >/dev/null 2>&1; then
+      return 0
+    fi
+    running coredns || die "CoreDNS exited: $state/logs/coredns.log"
+    sleep 0.5
+  done
+  # Running, not answering yet (its first list of the API is slow on a loaded machine): the node
+  # is usable meanwhile; a pod that needs a name waits for it as it would in any cluster.
+  log "the cluster DNS does not answer kubernetes.default.svc.$cluster_domain yet: $state/logs/coredns.log"
+}
+
+stop_dns() {
+  stop_pid coredns
+  stop_pid dns-relay-netns
+  stop_pid dns-relay-node
+  if [ -e "/run/netns/$dns_netns" ]; then ip netns delete "$dns_netns" 2>/dev/null || true; fi
+  ip link delete "$dns_veth" 2>/dev/null || true
+  rm -f "$state/run/apiserver.sock"
+}
+
 up() {
   local kubeconfig=${1:?kubeconfig} pki=${2:?pki dir}
   local why start=$SECONDS
@@ -286,15 +422,15 @@ up() {
   ensure_packages
   write_configs
   hosts_line
-  # The bridge has no address on the host, so without this the host would send anything
-  # addressed to a pod IP (a kubelet probe of a bridge pod, an API server proxy) out through its
-  # default route, off the machine. Pod IPs exist only inside this node: refuse them at the host.
+  # Pod IPs exist only inside this node: refuse them at the host, but through the bridge.
   ip route replace unreachable "$subnet"
   make_cgroup_root
+  node_on_bridge
   start_containerd
   pause_image
   local server
   server=$("$bin/kubectl" --kubeconfig "$kubeconfig" config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  cluster_dns "$kubeconfig" "$pki" "$server"
   start_kubelet "$(kubelet_kubeconfig "$pki" "$server")"
   local k=("$bin/kubectl" --kubeconfig "$kubeconfig")
   for _ in $(seq 1 120); do
@@ -354,6 +490,7 @@ others_running() {
 
 down() {
   stop_pid kubelet
+  stop_dns
   # Containers and their shims: kill what runs in pod cgroups, then the shims of this
   # containerd (their command line names its socket's address).
   local pids netns
@@ -374,6 +511,10 @@ down() {
   done
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
   ip route del unreachable "$subnet" 2>/dev/null || true
+  if iptables -w -C INPUT -i "$bridge" -j "$node_chain" 2>/dev/null; then
+    iptables -w -D INPUT -i "$bridge" -j "$node_chain"
+  fi
+  iptables -w -F "$node_chain" 2>/dev/null && iptables -w -X "$node_chain" 2>/dev/null || true
   # kubelet's cgroups (cgroupfs driver): kubepods in every hierarchy, leaves first.
   local hier root=${cgroup_root%/}
   for hier in /sys/fs/cgroup/*"$root"/kubepods /sys/fs/cgroup"$root"/kubepods; do
@@ -393,7 +534,7 @@ down() {
   fi
   rm -rf "$run_dir" "$state/kubelet" "$state/var" "$state/run" "$state/etc" "$state/build" \
     "$state/imported" 2>/dev/null || true
-  log "node $node${instance:+ ($instance)} removed (containers, mounts, netns, bridge, cgroups, hosts line)"
+  log "node $node${instance:+ ($instance)} removed (containers, mounts, netns, bridge, cluster DNS, cgroups, hosts line)"
 }
 
 case "${1:-}" in
@@ -405,7 +546,8 @@ case "${1:-}" in
   socket) echo "$sock" ;;
   cgroup-root) echo "$cgroup_root" ;;
   import) shift; ctr_k8s images import "$1" >/dev/null ;;
+  tag) shift; ctr_k8s images tag --force "$1" "$2" >/dev/null ;;
   kill) shift; kill_part "${1:?kubelet or containerd}" ;;
   revive) revive ;;
-  *) echo "usage: $0 up KUBECONFIG PKI_DIR|down|status|can|import ARCHIVE|kill kubelet|containerd|revive" >&2; exit 2 ;;
+  *) echo "usage: $0 up KUBECONFIG PKI_DIR|down|status|can|import ARCHIVE|tag SRC DST|kill kubelet|containerd|revive" >&2; exit 2 ;;
 esac

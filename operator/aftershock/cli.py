@@ -136,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics and the campaigns' reports (read-only) on this port (0: off)",
     )
     run.add_argument(
+        "--alert-receiver-port",
+        type=int,
+        default=int(os.environ.get("AFTERSHOCK_ALERT_RECEIVER_PORT") or 0),
+        help="receive Alertmanager's webhook notifications on this port (POST /api/v1/alerts, "
+        "bearer token required) for Campaigns with spec.detection (0: off)",
+    )
+    run.add_argument(
+        "--alert-receiver-token-file",
+        default=os.environ.get("AFTERSHOCK_ALERT_RECEIVER_TOKEN_FILE"),
+        help="file holding the receiver's bearer token (a mounted Secret; re-read when it changes)",
+    )
+    run.add_argument(
         "--protected-namespace",
         action="append",
         default=[],
@@ -293,7 +305,7 @@ def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     crd.add_argument("--kubeconfig", default=None)
     agent = sub.add_parser(
         "node-agent",
-        help="the node agent node_failure needs: one per node, privileged, host PID namespace (ADR 0019)",
+        help="the node agent node_failure needs: one per node, privileged, host PID namespace (ADR 0020)",
     )
     agent.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""), help="default $NODE_NAME")
     agent.add_argument("--pod-uid", default=os.environ.get("POD_UID", ""), help="its own pod, never frozen")
@@ -468,8 +480,25 @@ def _run_operator(args: argparse.Namespace) -> int:
             args.pod_watch_scope, all_namespaces=args.all_namespaces or not namespaces
         ),
         metrics_port=args.metrics_port,
+        alert_receiver_port=args.alert_receiver_port,
+        alert_receiver_token_file=args.alert_receiver_token_file,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )
+    if args.alert_receiver_port:
+        from aftershock import receiver
+
+        if not args.alert_receiver_token_file:
+            print(
+                "aftershock: --alert-receiver-port needs --alert-receiver-token-file (the receiver "
+                "never runs without a token)",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            receiver.TokenFile(args.alert_receiver_token_file)
+        except receiver.TokenError as exc:
+            print(f"aftershock: {exc}", file=sys.stderr)
+            return 2
     if args.schedule_clock:
         from aftershock.engine import schedule
 

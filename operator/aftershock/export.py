@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from aftershock import model, phases, remediation, report
+from aftershock import detection, model, phases, remediation, report
 from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger, schema
 from aftershock.model import AttemptRecord
 
@@ -83,6 +83,15 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
         "seconds (monotonic) from the kill until the remediator's 'resolved' Event was seen",
     ),
     ("remediatorActions", "how many Events the remediator emitted in the trial window (empty: not watched)"),
+    (
+        "timeToAlertSeconds",
+        "seconds (monotonic) from the kill until the receiver got the first matching alert firing "
+        "(spec.detection; empty: none)",
+    ),
+    (
+        "timeToAlertResolvedSeconds",
+        "seconds (monotonic) from the kill until every matching alert that fired was reported resolved",
+    ),
 )
 COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
 _DOCUMENTED: Final = frozenset(COLUMN_NAMES)
@@ -117,12 +126,21 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     row["timeToDetectSeconds"] = said.detect
     row["timeToResolveSeconds"] = said.resolve
     row["remediatorActions"] = len(said.actions) if "remediatorActions" in attempt.final_state else None
+    alerted = detection.detection_timings(attempt)
+    row["timeToAlertSeconds"] = alerted.firing
+    row["timeToAlertResolvedSeconds"] = alerted.resolved
     return row
 
 
 #: Milestones with documented columns: TiKV's v1 chain, and the remediator's (timeToDetect/Resolve).
 _NOT_SUBJECT_COLUMNS: Final = frozenset(
-    {*schema.COLUMN_MILESTONES, model.REMEDIATOR_DETECTED, model.REMEDIATOR_RESOLVED}
+    {
+        *schema.COLUMN_MILESTONES,
+        model.REMEDIATOR_DETECTED,
+        model.REMEDIATOR_RESOLVED,
+        model.ALERT_FIRING,
+        model.ALERT_RESOLVED,
+    }
 )
 
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import kopf
 
-from aftershock import metrics, model
+from aftershock import metrics, model, receiver
 from aftershock.engine import lifecycle, retention, runs, sweeper
+from aftershock.engine.alerts import AlertInbox
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.ports import StopSignal
 from aftershock.engine.queue import CampaignQueue, QueuedLock
@@ -50,6 +51,9 @@ class OperatorConfig:
     runner: RunnerSettings
     kubeconfig: str | None = None
     metrics_port: int = 0
+    #: ``--alert-receiver-port`` (0: no receiver) and the file holding its bearer token.
+    alert_receiver_port: int = 0
+    alert_receiver_token_file: str | None = None
     #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
     max_concurrent_campaigns: int = 0
     #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
@@ -166,6 +170,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["loop_lag"] = metrics.LoopLagMeter(memo["metrics"].loop_lag).start()
     if config.metrics_port:
         memo["metrics_server"] = await metrics.serve(memo["metrics"], memo["ledger"], config.metrics_port)
+    if config.alert_receiver_port and config.alert_receiver_token_file:
+        memo["alert_inbox"] = AlertInbox(memo["ledger"], _Clock())
+        memo["alert_receiver"] = await receiver.serve(
+            memo["alert_inbox"].deliver,
+            receiver.TokenFile(config.alert_receiver_token_file),
+            config.alert_receiver_port,
+        )
     memo["sweeper"] = asyncio.create_task(
         sweeper.sweep_forever(
             memo["ledger"],
@@ -216,6 +227,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo["loop_lag"].stop()
     if "metrics_server" in memo:
         await memo["metrics_server"].cleanup()
+    if "alert_receiver" in memo:
+        await memo["alert_receiver"].cleanup()
     if "pd_clients" in memo:
         await memo["pd_clients"].aclose()
     if "ledger" in memo:
@@ -427,6 +440,7 @@ async def _run_once(
         access=kube,
         # kopf's live view: the author the admission policy recorded at creation.
         annotations_source=lambda: dict(meta.get("annotations") or {}),
+        alert_inbox=memo.get("alert_inbox"),
     )
     return await runner.run(stop)
 

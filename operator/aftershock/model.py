@@ -27,6 +27,8 @@ from aftershock.endpoints import (
 from aftershock.errors import SpecError
 from aftershock.fields import _bool, _enum, _get, _int, _mapping, _name, _number
 from aftershock.records import (
+    ALERT_FIRING,
+    ALERT_RESOLVED,
     MILESTONES,
     REMEDIATOR_DETECTED,
     REMEDIATOR_RESOLVED,
@@ -47,6 +49,8 @@ from aftershock.records import (
 )
 
 __all__ = [
+    "ALERT_FIRING",
+    "ALERT_RESOLVED",
     "MILESTONES",
     "REMEDIATOR_DETECTED",
     "REMEDIATOR_RESOLVED",
@@ -240,6 +244,55 @@ class Remediator:
     signals: RemediatorSignals | None = None
 
 
+class MatchType(enum.StrEnum):
+    """Alertmanager's matcher operators (=, !=, =~, !~), named in words as Kubernetes names a
+    selector's operators (and as YAML tools read without quoting); regular expressions match
+    the whole value, as Alertmanager's do."""
+
+    EQUAL = "Equal"
+    NOT_EQUAL = "NotEqual"
+    REGEX = "Regex"
+    NOT_REGEX = "NotRegex"
+
+    @property
+    def symbol(self) -> str:
+        return {"Equal": "=", "NotEqual": "!=", "Regex": "=~", "NotRegex": "!~"}[self.value]
+
+
+@dataclass(frozen=True)
+class AlertMatcher:
+    """One label matcher of `spec.detection.alertMatchers`, as Alertmanager writes them."""
+
+    name: str
+    value: str
+    match_type: MatchType = MatchType.EQUAL
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Alertmanager's semantics: a label that is absent has the empty value."""
+        got = labels.get(self.name, "")
+        if self.match_type is MatchType.EQUAL:
+            return got == self.value
+        if self.match_type is MatchType.NOT_EQUAL:
+            return got != self.value
+        found = re.fullmatch(self.value, got) is not None
+        return found if self.match_type is MatchType.REGEX else not found
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.match_type.symbol}{self.value!r}"
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """`spec.detection`: which alerts, delivered by Alertmanager to the operator's receiver, say
+    that the trial's fault was detected. An alert counts for this Campaign only when it carries
+    the label ``namespace`` equal to the Campaign's namespace and matches every matcher."""
+
+    alert_matchers: tuple[AlertMatcher, ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.alert_matchers)
+
+
 class ResetMode(enum.StrEnum):
     """What happens to the subject before each trial's steady-state gate."""
 
@@ -320,6 +373,7 @@ class CampaignSpec:
     reset: ResetSpec = field(default_factory=ResetSpec)
     schedule: ScheduleSpec | None = None
     trend: TrendSpec = field(default_factory=TrendSpec)
+    detection: DetectionSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -555,6 +609,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         reset=parse_reset(raw.get("reset")),
         schedule=parse_schedule(raw.get("schedule")),
         trend=parse_trend(raw.get("trend")),
+        detection=parse_detection(raw.get("detection")),
     )
     if ctype == NODE_FAILURE and duration is not None and spec.recovery_timeout_seconds <= duration:
         # The recovery is timed from the fault's start: the node is away that long first.
@@ -603,6 +658,57 @@ def parse_schedule(raw: Any) -> ScheduleSpec | None:
             maximum=10_000,
         ),
     )
+
+
+#: Bounds of `spec.detection.alertMatchers` (the CRD states them too).
+_MAX_ALERT_MATCHERS = 16
+_MAX_MATCHER_VALUE = 1024
+#: Prometheus's label names (Alertmanager's UTF-8 names are not needed for rules written here).
+_ALERT_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,127}")
+#: The label that ties an alert to a namespace: set by the receiver's rule, never by a matcher.
+ALERT_NAMESPACE_LABEL = "namespace"
+
+
+def parse_detection(raw: Any) -> DetectionSpec | None:
+    """`spec.detection`, or None when the Campaign does not listen for alerts."""
+    if raw is None:
+        return None
+    det = _mapping(raw, "detection")
+    found = _get(det, "alertMatchers", "detection.alertMatchers")
+    if not isinstance(found, list) or not 1 <= len(found) <= _MAX_ALERT_MATCHERS:
+        raise SpecError("detection.alertMatchers", f"must be a list of 1 to {_MAX_ALERT_MATCHERS} matchers")
+    matchers: list[AlertMatcher] = []
+    for i, item in enumerate(found):
+        path = f"detection.alertMatchers[{i}]"
+        m = _mapping(item, path)
+        name = _get(m, "name", f"{path}.name")
+        if not isinstance(name, str) or not _ALERT_LABEL_NAME.fullmatch(name):
+            raise SpecError(f"{path}.name", f"{name!r} is not a Prometheus label name")
+        if name == ALERT_NAMESPACE_LABEL:
+            raise SpecError(
+                f"{path}.name",
+                "the namespace label is matched by the receiver itself (an alert counts only for "
+                "Campaigns in the namespace it names); leave it out",
+            )
+        value = _get(m, "value", f"{path}.value")
+        if not isinstance(value, str) or len(value) > _MAX_MATCHER_VALUE:
+            raise SpecError(f"{path}.value", f"must be a string of at most {_MAX_MATCHER_VALUE} characters")
+        match_type = _enum(MatchType, m.get("matchType", MatchType.EQUAL.value), f"{path}.matchType")
+        if match_type in (MatchType.REGEX, MatchType.NOT_REGEX):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise SpecError(f"{path}.value", f"is not a regular expression: {exc}") from None
+        matchers.append(AlertMatcher(name, value, match_type))
+    # Matchers that only exclude (or match the empty value) would take every alert of the
+    # namespace as this fault's detection.
+    if not any(m.match_type in (MatchType.EQUAL, MatchType.REGEX) and m.value for m in matchers):
+        raise SpecError(
+            "detection.alertMatchers",
+            "needs at least one positive matcher (Equal or Regex) with a non-empty value, e.g. "
+            "{name: alertname, value: EtcdMemberDown}: otherwise every alert of the namespace matches",
+        )
+    return DetectionSpec(tuple(matchers))
 
 
 def parse_trend(raw: Any) -> TrendSpec:

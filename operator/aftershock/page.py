@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Final
 
-from aftershock import analysis, report, trends
+from aftershock import analysis, detection, report, trends
 from aftershock.model import Outcome
 from aftershock.plots import UNRECOVERED_COLOUR, ecdf_svg, phase_colour, timeline_bars, timeline_svg
 
@@ -103,6 +103,7 @@ def render_html(
             _card("max", f"{_s(s.max)} s"),
             _card("mean", f"{_s(s.mean)} s"),
             _card("failed attempts", str(failed), f"{_lost(lost)} lost" if failed else ""),
+            *_detection_cards(data),
         ]
     )
     legend = "".join(
@@ -185,12 +186,30 @@ def _failures_html(data: report.CampaignReport) -> str:
     )
 
 
+def _detection_cards(data: report.CampaignReport) -> list[str]:
+    """Time to detect (fault -> first matching alert firing at the receiver), p50 and p95."""
+    if not data.listens:
+        return []
+    d = detection.detection_summary(data.attempts)
+    fired = f"{d['alerted']}/{d['trials']} trials alerted"
+    return [
+        _card("time to detect p50", f"{_s(d['timeToDetectP50Seconds'])} s", fired),
+        _card("time to detect p95", f"{_s(d['timeToDetectP95Seconds'])} s", "fault -> alert firing"),
+    ]
+
+
 def _attempts_html(data: report.CampaignReport) -> str:
     chain = report.phases_for(data.attempts)
     head = "".join(f'<th class="num">{_e(p.header)}</th>' for p in chain)
+    if data.listens:
+        head += '<th class="num">alert firing</th><th class="num">alert resolved</th>'
     rows = []
     for a in data.attempts:
         phases = "".join(f'<td class="num">{_s(report.phase_seconds(a, p))}</td>' for p in chain)
+        if data.listens:
+            t = detection.detection_timings(a)
+            phases += f'<td class="num">{_s(t.firing)}</td><td class="num">{_s(t.resolved)}</td>'
+
         outcome = report.IN_FLIGHT if a.outcome is None else a.outcome.value
         rows.append(
             f'<tr><td class="num">{a.trial_index}</td><td class="num">{a.attempt}</td><td>{_e(outcome)}</td>'

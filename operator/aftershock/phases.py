@@ -77,6 +77,9 @@ _OFF_CHAIN: Final = frozenset(
         # What the remediator said: beside the recovery, not a step of it.
         model.REMEDIATOR_DETECTED,
         model.REMEDIATOR_RESOLVED,
+        # What the alerting chain said: detection, beside the recovery.
+        model.ALERT_FIRING,
+        model.ALERT_RESOLVED,
     }
 )
 

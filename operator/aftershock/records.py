@@ -198,10 +198,25 @@ class ProbeResult:
     #: The subject's clock at this look as far as it shows (PD: its newest heartbeat), unix s;
     #: None if it shows nothing. Compared with the operator's clock to place `heartbeats_ns`.
     pd_now: float | None = None
+    #: When the subject would best be looked at next (the operator's monotonic clock), if it
+    #: says: PD halfway through the moments its next store heartbeat may arrive
+    #: (`PdClock.next_look`), so that the look brackets PD's clock tighter. Only heeded while
+    #: the engine looks anyway (`RecoveryJudge.probe_interval` not None).
+    look_at: float | None = None
     #: Per pod name: its role in the subject now (etcd: Leader/Follower); empty without roles.
     roles: Mapping[str, str] = field(default_factory=dict)
     #: The subject's own typed view behind this look, for its `RecoveryJudge` only (never stored).
     detail: object = field(default=None, compare=False, repr=False)
+
+
+# --- Detection: alerts from the user's Alertmanager -------------------------------------------
+
+#: Milestones from the alert receiver (kept with the subject's own milestones): the first alert
+#: matching the Campaign that fired after the kill, and the moment every such alert had resolved.
+#: Times are when the receiver got Alertmanager's notification; Alertmanager's own startsAt/endsAt
+#: are kept beside them in the ledger's alert notifications.
+ALERT_FIRING = "alert_firing"
+ALERT_RESOLVED = "alert_resolved"
 
 
 # --- The remediator's signals ---------------------------------------------------------------

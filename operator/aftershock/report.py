@@ -13,15 +13,17 @@ Confidence intervals are optional (`build_report(..., bootstrap=...)`): they nee
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aftershock import analysis, model, stats
+from aftershock import analysis, detection, model, stats
 from aftershock.failures import FAILED_OUTCOMES, NO_ERROR, FailureReason, failure_reasons, normalise_error
 from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger
+from aftershock.ledger.alerts import AlertNotice
 from aftershock.model import AttemptRecord, Outcome
 from aftershock.phases import (
     PHASES,
@@ -71,6 +73,13 @@ class CampaignReport:
     counts: stats.AttemptCounts
     intervals: RecoveryIntervals | None = None  # None: not asked for, or no recovered trial
     failures: tuple[FailureReason, ...] = field(default=())
+    #: Alertmanager's notifications recorded for the run (`spec.detection`), in the order received.
+    alerts: tuple[AlertNotice, ...] = field(default=())
+
+    @property
+    def listens(self) -> bool:
+        """Whether the Campaign listened for alerts (its spec had `detection`)."""
+        return detection.listens(self.campaign.spec)
 
     @property
     def baseline(self) -> bool:
@@ -118,7 +127,10 @@ async def load_report(
     if role is not None:
         # Only the attempts whose every victim had this role when it was chosen (etcd's Leader).
         attempts = [a for a in attempts if a.victims and all(v.role == role for v in a.victims)]
-    return build_report(campaign, attempts, bootstrap=bootstrap)
+    built = build_report(campaign, attempts, bootstrap=bootstrap)
+    if not detection.listens(campaign.spec):
+        return built
+    return dataclasses.replace(built, alerts=tuple(await ledger.alert_notices(campaign.uid)))
 
 
 def build_report(
@@ -194,7 +206,15 @@ def _failure_json(reason: FailureReason) -> dict[str, Any]:
     }
 
 
-def _attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
+def _attempt_json(attempt: AttemptRecord, report: CampaignReport | None = None) -> dict[str, Any]:
+    alerts: dict[str, Any] = {}
+    if report is not None and report.listens:
+        t = detection.detection_timings(attempt)
+        alerts = {
+            "timeToAlertSeconds": t.firing,
+            "timeToAlertResolvedSeconds": t.resolved,
+            "alertNotifications": detection.notices_of(attempt, report.alerts),
+        }
     return {
         "index": attempt.trial_index,
         "attempt": attempt.attempt,
@@ -210,6 +230,7 @@ def _attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
         },
         "phaseSeconds": {p.key: phase_seconds(attempt, p) for p in phases_for([attempt])},
         **_remediator_json(attempt),
+        **alerts,
         "initialState": dict(attempt.initial_state),
         "finalState": dict(attempt.final_state),
         "error": attempt.error,
@@ -251,7 +272,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "deletedAt": iso_utc(c.deleted_at),
             "spec": dict(c.spec),
         },
-        "trials": [_attempt_json(a) for a in report.attempts],
+        "trials": [_attempt_json(a, report) for a in report.attempts],
         "summary": {
             "n": s.n,
             "p50Seconds": s.p50,
@@ -270,6 +291,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "writeUnavailableSeconds": _write_json(write_unavailability(report.attempts)),
             "slowestWriteSeconds": _write_json(write_unavailability(report.attempts, "slowestSeconds")),
             "remediator": remediator_summary(report.attempts),
+            "detection": detection.detection_summary(report.attempts) if report.listens else None,
         },
         "failureReasons": [_failure_json(r) for r in report.failures],
     }
@@ -297,6 +319,8 @@ def render_table(report: CampaignReport) -> str:
     """One row per attempt with its phase durations in seconds, then a summary block."""
     signals = has_signals(report.attempts)
     extra = ["detect", "resolve", "actions"] if signals else []
+    if report.listens:
+        extra += ["alert", "alert-resolved"]
     resets = any(reset_of(a) is not None for a in report.attempts)
     chain = phases_for(report.attempts)
     headers = [
@@ -320,6 +344,7 @@ def render_table(report: CampaignReport) -> str:
             *(seconds_text(phase_seconds(a, p)) for p in chain),
             seconds_text(a.recovery_seconds),
             *(_remediator_cells(a) if signals else []),
+            *(_alert_cells(a) if report.listens else []),
             *([_reset_cell(a)] if resets else []),
             _one_line(a.error),
         ]
@@ -359,6 +384,11 @@ def _remediator_cells(attempt: AttemptRecord) -> list[str]:
     return [seconds_text(t.detect), seconds_text(t.resolve), str(len(t.actions))]
 
 
+def _alert_cells(attempt: AttemptRecord) -> list[str]:
+    t = detection.detection_timings(attempt)
+    return [seconds_text(t.firing), seconds_text(t.resolved)]
+
+
 def _with_ci(value: float | None, interval: analysis.Interval | None) -> str:
     text = seconds_text(value)
     return text if interval is None else f"{text} [{interval.low:.3f}, {interval.high:.3f}]"
@@ -396,6 +426,16 @@ def _summary_lines(report: CampaignReport) -> list[str]:
             f"resolved {said['resolved']}/{said['trials']}  "
             f"resolve p50={seconds_text(said['resolveP50Seconds'])}  "
             f"actions/trial={seconds_text(said['actionsPerTrial'])}  (seconds from the kill)"
+        )
+    if report.listens:
+        d = detection.detection_summary(report.attempts)
+        lines.append(
+            f"alerts     fired {d['alerted']}/{d['trials']}  "
+            f"time to detect p50={seconds_text(d['timeToDetectP50Seconds'])}  "
+            f"p95={seconds_text(d['timeToDetectP95Seconds'])}  "
+            f"resolved {d['resolved']}/{d['trials']}  "
+            f"p50={seconds_text(d['timeToResolveP50Seconds'])}  "
+            f"p95={seconds_text(d['timeToResolveP95Seconds'])}  (seconds from the kill)"
         )
     writes = write_unavailability(report.attempts)
     slowest = write_unavailability(report.attempts, "slowestSeconds")

@@ -4,12 +4,12 @@ test's namespace, the Campaign naming the members as the cluster's DNS does (`et
 The operator reads the Service, accepts the names and qualifies them to the Campaign's namespace
 (`etcd-0.etcd.<ns>.svc`); the same Campaign under an ExternalName Service is refused.
 
-What it does not do: connect. The test bed has no cluster DNS and no kube-proxy (the pods here
-run on kwok nodes, whose pod IPs are fake), and a lookup of a cluster name on this host would go
-to the host's resolver, off the machine, which the project's network rule forbids; so the
-Campaign is created suspended (the one field added to the manifest), which makes the operator
-judge and qualify the names, publish them, and wait without a single connection.
-tests/e2e/test_etcd_realnode.py runs etcd members on the real node, at loopback addresses.
+What it does not do: connect. The pods here run on kwok nodes, whose pod IPs are fake, and this
+operator is a host process (a cluster name looked up on this host would go to the host's
+resolver, off the machine); so the Campaign is created suspended (the one field added to the
+manifest), which makes the operator judge and qualify the names, publish them, and wait without
+a single connection. tests/e2e/test_etcd_example_realnode.py runs the example on the real node
+through the cluster DNS, with the operator in-cluster.
 About 20 s."""
 
 from __future__ import annotations

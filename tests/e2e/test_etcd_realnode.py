@@ -39,13 +39,18 @@ ELECTION_OUTLIER_S = 3 * ELECTION_AGREEMENT_S
 WITNESS_INTERVAL_S = 0.01
 
 
-def etcd_statefulset(client_ports: list[int], peer_ports: list[int], data_dir: str) -> list[dict[str, Any]]:
+def etcd_statefulset(
+    client_ports: list[int], peer_ports: list[int], data_dir: str, *, start_delay_s: float = 0
+) -> list[dict[str, Any]]:
+    """`start_delay_s`: each container waits this long before etcd starts (standing for an image
+    pull or a volume attach: a replacement member that takes a while to come back)."""
     cluster = ",".join(f"etcd-{i}=http://127.0.0.1:{p}" for i, p in enumerate(peer_ports))
     case = " ".join(
         f"{i}) C={c}; P={p};;" for i, (c, p) in enumerate(zip(client_ports, peer_ports, strict=True))
     )
     script = (
-        f'i=${{POD_NAME##*-}}; case $i in {case} esac; exec /bin/etcd --name "$POD_NAME" '
+        (f"sleep {start_delay_s}; " if start_delay_s else "")
+        + f'i=${{POD_NAME##*-}}; case $i in {case} esac; exec /bin/etcd --name "$POD_NAME" '
         f'--data-dir "/data/$POD_NAME" --listen-client-urls http://127.0.0.1:$C '
         "--advertise-client-urls http://127.0.0.1:$C --listen-peer-urls http://127.0.0.1:$P "
         f"--initial-advertise-peer-urls http://127.0.0.1:$P --initial-cluster {cluster} "

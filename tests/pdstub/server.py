@@ -226,6 +226,11 @@ class PdStandIn:
         self._thread: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
         self.base_url = ""
+        #: Called after every GET is answered, from the serving thread, with (path, arrived,
+        #: left, newest heartbeat ns in PD at the time): `time.monotonic()` when the request
+        #: line was read and when the answer's last byte was handed to the socket. For the
+        #: benchmarks' step-by-step timing (bench/groundtruth.PdWatch); None costs nothing.
+        self.on_answer: Callable[[str, float, float, int], None] | None = None
         # Stable per instance, like a real cluster's id and member id.
         self.cluster_id = 7_000_000_000_000_000_000 + id(self) % 1_000_000
         self.member_id = 12_000_000_000_000_000_000 + id(self) % 1_000_000
@@ -349,6 +354,11 @@ class PdStandIn:
             if store is None:
                 raise StoreError(f"store {store_id} not found")
             store.last_heartbeat_ns = max(now_ns, store.last_heartbeat_ns)
+
+    def newest_heartbeat_ns(self) -> int:
+        """The newest heartbeat of any store (PD's clock, ns); 0 before any."""
+        with self._lock:
+            return max((s.last_heartbeat_ns for s in self._stores.values()), default=0)
 
     @property
     def bootstrapped(self) -> bool:
@@ -665,6 +675,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             super().finish()
 
     def do_GET(self) -> None:
+        arrived = time.monotonic()
+        self._do_get()
+        stand_in = self.server.stand_in
+        if stand_in.on_answer is not None:
+            stand_in.on_answer(self.path, arrived, time.monotonic(), stand_in.newest_heartbeat_ns())
+
+    def _do_get(self) -> None:
         stand_in = self.server.stand_in
         if stand_in._stopping.is_set():
             self.close_connection = True

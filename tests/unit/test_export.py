@@ -46,12 +46,14 @@ class TestColumns:
             "recoverySeconds",
         )
         # New columns go at the end.
-        assert export.COLUMN_NAMES[-5:] == (
+        assert export.COLUMN_NAMES[-7:] == (
             "error",
             "run",
             "timeToDetectSeconds",
             "timeToResolveSeconds",
             "remediatorActions",
+            "timeToAlertSeconds",
+            "timeToAlertResolvedSeconds",
         )
         assert len(set(export.COLUMN_NAMES)) == len(export.COLUMN_NAMES)
 

@@ -4,12 +4,15 @@ records what it was asked and answers as the API server does (`continue` tokens)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
 
+from aftershock.engine.listwatch import ListWatch
 from aftershock.kube import Kube
 from aftershock.kube.client import LIST_PAGE
 
@@ -99,3 +102,63 @@ def test_tls_connections_get_a_bounded_read_buffer(monkeypatch: pytest.MonkeyPat
         assert len(proto._ssl_buffer) == TLS_READ_BUFFER == 64 * 1024  # type: ignore[attr-defined]
     finally:
         loop.close()
+
+
+class _Stream(_Response):
+    """A watch's response: one JSON event per line, then the server ends the watch."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        super().__init__({})
+        self.content = self._lines(events)
+
+    @staticmethod
+    async def _lines(events: list[dict[str, Any]]) -> Any:
+        for event in events:
+            yield json.dumps(event).encode() + b"\n"
+
+
+async def test_pod_watches_take_bookmarks_and_resume_from_the_last_one() -> None:
+    """A quiet namespace's watch ends every few minutes; without bookmarks it resumes from the
+    list's version, which the API server may have compacted away by then (410: a whole list
+    again, per namespace). With them it resumes from the version the server last vouched for."""
+    asked: list[dict[str, Any]] = []
+    second = asyncio.Event()
+
+    async def list_namespaced_pod(namespace: str, **kwargs: Any) -> _Response:
+        if not kwargs.get("watch"):
+            return _Response({"metadata": {"resourceVersion": "100"}, "items": [_pod("a")]})
+        asked.append(kwargs)
+        if len(asked) == 2:
+            second.set()
+            await asyncio.sleep(3600)
+        bookmark = {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "150"}}
+        return _Stream([{"type": "BOOKMARK", "object": bookmark}])
+
+    kube = Kube(k8s.ApiClient())
+    changes: list[tuple[str, Any]] = []
+    try:
+        kube._core.list_namespaced_pod = list_namespaced_pod
+        kube._watch_core.list_namespaced_pod = list_namespaced_pod
+
+        async def watch(rv: str) -> Any:
+            async for event in kube.watch_pods("db", "app=x", rv):
+                yield event.type, event.pod, event.resource_version
+
+        loop = ListWatch(
+            "pods in db",
+            lambda: kube.list_pods("db", "app=x"),
+            watch,
+            on_list=lambda pods: None,
+            on_change=lambda etype, pod: changes.append((etype, pod)),
+        )
+        task = asyncio.create_task(loop.run())
+        await asyncio.wait_for(second.wait(), 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await kube.close()
+    assert [a["allow_watch_bookmarks"] for a in asked] == [True, True]
+    assert [a["resource_version"] for a in asked] == ["100", "150"]
+    assert changes == []  # a bookmark changes no pod
+    assert loop.relists == 0

@@ -111,7 +111,7 @@ def test_yaml_parses_and_objects_are_well_formed(path: Path) -> None:
     for doc in docs:
         assert doc.get("apiVersion"), f"{path}: a document without apiVersion"
         assert doc.get("kind"), f"{path}: a document without kind"
-        if doc["kind"] != "Kustomization":
+        if doc["kind"] not in ("Kustomization", "Component"):
             assert doc["metadata"]["name"], f"{path}: a {doc['kind']} without a name"
 
 
@@ -192,7 +192,11 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props) == {
         "subject", "chaos", "trials", "intervalSeconds", "steadyState", "recovery",
         "slo", "suspend", "dryRun", "seed", "baseline", "remediator", "reset", "schedule", "trend",
+        "detection",
     }  # fmt: skip
+    matcher = props["detection"]["properties"]["alertMatchers"]["items"]
+    assert set(matcher["properties"]) == {"name", "value", "matchType"}
+    assert matcher["properties"]["matchType"]["enum"] == [t.value for t in model.MatchType]
     assert set(props["schedule"]["properties"]) == {
         "cron", "timeZone", "startingDeadlineSeconds", "concurrencyPolicy", "historyLimit",
     }  # fmt: skip

@@ -271,7 +271,9 @@ def test_pd_is_asked_often_only_between_the_replacement_ready_and_the_store_up()
     t = tracker(pods, [pods[0]], probe=True)
     judge = t.judge
     assert judge is not None
-    assert judge.probe_interval(False, 0.2) is None  # pods not back: PD is not asked
+    # Pods not back: PD at the usual pace (a look between the kill and the new process's first
+    # heartbeat tells that heartbeat from the dead process's last).
+    assert judge.probe_interval(False, 0.2) == 0.2
     new = statefulset_recovery(t, pods[0], "uid-new", 0.5)
     assert judge.probe_interval(True, 0.2) == RECOVERY_PROBE_INTERVAL < 0.2
     assert judge.probe_interval(True, 0.01) == 0.01  # never slower than asked

@@ -173,3 +173,90 @@ def test_a_restarted_store_on_its_dead_process_heartbeat_is_a_reason_pd_is_unhea
     judged = judge_pd([restarted], members, expected_stores=1, now=1000.3, previous_process_heartbeat={4})
     assert not judged.healthy
     assert any("has not heartbeated since" in r for r in judged.reasons)
+
+
+def _look(clock: PdClock, asked: float, seen: float, heartbeats: dict[int, float], start: int = 100) -> None:
+    """A look asked at `asked`, answered at `seen` (our clock), showing each store's last
+    heartbeat (PD's clock, which reads ours minus OFFSET)."""
+    clock.observe(
+        max(heartbeats.values()), seen, asked=asked, stores={k: (start, v) for k, v in heartbeats.items()}
+    )
+
+
+def test_a_heartbeat_newer_than_the_previous_look_showed_bounds_the_offset_from_below() -> None:
+    clock = PdClock(window=60.0)
+    # Store 1 heartbeats every 0.5 s, reaching PD at our 10.0, 10.5, 11.0 (PD: that - OFFSET).
+    pd = 10.0 - OFFSET
+    _look(clock, 10.10, 10.12, {1: pd})
+    assert clock.lower_bound() is None  # one look shows no arrival between looks
+    _look(clock, 10.30, 10.32, {1: pd})
+    _look(clock, 10.52, 10.54, {1: pd + 0.5})  # arrived between 10.30 (asked) and 10.54
+    lower, upper = clock.lower_bound(), clock.offset()
+    assert lower is not None
+    assert upper is not None
+    assert lower == OFFSET - 0.2  # 10.30 - (10.5 - OFFSET)
+    assert upper == OFFSET + 0.04  # 10.54 - (10.5 - OFFSET): the look came 40 ms after it
+    assert lower < OFFSET < upper
+
+
+def test_looks_aimed_halfway_through_the_bracket_narrow_it_to_a_look_s_round_trip() -> None:
+    """The heartbeat arrives at our 10.0 + 0.5 k exactly; a look takes 4 ms and is served 2 ms
+    after it is asked. Aimed looks (`next_look`) must bring the upper bound, which alone places
+    stamps, to within that round trip of the truth, and never below it."""
+    clock = PdClock(window=600.0)
+    arrivals = [10.0 + 0.5 * k for k in range(40)]
+
+    def look(asked: float) -> None:
+        served = asked + 0.002
+        shown = max(a for a in arrivals if a <= served)
+        _look(clock, asked, asked + 0.004, {1: shown - OFFSET})
+
+    # A few unaimed looks 50 ms apart start both bounds (and the period) off.
+    for i in range(25):
+        look(10.01 + 0.05 * i)
+    start = clock.offset()
+    assert start is not None
+    assert start - OFFSET > 0.004
+    now = 11.3
+    for _ in range(20):
+        aimed = clock.next_look(now)
+        assert aimed is not None
+        assert aimed > now
+        look(aimed)
+        now = aimed + 0.004
+    upper, lower = clock.offset(), clock.lower_bound()
+    assert upper is not None
+    assert lower is not None
+    assert OFFSET <= upper <= OFFSET + 0.0045  # late by at most the look's round trip
+    assert lower <= OFFSET
+    best = clock.best()
+    assert best is None  # no wall times given: nothing to retrace
+
+
+def test_a_restart_does_not_give_a_period_and_a_missed_heartbeat_is_replaced() -> None:
+    clock = PdClock(window=60.0)
+    base = 10.0 - OFFSET
+    clock.observe(base, 10.01, asked=10.0, stores={1: (100, base)})
+    # Two periods between looks (one heartbeat missed): 1.0 s for now.
+    clock.observe(base + 1.0, 11.01, asked=11.0, stores={1: (100, base + 1.0)})
+    assert clock._periods == {1: 1.0}
+    clock.observe(base + 1.5, 11.51, asked=11.5, stores={1: (100, base + 1.5)})
+    assert clock._periods == {1: 0.5}
+    # A new process heartbeats 0.2 s after the old one's last: no period from that.
+    clock.observe(base + 1.7, 11.71, asked=11.7, stores={1: (200, base + 1.7)})
+    assert clock._periods == {1: 0.5}
+
+
+def test_crossed_bounds_drop_the_lower_one() -> None:
+    """A PD clock stepped back makes a later heartbeat look older than the lower bound allows:
+    the lower bounds go, the upper one (which places stamps) stays."""
+    clock = PdClock(window=60.0)
+    base = 10.0 - OFFSET
+    clock.observe(base, 10.01, asked=10.0, stores={1: (100, base)})
+    clock.observe(base + 0.5, 10.52, asked=10.51, stores={1: (100, base + 0.5)})
+    assert clock.lower_bound() is not None
+    # PD's clock jumps 5 s ahead: its heartbeat now reads 5 s later than before.
+    clock.observe(base + 6.0, 11.02, asked=11.0, stores={1: (100, base + 6.0)})
+    upper, lower = clock.offset(), clock.lower_bound()
+    assert upper is not None
+    assert lower is None

@@ -207,6 +207,7 @@ class TestJson:
             "writeUnavailableSeconds": None,  # TiKV has no write probe
             "slowestWriteSeconds": None,
             "remediator": None,  # spec.remediator.signals not set
+            "detection": None,  # spec.detection not set
         }
 
     async def test_one_trial_every_milestone(self, ledger: Ledger) -> None:
@@ -305,6 +306,7 @@ class TestJson:
             "writeUnavailableSeconds": None,
             "slowestWriteSeconds": None,
             "remediator": None,  # spec.remediator.signals not set
+            "detection": None,  # spec.detection not set
         }
         # one of each: ranked by the time they cost
         assert out["failureReasons"] == [

@@ -215,6 +215,8 @@ def expected_row(p: Planned, ref: CampaignRef = REF) -> dict[str, Any]:
     row["run"] = 1
     # No remediator signals in these plans: empty, not zero.
     row["timeToDetectSeconds"] = row["timeToResolveSeconds"] = row["remediatorActions"] = None
+    # No spec.detection either.
+    row["timeToAlertSeconds"] = row["timeToAlertResolvedSeconds"] = None
     return row
 
 

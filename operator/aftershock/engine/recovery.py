@@ -71,7 +71,15 @@ def _next_probe_due(w: Watch, tracker: RecoveryTracker, last: float | None, jitt
     interval = tracker.judge.probe_interval(tracker.back in tracker.milestones, w.probe_interval)
     if interval is None:
         return None
-    return w.clock.monotonic() if last is None else last + interval * jitter
+    if last is None:
+        return w.clock.monotonic()
+    due = last + interval * jitter
+    # The subject's own moment for a look (PD: just as a heartbeat is due), not jittered: it is
+    # aimed. Only one after the last look counts; one already past is not chased.
+    aimed = tracker.probe.look_at if tracker.probe is not None else None
+    if aimed is not None and last < aimed < due:
+        return aimed
+    return due
 
 
 def _verdict(

@@ -12,10 +12,11 @@ duplicate impossible even if this logic were wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from aftershock import stats
 from aftershock.chaos import registry as chaos_registry
 from aftershock.endpoints import ServiceInfo, resolve_service_name, service_names
 from aftershock.engine import admit, heal, holds, lifecycle, resume, trend, verdict, watches
+from aftershock.engine.alerts import AlertInbox, CampaignAlerts
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.ports import (
@@ -109,6 +111,8 @@ class CampaignRunner:
     access: AccessApi | None = None
     #: The Campaign's annotations now (the author the admission policy recorded).
     annotations_source: Callable[[], Mapping[str, str]] = dict
+    #: The operator's alert receiver's inbox (`spec.detection`); None: no receiver runs.
+    alert_inbox: AlertInbox | None = None
     _out: StatusPublisher = field(init=False)
     _remediator: RemediatorScaler = field(init=False)
 
@@ -125,6 +129,22 @@ class CampaignRunner:
             recorder=self.recorder,
             clock=self.clock,
         )
+
+    @contextlib.asynccontextmanager
+    async def _alerts(self, spec: CampaignSpec) -> AsyncIterator[CampaignAlerts | None]:
+        """The Campaign's claim on delivered alerts while it runs (`spec.detection`)."""
+        if spec.detection is None or self.alert_inbox is None:
+            if spec.detection is not None:
+                log.warning(
+                    "campaign %s/%s: spec.detection is set but this operator runs no alert receiver "
+                    "(--alert-receiver-port): no alert milestones will be recorded",
+                    self.ref.namespace,
+                    self.ref.name,
+                )
+            yield None
+            return
+        with self.alert_inbox.listen(self.ref, spec.detection) as alerts:
+            yield alerts
 
     def _spec_now(self) -> Mapping[str, Any]:
         """The spec now, and (read with it, no await between) the generation it belongs to:
@@ -217,13 +237,16 @@ class CampaignRunner:
             return out.phase
         resume.health_condition(out, spec, probe)
         try:
-            async with watches.campaign_watches(
-                ref=ref,
-                spec=spec,
-                pod_watches=self.pod_watches or PodWatches(self.pods, self.clock),
-                events=self.event_api,
-                clock=self.clock,
-            ) as (view, signals):
+            async with (
+                watches.campaign_watches(
+                    ref=ref,
+                    spec=spec,
+                    pod_watches=self.pod_watches or PodWatches(self.pods, self.clock),
+                    events=self.event_api,
+                    clock=self.clock,
+                ) as (view, signals),
+                self._alerts(spec) as alerts,
+            ):
                 trials = Trials(
                     spec=spec,
                     seed=seed,
@@ -235,6 +258,7 @@ class CampaignRunner:
                     publisher=out,
                     remediator=self._remediator,
                     signals=signals,
+                    alerts=alerts,
                     volumes=self.volumes,
                     namespaces=self.namespaces,
                 )

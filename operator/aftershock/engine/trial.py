@@ -19,6 +19,7 @@ from aftershock.chaos.base import ChaosKindInfo, Injection, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
+from aftershock.engine.alerts import CampaignAlerts
 from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
@@ -68,6 +69,8 @@ class Trials:
     remediator: RemediatorScaler
     #: The remediator's Events (None: it does not say how it reports, or there is none).
     signals: SignalWatch | None = None
+    #: The alerts delivered for this Campaign (`spec.detection`; None: it listens for none).
+    alerts: CampaignAlerts | None = None
     #: The subject's claims, for `spec.reset.mode: Recreate` (None: no access to them).
     volumes: VolumeApi | None = None
     #: Whether the namespace is being deleted, asked when pods go mid-recovery (None: never).
@@ -392,6 +395,9 @@ class _Strike:
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
                 await self._injected(fault, killed, tracker)
+                if t.alerts is not None:
+                    # From now on, what Alertmanager delivers for this Campaign is this trial's.
+                    t.alerts.fault_injected(self.attempt_id, kill_mono)
                 holding = asyncio.create_task(fault.hold(stop)) if fault.heals else None
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)

@@ -245,6 +245,7 @@ async def _summarize_and_delete(tx: aiosqlite.Connection, run_uid: str, now: flo
     )
     owned = "SELECT id FROM attempts WHERE campaign_uid = ?"
     await tx.execute(f"DELETE FROM subject_milestones WHERE attempt_id IN ({owned})", (run_uid,))
+    await tx.execute("DELETE FROM alert_notifications WHERE campaign_uid = ?", (run_uid,))
     await tx.execute("DELETE FROM trials WHERE campaign_uid = ?", (run_uid,))
     await tx.execute("DELETE FROM attempts WHERE campaign_uid = ?", (run_uid,))
 

@@ -306,8 +306,35 @@ def _v9() -> tuple[str, ...]:
     )
 
 
+def _v10() -> tuple[str, ...]:
+    """Alerts delivered by Alertmanager to the operator's receiver (issue 20): every
+    notification of an alert that matched a Campaign's ``spec.detection``, in the order received
+    (``seq``), attributed to the trial whose fault it followed. The ``alert_firing`` and
+    ``alert_resolved`` milestones derived from them are rows of ``subject_milestones``."""
+    return (
+        """
+        CREATE TABLE alert_notifications (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+            campaign_uid TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            alertname TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+            labels TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL,
+            received_at REAL NOT NULL,
+            "offset" REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX alert_notifications_by_campaign ON alert_notifications (campaign_uid, seq)",
+    )
+
+
 #: Migration ``i`` (1-based) is ``MIGRATIONS[i - 1]``: statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7(), _v8(), _v9())
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _v1(), _v2(), _v3(), _v4(), _v5(), _v6(), _v7(), _v8(), _v9(), _v10(),
+)  # fmt: skip
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

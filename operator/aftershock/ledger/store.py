@@ -13,21 +13,22 @@ write wait up to ``busy_timeout`` and then fail with a `LedgerError` saying so.
 
 from __future__ import annotations
 
+from aftershock.ledger.alerts import AlertNotice, Alerts
 from aftershock.ledger.attempts import Attempts
 from aftershock.ledger.campaigns import CampaignRow, Campaigns, RunRow
 from aftershock.ledger.faults import FaultRow, Faults
 from aftershock.ledger.history import History
 from aftershock.ledger.sql import BUSY_TIMEOUT_MS
 
-__all__ = ["BUSY_TIMEOUT_MS", "CampaignRow", "FaultRow", "Ledger", "RunRow"]
+__all__ = ["BUSY_TIMEOUT_MS", "AlertNotice", "CampaignRow", "FaultRow", "Ledger", "RunRow"]
 
 
-class Ledger(Campaigns, Attempts, History, Faults):
+class Ledger(Campaigns, Attempts, History, Faults, Alerts):
     """The trial ledger. Open with `Ledger.open`; close with `close` or ``async with``.
 
     Its queries live by what they hold: campaigns and runs in `aftershock.ledger.campaigns`,
     attempts and trials in `aftershock.ledger.attempts`, ticks, trends and retention in
     `aftershock.ledger.history`, faults that stay until healed in `aftershock.ledger.faults`,
-    the connection, its migrations and
+    alert notifications in `aftershock.ledger.alerts`, the connection, its migrations and
     its transactions in `aftershock.ledger.connection`.
     """

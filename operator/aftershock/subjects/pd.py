@@ -444,21 +444,121 @@ class PdClock:
 
     Only the last `window` seconds count, so that two clocks drifting apart (tens of ppm) or
     a stepped PD clock cannot keep an old sample in charge for long.
+
+    **Looks aimed at the heartbeats** (`next_look`). Looks at random moments land just after
+    a heartbeat only by luck: measured on the real node, the best of ~100 looks a minute still
+    came 13-45 ms after the heartbeat it showed, and the store-Up stamp was late by that much.
+    But each store heartbeats on a period (10 s on TiKV) that its own reports show, so the
+    next heartbeat's arrival can be predicted, and bracketed: a look that showed the previous
+    heartbeat was asked before the new one arrived (a lower bound on the offset: ``asked -
+    new``), and a look that shows it saw it after (the upper bound above). `next_look` is the
+    moment halfway between, for the heartbeat due next; whichever way that look falls, it
+    halves the bracket, so within a few heartbeats the upper bound is within about one look's
+    own round trip of the truth. The estimate itself stays the upper bound: a stamp placed
+    with it is late, never early.
     """
 
     def __init__(self, window: float = 60.0) -> None:
         self.window = window
-        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+        # (seen, gap, seen on the wall clock, newest heartbeat, asked - seen): the last three
+        # say which look fixed the estimate (`best`), for a person or a benchmark retracing it.
+        self._samples: collections.deque[tuple[float, float, float | None, float, float | None]] = (
+            collections.deque()
+        )
+        # (seen, lower bound on the offset): from a heartbeat newer than the previous look showed.
+        self._lower: collections.deque[tuple[float, float]] = collections.deque()
+        # Per store id: (start timestamp, last heartbeat PD s) as the previous look showed it.
+        self._shown: dict[int, tuple[int, float]] = {}
+        # Per store id: its heartbeat period, from two heartbeats of one process.
+        self._periods: dict[int, float] = {}
+        self._last_asked: float | None = None
 
-    def observe(self, newest_heartbeat: float, seen: float) -> None:
-        """A look at time `seen` (monotonic s) showed `newest_heartbeat` (PD's unix s)."""
-        self._samples.append((seen, seen - newest_heartbeat))
-        while self._samples and self._samples[0][0] < seen - self.window:
-            self._samples.popleft()
+    def observe(
+        self,
+        newest_heartbeat: float,
+        seen: float,
+        seen_wall: float | None = None,
+        *,
+        asked: float | None = None,
+        stores: Mapping[int, tuple[int, float]] | None = None,
+    ) -> None:
+        """A look asked at `asked` and answered at `seen` (monotonic s; `seen_wall` the same
+        moment on the wall clock) showed `newest_heartbeat` (PD's unix s) and, per store id,
+        (start timestamp, last heartbeat in PD's unix s)."""
+        took = None if asked is None else seen - asked
+        self._samples.append((seen, seen - newest_heartbeat, seen_wall, newest_heartbeat, took))
+        if stores is not None:
+            self._observe_stores(stores, seen)
+            self._last_asked = asked
+        for queue in (self._samples, self._lower):
+            while queue and queue[0][0] < seen - self.window:
+                queue.popleft()
+        upper, lower = self.offset(), self.lower_bound()
+        if upper is not None and lower is not None and lower > upper:
+            # Only a stepped clock (or a heartbeat stamped long before PD showed it) can cross
+            # the bounds: keep the upper one, which alone places stamps.
+            self._lower.clear()
+
+    def _observe_stores(self, stores: Mapping[int, tuple[int, float]], seen: float) -> None:
+        for store_id, (start, heartbeat) in stores.items():
+            before = self._shown.get(store_id)
+            if before is not None and heartbeat > before[1]:
+                if self._last_asked is not None:
+                    # Newer than the previous look showed: it reached PD after that look was
+                    # asked (our clock `asked`, PD's `heartbeat`).
+                    self._lower.append((seen, self._last_asked - heartbeat))
+                if before[0] == start:
+                    # One process, so a whole number of periods apart; a missed heartbeat
+                    # gives a multiple, which the next single period replaces.
+                    gap = heartbeat - before[1]
+                    period = self._periods.get(store_id)
+                    if period is None or gap < 1.5 * period:
+                        self._periods[store_id] = gap
+            self._shown[store_id] = (start, heartbeat)
+        for gone in set(self._shown) - set(stores):
+            del self._shown[gone]
+
+    def lower_bound(self) -> float | None:
+        """The offset is above this (`offset`'s other side); None until a look showed a
+        heartbeat that the look before it did not."""
+        return max((sample[1] for sample in self._lower), default=None)
+
+    def next_look(self, mono: float) -> float | None:
+        """When (our monotonic s, after `mono`) a look is best asked: halfway through the
+        bracket where the earliest next heartbeat of a store will reach PD. None until there
+        are both bounds and a store's period."""
+        upper, lower = self.offset(), self.lower_bound()
+        if upper is None or lower is None:
+            return None
+        middle = (upper + lower) / 2
+        best: float | None = None
+        for store_id, period in self._periods.items():
+            shown = self._shown.get(store_id)
+            if shown is None or period <= 0:
+                continue
+            at = shown[1] + period + middle
+            if at <= mono:  # heartbeats were missed since (or none came): the next one due
+                at += period * (1 + (mono - at) // period)
+            best = at if best is None else min(best, at)
+        return best
 
     def offset(self) -> float | None:
         """Our monotonic clock minus PD's unix clock, seconds (an upper bound); None unseen."""
-        return min((gap for _, gap in self._samples), default=None)
+        return min((sample[1] for sample in self._samples), default=None)
+
+    def best(self) -> dict[str, float] | None:
+        """The look that fixes the estimate: when its answer was in (wall clock, unix s) and
+        the newest heartbeat it showed (PD's unix s); None unseen or without a wall time."""
+        sample = min(self._samples, key=lambda s: s[1], default=None)
+        if sample is None or sample[2] is None:
+            return None
+        best = {"answeredWall": sample[2], "newestHeartbeat": sample[3], "looks": float(len(self._samples))}
+        if sample[4] is not None:
+            best["askedWall"] = sample[2] - sample[4]
+        upper, lower = self.offset(), self.lower_bound()
+        if upper is not None and lower is not None:
+            best["bracketSeconds"] = upper - lower
+        return best
 
     def now(self, mono: float) -> float | None:
         """PD's clock (unix s) at our monotonic `mono`, as best known; None unseen."""

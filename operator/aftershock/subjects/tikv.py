@@ -219,10 +219,12 @@ class TiKVProbe(TiKVJudging):
         heartbeat_fresh_seconds: float = 30.0,
         release: Callable[[], Awaitable[None]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._fresh = heartbeat_fresh_seconds
         self._monotonic = monotonic
+        self._wall = wall
         self.pd_clock = PdClock()
         self.history = HeartbeatHistory()
         # A shared client is given back, not closed: other Campaigns may be using it.
@@ -250,8 +252,9 @@ class TiKVProbe(TiKVJudging):
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         try:
+            asked = self._monotonic()
             stores = await self._client.stores()
-            seen = self._monotonic()
+            seen, seen_wall = self._monotonic(), self._wall()
             members = await self._client.health()
             pending = await self._client.pending_peer_regions()
             down = await self._client.down_peer_regions()
@@ -265,7 +268,17 @@ class TiKVProbe(TiKVJudging):
         heartbeats = [s.last_heartbeat_ns for s in stores if s.last_heartbeat_ns > 0]
         if heartbeats:
             now = max(heartbeats) / 1e9
-            self.pd_clock.observe(now, seen)
+            self.pd_clock.observe(
+                now,
+                seen,
+                seen_wall,
+                asked=asked,
+                stores={
+                    st.id: (st.start_timestamp, st.last_heartbeat_ns / 1e9)
+                    for st in stores
+                    if st.last_heartbeat_ns > 0
+                },
+            )
         self.history.observe(stores, pods)
         health = judge_pd(
             stores,
@@ -312,6 +325,10 @@ class TiKVProbe(TiKVJudging):
             "pendingPeerRegions": pending,
             "downPeerRegions": down,
         }
+        best = self.pd_clock.best()
+        if best is not None:
+            # Which look fixed PD's clock offset (the store-Up stamp's only estimate).
+            summary["pdClockBestLook"] = best
         return ProbeResult(
             healthy=not reasons,
             reasons=tuple(reasons),
@@ -322,6 +339,7 @@ class TiKVProbe(TiKVJudging):
             # PD's clock now, from every look so far (`PdClock`), not only this one's newest
             # heartbeat: the engine places the store's heartbeat on its own clock with it.
             pd_now=self.pd_clock.now(self._monotonic()) if heartbeats else None,
+            look_at=self.pd_clock.next_look(self._monotonic()),
         )
 
     async def close(self) -> None:
@@ -358,12 +376,19 @@ class StoreRecovery:
     _done: Milestone | None = None
 
     def probe_interval(self, replacement_ready: bool, normal: float) -> float | None:
-        # PD only matters once the pods are back; asking earlier only costs requests. Until the
-        # stores are back, ask often: every look is a sample of PD's clock (`PdClock` keeps the
-        # smallest gap), and the store-Up stamp is only as exact as that offset.
-        if not replacement_ready:
-            return None
-        return normal if self._done is not None else min(normal, RECOVERY_PROBE_INTERVAL)
+        # Before the pods are back, at the usual pace: one look between the kill and the new
+        # process's first heartbeat tells that heartbeat from the dead process's last
+        # (`HeartbeatHistory`). Looking only from the replacement's Ready on, a look could show
+        # the new start and its first heartbeat at once whenever Ready came a heartbeat interval
+        # after the process started (a kubelet slow to report readiness): then the store-Up
+        # stamp was one heartbeat late (bench, real node under load: ~0.45 s in 1-3 of 20).
+        # Once the pods are back, ask often: every look is a sample of PD's clock (`PdClock`
+        # keeps the smallest gap), and the store-Up stamp is only as exact as that offset.
+        # Beside these, the engine asks when a look says (`ProbeResult.look_at`: just as a
+        # heartbeat is due).
+        if not replacement_ready or self._done is not None:
+            return normal
+        return min(normal, RECOVERY_PROBE_INTERVAL)
 
     @property
     def done(self) -> Milestone | None:
