@@ -60,6 +60,11 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 
+# One build at a time (binaries are written to a .tmp name, then moved): `make test` may start
+# the kind node image's build (which calls this with `kind`) beside its own call.
+exec 9>"$cache/testbed-build.lock"
+flock 9
+
 total_start=$SECONDS
 build etcd "$here/etcd" go.etcd.io/etcd/server/v3
 build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok \

@@ -206,6 +206,16 @@ import_all() {
 # One builder at a time on this machine: the docker daemon is shared (one private socket) and
 # the last build to finish stops it, so two checkouts (or `make dev` beside `make test`) building
 # at once would pull it from under each other.
+# What is already built is only read: no lock (the kind path asks for the shell root filesystem
+# and the operator archive while other checkouts' builds hold the lock for minutes).
+case "${1:-all}" in
+  shell) [ -f "$out/rootfs-shell/.complete" ] && { echo "$out/rootfs-shell"; exit 0; } ;;
+  base) [ -f "$out/rootfs-$SUITE/.complete" ] && { echo "$out/rootfs-$SUITE"; exit 0; } ;;
+  operator)
+    # shellcheck disable=SC2046 # file names from git, no spaces
+    a="$out/operator-$(hash_of Dockerfile pyproject.toml README.md $(cd "$repo" && git ls-files operator)).tar"
+    [ -f "$a" ] && { echo "$a"; exit 0; } ;;
+esac
 exec 9>"$cache/images.lock"
 flock 9
 

@@ -17,6 +17,9 @@ from tests.e2e.operator import OperatorProcess, Subject, start_subject
 #: one containerd, and some kill them mid-trial, so they run one after another on one worker
 #: while the kwok-only tests run beside them.
 REALNODE_GROUP = pytest.mark.xdist_group("realnode")
+#: The kind path's test (test_kind.py) runs on a worker of its own from the start of the run: it is
+#: the longest test (a cluster of its own, built and torn down), mostly waiting on its own dockerd.
+KIND_GROUP = pytest.mark.xdist_group("kind")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks
@@ -26,6 +29,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
         if item.get_closest_marker("realnode") is not None:
             item.add_marker(REALNODE_GROUP)
+        if item.get_closest_marker("kind") is not None:
+            item.add_marker(KIND_GROUP)
+    # The kind test first: xdist hands out work in collection order, so the longest test starts
+    # at once on one worker instead of extending the run's tail (a stable sort keeps the rest).
+    items.sort(key=lambda i: i.get_closest_marker("kind") is None)
     # Real-node tests fail, never skip, when the node is missing on a machine that can host it
     # (root, Debian). Only where it cannot exist are they deselected, with the reason printed.
     # The kind path's test (test_kind.py) needs the same: root to run dockerd, Debian's packages.

@@ -23,7 +23,8 @@ cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 . "$here/versions.env"
 python=${PYTHON:-python3}
 out="$cache/kind"
-toolbin="$cache/bin/kind-${KIND_VERSION}_crictl-${CRICTL_VERSION}_localpath-${LOCAL_PATH_VERSION}"
+# The folder names the pins and a digest of the wrapper modules (their dependency versions).
+toolbin="$cache/bin/kind-${KIND_VERSION}_crictl-${CRICTL_VERSION}_localpath-${LOCAL_PATH_VERSION}_$(cat "$here"/mod/*/go.sum | sha256sum | cut -c1-8)"
 k8sbin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 mkdir -p "$out" "$toolbin"
 
@@ -112,7 +113,7 @@ images() {
   # for it: same job (ptp CNI config from the node's podCIDR, routes to the other nodes' pod CIDRs).
   image registry.local/kind-cni-agent:local "cni-agent-$(sha256sum "$here/files/cni-agent.sh" | cut -c1-12).tar" "$shell" \
     --add "$k8sbin/kubectl:/bin/kubectl" --add "$here/files/cni-agent.sh:/bin/cni-agent" --entrypoint /bin/cni-agent
-  image "registry.local/local-path-provisioner:${LOCAL_PATH_VERSION}" "local-path-${LOCAL_PATH_VERSION}.tar" "$shell" \
+  image "registry.local/local-path-provisioner:${LOCAL_PATH_VERSION}" "local-path-${LOCAL_PATH_VERSION}-$(basename "$toolbin" | rev | cut -d_ -f1 | rev).tar" "$shell" \
     --add "$toolbin/local-path-provisioner:/usr/local/bin/local-path-provisioner"
   # kind's local-path-helper is sh, rm and mkdir: busybox is that.
   image registry.local/local-path-helper:local local-path-helper.tar "$shell"
@@ -138,7 +139,17 @@ base_rootfs() {
 }
 
 node() {
-  local archives
+  # Both debootstraps (mostly download and unpack) run beside the Go builds (CPU); a cold build
+  # costs their longest instead of their sum.
+  local b p archives
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  fi
+  base_rootfs >/dev/null & b=$!
+  proxy_rootfs >/dev/null & p=$!
+  tools
+  wait "$b"; wait "$p"
   archives=$(images)
   (cd "$here/mod/kind" && go mod download "sigs.k8s.io/kind@${KIND_VERSION}")
   local key
@@ -231,6 +242,13 @@ EOF
   rm -rf "$state"
 }
 
+# One build at a time (binaries are written to a .tmp name, then moved): `make test` starts a
+# node build early in the background (Makefile), and the kind test's `make kind-up` then waits
+# here for it and finds everything cached. `bins` builds nothing and takes no lock.
+if [ "${1:-node}" != bins ]; then
+  exec 8>"$out/build.lock"
+  flock 8
+fi
 case "${1:-node}" in
   tools) tools; echo "$toolbin" ;;
   images) images ;;
