@@ -39,6 +39,8 @@ class PodEvent:
     uid: str
     ready: bool
     deleting: bool
+    #: (container name, containerID, running, ready) per container status (container kills).
+    containers: tuple[tuple[str, str, bool, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,15 @@ def _pod_event(type_: str, obj: dict[str, Any], mono: float, wall: float) -> Pod
     meta = obj.get("metadata") or {}
     conds = (obj.get("status") or {}).get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    containers = tuple(
+        (
+            str(cs.get("name") or ""),
+            str(cs.get("containerID") or ""),
+            "running" in (cs.get("state") or {}),
+            bool(cs.get("ready")),
+        )
+        for cs in (obj.get("status") or {}).get("containerStatuses") or []
+    )
     return PodEvent(
         mono=mono,
         wall=wall,
@@ -75,6 +86,7 @@ def _pod_event(type_: str, obj: dict[str, Any], mono: float, wall: float) -> Pod
         uid=meta.get("uid", ""),
         ready=ready,
         deleting=meta.get("deletionTimestamp") is not None,
+        containers=containers,
     )
 
 
@@ -325,3 +337,72 @@ def store_back(reports: list[StoreReport], pod: str, after: float) -> float | No
         if r.start != old_start and r.wall >= r.start:
             return r.mono
     return None
+
+
+# --- container kills (the pod stays; its container is replaced in place) ----------------------
+
+
+@dataclass(frozen=True)
+class ContainerKill:
+    """One container kill as the harness's own pod watch saw it: the victim's container went
+    down (not running, not Ready, or a new containerID) and a new container came up Ready, in the
+    same pod (same UID)."""
+
+    victim: str
+    stamp: float  # the tool's kill stamp (wall) this kill answers
+    uid: str
+    old_id: str
+    down_at: float  # harness monotonic: first sight of the container down or replaced
+    ready_at: float | None  # the new container Ready (None: never, in the log)
+    new_id: str | None
+    same_pod: bool  # the pod's UID never changed (no delete)
+
+    @property
+    def recovery(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.down_at
+
+
+def _container(ev: PodEvent, name: str | None) -> tuple[str, str, bool, bool] | None:
+    for c in ev.containers:
+        if name is None or c[0] == name:
+            return c
+    return None
+
+
+def container_kills(
+    events: list[PodEvent], stamps: list[tuple[str, float]], container: str | None = None
+) -> list[ContainerKill]:
+    """Per tool kill stamp (victim pod, wall time of the kill request), what the watch saw:
+    the container Ready with some ID before the stamp, then first down or replaced after it,
+    then a different containerID running and Ready."""
+    found = []
+    for victim, stamp in stamps:
+        mine = [e for e in events if e.name == victim]
+        before = [e for e in mine if e.wall <= stamp and e.type != "DELETED"]
+        if not before:
+            continue
+        last = before[-1]
+        c = _container(last, container)
+        if c is None:
+            continue
+        old_id = c[1]
+        down_at = ready_at = None
+        new_id = None
+        for e in mine:
+            if e.wall < stamp - MATCH_BEFORE_S:
+                continue
+            now = _container(e, container)
+            if now is None:
+                continue
+            if down_at is None and (now[1] != old_id or not now[2] or not now[3]):
+                down_at = e.mono
+            if down_at is not None and now[1] and now[1] != old_id and now[2] and now[3]:
+                ready_at, new_id = e.mono, now[1]
+                break
+        if down_at is None:
+            continue
+        uids = {e.uid for e in mine if e.wall >= stamp - MATCH_BEFORE_S}
+        found.append(
+            ContainerKill(victim, stamp, last.uid, old_id, down_at, ready_at, new_id, uids == {last.uid})
+        )
+    return found

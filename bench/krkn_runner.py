@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import time
+from typing import Any, TextIO
 
 from krkn_lib.k8s import KrknKubernetes
 from krkn_lib.k8s.pod_monitor import select_and_monitor_by_namespace_pattern_and_label
@@ -58,11 +59,22 @@ def main() -> None:
     p.add_argument("--recovery-time", type=int, default=120)
     p.add_argument("--wait-duration", type=float, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--container-kill",
+        type=int,
+        default=0,
+        help="Krkn's container scenario instead (its `action`, a signal number 1-15): "
+        "exec `kill <action>` in one container of a random pod, as the plugin does",
+    )
+    p.add_argument("--container", default="", help="the container scenario's container_name")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     kubecli = KrknKubernetes(kubeconfig_path=args.kubeconfig)
     ns_pattern = f"^{args.namespace}$"
+    if args.container_kill:
+        container_scenario(kubecli, args, ns_pattern)
+        return
     with open(args.out, "a") as out:
         for i in range(args.iterations):
             future = select_and_monitor_by_namespace_pattern_and_label(
@@ -81,30 +93,67 @@ def main() -> None:
             kill_ts = time.time()
             kubecli.delete_pod(victim[0], victim[1])
             waited = wait_for_pods(kubecli, ns_pattern, args.selector, len(pods), args.duration, args.timeout)
-            snapshot = future.result()
-            status = snapshot.get_pods_status()
-            record = {
-                "iteration": i,
-                "victim": victim[0],
-                "kill_ts": kill_ts,
-                "wait_for_pods": waited,
-                "recovered": [
-                    {
-                        "pod": a.pod_name,
-                        "rescheduling": a.pod_rescheduling_time,
-                        "readiness": a.pod_readiness_time,
-                        "total": a.total_recovery_time,
-                    }
-                    for a in status.recovered
-                ],
-                "unrecovered": [a.pod_name for a in status.unrecovered],
-                "done_ts": time.time(),
+            head = {"iteration": i, "victim": victim[0], "kill_ts": kill_ts, "wait_for_pods": waited}
+            _record(out, head, future.result(), args.wait_duration)
+
+
+def _record(out: TextIO, head: dict[str, Any], snapshot: Any, wait_duration: float) -> None:
+    """One iteration's line: `head` and what Krkn records as ``affected_pods`` (the monitor
+    snapshot's ``get_pods_status()``), then the scenario's wait between iterations."""
+    status = snapshot.get_pods_status()
+    record = {
+        **head,
+        "recovered": [
+            {
+                "pod": a.pod_name,
+                "rescheduling": a.pod_rescheduling_time,
+                "readiness": a.pod_readiness_time,
+                "total": a.total_recovery_time,
             }
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            logging.info("iteration %d: %s", i, record)
-            if args.wait_duration:
-                time.sleep(args.wait_duration)
+            for a in status.recovered
+        ],
+        "unrecovered": [a.pod_name for a in status.unrecovered],
+        "done_ts": time.time(),
+    }
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+    logging.info("iteration %d: %s", head["iteration"], record)
+    if wait_duration:
+        time.sleep(wait_duration)
+
+
+def container_scenario(kubecli: KrknKubernetes, args: argparse.Namespace, ns_pattern: str) -> None:
+    """Krkn's container scenario plugin (krkn/scenario_plugins/container), its calls in its
+    order, one container per iteration: start the pod monitor
+    (``expected_recovery_time`` = ``--recovery-time``), list the pods by label
+    (``list_pods``), pick one at random, run ``kill <action>`` in the named container through
+    ``exec_cmd_in_pod`` (retried up to 5 times while it answers something, as the plugin's
+    ``retry_container_killing`` does), then take the monitor's snapshot and its
+    ``get_pods_status()``, which is what Krkn records as ``affected_pods``. Note: the plugin's
+    command is ``kill <action>``, i.e. SIGTERM to the PID numbered <action> (its default 1:
+    the namespace's init) rather than signal <action> to the main process."""
+    kill_action = "kill " + str(args.container_kill)
+    with open(args.out, "a") as out:
+        for i in range(args.iterations):
+            future = select_and_monitor_by_namespace_pattern_and_label(
+                namespace_pattern=ns_pattern,
+                label_selector=args.selector,
+                max_timeout=args.recovery_time,
+                v1_client=kubecli.cli,
+            )
+            pods = kubecli.list_pods(namespace=args.namespace, label_selector=args.selector)
+            victim = pods[random.randint(0, len(pods) - 1)]
+            kill_ts = time.time()
+            responses = []
+            for _ in range(5):
+                response = kubecli.exec_cmd_in_pod(kill_action, victim, args.namespace, args.container)
+                responses.append(response)
+                if not response:
+                    break
+                if "unauthorized" in response.lower() or "authorization" in response.lower():
+                    time.sleep(2)
+            head = {"iteration": i, "victim": victim, "kill_ts": kill_ts, "responses": responses}
+            _record(out, head, future.result(), args.wait_duration)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,31 @@ def scale_statefulset(replicas: int) -> dict[str, Any]:
     return sts
 
 
+def create_subjects(
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespaces: list[str],
+    replicas: int,
+    *,
+    sa_wait_seconds: float,
+) -> None:
+    """A namespace each (labelled as the bench's) with a `scale_statefulset(replicas)` in it."""
+    for ns in namespaces:
+        core.create_namespace(
+            {"metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": apicount.PREFIX}}}
+        )
+    for ns in namespaces:
+        for _ in range(
+            int(sa_wait_seconds / 0.2)
+        ):  # the default ServiceAccount appears asynchronously; pods need it
+            try:
+                core.read_namespaced_service_account("default", ns)
+                break
+            except client.ApiException:
+                time.sleep(0.2)
+        apps.create_namespaced_stateful_set(ns, scale_statefulset(replicas))
+
+
 def pct(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
@@ -271,18 +296,7 @@ def main() -> None:
         if args.node_pods:
             set_node_pods(core, args.node_pods)
         t0 = time.monotonic()
-        for ns in namespaces:
-            core.create_namespace(
-                {"metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": apicount.PREFIX}}}
-            )
-        for ns in namespaces:
-            for _ in range(100):  # the default ServiceAccount appears asynchronously; pods need it
-                try:
-                    core.read_namespaced_service_account("default", ns)
-                    break
-                except client.ApiException:
-                    time.sleep(0.2)
-            apps.create_namespaced_stateful_set(ns, scale_statefulset(args.replicas))
+        create_subjects(core, apps, namespaces, args.replicas, sa_wait_seconds=20)
         want = args.campaigns * args.replicas
         wait_ready = max(600.0, want * 0.5)  # kwok makes a few pods Ready per second on 2 cores
         deadline = time.monotonic() + wait_ready

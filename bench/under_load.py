@@ -39,7 +39,7 @@ from typing import Any
 from kubernetes import client
 from tests.e2e.operator import OperatorProcess, campaign, free_port
 
-from bench import apicount, compare, harness, scale
+from bench import compare, harness, scale
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUP, VERSION = "aftershock.dev", "v1alpha1"
@@ -50,18 +50,7 @@ def background_subjects(bed: harness.Bed, prefix: str, first: int, count: int) -
     api = bed.cluster.api_client()
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     names = [f"{prefix}-bg{i:03d}" for i in range(first, first + count)]
-    for ns in names:
-        core.create_namespace(
-            {"metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": apicount.PREFIX}}}
-        )
-    for ns in names:
-        for _ in range(150):  # the default ServiceAccount appears asynchronously; pods need it
-            try:
-                core.read_namespaced_service_account("default", ns)
-                break
-            except client.ApiException:
-                time.sleep(0.2)
-        apps.create_namespaced_stateful_set(ns, scale.scale_statefulset(3))
+    scale.create_subjects(core, apps, names, 3, sa_wait_seconds=30)
     deadline = time.monotonic() + max(300.0, count * 3.0)
     while time.monotonic() < deadline:
         ready = 0

@@ -7,6 +7,9 @@
 #   images.sh subjects   registry.local/shell:local (busybox), registry.local/etcd:local (the test
 #                        bed's etcd on the shell image), registry.local/python:local (Debian +
 #                        python3: runs the TiKV store stand-in)
+#                        docker.io/library/aftershock-netutils:dev (Debian minbase + iptables:
+#                        network_partition's ephemeral container, its default chaos.image)
+#   images.sh netutils   only that one
 #   images.sh all        both; then import what the node lacks (realnode.sh import)
 #   images.sh import-subjects  the subject images only, imported likewise
 #   AFTERSHOCK_REAL_NODE_INSTANCE=x ...  into that cluster's own node (realnode.sh)
@@ -56,6 +59,25 @@ base_rootfs() {
     touch "$dir/.complete"
   fi
   echo "$dir"
+}
+
+# Debian's iptables (nf_tables backend) on minbase (dash, coreutils, grep): what
+# network_partition's container runs. Built here like the base, never pulled.
+NETUTILS_NAME=docker.io/library/aftershock-netutils:dev
+netutils_image() {
+  local dir="$out/rootfs-netutils-$SUITE" a="$out/netutils-$SUITE.tar"
+  if [ ! -f "$dir/.complete" ]; then
+    log "debootstrap $SUITE (minbase + iptables; ~1 min)"
+    rm -rf "$dir.tmp"
+    debootstrap --variant=minbase --include=iptables "$SUITE" "$dir.tmp" >"$out/debootstrap-netutils.log" 2>&1 \
+      || { tail -20 "$out/debootstrap-netutils.log" >&2; exit 1; }
+    rm -rf "$dir.tmp"/var/lib/apt/lists/* "$dir.tmp"/var/cache/apt/* "$dir.tmp"/usr/share/doc/* \
+      "$dir.tmp"/usr/share/man/* "$dir.tmp"/usr/share/locale/*
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    touch "$dir/.complete"
+  fi
+  [ -f "$a" ] || { mkimage "$dir" "$NETUTILS_NAME" "$a" --cmd sh; log "built $NETUTILS_NAME"; }
+  echo "$a"
 }
 
 hash_of() { (cd "$repo" && sha256sum "$@" | sha256sum | cut -c1-16); }
@@ -163,7 +185,9 @@ subject_images() {
     mkimage "$python_rootfs" registry.local/python:local "$a" --cmd python3
     log "built registry.local/python:local"
   }
-  printf '%s\n' "$out/shell.tar" "$out/etcd-${ETCD_VERSION}.tar" "$out/python-$SUITE.tar"
+  netutils_image >/dev/null
+  printf '%s\n' "$out/shell.tar" "$out/etcd-${ETCD_VERSION}.tar" "$out/python-$SUITE.tar" \
+    "$out/netutils-$SUITE.tar"
 }
 
 # Archives are named by their inputs (operator-<hash>.tar, etcd-<version>.tar). A marker per
@@ -225,6 +249,7 @@ case "${1:-all}" in
   shell) shell_rootfs ;;
   operator) a=$(operator_image); echo "$a" ;;
   subjects) subject_images ;;
+  netutils) a=$(netutils_image); import_all "$a" ;;
   all)
     archives=$(subject_images; operator_image)
     # shellcheck disable=SC2086
@@ -241,5 +266,5 @@ case "${1:-all}" in
     import_all $archives
     log "subject images imported into the real node${AFTERSHOCK_REAL_NODE_INSTANCE:+ ($AFTERSHOCK_REAL_NODE_INSTANCE)}"
     ;;
-  *) echo "usage: $0 operator|subjects|all|import-subjects|base|shell" >&2; exit 2 ;;
+  *) echo "usage: $0 operator|subjects|netutils|all|import-subjects|base|shell" >&2; exit 2 ;;
 esac

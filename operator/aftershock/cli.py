@@ -305,7 +305,7 @@ def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     crd.add_argument("--kubeconfig", default=None)
     agent = sub.add_parser(
         "node-agent",
-        help="the node agent node_failure needs: one per node, privileged, host PID namespace (ADR 0020)",
+        help="the node agent node_failure needs: one per node, privileged, host PID namespace (ADR 0021)",
     )
     agent.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""), help="default $NODE_NAME")
     agent.add_argument("--pod-uid", default=os.environ.get("POD_UID", ""), help="its own pod, never frozen")

@@ -37,6 +37,7 @@ from aftershock.records import (
     AttemptRecord,
     ClusterEvent,
     ContainerState,
+    EphemeralState,
     ExecResult,
     Milestone,
     NodeState,
@@ -59,6 +60,7 @@ __all__ = [
     "AttemptRecord",
     "ClusterEvent",
     "ContainerState",
+    "EphemeralState",
     "ExecResult",
     "Milestone",
     "NodeState",
@@ -99,6 +101,27 @@ class ChaosMode(enum.StrEnum):
     ONE = "one"
     FIXED = "fixed"
     FIXED_PERCENT = "fixed-percent"
+
+
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+
+
+def _image(raw: Any, field_name: str) -> str | None:
+    """An image reference (``registry/name:tag`` or ``@sha256:...``), or None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw or len(raw) > 512 or not _IMAGE.match(raw):
+        raise SpecError(field_name, f"must be an image reference like registry/name:tag, got {raw!r}")
+    return raw
+
+
+class PartitionDirection(enum.StrEnum):
+    """Whom a network partition cuts the victims off from."""
+
+    #: The subject's other members (the pods its selector matches).
+    MEMBERS = "members"
+    #: Every address but the pod's own loopback: members, clients, PD, anything.
+    ALL = "all"
 
 
 class Phase(enum.StrEnum):
@@ -210,6 +233,10 @@ class ChaosSpec:
     duration_seconds: float | None = None
     #: The container a container-level kind acts on; None: the pod's first container.
     container: str | None = None
+    #: Whom a network fault cuts the victims off from (the kinds that take it; None: members).
+    direction: PartitionDirection | None = None
+    #: The image a kind's helper container runs (the kinds that take it; None: the kind's own).
+    image: str | None = None
     #: Victims are chosen only among members running on these nodes (empty: any node). For a
     #: node-level kind (node_failure) it names the nodes a Campaign may fail.
     nodes: tuple[str, ...] = ()
@@ -494,7 +521,8 @@ def read_suspend(raw: Mapping[str, Any]) -> bool:
 
 
 def _parse_chaos(chaos_raw: Mapping[str, Any]) -> ChaosSpec:
-    """`spec.chaos`, checked field by field (the kind's own rules are the registry's)."""
+    """`spec.chaos`: the fields every kind reads, and those only some kinds take (the
+    registry checks which kind takes which)."""
     ctype = _name(chaos_raw.get("type", DEFAULT_CHAOS_TYPE), "chaos.type")
     mode = _enum(ChaosMode, chaos_raw.get("mode", "one"), "chaos.mode")
     value_raw = chaos_raw.get("value")
@@ -511,10 +539,13 @@ def _parse_chaos(chaos_raw: Mapping[str, Any]) -> ChaosSpec:
     duration = (
         None
         if duration_raw is None
-        else _number(duration_raw, "chaos.durationSeconds", minimum=1, maximum=86_400)
+        else _number(duration_raw, "chaos.durationSeconds", minimum=1, maximum=86_399)
     )
     container_raw = chaos_raw.get("container")
     container = None if container_raw is None else _name(container_raw, "chaos.container")
+    direction_raw = chaos_raw.get("direction")
+    direction = None if direction_raw is None else _enum(PartitionDirection, direction_raw, "chaos.direction")
+    image = _image(chaos_raw.get("image"), "chaos.image")
     nodes_raw = chaos_raw.get("nodes") or []
     if not isinstance(nodes_raw, list):
         raise SpecError("chaos.nodes", "must be a list of node names")
@@ -527,7 +558,7 @@ def _parse_chaos(chaos_raw: Mapping[str, Any]) -> ChaosSpec:
             "runs on it, other namespaces' pods included; set spec.chaos.acknowledgeNodeFailure: "
             "true to accept that",
         )
-    chaos = ChaosSpec(
+    return ChaosSpec(
         type=ctype,
         mode=mode,
         value=value,
@@ -535,10 +566,11 @@ def _parse_chaos(chaos_raw: Mapping[str, Any]) -> ChaosSpec:
         target=target,
         duration_seconds=duration,
         container=container,
+        direction=direction,
+        image=image,
         nodes=nodes,
         acknowledge_node_failure=ack_node,
     )
-    return chaos
 
 
 def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = False) -> CampaignSpec:
@@ -560,7 +592,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     )
 
     chaos = _parse_chaos(_mapping(_get(raw, "chaos", "chaos"), "chaos"))
-    ctype, duration = chaos.type, chaos.duration_seconds
+    duration = chaos.duration_seconds
 
     steady = _mapping(raw.get("steadyState") or {}, "steadyState")
     recovery = _mapping(raw.get("recovery") or {}, "recovery")
@@ -611,12 +643,11 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         trend=parse_trend(raw.get("trend")),
         detection=parse_detection(raw.get("detection")),
     )
-    if ctype == NODE_FAILURE and duration is not None and spec.recovery_timeout_seconds <= duration:
-        # The recovery is timed from the fault's start: the node is away that long first.
+    if duration is not None and duration >= spec.recovery_timeout_seconds:
         raise SpecError(
-            "recovery.timeoutSeconds",
-            f"must be longer than chaos.durationSeconds ({duration:g}): the recovery is timed from "
-            "the fault's start, and the fault is held that long first",
+            "chaos.durationSeconds",
+            f"{duration:g} must be shorter than recovery.timeoutSeconds "
+            f"({spec.recovery_timeout_seconds:g}): the victims come back only after the fault is healed",
         )
     return spec
 

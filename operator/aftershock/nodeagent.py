@@ -1,4 +1,4 @@
-"""The node agent: what fails a node for ``node_failure`` (ADR 0020), one per node, opt-in.
+"""The node agent: what fails a node for ``node_failure`` (ADR 0021), one per node, opt-in.
 
 It runs privileged with the host's PID namespace and cgroup tree, and watches its own Node.
 When aftershock writes a request on it (annotation ``aftershock.dev/node-failure``: an id and a
@@ -20,7 +20,7 @@ restarts thaws what an earlier one left.
 
 Limit: the agent is the one process that can thaw the node. If it is killed while the node is
 frozen, its container is not restarted (the kubelet is stopped) until someone thaws the node
-by hand (``aftershock node-agent --thaw`` on the node, or SIGCONT the kubelet): ADR 0020.
+by hand (``aftershock node-agent --thaw`` on the node, or SIGCONT the kubelet): ADR 0021.
 """
 
 from __future__ import annotations

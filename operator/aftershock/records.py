@@ -140,6 +140,22 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class EphemeralState:
+    """One ephemeral container of a pod, as the pod's spec and status show it."""
+
+    #: The pod's UID now (a pod replaced under the same name has another).
+    pod_uid: str
+    #: ``waiting`` (in the spec, not started yet), ``running``, ``terminated``; ``gone`` when
+    #: the pod is.
+    state: str
+    #: The exit code, once terminated.
+    exit_code: int | None = None
+    #: The container's last words (its termination message, or the runtime's reason).
+    message: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class ContainerState:
     """One container of a pod as its status shows it (the container-level chaos kinds read it)."""
 
@@ -173,6 +189,11 @@ class PodState:
     containers: tuple[ContainerState, ...] = ()
     #: ``spec.shareProcessNamespace``: one PID namespace for the pod, the pause process its init.
     shares_process_namespace: bool = False
+    #: ``status.podIP``: the pod's address on the pod network; None before it has one.
+    ip: str | None = None
+    #: ``spec.hostNetwork``: the pod uses the node's network namespace (a network fault in it
+    #: would hit the node and every hostNetwork pod on it).
+    host_network: bool = False
 
     def container(self, name: str | None) -> ContainerState | None:
         """The container named `name` (None: the first), or None when there is none."""

@@ -15,9 +15,10 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
@@ -31,6 +32,8 @@ IMAGES_SH = testbed.TESTBED / "images.sh"
 STORE_SCRIPT = testbed.REPO / "tests" / "pdstub" / "store.py"
 PYTHON_IMAGE = "registry.local/python:local"
 OPERATOR_IMAGE = "aftershock:dev"
+
+T = TypeVar("T")
 
 
 def cannot_host() -> str | None:
@@ -175,12 +178,19 @@ def container_process(pod: dict[str, Any], container: str | None = None) -> Proc
 
 
 def store_standin(
-    name: str, pd_url: str, *, replicas: int = 3, heartbeat_interval: float, labels: dict[str, str]
+    name: str,
+    pd_url: str,
+    *,
+    replicas: int = 3,
+    heartbeat_interval: float,
+    labels: dict[str, str],
+    host_network: bool = True,
 ) -> list[dict[str, Any]]:
     """TiKV stand-in pods on the real node: a StatefulSet whose every pod runs
     tests/pdstub/store.py as PID 1, a real process that registers its store with the PD
     stand-in and heartbeats to it as tikv-server does. hostNetwork, because the stand-in
-    listens on 127.0.0.1 (the pod bridge has no route to the host, by rule)."""
+    listens on 127.0.0.1 (the pod bridge has no route to the host, by rule); on the bridge
+    (`host_network` False) with a PD stand-in there too (`pd_standin`)."""
     script = STORE_SCRIPT.read_text()
     config_map = {
         "apiVersion": "v1",
@@ -190,8 +200,8 @@ def store_standin(
     }
     pod_spec = on_real_node(
         {
-            "hostNetwork": True,
-            "dnsPolicy": "ClusterFirstWithHostNet",
+            "hostNetwork": host_network,
+            "dnsPolicy": "ClusterFirstWithHostNet" if host_network else "ClusterFirst",
             "terminationGracePeriodSeconds": 5,
             "containers": [
                 {
@@ -243,11 +253,17 @@ PDSTUB_FILES = ("__init__.py", "server.py", "fleet.py", "config_schedule.json")
 
 
 def pd_standin(
-    name: str, port: int, *, mode: str = "faithful", scale: float | None = None
+    name: str,
+    port: int,
+    *,
+    mode: str = "faithful",
+    scale: float | None = None,
+    host_network: bool = True,
 ) -> list[dict[str, Any]]:
-    """The PD stand-in as a pod on the real node (hostNetwork, 127.0.0.1:port): the package's
-    files from a ConfigMap, run by the Debian Python image, stdlib only. Its stores are what
-    the store stand-in processes report; nothing is derived from pod objects."""
+    """The PD stand-in as a pod on the real node (hostNetwork, 127.0.0.1:port; or on the bridge,
+    its pod IP:port): the package's files from a ConfigMap, run by the Debian Python image,
+    stdlib only. Its stores are what the store stand-in processes report; nothing is derived
+    from pod objects."""
     pdstub = testbed.REPO / "tests" / "pdstub"
     files = {f: (pdstub / f).read_text() for f in PDSTUB_FILES if (pdstub / f).exists()}
     config_map = {
@@ -261,13 +277,17 @@ def pd_standin(
     ]
     args = ["python3", "-u", "-m", "tests.pdstub.server", "--port", str(port), "--mode", mode]
     args += ["--namespace", "$(POD_NAMESPACE)"]
+    if not host_network:
+        args += ["--host", "0.0.0.0"]
     if scale is not None:
         args += ["--scale", f"{scale:g}"]
     labels = {"app.kubernetes.io/name": "pd-standin", "app.kubernetes.io/instance": name}
+    url = f"http://127.0.0.1:{port}/pd/api/v1/health"
+    health = f"import urllib.request as u; u.urlopen('{url}', timeout=1)"
     pod_spec = on_real_node(
         {
-            "hostNetwork": True,
-            "dnsPolicy": "ClusterFirstWithHostNet",
+            "hostNetwork": host_network,
+            "dnsPolicy": "ClusterFirstWithHostNet" if host_network else "ClusterFirst",
             "terminationGracePeriodSeconds": 5,
             "containers": [
                 {
@@ -282,8 +302,14 @@ def pd_standin(
                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
                         }
                     ],
+                    # The kubelet reaches a bridge pod only by exec (the host has no route to it).
                     "readinessProbe": {
                         "httpGet": {"host": "127.0.0.1", "path": "/pd/api/v1/health", "port": port},
+                        "periodSeconds": 1,
+                    }
+                    if host_network
+                    else {
+                        "exec": {"command": ["python3", "-c", health]},
                         "periodSeconds": 1,
                     },
                     "volumeMounts": [{"name": "standin", "mountPath": "/standin", "readOnly": True}],
@@ -431,28 +457,7 @@ class LoopbackForwarder:
         self._stop = threading.Event()
 
     def start(self) -> LoopbackForwarder:
-        failed: list[BaseException] = []
-
-        def bind_inside() -> None:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            pod = os.open(self.netns, os.O_RDONLY)
-            try:
-                _setns(pod)
-                try:
-                    self._listener = socket.create_server(("127.0.0.1", self.port))
-                finally:
-                    _setns(home)
-            except BaseException as exc:
-                failed.append(exc)
-            finally:
-                os.close(home)
-                os.close(pod)
-
-        binder = threading.Thread(target=bind_inside, name="netns-bind")
-        binder.start()
-        binder.join()
-        if failed:
-            raise failed[0]
+        self._listener = in_netns(self.netns, lambda: socket.create_server(("127.0.0.1", self.port)))
         threading.Thread(target=self._accept, name="netns-accept", daemon=True).start()
         return self
 
@@ -490,3 +495,118 @@ class LoopbackForwarder:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+
+
+# --- a pod's network, reached from the host ----------------------------------------------------
+
+
+def in_netns(netns: Path, fn: Callable[[], T]) -> T:
+    """`fn()` run by a thread inside `netns` (setns is per thread): a socket it makes stays in
+    that namespace after the thread leaves it."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(netns, os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                done.append(fn())
+            finally:
+                _setns(home)
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            os.close(home)
+            os.close(target)
+
+    thread = threading.Thread(target=run, name="in-netns")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def enter_netns(netns: Path) -> None:
+    """Move the calling thread into `netns` for good (a witness thread that lives there)."""
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+class NetnsForwarder:
+    """127.0.0.1:`port` on the host, forwarded to `ip`:`target` as reached from inside `netns`
+    (a pod of the test's own on the bridge): the host has no route to the pod network (by rule),
+    so the operator, a host process, reaches bridge pods this way. Both ends are addresses the
+    rule allows: the host's loopback and a pod IP inside a namespace the test bed made."""
+
+    def __init__(self, netns: Path, ip: str, target: int) -> None:
+        self.netns = netns
+        self.ip = ip
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> NetnsForwarder:
+        threading.Thread(target=self._accept, name="netns-forward", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                outside, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = in_netns(
+                    self.netns, lambda: socket.create_connection((self.ip, self.target), timeout=5)
+                )
+            except OSError:
+                outside.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((outside, upstream), (upstream, outside)):
+                threading.Thread(target=LoopbackForwarder._pump, args=(a, b), daemon=True).start()
+
+
+def netns_rules(netns: Path) -> str:
+    """Every iptables rule (nf_tables backend, as Debian's iptables writes them) and the whole
+    nftables ruleset of a network namespace, read from the host."""
+    out = []
+    for command in (["iptables-save"], ["nft", "list", "ruleset"]):
+        proc = subprocess.run(
+            ["nsenter", f"--net={netns}", *command], capture_output=True, text=True, check=False, timeout=30
+        )
+        out.append(proc.stdout + proc.stderr)
+    return "\n".join(out)
+
+
+def netns_processes(netns: Path) -> list[tuple[int, str, str]]:
+    """(PID, command name, command line) of every process in a network namespace."""
+    inode = os.stat(netns).st_ino
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino != inode:
+                continue
+            comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        found.append((int(entry.name), comm, cmdline))
+    return found

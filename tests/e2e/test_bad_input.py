@@ -33,7 +33,7 @@ def test_api_server_rejects_invalid_specs_with_the_field_named(
     assert proc.returncode != 0
     assert "selector" in proc.stderr
 
-    unknown_chaos = campaign("bad3", namespace, None, chaos={"type": "network_partition"})
+    unknown_chaos = campaign("bad3", namespace, None, chaos={"type": "disk_fill"})
     proc = cluster.apply(unknown_chaos, check=False)
     assert proc.returncode != 0
     assert "chaos.type" in proc.stderr

@@ -215,6 +215,22 @@ def test_operator_pod_deleted_mid_trial_resumes_on_its_volume_with_faithful_pd(
         assert store_up - ready >= FAITHFUL.heartbeat_interval * 0.5, trial["timings"]
     status = get_campaign(cluster, namespace, "inpod")["status"]
     assert status["trials"]["completed"] == 3
+    # `aftershock backup` inside the pod, whose image has no sqlite3 and whose root filesystem
+    # is read-only: the copy lands on the ledger's volume and, read on the host, holds every
+    # attempt the ledger does. Onto the root filesystem it is refused, and says so.
+    (container,) = second["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    pod_name = second["metadata"]["name"]
+    refused = cluster.kubectl(
+        "exec", "-n", home, pod_name, "--", "aftershock", "backup", "/ledger-copy.db", check=False
+    )
+    assert refused.returncode != 0, refused.stdout
+    assert refused.stderr.strip(), "refused without saying why"
+    cluster.kubectl("exec", "-n", home, pod_name, "--", "aftershock", "backup", "/var/lib/aftershock/copy.db")
+    copy = db.parent / "copy.db"
+    assert {(a.id, a.outcome) for a in ledgerfile.attempts(copy, uid)} == {
+        (a.id, a.outcome) for a in ledgerfile.attempts(db, uid)
+    }
 
 
 def test_operator_pod_under_the_restricted_pod_security_standard_is_ready_and_acts(

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aftershock.chaos import registry
 from tests.e2e import rights, testbed
 from tests.e2e.operator import campaign, start_subject, wait_phase
 from tests.reliability.conftest import drop_namespace, make_namespace
@@ -33,6 +34,14 @@ OPERATOR = "system:serviceaccount:aftershock-system:aftershock"
 #: (resource, verbs). A right not in here, granted by the shipped RBAC, fails the test.
 #: ADR 0004's table, read from the ADR: a right the API server grants that is not there fails.
 ALLOWED = rights.adr_table()
+#: Each chaos kind's rights beyond ADR 0004's table, a role of its own (generated from the
+#: registry: manifests/operator/chaos-rbac.yaml): `container_kill`'s pods/exec create and get.
+KIND_RIGHTS: dict[str, set[str]] = {}
+for _kind_rights in registry.rights().values():
+    for _r in _kind_rights:
+        _name = _r["resource"] + (f"/{_r['subresource']}" if _r["subresource"] else "")
+        _name += f".{_r['apiGroup']}" if _r["apiGroup"] else ""
+        KIND_RIGHTS.setdefault(_name, set()).add(_r["verb"])
 
 
 def can_i_list(cluster: testbed.Cluster, user: str, namespace: str) -> dict[str, set[str]]:
@@ -76,10 +85,13 @@ def _assert_least_privilege(extra: dict[str, set[str]]) -> None:
     assert not [r for r in extra if "secrets" in r], extra
     assert not [r for r in extra if r.startswith("*")], extra
     assert not [r for r, v in extra.items() if "*" in v], extra
-    assert not [r for r in extra if r.startswith("pods/")], extra  # no exec, attach, portforward, log
+    # No attach, portforward, log; exec only as a chaos kind's own right (container_kill).
+    pods_sub = {r: v for r, v in extra.items() if r.startswith("pods/")}
+    assert all(r in KIND_RIGHTS and v <= KIND_RIGHTS[r] for r, v in pods_sub.items()), (pods_sub, KIND_RIGHTS)
     for resource, verbs in extra.items():
-        assert resource in ALLOWED, f"unexpected right: {resource} {sorted(verbs)}"
-        assert verbs <= ALLOWED[resource], f"{resource}: {sorted(verbs - ALLOWED[resource])} beyond ADR 0004"
+        allowed = ALLOWED.get(resource, set()) | KIND_RIGHTS.get(resource, set())
+        assert allowed, f"unexpected right: {resource} {sorted(verbs)}"
+        assert verbs <= allowed, f"{resource}: {sorted(verbs - allowed)} beyond ADR 0004 and the chaos kinds"
 
 
 def test_cluster_wide_install_holds_only_the_listed_rights(
@@ -96,7 +108,12 @@ def test_cluster_wide_install_holds_only_the_listed_rights(
     assert extra.get("pods") == {"get", "list", "watch", "delete"}
     assert not can_i(cluster, "*", "*", None), "the operator is cluster-admin"
     assert not can_i(cluster, "get", "secrets", None)
-    assert not can_i(cluster, "create", "pods/exec", ns)
+    # pods/exec is container_kill's right, exactly (its own ClusterRole; leave the kind out and
+    # it is gone), never attach or portforward. (`kubectl auth can-i create pods/exec` would ask
+    # about a pod named "exec": the subresources are read from the list above.)
+    assert extra.get("pods/exec", set()) == KIND_RIGHTS.get("pods/exec", set())
+    assert "pods/attach" not in extra
+    assert "pods/portforward" not in extra
     assert not can_i(cluster, "create", "pods", ns)
     assert not can_i(cluster, "delete", "nodes", None)
     assert not can_i(cluster, "update", "statefulsets.apps", ns)
@@ -116,12 +133,18 @@ def test_namespaced_install_grants_nothing_outside_watched_namespaces(
         for d in yaml.safe_load_all(namespaced.read_text())
         if d and d.get("kind") == "Role"
     ]
+    namespaced_chaos = manifests / "operator-namespaced" / "chaos-rbac.yaml"
+    cluster_chaos = manifests / "operator" / "chaos-rbac.yaml"
     for ns in watched:
         cluster.kubectl("create", "namespace", ns, check=False)
     cluster.kubectl("delete", "clusterrolebinding", "aftershock", check=False)
     cluster.kubectl("delete", "clusterrole", "aftershock", check=False)
+    # The chaos kinds' cluster-wide roles too (node_kill's pods delete, container_kill's exec):
+    # the namespaced install has them as Roles of the watched namespaces.
+    cluster.kubectl("delete", "-f", str(cluster_chaos), "--ignore-not-found", check=False)
     try:
         cluster.kubectl("apply", "-f", str(namespaced))
+        cluster.kubectl("apply", "-f", str(namespaced_chaos))
 
         def settled() -> bool:
             return can_i(cluster, "delete", "pods", watched[0]) and not can_i(
@@ -147,11 +170,15 @@ def test_namespaced_install_grants_nothing_outside_watched_namespaces(
         assert not can_i(cluster, "delete", "pods", None)
         assert not can_i(cluster, "list", "namespaces", None)
     finally:
-        for doc in yaml.safe_load_all(namespaced.read_text()):
-            if doc:
-                ns_args = ["-n", doc["metadata"]["namespace"]] if doc["metadata"].get("namespace") else []
-                cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], *ns_args, check=False)
+        for path in (namespaced, namespaced_chaos):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc:
+                    ns_args = ["-n", doc["metadata"]["namespace"]] if doc["metadata"].get("namespace") else []
+                    cluster.kubectl(
+                        "delete", doc["kind"].lower(), doc["metadata"]["name"], *ns_args, check=False
+                    )
         cluster.kubectl("apply", "-f", str(manifests / "operator" / "rbac.yaml"))
+        cluster.kubectl("apply", "-f", str(cluster_chaos))
         testbed.wait_for(
             lambda: can_i(cluster, "delete", "pods", other), 30, what="cluster-wide RBAC restored"
         )

@@ -27,6 +27,7 @@ from aftershock.errors import ApiError, ConflictError, NotFoundError, ProbeUnava
 from aftershock.model import (
     DEFAULT_PROTECTED_NAMESPACES,
     ContainerState,
+    EphemeralState,
     ExecResult,
     NodeState,
     PodState,
@@ -48,7 +49,10 @@ def make_pod(
     deleting: bool = False,
     restart_count: int = 0,
     shares_process_namespace: bool = True,
+    host_network: bool = False,
 ) -> PodState:
+    # A pod IP of its own per name (the node's for hostNetwork), as the pod network gives one.
+    ip = "192.0.2.1" if host_network else f"10.88.{sum(map(ord, name)) % 250}.{len(name) + 1}"
     container = ContainerState(
         "main", f"containerd://{name}-c{restart_count}", ready, restart_count, time.time()
     )
@@ -66,6 +70,8 @@ def make_pod(
         owner_kind="StatefulSet",
         containers=(container,),
         shares_process_namespace=shares_process_namespace,
+        ip=ip,
+        host_network=host_network,
     )
 
 
@@ -168,6 +174,16 @@ class FakeCluster:
         self.node_agent = True
         #: Every node annotation patch (node, annotations), in order.
         self.node_patches: list[tuple[str, dict[str, str | None]]] = []
+        #: Ephemeral containers added, per "namespace/pod": name -> (state, exit code).
+        self.ephemerals: dict[str, dict[str, tuple[str, int | None]]] = {}
+        #: Every ephemeral container added (namespace, pod, the container's body), in order.
+        self.ephemeral_calls: list[tuple[str, str, dict[str, Any]]] = []
+        #: Errors the next ephemeral container patches raise (a Pod Security refusal, RBAC).
+        self.fail_ephemeral: list[ApiError] = []
+        #: Pods whose network a partition container holds cut off now ("namespace/name").
+        self.partitioned: set[str] = set()
+        #: True: ephemeral containers stay waiting (not started) until `start_ephemerals`.
+        self.start_waiting = False
         #: Every delete call, in order, whatever it answered.
         self.delete_calls: list[DeleteCall] = []
         #: The pods a delete actually removed, in order.
@@ -317,6 +333,73 @@ class FakeCluster:
         if self.fail_after_delete:
             raise self.fail_after_delete.pop(0)
 
+    async def add_ephemeral_container(
+        self, namespace: str, pod: str, uid: str, container: Mapping[str, Any]
+    ) -> None:
+        """An ephemeral container that runs at once; a partition's ``hold`` cuts the pod off
+        until its ``heal`` (by exec) or until `end_ephemeral` ends it."""
+        self.ephemeral_calls.append((namespace, pod, dict(container)))
+        await asyncio.sleep(0)
+        if self.fail_ephemeral:
+            raise self.fail_ephemeral.pop(0)
+        current = self._pods.get((namespace, pod))
+        if current is None:
+            raise NotFoundError(f'pods "{pod}" not found', 404)
+        if current.uid != uid:
+            raise ConflictError(f"Precondition failed: UID in precondition: {uid}", 409)
+        key = f"{namespace}/{pod}"
+        mode = container["command"][4]
+        if self.start_waiting:
+            # Added, not started: it holds once `start_ephemerals` runs it.
+            self.ephemerals.setdefault(key, {})[container["name"]] = ("waiting", None)
+            return
+        if mode == "hold":
+            self.partitioned.add(key)
+            self.ephemerals.setdefault(key, {})[container["name"]] = ("running", None)
+        else:  # heal: removes the rules and ends
+            self.partitioned.discard(key)
+            self.ephemerals.setdefault(key, {})[container["name"]] = ("terminated", 0)
+
+    def start_ephemerals(self) -> None:
+        """Every waiting ephemeral container starts: a partition holder cuts its pod off."""
+        self.start_waiting = False
+        for key, containers in self.ephemerals.items():
+            for name, (state, _) in list(containers.items()):
+                if state == "waiting":
+                    containers[name] = ("running", None)
+                    self.partitioned.add(key)
+
+    def end_ephemeral(self, namespace: str, pod: str, exit_code: int, *, keep_rules: bool) -> None:
+        """Our container ended by itself: at its deadline (exit 0, rules removed), or killed
+        (exit 137, its rules left in place)."""
+        key = f"{namespace}/{pod}"
+        for name, (state, _) in list(self.ephemerals.get(key, {}).items()):
+            if state == "running":
+                self.ephemerals[key][name] = ("terminated", exit_code)
+        if not keep_rules:
+            self.partitioned.discard(key)
+
+    async def ephemeral_containers(self, namespace: str, pod: str) -> tuple[EphemeralState, ...] | None:
+        await asyncio.sleep(0)
+        current = self._pods.get((namespace, pod))
+        if current is None:
+            return None
+        return tuple(
+            EphemeralState(current.uid, state, code, name=name)
+            for name, (state, code) in self.ephemerals.get(f"{namespace}/{pod}", {}).items()
+        )
+
+    def _exec_partition(self, namespace: str, pod: str, container: str, mode: str) -> ExecResult:
+        key = f"{namespace}/{pod}"
+        state = self.ephemerals.get(key, {}).get(container)
+        if state is None or state[0] != "running":
+            raise ApiError(f"container {container} is not running", 400)
+        if mode == "check":
+            return ExecResult(f"rules {4 if key in self.partitioned else 0}\n", "")
+        self.partitioned.discard(key)
+        self.ephemerals[key][container] = ("terminated", 0)
+        return ExecResult("healed\n", "", "command terminated with non-zero exit code: 137")
+
     async def exec_in_pod(
         self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float
     ) -> ExecResult:
@@ -324,6 +407,8 @@ class FakeCluster:
         goes not Ready, a new container (new id, restartCount + 1) starts, then gets Ready."""
         self.exec_calls.append((namespace, pod, container, tuple(command)))
         await asyncio.sleep(0)
+        if container.startswith("aftershock-"):
+            return self._exec_partition(namespace, pod, container, command[4])
         if command and command[0] in ("hold", "release"):
             # A stand-in for a fault that stays until healed (tests' own chaos kind).
             (self.held.add if command[0] == "hold" else self.held.discard)(f"{namespace}/{pod}")

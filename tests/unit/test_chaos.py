@@ -47,6 +47,11 @@ def test_each_kind_exposes_its_rights_as_data() -> None:
             {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "create"},
             {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "get"},
         ],
+        "network_partition": [
+            {"apiGroup": "", "resource": "pods", "subresource": "ephemeralcontainers", "verb": "patch"},
+            {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "create"},
+            {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "get"},
+        ],
         "node_failure": [
             {"apiGroup": "", "resource": "nodes", "subresource": "", "verb": "get"},
             {"apiGroup": "", "resource": "nodes", "subresource": "", "verb": "patch"},
@@ -93,11 +98,15 @@ def test_rendered_rbac_grants_each_kind_exactly_its_rights(path: str, role: str,
         assert bound["subjects"][0]["name"] == "aftershock"
 
 
-def test_chart_grants_pods_exec_only_when_container_kill_is_enabled() -> None:
+def test_chart_grants_each_kinds_rights_only_when_it_is_enabled() -> None:
     helper = (REPO / "charts/aftershock/templates/_chaos.tpl").read_text()
-    block = helper.split('{{- if has "container_kill" .Values.chaosKinds }}')[1].split("{{- end }}")[0]
-    assert 'resources: ["pods/exec"]' in block
-    assert "pods/exec" not in helper.replace(block, "")
+    outside = helper
+    for kind, info in registry.KINDS.items():
+        block = helper.split(f'{{{{- if has "{kind}" .Values.chaosKinds }}}}')[1].split("{{- end }}")[0]
+        for right in info.rights:
+            assert f'resources: ["{right.rbac_resource}"]' in block, (kind, right)
+        outside = outside.replace(block, "")
+    assert "pods" not in outside
     rbac = (REPO / "charts/aftershock/templates/rbac.yaml").read_text()
     assert rbac.count('include "aftershock.chaosRules"') == 2  # cluster-wide and per namespace
 

@@ -4,7 +4,9 @@ milestones of an election and a member's return."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -223,6 +225,27 @@ async def test_a_write_refused_everywhere_is_a_failed_write() -> None:
 
     with pytest.raises(ProbeUnavailableError, match="write failed on every endpoint"):
         await client(app).put_and_get("/k", "v", 0.5)
+
+
+async def test_a_member_cut_off_does_not_hold_the_write_back() -> None:
+    """A partitioned member holds a write until the timeout; the others take it meanwhile."""
+    store: dict[str, str] = {}
+    cut_off = ENDPOINTS[0].split("//")[1]
+
+    async def app(request: httpx.Request) -> httpx.Response:
+        if request.url.netloc.decode() == cut_off:
+            await asyncio.sleep(30)
+        body = json.loads(request.content)
+        if request.url.path == "/v3/kv/put":
+            store[body["key"]] = body["value"]
+            return httpx.Response(200, json={"header": {}})
+        return httpx.Response(200, json={"kvs": [{"value": store.get(body["key"])}]})
+
+    c = EtcdClient(ENDPOINTS)
+    c._http = httpx.AsyncClient(transport=httpx.MockTransport(app))
+    started = time.monotonic()
+    await c.put_and_get("/k", "v", 20)
+    assert time.monotonic() - started < 10
 
 
 def test_a_new_leader_is_stamped_when_the_look_began_not_when_a_dying_member_let_it_end() -> None:

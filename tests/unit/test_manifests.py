@@ -210,6 +210,7 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["subject"]["required"]) == {"kind", "selector"}
     assert set(props["chaos"]["properties"]) == {
         "type", "mode", "value", "gracePeriodSeconds", "target", "durationSeconds", "container",
+        "direction", "image",
         "nodes", "acknowledgeNodeFailure",
     }  # fmt: skip
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
@@ -256,7 +257,8 @@ def test_schema_defaults_give_the_parsers_defaults(spec_schema: dict[str, Any]) 
 BOUNDED = [
     ("chaos.value", {"chaos": {"mode": "fixed"}}),
     ("chaos.gracePeriodSeconds", {}),
-    ("chaos.durationSeconds", {}),
+    # A held fault ends before the recovery timeout (the victims are back only after the heal).
+    ("chaos.durationSeconds", {"recovery": {"timeoutSeconds": 86_400}}),
     ("trials", {}),
     ("intervalSeconds", {}),
     ("steadyState.timeoutSeconds", {}),

@@ -251,7 +251,7 @@ def test_explicit_nulls_for_optional_sections_mean_their_defaults() -> None:
         ("subject.pdURL", "ftp://pd:2379", "spec.subject.pdURL", "scheme"),
         ("chaos", ..., "spec.chaos", "required"),
         ("chaos.type", 7, "spec.chaos.type", "non-empty string"),
-        ("chaos.durationSeconds", 0, "spec.chaos.durationSeconds", "between 1 and 86400"),
+        ("chaos.durationSeconds", 0, "spec.chaos.durationSeconds", "between 1 and 86399"),
         ("chaos.mode", "all", "spec.chaos.mode", "'one', 'fixed', 'fixed-percent'"),
         ("chaos", {"mode": "fixed"}, "spec.chaos.value", "required"),
         ("chaos", {"mode": "fixed-percent"}, "spec.chaos.value", "required"),

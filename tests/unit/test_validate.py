@@ -57,7 +57,7 @@ def test_the_examples_are_valid() -> None:
     ("path", "value", "field", "text"),
     [
         ("spec.trials", 0, "spec.trials", "greater than or equal to 1"),
-        ("spec.chaos.type", "network_partition", "spec.chaos.type", "Unsupported value"),
+        ("spec.chaos.type", "network_delay", "spec.chaos.type", "Unsupported value"),
         ("spec.chaos.mode", "fixed", "spec.chaos", "chaos.value is required"),
         ("spec.subject.selector", {"matchLabels": {}}, "spec.subject.selector", "every pod"),
         ("spec.subject.pdURL", "ftp://pd:2379", "spec.subject.pdURL", "should match"),

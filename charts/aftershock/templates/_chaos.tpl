@@ -19,6 +19,21 @@
   resources: ["pods/exec"]
   verbs: ["get"]
 {{- end }}
+{{- if has "network_partition" .Values.chaosKinds }}
+# network_partition
+# adds our NET_ADMIN container to the victim pod
+- apiGroups: [""]
+  resources: ["pods/ephemeralcontainers"]
+  verbs: ["patch"]
+# confirms the rules and heals them in our container
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["create"]
+# the exec's WebSocket upgrade is a GET
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 {{/* Rights on cluster-scoped resources (nodes): in a ClusterRole whatever the scope. */}}
 {{- define "aftershock.chaosClusterRules" -}}

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aftershock.model import ChaosSpec, ExecResult, NodeState, PodState, Victim
+from aftershock.model import ChaosSpec, EphemeralState, ExecResult, NodeState, PodState, Victim
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,16 @@ class FaultApi(Protocol):
 
     async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Set (a string) or remove (None) annotations of a node (a merge patch)."""
+
+    async def add_ephemeral_container(
+        self, namespace: str, pod: str, uid: str, container: Mapping[str, Any]
+    ) -> None:
+        """Add `container` to the pod's ephemeral containers (``pods/ephemeralcontainers``
+        patch), only while the pod is the one with `uid`. Pod Security admission checks it
+        like any container: a level that forbids it answers 403 (`ForbiddenError`)."""
+
+    async def ephemeral_containers(self, namespace: str, pod: str) -> tuple[EphemeralState, ...] | None:
+        """The pod's ephemeral containers as its status shows them; None: no such pod."""
 
 
 @dataclass(frozen=True)
@@ -156,15 +166,26 @@ class ChaosKindInfo:
     inject: Inject
     #: None: the cluster undoes the fault by itself; nothing of ours is left to remove.
     heal: Heal | None = None
-    #: True: the same pods and containers carry on where they stopped once healed (a frozen node
-    #: thawed): no new container is followed, and the victims are back at the heal (`back` is
-    #: ``fault_healed``, which the engine stamps).
-    resumes: bool = False
+    #: True: the victims' processes start anew (the subject's judge waits for a new start);
+    #: False: the same processes carry on once the fault is healed (a partition).
+    restarts: bool = True
+    #: The optional chaos fields only some kinds take (``direction``, ``image``): a Campaign
+    #: that sets one for a kind that does not take it is refused rather than silently ignored.
+    takes: frozenset[str] = frozenset()
 
-    def check(self, chaos: ChaosSpec) -> str | None:
-        """Why `chaos` is wrong for this kind (a field it needs or refuses), or None."""
+    def check(self, chaos: ChaosSpec) -> tuple[str, str] | None:
+        """What is wrong with `chaos` for this kind (field, why), or None."""
         if self.needs_duration and chaos.duration_seconds is None:
-            return f"{self.type} needs chaos.durationSeconds (how long the fault is held)"
+            return (
+                "chaos.durationSeconds",
+                f"{self.type} needs chaos.durationSeconds (how long the fault is held)",
+            )
         if not self.needs_duration and chaos.duration_seconds is not None:
-            return f"{self.type} does not take chaos.durationSeconds (the cluster undoes it by itself)"
+            return (
+                "chaos.durationSeconds",
+                f"{self.type} does not take chaos.durationSeconds (the cluster undoes it by itself)",
+            )
+        for name, value in (("direction", chaos.direction), ("image", chaos.image)):
+            if value is not None and name not in self.takes:
+                return f"chaos.{name}", f"{self.type} does not take chaos.{name}"
         return None

@@ -1,5 +1,5 @@
 """``node_failure``: the node hosting a victim stops answering for ``chaos.durationSeconds`` (its
-kubelet stopped, every pod on it frozen), then comes back. ADR 0020.
+kubelet stopped, every pod on it frozen), then comes back. ADR 0021.
 
 How: aftershock never touches a node's processes itself. It writes a request on the Node
 (annotation `REQUEST`: an id and a deadline, wall clock); the node agent on that node (an
@@ -199,7 +199,7 @@ KIND = ChaosKindInfo(
     ),
     back="fault_healed",
     replaces_pods=False,
-    resumes=True,
+    restarts=False,
     needs_duration=True,
     inject=inject,
     heal=heal,

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from aftershock import authz
-from aftershock.chaos import container_kill, node_failure, node_kill
+from aftershock.chaos import container_kill, network_partition, node_failure, node_kill
 from aftershock.chaos.base import ChaosKindInfo, Right
 from aftershock.errors import SpecError
 from aftershock.model import ChaosSpec
 
 KINDS: Mapping[str, ChaosKindInfo] = MappingProxyType(
-    {k.type: k for k in (node_kill.KIND, container_kill.KIND, node_failure.KIND)}
+    {k.type: k for k in (node_kill.KIND, container_kill.KIND, network_partition.KIND, node_failure.KIND)}
 )
 
 
@@ -30,7 +30,7 @@ def kind_of(chaos: ChaosSpec) -> ChaosKindInfo:
         raise SpecError("chaos.type", f"must be one of {kinds}, got {chaos.type!r}")
     wrong = info.check(chaos)
     if wrong is not None:
-        raise SpecError("chaos.durationSeconds", wrong)
+        raise SpecError(*wrong)
     return info
 
 

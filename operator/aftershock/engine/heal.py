@@ -27,7 +27,7 @@ from aftershock.chaos.base import Fault, FaultApi
 from aftershock.engine.ports import StopSignal
 from aftershock.errors import ApiError
 from aftershock.ledger import FaultRow, Ledger
-from aftershock.model import ChaosMode, ChaosSpec, Victim
+from aftershock.model import ChaosMode, ChaosSpec, PartitionDirection, Victim
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ def chaos_json(chaos: ChaosSpec) -> dict[str, Any]:
         "target": chaos.target,
         "durationSeconds": chaos.duration_seconds,
         "container": chaos.container,
+        "direction": None if chaos.direction is None else chaos.direction.value,
+        "image": chaos.image,
         "nodes": list(chaos.nodes),
         "acknowledgeNodeFailure": chaos.acknowledge_node_failure,
     }
@@ -64,6 +66,8 @@ def _chaos_of(raw: Mapping[str, Any]) -> ChaosSpec:
         target=str(raw.get("target", "Any")),
         duration_seconds=raw.get("durationSeconds"),
         container=raw.get("container"),
+        direction=None if raw.get("direction") is None else PartitionDirection(str(raw["direction"])),
+        image=raw.get("image"),
         nodes=tuple(raw.get("nodes") or ()),
         acknowledge_node_failure=bool(raw.get("acknowledgeNodeFailure", False)),
     )
@@ -136,8 +140,6 @@ class TrialFault:
     healed: tuple[float, float] | None = None
     #: Why the last heal failed (the fault stays open in the ledger for the next caller).
     heal_error: str | None = None
-    #: Told (monotonic, wall) once healed: for kinds whose victims are back at the heal.
-    on_healed: Callable[[float, float], None] | None = None
     _recorded: bool = False
 
     async def intend(self) -> None:
@@ -175,15 +177,17 @@ class TrialFault:
                 return
         self.healed = (self.monotonic(), self.wall())
         self.heal_error = None
-        if self.on_healed is not None:
-            self.on_healed(*self.healed)
 
-    async def hold(self, stop: StopSignal) -> None:
-        """Hold the fault for ``chaos.durationSeconds`` (less if the trial is stopped), then heal."""
+    async def hold(self, stop: StopSignal, healed: Callable[[float, float], None] | None = None) -> None:
+        """Hold the fault for ``chaos.durationSeconds`` (less if the trial is stopped), then heal;
+        `healed(mono, wall)` is told the moment the heal is done (the trial's recovery counts
+        the victims back from it)."""
         if not self._recorded:
             return
         await stop.wait(self.chaos.duration_seconds)
         await self.heal("held for chaos.durationSeconds" if not stop.is_set() else "the trial was stopped")
+        if self.healed is not None and healed is not None:
+            healed(*self.healed)
 
 
 __all__ = ["HealReport", "TrialFault", "chaos_json", "heal_faults", "heal_one"]

@@ -62,9 +62,12 @@ class RecoveryTracker:
     replaces_pods: bool = True
     #: The container a container-level kind acted on (None: the pod's first).
     container: str | None = None
-    #: The same pods and containers carry on once the fault is healed (node_failure): the
-    #: victims are back at ``fault_healed`` (`mark_healed`), not at a new container.
-    resumes: bool = False
+    #: False: the victims keep their processes (a partition): no new container is waited for,
+    #: and `back` is the heal (`mark_back`).
+    restarts: bool = True
+    #: True: each victim's pod seen not Ready is stamped (``victim_unready``: the kind stops the
+    #: victims without ending their pods, e.g. node_failure's node that stops answering).
+    unready: bool = False
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
@@ -112,9 +115,9 @@ class RecoveryTracker:
     def mark_acked(self, mono: float, wall: float) -> None:
         self._mark("kill_acked", mono, wall)
 
-    def mark_healed(self, mono: float, wall: float) -> None:
-        """The fault was healed (`resumes` kinds: the victims are back from here)."""
-        self._mark("fault_healed", mono, wall)
+    def mark_back(self, mono: float, wall: float) -> None:
+        """The kind says every victim is back (a held fault healed): its `back` milestone."""
+        self._mark(self.back, mono, wall)
         self._check(mono, wall)
 
     @property
@@ -136,13 +139,13 @@ class RecoveryTracker:
                 self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
         if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
             self._track_replacement(pod, mono, wall)
-        if self.resumes and victim_name is not None and type_ != "DELETED" and not pod.ready:
+        if self.unready and victim_name is not None and type_ != "DELETED" and not pod.ready:
             track = self._tracks[victim_name]
             if track.down is None:
                 track.down = self._stamp(mono, wall)
                 downs = [t.down is not None for t in self._tracks.values()]
                 self._all_then("victim_unready", downs, mono, wall)
-        elif not self.replaces_pods and victim_name is not None and type_ != "DELETED":
+        if self.restarts and not self.replaces_pods and victim_name is not None and type_ != "DELETED":
             self._track_container(self._tracks[victim_name], pod, mono, wall)
         if self.pods_healthy():
             if self._pods_healthy_since is None:
@@ -216,7 +219,7 @@ class RecoveryTracker:
         """Per victim, what the kind recorded at the kill with what the tracker saw after it
         (``final_state["chaos"]``): for container_kill the containerID and restartCount after."""
         details: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in injected.items()}
-        if self.replaces_pods or self.resumes:
+        if self.replaces_pods or not self.restarts:
             return details
         for name, track in self._tracks.items():
             entry = details.setdefault(name, {})
@@ -243,6 +246,7 @@ class RecoveryTracker:
                 self._stamp,
                 replacement_ready=self.back in self.milestones,
                 asked=None if asked is None else self._stamp(*asked),
+                restarts=self.restarts,
             )
             reached = self.judge.observe(look)
             for name, stamp in reached.items():
@@ -306,11 +310,11 @@ class RecoveryTracker:
         """What recovery still waits for, in words (for the unrecovered trial's error)."""
         missing: list[str] = []
         waiting = dict(self.judge.pending()) if self.judge is not None else {}
+        if not self.restarts and self.back not in self.milestones:
+            missing.append(f"the fault is not healed yet ({self.back})")
         for name, track in self._tracks.items():
-            if self.resumes:
-                if "fault_healed" not in self.milestones:
-                    missing.append(f"{name}: the fault is not healed yet")
-                elif name in waiting:
+            if not self.restarts:
+                if name in waiting:
                     missing.append(f"{name}: {waiting[name]}")
                 continue
             if not self.replaces_pods:

@@ -15,6 +15,7 @@ from aftershock.model import (
     AttemptRecord,
     CampaignRef,
     ClusterEvent,
+    EphemeralState,
     ExecResult,
     NodeState,
     Phase,
@@ -97,6 +98,14 @@ class PodApi(Protocol):
 
     async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Set (a string) or remove (None) a node's annotations (``patch nodes``)."""
+
+    async def add_ephemeral_container(
+        self, namespace: str, pod: str, uid: str, container: Mapping[str, Any]
+    ) -> None:
+        """Add an ephemeral container to the pod with `uid` (network_partition's)."""
+
+    async def ephemeral_containers(self, namespace: str, pod: str) -> tuple[EphemeralState, ...] | None:
+        """The pod's ephemeral containers; None: no such pod."""
 
 
 class VolumeApi(Protocol):

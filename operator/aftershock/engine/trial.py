@@ -342,11 +342,16 @@ class _Strike:
                 kill_sent_mono=kill_mono,
                 kill_sent_wall=kill_wall,
                 expected_pods=t.expected_pods,
-                judge=t.probe.judge(self.victims, self.gate.probe) if t.probe is not None else None,
+                judge=(
+                    t.probe.judge(self.victims, self.gate.probe, self.kind.restarts)
+                    if t.probe is not None
+                    else None
+                ),
                 back=self.kind.back,
                 replaces_pods=self.kind.replaces_pods,
                 container=t.spec.chaos.container,
-                resumes=self.kind.resumes,
+                restarts=self.kind.restarts,
+                unready=any(name == "victim_unready" for name, _ in self.kind.milestones),
             )
             writes = recovery.write_probe(
                 t.probe,
@@ -394,11 +399,17 @@ class _Strike:
                         "Warning", REASON_TRIAL_INFRA, f"trial {self.index + 1}: {kill_error}"
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
-                await self._injected(fault, killed, tracker)
+                await self._injected(fault, killed)
                 if t.alerts is not None:
                     # From now on, what Alertmanager delivers for this Campaign is this trial's.
                     t.alerts.fault_injected(self.attempt_id, kill_mono)
-                holding = asyncio.create_task(fault.hold(stop)) if fault.heals else None
+                # A kind that keeps the victims' processes is back when healed: the tracker is
+                # told then (for the others the cluster's own signs say when they are back).
+                holding = (
+                    asyncio.create_task(fault.hold(stop, None if self.kind.restarts else tracker.mark_back))
+                    if fault.heals
+                    else None
+                )
                 if killed.first_acked is not None:
                     tracker.mark_acked(*killed.first_acked)
                 watch = recovery.Watch(
@@ -459,16 +470,13 @@ class _Strike:
         )
         return await self._report(outcome, record, error)
 
-    async def _injected(self, fault: heal.TrialFault, killed: Injection, tracker: RecoveryTracker) -> None:
+    async def _injected(self, fault: heal.TrialFault, killed: Injection) -> None:
         t = self.trials
         await fault.injected(killed.details)
         if killed.notice:
             # In the status while the fault lasts, and as an Event that stays.
             t.publisher.message = f"trial {self.index + 1}/{t.spec.trials}: {killed.notice}"
             await t.publisher.emit("Warning", REASON_FAULT_COLLATERAL, t.publisher.message)
-        if self.kind.resumes:
-            # The victims are back when the fault is healed: the tracker hears of it.
-            fault.on_healed = tracker.mark_healed
 
     @staticmethod
     async def _record_fault(

@@ -24,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from aftershock.endpoints import ServiceInfo
 from aftershock.kube import decode, errors
 from aftershock.kube.access import _Access
+from aftershock.kube.ephemerals import _Ephemerals
 from aftershock.kube.errors import (
     KubeError,
     KubeGoneError,
@@ -73,7 +74,7 @@ class LeaseRecord:
     resource_version: str
 
 
-class Kube(_Volumes, _Access, _Execs, _Nodes):
+class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
     """The API calls aftershock makes, typed. One instance per operator process."""
 
     def __init__(self, api: k8s.ApiClient, watch_api: k8s.ApiClient | None = None) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from aftershock.model import ClusterEvent, ContainerState, PodState
+from aftershock.model import ClusterEvent, ContainerState, EphemeralState, PodState
 
 
 def parse_time(value: str | None) -> float | None:
@@ -60,7 +60,31 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
         ready_at=ready_at,
         containers=containers,
         shares_process_namespace=bool(spec.get("shareProcessNamespace", False)),
+        ip=status.get("podIP") or None,
+        host_network=bool(spec.get("hostNetwork", False)),
     )
+
+
+def decode_ephemerals(raw: Mapping[str, Any]) -> tuple[EphemeralState, ...]:
+    """A raw pod's ephemeral containers, in spec order, each as its status shows it."""
+    uid = str((raw.get("metadata") or {}).get("uid", ""))
+    statuses = {
+        str(cs.get("name")): cs for cs in (raw.get("status") or {}).get("ephemeralContainerStatuses") or []
+    }
+    found = []
+    for c in (raw.get("spec") or {}).get("ephemeralContainers") or []:
+        name = str(c.get("name", ""))
+        state = (statuses.get(name) or {}).get("state") or {}
+        if "running" in state:
+            found.append(EphemeralState(uid, "running", name=name))
+        elif "terminated" in state:
+            term = state["terminated"] or {}
+            said = str(term.get("message") or term.get("reason") or "").strip()
+            found.append(EphemeralState(uid, "terminated", int(term.get("exitCode") or 0), said, name=name))
+        else:
+            waiting = str((state.get("waiting") or {}).get("reason") or "")
+            found.append(EphemeralState(uid, "waiting", None, waiting, name=name))
+    return tuple(found)
 
 
 def _container(name: str, status: Mapping[str, Any]) -> ContainerState:

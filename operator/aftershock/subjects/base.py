@@ -45,6 +45,9 @@ class Look:
     replacement_ready: bool
     #: When the look began: a state seen in the answer held somewhere between this and `mono`.
     asked: Milestone | None = None
+    #: False: the fault keeps the victims' processes (a partition); `replacement_ready` then
+    #: means the fault is healed, and no new start is to be waited for.
+    restarts: bool = True
 
     @property
     def answered(self) -> Milestone:
@@ -93,8 +96,11 @@ class Subject(Protocol):
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult: ...
 
-    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
-        """A judge for one trial, from the victims and the look that passed the gate."""
+    def judge(
+        self, victims: Sequence[Victim], gate: ProbeResult | None, restarts: bool = True
+    ) -> RecoveryJudge:
+        """A judge for one trial, from the victims and the look that passed the gate;
+        `restarts` False: the fault keeps the victims' processes (a partition)."""
 
     def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
         """Per pod name, the subject's own id for it (TiKV: store id), recorded with a victim."""

@@ -12,7 +12,9 @@ dead member shows as unreachable rather than hiding the cluster's answer.
 
 Milestones of a trial, after kill sent and pod gone (the engine's): ``leader_lost`` (the victim
 was the leader and a majority of the members no longer follows it), ``leader_elected`` (a
-majority of the members follows one new leader), then the replacement pod Ready (the engine's),
+majority of the members follows one new leader), then the replacement pod Ready (the engine's;
+for a partition: the heal, ``fault_healed``), ``rejoined_as_follower`` (a partition only: each
+victim's member follows the cluster's leader again),
 ``member_healthy`` (the victim's member answers healthy and has applied everything the leader
 had committed one look earlier: caught up), and the whole cluster healthy (``recovered``).
 """
@@ -179,21 +181,34 @@ class EtcdClient:
         return ClusterView(dict(self._members), tuple(statuses))
 
     async def put_and_get(self, key: str, value: str, timeout: float) -> None:
-        """Write through any endpoint that takes it, then read it back (linearizable)."""
+        """Write through every endpoint at once and read it back where it was taken
+        (linearizable); the first to succeed answers. At once, not one after another: a member
+        cut off from the others (a partition) holds a write until the timeout, and trying it
+        first would hide the majority's own window without a leader behind that wait."""
         k = base64.b64encode(key.encode()).decode()
         v = base64.b64encode(value.encode()).decode()
-        last = "no endpoint"
-        for endpoint in self._endpoints:
-            try:
-                await self._post(endpoint, "/v3/kv/put", {"key": k, "value": v}, timeout)
-                got = await self._post(endpoint, "/v3/kv/range", {"key": k}, timeout)
-            except ProbeUnavailableError as exc:
-                last = str(exc)
-                continue
+
+        async def through(endpoint: str) -> None:
+            await self._post(endpoint, "/v3/kv/put", {"key": k, "value": v}, timeout)
+            got = await self._post(endpoint, "/v3/kv/range", {"key": k}, timeout)
             kvs = got.get("kvs") or []
             if not kvs or kvs[0].get("value") != v:
                 raise ProbeUnavailableError(f"{endpoint}: read back {kvs!r}, wrote {value!r}")
-            return
+
+        tasks = [asyncio.create_task(through(e)) for e in self._endpoints]
+        last = "no endpoint"
+        try:
+            for done in asyncio.as_completed(tasks):
+                try:
+                    await done
+                except ProbeUnavailableError as exc:
+                    last = str(exc)
+                    continue
+                return
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         raise ProbeUnavailableError(f"write failed on every endpoint; last: {last}")
 
     async def aclose(self) -> None:
@@ -246,6 +261,9 @@ class ElectionRecovery:
 
     victims: Sequence[Victim]
     old_leader: str | None
+    #: False: the victims keep their processes (a partition): after the heal each victim's
+    #: member is seen following the cluster's leader (``rejoined_as_follower``).
+    restarts: bool = True
     _views: dict[int, ClusterView] = field(default_factory=dict)
     _reached: dict[str, Milestone] = field(default_factory=dict)
     _last_leader_index: int | None = None
@@ -310,9 +328,27 @@ class ElectionRecovery:
         )
         if caught_up:
             self._mark("member_healthy", now)
+        leader_id = next((s.member_id for s in view.statuses if s.name == view.leader_name()), 0)
+        rejoined = (
+            not self.restarts
+            and look.replacement_ready
+            and leader_id != 0
+            and all(
+                (m := by_name.get(name)) is not None
+                and m.reachable
+                and m.leader_id == leader_id
+                and m.member_id != leader_id
+                for name in victims
+            )
+        )
+        if rejoined:
+            self._mark("rejoined_as_follower", began)
         if leader_now is not None:
             self._last_leader_index = leader_now.raft_index
-        if "member_healthy" in self._reached and look.result.healthy and self._done is None:
+        back = "member_healthy" in self._reached and (
+            self.restarts or "rejoined_as_follower" in self._reached
+        )
+        if back and look.result.healthy and self._done is None:
             self._done = now
             self._reached["cluster_healthy"] = now
         return {n: m for n, m in self._reached.items() if n not in before}
@@ -321,6 +357,8 @@ class ElectionRecovery:
         waiting: dict[str, str] = {}
         if self._leader_killed and "leader_elected" not in self._reached:
             waiting[""] = "no new etcd leader elected"
+        if not self.restarts and "rejoined_as_follower" not in self._reached:
+            waiting.update({v.name: "etcd member not back as a follower of the leader" for v in self.victims})
         if "member_healthy" not in self._reached:
             waiting.update({v.name: "etcd member not healthy and caught up" for v in self.victims})
         return waiting
@@ -368,9 +406,11 @@ class EtcdSubject:
             healthy=not reasons, reasons=reasons, summary=_summary(view), roles=roles, detail=view
         )
 
-    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
+    def judge(
+        self, victims: Sequence[Victim], gate: ProbeResult | None, restarts: bool = True
+    ) -> RecoveryJudge:
         leader = gate.summary.get("leader") if gate is not None else None
-        self._trial = ElectionRecovery(victims, leader if isinstance(leader, str) else None)
+        self._trial = ElectionRecovery(victims, leader if isinstance(leader, str) else None, restarts)
         return self._trial
 
     def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
@@ -389,6 +429,10 @@ KIND = SubjectKindInfo(
         ("leader_lost", "a majority of the etcd members no longer follows the killed leader"),
         ("leader_elected", "a majority of the members follows one new leader"),
         ("member_healthy", "the victim's member is healthy and has applied what the leader had"),
+        (
+            "rejoined_as_follower",
+            "after a fault that kept the process (a partition), the victim's member follows the leader",
+        ),
         ("cluster_healthy", "every member healthy, all following one leader"),
     ),
     roles=(LEADER, FOLLOWER),

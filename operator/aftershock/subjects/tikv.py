@@ -198,8 +198,10 @@ class TiKVJudging:
     api_name = "PD"
     writes = False
 
-    def judge(self, victims: Sequence[Victim], gate: ProbeResult | None) -> RecoveryJudge:
-        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {})
+    def judge(
+        self, victims: Sequence[Victim], gate: ProbeResult | None, restarts: bool = True
+    ) -> RecoveryJudge:
+        return StoreRecovery(victims, dict(gate.restarts) if gate is not None else {}, restarts=restarts)
 
     def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
         ids = gate.summary.get("storeIds") if gate is not None else None
@@ -371,6 +373,12 @@ class StoreRecovery:
     #: Per victim pod name: its store's start timestamp before the kill.
     initial_starts: Mapping[str, int]
     store_up: dict[str, Milestone] = field(default_factory=dict)
+    #: False: the stores keep their processes (a partition): PD shows each victim's store not
+    #: Up while the fault holds (``store_disconnected``), and Up with a heartbeat newer than
+    #: any it had during the fault once healed (``store_up``); no new start is waited for.
+    restarts: bool = True
+    _held_heartbeat: dict[str, int] = field(default_factory=dict)
+    _disconnected: set[str] = field(default_factory=set)
     _sources: dict[str, str] = field(default_factory=dict)
     _offset: float | None = None
     _done: Milestone | None = None
@@ -386,6 +394,9 @@ class StoreRecovery:
         # keeps the smallest gap), and the store-Up stamp is only as exact as that offset.
         # Beside these, the engine asks when a look says (`ProbeResult.look_at`: just as a
         # heartbeat is due).
+        if not self.restarts:
+            # A partition: Disconnected comes while the fault holds, so PD is watched throughout.
+            return normal if self._done is not None else min(normal, RECOVERY_PROBE_INTERVAL * 4)
         if not replacement_ready or self._done is not None:
             return normal
         return min(normal, RECOVERY_PROBE_INTERVAL)
@@ -407,6 +418,8 @@ class StoreRecovery:
         if result.pd_now is not None:
             gap = look.wall - result.pd_now  # >= the true offset: PD's newest heartbeat is in its past
             self._offset = gap if self._offset is None else min(self._offset, gap)
+        if not self.restarts:
+            return self._observe_held(look)
         for victim in self.victims:
             name = victim.name
             if name in self.store_up:
@@ -426,6 +439,32 @@ class StoreRecovery:
         )
         return {"store_up": self._done}
 
+    def _observe_held(self, look: Look) -> Mapping[str, Milestone]:
+        """A fault that keeps the stores' processes: Disconnected while held, Up after."""
+        result, reached = look.result, dict[str, Milestone]()
+        for victim in self.victims:
+            name = victim.name
+            beat = result.heartbeats_ns.get(name, 0)
+            if not look.replacement_ready:
+                self._held_heartbeat[name] = max(self._held_heartbeat.get(name, 0), beat)
+                if not result.up.get(name, False):
+                    self._disconnected.add(name)
+            elif (
+                name not in self.store_up and result.up.get(name) and beat > self._held_heartbeat.get(name, 0)
+            ):
+                self.store_up[name], self._sources[name] = self._heartbeat_stamp(beat, look)
+        if "store_disconnected" not in self._sources and self._disconnected >= {v.name for v in self.victims}:
+            self._sources["store_disconnected"] = SOURCE_OBSERVED
+            reached["store_disconnected"] = look.answered
+        if self._done is None and len(self.store_up) == len(self.victims):
+            self._done = max(self.store_up.values(), key=lambda m: m.offset)
+            per_store = [self._sources[v.name] for v in self.victims]
+            self._sources["store_up"] = (
+                SOURCE_PD_HEARTBEAT if all(s == SOURCE_PD_HEARTBEAT for s in per_store) else SOURCE_OBSERVED
+            )
+            reached["store_up"] = self._done
+        return reached
+
     def _heartbeat_stamp(self, heartbeat_ns: int | None, look: Look) -> tuple[Milestone, str]:
         """When the store's heartbeat reached PD, on the operator's clocks; the poll's own
         moment if PD's clock cannot be placed. Never before the kill, never after the poll."""
@@ -437,6 +476,12 @@ class StoreRecovery:
         return look.stamp(look.mono - age, look.wall - age), SOURCE_PD_HEARTBEAT
 
     def pending(self) -> Mapping[str, str]:
+        if not self.restarts:
+            return {
+                v.name: "store not back Up with a heartbeat after the heal"
+                for v in self.victims
+                if v.name not in self.store_up
+            }
         return {
             v.name: "store not back Up with a new start timestamp"
             for v in self.victims
@@ -446,7 +491,13 @@ class StoreRecovery:
 
 KIND = SubjectKindInfo(
     kind="TiKV",
-    milestones=(("store_up", "PD has a heartbeat from the victim's store newer than its new start"),),
+    milestones=(
+        (
+            "store_disconnected",
+            "a fault that keeps the process (a partition): PD no longer shows the victim's store Up",
+        ),
+        ("store_up", "PD has a heartbeat from the victim's store newer than its new start (or the fault)"),
+    ),
     roles=(),
     api_field="pdURL",
     open=TiKVProbe.for_spec,
