@@ -27,6 +27,9 @@ from aftershock.endpoints import (
 from aftershock.errors import SpecError
 from aftershock.fields import _bool, _enum, _get, _int, _mapping, _name, _number
 from aftershock.records import (
+    ACTION_SOURCE_AUDIT,
+    ACTION_SOURCE_EVENT,
+    ACTION_SOURCE_MANAGED_FIELDS,
     ALERT_FIRING,
     ALERT_RESOLVED,
     MILESTONES,
@@ -50,6 +53,9 @@ from aftershock.records import (
 )
 
 __all__ = [
+    "ACTION_SOURCE_AUDIT",
+    "ACTION_SOURCE_EVENT",
+    "ACTION_SOURCE_MANAGED_FIELDS",
     "ALERT_FIRING",
     "ALERT_RESOLVED",
     "MILESTONES",
@@ -262,6 +268,31 @@ class RemediatorSignals:
     resolved_reason: str
 
 
+def service_account_user(namespace: str, name: str) -> str:
+    """The API user a ServiceAccount's token authenticates as."""
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+@dataclass(frozen=True)
+class RemediatorIdentities:
+    """Who the remediator is to the API server: its writes around the subject are its actions
+    (docs/remediator.md). ServiceAccounts as ``name`` (the Campaign's namespace) or
+    ``namespace/name``; users as the API server authenticates them; field managers as they
+    appear in managedFields."""
+
+    service_accounts: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    field_managers: tuple[str, ...] = ()
+
+    def usernames(self, namespace: str) -> frozenset[str]:
+        """The API usernames these identities authenticate as (audit's ``user.username``)."""
+        found = set(self.users)
+        for sa in self.service_accounts:
+            ns, _, name = sa.rpartition("/")
+            found.add(service_account_user(ns or namespace, name))
+        return frozenset(found)
+
+
 @dataclass(frozen=True)
 class Remediator:
     """A workload that heals the subject; scaled to zero during baseline trials."""
@@ -269,6 +300,9 @@ class Remediator:
     kind: RemediatorKind
     name: str
     signals: RemediatorSignals | None = None
+    #: Whose writes are its actions; None: the workload's own ServiceAccount (read from its pod
+    #: template when the Campaign starts).
+    identities: RemediatorIdentities | None = None
 
 
 class MatchType(enum.StrEnum):
@@ -609,6 +643,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"),
             name=rem_name,
             signals=_signals(rem.get("signals")),
+            identities=_identities(rem.get("identities")),
         )
     spec = CampaignSpec(
         subject=subject,
@@ -778,6 +813,30 @@ def parse_reset(raw: Any) -> ResetSpec:
 
 
 _EVENT_REASON = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}")
+
+
+_SA_REF = re.compile(r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _identities(raw: Any) -> RemediatorIdentities | None:
+    if raw is None:
+        return None
+    ids = _mapping(raw, "remediator.identities")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("serviceAccounts", "users", "fieldManagers"):
+        path = f"remediator.identities.{key}"
+        values = ids.get(key) or []
+        if not isinstance(values, list) or len(values) > 32:
+            raise SpecError(path, "must be a list of at most 32 names")
+        for v in values:
+            if not isinstance(v, str) or not v or len(v) > 253:
+                raise SpecError(path, f"{v!r} must be a non-empty string of at most 253 characters")
+            if key == "serviceAccounts" and not _SA_REF.fullmatch(v):
+                raise SpecError(path, f"{v!r} is not a ServiceAccount (name or namespace/name)")
+        lists[key] = tuple(values)
+    if not any(lists.values()):
+        raise SpecError("remediator.identities", "names no serviceAccounts, users nor fieldManagers")
+    return RemediatorIdentities(lists["serviceAccounts"], lists["users"], lists["fieldManagers"])
 
 
 def _signals(raw: Any) -> RemediatorSignals | None:

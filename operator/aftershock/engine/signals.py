@@ -51,7 +51,11 @@ def in_window(
         if not kill_mono <= s.mono <= end_mono or s.event.controller != signals.controller:
             continue
         offset = s.mono - kill_mono
-        actions.append(RemediatorAction(s.event.reason, s.event.message, s.event.involved, s.wall, offset))
+        actions.append(
+            RemediatorAction(
+                s.event.reason, s.event.message, s.event.involved, s.wall, offset, identity=s.event.controller
+            )
+        )
         if s.event.reason == signals.detected_reason and REMEDIATOR_DETECTED not in milestones:
             milestones[REMEDIATOR_DETECTED] = Milestone(s.wall, offset)
         # Resolved counts only once it was detected: a "resolved" left over from an earlier
