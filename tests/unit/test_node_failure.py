@@ -3,10 +3,12 @@ the nodes it names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tests.unit.fakes import FakeCluster, RealClock, fast_campaign, make_pod
@@ -217,3 +219,114 @@ def test_a_recovery_timeout_within_the_fault_is_refused() -> None:
     assert err.value.field == "spec.chaos.durationSeconds"
     spec["recovery"] = {"timeoutSeconds": 61}
     assert parse_campaign_spec(spec).recovery_timeout_seconds == 61
+
+
+# --- the node agent itself: a real process stopped and continued, a cgroup tree of the test's own
+
+
+class _AgentKube:
+    """What the agent asks of the API: the pods on its node, and where it writes its answers."""
+
+    def __init__(self, pods: list[tuple[str, str, str]]) -> None:
+        self.pods = pods
+        self.answers: list[dict[str, Any]] = []
+
+    async def pods_on_node(self, node: str) -> list[tuple[str, str, str]]:
+        return self.pods
+
+    async def patch_node_annotations(self, name: str, annotations: dict[str, str | None]) -> None:
+        self.answers.append(json.loads(str(annotations[node_failure.STATE])))
+
+
+def _host_with_a_kubelet(tmp_path: Path) -> tuple[nodeagent.Host, subprocess.Popen[bytes], Path]:
+    """A real process standing for real-1's kubelet (a /proc entry of the test's own names it;
+    the signals go to the real PID), and one pod cgroup."""
+    kubelet = subprocess.Popen(["sleep", "60"])
+    proc = tmp_path / "proc"
+    _proc(proc, kubelet.pid, ["/bin/kubelet", "--hostname-override", "real-1"])
+    real_start = Path(f"/proc/{kubelet.pid}/stat").read_text()
+    start = int(real_start[real_start.rindex(")") + 2 :].split()[19])
+    (proc / str(kubelet.pid) / "stat").write_text(real_start)
+    assert nodeagent.find_kubelet("real-1", proc) == nodeagent.Proc(kubelet.pid, start)
+    pod = tmp_path / "cgroup" / "freezer" / "kubepods" / "poduid-a"
+    pod.mkdir(parents=True)
+    (pod / "freezer.state").write_text("THAWED")
+    return (
+        nodeagent.Host("real-1", tmp_path / "cgroup", proc, tmp_path / "state" / "real-1.json"),
+        kubelet,
+        pod,
+    )
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def _asked(request: dict[str, Any] | None) -> NodeState:
+    annotations = {} if request is None else {node_failure.REQUEST: json.dumps(request)}
+    return NodeState("real-1", {}, annotations, (), "True")
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_agent_thaws_at_the_deadline_by_itself(tmp_path: Path) -> None:
+    host, kubelet, pod = _host_with_a_kubelet(tmp_path)
+    kube = _AgentKube([("ns", "etcd-0", "uid-a"), ("agents", "agent", "own-uid")])
+    try:
+        agent = nodeagent.Agent(cast(Any, kube), host, own_uid="own-uid")
+        request = {"id": "f1", "until": time.time() + 0.5}
+        await agent.on_node(_asked(request))
+        await _until(lambda: _state(kubelet.pid) == "T")  # the signal is delivered asynchronously
+        assert (pod / "freezer.state").read_text() == "FROZEN"
+        assert kube.answers[-1]["state"] == "frozen"
+        assert kube.answers[-1]["pods"] == ["ns/etcd-0"]  # never its own pod
+        # Nothing more from the API (the operator gone): the deadline alone brings it back.
+        await _until(lambda: _state(kubelet.pid) != "T")
+        assert (pod / "freezer.state").read_text() == "THAWED"
+        assert kube.answers[-1]["state"] == "thawed"
+        assert "deadline" in kube.answers[-1]["note"]
+        assert not host.state_file.exists()
+        # The same request seen again (a watch replays it) does not fail the node a second time.
+        answers = len(kube.answers)
+        await agent.on_node(_asked(request))
+        assert (len(kube.answers), agent.held) == (answers, None)
+        assert (pod / "freezer.state").read_text() == "THAWED"
+    finally:
+        kubelet.kill()
+        kubelet.wait()
+
+
+async def test_the_request_taken_back_thaws_and_a_restarted_agent_thaws_what_one_left(
+    tmp_path: Path,
+) -> None:
+    host, kubelet, pod = _host_with_a_kubelet(tmp_path)
+    kube = _AgentKube([("ns", "etcd-0", "uid-a")])
+    try:
+        agent = nodeagent.Agent(cast(Any, kube), host, own_uid="own-uid")
+        await agent.on_node(_asked({"id": "f1", "until": time.time() + 60}))
+        await _until(lambda: _state(kubelet.pid) == "T")  # the signal is delivered asynchronously
+        await agent.on_node(_asked(None))  # the heal: the request taken back
+        await _until(lambda: _state(kubelet.pid) != "T")
+        assert (pod / "freezer.state").read_text() == "THAWED"
+        assert kube.answers[-1] == {**kube.answers[-1], "id": "f1", "state": "thawed"}
+
+        await agent.on_node(_asked({"id": "f2", "until": time.time() + 60}))
+        await _until(lambda: _state(kubelet.pid) == "T")  # the signal is delivered asynchronously
+        # The agent dies holding the node (its deadline timer with it): a new one, on start,
+        # thaws what the host file says was frozen.
+        assert agent._deadline is not None
+        agent._deadline.cancel()
+        again = nodeagent.Agent(cast(Any, kube), host, own_uid="own-uid")
+        await again.start()
+        await _until(lambda: _state(kubelet.pid) != "T")
+        assert (pod / "freezer.state").read_text() == "THAWED"
+        assert (kube.answers[-1]["id"], kube.answers[-1]["state"]) == ("f2", "thawed")
+    finally:
+        kubelet.kill()
+        kubelet.wait()
