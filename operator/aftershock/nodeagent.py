@@ -61,11 +61,13 @@ def _stat_start(proc: Path, pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
-def find_kubelet(node: str, proc: Path = Path("/proc")) -> Proc | None:
+def find_kubelet(node: str, proc: Path = Path("/proc"), own_uid: str | None = None) -> Proc | None:
     """The node's kubelet: the one whose ``--hostname-override`` names the node, else the only
-    kubelet without one (several nodes on one host, as in the test bed, each name theirs)."""
-    named: list[int] = []
-    unnamed: list[int] = []
+    kubelet without one. Where several name it (one host serving one node name to two
+    clusters, as the test bed's second cluster does), the one whose ``--root-dir`` holds the
+    agent's own pod (`own_uid`): the kubelet that runs the agent runs the node it fails."""
+    named: list[tuple[int, str]] = []
+    unnamed: list[tuple[int, str]] = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -76,21 +78,34 @@ def find_kubelet(node: str, proc: Path = Path("/proc")) -> Proc | None:
         if not argv or os.path.basename(argv[0].decode(errors="replace")) != "kubelet":
             continue
         args = [a.decode(errors="replace") for a in argv[1:] if a]
-        override = None
-        for i, a in enumerate(args):
-            if a == "--hostname-override" and i + 1 < len(args):
-                override = args[i + 1]
-            elif a.startswith("--hostname-override="):
-                override = a.split("=", 1)[1]
+        override = _flag(args, "--hostname-override")
+        root_dir = _flag(args, "--root-dir") or "/var/lib/kubelet"
         if override == node:
-            named.append(int(entry.name))
+            named.append((int(entry.name), root_dir))
         elif override is None:
-            unnamed.append(int(entry.name))
-    pids = named or (unnamed if len(unnamed) == 1 else [])
-    if len(pids) != 1:
+            unnamed.append((int(entry.name), root_dir))
+    found = named or (unnamed if len(unnamed) == 1 else [])
+    if len(found) > 1 and own_uid is not None:
+        # Through the kubelet's own root (/proc/PID/root): the agent's mount namespace is not it.
+        found = [
+            (pid, d)
+            for pid, d in found
+            if (proc / str(pid) / "root" / d.lstrip("/") / "pods" / own_uid).is_dir()
+        ]
+    if len(found) != 1:
         return None
-    start = _stat_start(proc, pids[0])
-    return None if start is None else Proc(pids[0], start)
+    pid = found[0][0]
+    start = _stat_start(proc, pid)
+    return None if start is None else Proc(pid, start)
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def pod_cgroups(root: Path, uids: Iterable[str]) -> list[Path]:
@@ -175,15 +190,18 @@ class Held:
 class Host:
     """The node's processes and cgroups, as the agent changes them."""
 
-    def __init__(self, node: str, cgroup_root: Path, proc: Path, state_file: Path) -> None:
+    def __init__(
+        self, node: str, cgroup_root: Path, proc: Path, state_file: Path, own_uid: str | None = None
+    ) -> None:
         self.node = node
+        self.own_uid = own_uid
         self.cgroup_root = cgroup_root
         self.proc = proc
         self.state_file = state_file
 
     def fail(self, held: Held, pod_uids: dict[str, str]) -> None:
         """Stop the kubelet, then freeze the pods (`pod_uids`: uid -> namespace/name)."""
-        kubelet = find_kubelet(self.node, self.proc)
+        kubelet = find_kubelet(self.node, self.proc, self.own_uid)
         if kubelet is None:
             raise RuntimeError(f"no kubelet process for node {self.node} (hostPID, --hostname-override?)")
         cgroups = pod_cgroups(self.cgroup_root, pod_uids)
@@ -306,7 +324,7 @@ async def run(
 ) -> None:
     """Watch the node for requests until cancelled; thaw whatever is held on the way out."""
     kube = await Kube.connect()
-    host = Host(node, cgroup_root, proc, state_dir / f"{node}.json")
+    host = Host(node, cgroup_root, proc, state_dir / f"{node}.json", own_uid)
     agent = Agent(kube, host, own_uid)
     await agent.start()
     try:

@@ -15,11 +15,12 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
@@ -55,11 +56,22 @@ NODE_1_TAINT = "aftershock.dev/real-node-1"
 SECOND = {"AFTERSHOCK_REAL_NODE_INSTANCE": NODE_1, "AFTERSHOCK_REAL_NODE_NAME": NODE_1}
 
 
-def _second(*args: str, cluster: testbed.Cluster | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**(cluster.env() if cluster is not None else os.environ), **SECOND}
+def node_sh(
+    instance: Mapping[str, str], *args: str, cluster: testbed.Cluster | None = None
+) -> subprocess.CompletedProcess[str]:
+    """realnode.sh for one node instance (`instance`: its AFTERSHOCK_REAL_NODE_* variables; {}
+    is the default cluster's real-0)."""
+    env = {**(cluster.env() if cluster is not None else os.environ), **instance}
+    for key in ("AFTERSHOCK_REAL_NODE_INSTANCE", "AFTERSHOCK_REAL_NODE_NAME"):
+        if key not in instance:
+            env.pop(key, None)
     return subprocess.run(
         [str(REALNODE_SH), *args], env=env, capture_output=True, text=True, check=True, timeout=600
     )
+
+
+def _second(*args: str, cluster: testbed.Cluster | None = None) -> subprocess.CompletedProcess[str]:
+    return node_sh(SECOND, *args, cluster=cluster)
 
 
 def start_second_node(cluster: testbed.Cluster) -> None:
@@ -78,13 +90,71 @@ def stop_second_node(cluster: testbed.Cluster) -> None:
     cluster.kubectl("delete", "node", NODE_1, "--ignore-not-found", check=False)
 
 
-def second_node_state() -> Path:
-    return Path(_second("state-dir").stdout.strip())
+# --- node_failure's node agent and what it changes on the host -----------------------------------
 
 
-def second_node_cgroup_root() -> str:
-    """real-1's kubelet cgroup root (its pods are under <root>/kubepods in every hierarchy)."""
-    return _second("cgroup-root").stdout.strip()
+def kubelet_of(instance: Mapping[str, str]) -> Process:
+    """The instance's kubelet process (its pid file)."""
+    state = Path(node_sh(instance, "state-dir").stdout.strip())
+    process = Process.of(int((state / "run" / "kubelet.pid").read_text()))
+    assert process is not None, f"no kubelet running for {instance or 'real-0'}"
+    return process
+
+
+def process_state(pid: int) -> str:
+    """The process's state letter from /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def cgroup_root(instance: Mapping[str, str]) -> str:
+    """The instance's kubelet cgroup root (its pods are under <root>/kubepods)."""
+    return node_sh(instance, "cgroup-root").stdout.strip()
+
+
+def frozen_cgroups(root: str) -> list[str]:
+    """The pod cgroups under cgroup root `root` not THAWED, read from the host's freezer
+    hierarchy."""
+    pods = Path(f"/sys/fs/cgroup/freezer{root.rstrip('/')}/kubepods")
+    assert pods.is_dir(), pods
+    return [
+        str(p.parent)
+        for p in pods.rglob("freezer.state")
+        if p.parent != pods and p.read_text().strip() != "THAWED"
+    ]
+
+
+def node_agent_objects(namespace: str, server: str, node: str) -> list[dict[str, Any]]:
+    """manifests/node-agent in `namespace`, on `node` only, with the test bed's additions (as
+    the operator's local overlay): the host's network (the API server is on 127.0.0.1) and its
+    address; the operator image built here; a host state folder of the namespace's own."""
+    objs = list(
+        yaml.safe_load_all((testbed.REPO / "manifests" / "node-agent" / "node-agent.yaml").read_text())
+    )
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    for obj in objs:
+        meta = obj["metadata"]
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            meta["name"] = f"{meta['name']}-{namespace}"
+        else:
+            meta["namespace"] = namespace
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] = f"aftershock-node-agent-{namespace}"
+            obj["subjects"][0]["namespace"] = namespace
+        if obj["kind"] == "DaemonSet":
+            pod = obj["spec"]["template"]["spec"]
+            pod["hostNetwork"] = True
+            pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+            pod.pop("priorityClassName", None)
+            c = pod["containers"][0]
+            c["image"] = OPERATOR_IMAGE
+            c["imagePullPolicy"] = "Never"
+            c["env"] += [
+                {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+            ]
+            pod["volumes"][1]["hostPath"]["path"] = f"/tmp/aftershock-node-agent-{namespace}"
+    return objs
 
 
 def on_real_nodes(pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -72,29 +72,6 @@ def node_monitor_seconds() -> tuple[float, float]:
     return grace, period
 
 
-def kubelet_1() -> realnode.Process:
-    pid = int((realnode.second_node_state() / "run" / "kubelet.pid").read_text())
-    process = realnode.Process.of(pid)
-    assert process is not None
-    return process
-
-
-def process_state(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2]
-
-
-def frozen_cgroups() -> list[str]:
-    """real-1's pod cgroups not THAWED, from the cgroup tree itself."""
-    pods = Path(f"/sys/fs/cgroup/freezer{realnode.second_node_cgroup_root()}/kubepods")
-    assert pods.is_dir(), pods
-    return [
-        str(p.parent)
-        for p in pods.rglob("freezer.state")
-        if p.parent != pods and p.read_text().strip() != "THAWED"
-    ]
-
-
 @dataclass
 class NodeWatch:
     """Node real-1's Ready condition as a watch of the test's own saw it: (time, status)."""
@@ -164,44 +141,13 @@ class PodWatch:
         self._stop.set()
 
 
-def agent_objects(namespace: str, server: str) -> list[dict[str, Any]]:
-    """manifests/node-agent in the test's namespace, on real-1 only, with the test bed's
-    additions (as the operator's local overlay): the host's network (the API server is on
-    127.0.0.1) and its address; the operator image built here."""
-    objs = list(
-        yaml.safe_load_all((testbed.REPO / "manifests" / "node-agent" / "node-agent.yaml").read_text())
-    )
-    host, port = server.removeprefix("https://").rsplit(":", 1)
-    for obj in objs:
-        meta = obj["metadata"]
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            meta["name"] = f"{meta['name']}-{namespace}"
-        else:
-            meta["namespace"] = namespace
-        if obj["kind"] == "ClusterRoleBinding":
-            obj["roleRef"]["name"] = f"aftershock-node-agent-{namespace}"
-            obj["subjects"][0]["namespace"] = namespace
-        if obj["kind"] == "DaemonSet":
-            pod = obj["spec"]["template"]["spec"]
-            pod["hostNetwork"] = True
-            pod["nodeSelector"] = {"kubernetes.io/hostname": realnode.NODE_1}
-            pod.pop("priorityClassName", None)
-            c = pod["containers"][0]
-            c["image"] = realnode.OPERATOR_IMAGE
-            c["imagePullPolicy"] = "Never"
-            c["env"] += [
-                {"name": "KUBERNETES_SERVICE_HOST", "value": host},
-                {"name": "KUBERNETES_SERVICE_PORT", "value": port},
-            ]
-            pod["volumes"][1]["hostPath"]["path"] = f"/tmp/aftershock-node-agent-{namespace}"
-    return objs
-
-
 @dataclass
 class Bed:
     endpoints: list[str]
     nodes: NodeWatch
     pods: PodWatch
+    #: real-1's kubelet cgroup root.
+    cgroup_root: str
 
 
 @pytest.fixture
@@ -209,7 +155,7 @@ def bed(cluster: testbed.Cluster, namespace: str, real_node_1: None) -> Iterator
     server = cluster.kubectl(
         "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
     ).stdout
-    agent = agent_objects(namespace, server)
+    agent = realnode.node_agent_objects(namespace, server, realnode.NODE_1)
     cluster.apply(yaml.safe_dump_all(agent))
     cluster.kubectl("rollout", "status", "daemonset/aftershock-node-agent", "-n", namespace, "--timeout=120s")
     clients = [free_port() for _ in range(3)]
@@ -233,7 +179,7 @@ def bed(cluster: testbed.Cluster, namespace: str, real_node_1: None) -> Iterator
     nodes = NodeWatch(api).start()
     cluster.apply(yaml.safe_dump_all(sts), namespace=namespace)
     cluster.kubectl("rollout", "status", "statefulset/etcd", "-n", namespace, "--timeout=180s")
-    yield Bed([f"http://127.0.0.1:{p}" for p in clients], nodes, pods)
+    yield Bed([f"http://127.0.0.1:{p}" for p in clients], nodes, pods, realnode.cgroup_root(realnode.SECOND))
     nodes.stop()
     pods.stop()
     # Whatever happened, real-1 is not left failed for the next test (the agent's own thaw).
@@ -374,17 +320,17 @@ def test_node_failure_of_real_1_nothing_replaced_node_back_and_the_guards(
     guards_s = time.time() - started
 
     # --- the failure -------------------------------------------------------------------------------
-    kubelet = kubelet_1()
-    assert process_state(kubelet.pid) != "T"
+    kubelet = realnode.kubelet_of(realnode.SECOND)
+    assert realnode.process_state(kubelet.pid) != "T"
     before = dict(bed.pods.first_seen)
     create_campaign(cluster, namespace, campaign("fail", namespace, bed.endpoints, duration))
     # While the node is away: the kubelet stopped and real-1's pods frozen, as the process table
     # and the cgroup tree say (not the operator).
     stopped_seen = testbed.wait_for(
-        lambda: process_state(kubelet.pid) == "T", 120, what="real-1's kubelet stopped"
+        lambda: realnode.process_state(kubelet.pid) == "T", 120, what="real-1's kubelet stopped"
     )
     assert stopped_seen
-    assert frozen_cgroups(), "no pod cgroup of real-1 frozen"
+    assert realnode.frozen_cgroups(bed.cgroup_root), "no pod cgroup of real-1 frozen"
     done = wait_phase(cluster, namespace, "fail", {"Succeeded", "Failed"}, timeout=duration + 400, op=op)
     assert done["status"]["phase"] == "Succeeded", done["status"]
 
@@ -417,8 +363,8 @@ def test_node_failure_of_real_1_nothing_replaced_node_back_and_the_guards(
     assert new == {}, new
     # Back: every member healthy; nothing of real-1 left stopped or frozen.
     assert all(healthy(e) for e in bed.endpoints)
-    assert process_state(kubelet.pid) != "T"
-    assert frozen_cgroups() == []
+    assert realnode.process_state(kubelet.pid) != "T"
+    assert realnode.frozen_cgroups(bed.cgroup_root) == []
     node = json.loads(cluster.kubectl("get", "node", realnode.NODE_1, "-o", "json").stdout)
     assert REQUEST not in node["metadata"].get("annotations", {})
     assert json.loads(node["metadata"]["annotations"][STATE])["state"] == "thawed"

@@ -330,3 +330,14 @@ async def test_the_request_taken_back_thaws_and_a_restarted_agent_thaws_what_one
     finally:
         kubelet.kill()
         kubelet.wait()
+
+
+def test_find_kubelet_of_a_node_name_served_twice_is_the_one_that_runs_the_agent(tmp_path: Path) -> None:
+    # One host, node name real-0 in two clusters (the test bed's reliability cluster): the
+    # kubelet whose root dir holds the agent's own pod.
+    _proc(tmp_path, 20, ["/bin/kubelet", "--hostname-override", "real-0", "--root-dir", "/a/kubelet"])
+    _proc(tmp_path, 21, ["/bin/kubelet", "--hostname-override=real-0", "--root-dir=/b/kubelet"], start=7)
+    assert nodeagent.find_kubelet("real-0", tmp_path) is None  # ambiguous without the agent's pod
+    (tmp_path / "21" / "root" / "b" / "kubelet" / "pods" / "agent-uid").mkdir(parents=True)
+    assert nodeagent.find_kubelet("real-0", tmp_path, own_uid="agent-uid") == nodeagent.Proc(21, 7)
+    assert nodeagent.find_kubelet("real-0", tmp_path, own_uid="other-uid") is None
