@@ -49,6 +49,8 @@ from aftershock.records import (
     ProbeResult,
     RemediatorAction,
     Victim,
+    actions_after_recovery,
+    after_recovery,
     remediator_actions,
 )
 
@@ -76,6 +78,8 @@ __all__ = [
     "RemediatorAction",
     "SpecError",
     "Victim",
+    "actions_after_recovery",
+    "after_recovery",
     "check_endpoint_namespace",
     "check_endpoint_url",
     "check_pd_namespace",
@@ -300,6 +304,10 @@ class Remediator:
     kind: RemediatorKind
     name: str
     signals: RemediatorSignals | None = None
+    #: A trial ends only once the subject recovered and the remediator then did nothing for
+    #: this long (`aftershock.engine.recovery.QuietWait`); None: it ends at the recovery plus
+    #: the settle window, whatever the remediator does. Never part of the recovery time.
+    quiet_seconds: float | None = None
     #: Whose writes are its actions; None: the workload's own ServiceAccount (read from its pod
     #: template when the Campaign starts).
     identities: RemediatorIdentities | None = None
@@ -643,6 +651,11 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"),
             name=rem_name,
             signals=_signals(rem.get("signals")),
+            quiet_seconds=(
+                None
+                if rem.get("quietSeconds") is None
+                else _number(rem["quietSeconds"], "remediator.quietSeconds", minimum=1, maximum=3_600)
+            ),
             identities=_identities(rem.get("identities")),
         )
     spec = CampaignSpec(
@@ -678,6 +691,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         trend=parse_trend(raw.get("trend")),
         detection=parse_detection(raw.get("detection")),
     )
+    _check_quiet(spec)
     if duration is not None and duration >= spec.recovery_timeout_seconds:
         raise SpecError(
             "chaos.durationSeconds",
@@ -685,6 +699,29 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             f"({spec.recovery_timeout_seconds:g}): the victims come back only after the fault is healed",
         )
     return spec
+
+
+def action_sources(remediator: Remediator) -> tuple[str, ...]:
+    """Where the remediator's actions are seen, by spec field (the quiet wait needs one)."""
+    return ("remediator.signals",) if remediator.signals is not None else ()
+
+
+def _check_quiet(spec: CampaignSpec) -> None:
+    rem = spec.remediator
+    if rem is None or rem.quiet_seconds is None:
+        return
+    if not action_sources(rem):
+        raise SpecError(
+            "remediator.quietSeconds",
+            "needs a way to see the remediator's actions: set spec.remediator.signals (the "
+            "Events it emits), or remove quietSeconds",
+        )
+    if rem.quiet_seconds >= spec.recovery_timeout_seconds:
+        raise SpecError(
+            "remediator.quietSeconds",
+            f"{rem.quiet_seconds:g} must be shorter than recovery.timeoutSeconds "
+            f"({spec.recovery_timeout_seconds:g}), which caps the quiet wait after the recovery",
+        )
 
 
 def parse_schedule(raw: Any) -> ScheduleSpec | None:

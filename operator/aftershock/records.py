@@ -325,3 +325,18 @@ def remediator_actions(final_state: Mapping[str, Any]) -> tuple[RemediatorAction
         if isinstance(a, Mapping)
     ]
     return tuple(sorted(actions, key=lambda a: a.offset))
+
+
+def after_recovery(action: RemediatorAction, recovered: Milestone | None) -> bool:
+    """Whether the remediator took `action` after the subject had recovered (by offset from the
+    fault): with ``spec.remediator.quietSeconds`` the trial waits for such actions; they are
+    never part of the recovery, and say the remediator acted on a subject already healthy."""
+    return recovered is not None and action.offset > recovered.offset
+
+
+def actions_after_recovery(
+    actions: tuple[RemediatorAction, ...], milestones: Mapping[str, Milestone]
+) -> tuple[RemediatorAction, ...]:
+    """Those of `actions` taken after the attempt's ``recovered`` milestone."""
+    recovered = milestones.get("recovered")
+    return tuple(a for a in actions if after_recovery(a, recovered))

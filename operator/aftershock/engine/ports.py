@@ -35,6 +35,7 @@ __all__ = [
     "ProbeResult",
     "ProbeUnavailableError",
     "Recorder",
+    "RemediatorActivity",
     "ScaleApi",
     "ServiceApi",
     "StatusSink",
@@ -149,6 +150,17 @@ class EventApi(Protocol):
     def watch_events(
         self, namespace: str, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncIterator[tuple[str, ClusterEvent, str]]: ...
+
+
+class RemediatorActivity(Protocol):
+    """Where the remediator's actions are seen as they happen: what the quiet wait at a trial's
+    end asks (`aftershock.engine.recovery.QuietWait`). Each source of actions implements it (the
+    remediator's Events today: `aftershock.engine.signals.SignalWatch`); the actions themselves
+    reach the ledger as `aftershock.records.RemediatorAction` values when the trial ends."""
+
+    def last_action_mono(self) -> float | None:
+        """The monotonic time (the engine's `Clock`) the latest action was seen at; None when
+        none has been seen yet. Called once a second at most, on the event loop: no I/O."""
 
 
 class ServiceApi(Protocol):

@@ -258,6 +258,7 @@ class CampaignRunner:
                     publisher=out,
                     remediator=self._remediator,
                     signals=signals,
+                    activity=signals,
                     alerts=alerts,
                     volumes=self.volumes,
                     namespaces=self.namespaces,
