@@ -341,3 +341,47 @@ def test_find_kubelet_of_a_node_name_served_twice_is_the_one_that_runs_the_agent
     (tmp_path / "21" / "root" / "b" / "kubelet" / "pods" / "agent-uid").mkdir(parents=True)
     assert nodeagent.find_kubelet("real-0", tmp_path, own_uid="agent-uid") == nodeagent.Proc(21, 7)
     assert nodeagent.find_kubelet("real-0", tmp_path, own_uid="other-uid") is None
+
+
+class _NodeWithAgent:
+    """The kind's view of one node (its `FaultApi` calls) with the real agent behind it: every
+    patch of the node is the agent's next watch event, as on a cluster."""
+
+    def __init__(self, host: nodeagent.Host, pods: list[tuple[str, str, str]]) -> None:
+        self.node = NodeState("real-1", {}, {}, (), "True")
+        self.agent = nodeagent.Agent(cast(Any, self), host, own_uid="agent-uid")
+        self._pods = pods
+
+    async def get_node(self, name: str) -> NodeState:
+        return self.node
+
+    async def patch_node_annotations(self, name: str, annotations: dict[str, str | None]) -> None:
+        merged = {**self.node.annotations, **annotations}
+        self.node = NodeState(name, {}, {k: v for k, v in merged.items() if v is not None}, (), "True")
+        if node_failure.REQUEST in annotations:  # the agent's own answers are not requests
+            await self.agent.on_node(self.node)
+
+    async def pods_on_node(self, node: str) -> list[tuple[str, str, str]]:
+        return self._pods
+
+
+async def test_a_trial_run_again_on_the_same_victim_is_a_new_fault_the_agent_serves(tmp_path: Path) -> None:
+    # After an operator restart the trial runs again, often on the same victim: its request
+    # must not look like the one the agent has answered "thawed" already.
+    host, kubelet, pod = _host_with_a_kubelet(tmp_path)
+    api = _NodeWithAgent(host, [("db", "etcd-1", "uid-a")])
+    strike, _cluster = _strike()
+    try:
+        for _ in range(2):
+            done = await node_failure.inject(strike, cast(Any, api), RealClock(), lambda: False)
+            assert done.error is None
+            await _until(lambda: nodeagent.frozen(pod))
+            await _until(lambda: _state(kubelet.pid) == "T")
+            fault = Fault("db", strike.victims, strike.chaos, done.details)
+            assert await node_failure.heal(fault, cast(Any, api)) is None
+            await _until(lambda: _state(kubelet.pid) != "T")
+            assert not nodeagent.frozen(pod)
+    finally:
+        kubelet.kill()
+        kubelet.wait()
+        await _cluster.close()

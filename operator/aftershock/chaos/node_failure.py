@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aftershock.chaos.base import ChaosKindInfo, Clock, Fault, FaultApi, Injection, Right, Stopping, Strike
 from aftershock.errors import NotFoundError
-from aftershock.model import NODE_FAILURE, NodeState
+from aftershock.model import NODE_FAILURE, NodeState, Victim
 
 #: The request aftershock writes on the Node: ``{"id": ..., "until": unix seconds}``.
 REQUEST = "aftershock.dev/node-failure"
@@ -59,9 +59,15 @@ def read_json(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def fault_id(strike: Strike) -> str:
-    """One id per fault, recorded with it: the heal and the agent's answers name it."""
-    return f"{strike.namespace}/{'+'.join(v.uid[:8] for v in strike.victims)}"
+def _victims_key(namespace: str, victims: Sequence[Victim]) -> str:
+    return f"{namespace}/{'+'.join(v.uid[:8] for v in victims)}"
+
+
+def fault_id(strike: Strike, wall: float) -> str:
+    """One id per fault, recorded with it: the heal and the agent's answers name it. Unique
+    per fault, not per victim set: a trial run again on the same victim (after an operator
+    restart) is a new fault, which an agent that answered the last one ``thawed`` must serve."""
+    return f"{_victims_key(strike.namespace, strike.victims)}@{wall:.3f}"
 
 
 def _refusal(strike: Strike, nodes: Mapping[str, NodeState]) -> str | None:
@@ -108,7 +114,7 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
         return Injection(refused, refused=True)
     if not strike.held():
         return Injection("not failing the node: the subject lock lapsed")
-    ident = fault_id(strike)
+    ident = fault_id(strike, clock.wall())
     until = clock.wall() + duration + BACKSTOP_SECONDS
     request = json.dumps({"id": ident, "until": until}, sort_keys=True)
     first: tuple[float, float] | None = None
@@ -161,10 +167,14 @@ async def heal(fault: Fault, api: FaultApi) -> str | None:
         except NotFoundError:
             continue  # the node is gone: nothing of ours is left on it
         held = read_json(node.annotations.get(REQUEST))
-        if ident is None:
+        if ident is None and str(held.get("id", "")).startswith(
+            _victims_key(fault.namespace, fault.victims) + "@"
+        ):
             # Injected before the details were stored (a crash between the two): ours is the
-            # request whose id starts with this namespace and names these victims.
-            ident = f"{fault.namespace}/{'+'.join(v.uid[:8] for v in fault.victims)}"
+            # request whose id names this namespace and these victims.
+            ident = str(held["id"])
+        if ident is None:
+            continue
         if held and held.get("id") == ident:
             await api.patch_node_annotations(name, {REQUEST: None})
         state = read_json(node.annotations.get(STATE))
