@@ -86,6 +86,9 @@ class RunnerSettings:
     namespace_label: tuple[str, str] | None = None
     #: ``--node-name``: the node the operator runs on, which node-level chaos never fails.
     operator_node: str | None = None
+    #: How long a trial's end waits for the audit webhook to deliver the writes of its window
+    #: (the API server's --audit-webhook-batch-max-wait should be shorter).
+    audit_catch_up_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
