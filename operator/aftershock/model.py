@@ -42,6 +42,7 @@ from aftershock.records import (
     ContainerState,
     EphemeralState,
     ExecResult,
+    ManagedEntry,
     Milestone,
     Outcome,
     PodState,
@@ -69,6 +70,7 @@ __all__ = [
     "ContainerState",
     "EphemeralState",
     "ExecResult",
+    "ManagedEntry",
     "Milestone",
     "Outcome",
     "PodState",
@@ -306,8 +308,8 @@ class Remediator:
     #: this long (`aftershock.engine.recovery.QuietWait`); None: it ends at the recovery plus
     #: the settle window, whatever the remediator does. Never part of the recovery time.
     quiet_seconds: float | None = None
-    #: Whose writes are its actions; None: the workload's own ServiceAccount (read from its pod
-    #: template when the Campaign starts).
+    #: Whose writes are its actions; without ServiceAccounts named, the workload's own one
+    #: (read from its pod template when the Campaign starts) is added.
     identities: RemediatorIdentities | None = None
 
 

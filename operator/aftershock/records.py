@@ -5,6 +5,7 @@ was judged on. Pure values: no I/O, no parsing (the ledger and the engine build 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,25 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class ManagedEntry:
+    """One managedFields entry of an object: who last wrote which fields, and when (whole
+    seconds: the API server's managedFields time has no finer resolution)."""
+
+    manager: str
+    operation: str  # Apply or Update
+    subresource: str  # "" for the object itself, "status", ...
+    time: float | None  # unix seconds
+    #: The field paths it owns, from fieldsV1, to a bounded depth (``metadata.labels.x``).
+    fields: tuple[str, ...] = ()
+
+    @property
+    def time_text(self) -> str:
+        if self.time is None:
+            return "unset"
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
+
+
+@dataclass(frozen=True)
 class PodState:
     """What the engine needs to know of one subject pod, decoded from the API once."""
 
@@ -181,6 +201,9 @@ class PodState:
     #: ``spec.hostNetwork``: the pod uses the node's network namespace (a network fault in it
     #: would hit the node and every hostNetwork pod on it).
     host_network: bool = False
+    #: Its managedFields entries (who wrote which fields): the remediator's actions by field
+    #: manager (`aftershock.engine.actions`).
+    managed: tuple[ManagedEntry, ...] = ()
 
     def container(self, name: str | None) -> ContainerState | None:
         """The container named `name` (None: the first), or None when there is none."""

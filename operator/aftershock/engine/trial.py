@@ -19,6 +19,7 @@ from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
+from aftershock.engine.actions import CampaignActions
 from aftershock.engine.alerts import CampaignAlerts
 from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
@@ -55,6 +56,7 @@ from aftershock.model import (
     CampaignSpec,
     Milestone,
     Outcome,
+    RemediatorAction,
     Verdict,
     Victim,
     after_recovery,
@@ -82,6 +84,8 @@ class Trials:
     activity: RemediatorActivity | None = None
     #: The alerts delivered for this Campaign (`spec.detection`; None: it listens for none).
     alerts: CampaignAlerts | None = None
+    #: The remediator's writes (audit webhook, managedFields; None: no remediator).
+    actions: CampaignActions | None = None
     #: The subject's claims, for `spec.reset.mode: Recreate` (None: no access to them).
     volumes: VolumeApi | None = None
     #: Whether the namespace is being deleted, asked when pods go mid-recovery (None: never).
@@ -389,6 +393,11 @@ class _Strike:
                     retry_budget=t.settings.kill_retry_budget,
                     held=lambda: strike.lock_covers(self.victims, t.view, t.lock),
                 )
+                if t.actions is not None:
+                    # Before the fault goes in: the remediator may act the moment it does.
+                    t.actions.fault_injected(
+                        kill_mono, kill_wall, frozenset(v.node for v in self.victims if v.node)
+                    )
                 killed = await self.kind.inject(plan, t.pods, clock, stop.is_set)
                 kill_error = killed.error
                 gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
@@ -470,7 +479,7 @@ class _Strike:
         if window is not None:
             milestones.update(window.milestones())
             final_state["writes"] = window.summary()
-        self._record_remediator(quiet, tracker, kill_mono, end_mono, milestones, final_state)
+        await self._record_remediator(quiet, tracker, kill_mono, end_mono, milestones, final_state)
         # The order each milestone was recorded in: equal offsets (one look saw two moments)
         # are shown in it, not by name (`aftershock.phases.MILESTONE_ORDER`).
         final_state["milestoneOrder"] = list(milestones)
@@ -493,7 +502,7 @@ class _Strike:
 
         return announce
 
-    def _record_remediator(
+    async def _record_remediator(
         self,
         quiet: recovery.QuietWait | None,
         tracker: RecoveryTracker,
@@ -502,15 +511,25 @@ class _Strike:
         milestones: dict[str, Milestone],
         final_state: dict[str, Any],
     ) -> None:
-        """What the remediator did in the trial window (kill to the end, quiet wait included),
+        """What the remediator said (its Events) and did (its writes: audit webhook,
+        managedFields) in the trial window (kill to the end, quiet wait included), in time order,
         each action flagged when it came after the recovery, and how the quiet wait ended."""
         t = self.trials
-        if t.signals is not None:
-            said = t.signals.trial(kill_mono, end_mono)
-            milestones.update(said.milestones)
+        if t.signals is not None or t.actions is not None:
+            actions: list[RemediatorAction] = []
+            if t.signals is not None:
+                said = t.signals.trial(kill_mono, end_mono)
+                milestones.update(said.milestones)
+                actions.extend(said.actions)
+            if t.actions is not None:
+                # The audit webhook delivers in batches: the window's last writes may still be
+                # on their way (bounded wait; none when no batch ever came).
+                await t.actions.caught_up(end_mono, t.settings.audit_catch_up_seconds)
+                actions.extend(t.actions.trial(kill_mono, end_mono))
             recovered = milestones.get("recovered")
             final_state["remediatorActions"] = [
-                {**a.as_json(), "afterRecovery": after_recovery(a, recovered)} for a in said.actions
+                {**a.as_json(), "afterRecovery": after_recovery(a, recovered)}
+                for a in sorted(actions, key=lambda a: a.offset)
             ]
         if quiet is not None:
             final_state["quietWait"] = quiet.summary(kill_mono, tracker.recovered_seen_mono)

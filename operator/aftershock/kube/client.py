@@ -416,6 +416,17 @@ class Kube(_Volumes, _Access, _Execs, _Ephemerals):
             )
         raise KubeError(f"cannot annotate a {kind}")
 
+    async def service_account(self, kind: str, namespace: str, name: str) -> str:
+        """The ServiceAccount the workload's pod template names ("default" when none)."""
+        read = (
+            self._apps.read_namespaced_deployment
+            if kind == "Deployment"
+            else self._apps.read_namespaced_stateful_set
+        )
+        data = await self._json("get", f"get {kind} {namespace}/{name}", read, name, namespace)
+        spec = ((data.get("spec") or {}).get("template") or {}).get("spec") or {}
+        return str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+
     async def patch_workload_metadata(
         self,
         kind: str,
