@@ -15,15 +15,22 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tests.unit.fakes import FAST_SETTINGS, FakeCluster, FakeLock, ListSink, fast_campaign
 
 from aftershock import receiver
 from aftershock.auditing import AuditPayloadError, parse_event_list
 from aftershock.engine.actions import AuditHorizon, AuditInbox, CampaignActions
+from aftershock.engine.podwatch import PodWatches
+from aftershock.engine.runner import CampaignRunner
+from aftershock.engine.view import PodView
+from aftershock.errors import ApiError
 from aftershock.kube.decode import decode_managed, decode_pod
 from aftershock.model import (
     ACTION_SOURCE_AUDIT,
     ACTION_SOURCE_MANAGED_FIELDS,
     CampaignRef,
+    CampaignSpec,
+    parse_campaign_spec,
     remediator_actions,
 )
 
@@ -358,3 +365,73 @@ def test_a_named_field_managers_new_or_changed_entry_is_an_action() -> None:
     ]
     assert found[0].involved == "pods db/tikv-1"
     assert "2026-12-06T20:00:01Z" in found[0].message
+
+
+# --- whose writes: the Campaign's identities, the workload's ServiceAccount by default ----------
+
+
+class FakeWorkloads:
+    def __init__(self, sa: str | None) -> None:
+        self.sa = sa
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def service_account(self, kind: str, namespace: str, name: str) -> str:
+        self.asked.append((kind, namespace, name))
+        if self.sa is None:
+            raise ApiError("deployments.apps healer is forbidden", 403)
+        return self.sa
+
+
+def _runner(workloads: FakeWorkloads, inbox: AuditInbox | None) -> CampaignRunner:
+    return CampaignRunner(
+        ref=REF,
+        generation=1,
+        spec_source=dict,
+        existing_status={},
+        ledger=None,  # type: ignore[arg-type]  # not reached: only the actions' scope is used
+        pods=FakeCluster(),
+        probe_factory=lambda spec, ns: None,
+        lock=FakeLock(),
+        status=ListSink(),
+        events=ListSink(),
+        clock=ManualClock(),
+        settings=FAST_SETTINGS,
+        audit_inbox=inbox,
+        workloads=workloads,
+    )
+
+
+def _spec(identities: dict[str, Any] | None) -> CampaignSpec:
+    rem: dict[str, Any] = {"kind": "Deployment", "name": "healer"}
+    if identities is not None:
+        rem["identities"] = identities
+    return parse_campaign_spec({**fast_campaign(), "remediator": rem})
+
+
+@pytest.mark.parametrize(
+    ("identities", "sa", "usernames", "asked"),
+    [
+        # No ServiceAccount named: the workload's own is the identity, field managers beside it.
+        ({"fieldManagers": ["fm"]}, "healer-sa", {"system:serviceaccount:db:healer-sa"}, True),
+        (None, "healer-sa", {"system:serviceaccount:db:healer-sa"}, True),
+        # Named: the workload is not asked.
+        ({"serviceAccounts": ["ops/agent"]}, "healer-sa", {"system:serviceaccount:ops:agent"}, False),
+        # It cannot be read (RBAC): nothing by ServiceAccount is recorded, the run goes on.
+        ({"users": ["alice"], "fieldManagers": ["fm"]}, None, {"alice"}, True),
+    ],
+)
+async def test_the_remediators_identities_and_its_workloads_service_account(
+    identities: dict[str, Any] | None, sa: str | None, usernames: set[str], asked: bool
+) -> None:
+    workloads = FakeWorkloads(sa)
+    inbox = AuditInbox(ManualClock())
+    runner = _runner(workloads, inbox)
+    spec = _spec(identities)
+    view = PodView(PodWatches(FakeCluster(), ManualClock()), REF.namespace, spec.subject.selector)
+    async with runner._actions(spec, view) as actions:
+        assert actions is not None
+        assert actions.usernames == usernames
+        assert actions.field_managers == frozenset((identities or {}).get("fieldManagers", []))
+        assert view.on_change == actions.pod_changed  # the pod watch tells it of managedFields
+    assert view.on_change is None
+    assert workloads.asked == ([("Deployment", "db", "healer")] if asked else [])
