@@ -96,6 +96,12 @@ def _uint(raw: Mapping[str, Any], key: str) -> int:
         raise ProbeUnavailableError(f"etcd answered {key}={value!r}, not a number") from None
 
 
+def _reaped(task: asyncio.Task[Any]) -> None:
+    """A background request's own failure is nobody's to hear (the look it served is over)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class EtcdClient:
     """A read-mostly client of etcd's JSON gateway: no redirects, no proxies from the
     environment (the URLs were checked; nothing else may be reached)."""
@@ -103,18 +109,40 @@ class EtcdClient:
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0) -> None:
         self._endpoints = tuple(e.rstrip("/") for e in endpoints)
         self._timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        self._http = self._new_http()
         self._members: dict[int, str] = {}
+        #: Requests left to end by their own timeout, and old clients being closed.
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _new_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False)
+
+    def _in_background(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(_reaped)
+        task.add_done_callback(self._background.discard)
+
+    async def _request(self, method: str, url: str, timeout: float | None, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(
+                method, url, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT, **kwargs
+            )
+        except httpx.PoolTimeout:
+            # httpcore (1.0.9, the latest) can lose its pool's slots to requests cancelled while
+            # they wait for a connection (encode/httpcore#1093): every later request then fails
+            # with PoolTimeout though the members answer. Seen here: a member frozen for 245 s
+            # (node_failure), then every endpoint PoolTimeout until the recovery timeout. This
+            # client never has more than a few requests out at once, so a PoolTimeout means a
+            # lost pool: the next request goes through a new one.
+            old, self._http = self._http, self._new_http()
+            self._in_background(asyncio.create_task(old.aclose()))
+            raise
 
     async def _post(
         self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float | None = None
     ) -> Any:
         try:
-            response = await self._http.post(
-                endpoint + path,
-                json=dict(body),
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            response = await self._request("POST", endpoint + path, timeout, json=dict(body))
         except httpx.HTTPError as exc:
             raise ProbeUnavailableError(f"{endpoint}{path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200 or len(response.content) > _MAX_RESPONSE_BYTES:
@@ -127,7 +155,7 @@ class EtcdClient:
     async def _status(self, endpoint: str, members: Mapping[int, str], timeout: float) -> MemberStatus:
         try:
             raw = await self._post(endpoint, "/v3/maintenance/status", {}, timeout)
-            health = await self._http.get(endpoint + "/health", timeout=timeout)
+            health = await self._request("GET", endpoint + "/health", timeout)
         except (ProbeUnavailableError, httpx.HTTPError) as exc:
             return MemberStatus.unreachable(endpoint, str(exc))
         header = raw.get("header") or {}
@@ -206,12 +234,17 @@ class EtcdClient:
                     continue
                 return
         finally:
+            # The others end by their own timeout, not by cancellation: a request cancelled
+            # while it waits for a connection can cost the pool a slot for good (`_request`).
             for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                if not task.done():
+                    self._in_background(task)
         raise ProbeUnavailableError(f"write failed on every endpoint; last: {last}")
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._http.aclose()
 
 
