@@ -20,6 +20,7 @@ labelled so for the moment), and, at the API server, a Campaign without
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -55,14 +56,20 @@ def _go_duration(text: str) -> float:
 
 def node_monitor_seconds() -> tuple[float, float]:
     """The controller manager's --node-monitor-grace-period and --node-monitor-period, read from
-    its process (the test bed's own; kwokctl sets them). Upstream defaults when absent."""
+    its process (the test bed's own; kwokctl sets them). Upstream defaults when absent.
+
+    Only this cluster's (kwokctl's binary sits under clusters/<name>/bin): other clusters on the
+    machine (the reliability suite's, a helper's own) may run with other timings, and a shorter
+    grace period read from them would make the fault too short to be seen NotReady."""
     grace, period = 50.0, 5.0
+    name = os.environ.get("AFTERSHOCK_CLUSTER_NAME") or "aftershock"
+    own = f"/clusters/{name}/bin/kube-controller-manager".encode()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if not args or not args[0].endswith(b"kube-controller-manager"):
+        if not args or not args[0].endswith(own):
             continue
         for a in (x.decode() for x in args):
             if a.startswith("--node-monitor-grace-period="):
