@@ -10,6 +10,10 @@
 #   hack/testbed/cluster.sh env     print shell exports (KUBECONFIG, PATH with kubectl)
 #   hack/testbed/cluster.sh audit-log  print the path of the API server's audit log
 #   AFTERSHOCK_CLUSTER_NAME=x ...   another, independent cluster (state in ~/.cache/aftershock/clusters/x)
+#   A running cluster whose configuration (the create flags below, manifests/kwokctl.yaml, the
+#   audit policy) differs from the one it was made with is made again by `up`, unless
+#   AFTERSHOCK_KEEP_CLUSTER=1: a cluster shared by several checkouts is kept as it runs (with a
+#   warning), so that an older checkout's tests do not remake it under a newer one's.
 #   AFTERSHOCK_REAL_NODE=auto|1|0   the real node (realnode.sh: containerd + kubelet, node real-0)
 #                                   beside the kwok nodes. auto (default): on for the default
 #                                   cluster when this machine can host it (root, Debian), with the
@@ -44,41 +48,59 @@ answers() {
     get --raw /readyz >/dev/null 2>&1
 }
 
+# How the cluster is made: kwokctl's flags (every extra component flag is in kwokctl.yaml).
+create_args() {
+  printf '%s\n' \
+    --runtime binary \
+    --kubeconfig "$kubeconfig" \
+    --etcd-binary "$1/etcd" \
+    --kube-apiserver-binary "$1/kube-apiserver" \
+    --kube-controller-manager-binary "$1/kube-controller-manager" \
+    --kube-scheduler-binary "$1/kube-scheduler" \
+    --kwok-controller-binary "$1/kwok" \
+    --kube-authorization=true \
+    --kube-admission=true \
+    --kube-audit-policy "$here/manifests/audit-policy.yaml" \
+    --wait 120s
+}
+
+# A digest of everything the cluster is made from: a change to any of it makes it again.
+config_digest() {
+  { create_args "$1"; cat "$here/manifests/kwokctl.yaml" "$here/manifests/audit-policy.yaml"; } |
+    sha256sum | cut -d' ' -f1
+}
+
 up() {
-  local bin start=$SECONDS
+  local bin start=$SECONDS digest made=""
   bin=$(bin_dir)
   export PATH="$bin:$PATH"   # kwokctl runs kubectl from PATH
-  if answers "$bin"; then
-    log "cluster '$name' already running"
+  digest=$(config_digest "$bin")
+  [ -f "$state/config.sha256" ] && made=$(cat "$state/config.sha256")
+  if answers "$bin" && { [ "$made" = "$digest" ] || [ "${AFTERSHOCK_KEEP_CLUSTER:-}" = 1 ]; }; then
+    if [ "$made" = "$digest" ]; then
+      log "cluster '$name' already running"
+    else
+      log "cluster '$name' runs with another configuration than this checkout's; kept" \
+        "(AFTERSHOCK_KEEP_CLUSTER=1): 'cluster.sh down' then 'up' applies this one"
+    fi
   else
+    if answers "$bin"; then log "cluster '$name' runs with another configuration: making it again"; fi
     if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then
-      # A cluster from an earlier boot (processes gone) or a half-made one: start over,
-      # a test bed has nothing worth keeping.
-      log "removing stale cluster state"
+      # A cluster from an earlier boot (processes gone), a half-made one or one made from
+      # another configuration: start over, a test bed has nothing worth keeping.
+      log "removing the cluster's old state"
       kwokctl --name "$name" delete cluster >/dev/null 2>&1 || true
       rm -rf "$KWOK_WORKDIR/clusters/$name"
     fi
     mkdir -p "$state"
-    rm -f "$kubeconfig"
+    rm -f "$kubeconfig" "$state/config.sha256"
     # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
     if node_made; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
-    kwokctl --name "$name" create cluster \
-      --runtime binary \
-      --kubeconfig "$kubeconfig" \
-      --etcd-binary "$bin/etcd" \
-      --kube-apiserver-binary "$bin/kube-apiserver" \
-      --kube-controller-manager-binary "$bin/kube-controller-manager" \
-      --kube-scheduler-binary "$bin/kube-scheduler" \
-      --kwok-controller-binary "$bin/kwok" \
-      --kube-authorization=true \
-      --kube-admission=true \
-      --extra-args kube-controller-manager=enable-hostpath-provisioner=true \
-      --extra-args kwok-controller=manage-all-nodes=false \
-      --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-      --extra-args kube-apiserver=kubelet-preferred-address-types=Hostname \
-      --kube-audit-policy "$here/manifests/audit-policy.yaml" \
-      --wait 120s >&2
+    local args
+    mapfile -t args < <(create_args "$bin")
+    kwokctl --config "$here/manifests/kwokctl.yaml" --name "$name" create cluster "${args[@]}" >&2
+    echo "$digest" > "$state/config.sha256"
   fi
   local k=(kubectl --kubeconfig "$kubeconfig")
   "${k[@]}" apply -f "$here/manifests/nodes.yaml" -f "$here/manifests/storage.yaml" >/dev/null
@@ -119,7 +141,7 @@ down() {
   if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then
     kwokctl --name "$name" delete cluster >&2 || true
   fi
-  rm -rf "$KWOK_WORKDIR/clusters/$name" "$kubeconfig"
+  rm -rf "$KWOK_WORKDIR/clusters/$name" "$kubeconfig" "$state/config.sha256"
   log "cluster '$name' removed"
 }
 
