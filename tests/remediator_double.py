@@ -206,21 +206,24 @@ class TestRemediator:
             self._emit(pod, RESOLVED, f"member {name} is Ready again")
 
     def _emit(self, pod: Any, reason: str, message: str) -> None:
-        now = datetime.datetime.now(datetime.UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{pod.metadata.name}."),
-            involved_object=client.V1ObjectReference(
-                kind="Pod", name=pod.metadata.name, namespace=self.namespace, uid=pod.metadata.uid
-            ),
-            reason=reason,
-            message=message,
-            type="Normal",
-            source=client.V1EventSource(component=CONTROLLER),
-            reporting_component=CONTROLLER,
-            reporting_instance="test",
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
-        client.CoreV1Api(self._pods.v1.api_client).create_namespaced_event(self.namespace, event)
+        emit(self._pods.v1, self.namespace, pod.metadata.name, pod.metadata.uid, reason, message)
         self.emitted.append((reason, pod.metadata.name))
+
+
+def emit(v1: client.CoreV1Api, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
+    """One Event of the test remediator (`CONTROLLER`) about pod `name`."""
+    now = datetime.datetime.now(datetime.UTC)
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name=f"{name}."),
+        involved_object=client.V1ObjectReference(kind="Pod", name=name, namespace=namespace, uid=uid),
+        reason=reason,
+        message=message,
+        type="Normal",
+        source=client.V1EventSource(component=CONTROLLER),
+        reporting_component=CONTROLLER,
+        reporting_instance="test",
+        first_timestamp=now,
+        last_timestamp=now,
+        count=1,
+    )
+    v1.create_namespaced_event(namespace, event)

@@ -9,11 +9,17 @@
 #   hack/testbed/cluster.sh status  exit 0 when the cluster answers
 #   hack/testbed/cluster.sh env     print shell exports (KUBECONFIG, PATH with kubectl)
 #   hack/testbed/cluster.sh audit-log  print the path of the API server's audit log
+#   hack/testbed/cluster.sh audit-webhook  print "PORT TOKEN_FILE CERT KEY" of the API server's
+#                                   audit webhook: it sends audit.k8s.io/v1 batches (max wait 1 s)
+#                                   to https://127.0.0.1:PORT/audit (a receiver serving CERT/KEY)
+#                                   with that bearer token; the port is the e2e operator's
+#                                   (AFTERSHOCK_AUDIT_WEBHOOK_PORT, default 18471 for this cluster,
+#                                   18472+ for named ones)
 #   AFTERSHOCK_CLUSTER_NAME=x ...   another, independent cluster (state in ~/.cache/aftershock/clusters/x)
-#   A running cluster whose configuration (the create flags below, manifests/kwokctl.yaml, the
-#   audit policy) differs from the one it was made with is made again by `up`, unless
-#   AFTERSHOCK_KEEP_CLUSTER=1: a cluster shared by several checkouts is kept as it runs (with a
-#   warning), so that an older checkout's tests do not remake it under a newer one's.
+#   A running cluster whose configuration (the kwokctl flags below, manifests/kwokctl.yaml, the
+#   audit policy and webhook) differs from the one it was made with is made again by `up`,
+#   unless AFTERSHOCK_KEEP_CLUSTER=1: a cluster shared by several checkouts is kept as it runs
+#   (with a warning), so that an older checkout's tests do not remake it under a newer one's.
 #   AFTERSHOCK_REAL_NODE=auto|1|0   the real node (realnode.sh: containerd + kubelet, node real-0)
 #                                   beside the kwok nodes. auto (default): on for the default
 #                                   cluster when this machine can host it (root, Debian), with the
@@ -38,6 +44,19 @@ if [ "$name" != aftershock ]; then export AFTERSHOCK_REAL_NODE_INSTANCE="$name";
 # Whether this cluster's real node has state to remove (the default's: always try).
 node_made() { [ "$name" = aftershock ] || [ -d "$("$here/realnode.sh" state-dir)" ]; }
 export KWOK_WORKDIR="$state/kwok"
+# The audit webhook (docs/remediator.md): a fixed loopback port per cluster, so a named
+# cluster's API server never sends its audit to an operator of the default one. While no
+# operator listens there (most of the time), the API server retries each batch briefly
+# (initial backoff 500 ms) and then writes the events it could not deliver into
+# kube-apiserver.log ("AUDIT: ..." lines, about a quarter of audit.log's growth).
+if [ "$name" = aftershock ]; then default_audit_port=18471; else
+  default_audit_port=$((18472 + $(printf '%s' "$name" | cksum | cut -d' ' -f1) % 500))
+fi
+audit_port=${AFTERSHOCK_AUDIT_WEBHOOK_PORT:-$default_audit_port}
+audit_token="$state/audit-webhook.token"
+audit_kubeconfig="$state/audit-webhook.kubeconfig"
+audit_cert="$state/audit-receiver.crt"
+audit_key="$state/audit-receiver.key"
 
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -48,59 +67,100 @@ answers() {
     get --raw /readyz >/dev/null 2>&1
 }
 
-# How the cluster is made: kwokctl's flags (every extra component flag is in kwokctl.yaml).
-create_args() {
-  printf '%s\n' \
-    --runtime binary \
-    --kubeconfig "$kubeconfig" \
-    --etcd-binary "$1/etcd" \
-    --kube-apiserver-binary "$1/kube-apiserver" \
-    --kube-controller-manager-binary "$1/kube-controller-manager" \
-    --kube-scheduler-binary "$1/kube-scheduler" \
-    --kwok-controller-binary "$1/kwok" \
-    --kube-authorization=true \
-    --kube-admission=true \
-    --kube-audit-policy "$here/manifests/audit-policy.yaml" \
-    --wait 120s
+# The webhook's kubeconfig, token and the receiver's certificate (made once, kept across
+# recreations). HTTPS because client-go sends a kubeconfig's credentials over TLS only: over
+# plain http the API server would post without the token.
+audit_webhook_files() {
+  mkdir -p "$state"
+  if [ ! -s "$audit_token" ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$audit_token")
+  fi
+  if [ ! -s "$audit_cert" ] || [ ! -s "$audit_key" ]; then
+    (umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=aftershock-audit-receiver" -addext "subjectAltName=IP:127.0.0.1" \
+      -keyout "$audit_key" -out "$audit_cert" 2>/dev/null)
+  fi
+  (umask 077; cat >"$audit_kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: aftershock-audit-receiver
+    cluster:
+      server: https://127.0.0.1:$audit_port/audit
+      certificate-authority: $audit_cert
+users:
+  - name: kube-apiserver
+    user:
+      token: $(cat "$audit_token")
+contexts:
+  - name: audit
+    context: {cluster: aftershock-audit-receiver, user: kube-apiserver}
+current-context: audit
+EOF
+  )
 }
 
-# A digest of everything the cluster is made from: a change to any of it makes it again.
-config_digest() {
-  { create_args "$1"; cat "$here/manifests/kwokctl.yaml" "$here/manifests/audit-policy.yaml"; } |
-    sha256sum | cut -d' ' -f1
+# What the cluster is started with that a running one must match: the audit policy, the
+# webhook's kubeconfig, kwokctl's configuration file and this script's kwokctl arguments.
+config_stamp() {
+  cat "$here/manifests/audit-policy.yaml" "$audit_kubeconfig" "$here/manifests/kwokctl.yaml" \
+    <(sed -n '/kwokctl --name "$name" create cluster/,/--wait/p' "$0") | sha256sum | cut -d' ' -f1
 }
 
 up() {
-  local bin start=$SECONDS digest made=""
+  local bin start=$SECONDS stamp_file="$KWOK_WORKDIR/clusters/$name/aftershock-config.sha"
   bin=$(bin_dir)
   export PATH="$bin:$PATH"   # kwokctl runs kubectl from PATH
-  digest=$(config_digest "$bin")
-  [ -f "$state/config.sha256" ] && made=$(cat "$state/config.sha256")
-  if answers "$bin" && { [ "$made" = "$digest" ] || [ "${AFTERSHOCK_KEEP_CLUSTER:-}" = 1 ]; }; then
-    if [ "$made" = "$digest" ]; then
-      log "cluster '$name' already running"
+  audit_webhook_files
+  if answers "$bin" && [ "$(cat "$stamp_file" 2>/dev/null)" != "$(config_stamp)" ]; then
+    if [ "${AFTERSHOCK_KEEP_CLUSTER:-}" = 1 ]; then
+      log "cluster '$name' runs with another configuration than this checkout's (kwokctl flags," \
+        "kwokctl.yaml, audit policy or webhook); kept (AFTERSHOCK_KEEP_CLUSTER=1): run" \
+        "cluster.sh down, then up, to apply it"
     else
-      log "cluster '$name' runs with another configuration than this checkout's; kept" \
-        "(AFTERSHOCK_KEEP_CLUSTER=1): 'cluster.sh down' then 'up' applies this one"
+      log "cluster '$name' runs with another configuration than this checkout's: recreating it"
+      down
     fi
+  fi
+  if answers "$bin"; then
+    log "cluster '$name' already running"
   else
-    if answers "$bin"; then log "cluster '$name' runs with another configuration: making it again"; fi
     if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then
-      # A cluster from an earlier boot (processes gone), a half-made one or one made from
-      # another configuration: start over, a test bed has nothing worth keeping.
-      log "removing the cluster's old state"
+      # A cluster from an earlier boot (processes gone) or a half-made one: start over,
+      # a test bed has nothing worth keeping.
+      log "removing stale cluster state"
       kwokctl --name "$name" delete cluster >/dev/null 2>&1 || true
       rm -rf "$KWOK_WORKDIR/clusters/$name"
     fi
     mkdir -p "$state"
-    rm -f "$kubeconfig" "$state/config.sha256"
+    rm -f "$kubeconfig"
     # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
     if node_made; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
-    local args
-    mapfile -t args < <(create_args "$bin")
-    kwokctl --config "$here/manifests/kwokctl.yaml" --name "$name" create cluster "${args[@]}" >&2
-    echo "$digest" > "$state/config.sha256"
+    # Every component's extra flags are in kwokctl.yaml (leader election off, kwok's node
+    # selection, ...), the API server's audit webhook flags (paths of this cluster's) here.
+    # kwokctl 0.8 files a repeated component's later --extra-args by the position of its first
+    # one among all of them, which misplaces flags or panics unless the k-th component named
+    # first appears as the k-th --extra-args: here they are all the API server's.
+    kwokctl --name "$name" create cluster \
+      --config "$here/manifests/kwokctl.yaml" \
+      --runtime binary \
+      --kubeconfig "$kubeconfig" \
+      --etcd-binary "$bin/etcd" \
+      --kube-apiserver-binary "$bin/kube-apiserver" \
+      --kube-controller-manager-binary "$bin/kube-controller-manager" \
+      --kube-scheduler-binary "$bin/kube-scheduler" \
+      --kwok-controller-binary "$bin/kwok" \
+      --kube-authorization=true \
+      --kube-admission=true \
+      --kube-audit-policy "$here/manifests/audit-policy.yaml" \
+      --extra-args kube-apiserver=audit-webhook-config-file="$audit_kubeconfig" \
+      --extra-args kube-apiserver=audit-webhook-version=audit.k8s.io/v1 \
+      --extra-args kube-apiserver=audit-webhook-mode=batch \
+      --extra-args kube-apiserver=audit-webhook-batch-max-wait=1s \
+      --extra-args kube-apiserver=audit-webhook-initial-backoff=500ms \
+      --wait 120s >&2
+    config_stamp >"$stamp_file"
   fi
   local k=(kubectl --kubeconfig "$kubeconfig")
   "${k[@]}" apply -f "$here/manifests/nodes.yaml" -f "$here/manifests/storage.yaml" >/dev/null
@@ -141,7 +201,7 @@ down() {
   if [ -d "$KWOK_WORKDIR/clusters/$name" ]; then
     kwokctl --name "$name" delete cluster >&2 || true
   fi
-  rm -rf "$KWOK_WORKDIR/clusters/$name" "$kubeconfig" "$state/config.sha256"
+  rm -rf "$KWOK_WORKDIR/clusters/$name" "$kubeconfig"
   log "cluster '$name' removed"
 }
 
@@ -150,10 +210,18 @@ case "${1:-}" in
   down) down ;;
   status) answers "$(bin_dir)" ;;
   audit-log) echo "$KWOK_WORKDIR/clusters/$name/logs/audit.log" ;;
+  audit-webhook)
+    audit_webhook_files
+    if [ "$(cat "$KWOK_WORKDIR/clusters/$name/aftershock-config.sha" 2>/dev/null)" != "$(config_stamp)" ]; then
+      log "cluster '$name' was started without this audit webhook configuration: run cluster.sh down, then up"
+      exit 3
+    fi
+    echo "$audit_port $audit_token $audit_cert $audit_key"
+    ;;
   env)
     bin=$(bin_dir)
     echo "export KUBECONFIG=$kubeconfig"
     echo "export PATH=$bin:\$PATH"
     ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|audit-log|audit-webhook" >&2; exit 2 ;;
 esac

@@ -140,6 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the receiver's bearer token (a mounted Secret; re-read when it changes)",
     )
     run.add_argument(
+        "--audit-receiver-port",
+        type=int,
+        default=int(os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_PORT") or 0),
+        help="receive the API server's audit webhook batches on this port (POST /audit, bearer "
+        "token required): the remediator's writes for Campaigns with spec.remediator (0: off)",
+    )
+    run.add_argument(
+        "--audit-receiver-host",
+        default=os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_HOST") or "0.0.0.0",
+        help="address the audit receiver binds (127.0.0.1 where the API server is on the same host)",
+    )
+    run.add_argument(
+        "--audit-receiver-token-file",
+        default=os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_TOKEN_FILE"),
+        help="file holding the audit receiver's bearer token (re-read when it changes)",
+    )
+    run.add_argument(
+        "--audit-receiver-tls-cert-file",
+        default=os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_TLS_CERT_FILE"),
+        help="serve the audit receiver over HTTPS with this PEM certificate (the API server sends "
+        "its webhook token over TLS only)",
+    )
+    run.add_argument(
+        "--audit-receiver-tls-key-file",
+        default=os.environ.get("AFTERSHOCK_AUDIT_RECEIVER_TLS_KEY_FILE"),
+        help="the certificate's PEM private key",
+    )
+    run.add_argument(
         "--protected-namespace",
         action="append",
         default=[],
@@ -464,22 +492,48 @@ def _run_operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         alert_receiver_port=args.alert_receiver_port,
         alert_receiver_token_file=args.alert_receiver_token_file,
+        audit_receiver_port=args.audit_receiver_port,
+        audit_receiver_host=args.audit_receiver_host,
+        audit_receiver_token_file=args.audit_receiver_token_file,
+        audit_receiver_tls=(args.audit_receiver_tls_cert_file or "", args.audit_receiver_tls_key_file or "")
+        if args.audit_receiver_tls_cert_file or args.audit_receiver_tls_key_file
+        else None,
         instance=os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}",
     )
-    if args.alert_receiver_port:
+    for which, port, token_file in (
+        ("alert", args.alert_receiver_port, args.alert_receiver_token_file),
+        ("audit", args.audit_receiver_port, args.audit_receiver_token_file),
+    ):
+        if not port:
+            continue
         from aftershock import receiver
 
-        if not args.alert_receiver_token_file:
+        if not token_file:
             print(
-                "aftershock: --alert-receiver-port needs --alert-receiver-token-file (the receiver "
-                "never runs without a token)",
+                f"aftershock: --{which}-receiver-port needs --{which}-receiver-token-file (the "
+                "receiver never runs without a token)",
                 file=sys.stderr,
             )
             return 2
         try:
-            receiver.TokenFile(args.alert_receiver_token_file)
+            receiver.TokenFile(token_file, f"{which} receiver")
         except receiver.TokenError as exc:
             print(f"aftershock: {exc}", file=sys.stderr)
+            return 2
+    if config.audit_receiver_tls is not None:
+        from aftershock import receiver
+
+        cert, key = config.audit_receiver_tls
+        if not cert or not key:
+            print(
+                "aftershock: --audit-receiver-tls-cert-file and --audit-receiver-tls-key-file go together",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            receiver.tls_context(cert, key)
+        except (OSError, ValueError) as exc:
+            print(f"aftershock: audit receiver TLS ({cert}, {key}): {exc}", file=sys.stderr)
             return 2
     if args.schedule_clock:
         from aftershock.engine import schedule

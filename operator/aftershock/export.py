@@ -82,7 +82,11 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
         "timeToResolveSeconds",
         "seconds (monotonic) from the kill until the remediator's 'resolved' Event was seen",
     ),
-    ("remediatorActions", "how many Events the remediator emitted in the trial window (empty: not watched)"),
+    (
+        "remediatorActions",
+        "how many actions the remediator took in the trial window: its Events and its writes "
+        "(empty: not watched)",
+    ),
     (
         "timeToAlertSeconds",
         "seconds (monotonic) from the kill until the receiver got the first matching alert firing "

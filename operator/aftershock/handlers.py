@@ -21,6 +21,7 @@ import kopf
 
 from aftershock import metrics, model, receiver
 from aftershock.engine import lifecycle, retention, runs, sweeper
+from aftershock.engine.actions import AuditInbox
 from aftershock.engine.alerts import AlertInbox
 from aftershock.engine.podwatch import PodWatches, Scope
 from aftershock.engine.ports import StopSignal
@@ -57,6 +58,12 @@ class OperatorConfig:
     #: ``--alert-receiver-port`` (0: no receiver) and the file holding its bearer token.
     alert_receiver_port: int = 0
     alert_receiver_token_file: str | None = None
+    #: ``--audit-receiver-port`` (0: none), the address it binds, and its bearer token's file.
+    audit_receiver_port: int = 0
+    audit_receiver_host: str = "0.0.0.0"
+    audit_receiver_token_file: str | None = None
+    #: (certificate, key) PEM files: the audit receiver serves HTTPS; None: plain HTTP.
+    audit_receiver_tls: tuple[str, str] | None = None
     #: ``--max-concurrent-campaigns``: Campaigns running at once, operator-wide (0: no bound).
     max_concurrent_campaigns: int = 0
     #: ``--sweep-interval``: seconds between sweeps of what gone Campaigns left (0: only at start).
@@ -131,7 +138,7 @@ class _EventSink:
 
 async def login_through_api_server_proxy(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own login (the kubeconfig or the pod's ServiceAccount), reaching the API server
-    through the proxy that `Kube` uses too: the environment's as kubectl reads it (ADR 0022)."""
+    through the proxy that `Kube` uses too: the environment's as kubectl reads it (ADR 0023)."""
     info = await kopf.login_via_async_client(**kwargs)
     if info is None:
         return None
@@ -195,6 +202,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             receiver.TokenFile(config.alert_receiver_token_file),
             config.alert_receiver_port,
         )
+    if config.audit_receiver_port and config.audit_receiver_token_file:
+        memo["audit_inbox"] = AuditInbox(_Clock())
+        memo["audit_receiver"] = await receiver.serve_audit(
+            memo["audit_inbox"].deliver,
+            receiver.TokenFile(config.audit_receiver_token_file, "audit receiver"),
+            config.audit_receiver_port,
+            config.audit_receiver_host,
+            receiver.tls_context(*config.audit_receiver_tls) if config.audit_receiver_tls else None,
+        )
     memo["sweeper"] = asyncio.create_task(
         sweeper.sweep_forever(
             memo["ledger"],
@@ -245,8 +261,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo["loop_lag"].stop()
     if "metrics_server" in memo:
         await memo["metrics_server"].cleanup()
-    if "alert_receiver" in memo:
-        await memo["alert_receiver"].cleanup()
+    for server in ("alert_receiver", "audit_receiver"):
+        if server in memo:
+            await memo[server].cleanup()
     if "pd_clients" in memo:
         await memo["pd_clients"].aclose()
     if "ledger" in memo:
@@ -459,6 +476,8 @@ async def _run_once(
         # kopf's live view: the author the admission policy recorded at creation.
         annotations_source=lambda: dict(meta.get("annotations") or {}),
         alert_inbox=memo.get("alert_inbox"),
+        audit_inbox=memo.get("audit_inbox"),
+        workloads=kube,
     )
     return await runner.run(stop)
 

@@ -27,6 +27,9 @@ from aftershock.endpoints import (
 from aftershock.errors import SpecError
 from aftershock.fields import _bool, _enum, _get, _int, _mapping, _name, _number
 from aftershock.records import (
+    ACTION_SOURCE_AUDIT,
+    ACTION_SOURCE_EVENT,
+    ACTION_SOURCE_MANAGED_FIELDS,
     ALERT_FIRING,
     ALERT_RESOLVED,
     MILESTONES,
@@ -39,16 +42,22 @@ from aftershock.records import (
     ContainerState,
     EphemeralState,
     ExecResult,
+    ManagedEntry,
     Milestone,
     Outcome,
     PodState,
     ProbeResult,
     RemediatorAction,
     Victim,
+    actions_after_recovery,
+    after_recovery,
     remediator_actions,
 )
 
 __all__ = [
+    "ACTION_SOURCE_AUDIT",
+    "ACTION_SOURCE_EVENT",
+    "ACTION_SOURCE_MANAGED_FIELDS",
     "ALERT_FIRING",
     "ALERT_RESOLVED",
     "MILESTONES",
@@ -61,6 +70,7 @@ __all__ = [
     "ContainerState",
     "EphemeralState",
     "ExecResult",
+    "ManagedEntry",
     "Milestone",
     "Outcome",
     "PodState",
@@ -68,6 +78,8 @@ __all__ = [
     "RemediatorAction",
     "SpecError",
     "Victim",
+    "actions_after_recovery",
+    "after_recovery",
     "check_endpoint_namespace",
     "check_endpoint_url",
     "check_pd_namespace",
@@ -260,6 +272,31 @@ class RemediatorSignals:
     resolved_reason: str
 
 
+def service_account_user(namespace: str, name: str) -> str:
+    """The API user a ServiceAccount's token authenticates as."""
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+@dataclass(frozen=True)
+class RemediatorIdentities:
+    """Who the remediator is to the API server: its writes around the subject are its actions
+    (docs/remediator.md). ServiceAccounts as ``name`` (the Campaign's namespace) or
+    ``namespace/name``; users as the API server authenticates them; field managers as they
+    appear in managedFields."""
+
+    service_accounts: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    field_managers: tuple[str, ...] = ()
+
+    def usernames(self, namespace: str) -> frozenset[str]:
+        """The API usernames these identities authenticate as (audit's ``user.username``)."""
+        found = set(self.users)
+        for sa in self.service_accounts:
+            ns, _, name = sa.rpartition("/")
+            found.add(service_account_user(ns or namespace, name))
+        return frozenset(found)
+
+
 @dataclass(frozen=True)
 class Remediator:
     """A workload that heals the subject; scaled to zero during baseline trials."""
@@ -267,6 +304,13 @@ class Remediator:
     kind: RemediatorKind
     name: str
     signals: RemediatorSignals | None = None
+    #: A trial ends only once the subject recovered and the remediator then did nothing for
+    #: this long (`aftershock.engine.recovery.QuietWait`); None: it ends at the recovery plus
+    #: the settle window, whatever the remediator does. Never part of the recovery time.
+    quiet_seconds: float | None = None
+    #: Whose writes are its actions; without ServiceAccounts named, the workload's own one
+    #: (read from its pod template when the Campaign starts) is added.
+    identities: RemediatorIdentities | None = None
 
 
 class MatchType(enum.StrEnum):
@@ -607,6 +651,12 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             kind=_enum(RemediatorKind, _get(rem, "kind", "remediator.kind"), "remediator.kind"),
             name=rem_name,
             signals=_signals(rem.get("signals")),
+            quiet_seconds=(
+                None
+                if rem.get("quietSeconds") is None
+                else _number(rem["quietSeconds"], "remediator.quietSeconds", minimum=1, maximum=3_600)
+            ),
+            identities=_identities(rem.get("identities")),
         )
     spec = CampaignSpec(
         subject=subject,
@@ -641,6 +691,7 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
         trend=parse_trend(raw.get("trend")),
         detection=parse_detection(raw.get("detection")),
     )
+    _check_quiet(spec)
     if duration is not None and duration >= spec.recovery_timeout_seconds:
         raise SpecError(
             "chaos.durationSeconds",
@@ -648,6 +699,29 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
             f"({spec.recovery_timeout_seconds:g}): the victims come back only after the fault is healed",
         )
     return spec
+
+
+def action_sources(remediator: Remediator) -> tuple[str, ...]:
+    """Where the remediator's actions are seen, by spec field (the quiet wait needs one)."""
+    return ("remediator.signals",) if remediator.signals is not None else ()
+
+
+def _check_quiet(spec: CampaignSpec) -> None:
+    rem = spec.remediator
+    if rem is None or rem.quiet_seconds is None:
+        return
+    if not action_sources(rem):
+        raise SpecError(
+            "remediator.quietSeconds",
+            "needs a way to see the remediator's actions: set spec.remediator.signals (the "
+            "Events it emits), or remove quietSeconds",
+        )
+    if rem.quiet_seconds >= spec.recovery_timeout_seconds:
+        raise SpecError(
+            "remediator.quietSeconds",
+            f"{rem.quiet_seconds:g} must be shorter than recovery.timeoutSeconds "
+            f"({spec.recovery_timeout_seconds:g}), which caps the quiet wait after the recovery",
+        )
 
 
 def parse_schedule(raw: Any) -> ScheduleSpec | None:
@@ -776,6 +850,30 @@ def parse_reset(raw: Any) -> ResetSpec:
 
 
 _EVENT_REASON = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}")
+
+
+_SA_REF = re.compile(r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _identities(raw: Any) -> RemediatorIdentities | None:
+    if raw is None:
+        return None
+    ids = _mapping(raw, "remediator.identities")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("serviceAccounts", "users", "fieldManagers"):
+        path = f"remediator.identities.{key}"
+        values = ids.get(key) or []
+        if not isinstance(values, list) or len(values) > 32:
+            raise SpecError(path, "must be a list of at most 32 names")
+        for v in values:
+            if not isinstance(v, str) or not v or len(v) > 253:
+                raise SpecError(path, f"{v!r} must be a non-empty string of at most 253 characters")
+            if key == "serviceAccounts" and not _SA_REF.fullmatch(v):
+                raise SpecError(path, f"{v!r} is not a ServiceAccount (name or namespace/name)")
+        lists[key] = tuple(values)
+    if not any(lists.values()):
+        raise SpecError("remediator.identities", "names no serviceAccounts, users nor fieldManagers")
+    return RemediatorIdentities(lists["serviceAccounts"], lists["users"], lists["fieldManagers"])
 
 
 def _signals(raw: Any) -> RemediatorSignals | None:

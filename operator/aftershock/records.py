@@ -5,6 +5,7 @@ was judged on. Pure values: no I/O, no parsing (the ledger and the engine build 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,25 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class ManagedEntry:
+    """One managedFields entry of an object: who last wrote which fields, and when (whole
+    seconds: the API server's managedFields time has no finer resolution)."""
+
+    manager: str
+    operation: str  # Apply or Update
+    subresource: str  # "" for the object itself, "status", ...
+    time: float | None  # unix seconds
+    #: The field paths it owns, from fieldsV1, to a bounded depth (``metadata.labels.x``).
+    fields: tuple[str, ...] = ()
+
+    @property
+    def time_text(self) -> str:
+        if self.time is None:
+            return "unset"
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
+
+
+@dataclass(frozen=True)
 class PodState:
     """What the engine needs to know of one subject pod, decoded from the API once."""
 
@@ -181,6 +201,9 @@ class PodState:
     #: ``spec.hostNetwork``: the pod uses the node's network namespace (a network fault in it
     #: would hit the node and every hostNetwork pod on it).
     host_network: bool = False
+    #: Its managedFields entries (who wrote which fields): the remediator's actions by field
+    #: manager (`aftershock.engine.actions`).
+    managed: tuple[ManagedEntry, ...] = ()
 
     def container(self, name: str | None) -> ContainerState | None:
         """The container named `name` (None: the first), or None when there is none."""
@@ -247,18 +270,36 @@ class ClusterEvent:
     count: int = 1
 
 
+#: Where a remediator action was read from (`RemediatorAction.source`).
+ACTION_SOURCE_EVENT = "event"  # an Event it emitted (spec.remediator.signals)
+ACTION_SOURCE_MANAGED_FIELDS = "managedFields"  # a write seen by a watch, its manager named
+ACTION_SOURCE_AUDIT = "audit"  # the API server's audit webhook: who, what, when (µs)
+
+
 @dataclass(frozen=True)
 class RemediatorAction:
-    """One Event of the remediator inside a trial window, when the operator's watch saw it.
+    """One action of the remediator inside a trial window: an Event it emitted, or a write its
+    identities made to the objects around the subject (docs/remediator.md).
 
-    The watch's time, not the Event's own: core/v1 timestamps are whole seconds, a recovery is
-    often shorter than that."""
+    `offset` is seconds after the fault was injected, `wall` unix seconds. Events: when the
+    operator's watch saw them (core/v1 timestamps are whole seconds). managedFields: when the
+    watch saw the change. Audit: the API server's ``stageTimestamp`` of the write (µs), placed
+    on the operator's clock (offset = stageTimestamp - the kill's wall time; the API server's
+    and the operator's clocks are the same host's on the test bed, NTP-close elsewhere)."""
 
     reason: str
     message: str
-    involved: str
+    involved: str  # kind/name (namespace/name for namespaced writes), the object acted on
     wall: float  # unix seconds
     offset: float  # seconds after the kill was sent (monotonic)
+    source: str = ACTION_SOURCE_EVENT
+    #: Who: the Event's controller, the field manager, or the API user (system:serviceaccount:..).
+    identity: str = ""
+    #: The API verb (create, update, patch, delete, deletecollection); "" for an Event.
+    verb: str = ""
+    #: What changed, as far as the source tells (the managed field paths; the patch body at
+    #: audit level Request; the response code); "" when it does not.
+    change: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -267,20 +308,45 @@ class RemediatorAction:
             "object": self.involved,
             "wall": self.wall,
             "offset": self.offset,
+            "source": self.source,
+            "identity": self.identity,
+            "verb": self.verb,
+            "change": self.change,
         }
 
 
 def remediator_actions(final_state: Mapping[str, Any]) -> tuple[RemediatorAction, ...]:
-    """The actions an attempt's final state holds (none for attempts from before signals)."""
+    """The actions an attempt's final state holds, in time order (none for attempts from
+    before signals; those from before sources were Events)."""
     found = final_state.get("remediatorActions") or []
-    return tuple(
+    actions = [
         RemediatorAction(
             reason=str(a.get("reason", "")),
             message=str(a.get("message", "")),
             involved=str(a.get("object", "")),
             wall=float(a.get("wall", 0.0)),
             offset=float(a.get("offset", 0.0)),
+            source=str(a.get("source") or ACTION_SOURCE_EVENT),
+            identity=str(a.get("identity", "")),
+            verb=str(a.get("verb", "")),
+            change=str(a.get("change", "")),
         )
         for a in found
         if isinstance(a, Mapping)
-    )
+    ]
+    return tuple(sorted(actions, key=lambda a: a.offset))
+
+
+def after_recovery(action: RemediatorAction, recovered: Milestone | None) -> bool:
+    """Whether the remediator took `action` after the subject had recovered (by offset from the
+    fault): with ``spec.remediator.quietSeconds`` the trial waits for such actions; they are
+    never part of the recovery, and say the remediator acted on a subject already healthy."""
+    return recovered is not None and action.offset > recovered.offset
+
+
+def actions_after_recovery(
+    actions: tuple[RemediatorAction, ...], milestones: Mapping[str, Milestone]
+) -> tuple[RemediatorAction, ...]:
+    """Those of `actions` taken after the attempt's ``recovered`` milestone."""
+    recovered = milestones.get("recovered")
+    return tuple(a for a in actions if after_recovery(a, recovered))

@@ -34,7 +34,12 @@ def test_chart_lints(helm: str) -> None:
 
 @pytest.mark.parametrize(
     ("values", "namespaced"),
-    [((), False), (("watchNamespaces={tikv}",), True), (("persistence.enabled=false",), False)],
+    [
+        ((), False),
+        (("watchNamespaces={tikv}",), True),
+        (("persistence.enabled=false",), False),
+        (("alertReceiver.enabled=true",), False),
+    ],
 )
 def test_rendered_chart_is_accepted_by_the_api_server(
     helm: str, cluster: testbed.Cluster, tmp_path: Path, values: tuple[str, ...], namespaced: bool
@@ -87,6 +92,42 @@ def test_the_ledger_claim_is_read_write_once_pod_unless_told_otherwise(
 ) -> None:
     (claim,) = [d for d in _render(helm, *values) if d["kind"] == "PersistentVolumeClaim"]
     assert claim["spec"]["accessModes"] == [mode]
+
+
+def test_the_alert_receiver_is_off_by_default_and_wired_when_enabled(helm: str) -> None:
+    """Issue 20: the chart's alertReceiver gives the operator the receiver's port and the token
+    file the kubelet mounts from the Secret, a Service for Alertmanager, and lets only the
+    listed peers in."""
+    off = _render(helm)
+    (deployment,) = [d for d in off if d["kind"] == "Deployment"]
+    args = cli.build_parser().parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args.alert_receiver_port == 0
+    assert not any(d["kind"] == "Service" and d["metadata"]["name"].endswith("-alerts") for d in off)
+
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    on = _render(
+        helm,
+        "alertReceiver.enabled=true",
+        "alertReceiver.port=9195",
+        "alertReceiver.tokenSecret=am-token",
+        "alertReceiver.from[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+    )
+    (deployment,) = [d for d in on if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = cli.build_parser().parse_args(container["args"])
+    assert args.alert_receiver_port == 9195
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "alert-receiver-token"]
+    assert args.alert_receiver_token_file == f"{mount['mountPath']}/token"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "alert-receiver-token"]
+    assert volume["secret"]["secretName"] == "am-token"
+    assert {"name": "alerts", "containerPort": 9195, "protocol": "TCP"} in container["ports"]
+    (service,) = [d for d in on if d["kind"] == "Service" and d["metadata"]["name"] == "t-aftershock-alerts"]
+    alerts_port = {"name": "alerts", "port": 9195, "targetPort": "alerts", "protocol": "TCP"}
+    assert service["spec"]["ports"] == [alerts_port]
+    (policy,) = [d for d in on if d["kind"] == "NetworkPolicy"]
+    (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": "alerts", "protocol": "TCP"}]]
+    assert rule["from"] == [peer]
 
 
 def test_the_service_monitor_honours_the_operators_labels(helm: str) -> None:

@@ -6,11 +6,17 @@ and resolved each incident."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 
 from tests import remediator_double as double
 from tests.e2e import testbed
@@ -20,6 +26,7 @@ from tests.e2e.operator import (
     OperatorProcess,
     Subject,
     campaign,
+    get_campaign,
     tikv_statefulset,
     wait_phase,
 )
@@ -143,3 +150,107 @@ def test_compare_says_the_remediator_helped_and_the_report_shows_when_it_detecte
         assert double.RESOLVED in reasons, t
     summary = reports["assisted"]["summary"]["remediator"]
     assert (summary["detected"], summary["resolved"]) == (TRIALS, TRIALS)
+
+
+#: The quiet wait of the quietSeconds test, and the remediator's late action in it.
+QUIET_SECONDS = 4.0
+LATE = "MemberVerified"
+
+
+class _EventWitness:
+    """The namespace's Events as a watch of the test's own sees them: (reason, wall seen)."""
+
+    def __init__(self, cluster: testbed.Cluster, namespace: str) -> None:
+        self._v1 = k8s.CoreV1Api(cluster.api_client())
+        self._namespace = namespace
+        self.seen: list[tuple[str, float]] = []
+        self._watch = k8s_watch.Watch()
+        listed = self._v1.list_namespaced_event(namespace)
+        self._version = listed.metadata.resource_version
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch.stream(
+                self._v1.list_namespaced_event, self._namespace, resource_version=self._version
+            ):
+                if event["type"] == "ADDED":
+                    self.seen.append((event["object"].reason, time.time()))
+        except urllib3.exceptions.ProtocolError:
+            pass  # stopped: the connection is closed under the stream
+
+    def first(self, reason: str) -> float | None:
+        return next((at for r, at in self.seen if r == reason), None)
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def test_quiet_seconds_a_remediator_action_after_the_recovery_delays_the_end_and_is_flagged(
+    cluster: testbed.Cluster,
+    namespace: str,
+    gated_subject: Subject,
+    start_operator: StartOperator,
+) -> None:
+    """spec.remediator.quietSeconds on the real API server: the trial recovers, the remediator
+    acts once more during the quiet wait (an Event of its controller), and the trial ends only
+    quietSeconds after that action was seen, with the action flagged as after the recovery; the
+    recovery time is the subject's alone."""
+    witness = _EventWitness(cluster, namespace)
+    op = start_operator()
+    cluster.apply(
+        campaign(
+            "quiet",
+            namespace,
+            gated_subject.pd_url,
+            trials=1,
+            remediator={**REMEDIATOR, "quietSeconds": QUIET_SECONDS},
+            recovery={"timeoutSeconds": 60, "settleSeconds": 1},
+        )
+    )
+    try:
+        # The status says when the subject recovered and the wait began: the late action
+        # comes only then (a condition, not a sleep).
+        testbed.wait_for(
+            lambda: (
+                "waiting until the remediator has been quiet"
+                in (get_campaign(cluster, namespace, "quiet").get("status", {}).get("message") or "")
+            ),
+            120,
+            what="the quiet wait to begin",
+        )
+        pod = k8s.CoreV1Api(cluster.api_client()).read_namespaced_pod("tikv-0", namespace)
+        double.emit(
+            k8s.CoreV1Api(cluster.api_client()), namespace, "tikv-0", pod.metadata.uid, LATE, "checked tikv-0"
+        )
+        obj = wait_phase(cluster, namespace, "quiet", {"Succeeded", "Failed"}, timeout=120, op=op)
+        late_seen = testbed.wait_for(
+            lambda: witness.first(LATE), 10, what="the witness to see the late Event"
+        )
+    finally:
+        witness.stop()
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+
+    _, out = _cli(op, "report", "quiet", "-n", namespace, "--format", "json")
+    (trial,) = json.loads(out)["trials"]
+    print(json.dumps({k: trial["finalState"].get(k) for k in ("remediatorActions", "quietWait")}, indent=1))
+    assert trial["outcome"] == "recovered", trial
+    recovered = trial["timings"]["recovered"]["offsetSeconds"]
+    actions = trial["finalState"]["remediatorActions"]
+    late = [a for a in actions if a["reason"] == LATE]
+    assert len(late) == 1, actions
+    assert late[0]["afterRecovery"] is True, late
+    assert late[0]["offset"] > recovered, (late, recovered)
+    # What the remediator did while the subject recovered is not flagged.
+    assert all(not a["afterRecovery"] for a in actions if a["reason"] == double.ACTION), actions
+    # The operator saw the action when the test's own watch did (one API server, two watches).
+    assert abs(late[0]["wall"] - late_seen) < 1.0, (late[0]["wall"], late_seen)
+    quiet = trial["finalState"]["quietWait"]
+    assert quiet["capped"] is False, quiet
+    # The trial ended no sooner than quietSeconds after the late action: the action delayed it.
+    assert quiet["endedOffset"] >= late[0]["offset"] + QUIET_SECONDS, quiet
+    finished = datetime.datetime.fromisoformat(trial["finishedAt"]).timestamp()
+    assert finished >= late_seen + QUIET_SECONDS - 1.0, (finished, late_seen)
+    # The wait is never part of the recovery time.
+    assert trial["recoverySeconds"] <= recovered < late[0]["offset"], trial

@@ -216,7 +216,7 @@ def test_spec_fields_are_the_ones_the_parser_reads(spec_schema: dict[str, Any]) 
     assert set(props["steadyState"]["properties"]) == {"timeoutSeconds", "stableSeconds"}
     assert set(props["recovery"]["properties"]) == {"timeoutSeconds", "settleSeconds", "stopOnUnrecovered"}
     assert set(props["slo"]["properties"]) == {"p95RecoverySeconds"}
-    assert set(props["remediator"]["properties"]) == {"kind", "name", "signals"}
+    assert set(props["remediator"]["properties"]) == {"kind", "name", "signals", "identities", "quietSeconds"}
     signals = props["remediator"]["properties"]["signals"]
     assert set(signals["properties"]) == {"controller", "detectedReason", "resolvedReason"}
     assert set(signals["required"]) == {"controller", "detectedReason", "resolvedReason"}
@@ -265,6 +265,18 @@ BOUNDED = [
     ("steadyState.stableSeconds", {}),
     ("recovery.timeoutSeconds", {}),
     ("recovery.settleSeconds", {}),
+    # The quiet wait needs a source of actions and must be shorter than the recovery timeout.
+    (
+        "remediator.quietSeconds",
+        {
+            "recovery": {"timeoutSeconds": 86_400},
+            "remediator": {
+                "kind": "Deployment",
+                "name": "healer",
+                "signals": {"controller": "healer", "detectedReason": "D", "resolvedReason": "R"},
+            },
+        },
+    ),
     ("slo.p95RecoverySeconds", {}),
     ("seed", {}),
     ("schedule.startingDeadlineSeconds", {"schedule": {"cron": "@daily"}}),

@@ -566,3 +566,51 @@ def test_a_service_the_api_server_does_not_vouch_for_is_refused(
 
 def test_loopback_names_no_service() -> None:
     assert resolve_service_name("http://127.0.0.1:2379", "db", {}) == "http://127.0.0.1:2379"
+
+
+# --- spec.remediator.identities -------------------------------------------------------------------
+
+
+def test_remediator_identities_name_service_accounts_users_and_field_managers() -> None:
+    raw = spec_with(
+        "remediator",
+        {
+            "kind": "Deployment",
+            "name": "healer",
+            "identities": {
+                "serviceAccounts": ["healer", "ops/agent"],
+                "users": ["alice"],
+                "fieldManagers": ["fm"],
+            },
+        },
+    )
+    ids = parse_campaign_spec(raw).remediator.identities  # type: ignore[union-attr]
+
+    assert ids is not None
+    assert ids.field_managers == ("fm",)
+    assert ids.usernames("ns") == {
+        "system:serviceaccount:ns:healer",
+        "system:serviceaccount:ops:agent",
+        "alice",
+    }
+
+
+def test_remediator_without_identities_leaves_them_to_its_workload() -> None:
+    raw = spec_with("remediator", {"kind": "Deployment", "name": "healer"})
+
+    assert parse_campaign_spec(raw).remediator.identities is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("identities", "path"),
+    [
+        ({}, "remediator.identities"),
+        ({"serviceAccounts": ["Bad_Name"]}, "remediator.identities.serviceAccounts"),
+        ({"users": [""]}, "remediator.identities.users"),
+        ({"fieldManagers": "fm"}, "remediator.identities.fieldManagers"),
+    ],
+)
+def test_bad_remediator_identities_are_refused_naming_the_field(identities: Any, path: str) -> None:
+    raw = spec_with("remediator", {"kind": "Deployment", "name": "healer", "identities": identities})
+
+    assert refusal(raw).field == f"spec.{path}"

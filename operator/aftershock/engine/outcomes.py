@@ -82,6 +82,9 @@ class RunnerSettings:
     author_check: bool = False
     #: ``--namespace-label``: a run starts only in a namespace carrying this label (key, value).
     namespace_label: tuple[str, str] | None = None
+    #: How long a trial's end waits for the audit webhook to deliver the writes of its window
+    #: (the API server's --audit-webhook-batch-max-wait should be shorter).
+    audit_catch_up_seconds: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ __all__ = [
     "ProbeResult",
     "ProbeUnavailableError",
     "Recorder",
+    "RemediatorActivity",
     "ScaleApi",
     "ServiceApi",
     "StatusSink",
@@ -41,6 +42,7 @@ __all__ = [
     "SubjectLock",
     "SubjectProbe",
     "VolumeApi",
+    "WorkloadApi",
 ]
 
 
@@ -144,6 +146,19 @@ class EventApi(Protocol):
     ) -> AsyncIterator[tuple[str, ClusterEvent, str]]: ...
 
 
+class RemediatorActivity(Protocol):
+    """Where the remediator's actions are seen as they happen: what the quiet wait at a trial's
+    end asks (`aftershock.engine.recovery.QuietWait`). Each source of actions implements it (the
+    remediator's Events: `aftershock.engine.signals.SignalWatch`; its writes:
+    `aftershock.engine.actions.CampaignActions`; both: `aftershock.engine.actions.Either`);
+    the actions themselves reach the ledger as `aftershock.records.RemediatorAction` values
+    when the trial ends."""
+
+    def last_action_mono(self) -> float | None:
+        """The monotonic time (the engine's `Clock`) the latest action was seen at; None when
+        none has been seen yet. Called once a second at most, on the event loop: no I/O."""
+
+
 class ServiceApi(Protocol):
     """Services of the Campaign's namespace: what the subject's URLs name (ExternalName refused)."""
 
@@ -155,6 +170,11 @@ class ScaleApi(Protocol):
         """(desired, current) replicas of a Deployment or StatefulSet."""
 
     async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None: ...
+
+
+class WorkloadApi(Protocol):
+    async def service_account(self, kind: str, namespace: str, name: str) -> str:
+        """The ServiceAccount a Deployment's or StatefulSet's pod template runs as."""
 
 
 class StatusSink(Protocol):

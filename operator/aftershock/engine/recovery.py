@@ -1,6 +1,7 @@
 """Watching one recovery: pod events and the subject's own API fed to the `RecoveryTracker`
-until the subject is recovered and has stayed so for the settle window, or the timeout; and
-the write probe that runs beside it for subjects that take writes.
+until the subject is recovered and has stayed so for the settle window (and, with
+``spec.remediator.quietSeconds``, the remediator has been quiet: `QuietWait`), or the timeout;
+and the write probe that runs beside it for subjects that take writes.
 """
 
 from __future__ import annotations
@@ -8,14 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aftershock.engine import lifecycle
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import look_jitter
-from aftershock.engine.ports import Clock, NamespaceApi, ProbeUnavailableError, StopSignal, SubjectProbe
+from aftershock.engine.ports import (
+    Clock,
+    NamespaceApi,
+    ProbeUnavailableError,
+    RemediatorActivity,
+    StopSignal,
+    SubjectProbe,
+)
 from aftershock.engine.view import Observation, PodView, next_observation
 from aftershock.errors import ApiError
 from aftershock.model import CampaignSpec, Milestone, Outcome
@@ -25,6 +33,62 @@ NAMESPACE_LOOK_INTERVAL = 5.0
 
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuietWait:
+    """The end of a trial with ``spec.remediator.quietSeconds``: after the recovery and its
+    settle window, until the remediator has done nothing for `quiet_seconds`, counted from the
+    later of the recovery (seen) and its last action seen, so an action during the wait extends
+    it. At most `cap_seconds` after the recovery was seen: a remediator that never stops must
+    not hold the trial forever (``capped`` is recorded). A relapse during the wait is one, as
+    in the settle window: the trial was not over. Never part of the recovery time."""
+
+    quiet_seconds: float
+    cap_seconds: float
+    activity: RemediatorActivity
+    #: Set when the trial ended: the wait stopped at the cap, not because the remediator was quiet.
+    capped: bool = False
+    #: When the trial ended (monotonic), once it did.
+    ended_mono: float | None = None
+
+    def until(self, recovered_seen: float, settled: float) -> float:
+        """When the trial may end (monotonic), as things stand: `settled` is the settle
+        window's end."""
+        return min(self._wanted(recovered_seen, settled), self._cap(recovered_seen, settled))
+
+    def end(self, recovered_seen: float, settled: float, now: float) -> None:
+        self.ended_mono = now
+        self.capped = self._wanted(recovered_seen, settled) > self._cap(recovered_seen, settled)
+
+    def _wanted(self, recovered_seen: float, settled: float) -> float:
+        last = self.activity.last_action_mono()
+        since = recovered_seen if last is None else max(recovered_seen, last)
+        return max(settled, since + self.quiet_seconds)
+
+    def _cap(self, recovered_seen: float, settled: float) -> float:
+        return max(settled, recovered_seen + self.cap_seconds)
+
+    def summary(self, kill_mono: float, recovered_seen: float | None) -> dict[str, Any]:
+        """``final_state["quietWait"]``: what the wait was and how it ended (offsets from the
+        kill; None: the trial did not end by it)."""
+        last = self.activity.last_action_mono()
+        return {
+            "quietSeconds": self.quiet_seconds,
+            "capSeconds": self.cap_seconds,
+            "recoveredSeenOffset": None if recovered_seen is None else recovered_seen - kill_mono,
+            "lastActionOffset": None if last is None or last < kill_mono else last - kill_mono,
+            "endedOffset": None if self.ended_mono is None else self.ended_mono - kill_mono,
+            "capped": self.capped,
+        }
+
+
+def quiet_wait(spec: CampaignSpec, activity: RemediatorActivity | None) -> QuietWait | None:
+    """The trial's quiet wait, when its Campaign asks for one and its actions are seen."""
+    rem = spec.remediator
+    if rem is None or rem.quiet_seconds is None or activity is None:
+        return None
+    return QuietWait(rem.quiet_seconds, spec.recovery_timeout_seconds, activity)
 
 
 @dataclass(frozen=True)
@@ -37,6 +101,19 @@ class Watch:
     #: The Campaign's namespace, and where to ask whether it is being deleted (None: never asked).
     namespace: str = ""
     namespaces: NamespaceApi | None = None
+    #: The end after the recovery (``spec.remediator.quietSeconds``); None: the settle window's.
+    quiet: QuietWait | None = None
+    #: Awaited once, when the subject is first judged recovered (the trial goes on: settle
+    #: window, quiet wait), with the recovered milestone's offset from the kill.
+    on_recovered: Callable[[float], Awaitable[None]] | None = None
+
+
+def _trial_end(w: Watch, tracker: RecoveryTracker, now: float) -> float:
+    """When a recovered trial ends (monotonic): the settle window's end, or the quiet wait's."""
+    seen = tracker.recovered_seen_mono
+    seen = now if seen is None else seen
+    settled = seen + w.spec.recovery_settle_seconds
+    return settled if w.quiet is None else w.quiet.until(seen, settled)
 
 
 def _goes(tracker: RecoveryTracker, obs: Observation) -> bool:
@@ -92,10 +169,13 @@ def _verdict(
         # Keep watching for the settle window: a relapse is recorded, never a success.
         if tracker.relapsed:
             return Outcome.UNRECOVERED, _relapse_error(tracker)
-        seen = tracker.recovered_seen_mono
-        if now >= (now if seen is None else seen) + spec.recovery_settle_seconds:
-            return Outcome.RECOVERED, None
-        return None
+        if now < _trial_end(w, tracker, now):
+            return None
+        if w.quiet is not None:
+            seen = tracker.recovered_seen_mono
+            seen = now if seen is None else seen
+            w.quiet.end(seen, seen + spec.recovery_settle_seconds, now)
+        return Outcome.RECOVERED, None
     if now < tracker.kill_sent_mono + spec.recovery_timeout_seconds:
         return None
     if probe_error is not None and tracker.back in tracker.milestones and tracker.pods_healthy():
@@ -115,6 +195,7 @@ async def observe(
     probe_error: str | None = None
     # Pods other than the victims going, and when the namespace may next be looked at.
     going, next_look = False, 0.0
+    announced = False
     while True:
         while not queue.empty():
             queued = queue.get_nowait()
@@ -135,6 +216,10 @@ async def observe(
                 probe_error = None
             except ProbeUnavailableError as exc:
                 probe_error = str(exc)
+        if tracker.recovered and not announced:
+            announced = True
+            if w.on_recovered is not None:
+                await w.on_recovered(tracker.milestones["recovered"].offset)
         ended = _verdict(w, tracker, probe_error)
         if ended is not None:
             return ended
@@ -142,8 +227,9 @@ async def observe(
             return Outcome.INTERRUPTED, lifecycle.interrupted_reason(stop)
         wake = deadline
         if tracker.recovered:
-            seen = tracker.recovered_seen_mono
-            wake = (clock.monotonic() if seen is None else seen) + w.spec.recovery_settle_seconds
+            # With a quiet wait, an action seen meanwhile moves this later: the loop wakes at
+            # least once a second (below) and asks again.
+            wake = _trial_end(w, tracker, clock.monotonic())
         due = _next_probe_due(w, tracker, last_probe, jitter)
         if due is not None:
             wake = min(wake, due)

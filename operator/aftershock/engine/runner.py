@@ -24,6 +24,7 @@ from aftershock import stats
 from aftershock.chaos import registry as chaos_registry
 from aftershock.endpoints import ServiceInfo, resolve_service_name, service_names
 from aftershock.engine import admit, heal, holds, lifecycle, resume, trend, verdict, watches
+from aftershock.engine.actions import AuditHorizon, AuditInbox, CampaignActions, activity_of
 from aftershock.engine.alerts import AlertInbox, CampaignAlerts
 from aftershock.engine.outcomes import REASON_INVALID, RunnerSettings, TrialResult
 from aftershock.engine.podwatch import PodWatches
@@ -44,11 +45,13 @@ from aftershock.engine.ports import (
     SubjectLock,
     SubjectProbe,
     VolumeApi,
+    WorkloadApi,
 )
 from aftershock.engine.publisher import StatusPublisher
 from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.status import SPEC_VALID, Conditions
 from aftershock.engine.trial import Trials
+from aftershock.engine.view import PodView
 from aftershock.errors import ApiError, SpecError
 from aftershock.ledger import RunRow
 from aftershock.model import (
@@ -57,6 +60,7 @@ from aftershock.model import (
     CampaignSpec,
     Outcome,
     Phase,
+    RemediatorIdentities,
     Verdict,
     check_endpoint_namespace,
     parse_campaign_spec,
@@ -113,6 +117,10 @@ class CampaignRunner:
     annotations_source: Callable[[], Mapping[str, str]] = dict
     #: The operator's alert receiver's inbox (`spec.detection`); None: no receiver runs.
     alert_inbox: AlertInbox | None = None
+    #: The operator's audit receiver's inbox (the remediator's writes); None: no receiver runs.
+    audit_inbox: AuditInbox | None = None
+    #: The remediator workload's ServiceAccount, its default identity; None: not asked.
+    workloads: WorkloadApi | None = None
     _out: StatusPublisher = field(init=False)
     _remediator: RemediatorScaler = field(init=False)
 
@@ -145,6 +153,47 @@ class CampaignRunner:
             return
         with self.alert_inbox.listen(self.ref, spec.detection) as alerts:
             yield alerts
+
+    @contextlib.asynccontextmanager
+    async def _actions(self, spec: CampaignSpec, view: PodView) -> AsyncIterator[CampaignActions | None]:
+        """The remediator's writes while the Campaign runs (`spec.remediator`): its identities'
+        audited writes and its field managers' managedFields on the subject's pods."""
+        rem = spec.remediator
+        if rem is None:
+            yield None
+            return
+        namespace = self.ref.namespace
+        ids = rem.identities or RemediatorIdentities()
+        if not ids.service_accounts and self.workloads is not None:
+            # No ServiceAccount named: the one the remediator workload runs as.
+            try:
+                sa = await self.workloads.service_account(rem.kind.value, namespace, rem.name)
+                ids = dataclasses.replace(ids, service_accounts=(sa,))
+            except ApiError as exc:
+                log.warning(
+                    "campaign %s/%s: cannot read the remediator %s %s's ServiceAccount (%s): its "
+                    "writes are not recorded; name it in spec.remediator.identities.serviceAccounts",
+                    namespace,
+                    self.ref.name,
+                    rem.kind.value,
+                    rem.name,
+                    exc,
+                )
+        usernames, managers = ids.usernames(namespace), frozenset(ids.field_managers)
+        if self.audit_inbox is None:
+            actions = CampaignActions(self.ref, frozenset(), managers, self.clock, AuditHorizon())
+            view.on_change = actions.pod_changed
+            try:
+                yield actions
+            finally:
+                view.on_change = None
+            return
+        with self.audit_inbox.listen(self.ref, usernames, managers) as actions:
+            view.on_change = actions.pod_changed
+            try:
+                yield actions
+            finally:
+                view.on_change = None
 
     def _spec_now(self) -> Mapping[str, Any]:
         """The spec now, and (read with it, no await between) the generation it belongs to:
@@ -246,6 +295,7 @@ class CampaignRunner:
                     clock=self.clock,
                 ) as (view, signals),
                 self._alerts(spec) as alerts,
+                self._actions(spec, view) as actions,
             ):
                 trials = Trials(
                     spec=spec,
@@ -258,7 +308,9 @@ class CampaignRunner:
                     publisher=out,
                     remediator=self._remediator,
                     signals=signals,
+                    activity=activity_of(signals, actions),
                     alerts=alerts,
+                    actions=actions,
                     volumes=self.volumes,
                     namespaces=self.namespaces,
                 )

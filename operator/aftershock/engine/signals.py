@@ -51,7 +51,11 @@ def in_window(
         if not kill_mono <= s.mono <= end_mono or s.event.controller != signals.controller:
             continue
         offset = s.mono - kill_mono
-        actions.append(RemediatorAction(s.event.reason, s.event.message, s.event.involved, s.wall, offset))
+        actions.append(
+            RemediatorAction(
+                s.event.reason, s.event.message, s.event.involved, s.wall, offset, identity=s.event.controller
+            )
+        )
         if s.event.reason == signals.detected_reason and REMEDIATOR_DETECTED not in milestones:
             milestones[REMEDIATOR_DETECTED] = Milestone(s.wall, offset)
         # Resolved counts only once it was detected: a "resolved" left over from an earlier
@@ -66,7 +70,8 @@ def in_window(
 
 
 class SignalWatch:
-    """List, then watch, the namespace's Events; keeps those of one controller, as seen."""
+    """List, then watch, the namespace's Events; keeps those of one controller, as seen. Its
+    `last_action_mono` makes it a `RemediatorActivity` (the quiet wait's)."""
 
     def __init__(
         self,
@@ -84,6 +89,7 @@ class SignalWatch:
         self._keep = keep
         self._seen: list[Seen] = []
         self._counts: dict[str, int] = {}
+        self._last_mono: float | None = None
 
         self._loop = ListWatch[ClusterEvent](
             what=f"event watch in {namespace}",
@@ -97,6 +103,10 @@ class SignalWatch:
 
     async def wait_synced(self, timeout: float) -> bool:
         return await self._loop.wait_synced(timeout)
+
+    def last_action_mono(self) -> float | None:
+        """When the remediator's latest Event was seen (monotonic); None: none yet."""
+        return self._last_mono
 
     def trial(self, kill_mono: float, end_mono: float) -> TrialSignals:
         return in_window(self._seen, self.signals, kill_mono, end_mono)
@@ -118,6 +128,7 @@ class SignalWatch:
         self._counts[event.uid] = max(before, event.count)
         if record and event.count > before:
             self._seen.append(Seen(event, self._clock.monotonic(), self._clock.wall()))
+            self._last_mono = self._seen[-1].mono
             # A long Campaign must not grow without bound: only recent trials ask.
             del self._seen[: max(0, len(self._seen) - self._keep)]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from aftershock.chaos.base import ChaosKindInfo, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
+from aftershock.engine.actions import CampaignActions
 from aftershock.engine.alerts import CampaignAlerts
 from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
@@ -39,6 +40,7 @@ from aftershock.engine.outcomes import (
 from aftershock.engine.ports import (
     NamespaceApi,
     PodApi,
+    RemediatorActivity,
     StopSignal,
     SubjectLock,
     SubjectProbe,
@@ -49,7 +51,16 @@ from aftershock.engine.remediator import RemediatorScaler
 from aftershock.engine.signals import SignalWatch
 from aftershock.engine.view import PodView
 from aftershock.errors import ApiError
-from aftershock.model import AttemptRecord, CampaignSpec, Milestone, Outcome, Verdict, Victim
+from aftershock.model import (
+    AttemptRecord,
+    CampaignSpec,
+    Milestone,
+    Outcome,
+    RemediatorAction,
+    Verdict,
+    Victim,
+    after_recovery,
+)
 
 
 @dataclass
@@ -68,8 +79,13 @@ class Trials:
     remediator: RemediatorScaler
     #: The remediator's Events (None: it does not say how it reports, or there is none).
     signals: SignalWatch | None = None
+    #: Where the remediator's actions are seen live, for the quiet wait at a trial's end
+    #: (``spec.remediator.quietSeconds``); None: no wait.
+    activity: RemediatorActivity | None = None
     #: The alerts delivered for this Campaign (`spec.detection`; None: it listens for none).
     alerts: CampaignAlerts | None = None
+    #: The remediator's writes (audit webhook, managedFields; None: no remediator).
+    actions: CampaignActions | None = None
     #: The subject's claims, for `spec.reset.mode: Recreate` (None: no access to them).
     volumes: VolumeApi | None = None
     #: Whether the namespace is being deleted, asked when pods go mid-recovery (None: never).
@@ -333,6 +349,7 @@ class _Strike:
         t = self.trials
         clock = t.publisher.clock
         assert t.expected_pods is not None
+        quiet = recovery.quiet_wait(t.spec, t.activity)
         with t.view.subscribe() as queue:
             kill_mono, kill_wall = clock.monotonic(), clock.wall()
             tracker = RecoveryTracker(
@@ -376,6 +393,11 @@ class _Strike:
                     retry_budget=t.settings.kill_retry_budget,
                     held=lambda: strike.lock_covers(self.victims, t.view, t.lock),
                 )
+                if t.actions is not None:
+                    # Before the fault goes in: the remediator may act the moment it does.
+                    t.actions.fault_injected(
+                        kill_mono, kill_wall, frozenset(v.node for v in self.victims if v.node)
+                    )
                 killed = await self.kind.inject(plan, t.pods, clock, stop.is_set)
                 kill_error = killed.error
                 gate_passed = Milestone(self.gate.wall, self.gate.mono - kill_mono)
@@ -417,6 +439,8 @@ class _Strike:
                     t.settings.probe_interval,
                     namespace=t.publisher.ref.namespace,
                     namespaces=t.namespaces,
+                    quiet=quiet,
+                    on_recovered=None if quiet is None else self._waiting_for_quiet(quiet),
                 )
                 # Watching starts now, while the kill is recorded and published: the ledger's
                 # fsync and the status patch took 0.1-0.2 s on the real node, and an etcd
@@ -455,10 +479,7 @@ class _Strike:
         if window is not None:
             milestones.update(window.milestones())
             final_state["writes"] = window.summary()
-        if t.signals is not None:
-            said = t.signals.trial(kill_mono, end_mono)
-            milestones.update(said.milestones)
-            final_state["remediatorActions"] = [a.as_json() for a in said.actions]
+        await self._record_remediator(quiet, tracker, kill_mono, end_mono, milestones, final_state)
         # The order each milestone was recorded in: equal offsets (one look saw two moments)
         # are shown in it, not by name (`aftershock.phases.MILESTONE_ORDER`).
         final_state["milestoneOrder"] = list(milestones)
@@ -466,6 +487,52 @@ class _Strike:
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )
         return await self._report(outcome, record, error)
+
+    def _waiting_for_quiet(self, quiet: recovery.QuietWait) -> Callable[[float], Awaitable[None]]:
+        """Say in the status that the subject recovered and the trial waits for the remediator
+        to be quiet: the trial may go on for long after the recovery."""
+        t = self.trials
+
+        async def announce(offset: float) -> None:
+            t.publisher.message = (
+                f"trial {self.index + 1}/{t.spec.trials}: recovered {offset:.3f}s after the fault; "
+                f"waiting until the remediator has been quiet for {quiet.quiet_seconds:g}s"
+            )
+            await t.publisher.publish()
+
+        return announce
+
+    async def _record_remediator(
+        self,
+        quiet: recovery.QuietWait | None,
+        tracker: RecoveryTracker,
+        kill_mono: float,
+        end_mono: float,
+        milestones: dict[str, Milestone],
+        final_state: dict[str, Any],
+    ) -> None:
+        """What the remediator said (its Events) and did (its writes: audit webhook,
+        managedFields) in the trial window (kill to the end, quiet wait included), in time order,
+        each action flagged when it came after the recovery, and how the quiet wait ended."""
+        t = self.trials
+        if t.signals is not None or t.actions is not None:
+            actions: list[RemediatorAction] = []
+            if t.signals is not None:
+                said = t.signals.trial(kill_mono, end_mono)
+                milestones.update(said.milestones)
+                actions.extend(said.actions)
+            if t.actions is not None:
+                # The audit webhook delivers in batches: the window's last writes may still be
+                # on their way (bounded wait; none when no batch ever came).
+                await t.actions.caught_up(end_mono, t.settings.audit_catch_up_seconds)
+                actions.extend(t.actions.trial(kill_mono, end_mono))
+            recovered = milestones.get("recovered")
+            final_state["remediatorActions"] = [
+                {**a.as_json(), "afterRecovery": after_recovery(a, recovered)}
+                for a in sorted(actions, key=lambda a: a.offset)
+            ]
+        if quiet is not None:
+            final_state["quietWait"] = quiet.summary(kill_mono, tracker.recovered_seen_mono)
 
     @staticmethod
     async def _record_fault(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from aftershock.engine.listwatch import wait_set
@@ -44,6 +44,9 @@ class PodView:
         self._subscribers: set[asyncio.Queue[Observation]] = set()
         self._synced = asyncio.Event()
         self._feed: PodFeed | None = None
+        #: Told of every change to a pod of the view (before, after, when seen): the
+        #: remediator's managedFields writes (`aftershock.engine.actions`). None: nobody asks.
+        self.on_change: Callable[[PodState | None, PodState, float, float], None] | None = None
 
     @property
     def synced(self) -> bool:
@@ -86,6 +89,8 @@ class PodView:
         known = self._pods.get(pod.uid)
         if type_ != "DELETED" and self.selector.matches(pod.labels):
             self._pods[pod.uid] = pod
+            if self.on_change is not None:
+                self.on_change(known, pod, mono, wall)
             self._publish(Observation("MODIFIED" if known is not None else "ADDED", pod, mono, wall))
         elif known is not None:
             # Gone, or no longer matching: the API server's selector watch sends DELETED with

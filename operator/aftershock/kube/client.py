@@ -108,7 +108,7 @@ class Kube(_Volumes, _Access, _Execs, _Ephemerals):
                 client_configuration=configuration,
                 persist_config=False,
             )
-        # The environment's proxy settings as kubectl reads them, decided once here (ADR 0022).
+        # The environment's proxy settings as kubectl reads them, decided once here (ADR 0023).
         configuration.proxy = api_server_proxy(configuration.host, os.environ, configuration.proxy)
         # Every running Campaign holds one pod watch open for its whole life. Watches get a pool
         # of their own without a cap, so that requests (kills, status patches, leases) never
@@ -422,6 +422,17 @@ class Kube(_Volumes, _Access, _Execs, _Ephemerals):
                 self._apps.list_stateful_set_for_all_namespaces,
             )
         raise KubeError(f"cannot annotate a {kind}")
+
+    async def service_account(self, kind: str, namespace: str, name: str) -> str:
+        """The ServiceAccount the workload's pod template names ("default" when none)."""
+        read = (
+            self._apps.read_namespaced_deployment
+            if kind == "Deployment"
+            else self._apps.read_namespaced_stateful_set
+        )
+        data = await self._json("get", f"get {kind} {namespace}/{name}", read, name, namespace)
+        spec = ((data.get("spec") or {}).get("template") or {}).get("spec") or {}
+        return str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
 
     async def patch_workload_metadata(
         self,

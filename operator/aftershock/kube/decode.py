@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from aftershock.model import ClusterEvent, ContainerState, EphemeralState, PodState
+from aftershock.model import ClusterEvent, ContainerState, EphemeralState, ManagedEntry, PodState
 
 
 def parse_time(value: str | None) -> float | None:
@@ -62,7 +62,51 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
         shares_process_namespace=bool(spec.get("shareProcessNamespace", False)),
         ip=status.get("podIP") or None,
         host_network=bool(spec.get("hostNetwork", False)),
+        managed=decode_managed(meta.get("managedFields")),
     )
+
+
+#: How deep and how many field paths of one managedFields entry are kept.
+_FIELD_DEPTH = 3
+_MAX_FIELDS = 64
+
+
+def decode_managed(raw: Any) -> tuple[ManagedEntry, ...]:
+    """managedFields entries, each with its field paths (fieldsV1 flattened to a few levels:
+    ``f:metadata`` -> ``metadata``, ``k:{...}`` keys kept as they are)."""
+    found = []
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        paths: list[str] = []
+        _flatten(entry.get("fieldsV1"), "", 0, paths)
+        try:
+            when = parse_time(entry.get("time"))
+        except ValueError:
+            when = None
+        found.append(
+            ManagedEntry(
+                manager=str(entry.get("manager") or ""),
+                operation=str(entry.get("operation") or ""),
+                subresource=str(entry.get("subresource") or ""),
+                time=when,
+                fields=tuple(paths[:_MAX_FIELDS]),
+            )
+        )
+    return tuple(found)
+
+
+def _flatten(node: Any, prefix: str, depth: int, out: list[str]) -> None:
+    if not isinstance(node, Mapping) or len(out) >= _MAX_FIELDS:
+        return
+    keys = [k for k in node if k != "."]
+    if not keys or depth >= _FIELD_DEPTH:
+        if prefix:
+            out.append(prefix)
+        return
+    for key in keys:
+        name = key[2:] if key.startswith("f:") else key
+        _flatten(node[key], f"{prefix}.{name}" if prefix else name, depth + 1, out)
 
 
 def decode_ephemerals(raw: Mapping[str, Any]) -> tuple[EphemeralState, ...]:

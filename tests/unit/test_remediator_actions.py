@@ -1,0 +1,437 @@
+"""The remediator's actions read from the API without its help: the audit receiver (a real HTTP
+server) refuses what has no token or is no EventList, keeps only completed writes of the
+Campaign's identities around its subject, never lets one namespace's writes reach another's
+Campaign, and attributes Node writes by the victims' nodes; managedFields changes of a named
+field manager on a subject pod are actions too."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from tests.unit.fakes import FAST_SETTINGS, FakeCluster, FakeLock, ListSink, fast_campaign
+
+from aftershock import receiver
+from aftershock.auditing import AuditPayloadError, parse_event_list
+from aftershock.engine.actions import AuditHorizon, AuditInbox, CampaignActions
+from aftershock.engine.podwatch import PodWatches
+from aftershock.engine.runner import CampaignRunner
+from aftershock.engine.view import PodView
+from aftershock.errors import ApiError
+from aftershock.kube.decode import decode_managed, decode_pod
+from aftershock.model import (
+    ACTION_SOURCE_AUDIT,
+    ACTION_SOURCE_MANAGED_FIELDS,
+    CampaignRef,
+    CampaignSpec,
+    parse_campaign_spec,
+    remediator_actions,
+)
+
+REF = CampaignRef(namespace="db", name="heal", uid="uid-db")
+OTHER = CampaignRef(namespace="other", name="heal", uid="uid-other")
+TOKEN = "audit-token-for-tests-0123456789"
+HEALER = "system:serviceaccount:db:healer"
+OTHER_HEALER = "system:serviceaccount:other:healer"
+#: The fault went in at this wall time (2026-12-06T20:00:00Z) and monotonic 100.
+KILL_WALL = 1796587200.0
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.mono = 100.0
+
+    def wall(self) -> float:
+        return KILL_WALL - 100.0 + self.mono
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+def stamp(offset: float) -> str:
+    """An audit MicroTime `offset` seconds after the fault."""
+    when = datetime.datetime.fromtimestamp(KILL_WALL, datetime.UTC) + datetime.timedelta(seconds=offset)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event(
+    *,
+    user: str = HEALER,
+    verb: str = "patch",
+    resource: str = "pods",
+    namespace: str | None = "db",
+    name: str = "tikv-1",
+    at: float = 1.5,
+    stage: str = "ResponseComplete",
+    code: int = 200,
+    group: str = "",
+    subresource: str | None = None,
+    request: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    ref: dict[str, Any] = {"resource": resource, "name": name, "apiVersion": "v1", "apiGroup": group}
+    if namespace is not None:
+        ref["namespace"] = namespace
+    if subresource:
+        ref["subresource"] = subresource
+    body: dict[str, Any] = {
+        "level": "Request",
+        "auditID": f"id-{verb}-{name}-{at}",
+        "stage": stage,
+        "verb": verb,
+        "user": {"username": user, "groups": ["system:serviceaccounts"]},
+        "objectRef": ref,
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestReceivedTimestamp": stamp(at - 0.004),
+        "stageTimestamp": stamp(at),
+        "userAgent": "healer/1.0",
+    }
+    if request is not None:
+        body["requestObject"] = request
+    return body
+
+
+def batch(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": list(items)}
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], AuditInbox, ManualClock]]:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    clock = ManualClock()
+    inbox = AuditInbox(clock)
+    app = receiver.build_audit_app(inbox.deliver, receiver.TokenFile(token_file, "audit receiver"))
+    async with TestClient(TestServer(app)) as client:
+        yield client, inbox, clock
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- the batch -------------------------------------------------------------------------------
+
+
+def test_only_completed_writes_are_kept_with_microsecond_times() -> None:
+    parsed = parse_event_list(
+        batch(
+            event(stage="RequestReceived"),
+            event(verb="get"),
+            event(verb="watch"),
+            event(verb="delete", at=2.000123),
+            event(verb="patch", at=3.5),
+        )
+    )
+
+    assert [(e.verb, round(e.completed - KILL_WALL, 6)) for e in parsed.writes] == [
+        ("delete", 2.000123),
+        ("patch", 3.5),
+    ]
+    assert parsed.writes[0].received == pytest.approx(KILL_WALL + 1.996123, abs=1e-6)
+    assert parsed.newest == pytest.approx(KILL_WALL + 3.5, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ([], "expected a JSON object"),
+        ({"kind": "PodList", "apiVersion": "v1"}, "expected kind EventList"),
+        ({"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": []}, "audit.k8s.io/v1"),
+        ({**batch(), "items": {"a": 1}}, "items: expected a list"),
+        ({**batch(), "items": ["not an event"]}, "items[0]: expected an object"),
+        (batch({**event(), "stageTimestamp": "yesterday"}), "items[0].stageTimestamp"),
+        (batch({**event(), "stageTimestamp": "2026-12-06T20:00:00"}), "no time zone"),
+        (batch({**event(), "responseStatus": {"code": "200"}}), "responseStatus.code"),
+        (batch({**event(), "objectRef": ["pods"]}), "items[0].objectRef: expected an object"),
+        (batch({**event(), "user": {"username": 7}}), "user.username: expected a string"),
+    ],
+)
+def test_a_body_that_is_no_event_list_is_refused_naming_what(body: Any, words: str) -> None:
+    with pytest.raises(AuditPayloadError) as info:
+        parse_event_list(body)
+    assert words in str(info.value)
+
+
+def test_the_change_is_the_patch_body_or_the_response_code() -> None:
+    patched = parse_event_list(batch(event(request={"metadata": {"labels": {"healed": "yes"}}}))).writes[0]
+    deleted = parse_event_list(batch(event(verb="delete", code=200))).writes[0]
+
+    assert patched.change() == '{"metadata":{"labels":{"healed":"yes"}}}; HTTP 200'
+    assert deleted.change() == "HTTP 200"
+
+
+# --- the receiver over HTTP ------------------------------------------------------------------
+
+
+async def test_without_the_token_nothing_is_recorded(
+    served: tuple[TestClient[Any, Any], AuditInbox, ManualClock],
+) -> None:
+    client, inbox, _ = served
+    with inbox.listen(REF, frozenset({HEALER}), frozenset()) as actions:
+        actions.fault_injected(100.0, KILL_WALL, frozenset())
+        for headers in ({}, auth("wrong-token-wrong-token-000"), {"Authorization": TOKEN}):
+            resp = await client.post(receiver.AUDIT_PATH, json=batch(event()), headers=headers)
+            assert resp.status == 401
+            assert "Bearer" in resp.headers["WWW-Authenticate"]
+        assert actions.trial(100.0, 200.0) == ()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"{not json",
+        b"[]",
+        b'{"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [1]}',
+        b"\xff\xfe",
+    ],
+)
+async def test_a_malformed_batch_is_a_400_and_the_receiver_goes_on(
+    served: tuple[TestClient[Any, Any], AuditInbox, ManualClock], data: bytes
+) -> None:
+    client, inbox, _ = served
+    resp = await client.post(receiver.AUDIT_PATH, data=data, headers=auth())
+    assert resp.status == 400
+    assert "EventList" in await resp.text()
+    with inbox.listen(REF, frozenset({HEALER}), frozenset()) as actions:
+        actions.fault_injected(100.0, KILL_WALL, frozenset())
+        resp = await client.post(receiver.AUDIT_PATH, json=batch(event()), headers=auth())
+        assert resp.status == 200
+        assert await resp.json() == {"writes": 1, "recorded": 1}
+
+
+async def test_a_batch_over_the_limit_is_refused(
+    served: tuple[TestClient[Any, Any], AuditInbox, ManualClock],
+) -> None:
+    client, _, _ = served
+    resp = await client.post(receiver.AUDIT_PATH, data=b"x" * (receiver.MAX_AUDIT_BODY + 1), headers=auth())
+    assert resp.status == 413
+
+
+async def test_the_remediators_writes_around_the_subject_are_its_actions_in_time_order(
+    served: tuple[TestClient[Any, Any], AuditInbox, ManualClock],
+) -> None:
+    client, inbox, _ = served
+    with inbox.listen(REF, frozenset({HEALER}), frozenset()) as actions:
+        resp = await client.post(receiver.AUDIT_PATH, json=batch(event(at=0.2)), headers=auth())
+        assert await resp.json() == {"writes": 1, "recorded": 0}  # no trial under way yet
+        actions.fault_injected(100.0, KILL_WALL, frozenset({"node-a"}))
+        body = batch(
+            event(verb="delete", name="tikv-0", at=1.25),
+            event(user="system:serviceaccount:db:someone-else", at=1.3),  # not its identity
+            event(resource="configmaps", name="cm", at=1.4),  # not around the subject
+            event(
+                group="apps", resource="statefulsets", name="tikv", at=1.6, request={"spec": {"replicas": 3}}
+            ),
+            event(resource="nodes", namespace=None, name="node-a", at=2.0, request={"spec": {"taints": []}}),
+            event(resource="nodes", namespace=None, name="node-b", at=2.1),  # no victim ran there
+            event(resource="pods", subresource="eviction", verb="create", name="tikv-2", at=2.5, code=429),
+            event(at=-0.5),  # before the fault
+        )
+        resp = await client.post(receiver.AUDIT_PATH, json=body, headers=auth())
+        assert await resp.json() == {"writes": 8, "recorded": 4}
+        found = actions.trial(100.0, 110.0)
+        assert actions.last_action_mono() == pytest.approx(102.5, abs=1e-6)
+
+    assert [(a.verb, a.involved, round(a.offset, 6)) for a in found] == [
+        ("delete", "pods db/tikv-0", 1.25),
+        ("patch", "statefulsets db/tikv", 1.6),
+        ("patch", "nodes node-a", 2.0),
+        ("create", "pods/eviction db/tikv-2", 2.5),
+    ]
+    assert {a.source for a in found} == {ACTION_SOURCE_AUDIT}
+    assert {a.identity for a in found} == {HEALER}
+    assert found[3].change == "HTTP 429"
+    assert found[1].change.startswith('{"spec":{"replicas":3}}')
+    # As the attempt's final state keeps them, and as everything downstream reads them.
+    again = remediator_actions({"remediatorActions": [a.as_json() for a in reversed(found)]})
+    assert again == tuple(found)
+
+
+async def test_another_namespaces_writes_never_land_on_this_campaign(
+    served: tuple[TestClient[Any, Any], AuditInbox, ManualClock],
+) -> None:
+    client, inbox, _ = served
+    # Each Campaign names the other's ServiceAccount too: the namespace still decides.
+    both = frozenset({HEALER, OTHER_HEALER})
+    with inbox.listen(REF, both, frozenset()) as mine, inbox.listen(OTHER, both, frozenset()) as theirs:
+        mine.fault_injected(100.0, KILL_WALL, frozenset({"node-a"}))
+        theirs.fault_injected(100.0, KILL_WALL, frozenset({"node-b"}))
+        body = batch(
+            event(user=OTHER_HEALER, namespace="other", name="tikv-0", verb="delete", at=1.0),
+            event(user=HEALER, namespace="db", name="tikv-1", verb="delete", at=1.1),
+            event(user=OTHER_HEALER, resource="nodes", namespace=None, name="node-b", at=1.2),
+        )
+        resp = await client.post(receiver.AUDIT_PATH, json=body, headers=auth())
+        assert await resp.json() == {"writes": 3, "recorded": 3}
+        assert [a.involved for a in mine.trial(100.0, 110.0)] == ["pods db/tikv-1"]
+        assert [a.involved for a in theirs.trial(100.0, 110.0)] == ["pods other/tikv-0", "nodes node-b"]
+
+
+async def test_a_trial_waits_for_the_batch_that_covers_its_end() -> None:
+    clock = ManualClock()
+    inbox = AuditInbox(clock)
+    with inbox.listen(REF, frozenset({HEALER}), frozenset()) as actions:
+        actions.fault_injected(100.0, KILL_WALL, frozenset())
+        # No batch ever came (no webhook configured): nothing to wait for.
+        assert await actions.caught_up(105.0, timeout=5.0)
+        await inbox.deliver(parse_event_list(batch(event(at=1.0))))
+        assert not await actions.caught_up(105.0, timeout=0.05)  # delivered up to +1 s only
+        waiting = asyncio.create_task(actions.caught_up(105.0, timeout=5.0))
+        await asyncio.sleep(0.01)
+        await inbox.deliver(parse_event_list(batch(event(at=5.5), event(at=4.0))))
+        assert await waiting
+        assert [round(a.offset, 3) for a in actions.trial(100.0, 105.0)] == [1.0, 4.0]
+
+
+# --- managedFields ---------------------------------------------------------------------------
+
+
+POD: dict[str, Any] = {
+    "metadata": {
+        "name": "tikv-1",
+        "namespace": "db",
+        "uid": "u1",
+        "managedFields": [
+            {
+                "manager": "kube-controller-manager",
+                "operation": "Update",
+                "apiVersion": "v1",
+                "time": "2026-12-06T19:59:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {
+                    "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                    "f:spec": {"f:containers": {}},
+                },
+            }
+        ],
+    },
+    "spec": {},
+    "status": {},
+}
+
+
+def with_manager(pod: dict[str, Any], manager: str, fields: dict[str, Any], time: str) -> dict[str, Any]:
+    changed = copy.deepcopy(pod)
+    changed["metadata"]["managedFields"].append(
+        {
+            "manager": manager,
+            "operation": "Update",
+            "time": time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields,
+        }
+    )
+    return changed
+
+
+def test_managed_fields_decode_to_their_field_paths() -> None:
+    entries = decode_managed(POD["metadata"]["managedFields"])
+    assert entries[0].manager == "kube-controller-manager"
+    assert entries[0].fields == ("metadata.labels.app", "spec.containers")
+    assert entries[0].time_text == "2026-12-06T19:59:00Z"
+    assert decode_managed("nonsense") == ()
+
+
+def test_a_named_field_managers_new_or_changed_entry_is_an_action() -> None:
+    clock = ManualClock()
+    actions = CampaignActions(REF, frozenset(), frozenset({"healer"}), clock, AuditHorizon())
+    before = decode_pod(POD)
+    actions.fault_injected(100.0, KILL_WALL, frozenset())
+    labelled = with_manager(
+        POD, "healer", {"f:metadata": {"f:labels": {"f:healed": {}}}}, "2026-12-06T20:00:01Z"
+    )
+    actions.pod_changed(before, decode_pod(labelled), 101.25, KILL_WALL + 1.25)
+    # The same entry seen again (another field changed by someone else): no new action.
+    actions.pod_changed(decode_pod(labelled), decode_pod(labelled), 101.5, KILL_WALL + 1.5)
+    # Another manager's write is not the remediator's.
+    other = with_manager(labelled, "kubectl-patch", {"f:spec": {"f:x": {}}}, "2026-12-06T20:00:02Z")
+    actions.pod_changed(decode_pod(labelled), decode_pod(other), 102.0, KILL_WALL + 2.0)
+    # The remediator writes again: its entry's fields grow.
+    again = copy.deepcopy(other)
+    again["metadata"]["managedFields"][1]["fieldsV1"]["f:metadata"]["f:annotations"] = {"f:why": {}}
+    again["metadata"]["managedFields"][1]["time"] = "2026-12-06T20:00:03Z"
+    actions.pod_changed(decode_pod(other), decode_pod(again), 103.0, KILL_WALL + 3.0)
+
+    found = actions.trial(100.0, 110.0)
+    assert [(a.identity, a.source, a.offset, a.change) for a in found] == [
+        ("healer", ACTION_SOURCE_MANAGED_FIELDS, 1.25, "metadata.labels.healed"),
+        ("healer", ACTION_SOURCE_MANAGED_FIELDS, 3.0, "metadata.annotations.why"),
+    ]
+    assert found[0].involved == "pods db/tikv-1"
+    assert "2026-12-06T20:00:01Z" in found[0].message
+
+
+# --- whose writes: the Campaign's identities, the workload's ServiceAccount by default ----------
+
+
+class FakeWorkloads:
+    def __init__(self, sa: str | None) -> None:
+        self.sa = sa
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def service_account(self, kind: str, namespace: str, name: str) -> str:
+        self.asked.append((kind, namespace, name))
+        if self.sa is None:
+            raise ApiError("deployments.apps healer is forbidden", 403)
+        return self.sa
+
+
+def _runner(workloads: FakeWorkloads, inbox: AuditInbox | None) -> CampaignRunner:
+    return CampaignRunner(
+        ref=REF,
+        generation=1,
+        spec_source=dict,
+        existing_status={},
+        ledger=None,  # type: ignore[arg-type]  # not reached: only the actions' scope is used
+        pods=FakeCluster(),
+        probe_factory=lambda spec, ns: None,
+        lock=FakeLock(),
+        status=ListSink(),
+        events=ListSink(),
+        clock=ManualClock(),
+        settings=FAST_SETTINGS,
+        audit_inbox=inbox,
+        workloads=workloads,
+    )
+
+
+def _spec(identities: dict[str, Any] | None) -> CampaignSpec:
+    rem: dict[str, Any] = {"kind": "Deployment", "name": "healer"}
+    if identities is not None:
+        rem["identities"] = identities
+    return parse_campaign_spec({**fast_campaign(), "remediator": rem})
+
+
+@pytest.mark.parametrize(
+    ("identities", "sa", "usernames", "asked"),
+    [
+        # No ServiceAccount named: the workload's own is the identity, field managers beside it.
+        ({"fieldManagers": ["fm"]}, "healer-sa", {"system:serviceaccount:db:healer-sa"}, True),
+        (None, "healer-sa", {"system:serviceaccount:db:healer-sa"}, True),
+        # Named: the workload is not asked.
+        ({"serviceAccounts": ["ops/agent"]}, "healer-sa", {"system:serviceaccount:ops:agent"}, False),
+        # It cannot be read (RBAC): nothing by ServiceAccount is recorded, the run goes on.
+        ({"users": ["alice"], "fieldManagers": ["fm"]}, None, {"alice"}, True),
+    ],
+)
+async def test_the_remediators_identities_and_its_workloads_service_account(
+    identities: dict[str, Any] | None, sa: str | None, usernames: set[str], asked: bool
+) -> None:
+    workloads = FakeWorkloads(sa)
+    inbox = AuditInbox(ManualClock())
+    runner = _runner(workloads, inbox)
+    spec = _spec(identities)
+    view = PodView(PodWatches(FakeCluster(), ManualClock()), REF.namespace, spec.subject.selector)
+    async with runner._actions(spec, view) as actions:
+        assert actions is not None
+        assert actions.usernames == usernames
+        assert actions.field_managers == frozenset((identities or {}).get("fieldManagers", []))
+        assert view.on_change == actions.pod_changed  # the pod watch tells it of managedFields
+    assert view.on_change is None
+    assert workloads.asked == ([("Deployment", "db", "healer")] if asked else [])
