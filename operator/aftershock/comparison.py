@@ -7,9 +7,53 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from aftershock import analysis, stats
+from aftershock import analysis, clocks, significance, stats
 from aftershock.remediation import remediator_summary
 from aftershock.report import CampaignReport, md_cell, mode, seconds_text
+
+
+@dataclass(frozen=True)
+class ClockComparison:
+    """One clock of B against A: each side's values, and the test's judgement when both have."""
+
+    key: str
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    judgement: significance.Judgement | None
+
+    @property
+    def why_not(self) -> str | None:
+        """Why there is no judgement (None: there is one)."""
+        if self.judgement is not None:
+            return None
+        return "no values in " + " and ".join(x for x, v in (("A", self.a), ("B", self.b)) if not v)
+
+
+def compare_clocks(
+    a: CampaignReport,
+    b: CampaignReport,
+    *,
+    alpha: float,
+    min_effect_seconds: float,
+    bootstrap: analysis.Bootstrap,
+) -> tuple[ClockComparison, ...]:
+    """Time to detect, to first action and to recover, B against A, where both have values."""
+    va, vb = clocks.clock_values(a.attempts), clocks.clock_values(b.attempts)
+    found = []
+    for key, _ in clocks.CLOCKS:
+        xa, xb = tuple(va[key]), tuple(vb[key])
+        judgement = None
+        if xa and xb:
+            judgement = significance.compare(
+                xa,
+                xb,
+                alpha=alpha,
+                min_effect_seconds=min_effect_seconds,
+                resamples=bootstrap.resamples,
+                seed=bootstrap.seed,
+            )
+        found.append(ClockComparison(key, xa, xb, judgement))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -21,6 +65,9 @@ class CampaignComparison:
     result: analysis.Comparison
     a_source: str = ""  # where each ledger was read from, for the record
     b_source: str = ""
+    #: The three clocks (`aftershock.clocks`) of B against A by the same test and rule, each
+    #: where both sides have values (None: one side has none).
+    clocks: tuple[ClockComparison, ...] = ()
 
     @property
     def remediator(self) -> str | None:
@@ -75,7 +122,14 @@ def compare_reports(
         resamples=bootstrap.resamples,
         seed=bootstrap.seed,
     )
-    return CampaignComparison(a=a, b=b, result=result, a_source=a_source, b_source=b_source)
+    return CampaignComparison(
+        a=a,
+        b=b,
+        result=result,
+        a_source=a_source,
+        b_source=b_source,
+        clocks=compare_clocks(a, b, alpha=alpha, min_effect_seconds=min_effect_seconds, bootstrap=bootstrap),
+    )
 
 
 def _side_json(r: CampaignReport, source: str) -> dict[str, Any]:
@@ -101,6 +155,26 @@ def _side_json(r: CampaignReport, source: str) -> dict[str, Any]:
 
 def _difference_json(interval: analysis.Interval) -> dict[str, float]:
     return {"estimate": interval.estimate, "low": interval.low, "high": interval.high}
+
+
+def _values_json(values: tuple[float, ...]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50Seconds": stats.percentile(values, 50),
+        "p95Seconds": stats.percentile(values, 95),
+    }
+
+
+def _clock_json(c: ClockComparison) -> dict[str, Any]:
+    j = c.judgement
+    return {
+        "a": _values_json(c.a),
+        "b": _values_json(c.b),
+        "verdict": None if j is None else j.verdict.value,
+        "pValue": None if j is None else j.p_value,
+        "medianDifferenceSeconds": None if j is None else _difference_json(j.median_difference),
+        "evidence": [c.why_not] if j is None else list(j.evidence),
+    }
 
 
 def comparison_json_value(cmp: CampaignComparison) -> dict[str, Any]:
@@ -133,6 +207,7 @@ def comparison_json_value(cmp: CampaignComparison) -> dict[str, Any]:
             "a": remediator_summary(cmp.a.attempts),
             "b": remediator_summary(cmp.b.attempts),
         },
+        "clocks": {c.key: _clock_json(c) for c in cmp.clocks},
     }
 
 
@@ -204,8 +279,36 @@ def render_comparison_table(cmp: CampaignComparison) -> str:
         *(f"note       {n}" for n in cmp.notes),
         f"method     alpha {r.alpha:g}, minimum effect {r.min_effect_seconds:g} s, percentile bootstrap "
         f"({r.bootstrap.resamples} resamples, seed {r.bootstrap.seed})",
+        *_clock_lines(cmp),
     ]
     return "\n".join(lines) + "\n"
+
+
+_CLOCK_WORDS = {"detect": "detect", "firstAction": "first action", "recover": "recover"}
+
+
+def _clock_text(c: ClockComparison) -> str:
+    def side(values: tuple[float, ...]) -> str:
+        p50, p95 = stats.percentile(values, 50), stats.percentile(values, 95)
+        return f"p50 {seconds_text(p50)} p95 {seconds_text(p95)} (n={len(values)})"
+
+    j = c.judgement
+    judged = (
+        f"{c.why_not}: not compared"
+        if j is None
+        else f"B - A median {_signed(j.median_difference.estimate)} {_ci_text(j.median_difference)}, "
+        f"p = {j.p_value:.4g}: {j.verdict.value}"
+    )
+    return f"{_CLOCK_WORDS[c.key]:<13} A {side(c.a)}  B {side(c.b)}  {judged}"
+
+
+def _clock_lines(cmp: CampaignComparison) -> list[str]:
+    """The three clocks, when either side had a remediator or alerts (the recovery alone is above)."""
+    if not (cmp.a.remediated or cmp.b.remediated) or not cmp.clocks:
+        return []
+    return ["", "clocks     (seconds from the fault; same test and rule as the verdict)"] + [
+        f"  {_clock_text(c)}" for c in cmp.clocks
+    ]
 
 
 def render_comparison_markdown(cmp: CampaignComparison) -> str:
@@ -226,4 +329,8 @@ def render_comparison_markdown(cmp: CampaignComparison) -> str:
         *(f"- {md_cell(e)}" for e in r.evidence),
         *(f"- note: {md_cell(n)}" for n in cmp.notes),
     ]
+    if (cmp.a.remediated or cmp.b.remediated) and cmp.clocks:
+        out += ["", "Clocks (seconds from the fault):", ""] + [
+            f"- {md_cell(_clock_text(c))}" for c in cmp.clocks
+        ]
     return "\n".join(out) + "\n"

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from aftershock import detection, model, phases, remediation, report
+from aftershock import clocks, detection, model, phases, remediation, report
 from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger, schema
 from aftershock.model import AttemptRecord
 
@@ -96,6 +96,21 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
         "timeToAlertResolvedSeconds",
         "seconds (monotonic) from the kill until every matching alert that fired was reported resolved",
     ),
+    (
+        "detectSeconds",
+        "time to detect: seconds (monotonic) from the kill to the first matching alert firing, else to "
+        "the remediator's 'detected' Event (empty: neither)",
+    ),
+    ("detectSource", "what detectSeconds was read from: alert or remediator (empty: neither)"),
+    (
+        "firstActionSeconds",
+        "time to first action: seconds (monotonic) from the kill to the remediator's first action seen "
+        "(empty: none)",
+    ),
+    (
+        "actionsAfterRecovery",
+        "how many of the remediator's actions came after the recovery (empty: its actions not watched)",
+    ),
 )
 COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
 _DOCUMENTED: Final = frozenset(COLUMN_NAMES)
@@ -133,6 +148,15 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     alerted = detection.detection_timings(attempt)
     row["timeToAlertSeconds"] = alerted.firing
     row["timeToAlertResolvedSeconds"] = alerted.resolved
+    times = clocks.trial_clocks(attempt)
+    row["detectSeconds"] = times.detect
+    row["detectSource"] = times.detect_source
+    row["firstActionSeconds"] = times.first_action
+    row["actionsAfterRecovery"] = (
+        len(model.actions_after_recovery(said.actions, attempt.milestones))
+        if "remediatorActions" in attempt.final_state
+        else None
+    )
     return row
 
 

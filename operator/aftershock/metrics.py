@@ -37,7 +37,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from aftershock import phases, report, stats
+from aftershock import clocks, phases, report, stats
 from aftershock.ledger import Judgement, Ledger
 from aftershock.model import (
     REMEDIATOR_DETECTED,
@@ -69,6 +69,8 @@ LAST_RUN = "aftershock_last_run"
 LAST_RUN_RECOVERY = "aftershock_last_run_recovery_seconds"
 RUN_REGRESSED = "aftershock_run_regressed"
 RUN_P_VALUE = "aftershock_run_regression_p_value"
+CLOCK = "aftershock_trial_clock_seconds"
+CLOCK_QUANTILE = "aftershock_trial_clock_quantile_seconds"
 
 #: The remediator's signals (the `signal` label) and the milestone each is read from.
 SIGNALS: tuple[tuple[str, str], ...] = (
@@ -98,6 +100,19 @@ _FAMILIES: tuple[tuple[str, str, str], ...] = (
         "incident, per completed trial whose Campaign watches its signals",
     ),
     (REMEDIATOR_ACTIONS, "counter", "Events the remediator emitted inside trial windows"),
+    (
+        CLOCK,
+        "histogram",
+        "The three clocks of each completed trial (label clock): detect (fault -> first alert "
+        "firing, else the remediator's 'detected' Event), firstAction (fault -> the remediator's "
+        "first action), recover (the recovery time); a trial without one adds nothing to it",
+    ),
+    (
+        CLOCK_QUANTILE,
+        "gauge",
+        "p50 and p95 (label quantile) of each clock (label clock) over the Campaign's completed "
+        "trials that had one, as aftershock report computes them",
+    ),
     (LAST_RUN, "gauge", "The number of the Campaign's latest finished run"),
     (
         LAST_RUN_RECOVERY,
@@ -167,6 +182,8 @@ class _CampaignSeries:
         self.patches = 0
         self.remediator: dict[str, _Histogram] = {}
         self.remediator_actions: int | None = None  # None: no trial watched the signals
+        self.clocks: dict[str, _Histogram] = {}
+        self.clock_values: dict[str, list[float]] = {}
         self.last_run: int | None = None
         self.last_run_quantiles: dict[str, float] = {}
         #: by `against`: (regressed 1/0, p-value or None)
@@ -192,6 +209,8 @@ class _CampaignSeries:
         elif family == REMEDIATOR:
             for signal, hist in self.remediator.items():
                 _histogram_lines(lines, REMEDIATOR, f'{self.labels},signal="{signal}"', hist)
+        elif family in (CLOCK, CLOCK_QUANTILE):
+            self._render_clocks(family, lines)
         elif family == REMEDIATOR_ACTIONS and self.remediator_actions is not None:
             lines.append(f"{REMEDIATOR_ACTIONS}_total{{{self.labels}}} {_number(self.remediator_actions)}")
         elif family == ATTEMPTS:
@@ -207,6 +226,19 @@ class _CampaignSeries:
         else:
             self._render_runs(family, lines)
         return "".join(line + "\n" for line in lines)
+
+    def _render_clocks(self, family: str, lines: list[str]) -> None:
+        """The three clocks (`aftershock.clocks`): histograms, and the p50/p95 report shows."""
+        if family == CLOCK:
+            for clock, hist in self.clocks.items():
+                _histogram_lines(lines, CLOCK, f'{self.labels},clock="{clock}"', hist)
+            return
+        for clock, values in self.clock_values.items():
+            for quantile, q in (("0.5", 50), ("0.95", 95)):
+                value = stats.percentile(values, q)
+                if value is not None:
+                    labels = f'{self.labels},clock="{clock}",quantile="{quantile}"'
+                    lines.append(f"{CLOCK_QUANTILE}{{{labels}}} {_number(value)}")
 
     def _render_runs(self, family: str, lines: list[str]) -> None:
         """The families about the latest finished run and its trend."""
@@ -290,6 +322,13 @@ class Metrics:
                 offset = record.milestones[name].offset - start
                 series.recovery.setdefault(name, _Histogram()).observe(max(offset, 0.0))
             series.changed(RECOVERY)
+        if record.outcome.completes_trial:
+            for clock, values in clocks.clock_values([record]).items():
+                for value in values:
+                    series.clocks.setdefault(clock, _Histogram()).observe(max(value, 0.0))
+                    bisect.insort(series.clock_values.setdefault(clock, []), value)
+            series.changed(CLOCK)
+            series.changed(CLOCK_QUANTILE)
         if record.outcome.completes_trial and "remediatorActions" in record.final_state:
             for signal, name in SIGNALS:
                 m = record.milestones.get(name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Final
 
-from aftershock import analysis, detection, report, trends
+from aftershock import analysis, clocks, detection, report, timeline, trends
 from aftershock.model import Outcome
 from aftershock.plots import UNRECOVERED_COLOUR, ecdf_svg, phase_colour, timeline_bars, timeline_svg
 
@@ -104,6 +104,7 @@ def render_html(
             _card("mean", f"{_s(s.mean)} s"),
             _card("failed attempts", str(failed), f"{_lost(lost)} lost" if failed else ""),
             *_detection_cards(data),
+            *_clock_cards(data),
         ]
     )
     legend = "".join(
@@ -142,6 +143,7 @@ def render_html(
         _trend_html(trend),
         _failures_html(data),
         _attempts_html(data),
+        _timelines_html(data),
         f"<footer>{_e(title)} &middot; uid {_e(c.uid)}"
         + (f" &middot; ledger {_e(source)}" if source else "")
         + (
@@ -196,6 +198,52 @@ def _detection_cards(data: report.CampaignReport) -> list[str]:
         _card("time to detect p50", f"{_s(d['timeToDetectP50Seconds'])} s", fired),
         _card("time to detect p95", f"{_s(d['timeToDetectP95Seconds'])} s", "fault -> alert firing"),
     ]
+
+
+def _clock_cards(data: report.CampaignReport) -> list[str]:
+    """Time to detect (alert, else the remediator's word) and to its first action, p50/p95."""
+    if not data.remediated:
+        return []
+    found = clocks.clocks_summary(data.attempts)
+    cards = []
+    for key, label in (("detect", "detect"), ("firstAction", "first action")):
+        c = found[key]
+        note = f"{c['n']}/{found['trials']} trials"
+        cards.append(_card(f"{label} p50 / p95", f"{_s(c['p50Seconds'])} / {_s(c['p95Seconds'])} s", note))
+    return cards
+
+
+_AFTER: Final = " <b>(after recovery)</b>"
+
+
+def _timelines_html(data: report.CampaignReport) -> str:
+    """Each attempt's timeline (`aftershock.timeline`), folded: the fault, alerts, the
+    remediator's word and actions, the subject's milestones, the recovery and the trial's end."""
+    if not data.remediated:
+        return ""
+    blocks = []
+    for a in data.attempts:
+        entries = timeline.trial_timeline(a, data.chaos_type)
+        if not entries:
+            continue
+        rows = "".join(
+            f'<tr class="{_e(e.kind)}"><td class="num">{e.offset:+.3f}</td><td>{_e(e.what)}</td>'
+            f'<td class="reason">{_e(e.detail)}{_AFTER if e.after_recovery else ""}</td></tr>'
+            for e in entries
+        )
+        outcome = report.IN_FLIGHT if a.outcome is None else a.outcome.value
+        blocks.append(
+            f"<details><summary>trial {a.trial_index} attempt {a.attempt} ({_e(outcome)})</summary>"
+            '<table><tr><th class="num">seconds</th><th>what</th><th>detail</th></tr>'
+            f"{rows}</table></details>"
+        )
+    if not blocks:
+        return ""
+    return (
+        '<section><h2>Trial timelines <span class="sub">(seconds from the fault)</span></h2>'
+        + "".join(blocks)
+        + "</section>"
+    )
 
 
 def _attempts_html(data: report.CampaignReport) -> str:

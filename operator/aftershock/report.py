@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aftershock import analysis, detection, model, stats
+from aftershock import analysis, clocks, detection, model, stats, timeline
 from aftershock.failures import FAILED_OUTCOMES, NO_ERROR, FailureReason, failure_reasons, normalise_error
 from aftershock.ledger import CampaignNotFoundError, CampaignRow, Ledger
 from aftershock.ledger.alerts import AlertNotice
@@ -84,6 +84,18 @@ class CampaignReport:
     @property
     def baseline(self) -> bool:
         return is_baseline(self.campaign)
+
+    @property
+    def remediated(self) -> bool:
+        """Whether the Campaign names a remediator or listens for alerts: then the report shows
+        the three clocks and each trial's timeline."""
+        return self.campaign.spec.get("remediator") is not None or self.listens
+
+    @property
+    def chaos_type(self) -> str | None:
+        chaos = self.campaign.spec.get("chaos")
+        kind = chaos.get("type") if isinstance(chaos, Mapping) else None
+        return kind if isinstance(kind, str) else None
 
     @property
     def completed(self) -> tuple[AttemptRecord, ...]:
@@ -231,6 +243,7 @@ def _attempt_json(attempt: AttemptRecord, report: CampaignReport | None = None) 
         "phaseSeconds": {p.key: phase_seconds(attempt, p) for p in phases_for([attempt])},
         **_remediator_json(attempt),
         **alerts,
+        **(_timeline_json(attempt, report) if report is not None and report.remediated else {}),
         "initialState": dict(attempt.initial_state),
         "finalState": dict(attempt.final_state),
         "error": attempt.error,
@@ -239,10 +252,27 @@ def _attempt_json(attempt: AttemptRecord, report: CampaignReport | None = None) 
 
 def _remediator_json(attempt: AttemptRecord) -> dict[str, Any]:
     t = remediator_timings(attempt)
+    recovered = attempt.milestones.get("recovered")
     return {
         "timeToDetectSeconds": t.detect,
         "timeToResolveSeconds": t.resolve,
-        "remediatorActions": [a.as_json() for a in t.actions],
+        "remediatorActions": [
+            {**a.as_json(), "afterRecovery": model.after_recovery(a, recovered)} for a in t.actions
+        ],
+    }
+
+
+def _timeline_json(attempt: AttemptRecord, report: CampaignReport) -> dict[str, Any]:
+    """The attempt's three clocks and its timeline (a Campaign with a remediator or alerts)."""
+    c = clocks.trial_clocks(attempt)
+    return {
+        "clocks": {
+            "detectSeconds": c.detect,
+            "detectSource": c.detect_source,
+            "firstActionSeconds": c.first_action,
+            "recoverSeconds": c.recover,
+        },
+        "timeline": [e.as_json() for e in timeline.trial_timeline(attempt, report.chaos_type)],
     }
 
 
@@ -292,6 +322,7 @@ def to_json_value(report: CampaignReport) -> dict[str, Any]:
             "slowestWriteSeconds": _write_json(write_unavailability(report.attempts, "slowestSeconds")),
             "remediator": remediator_summary(report.attempts),
             "detection": detection.detection_summary(report.attempts) if report.listens else None,
+            "clocks": clocks.clocks_summary(report.attempts) if report.remediated else None,
         },
         "failureReasons": [_failure_json(r) for r in report.failures],
     }
@@ -359,7 +390,28 @@ def render_table(report: CampaignReport) -> str:
     lines = [line(headers), *(line(r) for r in rows)]
     if not rows:
         lines.append("(no attempts yet)")
-    return "\n".join([*lines, "", *_summary_lines(report), *_failure_lines(report)]) + "\n"
+    return (
+        "\n".join([*lines, "", *_summary_lines(report), *_failure_lines(report), *_timeline_lines(report)])
+        + "\n"
+    )
+
+
+def _timeline_lines(report: CampaignReport) -> list[str]:
+    """Each attempt's timeline, for a Campaign with a remediator or alerts."""
+    if not report.remediated:
+        return []
+    lines: list[str] = []
+    for a in report.attempts:
+        entries = timeline.trial_timeline(a, report.chaos_type)
+        if not entries:
+            continue
+        outcome = IN_FLIGHT if a.outcome is None else a.outcome.value
+        lines += [
+            "",
+            f"timeline   trial {a.trial_index} attempt {a.attempt} ({outcome}; seconds from the fault)",
+        ]
+        lines += timeline.render_text(entries)
+    return lines
 
 
 def reset_of(attempt: AttemptRecord) -> Mapping[str, Any] | None:
@@ -437,6 +489,8 @@ def _summary_lines(report: CampaignReport) -> list[str]:
             f"p50={seconds_text(d['timeToResolveP50Seconds'])}  "
             f"p95={seconds_text(d['timeToResolveP95Seconds'])}  (seconds from the kill)"
         )
+    if report.remediated:
+        lines.append(_clocks_line(report))
     writes = write_unavailability(report.attempts)
     slowest = write_unavailability(report.attempts, "slowestSeconds")
     if writes is not None:
@@ -450,6 +504,17 @@ def _summary_lines(report: CampaignReport) -> list[str]:
             f"max={seconds_text(slowest.max)}"
         )
     return lines
+
+
+def _clocks_line(report: CampaignReport) -> str:
+    found = clocks.clocks_summary(report.attempts)
+    words = {"detect": "detect", "firstAction": "first action", "recover": "recover"}
+    parts = [
+        f"{words[key]} p50={seconds_text(found[key]['p50Seconds'])} "
+        f"p95={seconds_text(found[key]['p95Seconds'])} ({found[key]['n']}/{found['trials']})"
+        for key, _ in clocks.CLOCKS
+    ]
+    return "clocks     " + "  ".join(parts) + "  (seconds from the fault)"
 
 
 def _write_json(summary: stats.RecoverySummary | None) -> dict[str, Any] | None:

@@ -123,6 +123,12 @@ def test_compare_says_the_remediator_helped_and_the_report_shows_when_it_detecte
     assert code == 0
     assert result["verdict"] == "Improved", result
     assert result["remediator"] == "the remediator helped"
+    # The three clocks, each where both arms have values: the baseline's remediator (scaled to
+    # zero) neither detects nor acts, so only the recovery is judged, by the same test.
+    clocks = result["clocks"]
+    assert clocks["recover"]["verdict"] == "Improved", clocks
+    assert (clocks["firstAction"]["a"]["n"], clocks["firstAction"]["b"]["n"]) == (0, TRIALS), clocks
+    assert clocks["firstAction"]["verdict"] is None, clocks
 
     reports = {}
     for name in ("baseline", "assisted"):
@@ -254,3 +260,11 @@ def test_quiet_seconds_a_remediator_action_after_the_recovery_delays_the_end_and
     assert finished >= late_seen + QUIET_SECONDS - 1.0, (finished, late_seen)
     # The wait is never part of the recovery time.
     assert trial["recoverySeconds"] <= recovered < late[0]["offset"], trial
+    # The timeline shows the late action after the recovery, and the trial's end after it.
+    line = [e for e in trial["timeline"] if e["kind"] == "action" and LATE in e["detail"]]
+    assert [e["afterRecovery"] for e in line] == [True], trial["timeline"]
+    assert trial["timeline"][-1]["what"] == "trial ended", trial["timeline"]
+    # The status's time to first action is the report's, over the one trial.
+    first = trial["clocks"]["firstActionSeconds"]
+    assert first is not None
+    assert obj["status"]["clocks"]["firstActionP50Seconds"] == pytest.approx(first, abs=0.001)

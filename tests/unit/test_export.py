@@ -46,7 +46,7 @@ class TestColumns:
             "recoverySeconds",
         )
         # New columns go at the end.
-        assert export.COLUMN_NAMES[-7:] == (
+        assert export.COLUMN_NAMES[-11:] == (
             "error",
             "run",
             "timeToDetectSeconds",
@@ -54,6 +54,10 @@ class TestColumns:
             "remediatorActions",
             "timeToAlertSeconds",
             "timeToAlertResolvedSeconds",
+            "detectSeconds",
+            "detectSource",
+            "firstActionSeconds",
+            "actionsAfterRecovery",
         )
         assert len(set(export.COLUMN_NAMES)) == len(export.COLUMN_NAMES)
 

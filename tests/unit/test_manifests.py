@@ -162,7 +162,11 @@ def test_printer_columns(version: dict[str, Any]) -> None:
     default_view = [n for n, c in cols.items() if c.get("priority", 0) == 0]
     wide_only = [n for n, c in cols.items() if c.get("priority", 0) == 1]
     assert default_view == ["PHASE", "PROGRESS", "P50", "P95", "VERDICT", "AGE"]
-    assert sorted(wide_only) == ["LAST RUN", "MESSAGE", "NEXT RUN", "READY", "RUN", "SUBJECT", "TRIALS"]
+    assert sorted(wide_only) == [
+        "ACT", "DETECT", "LAST RUN", "MESSAGE", "NEXT RUN", "READY", "RUN", "SUBJECT", "TRIALS"
+    ]  # fmt: skip
+    assert cols["DETECT"]["jsonPath"] == ".status.clocks.detectP50Seconds"
+    assert cols["ACT"]["jsonPath"] == ".status.clocks.firstActionP50Seconds"
     # A past time reads as an age; a future one would read "<invalid>" as a date.
     assert cols["LAST RUN"] == {**cols["LAST RUN"], "type": "date", "jsonPath": ".status.lastScheduleTime"}
     assert cols["NEXT RUN"] == {**cols["NEXT RUN"], "type": "string", "jsonPath": ".status.nextScheduleTime"}

@@ -208,6 +208,7 @@ class TestJson:
             "slowestWriteSeconds": None,
             "remediator": None,  # spec.remediator.signals not set
             "detection": None,  # spec.detection not set
+            "clocks": None,  # neither a remediator nor detection: no clocks beyond recovery
         }
 
     async def test_one_trial_every_milestone(self, ledger: Ledger) -> None:
@@ -307,6 +308,7 @@ class TestJson:
             "slowestWriteSeconds": None,
             "remediator": None,  # spec.remediator.signals not set
             "detection": None,  # spec.detection not set
+            "clocks": None,
         }
         # one of each: ranked by the time they cost
         assert out["failureReasons"] == [

@@ -217,6 +217,9 @@ def expected_row(p: Planned, ref: CampaignRef = REF) -> dict[str, Any]:
     row["timeToDetectSeconds"] = row["timeToResolveSeconds"] = row["remediatorActions"] = None
     # No spec.detection either.
     row["timeToAlertSeconds"] = row["timeToAlertResolvedSeconds"] = None
+    # Neither, so no clock but the recovery (recoverySeconds); actions not watched.
+    row["detectSeconds"] = row["detectSource"] = row["firstActionSeconds"] = None
+    row["actionsAfterRecovery"] = None
     return row
 
 

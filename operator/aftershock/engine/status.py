@@ -126,6 +126,18 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _clocks(tally: Tally) -> dict[str, Any]:
+    """Time to detect and to the remediator's first action, p50/p95 over the completed trials
+    that had one (`aftershock.clocks`); time to recover is ``recovery``."""
+    found: dict[str, Any] = {}
+    for key in ("detect", "firstAction"):
+        values = tally.clocks[key]
+        found[f"{key}Trials"] = len(values)
+        found[f"{key}P50Seconds"] = _round(stats.percentile(values, 50))
+        found[f"{key}P95Seconds"] = _round(stats.percentile(values, 95))
+    return found
+
+
 def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by name
     *,
     requested: int,
@@ -159,6 +171,7 @@ def build_status(  # noqa: PLR0913 - a pure projection of these facts, each by n
             "maxSeconds": _round(summary.max),
             "meanSeconds": _round(summary.mean),
         },
+        "clocks": _clocks(tally),
         "verdict": verdict.value,
         "healthSource": health_source,
         "startedAt": iso(started_at),

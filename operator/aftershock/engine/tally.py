@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aftershock import stats
+from aftershock import clocks, stats
 from aftershock.model import AttemptRecord
 
 
@@ -35,6 +35,9 @@ class Tally:
     counts: stats.AttemptCounts = field(default_factory=stats.AttemptCounts)
     #: Recovery seconds of the recovered trials, in the order they were committed.
     recoveries: list[float] = field(default_factory=list)
+    #: The completed trials' clocks (`aftershock.clocks`: detect, firstAction, recover), each
+    #: with the trials that had a value, in the order they were committed.
+    clocks: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k, _ in clocks.CLOCKS})
     #: The attempt that finished last (`finish_order`): the status's ``lastTrial``.
     last: AttemptRecord | None = None
     #: Attempts made so far per trial index: the next attempt at an index is one more.
@@ -64,6 +67,8 @@ class Tally:
         seconds = attempt.recovery_seconds
         if seconds is not None and attempt.outcome.completes_trial:
             self.recoveries.append(seconds)
+        for key, values in clocks.clock_values([attempt]).items():
+            self.clocks[key].extend(values)
         if self.last is None or finish_order(attempt) > finish_order(self.last):
             self.last = attempt
 
