@@ -701,21 +701,14 @@ def parse_campaign_spec(raw: Mapping[str, Any], *, allow_loopback_pd: bool = Fal
     return spec
 
 
-def action_sources(remediator: Remediator) -> tuple[str, ...]:
-    """Where the remediator's actions are seen, by spec field (the quiet wait needs one)."""
-    return ("remediator.signals",) if remediator.signals is not None else ()
-
-
 def _check_quiet(spec: CampaignSpec) -> None:
+    """`remediator.quietSeconds` bounded by the recovery timeout, which caps the wait. Every
+    remediator has its actions watched (its Events with `signals`, its identities' writes from
+    the audit webhook and managedFields: `aftershock.engine.actions`), so the wait always has
+    something to listen to; what each source can see is docs/remediator.md's."""
     rem = spec.remediator
     if rem is None or rem.quiet_seconds is None:
         return
-    if not action_sources(rem):
-        raise SpecError(
-            "remediator.quietSeconds",
-            "needs a way to see the remediator's actions: set spec.remediator.signals (the "
-            "Events it emits), or remove quietSeconds",
-        )
     if rem.quiet_seconds >= spec.recovery_timeout_seconds:
         raise SpecError(
             "remediator.quietSeconds",

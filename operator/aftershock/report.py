@@ -570,6 +570,8 @@ def render_markdown(report: CampaignReport) -> str:
             else ""
         ),
     ]
+    if report.remediated:
+        out += ["", "Clocks: " + _clocks_line(report).removeprefix("clocks").strip()]
     if report.failures:
         out += ["", "| failures | time lost (s) | outcome | reason |", "|--:|--:|---|---|"]
         out += [

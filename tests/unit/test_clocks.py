@@ -263,6 +263,7 @@ def test_report_shows_the_clocks_and_each_trials_timeline_and_page_and_export_ca
     }
     assert [e["afterRecovery"] for e in first["timeline"] if e["kind"] == "action"] == [False, False, True]
     assert [a["afterRecovery"] for a in first["remediatorActions"]] == [False, False, True]
+    assert "Clocks: detect p50=2.000 p95=2.900 (2/2)" in report.render_markdown(built)
     html = page.render_html(built)
     assert "Trial timelines" in html
     assert "(after recovery)" in html

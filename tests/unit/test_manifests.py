@@ -269,17 +269,10 @@ BOUNDED = [
     ("steadyState.stableSeconds", {}),
     ("recovery.timeoutSeconds", {}),
     ("recovery.settleSeconds", {}),
-    # The quiet wait needs a source of actions and must be shorter than the recovery timeout.
+    # The quiet wait must be shorter than the recovery timeout.
     (
         "remediator.quietSeconds",
-        {
-            "recovery": {"timeoutSeconds": 86_400},
-            "remediator": {
-                "kind": "Deployment",
-                "name": "healer",
-                "signals": {"controller": "healer", "detectedReason": "D", "resolvedReason": "R"},
-            },
-        },
+        {"recovery": {"timeoutSeconds": 86_400}, "remediator": {"kind": "Deployment", "name": "healer"}},
     ),
     ("slo.p95RecoverySeconds", {}),
     ("seed", {}),
