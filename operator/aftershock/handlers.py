@@ -138,7 +138,7 @@ class _EventSink:
 
 async def login_through_api_server_proxy(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own login (the kubeconfig or the pod's ServiceAccount), reaching the API server
-    through the proxy that `Kube` uses too: the environment's as kubectl reads it (ADR 0023)."""
+    through the proxy that `Kube` uses too: the environment's as kubectl reads it (ADR 0024)."""
     info = await kopf.login_via_async_client(**kwargs)
     if info is None:
         return None

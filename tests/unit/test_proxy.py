@@ -1,4 +1,4 @@
-"""Which proxy carries the operator's requests (ADR 0023): the API server's as kubectl decides it,
+"""Which proxy carries the operator's requests (ADR 0024): the API server's as kubectl decides it,
 the subjects' never. Real sockets on 127.0.0.1 only: an API server stand-in, a "proxy" that
 answers in the API server's place (it never forwards anything), and a closed port."""
 

@@ -108,7 +108,7 @@ class Kube(_Volumes, _Access, _Execs, _Ephemerals):
                 client_configuration=configuration,
                 persist_config=False,
             )
-        # The environment's proxy settings as kubectl reads them, decided once here (ADR 0023).
+        # The environment's proxy settings as kubectl reads them, decided once here (ADR 0024).
         configuration.proxy = api_server_proxy(configuration.host, os.environ, configuration.proxy)
         # Every running Campaign holds one pod watch open for its whole life. Watches get a pool
         # of their own without a cap, so that requests (kills, status patches, leases) never

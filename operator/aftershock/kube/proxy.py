@@ -1,4 +1,4 @@
-"""Which proxy, if any, carries the operator's requests to the API server (ADR 0023).
+"""Which proxy, if any, carries the operator's requests to the API server (ADR 0024).
 
 As kubectl and client-go decide it, so that an operator beside kubectl reaches the API server
 the same way: a ``proxy-url`` in the kubeconfig's cluster wins; else ``HTTPS_PROXY`` (for an
