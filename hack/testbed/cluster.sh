@@ -42,6 +42,12 @@ kubeconfig="$state/kubeconfig"
 # Another cluster's real node is an instance of its own (realnode.sh), named after the cluster.
 if [ "$name" != aftershock ]; then export AFTERSHOCK_REAL_NODE_INSTANCE="$name"; fi
 # Whether this cluster's real node has state to remove (the default's: always try).
+# The default cluster's second real node, real-1 (node_failure's e2e), when it was made.
+real_1() {
+  local env=(AFTERSHOCK_REAL_NODE_INSTANCE=real-1 AFTERSHOCK_REAL_NODE_NAME=real-1)
+  [ -d "$(env "${env[@]}" "$here/realnode.sh" state-dir)" ] || return 0
+  env "${env[@]}" "$here/realnode.sh" "$@"
+}
 node_made() { [ "$name" = aftershock ] || [ -d "$("$here/realnode.sh" state-dir)" ]; }
 export KWOK_WORKDIR="$state/kwok"
 # The audit webhook (docs/remediator.md): a fixed loopback port per cluster, so a named
@@ -135,6 +141,7 @@ up() {
     mkdir -p "$state"
     rm -f "$kubeconfig"
     # A new cluster has a new CA: a kubelet of an earlier one cannot join it.
+    if [ "$name" = aftershock ]; then real_1 down 2>/dev/null || true; fi
     if node_made; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
     # Every component's extra flags are in kwokctl.yaml (leader election off, kwok's node
@@ -195,6 +202,8 @@ down() {
   local bin
   bin=$(bin_dir)
   export PATH="$bin:$PATH"
+  # real-1 (opt-in, started by the tests that need it: realnode.sh) goes with the default cluster.
+  if [ "$name" = aftershock ]; then real_1 down; fi
   if node_made; then
     "$here/realnode.sh" down
   fi

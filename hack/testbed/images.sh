@@ -266,5 +266,11 @@ case "${1:-all}" in
     import_all $archives
     log "subject images imported into the real node${AFTERSHOCK_REAL_NODE_INSTANCE:+ ($AFTERSHOCK_REAL_NODE_INSTANCE)}"
     ;;
-  *) echo "usage: $0 operator|subjects|netutils|all|import-subjects|base|shell" >&2; exit 2 ;;
+  import-operator)
+    # The operator's image only: node_failure's node agent on a node whose operator runs on the host.
+    a=$(operator_image)
+    import_all "$a"
+    log "operator image imported into the real node${AFTERSHOCK_REAL_NODE_INSTANCE:+ ($AFTERSHOCK_REAL_NODE_INSTANCE)}"
+    ;;
+  *) echo "usage: $0 operator|subjects|netutils|all|import-subjects|import-operator|base|shell" >&2; exit 2 ;;
 esac

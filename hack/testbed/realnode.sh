@@ -30,8 +30,20 @@ cache=${AFTERSHOCK_CACHE:-$HOME/.cache/aftershock}
 # shellcheck source=versions.env
 . "$here/versions.env"
 bin="$cache/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
-node=real-0
+# AFTERSHOCK_REAL_NODE_NAME (with an instance): a second node of the default cluster under a
+# name of its own, e.g. real-1 (node_failure's e2e: a member can really move). It carries its
+# own label and taint (aftershock.dev/real-node-1 for real-1), so pods that ask for real-0
+# (nodeSelector aftershock.dev/real-node=true) never land there, and its own hosts line.
+node=${AFTERSHOCK_REAL_NODE_NAME:-real-0}
 hosts_mark="# aftershock real node"
+node_label=aftershock.dev/real-node
+if [ "$node" != real-0 ]; then
+  [[ "$node" =~ ^real-[0-9]{1,2}$ ]] || { echo "bad AFTERSHOCK_REAL_NODE_NAME '$node'" >&2; exit 2; }
+  [ -n "${AFTERSHOCK_REAL_NODE_INSTANCE:-}" ] ||
+    { echo "AFTERSHOCK_REAL_NODE_NAME $node needs AFTERSHOCK_REAL_NODE_INSTANCE (its own containerd, kubelet, bridge)" >&2; exit 2; }
+  hosts_mark="# aftershock $node node"
+  node_label="aftershock.dev/real-node-${node#real-}"
+fi
 # One machine may host a second node, for a second cluster (the reliability suite's own,
 # whose control plane it kills): AFTERSHOCK_REAL_NODE_INSTANCE names it (cluster.sh passes the
 # cluster's name). Each instance has its own containerd (socket, state, root), kubelet (ports,
@@ -188,7 +200,7 @@ podLogsDir: $state/var/pod-logs
 registerNode: true
 # Only pods that ask for the real node land here; the kwok nodes keep everything else.
 registerWithTaints:
-- {key: aftershock.dev/real-node, value: "true", effect: NoSchedule}
+- {key: $node_label, value: "true", effect: NoSchedule}
 rotateCertificates: false
 serverTLSBootstrap: false
 maxPods: 110
@@ -269,7 +281,7 @@ start_kubelet() {
   log "starting kubelet (node $node)"
   setsid "$bin/kubelet" --config "$state/etc/kubelet-config.yaml" --kubeconfig "$kc" \
     --hostname-override "$node" --root-dir "$state/kubelet" --cert-dir "$state/pki/kubelet-serving" \
-    --node-labels "aftershock.dev/real-node=true,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
+    --node-labels "$node_label=true,topology.kubernetes.io/zone=zone-real,topology.kubernetes.io/region=local" \
     >>"$state/logs/kubelet.log" 2>&1 < /dev/null &
   echo $! > "$state/run/kubelet.pid"
 }
@@ -513,7 +525,8 @@ down() {
       [ -d "$hier" ] && rmdir "$hier" 2>/dev/null || true
     done
   fi
-  if grep -qF "$hosts_mark" /etc/hosts && ! others_running; then
+  # real-0's line is shared by the instances that register as real-0; a named node's is its own.
+  if grep -qF "$hosts_mark" /etc/hosts && { [ "$node" != real-0 ] || ! others_running; }; then
     # /etc/hosts may be a bind mount: rewrite in place, never replace the file.
     local kept
     kept=$(grep -vF "$hosts_mark" /etc/hosts)
@@ -531,6 +544,7 @@ case "${1:-}" in
   status) running kubelet && running containerd ;;
   state-dir) echo "$state" ;;
   socket) echo "$sock" ;;
+  cgroup-root) echo "$cgroup_root" ;;
   import) shift; ctr_k8s images import "$1" >/dev/null ;;
   tag) shift; ctr_k8s images tag --force "$1" "$2" >/dev/null ;;
   kill) shift; kill_part "${1:?kubelet or containerd}" ;;

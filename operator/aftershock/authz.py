@@ -54,11 +54,14 @@ class Right:
     group: str = ""
     subresource: str = ""
     name: str = ""
+    #: Cluster-scoped (nodes): held cluster-wide (a ClusterRoleBinding), asked with no namespace.
+    cluster: bool = False
 
     def describe(self) -> str:
         """As a person would ask for it: ``delete pods``, ``patch deployments/scale tikv-ctl``."""
         what = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-        return f"{self.verb} {what}" + (f" {self.name}" if self.name else "")
+        scope = " (cluster-wide)" if self.cluster else ""
+        return f"{self.verb} {what}" + (f" {self.name}" if self.name else "") + scope
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,8 @@ def _check_cel(c: ConditionalRight) -> str:
     call = f"authorizer.group({_quote(r.group)}).resource({c.cel_resource or _quote(r.resource)})"
     if r.subresource:
         call += f".subresource({_quote(r.subresource)})"
-    call += ".namespace(request.namespace)"
+    if not r.cluster:
+        call += ".namespace(request.namespace)"
     if c.cel_name:
         call += f".name({c.cel_name})"
     return f"!variables.starts || !({c.cel}) || {call}.check({_quote(r.verb)}).allowed()"
@@ -251,8 +255,9 @@ def _message_cel(c: ConditionalRight) -> str:
         what += f" + {_quote('/' + r.subresource)}"
     if c.cel_name:
         what += f" + ' ' + {c.cel_name}"
+    where = "' cluster-wide'" if r.cluster else "' in namespace ' + request.namespace"
     return (
-        f"'Campaign refused: ' + variables.user + ' may not ' + {what} + ' in namespace ' + request.namespace"
+        f"'Campaign refused: ' + variables.user + ' may not ' + {what} + {where}"
         f" + ', and ' + {_quote(c.why)}"
         " + '; a Campaign may only make aftershock do what its author may do (ask for that right, or have"
         " someone who holds it create the Campaign)'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -110,6 +111,7 @@ def runner_settings(args: argparse.Namespace, *, everywhere: bool) -> RunnerSett
         author_check=args.author_check == "on",
         # Cluster-wide only: a list of namespaces is its own opt-in.
         namespace_label=label if everywhere else None,
+        operator_node=args.node_name or None,
     )
 
 
@@ -121,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB), help="ledger file (SQLite)")
     _add_scope_arguments(run)
     run.add_argument("--liveness-port", type=int, default=8080, help="serve /healthz on this port (0: off)")
+    run.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME", ""),
+        help="the node this operator runs on (default $NODE_NAME, the downward API's spec.nodeName): "
+        "node_failure never fails it",
+    )
     run.add_argument(
         "--metrics-port",
         type=int,
@@ -323,6 +331,16 @@ def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "pre-upgrade hook: Helm itself never upgrades a CRD)",
     )
     crd.add_argument("--kubeconfig", default=None)
+    agent = sub.add_parser(
+        "node-agent",
+        help="the node agent node_failure needs: one per node, privileged, host PID namespace (ADR 0021)",
+    )
+    agent.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""), help="default $NODE_NAME")
+    agent.add_argument("--pod-uid", default=os.environ.get("POD_UID", ""), help="its own pod, never frozen")
+    agent.add_argument("--cgroup-root", default="/sys/fs/cgroup", help="the host's cgroup tree")
+    agent.add_argument("--proc", default="/proc", help="the host's /proc (hostPID)")
+    agent.add_argument("--state-dir", default="/var/lib/aftershock-node-agent", help="a host folder")
+    agent.add_argument("--thaw", action="store_true", help="by hand: undo what the state file says is frozen")
 
 
 def _add_report(sub: Any) -> None:
@@ -793,6 +811,24 @@ def _missing_ledgers(*paths: str | None) -> int:
     return 0
 
 
+def _node_agent(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aftershock import nodeagent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.node_name:
+        print("aftershock node-agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
+        return 2
+    paths = (Path(args.state_dir), Path(args.cgroup_root), Path(args.proc))
+    if args.thaw:
+        print(nodeagent.thaw_left_behind(args.node_name, *paths))
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(nodeagent.run(args.node_name, args.pod_uid, paths[1], paths[0], paths[2]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
@@ -804,6 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_release(args))
     if args.command == "apply-crd":
         return asyncio.run(_apply_crd(args))
+    if args.command == "node-agent":
+        return _node_agent(args)
     if args.command in ("report", "export", "compare", "backup", "prune"):
         logging.basicConfig(level=logging.WARNING)
         if _missing_ledgers(args.db, getattr(args, "db_b", None)):

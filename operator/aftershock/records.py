@@ -117,6 +117,19 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class NodeState:
+    """One node as the node-level chaos kinds read it."""
+
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    #: Taint keys (any effect).
+    taints: tuple[str, ...]
+    #: The Ready condition: True, False or Unknown (None: no condition yet).
+    ready: str | None
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """What a command run in a container printed, and how it ended."""
 

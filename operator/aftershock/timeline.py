@@ -31,6 +31,7 @@ _WORDS: Final = {
     "recovered": "recovered",
     "relapsed": "relapsed",
     "fault_healed": "fault healed",
+    "victim_unready": "victims marked not Ready (their node stopped answering)",
     model.ALERT_FIRING: "alert firing",
     model.ALERT_RESOLVED: "alert resolved",
     model.REMEDIATOR_DETECTED: "remediator detected",

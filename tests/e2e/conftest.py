@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,18 @@ def real_node(cluster: testbed.Cluster) -> None:
         )
     cluster.kubectl("wait", "--for=condition=Ready", f"node/{realnode.NODE}", "--timeout=120s")
     realnode.import_images()
+
+
+@pytest.fixture(scope="session")
+def real_node_1(cluster: testbed.Cluster, real_node: None) -> Iterator[None]:
+    """A second real node, real-1, beside real-0 (opt-in: only the tests that ask pay for it,
+    ~20 s warm). Removed at the end of the session unless the cluster is kept."""
+    with testbed.machine_lock("real-node-1"):
+        realnode.start_second_node(cluster)
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{realnode.NODE_1}", "--timeout=120s")
+    yield
+    if os.environ.get("AFTERSHOCK_KEEP_CLUSTER") != "1":
+        realnode.stop_second_node(cluster)
 
 
 @pytest.fixture(scope="session")

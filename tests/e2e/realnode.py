@@ -15,11 +15,12 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
@@ -45,6 +46,139 @@ def cannot_host() -> str | None:
 def import_images() -> None:
     """Build (cached) and import the operator and subject images into the node's containerd."""
     testbed.run([str(IMAGES_SH), "all"], timeout=1800)
+
+
+#: The second real node (opt-in: `second_node`), for tests where a member must really move.
+NODE_1 = "real-1"
+NODE_1_TAINT = "aftershock.dev/real-node-1"
+#: realnode.sh's environment for real-1: an instance of its own (containerd, kubelet, bridge,
+#: cgroup root) registered under its own name.
+SECOND = {"AFTERSHOCK_REAL_NODE_INSTANCE": NODE_1, "AFTERSHOCK_REAL_NODE_NAME": NODE_1}
+
+
+def node_sh(
+    instance: Mapping[str, str], *args: str, cluster: testbed.Cluster | None = None
+) -> subprocess.CompletedProcess[str]:
+    """realnode.sh for one node instance (`instance`: its AFTERSHOCK_REAL_NODE_* variables; {}
+    is the default cluster's real-0)."""
+    env = {**(cluster.env() if cluster is not None else os.environ), **instance}
+    for key in ("AFTERSHOCK_REAL_NODE_INSTANCE", "AFTERSHOCK_REAL_NODE_NAME"):
+        if key not in instance:
+            env.pop(key, None)
+    return subprocess.run(
+        [str(REALNODE_SH), *args], env=env, capture_output=True, text=True, check=True, timeout=600
+    )
+
+
+def _second(*args: str, cluster: testbed.Cluster | None = None) -> subprocess.CompletedProcess[str]:
+    return node_sh(SECOND, *args, cluster=cluster)
+
+
+def start_second_node(cluster: testbed.Cluster) -> None:
+    """real-1 beside real-0 (hack/testbed/realnode.sh, an instance named real-1): its own
+    containerd, kubelet, bridge and cgroup root; the images imported into it."""
+    name = os.environ.get("AFTERSHOCK_CLUSTER_NAME", "aftershock")
+    pki = Path(cluster.kubeconfig).parent / "kwok" / "clusters" / name / "pki"
+    _second("up", cluster.kubeconfig, str(pki), cluster=cluster)
+    env = {**cluster.env(), **SECOND}
+    subprocess.run([str(IMAGES_SH), "all"], env=env, check=True, capture_output=True, text=True, timeout=1800)
+
+
+def stop_second_node(cluster: testbed.Cluster) -> None:
+    """Remove real-1 and everything it made; real-0 is left as it is."""
+    _second("down", cluster=cluster)
+    cluster.kubectl("delete", "node", NODE_1, "--ignore-not-found", check=False)
+
+
+# --- node_failure's node agent and what it changes on the host -----------------------------------
+
+
+def kubelet_of(instance: Mapping[str, str]) -> Process:
+    """The instance's kubelet process (its pid file)."""
+    state = Path(node_sh(instance, "state-dir").stdout.strip())
+    process = Process.of(int((state / "run" / "kubelet.pid").read_text()))
+    assert process is not None, f"no kubelet running for {instance or 'real-0'}"
+    return process
+
+
+def process_state(pid: int) -> str:
+    """The process's state letter from /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def cgroup_root(instance: Mapping[str, str]) -> str:
+    """The instance's kubelet cgroup root (its pods are under <root>/kubepods)."""
+    return node_sh(instance, "cgroup-root").stdout.strip()
+
+
+def frozen_cgroups(root: str) -> list[str]:
+    """The pod cgroups under cgroup root `root` not THAWED, read from the host's freezer
+    hierarchy."""
+    pods = Path(f"/sys/fs/cgroup/freezer{root.rstrip('/')}/kubepods")
+    assert pods.is_dir(), pods
+    return [
+        str(p.parent)
+        for p in pods.rglob("freezer.state")
+        if p.parent != pods and p.read_text().strip() != "THAWED"
+    ]
+
+
+def node_agent_objects(namespace: str, server: str, node: str) -> list[dict[str, Any]]:
+    """manifests/node-agent in `namespace`, on `node` only, with the test bed's additions (as
+    the operator's local overlay): the host's network (the API server is on 127.0.0.1) and its
+    address; the operator image built here; a host state folder of the namespace's own."""
+    objs = list(
+        yaml.safe_load_all((testbed.REPO / "manifests" / "node-agent" / "node-agent.yaml").read_text())
+    )
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    for obj in objs:
+        meta = obj["metadata"]
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            meta["name"] = f"{meta['name']}-{namespace}"
+        else:
+            meta["namespace"] = namespace
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] = f"aftershock-node-agent-{namespace}"
+            obj["subjects"][0]["namespace"] = namespace
+        if obj["kind"] == "DaemonSet":
+            pod = obj["spec"]["template"]["spec"]
+            pod["hostNetwork"] = True
+            pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+            pod.pop("priorityClassName", None)
+            c = pod["containers"][0]
+            c["image"] = OPERATOR_IMAGE
+            c["imagePullPolicy"] = "Never"
+            c["env"] += [
+                {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+            ]
+            pod["volumes"][1]["hostPath"]["path"] = f"/tmp/aftershock-node-agent-{namespace}"
+    return objs
+
+
+def on_real_nodes(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec, allowed on real-0 and real-1 (both taints tolerated), nowhere else."""
+    spec = dict(pod_spec)
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE, NODE_1]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    spec["tolerations"] = [
+        *spec.get("tolerations", []),
+        {"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+        {"key": NODE_1_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    return spec
 
 
 def on_real_node(pod_spec: dict[str, Any]) -> dict[str, Any]:

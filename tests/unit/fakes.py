@@ -29,6 +29,7 @@ from aftershock.model import (
     ContainerState,
     EphemeralState,
     ExecResult,
+    NodeState,
     PodState,
     ProbeResult,
 )
@@ -167,6 +168,12 @@ class FakeCluster:
         self.holding = asyncio.Event()
         #: Answers of the next exec calls instead of a kill (e.g. an image without sh).
         self.exec_results: list[ExecResult] = []
+        #: Nodes by name (node-level kinds), and whether a node agent answers on them: it
+        #: freezes on a node_failure request (its pods not Ready) and thaws when it is removed.
+        self.nodes: dict[str, NodeState] = {}
+        self.node_agent = True
+        #: Every node annotation patch (node, annotations), in order.
+        self.node_patches: list[tuple[str, dict[str, str | None]]] = []
         #: Ephemeral containers added, per "namespace/pod": name -> (state, exit code).
         self.ephemerals: dict[str, dict[str, tuple[str, int | None]]] = {}
         #: Every ephemeral container added (namespace, pod, the container's body), in order.
@@ -417,6 +424,42 @@ class FakeCluster:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return ExecResult("killed 7 1234\n", "")
+
+    async def get_node(self, name: str) -> NodeState:
+        await asyncio.sleep(0)
+        node = self.nodes.get(name)
+        if node is None:
+            raise NotFoundError(f'nodes "{name}" not found', 404)
+        return node
+
+    async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """A merge patch of the node's annotations; with `node_agent` the agent's answer
+        follows at once, as the real agent's does a moment later."""
+        import json
+
+        self.node_patches.append((name, dict(annotations)))
+        node = await self.get_node(name)
+        merged = {**node.annotations, **{k: v for k, v in annotations.items() if v is not None}}
+        for k, v in annotations.items():
+            if v is None:
+                merged.pop(k, None)
+        request_key, state_key = "aftershock.dev/node-failure", "aftershock.dev/node-failure-state"
+        if self.node_agent and request_key in annotations:
+            on_node = [p for p in self._pods.values() if p.node == name]
+            if annotations[request_key] is not None:
+                ident = json.loads(str(annotations[request_key]))["id"]
+                pods = [f"{p.namespace}/{p.name}" for p in on_node] + ["kube-system/bystander"]
+                merged[state_key] = json.dumps(
+                    {"id": ident, "state": "frozen", "at": time.time(), "pods": pods}
+                )
+                for p in on_node:
+                    self._put("MODIFIED", dataclasses.replace(p, ready=False))
+            elif state_key in merged:
+                state = json.loads(merged[state_key])
+                merged[state_key] = json.dumps({**state, "state": "thawed", "at": time.time()})
+                for p in on_node:
+                    self._put("MODIFIED", dataclasses.replace(p, ready=True))
+        self.nodes[name] = dataclasses.replace(node, annotations=merged)
 
     async def _restart(self, pod: PodState, name: str) -> None:
         """What the kubelet does after the container's main process died."""

@@ -51,6 +51,10 @@ def test_each_kind_exposes_its_rights_as_data() -> None:
             {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "create"},
             {"apiGroup": "", "resource": "pods", "subresource": "exec", "verb": "get"},
         ],
+        "node_failure": [
+            {"apiGroup": "", "resource": "nodes", "subresource": "", "verb": "get"},
+            {"apiGroup": "", "resource": "nodes", "subresource": "", "verb": "patch"},
+        ],
     }
 
 
@@ -67,10 +71,18 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 )
 def test_rendered_rbac_grants_each_kind_exactly_its_rights(path: str, role: str, binding: str) -> None:
     docs = _docs(REPO / path)
-    roles = {d["metadata"]["labels"]["aftershock.dev/chaos-type"]: d for d in docs if d["kind"] == role}
-    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == binding}
+    # Rights on cluster-scoped resources (node_failure's nodes) are a ClusterRole in every install.
+    roles = {
+        d["metadata"]["labels"]["aftershock.dev/chaos-type"]: d
+        for d in docs
+        if d["kind"] in (role, "ClusterRole")
+    }
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] in (binding, "ClusterRoleBinding")}
     assert set(roles) == set(registry.KINDS)
     for kind, info in registry.KINDS.items():
+        clustered = any(r.cluster for r in info.rights)
+        kind_role = "ClusterRole" if clustered else role
+        assert roles[kind]["kind"] == kind_role
         granted = {
             (g, r, v) for rule in roles[kind]["rules"] for g in rule["apiGroups"]
             for r in rule["resources"] for v in rule["verbs"]
@@ -79,7 +91,7 @@ def test_rendered_rbac_grants_each_kind_exactly_its_rights(path: str, role: str,
         bound = bindings[roles[kind]["metadata"]["name"]]
         assert bound["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
-            "kind": role,
+            "kind": kind_role,
             "name": bound["metadata"]["name"],
         }
         assert bound["subjects"][0]["name"] == "aftershock"
@@ -96,6 +108,20 @@ def test_chart_grants_each_kinds_rights_only_when_it_is_enabled() -> None:
     assert "pods" not in outside
     rbac = (REPO / "charts/aftershock/templates/rbac.yaml").read_text()
     assert rbac.count('include "aftershock.chaosRules"') == 2  # cluster-wide and per namespace
+
+
+def test_chart_grants_nodes_only_when_node_failure_is_enabled_and_only_cluster_wide() -> None:
+    helper = (REPO / "charts/aftershock/templates/_chaos.tpl").read_text()
+    namespaced = helper.split("{{/* Rights on cluster-scoped")[0]
+    assert "nodes" not in namespaced
+    block = helper.split('{{- if has "node_failure" .Values.chaosKinds }}')[1].split("{{- end }}")[0]
+    assert 'resources: ["nodes"]' in block
+    rbac = (REPO / "charts/aftershock/templates/rbac.yaml").read_text()
+    # In the cluster-wide ClusterRole and in the namespaced install's cluster-wide one.
+    assert rbac.count('include "aftershock.chaosClusterRules"') == 2
+    values = yaml.safe_load((REPO / "charts/aftershock/values.yaml").read_text())
+    assert "node_failure" not in values["chaosKinds"]
+    assert values["nodeAgent"]["enabled"] is False
 
 
 # --- container_kill on its own ---------------------------------------------------------------

@@ -35,3 +35,17 @@
   verbs: ["get"]
 {{- end }}
 {{- end }}
+{{/* Rights on cluster-scoped resources (nodes): in a ClusterRole whatever the scope. */}}
+{{- define "aftershock.chaosClusterRules" -}}
+{{- if has "node_failure" .Values.chaosKinds }}
+# node_failure
+# reads the victim's node and the node agent's answer
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get"]
+# asks the node agent to fail the node, and takes it back
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["patch"]
+{{- end }}
+{{- end }}

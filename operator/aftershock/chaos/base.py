@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aftershock.model import ChaosSpec, EphemeralState, ExecResult, PodState, Victim
+from aftershock.model import ChaosSpec, EphemeralState, ExecResult, NodeState, PodState, Victim
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Right:
     group: str = ""
     #: Why the kind needs it, for the rendered manifests' comments.
     why: str = ""
+    #: A cluster-scoped resource (nodes): granted by a ClusterRole, checked with no namespace.
+    cluster: bool = False
 
     @property
     def rbac_resource(self) -> str:
@@ -70,6 +72,11 @@ class FaultApi(Protocol):
         """Run `command` in the container (``pods/exec``); never raises for the command's own
         failure (that is `ExecResult.error`), only for the API's (`ApiError`)."""
 
+    async def get_node(self, name: str) -> NodeState: ...
+
+    async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (a string) or remove (None) annotations of a node (a merge patch)."""
+
     async def add_ephemeral_container(
         self, namespace: str, pod: str, uid: str, container: Mapping[str, Any]
     ) -> None:
@@ -96,6 +103,9 @@ class Strike:
     #: call that disturbs a victim (each delete, each retry of one, each exec). After the lock's
     #: renew deadline another Campaign may hold the subject, so the call is not ours to send.
     held: Callable[[], bool]
+    #: The node the operator itself runs on (``--node-name``, the downward API in a pod); None
+    #: when unknown (a process outside the cluster). Node-level kinds never fail it.
+    operator_node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,9 @@ class Injection:
     refused: bool = False
     #: What the kind recorded per victim (``final_state["chaos"]``): container ids, PIDs, ...
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: What else the fault disturbed beyond the victims (node_failure: every other pod on the
+    #: node), in words: the engine puts it in the Campaign's status and a Warning Event.
+    notice: str | None = None
 
 
 #: True once the trial must stop (the operator exiting, the Campaign deleted).

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from aftershock import authz
-from aftershock.chaos import container_kill, network_partition, node_kill
+from aftershock.chaos import container_kill, network_partition, node_failure, node_kill
 from aftershock.chaos.base import ChaosKindInfo, Right
 from aftershock.errors import SpecError
 from aftershock.model import ChaosSpec
 
 KINDS: Mapping[str, ChaosKindInfo] = MappingProxyType(
-    {k.type: k for k in (node_kill.KIND, container_kill.KIND, network_partition.KIND)}
+    {k.type: k for k in (node_kill.KIND, container_kill.KIND, network_partition.KIND, node_failure.KIND)}
 )
 
 
@@ -38,7 +38,9 @@ def authz_rights() -> dict[str, tuple[authz.Right, ...]]:
     """Per kind, its rights as `aftershock.authz` checks them (admission policy, the
     operator's SubjectAccessReviews for a Campaign's author)."""
     return {
-        info.type: tuple(authz.Right(r.verb, r.resource, r.group, r.subresource) for r in info.rights)
+        info.type: tuple(
+            authz.Right(r.verb, r.resource, r.group, r.subresource, cluster=r.cluster) for r in info.rights
+        )
         for info in KINDS.values()
     }
 

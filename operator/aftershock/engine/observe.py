@@ -65,6 +65,9 @@ class RecoveryTracker:
     #: False: the victims keep their processes (a partition): no new container is waited for,
     #: and `back` is the heal (`mark_back`).
     restarts: bool = True
+    #: True: each victim's pod seen not Ready is stamped (``victim_unready``: the kind stops the
+    #: victims without ending their pods, e.g. node_failure's node that stops answering).
+    unready: bool = False
 
     def __post_init__(self) -> None:
         self._tracks = {v.name: _VictimTrack(v) for v in self.victims}
@@ -136,6 +139,12 @@ class RecoveryTracker:
                 self._all_then("victim_gone", [t.gone for t in self._tracks.values()], mono, wall)
         if type_ != "DELETED" and pod.uid not in self._initial_uids and not pod.deleting:
             self._track_replacement(pod, mono, wall)
+        if self.unready and victim_name is not None and type_ != "DELETED" and not pod.ready:
+            track = self._tracks[victim_name]
+            if track.down is None:
+                track.down = self._stamp(mono, wall)
+                downs = [t.down is not None for t in self._tracks.values()]
+                self._all_then("victim_unready", downs, mono, wall)
         if self.restarts and not self.replaces_pods and victim_name is not None and type_ != "DELETED":
             self._track_container(self._tracks[victim_name], pod, mono, wall)
         if self.pods_healthy():

@@ -24,6 +24,8 @@ REASON_INVALID = "InvalidSpec"
 REASON_SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
 #: The chaos kind cannot work on this subject (its method, its rights): nothing was injected.
 REASON_CHAOS_REFUSED = "ChaosRefused"
+#: The fault disturbed more than the victims (a failed node stops everything on it).
+REASON_FAULT_COLLATERAL = "FaultCollateral"
 
 
 def look_jitter() -> float:
@@ -82,6 +84,8 @@ class RunnerSettings:
     author_check: bool = False
     #: ``--namespace-label``: a run starts only in a namespace carrying this label (key, value).
     namespace_label: tuple[str, str] | None = None
+    #: ``--node-name``: the node the operator runs on, which node-level chaos never fails.
+    operator_node: str | None = None
     #: How long a trial's end waits for the audit webhook to deliver the writes of its window
     #: (the API server's --audit-webhook-batch-max-wait should be shorter).
     audit_catch_up_seconds: float = 5.0

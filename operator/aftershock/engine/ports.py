@@ -17,6 +17,7 @@ from aftershock.model import (
     ClusterEvent,
     EphemeralState,
     ExecResult,
+    NodeState,
     Phase,
     PodState,
     ProbeResult,
@@ -93,6 +94,12 @@ class PodApi(Protocol):
         self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float
     ) -> ExecResult:
         """Run `command` in the container (``pods/exec``): the container-level chaos kinds'."""
+
+    async def get_node(self, name: str) -> NodeState:
+        """A node (node-level chaos kinds: cluster-scoped ``get nodes``)."""
+
+    async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (a string) or remove (None) a node's annotations (``patch nodes``)."""
 
     async def add_ephemeral_container(
         self, namespace: str, pod: str, uid: str, container: Mapping[str, Any]

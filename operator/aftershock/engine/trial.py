@@ -15,7 +15,7 @@ from typing import Any
 
 from aftershock.chaos import registry as chaos_registry
 from aftershock.chaos import victims as victim_choice
-from aftershock.chaos.base import ChaosKindInfo, Strike
+from aftershock.chaos.base import ChaosKindInfo, Injection, Strike
 from aftershock.engine import gate as gate_step
 from aftershock.engine import heal, lifecycle, recovery, strike
 from aftershock.engine import reset as reset_step
@@ -25,6 +25,7 @@ from aftershock.engine.holds import subject_keys
 from aftershock.engine.observe import RecoveryTracker
 from aftershock.engine.outcomes import (
     REASON_CHAOS_REFUSED,
+    REASON_FAULT_COLLATERAL,
     REASON_SELECTOR_MATCHES_NOTHING,
     REASON_TRIAL_DRY_RUN,
     REASON_TRIAL_INFRA,
@@ -367,6 +368,7 @@ class _Strike:
                 replaces_pods=self.kind.replaces_pods,
                 container=t.spec.chaos.container,
                 restarts=self.kind.restarts,
+                unready=any(name == "victim_unready" for name, _ in self.kind.milestones),
             )
             writes = recovery.write_probe(
                 t.probe,
@@ -392,6 +394,7 @@ class _Strike:
                     chaos=t.spec.chaos,
                     retry_budget=t.settings.kill_retry_budget,
                     held=lambda: strike.lock_covers(self.victims, t.view, t.lock),
+                    operator_node=t.settings.operator_node,
                 )
                 if t.actions is not None:
                     # Before the fault goes in: the remediator may act the moment it does.
@@ -418,7 +421,7 @@ class _Strike:
                         "Warning", REASON_TRIAL_INFRA, f"trial {self.index + 1}: {kill_error}"
                     )
                     return TrialResult(Outcome.INFRA_ERROR, record)
-                await fault.injected(killed.details)
+                await self._injected(fault, killed)
                 if t.alerts is not None:
                     # From now on, what Alertmanager delivers for this Campaign is this trial's.
                     t.alerts.fault_injected(self.attempt_id, kill_mono)
@@ -487,6 +490,14 @@ class _Strike:
             self.attempt_id, outcome, milestones=milestones, final_state=final_state, error=error
         )
         return await self._report(outcome, record, error)
+
+    async def _injected(self, fault: heal.TrialFault, killed: Injection) -> None:
+        t = self.trials
+        await fault.injected(killed.details)
+        if killed.notice:
+            # In the status while the fault lasts, and as an Event that stays.
+            t.publisher.message = f"trial {self.index + 1}/{t.spec.trials}: {killed.notice}"
+            await t.publisher.emit("Warning", REASON_FAULT_COLLATERAL, t.publisher.message)
 
     def _waiting_for_quiet(self, quiet: recovery.QuietWait) -> Callable[[float], Awaitable[None]]:
         """Say in the status that the subject recovered and the trial waits for the remediator

@@ -26,6 +26,10 @@ def build_resource_attributes(namespace: str, right: Right) -> dict[str, str]:
         attrs["subresource"] = right.subresource
     if right.name:
         attrs["name"] = right.name
+    if right.cluster:
+        # A cluster-scoped resource (nodes): asked with no namespace, so a Role in the
+        # Campaign's namespace that names it (which grants nothing) never passes.
+        del attrs["namespace"]
     return attrs
 
 

@@ -32,6 +32,7 @@ from aftershock.kube.errors import (
     KubeUnavailableError,
 )
 from aftershock.kube.execs import _Execs
+from aftershock.kube.nodes import _Nodes
 from aftershock.kube.proxy import api_server_proxy, without_env_proxy
 from aftershock.kube.volumes import _Volumes
 from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
@@ -78,7 +79,7 @@ class LeaseRecord:
     resource_version: str
 
 
-class Kube(_Volumes, _Access, _Execs, _Ephemerals):
+class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
     """The API calls aftershock makes, typed. One instance per operator process."""
 
     def __init__(self, api: k8s.ApiClient, watch_api: k8s.ApiClient | None = None) -> None:

@@ -109,6 +109,12 @@ def _uint(raw: Mapping[str, Any], key: str) -> int:
         raise ProbeUnavailableError(f"etcd answered {key}={value!r}, not a number") from None
 
 
+def _reaped(task: asyncio.Task[Any]) -> None:
+    """A background request's own failure is nobody's to hear (the look it served is over)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class EtcdClient:
     """A read-mostly client of etcd's JSON gateway: no redirects, no proxies from the
     environment (the URLs were checked; nothing else may be reached)."""
@@ -116,24 +122,60 @@ class EtcdClient:
     def __init__(self, endpoints: Sequence[str], *, timeout: float = STATUS_TIMEOUT) -> None:
         self._endpoints = tuple(e.rstrip("/") for e in endpoints)
         self._timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        self._http = self._new_http()
         self._members: dict[int, str] = {}
+        #: Requests left to end by their own timeout, and old clients being closed.
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _new_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False)
+
+    def _in_background(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(_reaped)
+        task.add_done_callback(self._background.discard)
+
+    async def _send(self, method: str, url: str, timeout: float | None, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(
+                method, url, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT, **kwargs
+            )
+        except httpx.PoolTimeout:
+            # httpcore (1.0.9, the latest) can lose its pool's slots to requests cancelled while
+            # they wait for a connection (encode/httpcore#1093): every later request then fails
+            # with PoolTimeout though the members answer. Seen here: a member frozen for 245 s
+            # (node_failure), then every endpoint PoolTimeout until the recovery timeout. This
+            # client never has more than a few requests out at once, so a PoolTimeout means a
+            # lost pool: the next request goes through a new one.
+            old, self._http = self._http, self._new_http()
+            self._in_background(asyncio.create_task(old.aclose()))
+            raise
 
     async def _request(
         self, method: str, endpoint: str, path: str, body: Mapping[str, Any] | None, timeout: float | None
     ) -> Any:
-        """One request, `timeout` bounding all of it: httpx's own timeout bounds each phase
-        (connect, write, each read) apart, so a member slow in each took a multiple of it
-        (seen on the real node during an election: 86 ms against 50)."""
+        """One request, bounded as a whole (a fifth over `timeout`, so that httpx's own errors,
+        PoolTimeout among them, come first when they come at `timeout`): httpx's timeout bounds
+        each phase (connect, write, each read) apart, so a member slow in each took a multiple
+        of it (seen on the real node during an election: 86 ms against 50)."""
         wait = self._timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(wait):
-                response = await self._http.request(
-                    method, endpoint + path, json=dict(body) if body is not None else None, timeout=wait
-                )
-        except (httpx.HTTPError, TimeoutError) as exc:
-            what = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {wait:g}s"
-            raise ProbeUnavailableError(f"{endpoint}{path}: {what}") from exc
+            # Not cancelled at the bound: a request cancelled while it waits for a connection can
+            # cost httpcore's pool a slot for good (`_send`). It ends by its own timeout instead.
+            send = asyncio.create_task(
+                self._send(method, endpoint + path, wait, json=dict(body) if body is not None else None)
+            )
+            try:
+                done, _ = await asyncio.wait({send}, timeout=1.2 * wait)
+            except asyncio.CancelledError:
+                self._in_background(send)
+                raise
+            if not done:
+                self._in_background(send)
+                raise ProbeUnavailableError(f"{endpoint}{path}: no answer within {1.2 * wait:g}s")
+            response = send.result()
+        except httpx.HTTPError as exc:
+            raise ProbeUnavailableError(f"{endpoint}{path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200 or len(response.content) > _MAX_RESPONSE_BYTES:
             raise ProbeUnavailableError(f"{endpoint}{path}: HTTP {response.status_code}")
         try:
@@ -241,9 +283,10 @@ class EtcdClient:
                 for t, e in zip(tasks, self._endpoints, strict=True)
             ]
         finally:
+            # The late ones end by their own timeout, not by cancellation (`_request`).
             for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                if not t.done():
+                    self._in_background(t)
 
     async def put_and_get(self, key: str, value: str, timeout: float) -> None:
         """Write through every endpoint at once and read it back where it was taken
@@ -271,12 +314,17 @@ class EtcdClient:
                     continue
                 return
         finally:
+            # The others end by their own timeout, not by cancellation: a request cancelled
+            # while it waits for a connection can cost the pool a slot for good (`_request`).
             for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                if not task.done():
+                    self._in_background(task)
         raise ProbeUnavailableError(f"write failed on every endpoint; last: {last}")
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._http.aclose()
 
 
