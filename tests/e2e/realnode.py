@@ -153,8 +153,13 @@ def node_agent_objects(namespace: str, server: str, node: str) -> list[dict[str,
                 {"name": "KUBERNETES_SERVICE_HOST", "value": host},
                 {"name": "KUBERNETES_SERVICE_PORT", "value": port},
             ]
-            pod["volumes"][1]["hostPath"]["path"] = f"/tmp/aftershock-node-agent-{namespace}"
+            pod["volumes"][1]["hostPath"]["path"] = str(node_agent_state_dir(namespace))
     return objs
+
+
+def node_agent_state_dir(namespace: str) -> Path:
+    """The host folder of `node_agent_objects`' agent (what it froze, while it holds a node)."""
+    return Path(f"/tmp/aftershock-node-agent-{namespace}")
 
 
 def on_real_nodes(pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -192,6 +192,7 @@ def bed(cluster: testbed.Cluster, namespace: str, real_node_1: None) -> Iterator
         if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], check=False)
     shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(realnode.node_agent_state_dir(namespace), ignore_errors=True)
 
 
 def campaign(

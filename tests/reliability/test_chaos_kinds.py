@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import sqlite3
 import threading
 import time
@@ -432,6 +433,7 @@ def _node_agent(cluster: testbed.Cluster, namespace: str) -> Iterator[None]:
         for obj in agent:
             if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                 cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], check=False)
+        shutil.rmtree(realnode.node_agent_state_dir(namespace), ignore_errors=True)
 
 
 @pytest.fixture
