@@ -16,6 +16,10 @@
 #                                   (AFTERSHOCK_AUDIT_WEBHOOK_PORT, default 18471 for this cluster,
 #                                   18472+ for named ones)
 #   AFTERSHOCK_CLUSTER_NAME=x ...   another, independent cluster (state in ~/.cache/aftershock/clusters/x)
+#   A running cluster whose configuration (the kwokctl flags below, manifests/kwokctl.yaml, the
+#   audit policy and webhook) differs from the one it was made with is made again by `up`,
+#   unless AFTERSHOCK_KEEP_CLUSTER=1: a cluster shared by several checkouts is kept as it runs
+#   (with a warning), so that an older checkout's tests do not remake it under a newer one's.
 #   AFTERSHOCK_REAL_NODE=auto|1|0   the real node (realnode.sh: containerd + kubelet, node real-0)
 #                                   beside the kwok nodes. auto (default): on for the default
 #                                   cluster when this machine can host it (root, Debian), with the
@@ -102,10 +106,10 @@ EOF
   )
 }
 
-# What the API server is started with that a running cluster must match: the audit policy, the
-# webhook's kubeconfig and this script's kwokctl arguments.
+# What the cluster is started with that a running one must match: the audit policy, the
+# webhook's kubeconfig, kwokctl's configuration file and this script's kwokctl arguments.
 config_stamp() {
-  cat "$here/manifests/audit-policy.yaml" "$audit_kubeconfig" \
+  cat "$here/manifests/audit-policy.yaml" "$audit_kubeconfig" "$here/manifests/kwokctl.yaml" \
     <(sed -n '/kwokctl --name "$name" create cluster/,/--wait/p' "$0") | sha256sum | cut -d' ' -f1
 }
 
@@ -116,10 +120,11 @@ up() {
   audit_webhook_files
   if answers "$bin" && [ "$(cat "$stamp_file" 2>/dev/null)" != "$(config_stamp)" ]; then
     if [ "${AFTERSHOCK_KEEP_CLUSTER:-}" = 1 ]; then
-      log "cluster '$name' runs with an older API server configuration (audit policy or webhook);" \
-        "kept (AFTERSHOCK_KEEP_CLUSTER=1): run cluster.sh down, then up, to apply it"
+      log "cluster '$name' runs with another configuration than this checkout's (kwokctl flags," \
+        "kwokctl.yaml, audit policy or webhook); kept (AFTERSHOCK_KEEP_CLUSTER=1): run" \
+        "cluster.sh down, then up, to apply it"
     else
-      log "cluster '$name' runs with an older API server configuration: recreating it"
+      log "cluster '$name' runs with another configuration than this checkout's: recreating it"
       down
     fi
   fi
@@ -139,8 +144,11 @@ up() {
     if [ "$name" = aftershock ]; then real_1 down 2>/dev/null || true; fi
     if node_made; then "$here/realnode.sh" down 2>/dev/null || true; fi
     log "starting cluster '$name' (kwokctl, binary runtime, local binaries)"
-    # kwokctl 0.8 indexes a component's extra args by the position of its first one: the k-th
-    # component named must first appear as the k-th --extra-args (else it panics).
+    # Every component's extra flags are in kwokctl.yaml (leader election off, kwok's node
+    # selection, ...), the API server's audit webhook flags (paths of this cluster's) here.
+    # kwokctl 0.8 files a repeated component's later --extra-args by the position of its first
+    # one among all of them, which misplaces flags or panics unless the k-th component named
+    # first appears as the k-th --extra-args: here they are all the API server's.
     # A failed node is seen NotReady in about 30 s instead of kwokctl's 200 s (its default
     # --heartbeat-factor 5), so a node_failure trial (issue 20's e2e runs ten) lasts about a
     # minute and a half, not five: factor 0.75 gives the controller-manager
@@ -148,9 +156,10 @@ up() {
     # of 14 x 0.75 = 10 s, renewed every 2.5 s (a quarter, as a kubelet does); the real nodes'
     # kubelets renew as often (realnode.sh). Twelve renewals fit in the grace period: at load
     # 20-33 no live node went NotReady, and a stopped kubelet was seen in 30-31 s (a watch of
-    # every node's Ready condition, docs/remediator.md). A controller-manager that restarts
-    # (the reliability suite's API server faults) counts each node's grace from its own start.
+    # every node's Ready condition, docs/remediator.md). Command-line flags, not kwokctl.yaml:
+    # kwokctl applies the factor to its command line's options.
     kwokctl --name "$name" create cluster \
+      --config "$here/manifests/kwokctl.yaml" \
       --runtime binary \
       --heartbeat-factor 0.75 \
       --node-lease-duration-seconds 14 \
@@ -163,10 +172,6 @@ up() {
       --kube-authorization=true \
       --kube-admission=true \
       --kube-audit-policy "$here/manifests/audit-policy.yaml" \
-      --extra-args kube-controller-manager=enable-hostpath-provisioner=true \
-      --extra-args kwok-controller=manage-all-nodes=false \
-      --extra-args kube-apiserver=kubelet-preferred-address-types=Hostname \
-      --extra-args kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
       --extra-args kube-apiserver=audit-webhook-config-file="$audit_kubeconfig" \
       --extra-args kube-apiserver=audit-webhook-version=audit.k8s.io/v1 \
       --extra-args kube-apiserver=audit-webhook-mode=batch \

@@ -8,8 +8,10 @@ Campaigns are filtered out so a restart does not re-run them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from aftershock.engine.schedule import ScheduleClock, ScheduledCampaign, WallSch
 from aftershock.errors import SpecError
 from aftershock.kube import Kube
 from aftershock.kube.lease import Holder, SubjectLeases
+from aftershock.kube.proxy import api_server_proxy
 from aftershock.kube.remediators import AnnotatingScaler, KubeSweepApi
 from aftershock.ledger import Ledger, RunRow
 from aftershock.metrics import Metrics
@@ -131,6 +134,21 @@ class _EventSink:
             message=message,
             now=time.time(),
         )
+
+
+async def login_through_api_server_proxy(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own login (the kubeconfig or the pod's ServiceAccount), reaching the API server
+    through the proxy that `Kube` uses too: the environment's as kubectl reads it (ADR 0024)."""
+    info = await kopf.login_via_async_client(**kwargs)
+    if info is None:
+        return None
+    proxy = api_server_proxy(info.server, os.environ, info.proxy_url)
+    return dataclasses.replace(info, proxy_url=proxy, trust_env=False)
+
+
+@kopf.on.login()
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return await login_through_api_server_proxy(**kwargs)
 
 
 @kopf.on.startup()

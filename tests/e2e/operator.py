@@ -215,6 +215,41 @@ def campaign(name: str, namespace: str, pd_url: str | None, **spec: Any) -> dict
     }
 
 
+def kind_campaign(
+    name: str,
+    namespace: str,
+    subject: dict[str, Any],
+    chaos: dict[str, Any],
+    *,
+    trials: int,
+    recovery_s: float,
+) -> dict[str, Any]:
+    """A Campaign of the real-node tests of one chaos kind: `chaos` on one victim, trials back to
+    back, each after a steady state held 1 s (within 180 s) and recovered within `recovery_s`,
+    settled 1 s."""
+    return {
+        "apiVersion": "aftershock.dev/v1alpha1",
+        "kind": "Campaign",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "subject": subject,
+            "chaos": {"mode": "one", **chaos},
+            "trials": trials,
+            "intervalSeconds": 0,
+            "steadyState": {"timeoutSeconds": 180, "stableSeconds": 1},
+            "recovery": {"timeoutSeconds": recovery_s, "settleSeconds": 1},
+        },
+    }
+
+
+def percentiles(values: list[float]) -> str:
+    """p50, p95 and the maximum of `values` (seconds), for a test's printed summary."""
+    ordered = sorted(values)
+    p50 = ordered[len(ordered) // 2]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"n={len(ordered)} p50 {p50:.3f}s p95 {p95:.3f}s max {ordered[-1]:.3f}s"
+
+
 def get_campaign(cluster: testbed.Cluster, namespace: str, name: str) -> dict[str, Any]:
     api = k8s.CustomObjectsApi(cluster.api_client())
     obj: dict[str, Any] = api.get_namespaced_custom_object(

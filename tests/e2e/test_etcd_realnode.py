@@ -2,10 +2,11 @@
 
 A 3-member etcd StatefulSet (hostNetwork, client and peer ports chosen per test on 127.0.0.1,
 data on a hostPath of the test's own) and two Campaigns against it: ``target: Leader`` and
-``target: Follower``, 10 trials each. A witness of the test's own (a thread polling every
-member's ``/v3/maintenance/status`` every 10 ms, independent of the operator) confirms that each
-Leader trial killed the member that led at kill time, and that the election time the ledger
-recorded agrees with the one it saw.
+``target: Follower``, 10 trials each. A witness of the test's own (`etcdwitness.EtcdWitness`:
+every member's ``/v3/maintenance/status`` every 10 ms, a thread per member, independent of the
+operator) confirms that each Leader trial killed the member that led at kill time, that a new
+term began with another member leading, and that the election time the ledger recorded lies
+within the witness's bracket for it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import json
 import shutil
 import sqlite3
 import statistics
-import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +24,21 @@ import pytest
 import yaml
 
 from tests.e2e import realnode, testbed
+from tests.e2e.etcdwitness import EtcdWitness
 from tests.e2e.operator import OperatorProcess, free_port, wait_phase
 
 pytestmark = pytest.mark.realnode
 
 LABELS = {"app.kubernetes.io/name": "etcd-e2e"}
-#: The ledger's election time and the witness's agree to this (the issue's bound) at the
-#: median, and all trials but one of the ten within ELECTION_OUTLIER_S. One trial is left
-#: unbounded: a single gap of 335 ms (3 parallel workers) and of 476 ms (alone, machine quiet)
-#: was seen in 2 of 4 runs on 2026-12-06, the other nine within 70 ms. Which side was late is
-#: not known yet (the witness polls the members one after another, 0.2 s per dead address);
-#: it is followed up under issue 18, and the message prints every pair.
+#: The ledger's election time lies within ELECTION_AGREEMENT_S of the witness's bracket (the
+#: issue's bound) at the median, and every trial within ELECTION_BOUND_S. The 0.3-0.5 s gaps seen
+#: before (issue 18) were the operator's: a look waited for every member's /health, which an
+#: election holds up, so the next look, the one that saw the new term, began up to 0.3 s after
+#: the members had it (the witness, a thread per member, had it within 10-30 ms). Since: all ten
+#: within 100 ms in 4 runs at load 8-10 (max 97, 49, 43, 49 ms); at load 17 one trial of ten was
+#: 280 ms late, the operator's event loop short of CPU.
 ELECTION_AGREEMENT_S = 0.1
-ELECTION_OUTLIER_S = 3 * ELECTION_AGREEMENT_S
-WITNESS_INTERVAL_S = 0.01
+ELECTION_BOUND_S = 0.3
 
 
 def etcd_statefulset(
@@ -101,77 +100,10 @@ def etcd_statefulset(
     ]
 
 
-def _status(url: str) -> dict[str, Any] | None:
-    req = urllib.request.Request(url + "/v3/maintenance/status", data=b"{}", method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=0.2) as resp:  # loopback only
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-    except (OSError, ValueError):
-        return None
-
-
-@dataclass
-class Witness:
-    """Every member's status every 10 ms: who led when, as etcd itself said."""
-
-    endpoints: list[str]
-    samples: list[tuple[float, dict[str, tuple[str, str] | None]]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> Witness:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="etcd-witness")
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.time()
-            seen: dict[str, tuple[str, str] | None] = {}
-            for url in self.endpoints:
-                raw = _status(url)
-                seen[url] = (
-                    None if raw is None else (str(raw["header"]["member_id"]), str(raw.get("leader", "0")))
-                )
-            self.samples.append((started, seen))
-            self._stop.wait(max(0.0, started + WITNESS_INTERVAL_S - time.time()))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    @staticmethod
-    def _majority_leader(seen: dict[str, tuple[str, str] | None]) -> str | None:
-        votes: dict[str, int] = {}
-        for got in seen.values():
-            if got is not None and got[1] != "0":
-                votes[got[1]] = votes.get(got[1], 0) + 1
-        best = max(votes.items(), key=lambda kv: kv[1], default=None)
-        return best[0] if best is not None and best[1] * 2 > len(seen) else None
-
-    def leader_before(self, t: float) -> str | None:
-        """The member id leading in the last sample taken before `t`."""
-        before = [s for s in self.samples if s[0] < t]
-        return self._majority_leader(before[-1][1]) if before else None
-
-    def first_new_leader_after(self, t: float, old: str) -> float | None:
-        for at, seen in self.samples:
-            leader = self._majority_leader(seen)
-            if at >= t and leader is not None and leader != old:
-                return at
-        return None
-
-    def member_ids(self) -> dict[str, str]:
-        """Member id -> endpoint, from the samples."""
-        return {got[0]: url for _, seen in self.samples for url, got in seen.items() if got is not None}
-
-
 @dataclass
 class Etcd:
     endpoints: list[str]
-    witness: Witness
+    witness: EtcdWitness
     data_dir: Path
 
 
@@ -183,7 +115,7 @@ def etcd(cluster: testbed.Cluster, namespace: str, real_node: None) -> Iterator[
     cluster.apply(yaml.safe_dump_all(etcd_statefulset(clients, peers, str(data_dir))), namespace=namespace)
     cluster.kubectl("rollout", "status", "statefulset/etcd", "-n", namespace, "--timeout=180s")
     endpoints = [f"http://127.0.0.1:{p}" for p in clients]
-    witness = Witness(endpoints).start()
+    witness = EtcdWitness(endpoints).start()
     yield Etcd(endpoints, witness, data_dir)
     witness.stop()
     cluster.kubectl(
@@ -280,28 +212,32 @@ def test_leader_and_follower_kills_recover_and_the_leader_kills_hit_the_leader(
     leader_trials = ledger_trials(op.db, namespace, "etcd-leader")
     follower_trials = ledger_trials(op.db, namespace, "etcd-follower")
     assert len(leader_trials) == len(follower_trials) == 10
-    elections: list[tuple[float, float]] = []
+    elections: list[tuple[float, float, float]] = []
+    gaps: list[float] = []
     for trial in leader_trials:
         (victim,) = trial["victims"]
         assert victim["role"] == "Leader"
-        old = etcd.witness.leader_before(trial["kill_wall"])
+        kill = trial["kill_wall"]
+        old = etcd.witness.leader_before(kill)
         assert old is not None, "the witness saw no leader before the kill"
         # The member that led at kill time is the victim's: its client URL is the victim's port.
         victim_endpoint = etcd.endpoints[int(victim["name"].rsplit("-", 1)[1])]
-        assert ids[old] == victim_endpoint, (victim, ids[old])
-        seen = etcd.witness.first_new_leader_after(trial["kill_wall"], old)
-        assert seen is not None, "the witness saw no new leader"
+        assert ids[old.leader] == victim_endpoint, (victim, ids[old.leader])
+        election = etcd.witness.election_after(kill, old)
+        assert election is not None, f"the witness saw no raft term above {old.term} after the kill"
+        # A graceful delete hands leadership over to another member before the process ends.
+        assert election.leader != old.leader, (old, election)
         recorded = trial["own"]["leader_elected"][0]
-        elections.append((recorded - trial["kill_wall"], seen - trial["kill_wall"]))
-    gaps = [abs(recorded - seen) for recorded, seen in elections]
-    assert statistics.median(gaps) <= ELECTION_AGREEMENT_S, elections
-    assert sorted(gaps)[-2] <= ELECTION_OUTLIER_S, elections
+        elections.append((recorded - kill, election.earliest - kill, election.latest - kill))
+        gaps.append(election.gap(recorded))
+    assert statistics.median(gaps) <= ELECTION_AGREEMENT_S, (gaps, elections)
+    assert max(gaps) <= ELECTION_BOUND_S, (gaps, elections)
     for trial in follower_trials:
         (victim,) = trial["victims"]
         assert victim["role"] == "Follower"
         old = etcd.witness.leader_before(trial["kill_wall"])
         assert old is not None
-        assert ids[old] != etcd.endpoints[int(victim["name"].rsplit("-", 1)[1])]
+        assert ids[old.leader] != etcd.endpoints[int(victim["name"].rsplit("-", 1)[1])]
         assert "leader_elected" not in trial["own"]
     for trial in leader_trials + follower_trials:
         assert trial["outcome"] == "recovered"
@@ -314,10 +250,18 @@ def test_leader_and_follower_kills_recover_and_the_leader_kills_hit_the_leader(
     }
     compared = aftershock("compare", "etcd-follower", "etcd-leader", "-n", namespace, "--db", str(op.db))
     (tmp_path / "etcd-results.txt").write_text(
-        "\n".join([*reports.values(), compared, f"elections (ledger, witness): {elections}"])
+        "\n".join(
+            [
+                *reports.values(),
+                compared,
+                f"elections (ledger, witness earliest, witness latest): {elections}",
+                f"gaps: {gaps}",
+            ]
+        )
     )
     print("\n".join([*reports.values(), compared]))
-    print("elections (ledger, witness) seconds after the kill:", elections)
+    print("elections (ledger, witness earliest, witness latest) seconds after the kill:", elections)
+    print("ledger outside the witness's bracket by (s):", [round(g, 4) for g in gaps])
     for t, trials in (("Leader", leader_trials), ("Follower", follower_trials)):
         rec = sorted(x["recovered"] for x in trials)
         una = sorted(x["final"]["writes"]["unavailableSeconds"] for x in trials)

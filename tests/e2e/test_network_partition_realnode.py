@@ -9,8 +9,9 @@ pods this test created: the rules name the other members' pod IPs, checked again
 pods.
 
 Witnesses of the test's own, never the operator's word:
-- etcd's members, polled every 20 ms from the client pod's namespace: who led when, each
-  member's own idea of its leader;
+- etcd's members, polled every 10 ms from the client pod's namespace, a thread per member
+  (`etcdwitness.EtcdWitness`): who led when, in which raft term, each member's own idea of its
+  leader;
 - PD (the stand-in), polled every 50 ms: the victim's store state;
 - the rules in every member's network namespace (``iptables-save`` and ``nft list ruleset``,
   through nsenter from the host) and the processes in it (/proc), every 0.3 s and at the end.
@@ -35,8 +36,9 @@ import pytest
 import yaml
 
 from tests.e2e import realnode, testbed
-from tests.e2e.operator import OperatorProcess, wait_phase
-from tests.e2e.test_etcd_realnode import Witness, create_campaign, ledger_trials
+from tests.e2e.etcdwitness import EtcdWitness
+from tests.e2e.operator import OperatorProcess, kind_campaign, percentiles, wait_phase
+from tests.e2e.test_etcd_realnode import create_campaign, ledger_trials
 
 # Each test waits on conditions; the bound is for a loaded machine whose first real-node test
 # also builds the images (seen: 595 s of setup at load 34).
@@ -48,13 +50,6 @@ TRIALS = int(os.environ.get("AFTERSHOCK_NP_TRIALS", "2"))
 DURATION_S = 3
 LABELS = {"app.kubernetes.io/name": "etcd-np"}
 CLIENT_PORT, PEER_PORT = 2379, 2380
-
-
-def percentiles(values: list[float]) -> str:
-    ordered = sorted(values)
-    p50 = ordered[len(ordered) // 2]
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"n={len(ordered)} p50 {p50:.3f}s p95 {p95:.3f}s max {ordered[-1]:.3f}s"
 
 
 # --- the pods -----------------------------------------------------------------------------------
@@ -152,16 +147,6 @@ def netns_of(pod: dict[str, Any]) -> Path:
 
 
 # --- witnesses ----------------------------------------------------------------------------------
-
-
-class PodNetWitness(Witness):
-    """`Witness` (every member's status every 20 ms) from inside the client pod's namespace."""
-
-    netns: Path
-
-    def _run(self) -> None:
-        realnode.enter_netns(self.netns)  # this thread only, for good
-        super()._run()
 
 
 def healthy_members(netns: Path, urls: list[str]) -> dict[str, bool]:
@@ -263,7 +248,7 @@ class BridgeEtcd:
     endpoints: list[str]  # the same members through the forwarders, for the operator
     client: Path
     netns: dict[str, Path]
-    witness: PodNetWitness
+    witness: EtcdWitness
     traces: Traces
 
 
@@ -293,9 +278,7 @@ def bridge_etcd(cluster: testbed.Cluster, namespace: str, real_node: None) -> It
     names = sorted(member_ips)
     urls = [f"http://{member_ips[n]}:{CLIENT_PORT}" for n in names]
     forwarders = [realnode.NetnsForwarder(client_netns, member_ips[n], CLIENT_PORT).start() for n in names]
-    witness = PodNetWitness(urls)
-    witness.netns = client_netns
-    witness.start()
+    witness = EtcdWitness(urls, netns=client_netns).start()
     traces = Traces(netns).start()
     yield BridgeEtcd(urls, member_ips, [f.url for f in forwarders], client_netns, netns, witness, traces)
     traces.stop()
@@ -309,24 +292,8 @@ def bridge_etcd(cluster: testbed.Cluster, namespace: str, real_node: None) -> It
 
 
 def np_campaign(name: str, namespace: str, subject: dict[str, Any], **chaos: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "aftershock.dev/v1alpha1",
-        "kind": "Campaign",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "subject": subject,
-            "chaos": {"type": "network_partition", "mode": "one", "durationSeconds": DURATION_S, **chaos},
-            "trials": TRIALS,
-            "intervalSeconds": 0,
-            "steadyState": {"timeoutSeconds": 180, "stableSeconds": 1},
-            "recovery": {"timeoutSeconds": 90, "settleSeconds": 1},
-        },
-    }
-
-
-def _own_leader(sample: dict[str, tuple[str, str] | None], url: str) -> str | None:
-    got = sample.get(url)
-    return None if got is None else got[1]
+    body = {"type": "network_partition", "durationSeconds": DURATION_S, **chaos}
+    return kind_campaign(name, namespace, subject, body, trials=TRIALS, recovery_s=90)
 
 
 def test_an_etcd_leader_cut_off_steps_down_a_new_one_is_elected_and_it_rejoins_as_follower(
@@ -354,29 +321,29 @@ def test_an_etcd_leader_cut_off_steps_down_a_new_one_is_elected_and_it_rejoins_a
         # The member that led when the partition began is the victim's.
         old = etcd.witness.leader_before(kill)
         assert old is not None
-        assert ids[old] == url_of[victim["name"]], (ids[old], victim)
+        assert ids[old.leader] == url_of[victim["name"]], (ids[old.leader], victim)
         heal_wall = own["fault_healed"][0]
         assert heal_wall - kill >= DURATION_S - 0.05, (heal_wall, kill)
-        samples = [(t, s) for t, s in etcd.witness.samples if kill <= t <= heal_wall]
+        victim_said = [a for a in etcd.witness.answers[url_of[victim["name"]]] if kill <= a.sent <= heal_wall]
         # Cut off, the old leader loses leadership in its own eyes (CheckQuorum), ...
-        assert any(_own_leader(s, url_of[victim["name"]]) != old for _, s in samples), (
+        assert any(a.member_id and a.leader != old.leader for a in victim_said), (
             "the old leader never stepped down"
         )
-        # ... and the majority elects another member while the partition holds.
-        elected = etcd.witness.first_new_leader_after(kill, old)
-        assert elected is not None, "the witness saw no new leader"
-        assert elected < heal_wall, (elected, heal_wall)
-        elections.append(elected - kill)
+        # ... and the majority elects another member in a later term while the partition holds.
+        election = etcd.witness.election_after(kill, old)
+        assert election is not None, "the witness saw no election"
+        assert election.leader != old.leader, (old, election)
+        assert election.latest < heal_wall, (election, heal_wall)
+        elections.append(election.latest - kill)
         # After the heal: one leader, every member following it, the old leader a follower.
-        after = [s for t, s in etcd.witness.samples if t > kill + float(trial["recovered"])]
-        assert after, "no witness sample after the recovery"
-        last = after[0]
-        leaders = {got[1] for got in last.values() if got is not None}
+        last = etcd.witness.first_said_after(kill + float(trial["recovered"]))
+        assert all(a is not None for a in last.values()), last
+        leaders = {a.leader for a in last.values() if a is not None}
         assert len(leaders) == 1, last
         assert "0" not in leaders, last
         rejoined = last[url_of[victim["name"]]]
         assert rejoined is not None, last
-        assert rejoined[1] != old, last  # it follows the new leader, not itself
+        assert rejoined.leader != old.leader, last  # it follows the new leader, not itself
         for name in ("leader_lost", "leader_elected", "rejoined_as_follower", "member_healthy"):
             assert name in own, (name, own)
         assert own["leader_elected"][1] <= own["rejoined_as_follower"][1]

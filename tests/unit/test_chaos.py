@@ -5,7 +5,6 @@ gets a new container, nothing is deleted, and a method that cannot work kills no
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -213,15 +212,6 @@ async def test_no_exec_once_the_subject_lock_lapsed() -> None:
 
 
 # --- container_kill through the engine --------------------------------------------------------
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with await Ledger.open(tmp_path / "ledger.db") as ledger:
-        harness = Harness(ledger=ledger)
-        harness.cluster.add_statefulset("tikv", 3)
-        yield harness
-        await harness.cluster.close()
 
 
 async def test_container_kill_restarts_a_container_in_place_and_records_both_containers(h: Harness) -> None:

@@ -26,7 +26,14 @@ from aftershock.model import (
 )
 from aftershock.subjects import registry
 from aftershock.subjects.base import Look
-from aftershock.subjects.etcd import ClusterView, ElectionRecovery, EtcdClient, MemberStatus, judge_cluster
+from aftershock.subjects.etcd import (
+    ClusterView,
+    ElectionRecovery,
+    EtcdClient,
+    EtcdSubject,
+    MemberStatus,
+    judge_cluster,
+)
 
 IDS = {"etcd-0": 1001, "etcd-1": 1002, "etcd-2": 1003}
 ENDPOINTS = [f"http://127.0.0.1:{2379 + i}" for i in range(3)]
@@ -313,3 +320,119 @@ def test_a_member_one_heartbeat_behind_does_not_hold_the_election_back() -> None
     handed_over = look(status("etcd-0", "etcd-1"), status("etcd-1", "etcd-1"), status("etcd-2", "etcd-0"))
     reached = judge.observe(Look(handed_over, 0.04, 1.04, stamp, replacement_ready=False))
     assert reached == {"leader_lost": Milestone(1.04, 0.04), "leader_elected": Milestone(1.04, 0.04)}
+
+
+def status_in(name: str, leader: str | None, term: int, *, up: bool = True) -> MemberStatus:
+    """A member's status in raft term `term`."""
+    if not up:
+        return MemberStatus.unreachable(ENDPOINTS[int(name[-1])], "refused")
+    return MemberStatus(
+        ENDPOINTS[int(name[-1])], True, name, IDS[name], IDS[leader] if leader else 0, term, 100, 100, True
+    )
+
+
+def test_the_killed_leader_re_elected_in_a_later_term_is_an_election() -> None:
+    # container_kill: etcd-0's process restarted in place and won the next term itself.
+    gate = look(*(status_in(n, "etcd-0", 5) for n in IDS), healthy=True)
+    subject = EtcdSubject(EtcdClient(ENDPOINTS))
+    judge = subject.judge([Victim("etcd-0", "uid-etcd-0", role="Leader")], gate)
+    assert isinstance(judge, ElectionRecovery)
+    assert (judge.old_leader, judge.old_term) == ("etcd-0", 5)
+    # The followers still follow etcd-0 in term 5 while it is gone: nothing yet.
+    gone = look(
+        status_in("etcd-0", None, 0, up=False),
+        status_in("etcd-1", "etcd-0", 5),
+        status_in("etcd-2", "etcd-0", 5),
+    )
+    assert judge.observe(Look(gone, 0.5, 1.5, stamp, replacement_ready=False)) == {}
+    again = look(*(status_in(n, "etcd-0", 6) for n in IDS))
+    assert judge.observe(Look(again, 1.3, 2.3, stamp, replacement_ready=False)) == {
+        "leader_lost": Milestone(2.3, 1.3),
+        "leader_elected": Milestone(2.3, 1.3),
+    }
+
+
+def test_a_member_whose_health_hangs_is_reachable_and_not_healthy_and_holds_no_look_back() -> None:
+    """/health waits for a linearizable read, which an election holds up; the status does not.
+    They are asked at once, and the client's timeout bounds each whole request."""
+
+    async def app(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health" and request.url.port == 2381:
+            await asyncio.sleep(5)
+        return etcd_app("etcd-1")(request)
+
+    async def run() -> tuple[ClusterView, float]:
+        c = EtcdClient(ENDPOINTS, timeout=0.2)
+        c._http = httpx.AsyncClient(transport=httpx.MockTransport(app))
+        await c.view()  # the member list, once
+        started = time.monotonic()
+        view = await c.view()
+        return view, time.monotonic() - started
+
+    view, took = asyncio.run(run())
+    assert took < 1
+    slow = view.by_name()["etcd-2"]
+    assert (slow.reachable, slow.healthy, slow.leader_id) == (True, False, IDS["etcd-1"])
+    assert "no answer within 0.24s" in str(slow.error)
+    assert view.leadership() == ("etcd-1", 5)
+    assert any("etcd member etcd-2 is not healthy" in r for r in judge_cluster(view, PODS))
+
+
+def _electing_subject(app: Callable[[httpx.Request], Any]) -> EtcdSubject:
+    c = EtcdClient(ENDPOINTS)
+    c._http = httpx.AsyncClient(transport=httpx.MockTransport(app))
+    return EtcdSubject(c)
+
+
+async def _elect(subject: EtcdSubject) -> None:
+    gate = await subject.check(PODS, 0)
+    subject.judge([Victim("etcd-0", "uid-etcd-0", role="Leader")], gate)
+
+
+def test_an_election_look_asks_no_health_and_a_hung_member_does_not_hold_it_back() -> None:
+    asked: list[str] = []
+    leader = ["etcd-0"]
+
+    async def app(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if leader[0] != "etcd-0" and request.url.port == 2379:  # etcd-0 dying: accepts, never answers
+            await asyncio.sleep(5)
+        return etcd_app(leader[0])(request)
+
+    async def run() -> tuple[ProbeResult, float]:
+        subject = _electing_subject(app)
+        await _elect(subject)  # etcd-0 led and is the victim
+        leader[0] = "etcd-1"
+        asked.clear()
+        started = time.monotonic()
+        result = await subject.check(PODS, 0)
+        return result, time.monotonic() - started
+
+    result, took = asyncio.run(run())
+    assert took < 0.5
+    assert "/health" not in asked
+    assert result.summary["leader"] == "etcd-1"
+    view = result.detail
+    assert isinstance(view, ClusterView)
+    assert [s.reachable for s in view.statuses] == [False, True, True]
+
+
+def test_an_election_look_on_a_loaded_machine_waits_for_a_majority_rather_than_fail() -> None:
+    """Every member answers its status in 0.15 s, beyond the election's 20 ms: the look waits
+    for a majority and tells the leader, instead of finding no one."""
+
+    async def app(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/maintenance/status":
+            await asyncio.sleep(0.15)
+        return etcd_app("etcd-0")(request)
+
+    async def run() -> tuple[ProbeResult, float]:
+        subject = _electing_subject(app)
+        await _elect(subject)
+        started = time.monotonic()
+        result = await subject.check(PODS, 0)
+        return result, time.monotonic() - started
+
+    result, took = asyncio.run(run())
+    assert 0.1 < took < 0.9
+    assert result.summary["leader"] == "etcd-0"

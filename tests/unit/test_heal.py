@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -55,15 +54,6 @@ HOLD = ChaosKindInfo(
 @pytest.fixture(autouse=True)
 def hold_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "KINDS", MappingProxyType({**registry.KINDS, HOLD.type: HOLD}))
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with await Ledger.open(tmp_path / "ledger.db") as ledger:
-        harness = Harness(ledger=ledger)
-        harness.cluster.add_statefulset("tikv", 3)
-        yield harness
-        await harness.cluster.close()
 
 
 def _spec(duration: float, **over: Any) -> dict[str, Any]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,6 @@ from aftershock.chaos import network_partition, registry
 from aftershock.chaos.base import Fault, Strike
 from aftershock.errors import SpecError
 from aftershock.kube.errors import KubeForbiddenError
-from aftershock.ledger import Ledger
 from aftershock.model import ChaosSpec, Outcome, PartitionDirection, Phase, Victim
 from aftershock.model import parse_campaign_spec as parse_spec
 
@@ -229,15 +226,6 @@ async def test_a_pod_gone_or_replaced_took_its_rules_with_it() -> None:
 
 
 # --- through the engine -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with await Ledger.open(tmp_path / "ledger.db") as ledger:
-        harness = Harness(ledger=ledger)
-        harness.cluster.add_statefulset("tikv", 3)
-        yield harness
-        await harness.cluster.close()
 
 
 def _spec(**over: Any) -> dict[str, Any]:

@@ -304,15 +304,6 @@ def count_attempt_reads(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list
     return reads
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with await Ledger.open(tmp_path / "runner.db") as opened:
-        harness = Harness(ledger=opened)
-        harness.cluster.add_statefulset("tikv", 3)
-        yield harness
-        await harness.cluster.close()
-
-
 @pytest.mark.parametrize("trials", [1, 4])
 async def test_a_campaign_reads_its_attempts_once_however_many_trials_it_runs(
     h: Harness, monkeypatch: pytest.MonkeyPatch, trials: int

@@ -33,6 +33,7 @@ from aftershock.kube.errors import (
 )
 from aftershock.kube.execs import _Execs
 from aftershock.kube.nodes import _Nodes
+from aftershock.kube.proxy import api_server_proxy, without_env_proxy
 from aftershock.kube.volumes import _Volumes
 from aftershock.model import GROUP, PLURAL, VERSION, ClusterEvent, PodState
 
@@ -57,6 +58,10 @@ def bound_tls_read_buffers(size: int = TLS_READ_BUFFER) -> None:
     import asyncio.sslproto
 
     asyncio.sslproto.SSLProtocol.max_size = size
+
+
+def api_client(configuration: k8s.Configuration) -> k8s.ApiClient:
+    return without_env_proxy(k8s.ApiClient(configuration))
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,15 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
                 client_configuration=configuration,
                 persist_config=False,
             )
+        # The environment's proxy settings as kubectl reads them, decided once here (ADR 0024).
+        configuration.proxy = api_server_proxy(configuration.host, os.environ, configuration.proxy)
         # Every running Campaign holds one pod watch open for its whole life. Watches get a pool
         # of their own without a cap, so that requests (kills, status patches, leases) never
         # wait behind them: with one shared pool of the library's default 100 connections,
         # 100 Campaigns' watches took every connection and every request timed out.
         watch_configuration = copy.copy(configuration)
         watch_configuration.connection_pool_maxsize = 0  # aiohttp: 0 is no limit
-        return cls(k8s.ApiClient(configuration), k8s.ApiClient(watch_configuration))
+        return cls(api_client(configuration), api_client(watch_configuration))
 
     async def close(self) -> None:
         await self.close_execs()

@@ -14,6 +14,7 @@ from kubernetes_asyncio.stream import WsApiClient
 
 from aftershock.kube import errors
 from aftershock.kube.calls import Calls
+from aftershock.kube.proxy import without_env_proxy
 from aftershock.model import ExecResult
 
 _STDOUT, _STDERR, _ERROR = 1, 2, 3
@@ -36,7 +37,7 @@ class _Execs(Calls):
 
     def _ws_core(self) -> k8s.CoreV1Api:
         if self._ws is None:
-            self._ws = WsApiClient(configuration=self._api.configuration)
+            self._ws = without_env_proxy(WsApiClient(configuration=self._api.configuration))
         return k8s.CoreV1Api(self._ws)
 
     async def close_execs(self) -> None:

@@ -12,7 +12,9 @@ dead member shows as unreachable rather than hiding the cluster's answer.
 
 Milestones of a trial, after kill sent and pod gone (the engine's): ``leader_lost`` (the victim
 was the leader and a majority of the members no longer follows it), ``leader_elected`` (a
-majority of the members follows one new leader), then the replacement pod Ready (the engine's;
+majority of the members follows a leader in a later raft term than the one the killed leader
+led in: another member, or the killed one itself, back in place before the others' election
+timeout ran out), then the replacement pod Ready (the engine's;
 for a partition: the heal, ``fault_healed``), ``rejoined_as_follower`` (a partition only: each
 victim's member follows the cluster's leader again),
 ``member_healthy`` (the victim's member answers healthy and has applied everything the leader
@@ -40,8 +42,11 @@ FOLLOWER = "Follower"
 #: While an election is pending the judge wants a look this often: the election itself takes
 #: 0.2-1.2 s on the test bed, so a coarser poll would blur the number being measured.
 ELECTION_PROBE_INTERVAL = 0.02
-#: ... and a member's status is waited for this long at most in each of those looks.
-ELECTION_STATUS_TIMEOUT = 0.05
+#: ... and each of those looks ends this long after it began, once a majority of the members
+#: has answered.
+ELECTION_STATUS_TIMEOUT = 0.02
+#: A member's status and health are waited for this long at most (each request as a whole).
+STATUS_TIMEOUT = 1.0
 _MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
@@ -78,14 +83,22 @@ class ClusterView:
 
     def leader_name(self) -> str | None:
         """The leader most reachable members follow, if a majority of all members agree."""
-        votes: dict[int, int] = {}
+        led = self.leadership()
+        return led[0] if led is not None else None
+
+    def leadership(self) -> tuple[str, int] | None:
+        """The leader a majority of all members follows, and the raft term it leads in (a
+        follower's term is its leader's)."""
+        votes: dict[tuple[int, int], int] = {}
         for s in self.statuses:
             if s.reachable and s.leader_id:
-                votes[s.leader_id] = votes.get(s.leader_id, 0) + 1
+                key = (s.leader_id, s.raft_term)
+                votes[key] = votes.get(key, 0) + 1
         if not votes:
             return None
-        leader, count = max(votes.items(), key=lambda kv: kv[1])
-        return self.members.get(leader) if count * 2 > max(len(self.members), 1) else None
+        (leader, term), count = max(votes.items(), key=lambda kv: kv[1])
+        name = self.members.get(leader)
+        return (name, term) if name is not None and count * 2 > max(len(self.members), 1) else None
 
 
 def _uint(raw: Mapping[str, Any], key: str) -> int:
@@ -106,7 +119,7 @@ class EtcdClient:
     """A read-mostly client of etcd's JSON gateway: no redirects, no proxies from the
     environment (the URLs were checked; nothing else may be reached)."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = STATUS_TIMEOUT) -> None:
         self._endpoints = tuple(e.rstrip("/") for e in endpoints)
         self._timeout = timeout
         self._http = self._new_http()
@@ -122,7 +135,7 @@ class EtcdClient:
         task.add_done_callback(_reaped)
         task.add_done_callback(self._background.discard)
 
-    async def _request(self, method: str, url: str, timeout: float | None, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, url: str, timeout: float | None, **kwargs: Any) -> httpx.Response:
         try:
             return await self._http.request(
                 method, url, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT, **kwargs
@@ -138,11 +151,29 @@ class EtcdClient:
             self._in_background(asyncio.create_task(old.aclose()))
             raise
 
-    async def _post(
-        self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float | None = None
+    async def _request(
+        self, method: str, endpoint: str, path: str, body: Mapping[str, Any] | None, timeout: float | None
     ) -> Any:
+        """One request, bounded as a whole (a fifth over `timeout`, so that httpx's own errors,
+        PoolTimeout among them, come first when they come at `timeout`): httpx's timeout bounds
+        each phase (connect, write, each read) apart, so a member slow in each took a multiple
+        of it (seen on the real node during an election: 86 ms against 50)."""
+        wait = self._timeout if timeout is None else timeout
         try:
-            response = await self._request("POST", endpoint + path, timeout, json=dict(body))
+            # Not cancelled at the bound: a request cancelled while it waits for a connection can
+            # cost httpcore's pool a slot for good (`_send`). It ends by its own timeout instead.
+            send = asyncio.create_task(
+                self._send(method, endpoint + path, wait, json=dict(body) if body is not None else None)
+            )
+            try:
+                done, _ = await asyncio.wait({send}, timeout=1.2 * wait)
+            except asyncio.CancelledError:
+                self._in_background(send)
+                raise
+            if not done:
+                self._in_background(send)
+                raise ProbeUnavailableError(f"{endpoint}{path}: no answer within {1.2 * wait:g}s")
+            response = send.result()
         except httpx.HTTPError as exc:
             raise ProbeUnavailableError(f"{endpoint}{path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200 or len(response.content) > _MAX_RESPONSE_BYTES:
@@ -152,18 +183,33 @@ class EtcdClient:
         except ValueError as exc:
             raise ProbeUnavailableError(f"{endpoint}{path}: not JSON") from exc
 
-    async def _status(self, endpoint: str, members: Mapping[int, str], timeout: float) -> MemberStatus:
-        try:
-            raw = await self._post(endpoint, "/v3/maintenance/status", {}, timeout)
-            health = await self._request("GET", endpoint + "/health", timeout)
-        except (ProbeUnavailableError, httpx.HTTPError) as exc:
-            return MemberStatus.unreachable(endpoint, str(exc))
+    async def _post(
+        self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float | None = None
+    ) -> Any:
+        return await self._request("POST", endpoint, path, body, timeout)
+
+    async def _status(
+        self, endpoint: str, members: Mapping[int, str], timeout: float, health: bool = True
+    ) -> MemberStatus:
+        """The member's status and its health, asked at once: /health waits for a linearizable
+        read, which an election holds up, and must not hold up the status (who leads, in which
+        term). A member whose status answers is reachable; one whose /health does not is
+        reachable and not healthy. `health` False: not asked (not healthy, by want of asking)."""
+        asks = [self._post(endpoint, "/v3/maintenance/status", {}, timeout)]
+        if health:
+            asks.append(self._request("GET", endpoint, "/health", None, timeout))
+        answers: list[Any] = await asyncio.gather(*asks, return_exceptions=True)
+        raw = answers[0]
+        said = answers[1] if health else ProbeUnavailableError("/health not asked during an election")
+        if isinstance(raw, BaseException):
+            if not isinstance(raw, ProbeUnavailableError):
+                raise raw
+            return MemberStatus.unreachable(endpoint, str(raw))
+        if isinstance(said, BaseException) and not isinstance(said, ProbeUnavailableError):
+            raise said
         header = raw.get("header") or {}
         member_id = _uint(header, "member_id")
-        try:
-            healthy = health.status_code == 200 and json.loads(health.content).get("health") == "true"
-        except ValueError:
-            healthy = False
+        healthy = isinstance(said, dict) and said.get("health") == "true"
         return MemberStatus(
             endpoint,
             reachable=True,
@@ -174,6 +220,7 @@ class EtcdClient:
             raft_index=_uint(raw, "raftIndex"),
             applied_index=_uint(raw, "raftAppliedIndex"),
             healthy=healthy,
+            error=None if healthy else f"/health: {said}",
         )
 
     async def _member_list(self) -> dict[int, str]:
@@ -191,22 +238,55 @@ class EtcdClient:
             raise ProbeUnavailableError("no etcd endpoint answered the member list: " + "; ".join(errors))
         return members
 
-    async def view(self, *, timeout: float | None = None) -> ClusterView:
-        """Every endpoint's status at once (a member slower than `timeout` counts as unreachable
-        in this look). The member list is asked again only when a status names a member it does
-        not hold (membership rarely changes; a look must be quick)."""
-        wait = self._timeout if timeout is None else timeout
+    async def view(self, *, quick: float | None = None) -> ClusterView:
+        """Every endpoint's status and health at once, each within the client's timeout. The
+        member list is asked again only when a status names a member it does not hold
+        (membership rarely changes; a look must be quick).
+
+        `quick` (an election's look): status only, and the look ends `quick` seconds in once a
+        majority of the members has answered (else when a majority has, or at the timeout): a
+        dying member that accepts and does not answer holds it back no longer, and a machine
+        too loaded to answer within `quick` gets a look that waits for a majority instead of
+        one that fails."""
         if not self._members:
             self._members = await self._member_list()
-        statuses = await asyncio.gather(*(self._status(e, self._members, wait) for e in self._endpoints))
+        statuses = await self._statuses(quick)
         if any(s.reachable and s.name is None for s in statuses):
             self._members = await self._member_list()
-            statuses = await asyncio.gather(*(self._status(e, self._members, wait) for e in self._endpoints))
+            statuses = await self._statuses(quick)
         if not any(s.reachable for s in statuses):
             raise ProbeUnavailableError(
                 "no etcd endpoint answered: " + "; ".join(str(s.error) for s in statuses)
             )
         return ClusterView(dict(self._members), tuple(statuses))
+
+    async def _statuses(self, quick: float | None) -> list[MemberStatus]:
+        tasks = [
+            asyncio.create_task(self._status(e, self._members, self._timeout, health=quick is None))
+            for e in self._endpoints
+        ]
+        try:
+            if quick is None:
+                return list(await asyncio.gather(*tasks))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout
+            done, pending = await asyncio.wait(tasks, timeout=quick)
+            while pending and 2 * sum(t.result().reachable for t in done) <= len(tasks):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                more, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                done |= more
+            late = f"no answer within {quick:g}s, a majority having answered"
+            return [
+                t.result() if t in done else MemberStatus.unreachable(e, late)
+                for t, e in zip(tasks, self._endpoints, strict=True)
+            ]
+        finally:
+            # The late ones end by their own timeout, not by cancellation (`_request`).
+            for t in tasks:
+                if not t.done():
+                    self._in_background(t)
 
     async def put_and_get(self, key: str, value: str, timeout: float) -> None:
         """Write through every endpoint at once and read it back where it was taken
@@ -294,6 +374,9 @@ class ElectionRecovery:
 
     victims: Sequence[Victim]
     old_leader: str | None
+    #: The raft term `old_leader` led in at the gate (None: not known). An election is a later
+    #: term: the member that wins may be the killed one, back in place (a container_kill).
+    old_term: int | None = None
     #: False: the victims keep their processes (a partition): after the heal each victim's
     #: member is seen following the cluster's leader (``rejoined_as_follower``).
     restarts: bool = True
@@ -326,6 +409,9 @@ class ElectionRecovery:
     def clock_offset(self) -> float | None:
         return None
 
+    def _later_term(self, term: int) -> bool:
+        return self.old_term is not None and term > self.old_term
+
     def _mark(self, name: str, at: Milestone) -> None:
         self._reached.setdefault(name, at)
 
@@ -342,13 +428,16 @@ class ElectionRecovery:
         victims = {v.name for v in self.victims}
         if self._leader_killed and any(s.reachable for s in view.statuses):
             # As etcd's members see it, by majority of the cluster: the old leader lost once a
-            # majority no longer follows it (a graceful shutdown hands leadership over first,
-            # so "lost" and "elected" are then the same look); elected once a majority follows
-            # another member. A member lagging one heartbeat behind does not hold either back.
-            leader = view.leader_name()
-            if leader != self.old_leader:
+            # majority no longer follows it in its term (a graceful shutdown hands leadership
+            # over first, so "lost" and "elected" are then the same look); elected once a
+            # majority follows a leader in a later term (without the gate's term: another
+            # member). A member lagging one heartbeat behind does not hold either back.
+            led = view.leadership()
+            if led is None or led[0] != self.old_leader or self._later_term(led[1]):
                 self._mark("leader_lost", began)
-            if leader is not None and leader not in victims:
+            if led is not None and (
+                self._later_term(led[1]) if self.old_term is not None else led[0] not in victims
+            ):
                 self._mark("leader_elected", began)
         by_name = view.by_name()
         leader_now = by_name.get(view.leader_name() or "")
@@ -427,11 +516,12 @@ class EtcdSubject:
         return cls(EtcdClient(spec.subject.endpoints))
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
-        # While an election is awaited, looks come every 20 ms and a dying member must not hold
-        # one back by the full timeout (seen on the real node: 0.2 s late); otherwise a member
-        # gets the full second, so a slow answer under load is not taken for a relapse.
+        # While an election is awaited, looks come every 20 ms, ask the members' status only
+        # (their /health waits for the election itself), and a dying member must not hold one
+        # back (seen on the real node: 0.2 s late): `EtcdClient.view`'s `quick`. Otherwise a
+        # member gets the full second, so a slow answer under load is not taken for a relapse.
         electing = self._trial is not None and self._trial.electing
-        view = await self._client.view(timeout=ELECTION_STATUS_TIMEOUT if electing else None)
+        view = await self._client.view(quick=ELECTION_STATUS_TIMEOUT if electing else None)
         reasons = judge_cluster(view, pods)
         leader = view.leader_name()
         roles = {name: LEADER if name == leader else FOLLOWER for name in view.members.values()}
@@ -442,8 +532,13 @@ class EtcdSubject:
     def judge(
         self, victims: Sequence[Victim], gate: ProbeResult | None, restarts: bool = True
     ) -> RecoveryJudge:
-        leader = gate.summary.get("leader") if gate is not None else None
-        self._trial = ElectionRecovery(victims, leader if isinstance(leader, str) else None, restarts)
+        if gate is not None and isinstance(gate.detail, ClusterView):
+            led = gate.detail.leadership()
+            leader, term = led if led is not None else (None, None)
+        else:  # a gate without the members' answers: who led, in no known term
+            named = gate.summary.get("leader") if gate is not None else None
+            leader, term = (named if isinstance(named, str) else None), None
+        self._trial = ElectionRecovery(victims, leader, term, restarts)
         return self._trial
 
     def victim_details(self, gate: ProbeResult | None) -> Mapping[str, int]:
@@ -460,7 +555,7 @@ KIND = SubjectKindInfo(
     kind="Etcd",
     milestones=(
         ("leader_lost", "a majority of the etcd members no longer follows the killed leader"),
-        ("leader_elected", "a majority of the members follows one new leader"),
+        ("leader_elected", "a majority of the members follows a leader in a later raft term"),
         ("member_healthy", "the victim's member is healthy and has applied what the leader had"),
         (
             "rejoined_as_follower",
