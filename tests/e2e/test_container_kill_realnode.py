@@ -205,8 +205,15 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
         first_run = min(s.wall for s in new if s.running)
         first_ready = min(s.wall for s in new if s.ready)
         own = trial["own"]
-        assert abs(own["container_started"][0] - first_run) <= AGREEMENT_S, (own, first_run)
-        assert abs(own["container_ready"][0] - first_ready) <= AGREEMENT_S, (own, first_ready)
+        # The test's watch runs in a busy xdist worker and can only be late (the API server
+        # sends no event before the kubelet reports it; seen 216 ms late at load 15): the
+        # operator's stamps are bounded above by the watch plus AGREEMENT_S and below by what
+        # cannot come earlier: the new process's own start in the host's process table
+        # (10 ms ticks) for "started", "started" for "ready".
+        born = started_wall(started[0])
+        own_started, own_ready = own["container_started"][0], own["container_ready"][0]
+        assert born - 0.02 <= own_started <= first_run + AGREEMENT_S, (own, born, first_run)
+        assert own_started <= own_ready <= first_ready + AGREEMENT_S, (own, first_ready)
         recoveries.append(float(trial["recovered"]))
     return recoveries
 

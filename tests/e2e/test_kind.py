@@ -122,7 +122,15 @@ def kind_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     finally:
         _make(env, "kind-down", timeout=600)
         after = _host_network()
-        assert after == before, f"the kind path left a trace on the host: before {before}, after {after}"
+        # Nothing new: what was there before stays allowed (a run killed mid-way leaves its
+        # dockerd's bridge and rules, which this test's kind-down then removes; seen once).
+        left = {
+            "bridges": sorted(set(after["bridges"]) - set(before["bridges"])),
+            "forward": after["forward"] if after["forward"] != before["forward"] else None,
+            "lib_modules": after["lib_modules"] and not before["lib_modules"],
+            "docker_rules": sorted(set(after["docker_rules"]) - set(before["docker_rules"])),
+        }
+        assert not any(left.values()), f"the kind path left a trace on the host: {left} (before {before})"
         docker_sock = Path("/run/aftershock-kind-docker/docker.sock")
         assert not docker_sock.exists(), "the project's dockerd is still running after make kind-down"
 
