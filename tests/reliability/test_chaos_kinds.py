@@ -312,10 +312,6 @@ CASES: dict[str, KindCase] = {
 ON_THE_BRIDGE = {"network_partition"}
 PD_PORT = 2379
 
-#: Kinds whose case is still to be written, with why: named in the run (skipped with the reason),
-#: never silently left out.
-MISSING: dict[str, str] = {}
-
 
 # --- the run ------------------------------------------------------------------------------------
 
@@ -510,8 +506,6 @@ def test_operator_sigkilled_mid_fault_leaves_nothing_behind(
     host_witness: HostWitness | None,
     tmp_path: Path,
 ) -> None:
-    if kind in MISSING:
-        pytest.skip(f"{kind}: {MISSING[kind]}")
     case = CASES.get(kind)
     assert case is not None, (
         f"chaos kind {kind!r} has no reliability case: add one to CASES in {Path(__file__).name} "
