@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from kubernetes import client, watch
@@ -59,20 +59,18 @@ def _ts(raw: str) -> float:
     return datetime.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
 
 
-class LabellingRemediator:
-    """Test code, plainly: a thread with the healer ServiceAccount's token that, when a subject
-    pod is deleted, labels the pod that replaces it (same name, new UID). No Events."""
+class PodWatchThread:
+    """A thread that watches the namespace's subject pods and hands every event to `_on`."""
+
+    name = "pod-watch"
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.v1 = client.CoreV1Api(api)
         self.namespace = namespace
-        self.lost: set[str] = set()
-        self.labelled: list[tuple[str, str, float, float]] = []  # (pod, uid, before, after)
-        self.tainted: list[tuple[str, str, float, float]] = []  # (node, pod, before, after)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="labelling-remediator")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=self.name)
 
-    def start(self) -> LabellingRemediator:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -94,6 +92,22 @@ class LabellingRemediator:
                 time.sleep(0.2)
             finally:
                 w.stop()
+
+    def _on(self, kind: str, pod: Any) -> None:
+        raise NotImplementedError
+
+
+class LabellingRemediator(PodWatchThread):
+    """Test code, plainly: a thread with the healer ServiceAccount's token that, when a subject
+    pod is deleted, labels the pod that replaces it (same name, new UID). No Events."""
+
+    name = "labelling-remediator"
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        super().__init__(api, namespace)
+        self.lost: set[str] = set()
+        self.labelled: list[tuple[str, str, float, float]] = []  # (pod, uid, before, after)
+        self.tainted: list[tuple[str, str, float, float]] = []  # (node, pod, before, after)
 
     def _on(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name
@@ -126,40 +140,18 @@ class LabellingRemediator:
         self.tainted.append((node, pod, before, time.time()))
 
 
-class LabelWatch:
+class LabelWatch(PodWatchThread):
     """The test's own witness: when a watch saw each subject pod get the healed label."""
 
+    name = "label-watch"
+
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.v1 = client.CoreV1Api(api)
-        self.namespace = namespace
+        super().__init__(api, namespace)
         self.seen: dict[str, float] = {}  # uid -> when the label was first seen
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="label-watch")
 
-    def start(self) -> LabelWatch:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            w = watch.Watch()
-            try:
-                for ev in w.stream(
-                    self.v1.list_namespaced_pod, self.namespace, label_selector=SELECTOR, timeout_seconds=5
-                ):
-                    pod = ev["object"]
-                    if HEALED in (pod.metadata.labels or {}):
-                        self.seen.setdefault(pod.metadata.uid, time.time())
-                    if self._stop.is_set():
-                        break
-            except Exception:
-                time.sleep(0.2)
-            finally:
-                w.stop()
+    def _on(self, kind: str, pod: Any) -> None:
+        if HEALED in (pod.metadata.labels or {}):
+            self.seen.setdefault(pod.metadata.uid, time.time())
 
 
 def _healer(namespace: str, node: str) -> list[dict[str, Any]]:
