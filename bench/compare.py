@@ -27,14 +27,12 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, campaign, wait_phase
 from tests.pdstub import PdStandIn, Timing
 from tests.pdstub.kube_source import KubePodSource
@@ -202,23 +200,7 @@ def run_aftershock(
         print(f"Campaign {ns}/bench {status.get('phase')}: {status.get('message')}", flush=True)
         assert op.proc is not None
         run.cpu, run.rss_mib = harness.proc_cpu_rss(op.proc.pid)
-        report = json.loads(
-            testbed.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "aftershock",
-                    "report",
-                    "bench",
-                    "-n",
-                    ns,
-                    "--db",
-                    str(op.db),
-                    "--format",
-                    "json",
-                ]
-            ).stdout
-        )
+        report = harness.report_json(ns, "bench", op.db)
     finally:
         if shared is None:
             op.stop()

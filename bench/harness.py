@@ -207,6 +207,14 @@ def drop_namespace(bed: Bed, ns: str) -> None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def report_json(namespace: str, name: str, db: Path) -> dict[str, Any]:
+    """`aftershock report NAME -n NAMESPACE --db DB --format json`, as a user runs it."""
+    cmd = [sys.executable, "-m", "aftershock", "report", name, "-n", namespace, "--db", str(db)]
+    cmd += ["--format", "json"]
+    report: dict[str, Any] = json.loads(testbed.run(cmd).stdout)
+    return report
+
+
 def proc_cpu_rss(pid: int) -> tuple[float, float]:
     """(user+system CPU seconds, peak RSS in MiB) of a live process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

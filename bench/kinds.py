@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -273,23 +272,7 @@ def run_aftershock(bed: harness.Bed, subject_kind: str, chaos: str, trials: int)
             bed.cluster, subject.ns, "bench", {"Succeeded", "Failed"}, timeout=300 + 60 * trials, op=op
         )
         run.wall = time.monotonic() - started
-        report = json.loads(
-            testbed.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "aftershock",
-                    "report",
-                    "bench",
-                    "-n",
-                    subject.ns,
-                    "--db",
-                    str(op.db),
-                    "--format",
-                    "json",
-                ]
-            ).stdout
-        )
+        report = harness.report_json(subject.ns, "bench", op.db)
     finally:
         op.stop()
         watcher.stop()
