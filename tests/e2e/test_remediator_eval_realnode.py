@@ -1,0 +1,711 @@
+"""A remediator evaluated on real nodes (issue 20): etcd, ``node_failure``, a baseline arm (the
+reference remediator scaled to zero by ``spec.baseline``) and an assisted arm (the reference
+remediator, ``remediators/out-of-service/``, running as the identity the Campaign names), 5
+trials each, on one operator; ``aftershock compare`` must say Improved for time to recover.
+
+The subject: 3 etcd members of one cluster, all with the subject's labels. Two (StatefulSet
+``etcd``) are pinned to real-0, the operator's own node, which the guard keeps safe. One
+(StatefulSet ``etcd-float``) may run on real-1 or real-2: each trial fails its node
+(``chaos.nodes: [real-1, real-2]``). In the baseline arm it stays there and is back when its
+node is; in the assisted arm the remediator taints the NotReady node out-of-service, the control
+plane force-deletes the pod, the StatefulSet makes it again on the other node, and the member
+moves: real-1 -> real-2 -> real-1 ... trial after trial.
+
+What the test bed adds, and why (a real cluster's nodes have their own addresses and disks):
+- Every real node is a kubelet of this one host, sharing its loopback and filesystem. The frozen
+  old process still holds its ports and its data dir's lock, so each node listens on its own
+  loopback address (real-1 127.0.2.1, real-2 127.0.3.1: all of 127/8 is on lo) and each pod has
+  a data dir of its own UID.
+- A moved member starts with no data: it takes the old member's place as a real etcd
+  StatefulSet chart does (an init container removes the member by name, adds itself with its new
+  peer URL, and etcd starts with ``--initial-cluster-state existing``). The template says
+  ``new`` only for the bootstrap, then ``existing`` (``updateStrategy: OnDelete``: the running
+  pods are not restarted by that change).
+- The floating member's client endpoint for the Campaign and for Prometheus is a TCP forwarder
+  of the test's own on 127.0.0.1, to the member's current node address (from the test's pod
+  watch): what a per-member Service or DNS name is in a real cluster.
+
+Alerts come from the real chain (Prometheus scraping the members' own ``/metrics`` ->
+Alertmanager -> the operator's receiver); the remediator emits no Event: its writes (the taint
+added, the taint removed) are recorded from the API server's audit webhook. Witnesses of the
+test's own: a watch of the nodes (the taint appearing and going, Ready), a watch of the pods (the
+member's new pod on the other node), and a poller of every member's ``/health`` (the recovery).
+Time to alert is split by the chain's own records (``tests/e2e/alertclock.py``).
+
+The operator binds the audit webhook's fixed port: one xdist group with the real-node tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sqlite3
+import statistics
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+
+from tests.e2e import alertclock, monitoring, realnode, testbed
+from tests.e2e.operator import OperatorProcess, free_port, wait_phase
+from tests.e2e.test_etcd_realnode import LABELS, create_campaign
+from tests.e2e.test_node_failure_realnode import node_monitor_seconds
+from tests.e2e.test_remediator_actions import audit_webhook  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.realnode, pytest.mark.audit_webhook]
+
+TRIALS = 5
+ALERT = "EtcdMemberDown"
+TOKEN = "e2e-remeval-receiver-token-0123456789abcdef"
+TAINT = "node.kubernetes.io/out-of-service"
+FLOAT = "etcd-float-0"
+REMEDIATOR = "out-of-service-remediator"
+#: The remediator's --after: seconds NotReady before it taints (small: the test bed's grace is
+#: already short, and what is measured is the harness, not a tuning).
+AFTER_S = 2.0
+#: PodGC's period (kube-controller-manager's gcCheckPeriod, 20 s, not a flag): it force-deletes
+#: the terminating pods of an out-of-service node on its next pass.
+PODGC_PERIOD_S = 20.0
+#: Beyond that, for the moved member to start (scheduling, the init container, etcd joining) on
+#: a loaded machine: the assisted arm must recover before the node comes back.
+START_MARGIN_S = 20.0
+#: Each node's own loopback address (one host: see the module's docstring).
+ADDRESS = {realnode.NODE_1: "127.0.2.1", realnode.NODE_2: "127.0.3.1"}
+#: The test's times agree with the ledger's within this (issue 20).
+AGREEMENT_S = 0.1
+PART = "aftershock.dev/e2e-part"
+
+
+# --- the subject --------------------------------------------------------------------------------
+
+
+def _etcd_command(client: str, peer: str) -> str:
+    return (
+        '. /work/env; exec /bin/etcd --name "$POD_NAME" --data-dir "/data/$POD_UID" '
+        f"--listen-client-urls http://$ADDR:{client} --advertise-client-urls http://$ADDR:{client} "
+        f"--listen-peer-urls http://$ADDR:{peer} --initial-advertise-peer-urls http://$ADDR:{peer} "
+        '--initial-cluster "$CLUSTER" --initial-cluster-state "$STATE" '
+        "--initial-cluster-token e2e-remeval --heartbeat-interval 100 --election-timeout 1000"
+    )
+
+
+#: The init container (Debian's Python): where this pod's member listens, and how it starts:
+#: with data of its own (a container restart), or as in the template (the bootstrap), or in the
+#: place of the member of its name (a new pod: remove that member, add this one).
+PREPARE = r"""
+import json, os, time, urllib.request
+name, uid = os.environ["POD_NAME"], os.environ["POD_UID"]
+addr = json.loads(os.environ["ADDRESSES"]).get(os.environ["NODE_NAME"], "127.0.0.1")
+seeds, peer = json.loads(os.environ["SEEDS"]), f"http://{addr}:{os.environ['PEER_PORT']}"
+def call(path, body):
+    err = None
+    for seed in seeds:
+        req = urllib.request.Request(f"{seed}/v3/cluster/{path}", json.dumps(body).encode(), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                return json.loads(resp.read())
+        except OSError as exc:
+            err = exc
+    raise err
+state, cluster = os.environ["STATE"], os.environ["CLUSTER"]
+if state == "existing" and not os.path.isdir(f"/data/{uid}/member"):
+    while True:
+        try:
+            port = ":" + os.environ["PEER_PORT"]
+            old = [m for m in call("member/list", {})["members"]
+                   if m.get("name") == name or any(u.endswith(port) for u in m.get("peerURLs", []))]
+            for m in old:
+                call("member/remove", {"ID": m["ID"]})
+                print("removed member", m, flush=True)
+            if old:
+                continue  # listed again: a remove may time out and still be applied
+            members = call("member/add", {"peerURLs": [peer]})["members"]
+            break
+        except OSError as exc:
+            print("retrying:", exc, flush=True)
+            time.sleep(1)
+    cluster = ",".join(f"{m.get('name') or name}={m['peerURLs'][0]}" for m in members)
+    print("added", peer, cluster, flush=True)
+with open("/work/env", "w") as f:
+    f.write(f"ADDR={addr}\nSTATE={state}\nCLUSTER={cluster}\n")
+"""
+
+
+@dataclass(frozen=True)
+class Ports:
+    clients: list[int]
+    peers: list[int]
+
+    def cluster(self) -> str:
+        urls = [f"http://127.0.0.1:{self.peers[0]}", f"http://127.0.0.1:{self.peers[1]}"]
+        urls.append(f"http://{ADDRESS[realnode.NODE_1]}:{self.peers[2]}")
+        return ",".join(f"{n}={u}" for n, u in zip(("etcd-0", "etcd-1", FLOAT), urls, strict=True))
+
+
+def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict[str, Any]:
+    labels = {**LABELS, PART: name}
+    index = "${POD_NAME##*-}" if not floating else "2"
+    case = " ".join(f"{i}) C={c}; P={p};;" for i, (c, p) in enumerate(zip(ports.clients, ports.peers, strict=True)))
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "ADDRESSES", "value": json.dumps(ADDRESS)},
+        {"name": "SEEDS", "value": json.dumps([f"http://127.0.0.1:{c}" for c in ports.clients[:2]])},
+        {"name": "STATE", "value": "new"},
+        {"name": "CLUSTER", "value": ports.cluster()},
+    ]
+    script = f"i={index}; case $i in {case} esac; " + _etcd_command("$C", "$P")
+    spec: dict[str, Any] = {
+        "hostNetwork": True,
+        "terminationGracePeriodSeconds": 10,
+        "initContainers": [
+            {
+                "name": "prepare",
+                "image": realnode.PYTHON_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", f"i={index}; case $i in {case} esac; PEER_PORT=$P exec python3 -c \"$0\"", PREPARE],
+                "env": env,
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            }
+        ],
+        "containers": [
+            {
+                "name": "etcd",
+                "image": "registry.local/etcd:local",
+                "imagePullPolicy": "Never",
+                "env": env,
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "work", "mountPath": "/work"}],
+                "readinessProbe": {
+                    "exec": {
+                        "command": [
+                            "sh",
+                            "-c",
+                            f"i={index}; case $i in {case} esac; . /work/env; "
+                            "wget -q -O - http://$ADDR:$C/health | grep -q true",
+                        ]
+                    },
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            }
+        ],
+        "volumes": [
+            {"name": "data", "hostPath": {"path": "/tmp/aftershock-e2e-DATA", "type": "DirectoryOrCreate"}},
+            {"name": "work", "emptyDir": {}},
+        ],
+    }
+    if floating:
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                # The bootstrap on real-1 (its address is in the initial cluster).
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [realnode.NODE_1]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
+        spec["tolerations"] = [
+            {"key": realnode.NODE_1_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+            {"key": realnode.NODE_2_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+        ]
+    else:
+        spec = realnode.on_real_node(spec)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceName": "etcd",
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
+    }
+
+
+def subject_objects(ports: Ports, data_dir: Path) -> list[dict[str, Any]]:
+    objs = [_statefulset("etcd", 2, ports, False), _statefulset("etcd-float", 1, ports, True)]
+    for obj in objs:
+        obj["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"] = str(data_dir)
+    return objs
+
+
+def after_bootstrap(cluster: testbed.Cluster, namespace: str) -> None:
+    """New pods join the running cluster from now on; the floating one may go to real-1 or
+    real-2 (OnDelete: the running pods keep the template they started with)."""
+    patch = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/env/5/value", "value": "existing"},
+        {"op": "replace", "path": "/spec/template/spec/initContainers/0/env/5/value", "value": "existing"},
+    ]
+    for name in ("etcd", "etcd-float"):
+        cluster.kubectl("patch", "statefulset", name, "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    values = [realnode.NODE_1, realnode.NODE_2]
+    path = "/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
+    patch = [
+        {"op": "replace", "path": f"{path}/nodeSelectorTerms/0/matchExpressions/0/values", "value": values}
+    ]
+    cluster.kubectl("patch", "statefulset", "etcd-float", "-n", namespace, "--type=json", "-p", json.dumps(patch))
+
+
+# --- the test's own witnesses -------------------------------------------------------------------
+
+
+class Forwarder:
+    """127.0.0.1:`port` -> the floating member's current node address, same port (the test's
+    pod watch sets `target`): a per-member Service's part in a real cluster."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.target: str | None = None
+        self._listener = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True, name="member-forwarder").start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            target = self.target
+            try:
+                if target is None:
+                    raise OSError("no member")
+                upstream = socket.create_connection((target, self.port), timeout=2)
+            except OSError:
+                conn.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=realnode.LoopbackForwarder._pump, args=(a, b), daemon=True).start()
+
+
+class Watches:
+    """Watches of the test's own: the namespace's pods (each pod UID: name, node, first seen,
+    Ready, gone) and the real nodes (Ready changes, the out-of-service taint appearing and
+    going). The floating member's forwarder follows its pod."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str, forwarder: Forwarder) -> None:
+        self.v1 = k8s.CoreV1Api(api)
+        self.namespace = namespace
+        self.forwarder = forwarder
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, list[tuple[float, bool, bool]]] = {}  # name -> (time, ready, tainted)
+        self._stop = threading.Event()
+        for target in (self._pods, self._nodes):
+            threading.Thread(target=self._loop, args=(target,), daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self, body: Callable[[], None]) -> None:
+        while not self._stop.is_set():
+            try:
+                body()
+            except Exception:  # a broken watch is watched again
+                time.sleep(0.2)
+
+    def _pods(self) -> None:
+        for ev in k8s_watch.Watch().stream(self.v1.list_namespaced_pod, self.namespace, timeout_seconds=30):
+            now = time.time()
+            pod = ev["object"]
+            seen = self.pods.setdefault(
+                pod.metadata.uid,
+                {"name": pod.metadata.name, "first": now, "node": None, "ready": None, "gone": None,
+                 "labels": dict(pod.metadata.labels or {})},
+            )  # fmt: skip
+            seen["node"] = seen["node"] or pod.spec.node_name
+            conds = (pod.status.conditions or []) if pod.status else []
+            if seen["ready"] is None and any(c.type == "Ready" and c.status == "True" for c in conds):
+                seen["ready"] = now
+            if ev["type"] == "DELETED" or pod.metadata.deletion_timestamp is not None:
+                seen["gone"] = seen["gone"] or now
+            elif pod.metadata.name == FLOAT and pod.spec.node_name in ADDRESS:
+                self.forwarder.target = ADDRESS[pod.spec.node_name]
+            if self._stop.is_set():
+                return
+
+    def _nodes(self) -> None:
+        for ev in k8s_watch.Watch().stream(self.v1.list_node, label_selector="kubernetes.io/hostname", timeout_seconds=30):
+            node = ev["object"]
+            if node.metadata.name not in ADDRESS:
+                continue
+            ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+            tainted = any(t.key == TAINT for t in node.spec.taints or [])
+            seen = self.nodes.setdefault(node.metadata.name, [])
+            if not seen or seen[-1][1:] != (ready, tainted):
+                seen.append((time.time(), ready, tainted))
+            if self._stop.is_set():
+                return
+
+    def taint_changes(self, node: str, after: float) -> list[tuple[float, bool]]:
+        out, last = [], None
+        for t, _ready, tainted in self.nodes.get(node, []):
+            if last is not None and tainted != last and t >= after:
+                out.append((t, tainted))
+            last = tainted
+        return out
+
+
+@dataclass
+class HealthPoller:
+    """Every member's ``/health`` every 20 ms, a thread per endpoint: (sent, received, healthy)."""
+
+    endpoints: list[str]
+    answers: dict[str, list[tuple[float, float, bool]]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> HealthPoller:
+        for url in self.endpoints:
+            self.answers[url] = []
+            threading.Thread(target=self._run, args=(url,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, url: str) -> None:
+        got = self.answers[url]
+        while not self._stop.is_set():
+            sent = time.time()
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=0.3) as resp:  # loopback only
+                    ok = json.loads(resp.read()).get("health") == "true"
+            except (OSError, ValueError):
+                ok = False
+            got.append((sent, time.time(), ok))
+            self._stop.wait(max(0.0, sent + 0.02 - time.time()))
+
+    def back(self, url: str, after: float) -> tuple[float, float] | None:
+        """When `url` answered healthy again after its last failed answer past `after`: between
+        that failed poll's send and the first healthy answer's receipt."""
+        got = [a for a in self.answers[url] if a[0] >= after]
+        failed = [i for i, a in enumerate(got) if not a[2]]
+        if not failed:
+            return None
+        i = failed[-1]
+        nxt = next((a for a in got[i + 1 :] if a[2]), None)
+        return None if nxt is None else (got[i][0], nxt[1])
+
+
+# --- the ledger, with the test's own SQL ----------------------------------------------------------
+
+
+def ledger(db: Path, namespace: str, name: str) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT a.* FROM attempts a JOIN campaigns c ON c.uid = a.campaign_uid "
+            "JOIN trials t ON t.attempt_id = a.id WHERE c.namespace = ? AND c.name = ? ORDER BY a.trial_index",
+            (namespace, name),
+        ).fetchall()
+        out = []
+        for row in rows:
+            data = dict(row)
+            m = {k[: -len("_wall")]: v for k, v in data.items() if k.endswith("_wall") and v is not None}
+            own = conn.execute("SELECT name, wall FROM subject_milestones WHERE attempt_id = ?", (data["id"],))
+            m.update({str(n): float(w) for n, w in own.fetchall()})
+            out.append(
+                {
+                    "outcome": data["outcome"],
+                    "victims": json.loads(data["victims"]),
+                    "final": json.loads(data["final_state"] or "{}"),
+                    "milestones": m,
+                }
+            )
+        return out
+    finally:
+        conn.close()
+
+
+# --- the Campaigns --------------------------------------------------------------------------------
+
+
+def campaign(
+    name: str, namespace: str, endpoints: list[str], duration: float, baseline: bool, quiet: float
+) -> dict[str, Any]:
+    remediator: dict[str, Any] = {"kind": "Deployment", "name": REMEDIATOR}
+    if not baseline:
+        remediator["identities"] = {"serviceAccounts": [REMEDIATOR]}
+        remediator["quietSeconds"] = quiet
+    return {
+        "apiVersion": "aftershock.dev/v1alpha1",
+        "kind": "Campaign",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "subject": {"kind": "Etcd", "selector": {"matchLabels": dict(LABELS)}, "endpoints": endpoints},
+            "chaos": {
+                "type": "node_failure",
+                "durationSeconds": duration,
+                "acknowledgeNodeFailure": True,
+                "nodes": [realnode.NODE_1, realnode.NODE_2],
+            },
+            "trials": TRIALS,
+            "intervalSeconds": 0,
+            "baseline": baseline,
+            "remediator": remediator,
+            "steadyState": {"timeoutSeconds": 180, "stableSeconds": 1},
+            "recovery": {"timeoutSeconds": duration + quiet + 120, "settleSeconds": 1},
+            "detection": {"alertMatchers": [{"name": "alertname", "value": ALERT}]},
+        },
+    }
+
+
+def remediator_objects(namespace: str, server: str) -> list[dict[str, Any]]:
+    """remediators/out-of-service/manifests.yaml in `namespace`, on real-0 with the test bed's
+    additions (the host's network: the API server is on 127.0.0.1), --after small."""
+    objs = list(yaml.safe_load_all((testbed.REPO / "remediators" / "out-of-service" / "manifests.yaml").read_text()))
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    for obj in objs:
+        meta = obj["metadata"]
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            meta["name"] = f"{REMEDIATOR}-{namespace}"
+        else:
+            meta["namespace"] = namespace
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] = f"{REMEDIATOR}-{namespace}"
+            obj["subjects"][0]["namespace"] = namespace
+        if obj["kind"] == "Deployment":
+            pod = realnode.on_real_node(obj["spec"]["template"]["spec"])
+            pod["hostNetwork"] = True
+            c = pod["containers"][0]
+            c["imagePullPolicy"] = "Never"
+            c["args"] = ["--namespace", namespace, "--selector", f"app.kubernetes.io/name={LABELS['app.kubernetes.io/name']}",
+                         "--after", f"{AFTER_S:g}"]  # fmt: skip
+            c["env"] = [*c.get("env", []), {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                        {"name": "KUBERNETES_SERVICE_PORT", "value": port}]  # fmt: skip
+            obj["spec"]["template"]["spec"] = pod
+    return objs
+
+
+def node_agent(namespace: str, server: str) -> list[dict[str, Any]]:
+    """The node agent on real-1 and real-2 (one DaemonSet)."""
+    objs = realnode.node_agent_objects(namespace, server, realnode.NODE_1)
+    for obj in objs:
+        if obj["kind"] == "DaemonSet":
+            pod = obj["spec"]["template"]["spec"]
+            pod.pop("nodeSelector")
+            pod["affinity"] = {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": list(ADDRESS)}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            }
+    return objs
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+# 10 trials held past the control plane's grace period, and the first run builds real-2's images.
+@pytest.mark.timeout(3600)
+def test_the_reference_remediator_improves_recovery_from_a_node_failure(
+    cluster: testbed.Cluster,
+    namespace: str,
+    real_node_2: None,
+    start_operator: Callable[..., OperatorProcess],
+    audit_webhook: list[str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    started = time.time()
+    grace, period = node_monitor_seconds()
+    # The assisted arm recovers about NotReady + --after + PodGC's period + the start; the node
+    # must still be away then, or the baseline's way (the node back) would be what is measured.
+    duration = round(grace + period + AFTER_S + PODGC_PERIOD_S + START_MARGIN_S)
+    # The remediator's last action, the taint removed, comes when the node is back (a few
+    # seconds after the heal): the quiet wait, counted from the recovery (at least grace +
+    # --after after the freeze), must last past it so that the trial records it.
+    quiet = round(duration - grace + 10)
+    server = cluster.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    data_dir = Path(f"/tmp/aftershock-e2e-{namespace}")
+    ports = Ports([free_port() for _ in range(3)], [free_port() for _ in range(3)])
+    forwarder = Forwarder(ports.clients[2])
+    endpoints = [f"http://127.0.0.1:{c}" for c in ports.clients]
+    api = cluster.api_client()
+    watches = Watches(api, namespace, forwarder)
+    poller = HealthPoller(endpoints)
+    agent = node_agent(namespace, server)
+    remediator = remediator_objects(namespace, server)
+    chain: monitoring.Chain | None = None
+    try:
+        cluster.apply(yaml.safe_dump_all(agent))
+        cluster.kubectl("rollout", "status", "daemonset/aftershock-node-agent", "-n", namespace, "--timeout=180s")
+        cluster.apply(yaml.safe_dump_all(subject_objects(ports, data_dir)), namespace=namespace)
+        for sts in ("etcd", "etcd-float"):
+            cluster.kubectl("rollout", "status", f"statefulset/{sts}", "-n", namespace, "--timeout=300s", timeout=320)
+        after_bootstrap(cluster, namespace)
+        testbed.run([str(testbed.REPO / "remediators" / "out-of-service" / "image.sh"), "import"], timeout=600)
+        cluster.apply(yaml.safe_dump_all(remediator), namespace=namespace)
+        cluster.kubectl("rollout", "status", f"deployment/{REMEDIATOR}", "-n", namespace, "--timeout=120s")
+        poller.start()
+
+        token_file = tmp_path / "receiver-token"
+        token_file.write_text(TOKEN)
+        token_file.chmod(0o600)
+        receiver_port = free_port()
+        op = start_operator(
+            "--probe-interval", "0.1", "--node-name", realnode.NODE,
+            "--alert-receiver-port", str(receiver_port), "--alert-receiver-token-file", str(token_file),
+            *audit_webhook,
+        )  # fmt: skip
+        chain = monitoring.start(
+            tmp_path / "chain",
+            targets={"etcd": [e.removeprefix("http://") for e in endpoints]},
+            labels={"namespace": namespace},
+            receiver_url=f"http://127.0.0.1:{receiver_port}/api/v1/alerts",
+            token_file=token_file,
+        )
+        receipts = alertclock.AlertmanagerWatch(chain.alertmanager, ALERT).start()
+        testbed.wait_for(
+            lambda: len(up := chain.samples('up{job="etcd"}')) == 3 and all(s["value"][1] == "1" for s in up),
+            60,
+            what="Prometheus sees the 3 members up",
+        )
+        setup_s = time.time() - started
+
+        arms: dict[str, list[dict[str, Any]]] = {}
+        for name, baseline in (("baseline", True), ("assisted", False)):
+            create_campaign(cluster, namespace, campaign(name, namespace, endpoints, duration, baseline, quiet))
+            done = wait_phase(
+                cluster, namespace, name, {"Succeeded", "Failed"}, timeout=TRIALS * (duration + quiet + 200), op=op
+            )
+            assert done["status"]["phase"] == "Succeeded", done["status"]
+            arms[name] = ledger(op.db, namespace, name)
+        receipts.stop()
+        compare = testbed.run(
+            [str(testbed.REPO / ".venv" / "bin" / "aftershock"), "compare", "baseline", "assisted",
+             "-n", namespace, "--db", str(op.db), "--format", "json", "--resamples", "2000"],
+            check=False,
+        )  # fmt: skip
+        breakdowns = {
+            arm: [
+                alertclock.breakdown(
+                    chain.prometheus, None, ALERT, {"namespace": namespace},
+                    t["milestones"]["kill_sent"], t["milestones"]["alert_firing"],
+                    receipts=receipts.receipts(),
+                )  # fmt: skip
+                for t in trials
+            ]
+            for arm, trials in arms.items()
+        }
+    finally:
+        poller.stop()
+        watches.stop()
+        forwarder.close()
+        if chain is not None:
+            chain.stop()
+
+    user = f"system:serviceaccount:{namespace}:{REMEDIATOR}"
+    table: dict[str, dict[str, list[float]]] = {}
+    for arm, trials in arms.items():
+        assert len(trials) == TRIALS, trials
+        clocks: dict[str, list[float]] = {"alert": [], "first action": [], "recover": []}
+        for i, t in enumerate(trials):
+            assert t["outcome"] == "recovered", (arm, i, t)
+            m = t["milestones"]
+            (victim,) = t["victims"]
+            assert victim["name"] == FLOAT
+            node = victim["node"]
+            injected = m["kill_acked"]
+            actions = t["final"].get("remediatorActions", [])
+            assert [a for a in actions if a["source"] == "event"] == []  # it says nothing
+            audited = [a for a in actions if a["source"] == "audit"]
+            new = [
+                p for p in watches.pods.values()
+                if p["name"] == FLOAT and injected <= p["first"] <= m["recovered"] + 1
+            ]  # fmt: skip
+            recovered_at = m["recovered"]
+            back = poller.back(endpoints[2], injected)
+            assert back is not None, (arm, i)
+            # etcd's own word: the floating member healthy again, within 100 ms of the ledger.
+            gap = max(0.0, back[0] - recovered_at, recovered_at - back[1] - AGREEMENT_S)
+            assert gap <= AGREEMENT_S, (arm, i, back, recovered_at)
+            clocks["alert"].append(m["alert_firing"] - m["kill_sent"])
+            clocks["recover"].append(recovered_at - injected)
+            if arm == "baseline":
+                # No remediator ran: no action, no taint, the member never moved, back with its node.
+                assert audited == [], actions
+                assert new == [], new
+                assert watches.taint_changes(node, injected - 1) == []
+                assert recovered_at >= m["fault_healed"] - AGREEMENT_S, m
+                running = [
+                    p for p in watches.pods.values()
+                    if p["labels"].get("app.kubernetes.io/name") == REMEDIATOR
+                    and p["first"] < m["fault_healed"] and (p["gone"] is None or p["gone"] > injected + grace)
+                ]  # fmt: skip
+                assert running == [], running
+                continue
+            # The remediator's writes, from the audit webhook: the taint added, then removed.
+            verbs = [(a["verb"], a["object"], a["identity"]) for a in audited]
+            assert verbs == [("patch", f"nodes {node}", user)] * 2, actions
+            add, remove = audited
+            assert TAINT in add["change"], add
+            # The test's node watch saw the taint appear and go, each within 100 ms of the
+            # audited write (its stageTimestamp: the API server's own).
+            changes = watches.taint_changes(node, injected)
+            assert [c[1] for c in changes[:2]] == [True, False], changes
+            for action, (seen, _on) in zip((add, remove), changes, strict=False):
+                assert -0.01 <= seen - action["wall"] <= AGREEMENT_S, (action, changes)
+            assert add["wall"] < recovered_at < remove["wall"], (add, recovered_at, remove)
+            assert remove["wall"] >= m["fault_healed"], (remove, m)
+            clocks["first action"].append(add["wall"] - injected)
+            # The pod watch: the member's new pod, on the other real node, created after the taint.
+            (moved,) = new
+            assert moved["node"] in ADDRESS and moved["node"] != node, moved
+            assert moved["first"] >= add["wall"], (moved, add)
+            assert moved["ready"] is not None and moved["ready"] <= recovered_at + 1.5, (moved, recovered_at)
+        table[arm] = clocks
+
+    assert compare.returncode in (0, 1), compare.stderr
+    verdict = json.loads(compare.stdout)
+    assert verdict["verdict"] == "Improved", verdict
+
+    lines = [
+        f"remediator evaluation: grace {grace:g}s, period {period:g}s, durationSeconds {duration}, "
+        f"quietSeconds {quiet}; setup {setup_s:.0f}s, total {time.time() - started:.0f}s",
+        f"{'arm':9} {'clock':13} {'p50':>7} {'p95':>7}  values",
+    ]
+    for arm, clocks in table.items():
+        for clock, values in clocks.items():
+            if values:
+                lines.append(
+                    f"{arm:9} {clock:13} {statistics.median(values):7.2f} {_p(values, 95):7.2f}  "
+                    + " ".join(f"{v:.2f}" for v in values)
+                )
+    lines.append("time to alert, split by Prometheus's and Alertmanager's own records (seconds):")
+    for arm, found in breakdowns.items():
+        for i, b in enumerate(found):
+            lines.append(f"{arm} trial {i}: {b.describe()}")
+    print("\n".join(lines))
+    with contextlib.suppress(OSError):
+        (tmp_path / "remeval-results.txt").write_text("\n".join(lines))
