@@ -45,7 +45,7 @@ import statistics
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,9 @@ class Ports:
 def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict[str, Any]:
     labels = {**LABELS, PART: name}
     index = "${POD_NAME##*-}" if not floating else "2"
-    case = " ".join(f"{i}) C={c}; P={p};;" for i, (c, p) in enumerate(zip(ports.clients, ports.peers, strict=True)))
+    case = " ".join(
+        f"{i}) C={c}; P={p};;" for i, (c, p) in enumerate(zip(ports.clients, ports.peers, strict=True))
+    )
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
@@ -173,7 +175,12 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
                 "name": "prepare",
                 "image": realnode.PYTHON_IMAGE,
                 "imagePullPolicy": "Never",
-                "command": ["sh", "-c", f"i={index}; case $i in {case} esac; PEER_PORT=$P exec python3 -c \"$0\"", PREPARE],
+                "command": [
+                    "sh",
+                    "-c",
+                    f'i={index}; case $i in {case} esac; export PEER_PORT=$P; exec python3 -c "$0"',
+                    PREPARE,
+                ],
                 "env": env,
                 "volumeMounts": [{"name": "work", "mountPath": "/work"}],
             }
@@ -185,7 +192,10 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
                 "imagePullPolicy": "Never",
                 "env": env,
                 "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "work", "mountPath": "/work"}],
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "work", "mountPath": "/work"},
+                ],
                 "readinessProbe": {
                     "exec": {
                         "command": [
@@ -195,8 +205,11 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
                             "wget -q -O - http://$ADDR:$C/health | grep -q true",
                         ]
                     },
+                    # Not Ready until 3 probes in a row failed: a thawed node's first probes
+                    # (or one slow exec on a loaded machine) must not read as a relapse.
                     "periodSeconds": 1,
-                    "failureThreshold": 1,
+                    "timeoutSeconds": 3,
+                    "failureThreshold": 3,
                 },
             }
         ],
@@ -213,7 +226,11 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
                         {
                             "matchExpressions": [
                                 # The bootstrap on real-1 (its address is in the initial cluster).
-                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [realnode.NODE_1]}
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [realnode.NODE_1],
+                                }
                             ]
                         }
                     ]
@@ -251,7 +268,7 @@ def subject_objects(ports: Ports, data_dir: Path) -> list[dict[str, Any]]:
 def after_bootstrap(cluster: testbed.Cluster, namespace: str) -> None:
     """New pods join the running cluster from now on; the floating one may go to real-1 or
     real-2 (OnDelete: the running pods keep the template they started with)."""
-    patch = [
+    patch: list[dict[str, Any]] = [
         {"op": "replace", "path": "/spec/template/spec/containers/0/env/5/value", "value": "existing"},
         {"op": "replace", "path": "/spec/template/spec/initContainers/0/env/5/value", "value": "existing"},
     ]
@@ -262,7 +279,9 @@ def after_bootstrap(cluster: testbed.Cluster, namespace: str) -> None:
     patch = [
         {"op": "replace", "path": f"{path}/nodeSelectorTerms/0/matchExpressions/0/values", "value": values}
     ]
-    cluster.kubectl("patch", "statefulset", "etcd-float", "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    cluster.kubectl(
+        "patch", "statefulset", "etcd-float", "-n", namespace, "--type=json", "-p", json.dumps(patch)
+    )
 
 
 # --- the test's own witnesses -------------------------------------------------------------------
@@ -332,7 +351,7 @@ class Watches:
             seen = self.pods.setdefault(
                 pod.metadata.uid,
                 {"name": pod.metadata.name, "first": now, "node": None, "ready": None, "gone": None,
-                 "labels": dict(pod.metadata.labels or {})},
+                 "deleted": None, "labels": dict(pod.metadata.labels or {})},
             )  # fmt: skip
             seen["node"] = seen["node"] or pod.spec.node_name
             conds = (pod.status.conditions or []) if pod.status else []
@@ -340,13 +359,19 @@ class Watches:
                 seen["ready"] = now
             if ev["type"] == "DELETED" or pod.metadata.deletion_timestamp is not None:
                 seen["gone"] = seen["gone"] or now
+            if ev["type"] == "DELETED":
+                seen["deleted"] = now  # its containers ended (or were forced away)
             elif pod.metadata.name == FLOAT and pod.spec.node_name in ADDRESS:
                 self.forwarder.target = ADDRESS[pod.spec.node_name]
             if self._stop.is_set():
                 return
 
     def _nodes(self) -> None:
-        for ev in k8s_watch.Watch().stream(self.v1.list_node, label_selector="kubernetes.io/hostname", timeout_seconds=30):
+        for ev in k8s_watch.Watch().stream(
+            self.v1.list_node,
+            label_selector=f"kubernetes.io/hostname in ({','.join(ADDRESS)})",
+            timeout_seconds=30,
+        ):
             node = ev["object"]
             if node.metadata.name not in ADDRESS:
                 continue
@@ -417,14 +442,17 @@ def ledger(db: Path, namespace: str, name: str) -> list[dict[str, Any]]:
     try:
         rows = conn.execute(
             "SELECT a.* FROM attempts a JOIN campaigns c ON c.uid = a.campaign_uid "
-            "JOIN trials t ON t.attempt_id = a.id WHERE c.namespace = ? AND c.name = ? ORDER BY a.trial_index",
+            "JOIN trials t ON t.attempt_id = a.id WHERE c.namespace = ? AND c.name = ? "
+            "ORDER BY a.trial_index",
             (namespace, name),
         ).fetchall()
         out = []
         for row in rows:
             data = dict(row)
             m = {k[: -len("_wall")]: v for k, v in data.items() if k.endswith("_wall") and v is not None}
-            own = conn.execute("SELECT name, wall FROM subject_milestones WHERE attempt_id = ?", (data["id"],))
+            own = conn.execute(
+                "SELECT name, wall FROM subject_milestones WHERE attempt_id = ?", (data["id"],)
+            )
             m.update({str(n): float(w) for n, w in own.fetchall()})
             out.append(
                 {
@@ -445,9 +473,14 @@ def ledger(db: Path, namespace: str, name: str) -> list[dict[str, Any]]:
 def campaign(
     name: str, namespace: str, endpoints: list[str], duration: float, baseline: bool, quiet: float
 ) -> dict[str, Any]:
-    remediator: dict[str, Any] = {"kind": "Deployment", "name": REMEDIATOR}
+    # The same identities in both arms (the baseline's writes, if any, would be recorded too);
+    # the quiet wait only where the remediator runs (it is scaled to zero in the baseline).
+    remediator: dict[str, Any] = {
+        "kind": "Deployment",
+        "name": REMEDIATOR,
+        "identities": {"serviceAccounts": [REMEDIATOR]},
+    }
     if not baseline:
-        remediator["identities"] = {"serviceAccounts": [REMEDIATOR]}
         remediator["quietSeconds"] = quiet
     return {
         "apiVersion": "aftershock.dev/v1alpha1",
@@ -475,7 +508,9 @@ def campaign(
 def remediator_objects(namespace: str, server: str) -> list[dict[str, Any]]:
     """remediators/out-of-service/manifests.yaml in `namespace`, on real-0 with the test bed's
     additions (the host's network: the API server is on 127.0.0.1), --after small."""
-    objs = list(yaml.safe_load_all((testbed.REPO / "remediators" / "out-of-service" / "manifests.yaml").read_text()))
+    objs = list(
+        yaml.safe_load_all((testbed.REPO / "remediators" / "out-of-service" / "manifests.yaml").read_text())
+    )
     host, port = server.removeprefix("https://").rsplit(":", 1)
     for obj in objs:
         meta = obj["metadata"]
@@ -491,8 +526,8 @@ def remediator_objects(namespace: str, server: str) -> list[dict[str, Any]]:
             pod["hostNetwork"] = True
             c = pod["containers"][0]
             c["imagePullPolicy"] = "Never"
-            c["args"] = ["--namespace", namespace, "--selector", f"app.kubernetes.io/name={LABELS['app.kubernetes.io/name']}",
-                         "--after", f"{AFTER_S:g}"]  # fmt: skip
+            selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
+            c["args"] = ["--namespace", namespace, "--selector", selector, "--after", f"{AFTER_S:g}"]
             c["env"] = [*c.get("env", []), {"name": "KUBERNETES_SERVICE_HOST", "value": host},
                         {"name": "KUBERNETES_SERVICE_PORT", "value": port}]  # fmt: skip
             obj["spec"]["template"]["spec"] = pod
@@ -512,7 +547,11 @@ def node_agent(namespace: str, server: str) -> list[dict[str, Any]]:
                         "nodeSelectorTerms": [
                             {
                                 "matchExpressions": [
-                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": list(ADDRESS)}
+                                    {
+                                        "key": "kubernetes.io/hostname",
+                                        "operator": "In",
+                                        "values": list(ADDRESS),
+                                    }
                                 ]
                             }
                         ]
@@ -546,7 +585,9 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
     # seconds after the heal): the quiet wait, counted from the recovery (at least grace +
     # --after after the freeze), must last past it so that the trial records it.
     quiet = round(duration - grace + 10)
-    server = cluster.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    server = cluster.kubectl(
+        "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
+    ).stdout
     data_dir = Path(f"/tmp/aftershock-e2e-{namespace}")
     ports = Ports([free_port() for _ in range(3)], [free_port() for _ in range(3)])
     forwarder = Forwarder(ports.clients[2])
@@ -559,12 +600,26 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
     chain: monitoring.Chain | None = None
     try:
         cluster.apply(yaml.safe_dump_all(agent))
-        cluster.kubectl("rollout", "status", "daemonset/aftershock-node-agent", "-n", namespace, "--timeout=180s")
+        cluster.kubectl(
+            "rollout", "status", "daemonset/aftershock-node-agent", "-n", namespace, "--timeout=180s"
+        )
         cluster.apply(yaml.safe_dump_all(subject_objects(ports, data_dir)), namespace=namespace)
-        for sts in ("etcd", "etcd-float"):
-            cluster.kubectl("rollout", "status", f"statefulset/{sts}", "-n", namespace, "--timeout=300s", timeout=320)
+        for sts, replicas in (("etcd", 2), ("etcd-float", 1)):
+            # (rollout status knows no OnDelete StatefulSet)
+            testbed.wait_for(
+                lambda sts=sts, replicas=replicas: (
+                    cluster.kubectl(
+                        "get", "statefulset", sts, "-n", namespace, "-o", "jsonpath={.status.readyReplicas}"
+                    ).stdout.strip()
+                    == str(replicas)
+                ),
+                300,
+                what=f"statefulset {sts} Ready",
+            )
         after_bootstrap(cluster, namespace)
-        testbed.run([str(testbed.REPO / "remediators" / "out-of-service" / "image.sh"), "import"], timeout=600)
+        testbed.run(
+            [str(testbed.REPO / "remediators" / "out-of-service" / "image.sh"), "import"], timeout=600
+        )
         cluster.apply(yaml.safe_dump_all(remediator), namespace=namespace)
         cluster.kubectl("rollout", "status", f"deployment/{REMEDIATOR}", "-n", namespace, "--timeout=120s")
         poller.start()
@@ -595,9 +650,16 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
 
         arms: dict[str, list[dict[str, Any]]] = {}
         for name, baseline in (("baseline", True), ("assisted", False)):
-            create_campaign(cluster, namespace, campaign(name, namespace, endpoints, duration, baseline, quiet))
+            create_campaign(
+                cluster, namespace, campaign(name, namespace, endpoints, duration, baseline, quiet)
+            )
             done = wait_phase(
-                cluster, namespace, name, {"Succeeded", "Failed"}, timeout=TRIALS * (duration + quiet + 200), op=op
+                cluster,
+                namespace,
+                name,
+                {"Succeeded", "Failed"},
+                timeout=TRIALS * (duration + quiet + 200),
+                op=op,
             )
             assert done["status"]["phase"] == "Succeeded", done["status"]
             arms[name] = ledger(op.db, namespace, name)
@@ -607,13 +669,19 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
              "-n", namespace, "--db", str(op.db), "--format", "json", "--resamples", "2000"],
             check=False,
         )  # fmt: skip
+        # Each trial's alert: the floating member's (its forwarder's address is the target).
+        instance = {"namespace": namespace, "instance": endpoints[2].removeprefix("http://")}
         breakdowns = {
             arm: [
                 alertclock.breakdown(
-                    chain.prometheus, None, ALERT, {"namespace": namespace},
-                    t["milestones"]["kill_sent"], t["milestones"]["alert_firing"],
+                    chain.prometheus,
+                    chain.alertmanager,
+                    ALERT,
+                    instance,
+                    t["milestones"]["kill_sent"],
+                    t["milestones"]["alert_firing"],
                     receipts=receipts.receipts(),
-                )  # fmt: skip
+                )
                 for t in trials
             ]
             for arm, trials in arms.items()
@@ -658,17 +726,24 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
                 assert new == [], new
                 assert watches.taint_changes(node, injected - 1) == []
                 assert recovered_at >= m["fault_healed"] - AGREEMENT_S, m
+                # No remediator pod existed while its node was NotReady (scaled to zero by the
+                # baseline: its pods deleted, their containers ended, before it could act).
+                not_ready = next(t for t, ready, _ in watches.nodes[node] if t >= injected and not ready)
                 running = [
                     p for p in watches.pods.values()
                     if p["labels"].get("app.kubernetes.io/name") == REMEDIATOR
-                    and p["first"] < m["fault_healed"] and (p["gone"] is None or p["gone"] > injected + grace)
+                    and p["first"] < m["fault_healed"] and (p["deleted"] is None or p["deleted"] > not_ready)
                 ]  # fmt: skip
                 assert running == [], running
                 continue
             # The remediator's writes, from the audit webhook: the taint added, then removed.
-            verbs = [(a["verb"], a["object"], a["identity"]) for a in audited]
-            assert verbs == [("patch", f"nodes {node}", user)] * 2, actions
-            add, remove = audited
+            assert {(a["verb"], a["object"], a["identity"]) for a in audited} == {
+                ("patch", f"nodes {node}", user)
+            }, actions
+            # (a patch refused for a stale resourceVersion, 409, is retried: recorded, no change)
+            applied = [a for a in audited if "HTTP 200" in a["change"]]
+            assert len(applied) == 2, actions
+            add, remove = applied
             assert TAINT in add["change"], add
             # The test's node watch saw the taint appear and go, each within 100 ms of the
             # audited write (its stageTimestamp: the API server's own).
@@ -681,9 +756,11 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
             clocks["first action"].append(add["wall"] - injected)
             # The pod watch: the member's new pod, on the other real node, created after the taint.
             (moved,) = new
-            assert moved["node"] in ADDRESS and moved["node"] != node, moved
+            assert moved["node"] in ADDRESS, moved
+            assert moved["node"] != node, moved
             assert moved["first"] >= add["wall"], (moved, add)
-            assert moved["ready"] is not None and moved["ready"] <= recovered_at + 1.5, (moved, recovered_at)
+            assert moved["ready"] is not None, moved
+            assert moved["ready"] <= recovered_at + 1.5, (moved, recovered_at)
         table[arm] = clocks
 
     assert compare.returncode in (0, 1), compare.stderr
