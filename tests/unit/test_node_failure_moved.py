@@ -48,7 +48,9 @@ def test_a_victim_replaced_on_another_node_is_back_before_the_heal() -> None:
     tracker.observe_pod("DELETED", make_pod("etcd-1", node="real-1", ready=False), kill + 2, time.time())
     new = "uid-etcd-1-moved"
     tracker.observe_pod("ADDED", make_pod("etcd-1", uid=new, node=None, ready=False), kill + 3, time.time())
-    tracker.observe_pod("MODIFIED", make_pod("etcd-1", uid=new, node="real-2", ready=False), kill + 4, time.time())
+    tracker.observe_pod(
+        "MODIFIED", make_pod("etcd-1", uid=new, node="real-2", ready=False), kill + 4, time.time()
+    )
     assert not tracker.recovered
     tracker.observe_pod("MODIFIED", make_pod("etcd-1", uid=new, node="real-2"), kill + 5, time.time())
     assert tracker.recovered
