@@ -793,6 +793,7 @@ def main() -> None:
                 "records": r.records,
                 "kills": [k.__dict__ for k in r.kills],
                 "steps": r.steps,
+                "audit_truth": r.audit_truth,
             }
             for r in runs
         ],
