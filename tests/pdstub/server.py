@@ -297,6 +297,10 @@ class PdStandIn:
         #: line was read and when the answer's last byte was handed to the socket. For the
         #: benchmarks' step-by-step timing (bench/groundtruth.PdWatch); None costs nothing.
         self.on_answer: Callable[[str, float, float, int], None] | None = None
+        #: Called after every metrics collection, from the collecting thread, with PD's clock
+        #: then and the ``pd_cluster_status`` values it set (a copy): the stand-in's own record
+        #: of when PD counted what, for tests that split time to alert. None costs nothing.
+        self.on_collect: Callable[[float, dict[str, float]], None] | None = None
         # Stable per instance, like a real cluster's id and member id.
         self.cluster_id = 7_000_000_000_000_000_000 + id(self) % 1_000_000
         self.member_id = 12_000_000_000_000_000_000 + id(self) % 1_000_000
@@ -609,6 +613,8 @@ class PdStandIn:
                 for s in stores
             ]
             self._collected = _Collected(now, cluster, per_store)
+        if self.on_collect is not None:
+            self.on_collect(now, dict(cluster))
 
     def metrics_text(self) -> str:
         """``GET /metrics``: Prometheus text format 0.0.4, PD's metric names, types and labels.
