@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -537,3 +538,38 @@ def test_kube_source_lists_then_follows_the_watch(monkeypatch: pytest.MonkeyPatc
         [("tikv-1", False), ("tikv-2", True)],
     ]
     assert state(source()) == [("tikv-0", True)]  # the relist replaced everything the watch had built
+
+
+def test_answers_like_go_net_http_nodelay_and_one_write(stand_in: PdStandIn) -> None:
+    """PD is Go: TCP_NODELAY on its connections and an answer written in one piece. The stand-in
+    must not add the 40 ms a kept-alive client waits when a body sits behind Nagle's algorithm
+    (what the stand-in cost every look before, and real PD never does)."""
+    writes: list[int] = []
+    original = socket.SocketIO.write
+
+    def counting(self: socket.SocketIO, b: Any) -> int | None:
+        # The server writes through SocketIO (its wfile); http.client's sendall does not.
+        writes.append(len(b))
+        return original(self, b)
+
+    socket.SocketIO.write = counting  # type: ignore[method-assign]
+    try:
+        host, port = stand_in.base_url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/pd/api/v1/stores")
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200
+        assert json.loads(body)["count"] >= 0
+        server = stand_in._server
+        assert server is not None
+        with server.connections_lock:
+            sockets = list(server.connections)
+        assert sockets, "the kept-alive connection is the server's"
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+        # One send for the whole answer: headers, blank line and body together.
+        assert len(writes) == 1, writes
+        assert writes[0] > len(body), writes
+        conn.close()
+    finally:
+        socket.SocketIO.write = original  # type: ignore[method-assign]
