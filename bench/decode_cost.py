@@ -83,7 +83,7 @@ def main() -> None:
             pod.managed.settle(keep)
         return pod
 
-    rows = [
+    rows: list[tuple[str, Callable[[], object]]] = [
         ("json.loads of the watch line (for scale)", lambda: json.loads(line)),
         (
             "decode_pod, kept by a watch no Campaign reads managedFields of",

@@ -438,7 +438,9 @@ async def test_managed_fields_are_decoded_only_where_a_campaign_reads_them(
             # Against a released pod every field of the entry; against a decoded one the new one.
             assert "metadata.labels.remediation.example/checked" in found[0].change
             assert found[1].change == "metadata.labels.healed"
-            assert not elsewhere.pods()[0].managed.known  # type: ignore[union-attr]
+            other_managed = elsewhere.pods()[0].managed
+            assert isinstance(other_managed, ManagedFields)
+            assert not other_managed.known
     finally:
         for task in tasks:
             task.cancel()
