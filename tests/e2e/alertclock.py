@@ -259,9 +259,14 @@ class ChainSettings:
     hold: float
     #: ``--rules.alert.resend-delay``.
     resend_delay: float
-    #: The top-level route's ``group_wait`` (Alertmanager's default 30 s when unset); None if
-    #: no Alertmanager was asked.
+    #: The top-level route's ``group_wait`` and ``group_interval`` (Alertmanager's defaults
+    #: 30 s and 5 m when unset); None if no Alertmanager was asked.
     group_wait: float | None
+    group_interval: float | None
+    #: The rule group's ``prometheus_rule_group_iterations_missed_total`` when read: evaluation
+    #: slots skipped because an evaluation ran late (each widens an evaluation wait by one
+    #: interval). Counted since Prometheus started.
+    missed_evaluations: int
 
 
 def read_settings(
@@ -279,6 +284,12 @@ def read_settings(
     if len(set(found)) > 1:
         raise ChainRecordError(f"rule {alert!r} is in several groups with other settings: {found}")
     evaluation_interval, hold = found[0]
+    group_file = next(
+        f"{g['file']};{g['name']}"
+        for g in rules["data"]["groups"]
+        for r in g["rules"]
+        if r.get("name") == alert
+    )
     flags = _get(prometheus + "/api/v1/status/flags")["data"]
     resend = go_duration(flags.get("rules.alert.resend-delay", "1m"))
     interval = timeout = None
@@ -288,12 +299,34 @@ def read_settings(
         if len(mine) == 1:
             interval = go_duration(mine[0]["scrapeInterval"])
             timeout = go_duration(mine[0]["scrapeTimeout"])
-    group_wait = None
+    group_wait = group_interval = None
     if alertmanager is not None:
         status = _get(alertmanager + "/api/v2/status")
         route = yaml.safe_load(status["config"]["original"]).get("route", {})
         group_wait = go_duration(str(route.get("group_wait", "30s")))
-    return ChainSettings(interval, timeout, evaluation_interval, hold, resend, group_wait)
+        group_interval = go_duration(str(route.get("group_interval", "5m")))
+    return ChainSettings(
+        interval,
+        timeout,
+        evaluation_interval,
+        hold,
+        resend,
+        group_wait,
+        group_interval,
+        missed_iterations(prometheus, group_file),
+    )
+
+
+def missed_iterations(prometheus: str, rule_group: str) -> int:
+    """``prometheus_rule_group_iterations_missed_total`` of `rule_group` ("file;name"), from
+    Prometheus's own /metrics."""
+    with urllib.request.urlopen(prometheus + "/metrics", timeout=5) as resp:  # loopback only
+        text = resp.read().decode()
+    wanted = f'prometheus_rule_group_iterations_missed_total{{rule_group="{rule_group}"}} '
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            return int(float(line.removeprefix(wanted)))
+    raise ChainRecordError(f"Prometheus's /metrics has no missed-iterations count for {rule_group!r}")
 
 
 # --- The breakdown -----------------------------------------------------------------------------

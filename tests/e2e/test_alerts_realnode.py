@@ -7,10 +7,12 @@ node's kubelet at loopback addresses, and evaluates the repository's rules
 with the bearer token from a file. The ledger's ``alert_firing``/``alert_resolved`` milestones
 are checked against what Alertmanager (``/api/v2/alerts``) and Prometheus
 (``/api/v1/alerts``, the ``up`` samples) said themselves, polled by a witness thread of the
-test's own, and time to detect is split into the chain's stages, each read from the
-components' own timestamps: scrape (kill -> first failed scrape), evaluation (-> the rule's
-``activeAt``), ``for:`` (-> ``startsAt``, Prometheus's fired-at), Prometheus -> Alertmanager (->
-Alertmanager's ``updatedAt``) and group_wait plus delivery (-> the receiver's receive time).
+test's own, and time to detect is split into the chain's stages by ``tests/e2e/alertclock.py``,
+each read from the components' own records (``up`` and ``scrape_duration_seconds`` samples,
+``ALERTS``/``ALERTS_FOR_STATE``, Alertmanager's ``updatedAt``, the ledger's receive stamp): scrape
+wait, evaluation wait, ``for:``, Prometheus -> Alertmanager, group_wait plus delivery. Each part is
+bounded by the settings Prometheus and Alertmanager report, and they add up to the ledger's time
+to detect.
 
 The etcd pods wait 3 s before etcd starts (standing for an image pull or a volume attach): a
 member is back 2-2.7 s after a plain pod delete here, too short for a rule with a ``for:`` to
@@ -33,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e import monitoring, testbed
+from tests.e2e import alertclock, monitoring, testbed
 from tests.e2e.operator import OperatorProcess, free_port, wait_phase
 from tests.e2e.test_etcd_realnode import LABELS, create_campaign, etcd_statefulset, ledger_trials
 
@@ -54,20 +56,20 @@ def _rfc3339(text: str) -> float:
 
 
 @dataclass
-class ChainWitness:
-    """Alertmanager's and Prometheus's own view of the alerts, every 100 ms, in a thread."""
+class PrometheusWitness:
+    """Prometheus's own live view of the alerts (``/api/v1/alerts``), every 100 ms, in a thread:
+    the exact activeAt of each episode while it is active, against which the breakdown's
+    activeAt (read after the fact from the ALERTS series) is checked."""
 
     chain: monitoring.Chain
-    #: (fingerprint, startsAt) -> Alertmanager's updatedAt when first seen, and when seen.
-    am_first: dict[tuple[str, float], tuple[float, float]] = field(default_factory=dict)
     #: (instance, activeAt) -> Prometheus's states seen, in order.
     prom_active: dict[tuple[str, float], list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> ChainWitness:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="chain-witness")
+    def start(self) -> PrometheusWitness:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="prometheus-witness")
         self._thread.start()
         return self
 
@@ -78,13 +80,7 @@ class ChainWitness:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = time.time()
             try:
-                for a in self.chain.alertmanager_alerts():
-                    if a["labels"].get("alertname") != ALERT:
-                        continue
-                    key = (a["fingerprint"], _rfc3339(a["startsAt"]))
-                    self.am_first.setdefault(key, (_rfc3339(a["updatedAt"]), now))
                 for a in self.chain.prometheus_alerts():
                     if a["labels"].get("alertname") != ALERT:
                         continue
@@ -126,6 +122,21 @@ def notices(db: Path, namespace: str, name: str) -> list[dict[str, Any]]:
     for n in out:
         n["labels"] = json.loads(n["labels"])
     return out
+
+
+def victim_gone_walls(db: Path, namespace: str, name: str) -> list[float | None]:
+    """Each trial's ``victim_gone`` (the victim pod's DELETED event), wall clock, in trial order."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT a.victim_gone_wall FROM attempts a JOIN trials t ON t.attempt_id = a.id "
+            "JOIN campaigns c ON c.uid = a.campaign_uid WHERE c.namespace = ? AND c.name = ? "
+            "ORDER BY a.trial_index",
+            (namespace, name),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [r[0] for r in rows]
 
 
 @dataclass
@@ -209,7 +220,8 @@ def test_alerts_from_prometheus_and_alertmanager_are_each_trials_detection(
         receiver_url=f"http://127.0.0.1:{receiver_port}/api/v1/alerts",
         token_file=token_file,
     )
-    witness = ChainWitness(chain).start()
+    witness = PrometheusWitness(chain).start()
+    receipts = alertclock.AlertmanagerWatch(chain.alertmanager, ALERT).start()
     try:
         # Every member up in Prometheus's eyes before the first fault: no alert left over.
         deadline = time.monotonic() + 60
@@ -224,88 +236,26 @@ def test_alerts_from_prometheus_and_alertmanager_are_each_trials_detection(
         create_campaign(cluster, namespace, campaign(name, namespace, slow_etcd.endpoints))
         done = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=600, op=op)
         assert done["status"]["phase"] == "Succeeded", done["status"]
-        time.sleep(1)  # the witness's last look
-        up_samples = chain.samples('up{job="etcd"}[15m]')
+        time.sleep(1)  # the witnesses' last look
+        witness.stop()
+        receipts.stop()
+        trials = ledger_trials(op.db, namespace, name)
+        sent = notices(op.db, namespace, name)
+        assert len(trials) == TRIALS
+        gone = victim_gone_walls(op.db, namespace, name)
+        checked = [
+            check_trial(
+                chain, namespace, index, trial, gone[index], sent, instances, witness, receipts.receipts()
+            )
+            for index, trial in enumerate(trials)
+        ]
     finally:
         witness.stop()
+        receipts.stop()
         chain.stop()
-    trials = ledger_trials(op.db, namespace, name)
-    sent = notices(op.db, namespace, name)
-    assert len(trials) == TRIALS
-    samples = {s["metric"]["instance"]: [(float(t), v) for t, v in s["values"]] for s in up_samples}
-    stages: list[dict[str, float]] = []
-    for index, trial in enumerate(trials):
-        assert trial["outcome"] in ("recovered", "unrecovered"), trial
-        (victim,) = trial["victims"]
-        instance = instances[int(victim["name"].rsplit("-", 1)[1])]
-        kill = trial["kill_wall"]
-        mine = [n for n in sent if n["trial"] == index]
-        firing = [n for n in mine if n["status"] == "firing"]
-        resolved = [n for n in mine if n["status"] == "resolved"]
-        assert firing, (index, mine, witness.am_first, chain.tail())
-        # The alert about the member this trial killed, in this namespace, fired and resolved
-        # (on a loaded machine another member's scrape may fail for a while too: its alert
-        # would count as well, by the Campaign's matchers, and may come first).
-        victims = [n for n in firing if n["labels"]["instance"] == instance]
-        assert victims, (instance, firing)
-        first = victims[0]
-        assert first["labels"]["namespace"] == namespace
-        assert firing[0]["offset"] <= first["offset"]
-        # Resolved once the member was back: always here, since every member comes back (an
-        # unrecovered trial's relapse included) long before the next kill's gate passes.
-        back = [n for n in resolved if n["fingerprint"] == first["fingerprint"]]
-        assert back, (index, mine, chain.tail())
-        last = back[-1]
-        assert first["seq"] < last["seq"]
-        assert last["fingerprint"] == first["fingerprint"]
-        # The ledger's milestones are the receive times of the first firing and the resolved notice.
-        fired_wall, fired_offset = trial["own"]["alert_firing"]
-        assert fired_wall == pytest.approx(firing[0]["received_at"])
-        assert fired_offset == pytest.approx(firing[0]["offset"])
-        if "alert_resolved" in trial["own"]:
-            assert trial["own"]["alert_resolved"][0] >= last["received_at"] - 0.001
-        # Alertmanager itself had this alert (same fingerprint, same startsAt), before the receiver.
-        key = (first["fingerprint"], first["starts_at"])
-        seen = [k for k in witness.am_first if k[0] == key[0] and abs(k[1] - key[1]) < 0.001]
-        assert seen, (key, witness.am_first)
-        am_updated, _ = witness.am_first[seen[0]]
-        # Prometheus had it pending from activeAt, after the kill, before it fired.
-        actives = [
-            at
-            for (inst, at), states in witness.prom_active.items()
-            if inst == instance and kill <= at <= first["starts_at"]
-        ]
-        assert actives, (instance, kill, witness.prom_active)
-        active_at = min(actives)
-        first_down = min(t for t, v in samples[instance] if v == "0" and t >= kill)
-        ends = last["ends_at"]
-        assert ends is not None
-        assert ends >= first["starts_at"]
-        stage = {
-            "scrape": first_down - kill,
-            "evaluation": active_at - first_down,
-            "for": first["starts_at"] - active_at,
-            "to_alertmanager": am_updated - first["starts_at"],
-            "group_wait_and_delivery": first["received_at"] - am_updated,
-            "total": first["received_at"] - kill,
-            # NaN: the trial relapsed (unrecovered).
-            "recovered": trial["recovered"] if trial["recovered"] is not None else float("nan"),
-            "resolved_notice": last["received_at"] - kill,
-        }
-        # Each stage is a real wait on the components' own clocks (one host: one clock), and
-        # they add up to the ledger's time to detect. Tolerances: Prometheus stamps samples
-        # and evaluations in milliseconds.
-        for key_ in ("scrape", "evaluation", "for", "to_alertmanager", "group_wait_and_delivery"):
-            value = stage[key_]
-            assert value >= -0.005, (key_, stage)
-        parts = sum(
-            stage[k] for k in ("scrape", "evaluation", "for", "to_alertmanager", "group_wait_and_delivery")
-        )
-        assert parts == pytest.approx(stage["total"], abs=0.01)
-        assert stage["total"] == pytest.approx(first["offset"], abs=0.05)
-        stages.append(stage)
-    # The witness's polls answered (a few may time out on a loaded machine).
+    # The witnesses' polls answered (a few may time out on a loaded machine).
     assert len(witness.errors) < 10, witness.errors[:5]
+    assert len(receipts.errors) < 10, receipts.errors[:5]
 
     report = testbed.run(
         [
@@ -320,11 +270,145 @@ def test_alerts_from_prometheus_and_alertmanager_are_each_trials_detection(
         check=False,
     ).stdout
     assert "time to detect p50=" in report, report
-    lines = [report, "time to detect, split by the chain's own timestamps (seconds):"]
-    for i, s in enumerate(stages):
-        lines.append(f"trial {i}: " + "  ".join(f"{k}={v:.3f}" for k, v in s.items()))
-    for k in stages[0]:
-        lines.append(f"median {k}: {statistics.median(s[k] for s in stages if s[k] == s[k]):.3f}")
+    lines = [report, "time to detect, split by the chain's own records (seconds):"]
+    for i, (b, extra) in enumerate(checked):
+        lines.append(f"trial {i}: {b.describe()}")
+        lines.append("  " + "  ".join(f"{k}={v:.3f}" for k, v in extra.items()))
+    for part in (*alertclock.Breakdown.PARTS, "total"):
+        values = [v for b, _ in checked if (v := getattr(b, part)) is not None]
+        lines.append(f"median {part}: {statistics.median(values):.3f} ({len(values)} measured)")
+    lines.append(f"settings (as Prometheus and Alertmanager report them): {checked[0][0].settings}")
     text = "\n".join(lines)
     (tmp_path / "alerts-results.txt").write_text(text)
     print(text)
+
+
+#: Prometheus stamps in whole ms; Alertmanager and the operator finer.
+STAMP_TOLERANCE_S = 0.005
+#: What a bound on a wait leaves besides the settings: the sample's commit after Prometheus
+#: measured the scrape's duration, the 2 ms grid snap of scrape stamps, ms rounding.
+SLACK_S = 0.02
+
+
+def check_trial(
+    chain: monitoring.Chain,
+    namespace: str,
+    index: int,
+    trial: dict[str, Any],
+    victim_gone: float | None,
+    sent: list[dict[str, Any]],
+    instances: list[str],
+    witness: PrometheusWitness,
+    receipts: list[alertclock.Receipt],
+) -> tuple[alertclock.Breakdown, dict[str, float]]:
+    """One trial's notices against the chain's own records, and its time to detect split."""
+    assert trial["outcome"] in ("recovered", "unrecovered"), trial
+    (victim,) = trial["victims"]
+    instance = instances[int(victim["name"].rsplit("-", 1)[1])]
+    kill = trial["kill_wall"]
+    mine = [n for n in sent if n["trial"] == index]
+    firing = [n for n in mine if n["status"] == "firing"]
+    resolved = [n for n in mine if n["status"] == "resolved"]
+    assert firing, (index, mine, receipts, chain.tail())
+    # The alert about the member this trial killed, in this namespace, fired and resolved
+    # (on a loaded machine another member's scrape may fail for a while too: its alert
+    # would count as well, by the Campaign's matchers, and may come first).
+    victims = [n for n in firing if n["labels"]["instance"] == instance]
+    assert victims, (instance, firing)
+    first = victims[0]
+    assert first["labels"]["namespace"] == namespace
+    assert firing[0]["offset"] <= first["offset"]
+    # Resolved once the member was back: always here, since every member comes back (an
+    # unrecovered trial's relapse included) long before the next kill's gate passes.
+    back = [n for n in resolved if n["fingerprint"] == first["fingerprint"]]
+    assert back, (index, mine, chain.tail())
+    last = back[-1]
+    assert first["seq"] < last["seq"]
+    # The ledger's milestones are the receive times of the first firing and the resolved notice.
+    fired_wall, fired_offset = trial["own"]["alert_firing"]
+    assert fired_wall == pytest.approx(firing[0]["received_at"])
+    assert fired_offset == pytest.approx(firing[0]["offset"])
+    if "alert_resolved" in trial["own"]:
+        assert trial["own"]["alert_resolved"][0] >= last["received_at"] - 0.001
+    ends = last["ends_at"]
+    assert ends is not None
+    assert ends >= first["starts_at"]
+
+    # The victim's alert's time to detect, split by the chain's records.
+    b = alertclock.breakdown(
+        chain.prometheus,
+        chain.alertmanager,
+        ALERT,
+        first["labels"],
+        kill,
+        first["received_at"],
+        receipts=receipts,
+    )
+    assert b.unmeasured == {}, b.describe()
+    assert b.labels == first["labels"]
+    # Alertmanager itself had this alert (same fingerprint, same startsAt) before the receiver;
+    # Prometheus had it pending from the activeAt that its live API said, after the kill.
+    assert b.alertmanager_received is not None
+    assert b.fired_at == pytest.approx(first["starts_at"], abs=0.001)
+    assert any(r.fingerprint == first["fingerprint"] for r in receipts)
+    live = [at for (inst, at), _ in witness.prom_active.items() if inst == instance and kill <= at]
+    assert live, (instance, kill, witness.prom_active)
+    assert min(live, key=lambda at: abs(at - b.active_at)) == pytest.approx(b.active_at, abs=0.001)
+
+    # Each part is a real wait, bounded by what the settings (as the chain reports them) allow.
+    st = b.settings
+    assert st.scrape_interval is not None
+    assert st.scrape_timeout is not None
+    assert st.group_wait is not None
+    assert st.group_interval is not None
+    assert b.scrape_wait is not None
+    assert b.evaluation_wait is not None
+    assert b.send_wait is not None
+    assert b.alertmanager_wait is not None
+    assert b.failed_scrape_duration is not None
+    # Scrape: the kill takes effect by the pod's DELETED event (victim_gone) at the latest; the
+    # next scrape starts within an interval and fails within its timeout.
+    assert victim_gone is not None, trial
+    gone = victim_gone - kill
+    assert -STAMP_TOLERANCE_S <= b.scrape_wait <= gone + st.scrape_interval + st.scrape_timeout + SLACK_S, (
+        b.describe(),
+        gone,
+    )
+    # Evaluation: the first evaluation slot after the failed sample was in; one interval more
+    # per slot Prometheus skipped for a late evaluation (counted since it started).
+    eval_bound = st.evaluation_interval * (1 + st.missed_evaluations)
+    assert -(b.failed_scrape_duration + STAMP_TOLERANCE_S) <= b.evaluation_wait <= eval_bound + SLACK_S, (
+        b.describe(),
+        st,
+    )
+    # for: at least the rule's, at most one evaluation slot more.
+    assert st.hold - 0.001 <= b.for_wait <= st.hold + eval_bound + SLACK_S, (b.describe(), st)
+    assert b.send_wait >= -STAMP_TOLERANCE_S, b.describe()
+    # Alertmanager: group_wait for a new group, the next group_interval tick for one that was
+    # still there; then the webhook POST (generous: a loaded machine).
+    assert 0 <= b.alertmanager_wait <= max(st.group_wait, st.group_interval) + 1.0, (b.describe(), st)
+    # The parts add up to the ledger's time to detect (its offset: the operator's monotonic clock).
+    parts = sum(v for v in b.parts().values() if v is not None)
+    assert parts == pytest.approx(first["offset"], abs=0.05), (b.describe(), first["offset"])
+    if first is firing[0]:
+        assert parts == pytest.approx(fired_offset, abs=0.05)
+
+    # A fault time after the alert was already active finds no episode this fault started.
+    with pytest.raises(alertclock.ChainRecordError, match="already active"):
+        alertclock.breakdown(
+            chain.prometheus,
+            chain.alertmanager,
+            ALERT,
+            first["labels"],
+            b.active_at + 0.01,
+            first["received_at"],
+            receipts=receipts,
+        )
+    extra = {
+        "victim_gone": gone,
+        "failed_scrape_took": b.failed_scrape_duration,
+        "recovered": trial["recovered"] if trial["recovered"] is not None else float("nan"),
+        "resolved_notice": last["received_at"] - kill,
+        "ledger_time_to_detect": first["offset"],
+    }
+    return b, extra
