@@ -61,6 +61,18 @@ Prometheus and Alertmanager say their settings are) is there only to bound the p
 
 Clocks: Prometheus, Alertmanager, the operator and the tests all run on this one host and read
 its one wall clock; no offset between them to correct. Stamps are unix seconds (float).
+
+Use (tests/e2e/test_alerts_realnode.py does)::
+
+    watch = alertclock.AlertmanagerWatch(chain.alertmanager, "EtcdMemberDown").start()
+    ...  # the Campaign runs its faults
+    watch.stop()
+    # The ledger's first firing notice of the trial (alert_notifications: its labels and
+    # received_at = the alert_firing milestone), and the trial's kill_sent wall time:
+    b = alertclock.breakdown(chain.prometheus, chain.alertmanager, "EtcdMemberDown",
+                             notice["labels"], kill_wall, notice["received_at"],
+                             receipts=watch.receipts())
+    print(b.describe())  # b.scrape_wait, b.evaluation_wait, b.for_wait, ... b.settings
 """
 
 from __future__ import annotations
