@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, campaign, wait_phase
 from tests.pdstub import PdStandIn, Timing
 from tests.pdstub.kube_source import KubePodSource
 
-from bench import apicount, chart, groundtruth, harness
+from bench import apicount, audittruth, chart, groundtruth, harness
 from bench.ctk_experiment import build_experiment, read_journal
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,6 +72,10 @@ class Run:
     #: over the tool's run, and the run's wall seconds: how busy the stand-in's process was,
     #: i.e. how often a stand-in thread could have waited for the GIL.
     harness_cpu: tuple[float, float] = (0.0, 0.0)
+    #: Per kill (index into `kills`): the truth of what the tool measures from the API server's
+    #: audit log (`audittruth`): the DELETE's commit -> the Ready status write's commit (and the
+    #: store back, with PD), seconds; None where the log does not place both ends.
+    audit_truth: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -142,6 +147,42 @@ def _set_kills(
         found = [_with_store(k, reports) for k in found]
     run.kills = [k for k in found if k.by_tool]
     run.artifacts = len(found) - len(run.kills)
+    _set_audit_truth(run, events, subject)
+
+
+#: The API server's audit log from the bench's start (None: the test bed keeps none).
+AUDIT: audittruth.AuditLog | None = None
+
+
+def _set_audit_truth(run: Run, events: list[groundtruth.PodEvent], subject: Subject | None) -> None:
+    """Each kill's two ends as the API server completed them (`audittruth`), placed by the
+    witness's events; the harness's monotonic clock is put on the wall clock by the events' own
+    (mono, wall) pairs."""
+    if AUDIT is None or not events or subject is None:
+        return
+    offset = statistics.median(e.wall - e.mono for e in events)
+    writes = AUDIT.pod_writes(subject.ns)
+    truths: list[float | None] = []
+    for k in run.kills:
+        pods_ready = k.pods_ready_at if k.pods_ready_at is not None else k.ready_at
+        kill = audittruth.kill_commit(writes, k.victim, k.deleted_at + offset)
+        # The replacement's events as the witness saw them: which one first showed it Ready.
+        own = [e for e in events if e.uid == k.replacement_uid and e.type != "LISTED"]
+        index = next((n for n, e in enumerate(own) if e.ready), None)
+        ready = (
+            None
+            if kill is None or pods_ready is None or index is None or own[0].type != "ADDED"
+            else audittruth.ready_commit(writes, k.victim, kill.received, index, own[index].wall)
+        )
+        if kill is None or ready is None:
+            truths.append(None)
+            continue
+        end = ready.completed
+        if run.measures_store and k.ready_at is not None and k.pods_ready_at is not None:
+            # The store back in PD: the stand-in's own receipt (no delivery in it), if later.
+            end = max(end, k.ready_at + offset) if k.ready_at > k.pods_ready_at else end
+        truths.append(end - kill.completed)
+    run.audit_truth = truths
 
 
 def _with_store(kill: groundtruth.Kill, reports: list[groundtruth.StoreReport]) -> groundtruth.Kill:
@@ -505,6 +546,12 @@ def analyse(run: Run) -> dict[str, Any]:
         for key in ("pod_ready", "readiness")
         if rec.get(key) is not None and (t := k.pod_recovery) is not None
     ]
+    # Against the API server's audit log (`audittruth`): no witness's watch delivery in it.
+    audit_errors = [
+        abs(rec["recovery"] - t) * 1000
+        for (_k, rec), t in zip(pairs, run.audit_truth, strict=False)
+        if rec.get("recovery") is not None and t is not None
+    ]
     lead = [rec["gone"] * 1000 for _, rec in pairs if rec.get("gone") is not None]
     aligned = [
         abs(rec["pod_ready"] - rec["gone"] - t) * 1000
@@ -543,6 +590,10 @@ def analyse(run: Run) -> dict[str, Any]:
         "err_p50": pct(errors, 50),
         "err_p95": pct(errors, 95),
         "err_max": max(errors, default=float("nan")),
+        "audit_err_p50": pct(audit_errors, 50) if audit_errors else None,
+        "audit_err_p95": pct(audit_errors, 95) if audit_errors else None,
+        "audit_err_max": max(audit_errors) if audit_errors else None,
+        "audit_kills": len(audit_errors),
         "full_err_p50": pct(full_errors, 50) if full_errors else None,
         "full_err_p95": pct(full_errors, 95) if full_errors else None,
         "store_err_p50": pct(store_errors, 50) if store_errors else None,
@@ -591,6 +642,7 @@ def _f(v: float | None, digits: int = 1) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| tool | measures | kills seen / recorded | truth recovery p50 (ms) | timing error p50 / p95 / max (ms) "
+        "| error vs the audit log p50 / p95 / max (ms, kills) "
         "| error vs pods + store p50 / p95 (ms) | store-Up milestone error p50 / p95 (ms) "
         "| pod-level error p50 / p95 (ms) | kill-stamp lead p50 (ms) | aligned error p50 / p95 (ms) "
         "| overhead p50 / p95 (ms) | startup / tail (ms) "
@@ -601,6 +653,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['tool']} | {r.get('measures', 'pods')} | {r['kills']} / {r['records']} | {_f(r['truth_p50'], 0)} "
             f"| {_f(r['err_p50'])} / {_f(r['err_p95'])} / {_f(r['err_max'])} "
+            f"| {_f(r.get('audit_err_p50'))} / {_f(r.get('audit_err_p95'))} / {_f(r.get('audit_err_max'))} "
+            f"({r.get('audit_kills', 0)}) "
             f"| {_f(r.get('full_err_p50'))} / {_f(r.get('full_err_p95'))} "
             f"| {_f(r.get('store_err_p50'))} / {_f(r.get('store_err_p95'))} "
             f"| {_f(r['pod_err_p50'])} / {_f(r['pod_err_p95'])} | {_f(r['lead_p50'])} "
@@ -646,6 +700,13 @@ def run_tool(bed: harness.Bed, tool: str, args: argparse.Namespace) -> Run:
     if tool == "krkn":
         return run_krkn(bed, args.trials, args.krkn_duration, args.krkn_wait_duration)
     raise SystemExit(f"unknown tool {tool}; known: {', '.join(TOOLS)}")
+
+
+def _open_audit(bed: harness.Bed) -> None:
+    global AUDIT  # noqa: PLW0603 (set once, before any run)
+    AUDIT = audittruth.AuditLog.of_test_bed(testbed.TESTBED / "cluster.sh", bed.cluster.env())
+    if AUDIT is None:
+        print("no audit log on this test bed: no audit-log column", flush=True)
 
 
 def main() -> None:
@@ -696,6 +757,7 @@ def main() -> None:
         print(f"SKIPPED the real-node comparison: {why}", flush=True)
         return
     versions = harness.versions(bed)
+    _open_audit(bed)
     if REAL_NODE:
         versions["subject"] = f"real node, store stand-in processes, PD intervals x{PD_SCALE:g}"
     runs: list[Run] = []
@@ -731,6 +793,7 @@ def main() -> None:
                 "records": r.records,
                 "kills": [k.__dict__ for k in r.kills],
                 "steps": r.steps,
+                "audit_truth": r.audit_truth,
             }
             for r in runs
         ],

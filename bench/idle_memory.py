@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             c.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         harness.teardown(bed)
     a, b = tracemalloc.Snapshot.load(str(one)), tracemalloc.Snapshot.load(str(many))
-    traced = (sum(s.size for s in b.statistics("filename")) - sum(s.size for s in a.statistics("filename"))) / 2**20
+    traced = (
+        sum(s.size for s in b.statistics("filename")) - sum(s.size for s in a.statistics("filename"))
+    ) / 2**20
     print(f"RSS idle: 1 namespace {one_rss:.1f} MiB, {args.namespaces} namespaces {many_rss:.1f} MiB")
     print(f"difference {many_rss - one_rss:.1f} MiB, of which traced Python allocations {traced:.1f} MiB")
     print("top differences by file (KiB):")

@@ -302,7 +302,11 @@ def run_aftershock(bed: harness.Bed, subject_kind: str, chaos: str, trials: int)
             if chaos == "container_kill"
             else ("victim_gone", "replacement_ready")
         )
-        aligned = None if own.get(start) is None or own.get(end) is None else float(own[end] or 0) - float(own[start] or 0)
+        aligned = (
+            None
+            if own.get(start) is None or own.get(end) is None
+            else float(own[end] or 0) - float(own[start] or 0)
+        )
         run.rows.append(
             {
                 "victim": victim,

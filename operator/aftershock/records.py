@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 
 class Outcome(enum.StrEnum):
@@ -188,6 +188,92 @@ class ManagedEntry:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
 
 
+class ManagedFields(Sequence[ManagedEntry]):
+    """A pod's managedFields as the API sent them, decoded on first read, or never (ADR 0025).
+
+    Why: every event of the shared pod watch decodes a `PodState` (every pod of the watched
+    namespaces, for every Campaign), but only a Campaign that names a field manager
+    (``spec.remediator.identities.fieldManagers``, ADR 0022) reads the entries, and only while a
+    trial of it runs (`aftershock.engine.actions.CampaignActions.pod_changed`). Decoding them
+    eagerly was most of the decode's cost per event; keeping them raw for later costs ~4x the
+    memory of the decoded entries per pod (bench/decode_cost.py, docs/performance.md). So the
+    pod watch settles each pod it keeps (`settle`): decoded now where some Campaign of its
+    namespace reads them, released (nothing kept) everywhere else.
+
+    A released value is *unknown*, not empty: it reads as no entries, `known` is False, and it
+    equals any managedFields (no one compares what no one keeps). `pod_changed` then cannot diff
+    against it and falls back to the entries' own times.
+
+    The raw list is the client's parsed JSON, used for nothing else and never changed after."""
+
+    __slots__ = ("_decode_fn", "_entries", "_raw")
+
+    def __init__(self, raw: Any, decode: Callable[[Any], tuple[ManagedEntry, ...]]) -> None:
+        self._raw: Any = raw
+        self._decode_fn: Callable[[Any], tuple[ManagedEntry, ...]] | None = decode
+        self._entries: tuple[ManagedEntry, ...] | None = None
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the entries were decoded (tests and benchmarks check it stays False)."""
+        return self._entries is not None
+
+    @property
+    def known(self) -> bool:
+        """False once released unread: what the entries were is not kept."""
+        return self._entries is not None or self._decode_fn is not None
+
+    def settle(self, keep: bool) -> None:
+        """Decode now (`keep`), or drop the raw entries unless already decoded: either way the
+        raw JSON is no longer held."""
+        if keep:
+            self._read()
+        elif self._entries is None:
+            self._raw = self._decode_fn = None
+
+    def _read(self) -> tuple[ManagedEntry, ...]:
+        if self._entries is None:
+            if self._decode_fn is None:
+                return ()  # released: stays unknown
+            self._entries = self._decode_fn(self._raw)
+            self._raw = self._decode_fn = None
+        return self._entries
+
+    @overload
+    def __getitem__(self, index: int) -> ManagedEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[ManagedEntry, ...]: ...
+    def __getitem__(self, index: int | slice) -> ManagedEntry | tuple[ManagedEntry, ...]:
+        return self._read()[index]
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __iter__(self) -> Iterator[ManagedEntry]:
+        return iter(self._read())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ManagedFields):
+            if not (self.known and other.known):
+                return True
+            if self._entries is None and other._entries is None:
+                return bool(self._raw == other._raw)  # a relist compares every pod: no decoding
+            return self._read() == other._read()
+        if isinstance(other, Sequence):
+            return not self.known or self._read() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal by contents, which are not hashable
+
+    def __repr__(self) -> str:
+        if self._entries is not None:
+            return f"ManagedFields({self._entries!r})"
+        if not self.known:
+            return "ManagedFields(released)"
+        count = len(self._raw) if isinstance(self._raw, list) else 0
+        return f"ManagedFields({count} raw entries, not decoded)"
+
+
 @dataclass(frozen=True)
 class PodState:
     """What the engine needs to know of one subject pod, decoded from the API once."""
@@ -215,8 +301,9 @@ class PodState:
     #: would hit the node and every hostNetwork pod on it).
     host_network: bool = False
     #: Its managedFields entries (who wrote which fields): the remediator's actions by field
-    #: manager (`aftershock.engine.actions`).
-    managed: tuple[ManagedEntry, ...] = ()
+    #: manager (`aftershock.engine.actions`). From the API a `ManagedFields`: decoded on first
+    #: read, or released unread (most pod events never need them).
+    managed: Sequence[ManagedEntry] = ()
 
     def container(self, name: str | None) -> ContainerState | None:
         """The container named `name` (None: the first), or None when there is none."""

@@ -285,9 +285,11 @@ def test_alerts_from_prometheus_and_alertmanager_are_each_trials_detection(
 
 #: Prometheus stamps in whole ms; Alertmanager and the operator finer.
 STAMP_TOLERANCE_S = 0.005
-#: What a bound on a wait leaves besides the settings: the sample's commit after Prometheus
-#: measured the scrape's duration, the 2 ms grid snap of scrape stamps, ms rounding.
-SLACK_S = 0.02
+#: What a bound on a wait leaves besides the settings: Prometheus commits a scrape's samples
+#: after it measured the scrape's duration, and an evaluation slot that fell between the two
+#: misses the sample (the next one sees it): on a machine at load 25 that commit can lag by
+#: tens of ms. Also the 2 ms grid snap of scrape stamps and ms rounding.
+SLACK_S = 0.1
 
 
 def check_trial(

@@ -229,6 +229,11 @@ class FakeCluster:
     def pod(self, name: str, namespace: str = "db") -> PodState | None:
         return self._pods.get((namespace, name))
 
+    def modify_pod(self, pod: PodState) -> PodState:
+        """The pod as it is now (a MODIFIED event), e.g. decoded from a raw object."""
+        self._put("MODIFIED", pod)
+        return pod
+
     def set_ready(self, name: str, ready: bool = True, namespace: str = "db") -> None:
         pod = self._pods[(namespace, name)]
         self._put("MODIFIED", dataclasses.replace(pod, ready=ready, phase="Running"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,16 @@ from aftershock.auditing import AuditPayloadError, parse_event_list
 from aftershock.engine.actions import AuditHorizon, AuditInbox, CampaignActions
 from aftershock.engine.podwatch import PodWatches
 from aftershock.engine.runner import CampaignRunner
-from aftershock.engine.view import PodView
+from aftershock.engine.view import PodView, next_observation
 from aftershock.errors import ApiError
+from aftershock.kube import decode
 from aftershock.kube.decode import decode_managed, decode_pod
 from aftershock.model import (
     ACTION_SOURCE_AUDIT,
     ACTION_SOURCE_MANAGED_FIELDS,
     CampaignRef,
     CampaignSpec,
+    ManagedFields,
     parse_campaign_spec,
     remediator_actions,
 )
@@ -336,6 +339,139 @@ def test_managed_fields_decode_to_their_field_paths() -> None:
     assert entries[0].fields == ("metadata.labels.app", "spec.containers")
     assert entries[0].time_text == "2026-12-06T19:59:00Z"
     assert decode_managed("nonsense") == ()
+
+
+#: A real pod with managedFields, from the test bed's API server (tests/data/kube/README.md).
+CAPTURED_POD = Path(__file__).resolve().parents[1] / "data" / "kube" / "pod-managed-fields.json"
+
+
+def _at(second: int) -> str:
+    """A managedFields time `second` seconds after the fault (whole seconds, as the API's)."""
+    return datetime.datetime.fromtimestamp(KILL_WALL + second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_managed_fields_are_decoded_only_where_a_campaign_reads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shared pod watch decodes every pod event, and managedFields only in a namespace where
+    a Campaign names a field manager (`ManagedFields.settle`): elsewhere, and for a Campaign
+    that names none, the hot path pays nothing for them and keeps none."""
+    decoded: list[str] = []
+    real = decode.decode_managed
+
+    def counting(raw: Any) -> Any:
+        decoded.append(str(raw[0]["manager"]) if isinstance(raw, list) and raw else "")
+        return real(raw)
+
+    monkeypatch.setattr(decode, "decode_managed", counting)
+    spec = _spec({"fieldManagers": ["reference-remediator"]})
+    captured = json.loads(CAPTURED_POD.read_text())
+    # The remediator's entry (the capture's 4th) was written before the fault.
+    captured["metadata"]["managedFields"][3]["time"] = _at(-60)
+    raws: dict[tuple[str, str], dict[str, Any]] = {}
+    for ns, name in (("db", "store-0"), ("db", "store-1"), ("other", "store-0")):
+        raw = copy.deepcopy(captured)
+        raw["metadata"].update(
+            namespace=ns, name=name, uid=f"{ns}-{name}", labels=dict(spec.subject.selector.match_labels)
+        )
+        raws[(ns, name)] = raw
+    clock = ManualClock()
+    cluster = FakeCluster()
+    for raw in raws.values():
+        cluster.add_pod(decode_pod(raw))
+    # One watch of every namespace, two views: the Campaign's in db, another in `other`.
+    watches = PodWatches(cluster, clock, scope="cluster")
+    view = PodView(watches, "db", spec.subject.selector)
+    elsewhere = PodView(watches, "other", spec.subject.selector)
+    # A Campaign with a remediator but no field manager named, its trial running.
+    unnamed = CampaignActions(REF, frozenset({HEALER}), frozenset(), clock, AuditHorizon())
+    unnamed.fault_injected(100.0, KILL_WALL, frozenset())
+    view.on_change = unnamed.pod_changed
+    tasks = [asyncio.create_task(v.run()) for v in (view, elsewhere)]
+    try:
+        assert await view.wait_synced(5)
+        assert await elsewhere.wait_synced(5)
+        with view.subscribe() as seen, elsewhere.subscribe() as seen_elsewhere:
+
+            async def change(ns: str, name: str, entry: int, second: int, field: str = "") -> None:
+                raw = raws[(ns, name)]
+                raw["metadata"]["managedFields"][entry]["time"] = _at(second)
+                if field:
+                    raw["metadata"]["managedFields"][entry]["fieldsV1"]["f:metadata"]["f:labels"][field] = {}
+                cluster.modify_pod(decode_pod(copy.deepcopy(raw)))
+                obs = await next_observation(seen if ns == "db" else seen_elsewhere, 5)
+                assert obs is not None
+                assert (obs.type, obs.pod.name) == ("MODIFIED", name)
+
+            # Each change: the kubelet's status write (the capture's 3rd entry).
+            for second in range(1, 11):
+                for ns, name in raws:
+                    await change(ns, name, 2, second)
+            assert decoded == [], "managedFields decoded with no field manager named"
+            kept = [p.managed for p in (*view.pods(), *elsewhere.pods())]
+            assert all(isinstance(m, ManagedFields) and not m.known for m in kept), kept
+            assert not unnamed.trial(100.0, 200.0)
+
+            # A Campaign naming the remediator's field manager, its trial running, in db only.
+            named = CampaignActions(
+                REF, frozenset(), frozenset({"reference-remediator"}), clock, AuditHorizon()
+            )
+            view.on_change, view.reads_managed_fields = named.pod_changed, True
+            named.fault_injected(100.0, KILL_WALL, frozenset())
+            clock.mono = 101.5
+            # store-0: the kubelet writes; the remediator's entry predates the fault: no action
+            # (the pod before was kept released: the entry's own time says it is old).
+            await change("db", "store-0", 2, 11)
+            # store-1: the remediator's first write after the fault, against a released pod.
+            await change("db", "store-1", 3, 1, "f:healed")
+            # store-0 again, now diffed against decoded entries: the remediator adds a label.
+            clock.mono = 102.0
+            await change("db", "store-0", 3, 2, "f:healed")
+            # The other namespace's pods still cost nothing.
+            await change("other", "store-0", 3, 2, "f:healed")
+            assert decoded == ["kube-controller-manager"] * 3
+            found = named.trial(100.0, 200.0)
+            assert [(a.involved, a.identity, a.source, a.offset) for a in found] == [
+                ("pods db/store-1", "reference-remediator", ACTION_SOURCE_MANAGED_FIELDS, 1.5),
+                ("pods db/store-0", "reference-remediator", ACTION_SOURCE_MANAGED_FIELDS, 2.0),
+            ]
+            # Against a released pod every field of the entry; against a decoded one the new one.
+            assert "metadata.labels.remediation.example/checked" in found[0].change
+            assert found[1].change == "metadata.labels.healed"
+            other_managed = elsewhere.pods()[0].managed
+            assert isinstance(other_managed, ManagedFields)
+            assert not other_managed.known
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await cluster.close()
+
+
+def test_managed_fields_decoded_late_equal_what_eager_decoding_gives() -> None:
+    raw = json.loads(CAPTURED_POD.read_text())["metadata"]["managedFields"]
+    lazy = ManagedFields(copy.deepcopy(raw), decode_managed)
+    other = ManagedFields(copy.deepcopy(raw), decode_managed)
+    assert lazy == other  # raw against raw
+    assert not lazy.decoded  # ... compared without decoding
+    assert lazy == decode_managed(raw)
+    assert lazy.decoded
+    assert [e.manager for e in lazy][3] == "reference-remediator"
+    assert len(lazy) == 4
+    assert other == lazy  # one decoded, one not
+    assert ManagedFields("nonsense", decode_managed) == ()
+    changed = copy.deepcopy(raw)
+    changed[3]["fieldsV1"]["f:metadata"]["f:labels"]["f:more"] = {}
+    assert ManagedFields(changed, decode_managed) != ManagedFields(copy.deepcopy(raw), decode_managed)
+    released = ManagedFields(copy.deepcopy(raw), decode_managed)
+    released.settle(keep=False)
+    assert not released.known
+    assert list(released) == []
+    assert released == lazy  # unknown: equal to anything (nobody reads it)
+    kept = ManagedFields(copy.deepcopy(raw), decode_managed)
+    kept.settle(keep=True)
+    assert kept.decoded
+    assert kept == lazy
 
 
 def test_a_named_field_managers_new_or_changed_entry_is_an_action() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from aftershock.model import (
     ACTION_SOURCE_AUDIT,
     ACTION_SOURCE_MANAGED_FIELDS,
     CampaignRef,
+    ManagedFields,
     PodState,
     RemediatorAction,
 )
@@ -191,9 +193,21 @@ class CampaignActions:
         t = self._trial
         if t is None or not self.field_managers or mono < t.kill_mono:
             return
-        old = {(e.manager, e.operation, e.subresource): e for e in (before.managed if before else ())}
+        # The pod watch kept `before` without its entries when no Campaign read them then
+        # (`ManagedFields.known`, ADR 0025): nothing to diff against, so an entry is new when
+        # stamped in the fault's second or later (managedFields time has whole seconds).
+        unknown = (
+            before is not None and isinstance(before.managed, ManagedFields) and not before.managed.known
+        )
+        old = (
+            {}
+            if before is None or unknown
+            else {(e.manager, e.operation, e.subresource): e for e in before.managed}
+        )
         for entry in after.managed:
             if entry.manager not in self.field_managers:
+                continue
+            if unknown and entry.time is not None and entry.time < math.floor(t.kill_wall):
                 continue
             prior = old.get((entry.manager, entry.operation, entry.subresource))
             if prior is not None and prior == entry:

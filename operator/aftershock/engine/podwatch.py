@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from aftershock.engine.listwatch import ListWatch
 from aftershock.engine.ports import Clock, PodApi
-from aftershock.model import PodState
+from aftershock.model import ManagedFields, PodState
 
 if TYPE_CHECKING:
     from aftershock.engine.view import PodView
@@ -126,6 +126,14 @@ class PodFeed:
         else:
             self._pods[pod.uid] = pod
         self._dispatch(type_, pod)
+        if isinstance(pod.managed, ManagedFields):
+            # After the views saw it: decoded where a Campaign of the namespace reads managedFields
+            # (its next change diffs against them), else released, so the picture holds no raw
+            # JSON (ADR 0025).
+            pod.managed.settle(self._reads_managed(pod.namespace))
+
+    def _reads_managed(self, namespace: str) -> bool:
+        return any(view.reads_managed_fields for view in self._views.get(namespace, ()))
 
     def _listed(self, pods: Sequence[PodState]) -> None:
         """A full list: what differs from the picture goes out as synthetic events, so no view

@@ -182,18 +182,18 @@ class CampaignRunner:
         usernames, managers = ids.usernames(namespace), frozenset(ids.field_managers)
         if self.audit_inbox is None:
             actions = CampaignActions(self.ref, frozenset(), managers, self.clock, AuditHorizon())
-            view.on_change = actions.pod_changed
+            view.on_change, view.reads_managed_fields = actions.pod_changed, bool(managers)
             try:
                 yield actions
             finally:
-                view.on_change = None
+                view.on_change, view.reads_managed_fields = None, False
             return
         with self.audit_inbox.listen(self.ref, usernames, managers) as actions:
-            view.on_change = actions.pod_changed
+            view.on_change, view.reads_managed_fields = actions.pod_changed, bool(managers)
             try:
                 yield actions
             finally:
-                view.on_change = None
+                view.on_change, view.reads_managed_fields = None, False
 
     def _spec_now(self) -> Mapping[str, Any]:
         """The spec now, and (read with it, no await between) the generation it belongs to:

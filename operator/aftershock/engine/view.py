@@ -47,6 +47,10 @@ class PodView:
         #: Told of every change to a pod of the view (before, after, when seen): the
         #: remediator's managedFields writes (`aftershock.engine.actions`). None: nobody asks.
         self.on_change: Callable[[PodState | None, PodState, float, float], None] | None = None
+        #: Whether `on_change` reads the pods' managedFields (the Campaign names a field
+        #: manager): the shared watch then keeps them decoded for this namespace, and else
+        #: keeps none (`aftershock.model.ManagedFields`, ADR 0025).
+        self.reads_managed_fields = False
 
     @property
     def synced(self) -> bool:

@@ -6,7 +6,14 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from aftershock.model import ClusterEvent, ContainerState, EphemeralState, ManagedEntry, PodState
+from aftershock.model import (
+    ClusterEvent,
+    ContainerState,
+    EphemeralState,
+    ManagedEntry,
+    ManagedFields,
+    PodState,
+)
 
 
 def parse_time(value: str | None) -> float | None:
@@ -62,7 +69,8 @@ def decode_pod(raw: Mapping[str, Any]) -> PodState:
         shares_process_namespace=bool(spec.get("shareProcessNamespace", False)),
         ip=status.get("podIP") or None,
         host_network=bool(spec.get("hostNetwork", False)),
-        managed=decode_managed(meta.get("managedFields")),
+        # Not decoded here: most pod events never need them (`ManagedFields`, ADR 0025).
+        managed=ManagedFields(meta.get("managedFields"), decode_managed),
     )
 
 
