@@ -260,13 +260,21 @@ def store_standin(
     heartbeat_interval: float,
     labels: dict[str, str],
     host_network: bool = True,
+    start_delay: float = 0.0,
+    metrics_port_base: int | None = None,
 ) -> list[dict[str, Any]]:
     """TiKV stand-in pods on the real node: a StatefulSet whose every pod runs
     tests/pdstub/store.py as PID 1, a real process that registers its store with the PD
     stand-in and heartbeats to it as tikv-server does. hostNetwork, because the stand-in
     listens on 127.0.0.1 (the pod bridge has no route to the host, by rule); on the bridge
-    (`host_network` False) with a PD stand-in there too (`pd_standin`)."""
+    (`host_network` False) with a PD stand-in there too (`pd_standin`).
+
+    `start_delay`: seconds each process waits before it registers (tikv-server's own start).
+    `metrics_port_base`: pod n serves /metrics on 127.0.0.1:(base + n) once registered."""
     script = STORE_SCRIPT.read_text()
+    extra_env = [{"name": "PDSTUB_START_DELAY", "value": f"{start_delay:g}"}]
+    if metrics_port_base is not None:
+        extra_env.append({"name": "PDSTUB_METRICS_PORT_BASE", "value": str(metrics_port_base)})
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -293,6 +301,7 @@ def store_standin(
                         {"name": "PDSTUB_PD_URL", "value": pd_url},
                         {"name": "PDSTUB_HEARTBEAT_INTERVAL", "value": f"{heartbeat_interval:g}"},
                         {"name": "PDSTUB_HEADLESS_SERVICE", "value": f"{name}-peer"},
+                        *extra_env,
                     ],
                     "volumeMounts": [
                         {"name": "standin", "mountPath": "/standin", "readOnly": True},
