@@ -118,7 +118,8 @@ operator_image() {
   local key archive
   key=$(hash_of Dockerfile pyproject.toml README.md $(cd "$repo" && git ls-files operator))
   archive="$out/operator-$key.tar"
-  if [ -f "$archive" ]; then echo "$archive"; return 0; fi
+  # Used now: its mtime says so (the pruning below keeps what was used in the last 6 hours).
+  if [ -f "$archive" ]; then touch "$archive"; echo "$archive"; return 0; fi
   local rootfs ctx
   rootfs=$(base_rootfs)
   # The build context: what .dockerignore lets through, plus the wheels. pip in a fresh image
@@ -145,6 +146,11 @@ operator_image() {
     "$ctx" >&2
   "${docker[@]}" save aftershock:dev -o "$archive.tmp"
   mv "$archive.tmp" "$archive"
+  # Every change to the operator's sources makes a new ~420 MB archive; without pruning a
+  # machine that runs many checkouts (CI, engineers' worktrees) filled its disk with them
+  # (30 of them, 12 GB, in one day). Kept: the ones built or used in the last 6 hours, which
+  # any checkout still running tests is using.
+  find "$out" -maxdepth 1 -name 'operator-*.tar' ! -name "$(basename "$archive")" -mmin +360 -delete
   "${docker[@]}" image prune -f >/dev/null 2>&1 || true
   dockerd_down
   rm -rf "$ctx"

@@ -268,3 +268,125 @@ def test_quiet_seconds_a_remediator_action_after_the_recovery_delays_the_end_and
     first = trial["clocks"]["firstActionSeconds"]
     assert first is not None
     assert obj["status"]["clocks"]["firstActionP50Seconds"] == pytest.approx(first, abs=0.001)
+
+
+#: The quiet-wait cap test: a remediator that acts every `BUSY_EVERY` seconds, never quiet for
+#: `CAP_QUIET` seconds, and the cap (recovery.timeoutSeconds after the recovery).
+CAP_QUIET = 2.0
+CAP_SECONDS = 12.0
+BUSY_EVERY = 0.5
+BUSY = "MemberReconciled"
+
+
+class _CampaignWitness:
+    """The Campaign's status as a watch of the test's own sees it: (wall seen, phase, message)."""
+
+    def __init__(self, cluster: testbed.Cluster, namespace: str, name: str) -> None:
+        self._api = k8s.CustomObjectsApi(cluster.api_client())
+        self._namespace, self._name = namespace, name
+        self.seen: list[tuple[float, str | None, str]] = []
+        self._watch = k8s_watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch.stream(
+                self._api.list_namespaced_custom_object,
+                "aftershock.dev",
+                "v1alpha1",
+                self._namespace,
+                "campaigns",
+                field_selector=f"metadata.name={self._name}",
+            ):
+                status = event["object"].get("status") or {}
+                self.seen.append((time.time(), status.get("phase"), status.get("message") or ""))
+        except urllib3.exceptions.ProtocolError:
+            pass  # stopped
+
+    def first(self, predicate: Callable[[str | None, str], bool]) -> float | None:
+        return next((at for at, phase, message in self.seen if predicate(phase, message)), None)
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def test_quiet_seconds_a_remediator_that_never_stops_ends_the_trial_at_the_cap(
+    cluster: testbed.Cluster,
+    namespace: str,
+    subject: Subject,
+    start_operator: StartOperator,
+) -> None:
+    """ADR 0023's cap on the real API server: after the recovery the remediator acts every
+    0.5 s (an Event of its controller), never quiet for quietSeconds, and keeps at it until the
+    Campaign is over. The trial must end at recovery.timeoutSeconds after the recovery, recorded
+    as capped, not wait for a quiet that never comes. Witnesses: the test's own watches of the
+    Campaign (when the wait began, when the Campaign finished) and of the Events (the remediator
+    really was busy up to the end). About 25 s on the test bed."""
+    cluster.apply(_healer(), namespace=namespace)
+    cluster.kubectl("rollout", "status", "deployment/healer", "-n", namespace, "--timeout=60s")
+    events = _EventWitness(cluster, namespace)
+    status = _CampaignWitness(cluster, namespace, "busy")
+    op = start_operator()
+    cluster.apply(
+        campaign(
+            "busy",
+            namespace,
+            subject.pd_url,
+            trials=1,
+            remediator={**REMEDIATOR, "quietSeconds": CAP_QUIET},
+            recovery={"timeoutSeconds": CAP_SECONDS, "settleSeconds": 1},
+        )
+    )
+    waiting = "waiting until the remediator has been quiet"
+    finished = {"Succeeded", "Failed"}
+    v1 = k8s.CoreV1Api(cluster.api_client())
+    try:
+        began = testbed.wait_for(
+            lambda: status.first(lambda _, message: waiting in message), 120, what="the quiet wait to begin"
+        )
+        pod = v1.read_namespaced_pod("tikv-0", namespace)
+        # Busy until the Campaign is over, or (a broken cap) for a bounded time: then quiet, so
+        # the trial ends anyway, by the quiet rule, and the test fails on the record, not a hang.
+        give_up = time.monotonic() + CAP_SECONDS + 20
+        emitted = 0
+        while status.first(lambda phase, _: phase in finished) is None and time.monotonic() < give_up:
+            double.emit(v1, namespace, "tikv-0", pod.metadata.uid, BUSY, f"reconciled tikv-0 ({emitted})")
+            emitted += 1
+            time.sleep(BUSY_EVERY)
+        obj = wait_phase(cluster, namespace, "busy", finished, timeout=60, op=op)
+        ended = testbed.wait_for(
+            lambda: status.first(lambda phase, _: phase in finished), 10, what="the watch to see the end"
+        )
+    finally:
+        status.stop()
+        events.stop()
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+
+    _, out = _cli(op, "report", "busy", "-n", namespace, "--format", "json")
+    (trial,) = json.loads(out)["trials"]
+    quiet = trial["finalState"]["quietWait"]
+    print(json.dumps({"quietWait": quiet, "emitted": emitted, "began": began, "ended": ended}, indent=1))
+    assert trial["outcome"] == "recovered", trial
+    # Recorded: the wait stopped at the cap, capSeconds after the recovery was seen (the loop
+    # looks at least once a second).
+    assert quiet["capped"] is True, quiet
+    assert quiet["capSeconds"] == CAP_SECONDS, quiet
+    waited = quiet["endedOffset"] - quiet["recoveredSeenOffset"]
+    assert CAP_SECONDS <= waited <= CAP_SECONDS + 1.5, quiet
+    # The remediator's actions during the wait were recorded as after the recovery.
+    busy = [a for a in trial["finalState"]["remediatorActions"] if a["reason"] == BUSY]
+    assert len(busy) >= CAP_SECONDS / BUSY_EVERY / 2, len(busy)
+    assert all(a["afterRecovery"] for a in busy), busy
+    # The witnesses: from the wait's start (the status said so) to the Campaign's end took the
+    # cap, not more (the publish of each is a patch away from the operator's moment) ...
+    assert CAP_SECONDS - 2.0 <= ended - began <= CAP_SECONDS + 3.0, (began, ended)
+    # ... and the remediator was never quiet for quietSeconds meanwhile: the end was the cap's.
+    seen = sorted(at for reason, at in events.seen if reason == BUSY and at <= ended)
+    assert seen, events.seen
+    gaps = [b - a for a, b in zip([began, *seen], [*seen, ended], strict=True)]
+    assert max(gaps) < CAP_QUIET, gaps
+    # The recovery time is the subject's alone: the wait is not part of it.
+    assert trial["recoverySeconds"] < quiet["recoveredSeenOffset"] + 0.001, trial
+    assert trial["timeline"][-1]["what"] == "trial ended", trial["timeline"]
+    assert "cap" in trial["timeline"][-1]["detail"], trial["timeline"][-1]
