@@ -240,13 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_report(sub)
 
-    export = sub.add_parser("export", help="every attempt, one row each, as CSV or JSON (docs/results.md)")
-    export.add_argument("name", nargs="?", help="the campaign (or --all)")
-    export.add_argument("--namespace", "-n", default="default")
-    export.add_argument("--all", action="store_true", help="every campaign in the ledger, every run")
-    export.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
-    export.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
-    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    _add_export(sub)
 
     compare = sub.add_parser(
         "compare", help="campaign B against A: Improved, Regressed (exit 1) or NoChange (docs/results.md)"
@@ -341,6 +335,24 @@ def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     agent.add_argument("--proc", default="/proc", help="the host's /proc (hostPID)")
     agent.add_argument("--state-dir", default="/var/lib/aftershock-node-agent", help="a host folder")
     agent.add_argument("--thaw", action="store_true", help="by hand: undo what the state file says is frozen")
+
+
+def _add_export(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="every attempt (or Campaign), one row each, as CSV or JSON (docs/results.md)"
+    )
+    export.add_argument("name", nargs="?", help="the campaign (or --all)")
+    export.add_argument("--namespace", "-n", default="default")
+    export.add_argument("--all", action="store_true", help="every campaign in the ledger, every run")
+    export.add_argument("--run", type=_positive_int, default=None, help="which run (default: the latest)")
+    export.add_argument("--db", default=os.environ.get("AFTERSHOCK_DB", DEFAULT_DB))
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument(
+        "--per",
+        choices=["attempt", "campaign"],
+        default="attempt",
+        help="one row per attempt (default), or per Campaign run: its clocks' p50/p95 and counts",
+    )
 
 
 def _add_report(sub: Any) -> None:
@@ -649,11 +661,16 @@ async def _export(args: argparse.Namespace) -> int:
         return 2
     async with await Ledger.open(args.db) as ledger:
         try:
-            rows = await export.load_rows(ledger, args.namespace, args.name, args.run)
+            if args.per == "campaign":
+                rows = await export.load_campaign_rows(ledger, args.namespace, args.name, args.run)
+            else:
+                rows = await export.load_rows(ledger, args.namespace, args.name, args.run)
         except LookupError as exc:
             print(f"aftershock: {exc}", file=sys.stderr)
             return 2
-    sys.stdout.write(export.render_csv(rows) if args.format == "csv" else export.render_json(rows))
+    columns = export.CAMPAIGN_COLUMN_NAMES if args.per == "campaign" else None
+    render = export.render_csv if args.format == "csv" else export.render_json
+    sys.stdout.write(render(rows, columns))
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Every attempt of one or more campaigns as flat rows: CSV or JSON for spreadsheets and notebooks.
+"""Every attempt of one or more campaigns as flat rows: CSV or JSON for spreadsheets and notebooks;
+or, with ``--per campaign``, one row per Campaign run: its three clocks' p50/p95 and counts
+(`CAMPAIGN_COLUMNS`, the same numbers as the status's ``clocks``: `aftershock.clocks`).
 
 `load_rows` reads the ledger; the rest is pure. The columns are a stable interface: `COLUMNS`
 names them in order with their meaning, ``docs/results.md`` documents them (a unit test keeps
@@ -117,6 +119,29 @@ _DOCUMENTED: Final = frozenset(COLUMN_NAMES)
 
 Row = dict[str, Any]
 
+_CLOCK_NAMES: Final = {"detect": "to detect", "firstAction": "to first action", "recover": "to recover"}
+
+#: (name, meaning) of every column of a per-Campaign row (``export --per campaign``), in order;
+#: documented in ``docs/results.md`` under "Export per Campaign", stable as `COLUMNS` are.
+CAMPAIGN_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("campaignNamespace", "namespace of the Campaign"),
+    ("campaignName", "name of the Campaign"),
+    ("campaignUid", "uid of the Campaign (tells a re-created Campaign of the same name apart)"),
+    ("run", "which run of the Campaign (1, 2, ...)"),
+    ("attempts", "every attempt of the run: retried, in flight and dry-run ones too"),
+    ("trials", "completed trials (recovered, unrecovered or dry run): what the clocks are taken over"),
+    *(
+        column
+        for key, meaning in clocks.CLOCKS
+        for column in (
+            (f"{key}Trials", f"completed trials that have a time {_CLOCK_NAMES[key]}: {meaning}"),
+            (f"{key}P50Seconds", f"p50 of their times {_CLOCK_NAMES[key]}, seconds (empty: none)"),
+            (f"{key}P95Seconds", f"p95 of their times {_CLOCK_NAMES[key]}, seconds (empty: none)"),
+        )
+    ),
+)
+CAMPAIGN_COLUMN_NAMES: Final = tuple(name for name, _ in CAMPAIGN_COLUMNS)
+
 
 def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
     """One attempt as a row with native values (victims as a list)."""
@@ -204,6 +229,33 @@ def column_names(rows: Sequence[Row]) -> tuple[str, ...]:
     return (*COLUMN_NAMES, *extra)
 
 
+def campaign_row(campaign: CampaignRow, attempts: Iterable[AttemptRecord]) -> Row:
+    """One Campaign run as a row: its counts and each clock's p50/p95 (`clocks.clocks_summary`,
+    as its status shows them), with native values."""
+    every = list(attempts)
+    found = clocks.clocks_summary(every)
+    row: Row = {
+        "campaignNamespace": campaign.namespace,
+        "campaignName": campaign.name,
+        "campaignUid": campaign.object_uid,
+        "run": campaign.run,
+        "attempts": len(every),
+        "trials": found["trials"],
+    }
+    for key, _ in clocks.CLOCKS:
+        row[f"{key}Trials"] = found[key]["n"]
+        row[f"{key}P50Seconds"] = found[key]["p50Seconds"]
+        row[f"{key}P95Seconds"] = found[key]["p95Seconds"]
+    return row
+
+
+async def load_campaign_rows(
+    ledger: Ledger, namespace: str | None = None, name: str | None = None, run: int | None = None
+) -> list[Row]:
+    """`campaign_row` of each campaign `load_rows` would export, in the same order."""
+    return [campaign_row(c, attempts) for c, attempts in await _load(ledger, namespace, name, run)]
+
+
 async def load_rows(
     ledger: Ledger, namespace: str | None = None, name: str | None = None, run: int | None = None
 ) -> list[Row]:
@@ -213,6 +265,15 @@ async def load_rows(
     Every campaign: by namespace, name, creation; a re-created Campaign's older runs included.
     Raises `CampaignNotFoundError` for a name the ledger does not hold.
     """
+    rows: list[Row] = []
+    for campaign, attempts in await _load(ledger, namespace, name, run):
+        rows += build_rows(campaign, attempts)
+    return rows
+
+
+async def _load(
+    ledger: Ledger, namespace: str | None, name: str | None, run: int | None
+) -> list[tuple[CampaignRow, list[AttemptRecord]]]:
     if name is None:
         campaigns = await ledger.list_campaigns()
     else:
@@ -223,10 +284,7 @@ async def load_rows(
                 "`aftershock export --all` exports every campaign it holds"
             )
         campaigns = [found]
-    rows: list[Row] = []
-    for campaign in campaigns:
-        rows += build_rows(campaign, await ledger.attempts(campaign.uid))
-    return rows
+    return [(campaign, list(await ledger.attempts(campaign.uid))) for campaign in campaigns]
 
 
 def _cell(value: Any) -> str:
@@ -239,19 +297,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_csv(rows: Sequence[Row]) -> str:
-    """RFC 4180 CSV with a header row; ``\\r\\n`` line ends as the RFC says."""
+def render_csv(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    """RFC 4180 CSV with a header row; ``\\r\\n`` line ends as the RFC says. `columns`: in
+    this order (default: `column_names`, for attempt rows)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    columns = column_names(rows)
+    columns = column_names(rows) if columns is None else columns
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
     return out.getvalue()
 
 
-def render_json(rows: Sequence[Row]) -> str:
-    """A JSON array of objects with the same keys, the columns, in column order."""
-    columns = column_names(rows)
+def render_json(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    """A JSON array of objects with the same keys, the columns, in column order (`columns`, as
+    for `render_csv`)."""
+    columns = column_names(rows) if columns is None else columns
     ordered = [{c: row.get(c) for c in columns} for row in rows]
     return json.dumps(ordered, indent=1, allow_nan=False) + "\n"

@@ -23,8 +23,11 @@ from tests.unit.test_report_ledgers import (
 )
 
 from aftershock import export, report
+from aftershock.engine.status import Conditions, build_status
+from aftershock.engine.tally import Tally
 from aftershock.ledger import Ledger, schema
-from aftershock.model import AttemptRecord, CampaignRef, Outcome, Victim
+from aftershock.ledger.store import CampaignRow
+from aftershock.model import AttemptRecord, CampaignRef, Milestone, Outcome, Phase, Verdict, Victim
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
@@ -254,3 +257,153 @@ class TestSubjectColumns:
 async def export_rows(path: Path) -> list[dict[str, object]]:
     async with await Ledger.open(path) as ledger:
         return await export.load_rows(ledger)
+
+
+# --- one row per Campaign: the three clocks ------------------------------------------------
+
+HELPED = CampaignRef("chaos", "assisted", "uid-assisted")
+
+
+def _ms(kill: float, **offsets: float) -> dict[str, Milestone]:
+    return {name: Milestone(kill + off, off) for name, off in offsets.items()}
+
+
+async def write_helped_campaign(path: Path) -> list[AttemptRecord]:
+    """A Campaign with alerts and a remediator, written through the ledger as the engine writes
+    it: four recovered trials (alert at 1..4 s, first action at 0.5..2 s, recovered at 10..13 s),
+    one unrecovered trial with none of them, and an infra-error attempt (retried: not a trial)
+    whose alert must not count. Returns what the ledger reads back."""
+    async with await Ledger.open(path) as ledger:
+        await ledger.ensure_campaign(HELPED, {"remediator": {"kind": "Deployment", "name": "h"}}, 5, "7", T0)
+        plan: list[tuple[int, Outcome, dict[str, float], list[float]]] = [
+            (0, Outcome.INFRA_ERROR, {"alert_firing": 0.01}, [0.02]),
+            *(
+                (
+                    i,
+                    Outcome.RECOVERED,
+                    {"alert_firing": 1.0 + i, "recovered": 10.0 + i},
+                    [0.5 * (i + 1), 20.0],
+                )
+                for i in range(4)
+            ),
+            (4, Outcome.UNRECOVERED, {}, []),
+        ]
+        for n, (index, outcome, offsets, actions) in enumerate(plan):
+            kill = T0 + 100.0 * n
+            attempt_id = await ledger.begin_attempt(
+                HELPED.uid, index, victims=(Victim("tikv-0", f"u{n}"),), victim_seed="s",
+                initial_state={}, gate_passed=Milestone(kill - 1.0, -1.0), now=kill - 2.0,
+            )  # fmt: skip
+            await ledger.finish_attempt(
+                attempt_id,
+                outcome,
+                milestones=_ms(kill, kill_sent=0.0, kill_acked=0.0, **offsets),
+                final_state={
+                    "remediatorActions": [
+                        {
+                            "reason": "Ungate",
+                            "message": "",
+                            "object": "Pod/tikv-0",
+                            "wall": kill + a,
+                            "offset": a,
+                        }
+                        for a in actions
+                    ]
+                },
+                error=None if outcome is Outcome.RECOVERED else "no",
+                now=kill + 30.0,
+            )
+        return await ledger.attempts(HELPED.uid)
+
+
+class TestPerCampaign:
+    def test_every_column_is_documented_in_order(self) -> None:
+        section = DOC.read_text().split("\n## Export per Campaign\n", 1)[1].split("\n## ", 1)[0]
+        documented = re.findall(r"^\| `([A-Za-z0-9]+)` \|", section, flags=re.MULTILINE)
+        assert documented == list(export.CAMPAIGN_COLUMN_NAMES)
+
+    def test_one_row_per_campaign_with_each_clocks_p50_p95_and_counts(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "ledger.db"
+        first, _ = asyncio.run(two_campaigns(path))
+        asyncio.run(write_helped_campaign(path))
+        code, out, _ = run_cli(
+            capsys, "export", "--all", "--per", "campaign", "--db", str(path), "--format", "json"
+        )
+        assert code == 0
+        rows = json.loads(out)
+        # The campaigns in the order the attempt rows come in, every row with every column.
+        assert [r["campaignUid"] for r in rows] == ["uid-z", "uid-assisted", "uid-main"]
+        assert [list(r) for r in rows] == [list(export.CAMPAIGN_COLUMN_NAMES)] * 3
+        helped = rows[1]
+        assert helped == {
+            "campaignNamespace": "chaos",
+            "campaignName": "assisted",
+            "campaignUid": "uid-assisted",
+            "run": 1,
+            "attempts": 6,
+            "trials": 5,
+            "detectTrials": 4,
+            "detectP50Seconds": 2.5,
+            "detectP95Seconds": pytest.approx(3.85),
+            "firstActionTrials": 4,
+            "firstActionP50Seconds": 1.25,
+            "firstActionP95Seconds": pytest.approx(1.925),
+            "recoverTrials": 4,
+            "recoverP50Seconds": 11.5,
+            "recoverP95Seconds": pytest.approx(12.85),
+        }
+        # A Campaign without alerts or a remediator: its counts, no detect or action times.
+        plain = rows[2]
+        recovered = [p.recovery for p in first if p.recovery is not None]
+        assert (plain["attempts"], plain["trials"]) == (len(first), 3)
+        assert (plain["detectTrials"], plain["detectP50Seconds"], plain["firstActionP95Seconds"]) == (
+            0,
+            None,
+            None,
+        )
+        assert plain["recoverTrials"] == len(recovered)
+        # Nothing completed: zero trials, every time empty.
+        assert rows[0]["trials"] == 0
+        assert rows[0]["recoverP50Seconds"] is None
+
+    def test_the_row_is_the_status_clocks_and_the_report_summary(self, tmp_path: Path) -> None:
+        """One definition (aftershock.clocks): the row says what the Campaign's status and its
+        report say, for the same attempts."""
+        attempts = asyncio.run(write_helped_campaign(tmp_path / "ledger.db"))
+        row = export.campaign_row(_campaign_row(), attempts)
+        status = build_status(
+            requested=5, tally=Tally.of(attempts), phase=Phase.SUCCEEDED, verdict=Verdict.PASS,
+            conditions=Conditions(None, 1), generation=1, health_source="pods", started_at=T0,
+            completed_at=T0 + 1, message="",
+        )  # fmt: skip
+        for key in ("detect", "firstAction"):
+            for stat in ("Trials", "P50Seconds", "P95Seconds"):
+                assert row[f"{key}{stat}"] == status["clocks"][f"{key}{stat}"], (key, stat)
+        summary = report.build_report(_campaign_row(), attempts).summary
+        assert (row["recoverP50Seconds"], row["recoverP95Seconds"]) == (summary.p50, summary.p95)
+
+    def test_csv_one_campaign_and_its_runs(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        path = tmp_path / "ledger.db"
+        asyncio.run(write_helped_campaign(path))
+        argv = ["export", HELPED.name, "-n", HELPED.namespace, "--per", "campaign", "--db", str(path)]
+        code, out, _ = run_cli(capsys, *argv)
+        assert code == 0
+        assert out.endswith("\r\n")
+        reader = csv.DictReader(io.StringIO(out, newline=""))
+        assert tuple(reader.fieldnames or ()) == export.CAMPAIGN_COLUMN_NAMES
+        (row,) = list(reader)
+        assert (row["trials"], row["detectTrials"], row["firstActionP50Seconds"]) == ("5", "4", "1.25")
+        assert float(row["detectP95Seconds"]) == pytest.approx(3.85)
+        # Errors as for attempt rows: an unknown Campaign exits 2 with nothing on stdout.
+        code, out, err = run_cli(capsys, "export", "nope", "--per", "campaign", "--db", str(path))
+        assert (code, out) == (2, "")
+        assert "no campaign default/nope" in err
+
+
+def _campaign_row() -> CampaignRow:
+    return CampaignRow(
+        HELPED, {"remediator": {"kind": "Deployment", "name": "h"}}, 5, "7", Phase.SUCCEEDED,
+        Verdict.PASS, T0, T0, T0 + 1,
+    )  # fmt: skip
