@@ -9,7 +9,14 @@ from typing import Final
 
 from aftershock import analysis, clocks, detection, report, timeline, trends
 from aftershock.model import Outcome
-from aftershock.plots import UNRECOVERED_COLOUR, ecdf_svg, phase_colour, timeline_bars, timeline_svg
+from aftershock.plots import (
+    UNRECOVERED_COLOUR,
+    ecdf_svg,
+    events_svg,
+    phase_colour,
+    timeline_bars,
+    timeline_svg,
+)
 
 _CSS: Final = """
 :root { color-scheme: light; }
@@ -48,6 +55,10 @@ section { background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; paddi
 .chart .mark { stroke: #0072B2; stroke-width: 1.2; stroke-dasharray: 4 3; }
 .chart .mark-label { fill: #0b4f7c; font-weight: 600; }
 .chart .ecdf-line { fill: none; stroke: #1d2330; stroke-width: 1.6; }
+.chart .span { stroke: #c9ced8; stroke-width: 1; }
+.chart .after-recovery { fill: #228833; opacity: .09; }
+.chart .trial-events:hover .span { stroke: #1d2330; }
+.chart .legend-label { fill: #333b4a; font-size: 12px; }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eceef2; white-space: nowrap; }
 td.num, th.num { text-align: right; }
@@ -132,6 +143,7 @@ def render_html(
         f'<div class="cards">{cards}</div>',
         "<section><h2>Recovery timeline (one bar per trial)</h2>",
         f'<ul class="legend">{legend}</ul>{timeline_svg(data)}</section>',
+        _events_html(data),
         "<section><h2>Distribution of recovery times"
         + (
             ""
@@ -211,6 +223,18 @@ def _clock_cards(data: report.CampaignReport) -> list[str]:
         note = f"{c['n']}/{found['trials']} trials"
         cards.append(_card(f"{label} p50 / p95", f"{_s(c['p50Seconds'])} / {_s(c['p95Seconds'])} s", note))
     return cards
+
+
+def _events_html(data: report.CampaignReport) -> str:
+    """Each trial's events on one axis from the fault (`plots.events_svg`): for Campaigns with
+    a remediator or alerts, as the timeline tables below."""
+    if not data.remediated:
+        return ""
+    return (
+        '<section><h2>Trial events <span class="sub">(one row per trial, seconds from the fault; '
+        "hollow: after the recovery, on the shaded band; hover a mark for what it was)</span></h2>"
+        f"{events_svg(data)}</section>"
+    )
 
 
 _AFTER: Final = " <b>(after recovery)</b>"

@@ -11,6 +11,10 @@ Two renderings of the same pictures:
 
 Rule: no I/O except `write_figure` writing the file it is given. The bars are built by
 `timeline_bars` for both renderings, so they draw the same thing.
+
+`events_svg` (inline SVG only) draws each trial's events, the entries of its timeline
+(`aftershock.timeline`, the table the page shows below it), on one axis from the fault: one
+``<g class="trial-events" data-trial="<index>">`` per trial, one titled mark per event.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from aftershock import analysis, report
+from aftershock import analysis, report, timeline
 from aftershock.model import AttemptRecord, Outcome
 
 #: One per phase: Okabe-Ito's (distinguishable with the common colour-vision deficiencies), then
@@ -199,6 +203,212 @@ def timeline_svg(data: report.CampaignReport) -> str:
             )
     out.append("</svg>")
     return "".join(out)
+
+
+# --- the events of each trial ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MarkKind:
+    """One kind of mark on the events chart: its legend label, shape and colour."""
+
+    key: str
+    label: str
+    shape: Literal["triangle", "diamond", "square", "circle", "tick", "bar"]
+    colour: str
+    hollow: bool = False
+    #: Drawn larger and ringed in dark (the first action among the others).
+    ringed: bool = False
+
+
+#: Paul Tol's "bright" scheme (safe with the common colour-vision deficiencies, apart from the
+#: phase colours above); each kind also differs by shape or fill, never by colour alone.
+MARK_KINDS: Final = (
+    MarkKind("fault", "fault injected", "triangle", "#EE6677"),
+    MarkKind("fault_healed", "fault healed", "triangle", "#EE6677", hollow=True),
+    MarkKind("alert_firing", "alert firing", "diamond", "#CCBB44"),
+    MarkKind("alert_resolved", "alert resolved", "diamond", "#CCBB44", hollow=True),
+    MarkKind("remediator_detected", "remediator said detected", "square", "#AA3377"),
+    MarkKind("remediator_resolved", "remediator said resolved", "square", "#AA3377", hollow=True),
+    MarkKind("first_action", "first action", "circle", "#4477AA", ringed=True),
+    MarkKind("action", "action", "circle", "#4477AA"),
+    MarkKind("action_after_recovery", "action after recovery", "circle", "#4477AA", hollow=True),
+    MarkKind("milestone", "subject milestone", "tick", "#777777"),
+    MarkKind("recovered", "recovered", "bar", "#228833"),
+    MarkKind("trial_ended", "trial ended", "bar", "#1d2330"),
+)
+_MARK_KIND: Final = {k.key: k for k in MARK_KINDS}
+
+#: Milestones with a mark of their own; every other one is a "subject milestone".
+_OWN_MARK: Final = {
+    "kill_sent": "fault",
+    "fault_healed": "fault_healed",
+    "alert_firing": "alert_firing",
+    "alert_resolved": "alert_resolved",
+    "remediator_detected": "remediator_detected",
+    "remediator_resolved": "remediator_resolved",
+    "recovered": "recovered",
+    timeline.TRIAL_ENDED: "trial_ended",
+}
+
+
+@dataclass(frozen=True)
+class Mark:
+    kind: str  # a `MarkKind.key`
+    offset: float  # seconds since the fault
+    text: str  # what it was, for the mark's title
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One completed trial on the events chart: its marks, and when the subject recovered."""
+
+    index: int
+    attempt: int
+    marks: tuple[Mark, ...]
+    recovered: float | None
+    end: float  # the last mark's offset
+
+
+def mark_kind(entry: timeline.Entry) -> str:
+    """Which mark a timeline entry gets."""
+    if entry.kind == timeline.ACTION:
+        if entry.after_recovery:
+            return "action_after_recovery"
+        return "first_action" if entry.event == timeline.FIRST_ACTION else "action"
+    return _OWN_MARK.get(entry.event, "milestone")
+
+
+def event_rows(data: report.CampaignReport) -> list[EventRow]:
+    """One row per completed trial that injected its fault, by index: its timeline's entries
+    (`aftershock.timeline`, the table's) from the fault on; what came before it (the steady
+    state's gate) is in the table only."""
+    rows = []
+    for a in data.completed:
+        entries = [e for e in timeline.trial_timeline(a, data.chaos_type) if e.offset >= 0]
+        if not entries:
+            continue
+        marks = tuple(
+            Mark(
+                mark_kind(e), e.offset, f"{e.what} +{e.offset:.3f} s" + (f": {e.detail}" if e.detail else "")
+            )
+            for e in entries
+        )
+        recovered = a.milestones.get("recovered")
+        rows.append(
+            EventRow(
+                a.trial_index,
+                a.attempt,
+                marks,
+                None if recovered is None else recovered.offset,
+                max(m.offset for m in marks),
+            )
+        )
+    return rows
+
+
+def _mark_svg(kind: MarkKind, x: float, y: float, size: float, title: str, css: str = "ev") -> str:
+    """One mark centred on (x, y), `size` px across, with its title (a tooltip; what a screen
+    reader reads)."""
+    r = size / 2 * (1.3 if kind.ringed else 1.0)
+    fill = "#fff" if kind.hollow else kind.colour
+    stroke = "#1d2330" if kind.ringed else kind.colour
+    paint = f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"'
+    head = f'class="{css} ev-{kind.key}" data-kind="{kind.key}"'
+    tip = f"<title>{html.escape(title)}</title>"
+    if kind.shape == "circle":
+        return f'<circle {head} cx="{_f(x, 3)}" cy="{_f(y, 3)}" r="{_f(r * 0.8, 3)}" {paint}>{tip}</circle>'
+    if kind.shape == "square":
+        side = r * 1.5
+        return (
+            f'<rect {head} x="{_f(x - side / 2, 3)}" y="{_f(y - side / 2, 3)}" width="{_f(side, 3)}" '
+            f'height="{_f(side, 3)}" {paint}>{tip}</rect>'
+        )
+    if kind.shape in ("tick", "bar"):
+        width = 2.0 if kind.shape == "tick" else 3.0
+        high = r * 1.2 if kind.shape == "tick" else r * 2.2
+        return (
+            f'<rect {head} x="{_f(x - width / 2, 3)}" y="{_f(y - high / 2, 3)}" width="{_f(width, 3)}" '
+            f'height="{_f(high, 3)}" fill="{kind.colour}">{tip}</rect>'
+        )
+    if kind.shape == "diamond":
+        points = [(x, y - r), (x + r, y), (x, y + r), (x - r, y)]
+    else:  # a triangle pointing down at the moment
+        points = [(x - r, y - r), (x + r, y - r), (x, y + r * 0.8)]
+    drawn = " ".join(f"{_f(px, 3)},{_f(py, 3)}" for px, py in points)
+    return f'<polygon {head} points="{drawn}" {paint}>{tip}</polygon>'
+
+
+def events_svg(data: report.CampaignReport) -> str:
+    """The events of every trial on one time axis from the fault: a row per trial, a mark per
+    event (the fault, alerts, the remediator's word and each of its actions, the subject's
+    milestones, the recovery, the heal, the trial's end), actions after the recovery hollow on
+    a band that starts at the recovery. A legend of the kinds drawn; each mark has a title."""
+    rows = event_rows(data)
+    if not rows:
+        return '<p class="empty">No trial injected its fault yet: no events to draw.</p>'
+    n = len(rows)
+    row = 20.0 if n <= 30 else max(600.0 / n, 2.0)
+    size = min(row * 0.6, 11.0)
+    kinds = [k for k in MARK_KINDS if any(m.kind == k.key for r in rows for m in r.marks)]
+    legend, legend_h = _legend(kinds)
+    top, bottom = legend_h + 8, 40
+    plot_h = row * n
+    height = top + plot_h + bottom
+    ticks = nice_ticks(max(r.end for r in rows))
+    scale = _PLOT_WIDTH / ticks[-1]
+    label_every = max(1, math.ceil(14 / row))
+    out = [
+        f'<svg class="chart events" viewBox="0 0 {_WIDTH} {_f(height)}" width="{_WIDTH}" '
+        f'height="{_f(height)}" role="img" aria-label="Events of each trial, seconds from the fault">'
+    ]
+    out += legend
+    out += _x_axis(ticks, scale, top, plot_h, "seconds since the fault")
+    for i, r in enumerate(rows):
+        y = top + i * row + row / 2
+        x0, x1 = _LEFT, _LEFT + r.end * scale
+        out.append(f'<g class="trial-events" data-trial="{r.index}" data-attempt="{r.attempt}">')
+        out.append(f"<title>trial {r.index} (attempt {r.attempt}): {len(r.marks)} events</title>")
+        if r.recovered is not None and r.end > r.recovered:
+            band_x = _LEFT + r.recovered * scale
+            out.append(
+                f'<rect class="after-recovery" x="{_f(band_x)}" y="{_f(y - row * 0.4, 3)}" '
+                f'width="{_f(x1 - band_x)}" height="{_f(row * 0.8, 3)}"/>'
+            )
+        out.append(f'<line class="span" x1="{x0}" x2="{_f(x1)}" y1="{_f(y, 3)}" y2="{_f(y, 3)}"/>')
+        for m in r.marks:
+            out.append(
+                _mark_svg(_MARK_KIND[m.kind], _LEFT + m.offset * scale, y, size, f"trial {r.index}: {m.text}")
+            )
+        out.append("</g>")
+        if i % label_every == 0:
+            out.append(
+                f'<text class="ylabel" x="{_LEFT - 8}" y="{_f(y + 4)}" text-anchor="end">#{r.index}</text>'
+            )
+    out.append("</svg>")
+    return "".join(out)
+
+
+#: The legend's line height, and roughly how wide its label text runs (11.5 px system-ui).
+_LEGEND_LINE: Final = 20.0
+_LEGEND_CHAR: Final = 6.4
+
+
+def _legend(kinds: Sequence[MarkKind]) -> tuple[list[str], float]:
+    """The kinds drawn, left to right at the top of the chart, on as many lines as they need;
+    and the legend's height."""
+    out = ['<g class="events-legend">']
+    x, y = float(_LEFT), _LEGEND_LINE / 2
+    for k in kinds:
+        width = 24 + _LEGEND_CHAR * len(k.label)
+        if x > _LEFT and x + width > _WIDTH - _RIGHT:
+            x, y = float(_LEFT), y + _LEGEND_LINE
+        out.append(_mark_svg(k, x + 5, y, 10.0, k.label, css="key"))
+        label = html.escape(k.label)
+        out.append(f'<text class="legend-label" x="{_f(x + 14)}" y="{_f(y + 4)}">{label}</text>')
+        x += width
+    out.append("</g>")
+    return out, y + _LEGEND_LINE / 2
 
 
 def _x_axis(ticks: Sequence[float], scale: float, top: float, plot_h: float, title: str) -> list[str]:

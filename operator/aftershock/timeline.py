@@ -43,6 +43,11 @@ MILESTONE: Final = "milestone"
 ACTION: Final = "action"
 END: Final = "end"
 
+#: `Entry.event` of the remediator's first action, of each later one, and of the trial's end.
+FIRST_ACTION: Final = "first_action"
+LATER_ACTION: Final = "action"
+TRIAL_ENDED: Final = "trial_ended"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -53,6 +58,10 @@ class Entry:
     detail: str = ""
     #: A remediator action taken after the subject had recovered.
     after_recovery: bool = False
+    #: What happened, as a key a chart can style by: the milestone's name (``kill_sent``,
+    #: ``alert_firing``, ``recovered``, a subject's own), `FIRST_ACTION`, `LATER_ACTION` or
+    #: `TRIAL_ENDED`.
+    event: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,7 +90,7 @@ def trial_timeline(attempt: AttemptRecord, chaos_type: str | None = None) -> lis
         detail = ""
         if name == "kill_sent":
             detail = " ".join(x for x in (chaos_type or "", victims) if x)
-        entry = Entry(m.offset, m.wall, MILESTONE, _words(name), detail)
+        entry = Entry(m.offset, m.wall, MILESTONE, _words(name), detail, event=name)
         # The fault first among equal offsets: it is recorded after the tracker's milestones
         # (`milestoneOrder`), but nothing at its offset can have come before it.
         seq = -1 if name == "kill_sent" else recorded.get(name, len(recorded))
@@ -89,9 +98,9 @@ def trial_timeline(attempt: AttemptRecord, chaos_type: str | None = None) -> lis
     recovered = attempt.milestones.get("recovered")
     actions = model.remediator_actions(attempt.final_state)
     for i, a in enumerate(actions):
-        what = "first action" if i == 0 else "action"
+        what, event = ("first action", FIRST_ACTION) if i == 0 else ("action", LATER_ACTION)
         detail = " ".join(x for x in (a.identity, a.verb or a.reason, a.involved, a.message) if x)
-        entry = Entry(a.offset, a.wall, ACTION, what, detail, model.after_recovery(a, recovered))
+        entry = Entry(a.offset, a.wall, ACTION, what, detail, model.after_recovery(a, recovered), event)
         keyed.append((a.offset, 1, i, entry))
     quiet = attempt.final_state.get("quietWait")
     if isinstance(quiet, Mapping) and isinstance(quiet.get("endedOffset"), int | float):
@@ -101,7 +110,7 @@ def trial_timeline(attempt: AttemptRecord, chaos_type: str | None = None) -> lis
             if quiet.get("capped")
             else f"the remediator was quiet for {quiet.get('quietSeconds')}s"
         )
-        keyed.append((ended, 2, 0, Entry(ended, None, END, "trial ended", why)))
+        keyed.append((ended, 2, 0, Entry(ended, None, END, "trial ended", why, event=TRIAL_ENDED)))
     keyed.sort(key=lambda k: (k[0], k[1], k[2]))
     return [k[3] for k in keyed]
 

@@ -26,7 +26,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import ssl
+import sys
 import threading
 import time
 import urllib.error
@@ -195,6 +197,9 @@ def main() -> None:
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # As a container's PID 1, SIGTERM has no default action: without this the pod lingers its
+    # whole grace period after a scale to zero (a baseline trial), still acting meanwhile.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     Remediator(Api(), args.namespace, args.selector, args.after, args.name).run(args.interval)
 
 

@@ -1,5 +1,7 @@
 """The HTML report in a real browser (headless Chromium): it renders one mark per trial, logs
-nothing to the console, fetches nothing, and draws the bars (their colours are on screen).
+nothing to the console, fetches nothing, and draws the bars (their colours are on screen); for
+a Campaign with a remediator and alerts, the events chart too: a row per trial, a titled mark
+per event, actions after the recovery as their own kind, its colours on screen.
 
 The detectors (console messages on stderr, page requests in the net log) are first shown to
 catch a deliberately broken page, so their silence on the report is evidence.
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from tests.browser import chromium
+from tests.unit.test_export import HELPED, write_helped_campaign
 from tests.unit.test_report_ledgers import plan_campaign, write_campaign
 
 from aftershock import cli
@@ -88,5 +91,59 @@ def test_screenshot_shows_the_bars(browser: str, page: Path, tmp_path: Path) -> 
     colours = {tuple(c) for c in rgb}
     # a few phase colours and the "not recovered" colour are on screen: the SVG was drawn
     for hex_colour in ("#E69F00", "#0072B2", "#D55E00"):
+        wanted = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert wanted in colours, hex_colour
+
+
+@pytest.fixture(scope="module")
+def helped_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page of a Campaign with alerts and a remediator (a real ledger file: five trials, four
+    recovered at 10..13 s with an action at 20 s, after the recovery; one unrecovered), as
+    `aftershock report --html` writes it."""
+    tmp = tmp_path_factory.mktemp("helped")
+    db = tmp / "ledger.db"
+    asyncio.run(write_helped_campaign(db))
+    html = tmp / "report.html"
+    code = cli.main(["report", HELPED.name, "-n", HELPED.namespace, "--db", str(db), "--html", str(html)])
+    assert code == 0
+    return html
+
+
+def test_the_events_chart_has_a_row_per_trial_and_a_titled_mark_per_event(
+    browser: str, helped_page: Path
+) -> None:
+    seen = chromium.visit(browser, helped_page)
+    assert seen.console == []
+    assert seen.fetched == []
+    assert seen.dom.count('<svg class="chart events"') == 1
+    rows = re.findall(r'<g class="trial-events" data-trial="(\d+)"', seen.dom)
+    assert [int(r) for r in rows] == [0, 1, 2, 3, 4]
+    # Each mark as the browser parsed it: its kind, and a title as its first child.
+    marks = re.findall(
+        r'<(?:circle|rect|polygon) class="ev ev-([a-z_]+)"[^>]*><title>(trial \d+: [^<]*)</title>', seen.dom
+    )
+    kinds = [k for k, _ in marks]
+    assert kinds.count("fault") == 5
+    assert kinds.count("recovered") == 4
+    assert kinds.count("alert_firing") == 4
+    assert kinds.count("first_action") == 4
+    # The action at 20 s came after each recovery (10..13 s): its own kind, said in its title.
+    after = [t for k, t in marks if k == "action_after_recovery"]
+    assert len(after) == 4, marks
+    assert all(t.startswith("trial ") and "action +20.000 s" in t for t in after), after
+    assert len(re.findall(r'class="ev ', seen.dom)) == len(marks)  # every mark has its title
+
+
+def test_screenshot_shows_the_event_marks(browser: str, helped_page: Path, tmp_path: Path) -> None:
+    from matplotlib import image
+
+    shot = tmp_path / "shot.png"
+    seen = chromium.visit(browser, helped_page, screenshot=shot, window=(1200, 1400))
+    assert seen.console == []
+    rgb = (image.imread(shot)[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    colours = {tuple(c) for c in rgb}
+    # The fault, the actions and the recovery in their colours (Tol's bright set, used by the
+    # events chart only): the marks were drawn.
+    for hex_colour in ("#EE6677", "#4477AA", "#228833"):
         wanted = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
         assert wanted in colours, hex_colour

@@ -54,6 +54,13 @@ milliseconds, Alertmanager's and the operator's finer):
 - ``alertmanager_wait``: the receipt -> delivered (``group_wait`` for a new group, then the
   notification pipeline, the webhook POST, and the receiver taking it).
 
+A rule that fires on a scraped VALUE rather than on a failed scrape (PD's
+``pd_cluster_status{type="store_down_count"} > 0``) is given as a `Signal`: the series and
+which of its values are the fault. ``scrape_wait`` then ends with the first scrape that
+brought such a value (also stamped with its start, ended at stamp + its duration), so it
+includes the exporter's own judgement (PD marking the store Down); the caller splits that off
+with the exporter's records, if it has them.
+
 Where the records do not allow a part it is None and `unmeasured` says why; the combined
 span is then still given (``detect_wait`` = scrape + evaluation, ``notify_wait`` = send +
 alertmanager). Never a configured value in place of a measured one: `ChainSettings` (what
@@ -84,7 +91,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -404,6 +411,21 @@ def find_episode(
     return min(episodes, key=lambda e: e.active_at)
 
 
+def _failed(value: float) -> bool:
+    return value == 0.0
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The scraped series a rule fires on, when that is not the target's ``up``: `labels`
+    select exactly one series of `metric` (with the target's ``job`` and ``instance``), and
+    `bad` says which of its values are the fault."""
+
+    metric: str
+    labels: Mapping[str, str]
+    bad: Callable[[float], bool]
+
+
 @dataclass(frozen=True)
 class ScrapeRun:
     last_good: float | None
@@ -412,20 +434,23 @@ class ScrapeRun:
     duration: float | None
 
 
-def failed_scrapes(up: Samples, durations: Samples, active_at: float) -> ScrapeRun | str:
+def failed_scrapes(
+    up: Samples, durations: Samples, active_at: float, bad: Callable[[float], bool] = _failed
+) -> ScrapeRun | str:
     """The run of failed scrapes that the evaluation at `active_at` saw (the latest sample
     stamped at or before it, and the failures before it without a success between), or why
-    there is none. Pure (unit-tested)."""
+    there is none. With `bad`, the run of samples whose value it calls the fault (a `Signal`)
+    instead of ``up == 0``. Pure (unit-tested)."""
     seen = [(t, v) for t, v in up if t <= active_at + _EPS]
     if not seen:
-        return "no up sample of the target before the alert became active"
-    if seen[-1][1] != 0.0:
+        return "no sample of the signal before the alert became active"
+    if not bad(seen[-1][1]):
         return (
-            f"the target's last scrape before activeAt ({seen[-1][0]:.3f}) succeeded: "
-            "the rule did not fire on a failed scrape"
+            f"the target's last scrape before activeAt ({seen[-1][0]:.3f}) showed no fault "
+            f"(value {seen[-1][1]:g}): the rule did not fire on it"
         )
     i = len(seen) - 1
-    while i > 0 and seen[i - 1][1] == 0.0:
+    while i > 0 and bad(seen[i - 1][1]):
         i -= 1
     last_good = seen[i - 1][0] if i > 0 else None
     first = seen[i][0]
@@ -519,6 +544,7 @@ def breakdown(
     *,
     target: Mapping[str, str] | None = None,
     receipts: Sequence[Receipt] | None = None,
+    signal: Signal | None = None,
 ) -> Breakdown:
     """Split time to alert (`injected` -> `delivered`, wall clock) by the chain's records.
 
@@ -526,7 +552,9 @@ def breakdown(
     of those that became active after the injection, the first to. `target` picks the scrape
     target whose ``up`` the rule watches; by default the alert's own ``job`` and ``instance``.
     `receipts`: what an `AlertmanagerWatch` saw; without them Alertmanager is asked now (which
-    only works while the alert still fires there). Raises `ChainRecordError` when the records
+    only works while the alert still fires there). `signal`: the series the rule fires on when
+    it is not ``up == 0`` (its target: `target`, else the signal's ``job`` and ``instance``).
+    Raises `ChainRecordError` when the records
     show no alert of these labels that this fault started and that fired before `delivered`."""
     if delivered < injected:
         raise ChainRecordError(f"delivered {delivered:.3f} before injected {injected:.3f}")
@@ -549,6 +577,8 @@ def breakdown(
         active_at = exact
         sources["active_at"] = "/api/v1/alerts activeAt (still active; RFC 3339, to the µs)"
 
+    if target is None and signal is not None and {"job", "instance"} <= signal.labels.keys():
+        target = {"job": signal.labels["job"], "instance": signal.labels["instance"]}
     if target is None and {"job", "instance"} <= episode.labels.keys():
         target = {"job": episode.labels["job"], "instance": episode.labels["instance"]}
     settings = read_settings(prometheus, alertmanager, alert, target)
@@ -559,13 +589,18 @@ def breakdown(
     if target is None:
         unmeasured["scrape_wait"] = unmeasured["evaluation_wait"] = "the alert names no scrape target"
     else:
-        up = raw_samples(prometheus, "up", target, start, end)
+        if signal is None:
+            up = raw_samples(prometheus, "up", target, start, end)
+        else:
+            up = raw_samples(prometheus, signal.metric, {**target, **signal.labels}, start, end)
         took = raw_samples(prometheus, "scrape_duration_seconds", target, start, end)
         if len(up) != 1 or len(took) != 1:
-            why = f"{len(up)} up series match the target {dict(target)} (one wanted)"
+            what = "up" if signal is None else signal.metric
+            why = f"{len(up)} {what} series match the target {dict(target)} (one wanted)"
             unmeasured["scrape_wait"] = unmeasured["evaluation_wait"] = why
         else:
-            run = failed_scrapes(up[0][1], took[0][1], episode.active_at)
+            bad = _failed if signal is None else signal.bad
+            run = failed_scrapes(up[0][1], took[0][1], episode.active_at, bad)
             if isinstance(run, str):
                 unmeasured["scrape_wait"] = unmeasured["evaluation_wait"] = run
             else:

@@ -27,7 +27,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-        if item.get_closest_marker("realnode") is not None:
+        # The tests whose operator binds the test bed's audit webhook receiver (one fixed port:
+        # the API server's webhook config names it) run in that same group: the remediator
+        # evaluation is both, and an item is in one xdist group only.
+        if item.get_closest_marker("realnode") or item.get_closest_marker("audit_webhook"):
             item.add_marker(REALNODE_GROUP)
         if item.get_closest_marker("kind") is not None:
             item.add_marker(KIND_GROUP)
@@ -77,6 +80,18 @@ def real_node_1(cluster: testbed.Cluster, real_node: None) -> Iterator[None]:
     yield
     if os.environ.get("AFTERSHOCK_KEEP_CLUSTER") != "1":
         realnode.stop_second_node(cluster)
+
+
+@pytest.fixture(scope="session")
+def real_node_2(cluster: testbed.Cluster, real_node_1: None) -> Iterator[None]:
+    """A third real node, real-2 (opt-in, as real-1: only the remediator evaluation, whose
+    member moves real-1 -> real-2 -> real-1 ... trial after trial, pays for it)."""
+    with testbed.machine_lock("real-node-2"):
+        realnode.start_second_node(cluster, realnode.THIRD)
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{realnode.NODE_2}", "--timeout=120s")
+    yield
+    if os.environ.get("AFTERSHOCK_KEEP_CLUSTER") != "1":
+        realnode.stop_second_node(cluster, realnode.THIRD)
 
 
 @pytest.fixture(scope="session")

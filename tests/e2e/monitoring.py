@@ -3,7 +3,8 @@
 processes on 127.0.0.1 with ports, configs and data of their own, and stopped with the test.
 
 Prometheus scrapes only loopback targets (etcd members on the real node with hostNetwork, the
-real node's kubelet) and loads the repository's own rule files (`manifests/monitoring/`).
+PD stand-in and the TiKV stand-ins' status ports, the real node's kubelet) and loads the
+repository's own rule files (every `manifests/monitoring/*-rules.yaml`).
 Alertmanager has clustering off (no gossip port) and delivers to the operator's receiver.
 """
 
@@ -26,7 +27,8 @@ import yaml
 from tests.e2e import testbed
 from tests.e2e.operator import free_port
 
-RULES = testbed.REPO / "manifests" / "monitoring" / "etcd-rules.yaml"
+#: The PrometheusRules whose specs Prometheus loads, each as a rule file.
+RULES = sorted((testbed.REPO / "manifests" / "monitoring").glob("*-rules.yaml"))
 BUILD = testbed.REPO / "hack" / "testbed" / "monitoring.sh"
 #: The real node's kubelet (hack/testbed/realnode.sh): HTTPS on loopback, anonymous reads.
 KUBELET = "127.0.0.1:10350"
@@ -55,7 +57,7 @@ def prometheus_config(
     labels: Mapping[str, str],
     alertmanager: str,
     intervals: Intervals,
-    rules_file: Path,
+    rules_files: Sequence[Path],
     kubelet: bool = True,
 ) -> dict[str, Any]:
     """Scrape `targets` (job -> loopback addresses, all with `labels`) and the kubelet."""
@@ -79,7 +81,7 @@ def prometheus_config(
             "scrape_timeout": intervals.scrape,
             "evaluation_interval": intervals.evaluation,
         },
-        "rule_files": [str(rules_file)],
+        "rule_files": [str(f) for f in rules_files],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": scrape,
     }
@@ -187,11 +189,14 @@ def start(
     (workdir / "alertmanager.yml").write_text(
         yaml.safe_dump(alertmanager_config(receiver_url, token_file, intervals))
     )
-    # The PrometheusRule's spec is a rule file as it stands.
-    rules_file = workdir / "rules.yml"
-    rules_file.write_text(yaml.safe_dump(yaml.safe_load(RULES.read_text())["spec"]))
+    # A PrometheusRule's spec is a rule file as it stands.
+    rules_files = []
+    for rules in RULES:
+        rules_file = workdir / rules.name.replace(".yaml", ".yml")
+        rules_file.write_text(yaml.safe_dump(yaml.safe_load(rules.read_text())["spec"]))
+        rules_files.append(rules_file)
     (workdir / "prometheus.yml").write_text(
-        yaml.safe_dump(prometheus_config(targets, labels, f"127.0.0.1:{am_port}", intervals, rules_file))
+        yaml.safe_dump(prometheus_config(targets, labels, f"127.0.0.1:{am_port}", intervals, rules_files))
     )
     chain = Chain(prom_url, am_url)
     commands = [

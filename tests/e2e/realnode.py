@@ -56,6 +56,15 @@ NODE_1_TAINT = "aftershock.dev/real-node-1"
 SECOND = {"AFTERSHOCK_REAL_NODE_INSTANCE": NODE_1, "AFTERSHOCK_REAL_NODE_NAME": NODE_1}
 
 
+#: The third real node (opt-in: `real_node_2`), for repeated trials where a member moves each
+#: time (real-1 -> real-2 -> real-1 ...). Its instance is named so that realnode.sh's slot (its
+#: subnet, ports, cgroup root: a hash of the instance name) differs from real-1's ("real-2"
+#: would share real-1's slot).
+NODE_2 = "real-2"
+NODE_2_TAINT = "aftershock.dev/real-node-2"
+THIRD = {"AFTERSHOCK_REAL_NODE_INSTANCE": "real2", "AFTERSHOCK_REAL_NODE_NAME": NODE_2}
+
+
 def node_sh(
     instance: Mapping[str, str], *args: str, cluster: testbed.Cluster | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -74,20 +83,22 @@ def _second(*args: str, cluster: testbed.Cluster | None = None) -> subprocess.Co
     return node_sh(SECOND, *args, cluster=cluster)
 
 
-def start_second_node(cluster: testbed.Cluster) -> None:
-    """real-1 beside real-0 (hack/testbed/realnode.sh, an instance named real-1): its own
-    containerd, kubelet, bridge and cgroup root; the images imported into it."""
+def start_second_node(cluster: testbed.Cluster, instance: Mapping[str, str] = SECOND) -> None:
+    """real-1 (or `instance`: real-2) beside real-0 (hack/testbed/realnode.sh, an instance of its
+    own): its own containerd, kubelet, bridge and cgroup root; the images imported into it."""
     name = os.environ.get("AFTERSHOCK_CLUSTER_NAME", "aftershock")
     pki = Path(cluster.kubeconfig).parent / "kwok" / "clusters" / name / "pki"
-    _second("up", cluster.kubeconfig, str(pki), cluster=cluster)
-    env = {**cluster.env(), **SECOND}
+    node_sh(instance, "up", cluster.kubeconfig, str(pki), cluster=cluster)
+    env = {**cluster.env(), **instance}
     subprocess.run([str(IMAGES_SH), "all"], env=env, check=True, capture_output=True, text=True, timeout=1800)
 
 
-def stop_second_node(cluster: testbed.Cluster) -> None:
-    """Remove real-1 and everything it made; real-0 is left as it is."""
-    _second("down", cluster=cluster)
-    cluster.kubectl("delete", "node", NODE_1, "--ignore-not-found", check=False)
+def stop_second_node(cluster: testbed.Cluster, instance: Mapping[str, str] = SECOND) -> None:
+    """Remove real-1 (or `instance`) and everything it made; real-0 is left as it is."""
+    node_sh(instance, "down", cluster=cluster)
+    cluster.kubectl(
+        "delete", "node", instance["AFTERSHOCK_REAL_NODE_NAME"], "--ignore-not-found", check=False
+    )
 
 
 # --- node_failure's node agent and what it changes on the host -----------------------------------
@@ -260,13 +271,21 @@ def store_standin(
     heartbeat_interval: float,
     labels: dict[str, str],
     host_network: bool = True,
+    start_delay: float = 0.0,
+    metrics_port_base: int | None = None,
 ) -> list[dict[str, Any]]:
     """TiKV stand-in pods on the real node: a StatefulSet whose every pod runs
     tests/pdstub/store.py as PID 1, a real process that registers its store with the PD
     stand-in and heartbeats to it as tikv-server does. hostNetwork, because the stand-in
     listens on 127.0.0.1 (the pod bridge has no route to the host, by rule); on the bridge
-    (`host_network` False) with a PD stand-in there too (`pd_standin`)."""
+    (`host_network` False) with a PD stand-in there too (`pd_standin`).
+
+    `start_delay`: seconds each process waits before it registers (tikv-server's own start).
+    `metrics_port_base`: pod n serves /metrics on 127.0.0.1:(base + n) once registered."""
     script = STORE_SCRIPT.read_text()
+    extra_env = [{"name": "PDSTUB_START_DELAY", "value": f"{start_delay:g}"}]
+    if metrics_port_base is not None:
+        extra_env.append({"name": "PDSTUB_METRICS_PORT_BASE", "value": str(metrics_port_base)})
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -293,6 +312,7 @@ def store_standin(
                         {"name": "PDSTUB_PD_URL", "value": pd_url},
                         {"name": "PDSTUB_HEARTBEAT_INTERVAL", "value": f"{heartbeat_interval:g}"},
                         {"name": "PDSTUB_HEADLESS_SERVICE", "value": f"{name}-peer"},
+                        *extra_env,
                     ],
                     "volumeMounts": [
                         {"name": "standin", "mountPath": "/standin", "readOnly": True},

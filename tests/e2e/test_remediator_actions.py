@@ -8,7 +8,7 @@ manager), with no `spec.remediator.signals`.
 Independent witnesses: the API server's audit log file (its other backend: the same audit events,
 written by the API server, not delivered to the operator) and the test's own pod watch, which saw
 each label appear. The operator binds the test bed's fixed audit webhook port: the tests that do
-are one xdist group. About 40 s on the test bed.
+are one xdist group (the real-node tests'). About 40 s on the test bed.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from tests.pdstub.kube_source import KubePodSource
 
 StartOperator = Callable[..., OperatorProcess]
 
-AUDIT_GROUP = pytest.mark.xdist_group("audit-webhook")
-pytestmark = [AUDIT_GROUP]
+#: The operator binds the test bed's audit webhook port: one xdist group with every other test
+#: that does (tests/e2e/conftest.py: the real-node tests' group).
+pytestmark = [pytest.mark.audit_webhook]
 
 SA = "healer"
 FIELD_MANAGER = "aftershock-e2e-healer"

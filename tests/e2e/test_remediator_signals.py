@@ -272,7 +272,7 @@ def test_quiet_seconds_a_remediator_action_after_the_recovery_delays_the_end_and
 
 #: The quiet-wait cap test: a remediator that acts every `BUSY_EVERY` seconds, never quiet for
 #: `CAP_QUIET` seconds, and the cap (recovery.timeoutSeconds after the recovery).
-CAP_QUIET = 2.0
+CAP_QUIET = 4.0  # a margin over the status patch that tells the test the wait began
 CAP_SECONDS = 12.0
 BUSY_EVERY = 0.5
 BUSY = "MemberReconciled"
@@ -373,14 +373,14 @@ def test_quiet_seconds_a_remediator_that_never_stops_ends_the_trial_at_the_cap(
     assert quiet["capped"] is True, quiet
     assert quiet["capSeconds"] == CAP_SECONDS, quiet
     waited = quiet["endedOffset"] - quiet["recoveredSeenOffset"]
-    assert CAP_SECONDS <= waited <= CAP_SECONDS + 1.5, quiet
+    assert CAP_SECONDS <= waited <= CAP_SECONDS + 2.0, quiet
     # The remediator's actions during the wait were recorded as after the recovery.
     busy = [a for a in trial["finalState"]["remediatorActions"] if a["reason"] == BUSY]
     assert len(busy) >= CAP_SECONDS / BUSY_EVERY / 2, len(busy)
     assert all(a["afterRecovery"] for a in busy), busy
     # The witnesses: from the wait's start (the status said so) to the Campaign's end took the
     # cap, not more (the publish of each is a patch away from the operator's moment) ...
-    assert CAP_SECONDS - 2.0 <= ended - began <= CAP_SECONDS + 3.0, (began, ended)
+    assert CAP_SECONDS - 2.0 <= ended - began <= CAP_SECONDS + 5.0, (began, ended)
     # ... and the remediator was never quiet for quietSeconds meanwhile: the end was the cap's.
     seen = sorted(at for reason, at in events.seen if reason == BUSY and at <= ended)
     assert seen, events.seen

@@ -18,6 +18,13 @@ From those, and nothing else, the state: ``Up`` while the last heartbeat is at m
 (a store that never heartbeated is ``Down`` at once, as in PD). Before the first ``PutStore`` PD is
 not bootstrapped: ``/stores`` and ``/regions/check/*`` answer HTTP 500 ``ErrNotBootstrapped``.
 
+``GET /metrics``: PD's own Prometheus metrics for what the stand-in models (`PdStandIn.metrics_text`):
+``pd_cluster_status{type}`` (store counts by state, regions, leaders, storage) and
+``pd_scheduler_store_status{address,store,type}``, refreshed every
+`Timing.metrics_collection_interval` as PD's metrics collection job does, from the same store
+states as ``/stores``; and ``etcd_server_is_leader``/``etcd_server_has_leader`` of the one
+member, which PD's embedded etcd exports and PD's upstream alert rules join on.
+
 Who reports: `tests.pdstub.store` (a real process, one per TiKV pod on a real kubelet) or
 `tests.pdstub.fleet.StoreFleet` (simulated processes that follow a pod source, for kwok pods).
 """
@@ -39,7 +46,7 @@ import time
 import types
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
 FaultKind = Literal["none", "error500", "timeout", "malformed"]
@@ -55,6 +62,12 @@ REPLICAS = 3  # PD's default max-replicas
 
 PUT_STORE_PATH = "/pdstub/v1/stores/put"
 HEARTBEAT_PATH = "/pdstub/v1/stores/heartbeat"
+
+GIB = 1 << 30
+#: Each store's size as ``/stores`` shows it ("10GiB", "7.5GiB", "1.2GiB") and /metrics counts it.
+CAPACITY_BYTES = 10 * GIB
+AVAILABLE_BYTES = int(7.5 * GIB)
+USED_BYTES = int(1.2 * GIB)
 
 NOT_BOOTSTRAPPED = "[PD:cluster:ErrNotBootstrapped]TiKV cluster not bootstrapped, please start TiKV first"
 _SCHEDULE_TEMPLATE = pathlib.Path(__file__).with_name("config_schedule.json")
@@ -78,21 +91,34 @@ class Timing:
     disconnected_after: float = 20.0
     #: PD's ``schedule.max-store-down-time`` (30 min): ``Down`` after that.
     max_store_down_time: float = 1800.0
+    #: PD refreshes ``pd_cluster_status`` in its metrics collection job, every 10 s
+    #: (``metricsCollectionJobInterval``, server/cluster/cluster.go; fixed in PD).
+    metrics_collection_interval: float = 10.0
     scale: float = 1.0
 
     @classmethod
-    def faithful(cls) -> Timing:
-        return cls()
+    def faithful(cls, *, max_store_down_time: float | None = None) -> Timing:
+        """PD's and TiKV's defaults; `max_store_down_time` (seconds) as a PD configured with
+        ``pd-ctl config set max-store-down-time`` (the captures include one at 1m)."""
+        base = cls()
+        if max_store_down_time is None:
+            return base
+        if max_store_down_time <= 0:
+            raise ValueError(f"max_store_down_time must be positive, got {max_store_down_time!r}")
+        return replace(base, max_store_down_time=max_store_down_time)
 
     @classmethod
-    def fast(cls, scale: float) -> Timing:
+    def fast(cls, scale: float, *, max_store_down_time: float | None = None) -> Timing:
+        """Every interval of `faithful` (with the same `max_store_down_time`, in real PD's
+        terms) multiplied by `scale`."""
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale!r}")
-        base = cls()
+        base = cls.faithful(max_store_down_time=max_store_down_time)
         return cls(
             heartbeat_interval=base.heartbeat_interval * scale,
             disconnected_after=base.disconnected_after * scale,
             max_store_down_time=base.max_store_down_time * scale,
+            metrics_collection_interval=base.metrics_collection_interval * scale,
             scale=scale,
         )
 
@@ -181,6 +207,42 @@ class _Answer:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+#: Every store-state ``type`` PD's ``Collect`` sets (store_collection.go), in its order.
+_STORE_STATUSES = (
+    "store_up_count",
+    "store_disconnected_count",
+    "store_down_count",
+    "store_unhealth_count",
+    "store_offline_count",
+    "store_tombstone_count",
+    "store_low_space_count",
+    "store_slow_count",
+    "store_preparing_count",
+    "store_serving_count",
+    "store_removing_count",
+    "store_removed_count",
+)
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """One metrics collection: PD's clock then, ``pd_cluster_status`` by type, and per store
+    (address, id, ``pd_scheduler_store_status`` by type)."""
+
+    at: float
+    cluster: dict[str, float]
+    stores: list[tuple[str, str, dict[str, float]]]
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 class PdStandIn:
     """A PD HTTP API on 127.0.0.1 (ephemeral port unless `port`), in a daemon thread.
 
@@ -225,12 +287,20 @@ class PdStandIn:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
+        self._collector: threading.Thread | None = None
+        #: What /metrics shows: the latest metrics collection (None before the first one after
+        #: bootstrap, when PD has no cluster to report on).
+        self._collected: _Collected | None = None
         self.base_url = ""
         #: Called after every GET is answered, from the serving thread, with (path, arrived,
         #: left, newest heartbeat ns in PD at the time): `time.monotonic()` when the request
         #: line was read and when the answer's last byte was handed to the socket. For the
         #: benchmarks' step-by-step timing (bench/groundtruth.PdWatch); None costs nothing.
         self.on_answer: Callable[[str, float, float, int], None] | None = None
+        #: Called after every metrics collection, from the collecting thread, with PD's clock
+        #: then and the ``pd_cluster_status`` values it set (a copy): the stand-in's own record
+        #: of when PD counted what, for tests that split time to alert. None costs nothing.
+        self.on_collect: Callable[[float, dict[str, float]], None] | None = None
         # Stable per instance, like a real cluster's id and member id.
         self.cluster_id = 7_000_000_000_000_000_000 + id(self) % 1_000_000
         self.member_id = 12_000_000_000_000_000_000 + id(self) % 1_000_000
@@ -272,7 +342,16 @@ class PdStandIn:
         if self.fleet is not None and self._background_ticks:
             self._ticker = threading.Thread(target=self._tick_forever, name="pd-store-fleet", daemon=True)
             self._ticker.start()
+        if self._background_ticks:
+            self._collector = threading.Thread(target=self._collect_forever, name="pd-metrics", daemon=True)
+            self._collector.start()
         return self.base_url
+
+    def _collect_forever(self) -> None:
+        """PD's metrics collection job: a ticker, the first collection one interval after start."""
+        while not self._stopping.wait(self._timing.metrics_collection_interval):
+            with contextlib.suppress(Exception):  # a failing pod source shows as 500s on requests
+                self.collect_metrics()
 
     def _tick_forever(self) -> None:
         """Let the simulated stores heartbeat on time, requests or not."""
@@ -294,10 +373,10 @@ class PdStandIn:
         server.shutdown()
         server.server_close()
         server.drop_connections()
-        for thread in (self._thread, self._ticker):
+        for thread in (self._thread, self._ticker, self._collector):
             if thread is not None:
                 thread.join(timeout=5)
-        self._thread = self._ticker = None
+        self._thread = self._ticker = self._collector = None
 
     def __enter__(self) -> PdStandIn:
         self.start()
@@ -487,6 +566,99 @@ class PdStandIn:
         body["store-limit"] = {str(i): {"add-peer": 15, "remove-peer": 15} for i in ids}
         return body
 
+    # --- PD's /metrics -----------------------------------------------------------------------
+
+    def collect_metrics(self) -> None:
+        """One run of PD's metrics collection job: judge every store now and keep the counts
+        that /metrics shows until the next run (by itself every
+        `Timing.metrics_collection_interval` on the real clock; a test with a fake clock calls it).
+
+        Followed: tikv/pd ``pkg/statistics/store_collection.go`` (v7-v8: ``Observe`` then
+        ``Collect``, one ``pd_cluster_status`` series per ``type``; the ``store`` and ``engine``
+        labels came only after v8.5, tikv/pd#9898). A Serving store counts as down when it is
+        ``Down`` (its last heartbeat older than max-store-down-time), else as disconnected
+        when ``Disconnected``, else as up: the same judgement as ``state_name`` in ``/stores``.
+        No store here is Unhealthy, Slow, Preparing, Offline or Tombstone, and none has low
+        space: those counts are 0, as on such a real cluster."""
+        self.step()
+        with self._lock:
+            if not self._stores:
+                return  # not bootstrapped: PD's cluster (and its collection job) is not running
+            now = self._clock()
+            self._balance(now)
+            stores = sorted(self._stores.values(), key=lambda s: s.id)
+            states = [self._state(s, now) for s in stores]
+            cluster = dict.fromkeys(_STORE_STATUSES, 0.0)
+            cluster["store_up_count"] = float(states.count("Up"))
+            cluster["store_disconnected_count"] = float(states.count("Disconnected"))
+            cluster["store_down_count"] = float(states.count("Down"))
+            cluster["store_serving_count"] = float(len(stores))  # node_state Serving, all of them
+            cluster["region_count"] = float(sum(s.region_count for s in stores))
+            cluster["leader_count"] = float(sum(s.leader_count for s in stores))
+            cluster["witness_count"] = 0.0
+            cluster["storage_size"] = float(USED_BYTES * len(stores))
+            cluster["storage_capacity"] = float(CAPACITY_BYTES * len(stores))
+            per_store = [
+                (
+                    s.address,
+                    str(s.id),
+                    {
+                        "region_count": float(s.region_count),
+                        "leader_count": float(s.leader_count),
+                        "store_available": float(AVAILABLE_BYTES),
+                        "store_used": float(USED_BYTES),
+                        "store_capacity": float(CAPACITY_BYTES),
+                    },
+                )
+                for s in stores
+            ]
+            self._collected = _Collected(now, cluster, per_store)
+        if self.on_collect is not None:
+            self.on_collect(now, dict(cluster))
+
+    def metrics_text(self) -> str:
+        """``GET /metrics``: Prometheus text format 0.0.4, PD's metric names, types and labels.
+
+        Real PD exports far more (Go runtime, gRPC, TSO, schedulers, regions); only what this
+        stand-in models is here. ``pd_regions_status`` is not: no regions are modelled (ADR 0003)."""
+        lines: list[str] = []
+
+        def family(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} gauge")
+            for labels, value in samples:
+                text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+                lines.append(f"{name}{{{text}}} {_number(value)}" if text else f"{name} {_number(value)}")
+
+        with self._lock:
+            collected = self._collected
+        # PD's embedded etcd (etcd's server metrics): this stand-in is one member, its own leader.
+        family(
+            "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", [({}, 1)]
+        )
+        family(
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            [({}, 1)],
+        )
+        if collected is not None:
+            # pkg/statistics/metrics.go: clusterStatusGauge and storeStatusGauge.
+            family(
+                "pd_cluster_status",
+                "Status of the cluster.",
+                [({"type": t}, v) for t, v in sorted(collected.cluster.items())],
+            )
+            family(
+                "pd_scheduler_store_status",
+                "Store status for schedule",
+                [
+                    ({"address": address, "store": store, "type": t}, v)
+                    for address, store, values in collected.stores
+                    for t, v in sorted(values.items())
+                ],
+            )
+        return "\n".join(lines) + "\n"
+
     def _pd_host(self) -> str:
         return f"{self.pd_name}.pd-peer.{self.namespace}.svc"
 
@@ -569,6 +741,8 @@ class PdStandIn:
             return _Answer(200, self.member_payload(full=False))
         if path == "/pd/api/v1/config/schedule":
             return _Answer(200, self.schedule_config_payload())
+        if path == "/metrics":
+            return _Answer(200, raw=self.metrics_text().encode(), content_type=METRICS_CONTENT_TYPE)
         cluster_path = (
             path == "/pd/api/v1/stores"
             or _STORE_PATH.match(path) is not None
@@ -763,6 +937,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale", type=float, default=0.1, help="fast mode: factor on every interval (default 0.1)"
     )
+    parser.add_argument(
+        "--max-store-down-time",
+        type=float,
+        help="seconds, as configured in a real PD (default 1800); fast mode scales it too",
+    )
     parser.add_argument("--namespace", default="default", help="namespace in PD's own member URLs")
     parser.add_argument("--kube-namespace", help="simulate a store process per Ready pod of this namespace")
     parser.add_argument("--kube-selector", default="app=tikv", help="with --kube-namespace: the TiKV pods")
@@ -771,7 +950,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kubeconfig", help="with --kube-namespace (default: $KUBECONFIG)")
     args = parser.parse_args(argv)
-    timing = FAITHFUL if args.mode == "faithful" else Timing.fast(args.scale)
+    down = args.max_store_down_time
+    timing = (
+        Timing.faithful(max_store_down_time=down)
+        if args.mode == "faithful"
+        else Timing.fast(args.scale, max_store_down_time=down)
+    )
     source: Any = None
     if args.kube_namespace:
         from kubernetes import config as k8s_config

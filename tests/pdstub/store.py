@@ -9,6 +9,13 @@ seconds), then sends a store heartbeat every interval, the FIRST one a full inte
 start, as tikv-server does (it registers before its heartbeat tick starts). PD being down is
 tolerated: every report is retried at the next tick. SIGTERM or SIGINT: exit 0 at once.
 
+With ``--start-delay`` it waits that long before it registers, standing for tikv-server's own
+start (opening its RocksDB engines, replaying the raft log: seconds on a real store). With
+``--metrics-port`` it serves ``GET /metrics`` on 127.0.0.1 from the moment it registers (as
+tikv-server's status server): real TiKV metric names, ``tikv_store_size_bytes{type}`` (the sizes
+the PD stand-in reports for it) and ``process_start_time_seconds``; so that a scrape of it says
+whether this store's process is there (``up``) and when it started.
+
 The reports go to the stand-in's own endpoints, ``POST /pdstub/v1/stores/put`` and
 ``POST /pdstub/v1/stores/heartbeat``: not PD's API (real TiKV speaks gRPC to PD).
 
@@ -16,14 +23,18 @@ The reports go to the stand-in's own endpoints, ``POST /pdstub/v1/stores/put`` a
 
 Every option also comes from the environment (the option wins): ``PDSTUB_PD_URL``,
 ``PDSTUB_STORE_ID``, ``PDSTUB_ADDRESS``, ``PDSTUB_STATUS_ADDRESS``, ``PDSTUB_HEARTBEAT_INTERVAL``,
-``PDSTUB_VERSION``, ``PDSTUB_LABELS`` (``k=v,k=v``). Without a store id, it is derived from
-``POD_NAME``'s ordinal the way a fresh PD allocates ids (``tikv-0`` -> 1, ``tikv-1`` -> 4,
-``tikv-2`` -> 5, ...); without an address, ``$POD_NAME.$PDSTUB_HEADLESS_SERVICE.$POD_NAMESPACE.svc:20160``.
+``PDSTUB_VERSION``, ``PDSTUB_LABELS`` (``k=v,k=v``), ``PDSTUB_START_DELAY``,
+``PDSTUB_METRICS_PORT``; ``PDSTUB_METRICS_PORT_BASE`` gives pod ordinal n the port base + n
+(pods of one StatefulSet on the host's network each need a port of their own). Without a store
+id, it is derived from ``POD_NAME``'s ordinal the way a fresh PD allocates ids (``tikv-0`` -> 1,
+``tikv-1`` -> 4, ``tikv-2`` -> 5, ...); without an address,
+``$POD_NAME.$PDSTUB_HEADLESS_SERVICE.$POD_NAMESPACE.svc:20160``.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import re
@@ -38,6 +49,47 @@ PUT_STORE_PATH = "/pdstub/v1/stores/put"
 HEARTBEAT_PATH = "/pdstub/v1/stores/heartbeat"
 DEFAULT_INTERVAL = 10.0  # TiKV's raftstore.pd-store-heartbeat-tick-interval
 VERSION = "8.5.3"
+GIB = 1 << 30
+#: What the PD stand-in shows for every store (tests/pdstub/server.py: CAPACITY_BYTES, ...).
+STORE_SIZES = {"capacity": 10 * GIB, "available": int(7.5 * GIB), "used": int(1.2 * GIB)}
+
+
+def metrics_text(started: float) -> str:
+    """tikv-server's /metrics, the part this stand-in models: ``tikv_store_size_bytes`` (TiKV's
+    ``STORE_SIZE_GAUGE_VEC``, label ``type``) and the process collector's start time."""
+    lines = [
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
+        "# TYPE process_start_time_seconds gauge",
+        f"process_start_time_seconds {int(started)}",
+        "# HELP tikv_store_size_bytes Size of storage.",
+        "# TYPE tikv_store_size_bytes gauge",
+        *(f'tikv_store_size_bytes{{type="{t}"}} {v}' for t, v in STORE_SIZES.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def serve_metrics(port: int, started: float) -> http.server.ThreadingHTTPServer:
+    """``GET /metrics`` on 127.0.0.1:`port`, in a daemon thread."""
+    body = metrics_text(started).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 def store_id_for_pod(pod_name: str) -> int:
@@ -86,6 +138,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", default=env.get("PDSTUB_VERSION", VERSION))
     parser.add_argument("--labels", default=env.get("PDSTUB_LABELS", ""), help="k=v,k=v")
     parser.add_argument(
+        "--start-delay",
+        type=float,
+        default=float(env.get("PDSTUB_START_DELAY", 0)),
+        help="seconds before the store registers (tikv-server's own start)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env["PDSTUB_METRICS_PORT"]) if env.get("PDSTUB_METRICS_PORT") else None,
+        help="serve /metrics on 127.0.0.1:PORT once registered",
+    )
+    parser.add_argument(
         "--heartbeat-interval",
         type=float,
         default=float(env.get("PDSTUB_HEARTBEAT_INTERVAL", DEFAULT_INTERVAL)),
@@ -110,6 +174,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.status_address = args.address.rsplit(":", 1)[0] + ":20180"
     if args.heartbeat_interval <= 0:
         parser.error("--heartbeat-interval must be positive")
+    if args.start_delay < 0:
+        parser.error("--start-delay must not be negative")
+    if args.metrics_port is None and env.get("PDSTUB_METRICS_PORT_BASE"):
+        match = re.search(r"-(\d+)$", pod)
+        if match is None:
+            parser.error("PDSTUB_METRICS_PORT_BASE needs POD_NAME with an ordinal")
+        args.metrics_port = int(env["PDSTUB_METRICS_PORT_BASE"]) + int(match.group(1))
     try:
         args.labels = parse_labels(args.labels)
     except ValueError as exc:
@@ -123,6 +194,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> None:
     interval: float = args.heartbeat_interval
     timeout = max(0.5, min(interval / 2, 3.0))
     started = time.time()
+    if stop.wait(args.start_delay):
+        return
     put = {
         "id": args.store_id,
         "address": args.address,
@@ -132,6 +205,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> None:
         "labels": args.labels,
     }
     registered = post(args.pd, PUT_STORE_PATH, put, timeout)
+    if args.metrics_port is not None:
+        serve_metrics(args.metrics_port, started)
     next_beat = time.monotonic() + interval
     while not stop.is_set():
         if not registered:

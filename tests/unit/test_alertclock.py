@@ -71,6 +71,17 @@ def test_the_failed_scrapes_are_the_run_the_rule_saw() -> None:
     assert isinstance(failed_scrapes(up, took, active_at=96.0), str)
 
 
+def test_a_signal_run_is_the_scrapes_whose_value_is_the_fault() -> None:
+    # pd_cluster_status{type="store_down_count"}: the rule fires on a value > 0 of a target
+    # that answers every scrape.
+    down = [(97.0, 0.0), (98.0, 1.0), (99.0, 0.0), (100.0, 1.0), (101.0, 2.0), (102.0, 1.0)]
+    took = [(t, 0.003) for t, _ in down]
+    assert failed_scrapes(down, took, 101.2, lambda v: v > 0) == ScrapeRun(99.0, 100.0, 0.003)
+    assert isinstance(failed_scrapes(down, took, 99.5, lambda v: v > 0), str)
+    # Read as `up`, those values would be successes and failures the other way round.
+    assert failed_scrapes(down, took, 99.5) == ScrapeRun(98.0, 99.0, 0.003)
+
+
 def test_go_durations() -> None:
     assert alertclock.go_duration("500ms") == 0.5
     assert alertclock.go_duration("1m30s") == 90.0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.unit import etcd_trials
 
-from aftershock import analysis, page, plots, report
+from aftershock import analysis, model, page, plots, report
 from aftershock.ledger import CampaignRow
 from aftershock.model import AttemptRecord, CampaignRef, Milestone, Outcome, Phase, Verdict, Victim
 
@@ -320,3 +320,134 @@ class TestAnEtcdCampaign:
         for head in (table_head, markdown_head):  # the per-attempt tables' columns
             assert "leader_lost->leader_elected" in head
             assert "ready->storeUp" not in head
+
+
+class TestEvents:
+    """The events chart of the HTML page: a row per trial on one axis from the fault, a mark
+    per event where it happened, actions after the recovery told apart, a legend and titles."""
+
+    @staticmethod
+    def built() -> report.CampaignReport:
+        from tests.unit.test_clocks import _campaign, _eventful, _m, trial
+
+        second = trial(
+            1,
+            recovered=7.5,
+            alert=2.5,
+            actions=(("Taint", 3.0), ("Untaint", 10.0)),
+            extra={"victim_gone": _m(1.25), model.ALERT_RESOLVED: _m(12.0)},
+            final={"quietWait": {"quietSeconds": 2.0, "endedOffset": 12.5, "capped": False}},
+        )
+        retried = dataclasses.replace(trial(2, alert=0.1), attempt=1, outcome=Outcome.INTERRUPTED)
+        unrecovered = dataclasses.replace(
+            trial(2, recovered=None, actions=(("Taint", 5.0),)), attempt=2, finished_at=T0 + 99
+        )
+        return report.build_report(_campaign("help"), [_eventful(), second, retried, unrecovered])
+
+    @staticmethod
+    def drawn(svg: str) -> tuple[ET.Element, dict[str, list[tuple[str, float, ET.Element]]]]:
+        """The chart as XML (it must be well-formed), and per row (``data-trial``) each mark's
+        kind and the seconds its centre stands for, read back through the axis' own ticks."""
+        root = ET.fromstring(svg)
+        ns = ""  # inline SVG in HTML: no namespace declared
+        ticks = {
+            float(t.text or ""): float(t.attrib["x"])
+            for t in root.iter(f"{ns}text")
+            if t.get("class") == "tick"
+        }
+        (zero, one), *_ = [(ticks[0.0], ticks[v] / v - ticks[0.0] / v) for v in sorted(ticks) if v > 0]
+
+        def centre(e: ET.Element) -> float:
+            if e.tag == f"{ns}circle":
+                return float(e.attrib["cx"])
+            if e.tag == f"{ns}rect":
+                return float(e.attrib["x"]) + float(e.attrib["width"]) / 2
+            xs = [float(p.split(",")[0]) for p in e.attrib["points"].split()]
+            return (min(xs) + max(xs)) / 2
+
+        rows: dict[str, list[tuple[str, float, ET.Element]]] = {}
+        for g in root.iter(f"{ns}g"):
+            if g.get("class") != "trial-events":
+                continue
+            rows[g.attrib["data-trial"]] = [
+                (e.attrib["data-kind"], (centre(e) - zero) / one, e)
+                for e in g
+                if (e.get("class") or "").startswith("ev ")
+            ]
+        return root, rows
+
+    def test_every_event_is_marked_at_its_time_in_its_trials_row(self) -> None:
+        _, rows = self.drawn(plots.events_svg(self.built()))
+        # One row per completed trial, by index: the interrupted attempt is not one.
+        assert list(rows) == ["0", "1", "2"]
+        got = {i: sorted((k, round(x, 2)) for k, x, _ in marks) for i, marks in rows.items()}
+        # _eventful: fault at 0 (and its answer), first unhealthy 0.2, leader lost/elected 0.3,
+        # the remediator's word 0.5, actions 0.5 and 0.75, alert 1.0, recovered 4.0, healed 4.5,
+        # a verifying action 6.0 (after the recovery), alert resolved 8.0, the end 9.0. The gate
+        # (-1.0, before the fault) is in the table only.
+        assert got["0"] == sorted(
+            [
+                ("fault", 0.0), ("milestone", 0.0), ("milestone", 0.2), ("milestone", 0.3),
+                ("milestone", 0.3), ("remediator_detected", 0.5), ("first_action", 0.5),
+                ("action", 0.75), ("alert_firing", 1.0), ("recovered", 4.0), ("fault_healed", 4.5),
+                ("action_after_recovery", 6.0), ("alert_resolved", 8.0), ("trial_ended", 9.0),
+            ]
+        )  # fmt: skip
+        assert got["1"] == sorted(
+            [
+                ("fault", 0.0), ("milestone", 0.0), ("milestone", 1.25), ("alert_firing", 2.5),
+                ("first_action", 3.0), ("recovered", 7.5), ("action_after_recovery", 10.0),
+                ("alert_resolved", 12.0), ("trial_ended", 12.5),
+            ]
+        )  # fmt: skip
+        # Unrecovered: no recovery mark, and its action is not "after" anything.
+        assert got["2"] == sorted([("fault", 0.0), ("milestone", 0.0), ("first_action", 5.0)])
+
+    def test_actions_after_the_recovery_are_hollow_on_a_band_from_the_recovery(self) -> None:
+        root, rows = self.drawn(plots.events_svg(self.built()))
+        ns = ""  # inline SVG in HTML: no namespace declared
+        for _, marks in rows.items():
+            for kind, _, e in marks:
+                hollow = e.attrib.get("fill") == "#fff"
+                assert hollow == (kind in ("action_after_recovery", "fault_healed", "alert_resolved")), kind
+        bands = {
+            g.attrib["data-trial"]: next(r for r in g if r.get("class") == "after-recovery")
+            for g in root.iter(f"{ns}g")
+            if g.get("class") == "trial-events" and any(r.get("class") == "after-recovery" for r in g)
+        }
+        assert sorted(bands) == ["0", "1"]  # the unrecovered trial has none
+        for trial_id, band in bands.items():
+            recovered = next(e for k, _, e in rows[trial_id] if k == "recovered")
+            start = float(band.attrib["x"])
+            assert start == pytest.approx(
+                float(recovered.attrib["x"]) + float(recovered.attrib["width"]) / 2, abs=0.01
+            )
+            later = [e for k, _, e in rows[trial_id] if k == "action_after_recovery"]
+            assert later
+            assert all(float(e.attrib["cx"]) > start for e in later)
+
+    def test_each_mark_has_a_title_and_the_legend_names_the_kinds_drawn(self) -> None:
+        root, rows = self.drawn(plots.events_svg(self.built()))
+        ns = ""  # inline SVG in HTML: no namespace declared
+        for trial_id, marks in rows.items():
+            for kind, _, e in marks:
+                title = e.find(f"{ns}title")
+                assert title is not None, kind
+                assert (title.text or "").startswith(f"trial {trial_id}: "), title.text
+        titles = [e.find(f"{ns}title").text for _, _, e in rows["0"]]  # type: ignore[union-attr]
+        assert "trial 0: action +6.000 s: Verified Pod/tikv-1 Verified msg" in titles
+        assert root.attrib["role"] == "img"
+        keys = [e.attrib["data-kind"] for e in root.iter() if (e.get("class") or "").startswith("key ")]
+        drawn = {k for marks in rows.values() for k, _, _ in marks}
+        assert set(keys) == drawn
+        assert keys == [k.key for k in plots.MARK_KINDS if k.key in drawn]  # the legend's order
+        labels = [t.text for t in root.iter(f"{ns}text") if t.get("class") == "legend-label"]
+        assert labels == [k.label for k in plots.MARK_KINDS if k.key in drawn]
+
+    def test_the_page_draws_it_for_a_remediator_and_keeps_the_table(self) -> None:
+        text = page.render_html(self.built())
+        assert text.count('<svg class="chart events"') == 1
+        assert "Trial timelines" in text  # the table stays
+        plain = page.render_html(sample_report())
+        assert "chart events" not in plain
+        assert 'class="trial-events"' not in plain

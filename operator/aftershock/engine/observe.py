@@ -124,6 +124,19 @@ class RecoveryTracker:
     def recovered(self) -> bool:
         return "recovered" in self.milestones
 
+    def _victims_back(self) -> Milestone | None:
+        """When every victim was back: the kind's own `back` milestone or, for a kind whose
+        victims keep their processes (node_failure: the node frozen), every victim replaced by a
+        new pod that is Ready, if that came first. Someone acted while the fault held (a
+        remediator's out-of-service taint, a force delete): the member is back on another node
+        before its old one is (ADR 0021)."""
+        own = self.milestones.get(self.back)
+        if self.restarts or self.replaces_pods:
+            return own
+        moved = self.milestones.get("replacement_ready")
+        found = [m for m in (own, moved) if m is not None]
+        return min(found, key=lambda m: m.offset) if found else None
+
     # -- pods --------------------------------------------------------------------------------
 
     def observe_pod(self, type_: str, pod: PodState, mono: float, wall: float) -> None:
@@ -244,7 +257,7 @@ class RecoveryTracker:
                 mono,
                 wall,
                 self._stamp,
-                replacement_ready=self.back in self.milestones,
+                replacement_ready=self._victims_back() is not None,
                 asked=None if asked is None else self._stamp(*asked),
                 restarts=self.restarts,
             )
@@ -258,7 +271,9 @@ class RecoveryTracker:
             if finishing and self._recovers_now():
                 # Recovered when the subject's own part held, if everything else already held then.
                 assert done is not None
-                stamps = [done, self.milestones[self.back]]
+                back = self._victims_back()
+                assert back is not None
+                stamps = [done, back]
                 if self._pods_healthy_since is not None:
                     stamps.append(self._pods_healthy_since)
                 self.milestones["recovered"] = max(stamps, key=lambda m: m.offset)
@@ -269,7 +284,7 @@ class RecoveryTracker:
     def _recovers_now(self) -> bool:
         return (
             not self.recovered
-            and self.back in self.milestones
+            and self._victims_back() is not None
             and self.pods_healthy()
             and self.probe is not None
             and self.probe.healthy
@@ -289,7 +304,7 @@ class RecoveryTracker:
         if self.recovered:
             self._check_relapse(mono, wall)
             return
-        if self.back not in self.milestones or not self.pods_healthy():
+        if self._victims_back() is None or not self.pods_healthy():
             return
         if self.judge is not None and (
             self.judge.done is None or self.probe is None or not self.probe.healthy
@@ -310,8 +325,8 @@ class RecoveryTracker:
         """What recovery still waits for, in words (for the unrecovered trial's error)."""
         missing: list[str] = []
         waiting = dict(self.judge.pending()) if self.judge is not None else {}
-        if not self.restarts and self.back not in self.milestones:
-            missing.append(f"the fault is not healed yet ({self.back})")
+        if not self.restarts and self._victims_back() is None:
+            missing.append(f"the fault is not healed yet ({self.back}) and no victim was replaced")
         for name, track in self._tracks.items():
             if not self.restarts:
                 if name in waiting:
