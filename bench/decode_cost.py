@@ -16,7 +16,7 @@ Rows, each per event (median and best of the repeats, µs):
 And the memory one kept pod holds (tracemalloc, per pod, over `--pods` pods kept alive).
 
 Run it against any checkout: the same script measured the eager decoding (the code before
-`LazyManaged`) with ``PYTHONPATH=<old checkout>/operator``.
+`ManagedFields`, ADR 0025) with ``PYTHONPATH=<old checkout>/operator``.
 
 Usage: .venv/bin/python -m bench.decode_cost [--events 20000] [--repeats 7] [--pods 2000]
 """

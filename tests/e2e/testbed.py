@@ -19,6 +19,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from aftershock.chaos import registry as chaos_registry
+
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "hack" / "testbed"
 
@@ -143,6 +145,13 @@ def install_operator_identity(cluster: Cluster, kubeconfig_path: Path, duration:
         )
         for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "chaos-rbac.yaml"):
             cluster.kubectl("apply", "-f", str(manifests / "operator" / f))
+        # With every opt-in chaos kind's component (node_failure's nodes get and patch,
+        # manifests/node-failure): the test bed's tests fail nodes. The install as shipped grants
+        # none of them: tests/reliability/test_security.py checks that, and the refusal a
+        # node_failure Campaign gets there, on a cluster of its own.
+        for info in chaos_registry.KINDS.values():
+            if info.component is not None:
+                cluster.kubectl("apply", "-f", str(REPO / info.component / "chaos-rbac.yaml"))
         # The MutatingAdmissionPolicy that records each Campaign's author (ADR 0012), bound
         # cluster-wide as shipped: the operator's --author-check (on by default) reads it. It only
         # adds an annotation. The validating policies are bound by the tests that test them, to

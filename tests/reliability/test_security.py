@@ -8,6 +8,7 @@ tests/e2e/test_pod_security.py; not repeated here.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import urllib.error
@@ -45,9 +46,9 @@ for _kind_rights in registry.rights().values():
 
 
 #: Chaos kinds' rights on cluster-scoped resources (node_failure's nodes get and patch): RBAC has
-#: no namespaced form of them, so even the namespaced install grants them cluster-wide, in the
-#: kind's own ClusterRole (README "Security model": drop that role, or leave the kind out of the
-#: chart's chaosKinds, where nodes are not to be failed).
+#: no namespaced form of them, so they are off by default in every install: the kustomize installs
+#: grant them only with the kind's component (manifests/node-failure), the chart only with the
+#: kind in chaosKinds (README "Security model").
 CLUSTER_KIND_RIGHTS: dict[str, set[str]] = {}
 for _info in registry.KINDS.values():
     for _right in _info.rights:
@@ -55,6 +56,44 @@ for _info in registry.KINDS.values():
             _r = _right.as_json()
             _name = _r["resource"] + (f".{_r['apiGroup']}" if _r["apiGroup"] else "")
             CLUSTER_KIND_RIGHTS.setdefault(_name, set()).add(_r["verb"])
+#: The opt-in kinds' components' RBAC (generated, make crd). The suite's operator identity has
+#: them, as the test bed's does (`testbed.install_operator_identity`): its tests fail nodes.
+COMPONENT_RBAC = [
+    testbed.REPO / str(i.component) / "chaos-rbac.yaml" for i in registry.KINDS.values() if i.opt_in
+]
+
+
+def _any_cluster_kind_right(cluster: testbed.Cluster) -> bool:
+    return any(
+        can_i(cluster, verb, resource, None)
+        for resource, verbs in CLUSTER_KIND_RIGHTS.items()
+        for verb in verbs
+    )
+
+
+@contextlib.contextmanager
+def default_install(cluster: testbed.Cluster) -> Iterator[None]:
+    """The install as shipped, no component added: the opt-in kinds' roles removed for the
+    block, put back after."""
+    for path in COMPONENT_RBAC:
+        cluster.kubectl("delete", "-f", str(path), "--ignore-not-found")
+    testbed.wait_for(lambda: not _any_cluster_kind_right(cluster), 30, what="the components' rights gone")
+    try:
+        yield
+    finally:
+        for path in COMPONENT_RBAC:
+            cluster.kubectl("apply", "-f", str(path))
+        testbed.wait_for(
+            lambda: all(
+                can_i(cluster, v, r, None) for r, verbs in CLUSTER_KIND_RIGHTS.items() for v in verbs
+            ),
+            30,
+            what="the components' rights back",
+        )
+
+
+def _cluster_kind_part(extra: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {r: v for r, v in extra.items() if r in CLUSTER_KIND_RIGHTS}
 
 
 def can_i_list(cluster: testbed.Cluster, user: str, namespace: str) -> dict[str, set[str]]:
@@ -111,9 +150,19 @@ def test_cluster_wide_install_holds_only_the_listed_rights(
     cluster: testbed.Cluster, operator_identity: str, baseline_user: tuple[str, str]
 ) -> None:
     ns, nobody = baseline_user
-    op = can_i_list(cluster, OPERATOR, ns)
     base = can_i_list(cluster, nobody, ns)
-    extra = beyond_baseline(op, base)
+    # With the opt-in components (as the suite's identity has them): exactly their rights on
+    # cluster-scoped resources come with them, nothing else.
+    with_components = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
+    with default_install(cluster):
+        extra = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
+        # As shipped: no right on a cluster-scoped resource of any chaos kind (node_failure's
+        # nodes get and patch come only with manifests/node-failure).
+        assert _cluster_kind_part(extra) == {}, extra
+        assert not can_i(cluster, "get", "nodes", None)
+        assert not can_i(cluster, "patch", "nodes", None)
+    assert _cluster_kind_part(with_components) == CLUSTER_KIND_RIGHTS, with_components
+    assert {r: v for r, v in with_components.items() if r not in CLUSTER_KIND_RIGHTS} == extra
     print("\noperator rights beyond an authenticated user's, cluster-wide install:")
     for resource, verbs in sorted(extra.items()):
         print(f"  {resource:<50} {sorted(verbs)}")
@@ -170,21 +219,25 @@ def test_namespaced_install_grants_nothing_outside_watched_namespaces(
             extra = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
             _assert_least_privilege(extra)
             assert extra.get("pods") == {"get", "list", "watch", "delete"}
-        for ns in (other, "kube-system", "default", "aftershock-system"):
-            extra = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
-            # Cluster-scoped reads of CRDs (and asking whether a Campaign's author may do what it
-            # uses, ADR 0012) are all that reaches beyond the watched namespaces, with the chaos
-            # kinds' rights on cluster-scoped resources, exactly those verbs.
-            beyond = {r: v for r, v in extra.items() if r not in CLUSTER_KIND_RIGHTS}
-            assert set(beyond) <= {
-                "customresourcedefinitions.apiextensions.k8s.io",
-                "subjectaccessreviews.authorization.k8s.io",
-            }, (ns, extra)
-            for resource, verbs in extra.items():
-                if resource in CLUSTER_KIND_RIGHTS:
-                    assert verbs == CLUSTER_KIND_RIGHTS[resource], (ns, resource, verbs)
-            assert not can_i(cluster, "list", "pods", ns)
-            assert not can_i(cluster, "delete", "pods", ns)
+
+        def outside_watched(components: bool) -> None:
+            for ns in (other, "kube-system", "default", "aftershock-system"):
+                extra = beyond_baseline(can_i_list(cluster, OPERATOR, ns), base)
+                # Cluster-scoped reads of CRDs (and asking whether a Campaign's author may do what
+                # it uses, ADR 0012) are all that reaches beyond the watched namespaces; with the
+                # opt-in components, their rights on cluster-scoped resources too, exactly those.
+                beyond = {r: v for r, v in extra.items() if r not in CLUSTER_KIND_RIGHTS}
+                assert set(beyond) <= {
+                    "customresourcedefinitions.apiextensions.k8s.io",
+                    "subjectaccessreviews.authorization.k8s.io",
+                }, (ns, extra)
+                assert _cluster_kind_part(extra) == (CLUSTER_KIND_RIGHTS if components else {}), (ns, extra)
+                assert not can_i(cluster, "list", "pods", ns)
+                assert not can_i(cluster, "delete", "pods", ns)
+
+        with default_install(cluster):
+            outside_watched(components=False)
+        outside_watched(components=True)
         assert not can_i(cluster, "delete", "pods", None)
         assert not can_i(cluster, "list", "namespaces", None)
     finally:
@@ -200,6 +253,40 @@ def test_namespaced_install_grants_nothing_outside_watched_namespaces(
         testbed.wait_for(
             lambda: can_i(cluster, "delete", "pods", other), 30, what="cluster-wide RBAC restored"
         )
+
+
+def test_node_failure_without_its_component_is_refused_naming_it_and_fails_no_node(
+    cluster: testbed.Cluster, operator_identity: str, tmp_path: Path
+) -> None:
+    """The operator installed as shipped (no manifests/node-failure): a node_failure Campaign
+    stops with a condition saying which component to add; the operator lives on and no node
+    was asked to fail (the Nodes' own annotations, read by the test)."""
+    ns = make_namespace(cluster, "nfrights")
+    subject = start_subject(cluster, ns)
+    op = Operator(kubeconfig=operator_identity, db=tmp_path / "ledger.db", workdir=tmp_path, namespaces=[ns])
+    try:
+        with default_install(cluster):
+            op.start()
+            chaos = {"type": "node_failure", "durationSeconds": 5, "acknowledgeNodeFailure": True}
+            cluster.apply(campaign("nf", ns, subject.pd_url, trials=1, chaos=chaos))
+            obj = wait_phase(cluster, ns, "nf", {"Failed", "Succeeded"}, timeout=120)
+            assert obj["status"]["phase"] == "Failed"
+            (valid,) = [c for c in obj["status"]["conditions"] if c["type"] == "SpecValid"]
+            assert (valid["status"], valid["reason"]) == ("False", "OperatorNotPermitted"), valid
+            assert "add the kustomize component manifests/node-failure" in valid["message"], valid
+            assert "nothing was done" in valid["message"]
+            assert op.check_alive()
+            nodes = yaml.safe_load(cluster.kubectl("get", "nodes", "-o", "yaml").stdout)["items"]
+            asked = [
+                n["metadata"]["name"]
+                for n in nodes
+                if "aftershock.dev/node-failure" in (n["metadata"].get("annotations") or {})
+            ]
+            assert asked == []
+    finally:
+        op.stop()
+        subject.close()
+        drop_namespace(cluster, ns)
 
 
 # --- the metrics / report endpoint ---------------------------------------------------------------

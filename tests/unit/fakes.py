@@ -443,7 +443,7 @@ class FakeCluster:
         import json
 
         self.node_patches.append((name, dict(annotations)))
-        node = await self.get_node(name)
+        node = await FakeCluster.get_node(self, name)  # the store, whatever a test put in front
         merged = {**node.annotations, **{k: v for k, v in annotations.items() if v is not None}}
         for k, v in annotations.items():
             if v is None:

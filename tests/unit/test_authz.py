@@ -162,6 +162,26 @@ def test_recreate_is_refused_where_the_operator_may_not_delete_claims() -> None:
     assert "create rolebinding aftershock-reset-recreate" in refused.message
 
 
+def test_node_failure_without_the_operators_node_rights_names_the_component() -> None:
+    """The kustomize installs grant node_failure's cluster-wide rights only with its component:
+    without it the run is refused up front, saying which component to add."""
+    s = spec(
+        chaos={"type": "node_failure", "durationSeconds": 5, "acknowledgeNodeFailure": True},
+        recovery={"timeoutSeconds": 60, "settleSeconds": 0},
+    )
+    nodes = set(chaos_registry.authz_rights()["node_failure"])
+    assert nodes
+    assert all(r.cluster for r in nodes)
+    refused = check(FakeAccess(nodes, set(), {}), s)
+    assert refused is not None
+    assert refused.reason == "OperatorNotPermitted"
+    assert "get nodes (cluster-wide)" in refused.message
+    assert "add the kustomize component manifests/node-failure" in refused.message
+    assert "node_failure to the Helm chart's chaosKinds" in refused.message
+    assert "nothing was done" in refused.message
+    assert check(FakeAccess(nodes, nodes, {}), s) is None
+
+
 def test_an_unlabelled_namespace_is_refused_when_namespaces_opt_in() -> None:
     api = FakeAccess({PODS}, {PODS}, {"other": "x"})
     refused = check(api, spec(), namespace_label=("aftershock.dev/campaigns", "enabled"))

@@ -5,6 +5,7 @@ gets a new container, nothing is deleted, and a method that cannot work kills no
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,36 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     ],
 )
 def test_rendered_rbac_grants_each_kind_exactly_its_rights(path: str, role: str, binding: str) -> None:
+    """Each kind on by default has its role in both installs; an opt-in kind (rights on
+    cluster-scoped resources: node_failure's nodes) is in neither, only in its component."""
     docs = _docs(REPO / path)
+    on = {k: i for k, i in registry.KINDS.items() if not i.opt_in}
+    assert on
+    assert "node_failure" not in on
+    _assert_roles(docs, on, role, binding)
+    assert not [d for d in docs for rule in d.get("rules", []) if "nodes" in rule["resources"]]
+
+
+def test_each_opt_in_kind_is_a_component_with_exactly_its_rights() -> None:
+    opt_in = {k: i for k, i in registry.KINDS.items() if i.opt_in}
+    assert set(opt_in) == {"node_failure"}
+    for kind, info in opt_in.items():
+        assert info.component == "manifests/" + kind.replace("_", "-")
+        component = yaml.safe_load((REPO / info.component / "kustomization.yaml").read_text())
+        assert component["kind"] == "Component"
+        assert component["resources"] == ["chaos-rbac.yaml"]
+        _assert_roles(
+            _docs(REPO / info.component / "chaos-rbac.yaml"),
+            {kind: info},
+            "ClusterRole",
+            "ClusterRoleBinding",
+        )
+    # Neither install's kustomization pulls a component in: off by default.
+    for k in ("manifests/kustomization.yaml", "manifests/operator-namespaced/kustomization.yaml"):
+        assert "components" not in yaml.safe_load((REPO / k).read_text()), k
+
+
+def _assert_roles(docs: list[dict[str, Any]], kinds: Mapping[str, Any], role: str, binding: str) -> None:
     # Rights on cluster-scoped resources (node_failure's nodes) are a ClusterRole in every install.
     roles = {
         d["metadata"]["labels"]["aftershock.dev/chaos-type"]: d
@@ -78,10 +108,9 @@ def test_rendered_rbac_grants_each_kind_exactly_its_rights(path: str, role: str,
         if d["kind"] in (role, "ClusterRole")
     }
     bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] in (binding, "ClusterRoleBinding")}
-    assert set(roles) == set(registry.KINDS)
-    for kind, info in registry.KINDS.items():
-        clustered = any(r.cluster for r in info.rights)
-        kind_role = "ClusterRole" if clustered else role
+    assert set(roles) == set(kinds)
+    for kind, info in kinds.items():
+        kind_role = "ClusterRole" if info.opt_in else role
         assert roles[kind]["kind"] == kind_role
         granted = {
             (g, r, v) for rule in roles[kind]["rules"] for g in rule["apiGroups"]

@@ -19,6 +19,7 @@ from aftershock.chaos.base import Fault, Strike
 from aftershock.chaos.victims import VictimSelectionError, choose_victims, rng_for
 from aftershock.errors import SpecError
 from aftershock.kube.access import build_resource_attributes
+from aftershock.kube.errors import KubeForbiddenError
 from aftershock.model import ChaosMode, ChaosSpec, NodeState, PodState, Victim, parse_campaign_spec
 
 
@@ -157,6 +158,65 @@ async def test_no_agent_answering_is_a_refusal_and_the_request_is_taken_back(
     done = await node_failure.inject(strike, cluster, RealClock(), lambda: False)
     assert done.refused
     assert "install the node agent" in str(done.error)
+    assert node_failure.REQUEST not in cluster.nodes["real-1"].annotations
+    await cluster.close()
+
+
+async def test_no_rights_on_nodes_is_a_refusal_naming_the_component_and_fails_no_node() -> None:
+    """A 403 on the victim's node (the operator installed without manifests/node-failure): a
+    refusal saying which component to add, never an exception, nothing written."""
+    strike, cluster = _strike()
+
+    async def forbidden(name: str) -> NodeState:
+        raise KubeForbiddenError(f'nodes "{name}" is forbidden: cannot get resource "nodes"', 403)
+
+    cluster.get_node = forbidden  # type: ignore[method-assign]
+    done = await node_failure.inject(strike, cluster, RealClock(), lambda: False)
+    assert done.refused
+    assert "manifests/node-failure" in str(done.error)
+    assert "chaosKinds" in str(done.error)
+    assert cluster.node_patches == []
+    await cluster.close()
+
+
+async def test_get_without_patch_on_nodes_is_a_refusal_and_writes_nothing() -> None:
+    strike, cluster = _strike()
+
+    async def forbidden(name: str, annotations: Any) -> None:
+        cluster.node_patches.append((name, dict(annotations)))
+        raise KubeForbiddenError(f'nodes "{name}" is forbidden: cannot patch resource "nodes"', 403)
+
+    cluster.patch_node_annotations = forbidden  # type: ignore[method-assign]
+    done = await node_failure.inject(strike, cluster, RealClock(), lambda: False)
+    assert done.refused
+    assert "manifests/node-failure" in str(done.error)
+    assert [a for _, a in cluster.node_patches] == [
+        {node_failure.REQUEST: cluster.node_patches[0][1][node_failure.REQUEST]}
+    ]
+    assert cluster.nodes["real-1"].annotations == {}
+    await cluster.close()
+
+
+async def test_rights_gone_mid_injection_take_the_request_back_and_fail_no_node() -> None:
+    """The request went out, then reading the agent's answer is forbidden (the component removed
+    mid-run): the request is taken back and the fault refused."""
+    strike, cluster = _strike()
+    cluster.node_agent = False
+    real_get = cluster.get_node
+    refusals = 0
+
+    async def forbidden_once_asked(name: str) -> NodeState:
+        nonlocal refusals
+        if cluster.node_patches and refusals == 0:
+            refusals += 1
+            raise KubeForbiddenError(f'nodes "{name}" is forbidden: cannot get resource "nodes"', 403)
+        return await real_get(name)
+
+    cluster.get_node = forbidden_once_asked  # type: ignore[method-assign]
+    done = await node_failure.inject(strike, cluster, RealClock(), lambda: False)
+    assert done.refused
+    assert "manifests/node-failure" in str(done.error)
+    assert [a for _, a in cluster.node_patches][-1] == {node_failure.REQUEST: None}
     assert node_failure.REQUEST not in cluster.nodes["real-1"].annotations
     await cluster.close()
 

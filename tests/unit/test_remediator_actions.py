@@ -448,6 +448,40 @@ async def test_managed_fields_are_decoded_only_where_a_campaign_reads_them(
         await cluster.close()
 
 
+async def test_a_write_during_a_broken_watch_is_found_at_the_relist_on_a_released_pod() -> None:
+    """A pod kept released (before the Campaign read managedFields) whose only change, the
+    remediator's label, came while the watch was broken: the relist passes it on."""
+    spec = _spec({"fieldManagers": ["reference-remediator"]})
+    raw = json.loads(CAPTURED_POD.read_text())
+    raw["metadata"]["managedFields"][3]["time"] = _at(-60)
+    raw["metadata"].update(namespace="db", uid="db-store-0", labels=dict(spec.subject.selector.match_labels))
+    clock = ManualClock()
+    cluster = FakeCluster()
+    cluster.add_pod(decode_pod(raw))
+    view = PodView(PodWatches(cluster, clock), "db", spec.subject.selector)
+    task = asyncio.create_task(view.run())
+    try:
+        assert await view.wait_synced(5)
+        named = CampaignActions(REF, frozenset(), frozenset({"reference-remediator"}), clock, AuditHorizon())
+        view.on_change, view.reads_managed_fields = named.pod_changed, True
+        named.fault_injected(100.0, KILL_WALL, frozenset())
+        clock.mono = 102.0
+        cluster.break_watches(ApiError("stream reset", 500))
+        raw["metadata"]["managedFields"][3]["time"] = _at(1)
+        raw["metadata"]["managedFields"][3]["fieldsV1"]["f:metadata"]["f:labels"]["f:healed"] = {}
+        cluster.modify_pod(decode_pod(copy.deepcopy(raw)))
+        for _ in range(500):
+            if named.trial(100.0, 200.0):
+                break
+            await asyncio.sleep(0.01)
+        found = named.trial(100.0, 200.0)
+        assert [(a.involved, a.identity) for a in found] == [("pods db/store-0", "reference-remediator")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await cluster.close()
+
+
 def test_managed_fields_decoded_late_equal_what_eager_decoding_gives() -> None:
     raw = json.loads(CAPTURED_POD.read_text())["metadata"]["managedFields"]
     lazy = ManagedFields(copy.deepcopy(raw), decode_managed)

@@ -173,6 +173,32 @@ class ChaosKindInfo:
     #: that sets one for a kind that does not take it is refused rather than silently ignored.
     takes: frozenset[str] = frozenset()
 
+    @property
+    def opt_in(self) -> bool:
+        """Its rights reach beyond the watched namespaces (a cluster-scoped resource, which RBAC
+        cannot grant per namespace): no install grants them unless asked, the kustomize installs
+        with the kind's component (`component`), the chart with the kind in ``chaosKinds``."""
+        return any(r.cluster for r in self.rights)
+
+    @property
+    def component(self) -> str | None:
+        """The kustomize component that grants an opt-in kind's rights (generated, make crd)."""
+        return "manifests/" + self.type.replace("_", "-") if self.opt_in else None
+
+    def enable_hint(self) -> str:
+        """How a cluster administrator grants this kind's rights to the operator."""
+        if self.component is not None:
+            return (
+                f"{self.type}'s rights are cluster-wide and off by default: add the kustomize "
+                f"component {self.component} to the operator's install (components: "
+                f"[{self.component}]), or {self.type} to the Helm chart's chaosKinds "
+                '(README "Security model")'
+            )
+        return (
+            f"grant the operator {self.type}'s role (manifests/operator/chaos-rbac.yaml), or "
+            f"{self.type} in the Helm chart's chaosKinds"
+        )
+
     def check(self, chaos: ChaosSpec) -> tuple[str, str] | None:
         """What is wrong with `chaos` for this kind (field, why), or None."""
         if self.needs_duration and chaos.duration_seconds is None:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aftershock.chaos.base import ChaosKindInfo, Clock, Fault, FaultApi, Injection, Right, Stopping, Strike
-from aftershock.errors import NotFoundError
+from aftershock.errors import ApiError, ForbiddenError, NotFoundError
 from aftershock.model import NODE_FAILURE, NodeState, Victim
 
 #: The request aftershock writes on the Node: ``{"id": ..., "until": unix seconds}``.
@@ -108,7 +108,10 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
         return Injection("a victim is not bound to a node", refused=True)
     duration = strike.chaos.duration_seconds
     assert duration is not None  # the registry requires it for this kind
-    nodes = {n: await api.get_node(n) for n in dict.fromkeys(str(n) for n in names)}
+    try:
+        nodes = {n: await api.get_node(n) for n in dict.fromkeys(str(n) for n in names)}
+    except ForbiddenError as exc:
+        return Injection(_forbidden(exc), refused=True)
     refused = _refusal(strike, nodes)
     if refused is not None:
         return Injection(refused, refused=True)
@@ -119,9 +122,17 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
     request = json.dumps({"id": ident, "until": until}, sort_keys=True)
     first: tuple[float, float] | None = None
     answers: dict[str, dict[str, Any]] = {}
+    asked: list[str] = []
     for name in nodes:
-        await api.patch_node_annotations(name, {REQUEST: request})
-        state = await _wait_state(api, name, "frozen", ident, clock, stopping)
+        try:
+            await api.patch_node_annotations(name, {REQUEST: request})
+            asked.append(name)
+            state = await _wait_state(api, name, "frozen", ident, clock, stopping)
+        except ForbiddenError as exc:
+            # Only part of the rights (get without patch), or they went between the operator's
+            # check and here (the component removed mid-run): take back what was asked.
+            left = await _take_back(api, asked)
+            return Injection(_forbidden(exc) + left, refused=not left)
         if state is None or state.get("state") != "frozen":
             # Take every request back: a node whose agent answers late must not fail later.
             for undo in nodes:
@@ -129,7 +140,8 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
             why = (state or {}).get("error") or f"no answer within {ACK_TIMEOUT:.0f}s"
             return Injection(
                 f"the node agent on {name} did not fail it ({why}): install the node agent "
-                "(chart value nodeAgent.enabled, docs/chaos.md) on the nodes a Campaign may fail",
+                "(manifests/node-agent/, or the chart's nodeAgent.enabled; docs/chaos.md) on the "
+                "nodes a Campaign may fail",
                 refused=state is None,
             )
         if first is None:
@@ -154,6 +166,31 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
         shown = ", ".join(others[:20]) + (f" and {len(others) - 20} more" if len(others) > 20 else "")
         notice = f"node_failure of {', '.join(nodes)} also stopped {len(others)} other pod(s): {shown}"
     return Injection(None, first, details=details, notice=notice)
+
+
+def _forbidden(exc: ForbiddenError) -> str:
+    return (
+        f"aftershock may not read or annotate the victims' nodes ({exc}): "
+        f"{KIND.enable_hint()}; no node was failed"
+    )
+
+
+async def _take_back(api: FaultApi, nodes: Sequence[str]) -> str:
+    """Remove the request from `nodes`; what could not be removed, said (empty: all gone)."""
+    stuck = []
+    for name in nodes:
+        try:
+            await api.patch_node_annotations(name, {REQUEST: None})
+        except NotFoundError:
+            continue
+        except ApiError:
+            stuck.append(name)
+    if not stuck:
+        return ""
+    return (
+        f"; the request on {', '.join(stuck)} could not be taken back: its node agent thaws by "
+        "itself at the request's deadline, and the heal tries again"
+    )
 
 
 async def heal(fault: Fault, api: FaultApi) -> str | None:

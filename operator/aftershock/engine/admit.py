@@ -41,7 +41,11 @@ def _listed(rights: list[Right]) -> str:
     return ", ".join(r.describe() for r in rights)
 
 
-def _operator_hint(namespace: str, missing: list[Right]) -> str:
+def _operator_hint(namespace: str, missing: list[Right], spec: CampaignSpec) -> str:
+    kind = chaos_registry.KINDS.get(spec.chaos.type)
+    if kind is not None and any(r.cluster for r in missing):
+        # A chaos kind's cluster-scoped rights (node_failure's nodes): opt-in in every install.
+        return kind.enable_hint()
     if any(r.resource == "persistentvolumeclaims" for r in missing):
         return (
             f"spec.reset.mode Recreate is allowed only where aftershock may delete claims: a cluster "
@@ -97,6 +101,6 @@ async def refusal(
             "spec",
             REASON_OPERATOR,
             f"aftershock itself may not {_listed(own)} in namespace {namespace}: "
-            f"{_operator_hint(namespace, own)}; nothing was done",
+            f"{_operator_hint(namespace, own, spec)}; nothing was done",
         )
     return None

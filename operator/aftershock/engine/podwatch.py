@@ -135,6 +135,13 @@ class PodFeed:
     def _reads_managed(self, namespace: str) -> bool:
         return any(view.reads_managed_fields for view in self._views.get(namespace, ()))
 
+    def _unknown_where_read(self, pod: PodState) -> bool:
+        """A pod kept with its managedFields released, in a namespace where they are read now:
+        a relist cannot tell whether they changed while the watch was broken, so it passes the
+        listed pod on (the reader then goes by the entries' own times)."""
+        managed = pod.managed
+        return isinstance(managed, ManagedFields) and not managed.known and self._reads_managed(pod.namespace)
+
     def _listed(self, pods: Sequence[PodState]) -> None:
         """A full list: what differs from the picture goes out as synthetic events, so no view
         misses that a pod disappeared while the watch was broken (only that moment's precision
@@ -147,7 +154,7 @@ class PodFeed:
             known = self._pods.get(uid)
             if known is None:
                 self._changed("ADDED", pod)
-            elif known != pod:
+            elif known != pod or self._unknown_where_read(known):
                 self._changed("MODIFIED", pod)
         for views in list(self._views.values()):
             for view in list(views):
