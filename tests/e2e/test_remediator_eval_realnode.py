@@ -432,15 +432,16 @@ class HealthPoller:
             self._stop.wait(max(0.0, sent + 0.02 - time.time()))
 
     def back(self, url: str, after: float, before: float) -> tuple[float, float] | None:
-        """When `url` answered healthy again after its last failed answer sent between `after`
-        and `before`: between that failed poll's send and the first healthy answer's receipt."""
+        """When `url` first answered healthy again after it stopped answering healthy past
+        `after` (polls sent before `before`): between the last failed poll's send and that
+        healthy answer's receipt. A blip after it (a slow answer on a loaded machine) is not a
+        second recovery: the ledger's is the first too."""
         got = [a for a in self.answers[url] if after <= a[0] <= before]
-        failed = [i for i, a in enumerate(got) if not a[2]]
-        if not failed:
+        down = next((i for i, a in enumerate(got) if not a[2]), None)
+        if down is None:
             return None
-        i = failed[-1]
-        nxt = next((a for a in got[i + 1 :] if a[2]), None)
-        return None if nxt is None else (got[i][0], nxt[1])
+        up = next((i for i in range(down, len(got)) if got[i][2]), None)
+        return None if up is None else (got[up - 1][0], got[up][1])
 
 
 # --- the ledger, with the test's own SQL ----------------------------------------------------------
