@@ -660,8 +660,14 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
         testbed.run(
             [str(testbed.REPO / "remediators" / "out-of-service" / "image.sh"), "import"], timeout=600
         )
+        # At 0 replicas through the whole baseline Campaign: the baseline's own scale-down holds
+        # it only during each trial and restores it after, when the failed node is still
+        # NotReady for ~10 s (its kubelet's next status update): restored, it would act then,
+        # between trials (seen: the member moved in the baseline's interval).
+        for obj in remediator:
+            if obj["kind"] == "Deployment":
+                obj["spec"]["replicas"] = 0
         cluster.apply(yaml.safe_dump_all(remediator), namespace=namespace)
-        cluster.kubectl("rollout", "status", f"deployment/{REMEDIATOR}", "-n", namespace, "--timeout=120s")
         poller.start()
 
         token_file = tmp_path / "receiver-token"
@@ -689,9 +695,16 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
         setup_s = time.time() - started
 
         arms: dict[str, list[dict[str, Any]]] = {}
+        spans: dict[str, tuple[float, float]] = {}
         for name, baseline in (("baseline", True), ("assisted", False)):
             for node in ADDRESS:  # the last trial's node back (its kubelet's next status update)
                 cluster.kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=60s")
+            if not baseline:
+                cluster.kubectl("scale", f"deployment/{REMEDIATOR}", "-n", namespace, "--replicas=1")
+                cluster.kubectl(
+                    "rollout", "status", f"deployment/{REMEDIATOR}", "-n", namespace, "--timeout=120s"
+                )
+            opened = time.time()
             create_campaign(
                 cluster, namespace, campaign(name, namespace, endpoints, duration, baseline, quiet)
             )
@@ -705,6 +718,7 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
             )
             assert done["status"]["phase"] == "Succeeded", done["status"]
             arms[name] = ledger(op.db, namespace, name)
+            spans[name] = (opened, time.time())
         receipts.stop()
         compare = testbed.run(
             [str(testbed.REPO / ".venv" / "bin" / "aftershock"), "compare", "baseline", "assisted",
@@ -834,6 +848,9 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
             assert moved["ready"] <= recovered_at + 1.5, (moved, recovered_at)
         table[arm] = clocks
 
+    # No remediator pod at all while the baseline Campaign ran (the pod watch).
+    running = [p for p in watches.pods.values() if p["labels"].get("app.kubernetes.io/name") == REMEDIATOR]
+    assert all(p["first"] > spans["baseline"][1] for p in running), (running, spans)
     assert compare.returncode in (0, 1), compare.stderr
     verdict = json.loads(compare.stdout)
     assert verdict["verdict"] == "Improved", verdict
