@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -737,6 +738,18 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
         forwarder.close()
         if chain is not None:
             chain.stop()
+        # The namespace goes with the test; its cluster-scoped rights and host data do not.
+        for obj in [*agent, *remediator]:
+            if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                cluster.kubectl(
+                    "delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found", check=False
+                )
+        for sts in ("etcd", "etcd-float"):
+            cluster.kubectl(
+                "delete", "statefulset", sts, "-n", namespace, "--wait=true", "--timeout=90s", check=False
+            )
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(realnode.node_agent_state_dir(namespace), ignore_errors=True)
 
     user = f"system:serviceaccount:{namespace}:{REMEDIATOR}"
     table: dict[str, dict[str, list[float]]] = {}
