@@ -346,8 +346,10 @@ async def test_the_agent_thaws_at_the_deadline_by_itself(tmp_path: Path) -> None
         assert (pod / "freezer.state").read_text() == "FROZEN"
         assert kube.answers[-1]["state"] == "frozen"
         assert kube.answers[-1]["pods"] == ["ns/etcd-0"]  # never its own pod
-        # Nothing more from the API (the operator gone): the deadline alone brings it back.
-        await _until(lambda: _state(kubelet.pid) != "T")
+        # Nothing more from the API (the operator gone): the deadline alone brings it back. The
+        # answer is written after the kubelet is continued: wait for both (at load 20 the check
+        # once came between them).
+        await _until(lambda: _state(kubelet.pid) != "T" and kube.answers[-1]["state"] == "thawed")
         assert (pod / "freezer.state").read_text() == "THAWED"
         assert kube.answers[-1]["state"] == "thawed"
         assert "deadline" in kube.answers[-1]["note"]
