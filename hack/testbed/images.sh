@@ -95,9 +95,12 @@ dockerd_up() {
     return 0
   fi
   log "starting dockerd (private socket)"
+  # Not holding the builders' lock (fd 9): a dockerd left behind by a killed build held it for
+  # good, and every later build on the machine waited on it (seen: make dev and the reliability
+  # suite both stuck in `flock 9` behind an orphaned dockerd).
   setsid /usr/sbin/dockerd --data-root "$cache/docker" --exec-root /run/aftershock-docker/exec \
     -H "unix://$docker_sock" --pidfile /run/aftershock-docker/dockerd.pid \
-    --iptables=false --ip-masq=false --bridge=none >"$out/dockerd.log" 2>&1 < /dev/null &
+    --iptables=false --ip-masq=false --bridge=none >"$out/dockerd.log" 2>&1 < /dev/null 9>&- &
   for _ in $(seq 1 100); do
     DOCKER_HOST=unix://$docker_sock /usr/bin/docker version >/dev/null 2>&1 && return 0
     sleep 0.2
@@ -244,7 +247,7 @@ case "${1:-all}" in
   operator)
     # shellcheck disable=SC2046 # file names from git, no spaces
     a="$out/operator-$(hash_of Dockerfile pyproject.toml README.md $(cd "$repo" && git ls-files operator)).tar"
-    [ -f "$a" ] && { echo "$a"; exit 0; } ;;
+    [ -f "$a" ] && { touch "$a"; echo "$a"; exit 0; } ;;
 esac
 exec 9>"$cache/images.lock"
 flock 9

@@ -96,6 +96,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import yaml
 
 #: How far before the injection the raw samples are read (the last good scrape lies there).
@@ -714,3 +715,39 @@ def _check_sums(b: Breakdown) -> None:
     for name, value in checks:
         if abs(value - b.total) > SUM_TOLERANCE_S:
             raise AssertionError(f"{name} = {value:.6f} s, but time to alert is {b.total:.6f} s: {b}")
+
+
+#: Prometheus stamps in whole ms; Alertmanager and the operator finer.
+STAMP_TOLERANCE_S = 0.005
+#: What a bound on a wait leaves besides the settings: Prometheus commits a scrape's samples
+#: after it measured the scrape's duration, and an evaluation slot that fell between the two
+#: misses the sample (the next one sees it): on a machine at load 25 that commit can lag by
+#: tens of ms. Also the 2 ms grid snap of scrape stamps and ms rounding.
+SLACK_S = 0.1
+
+
+def assert_parts_after_the_scrape_bounded(b: Breakdown, st: Any, detect_offset: float) -> None:
+    """The bounds every alert's breakdown keeps after its scrape part (the e2e tests of the
+    chain share them): evaluation, `for:`, the send, Alertmanager, and the parts summing to the
+    ledger's time to detect (`detect_offset`, the operator's monotonic clock)."""
+    assert b.failed_scrape_duration is not None
+    assert b.evaluation_wait is not None
+    assert b.for_wait is not None
+    assert b.send_wait is not None
+    assert b.alertmanager_wait is not None
+    # Evaluation: the first evaluation slot after the failed sample was in; one interval more
+    # per slot Prometheus skipped for a late evaluation (counted since it started).
+    eval_bound = st.evaluation_interval * (1 + st.missed_evaluations)
+    assert -(b.failed_scrape_duration + STAMP_TOLERANCE_S) <= b.evaluation_wait <= eval_bound + SLACK_S, (
+        b.describe(),
+        st,
+    )
+    # for: at least the rule's, at most one evaluation slot more.
+    assert st.hold - 0.001 <= b.for_wait <= st.hold + eval_bound + SLACK_S, (b.describe(), st)
+    assert b.send_wait >= -STAMP_TOLERANCE_S, b.describe()
+    # Alertmanager: group_wait for a new group, the next group_interval tick for one that was
+    # still there; then the webhook POST (generous: a loaded machine).
+    assert 0 <= b.alertmanager_wait <= max(st.group_wait, st.group_interval) + 1.0, (b.describe(), st)
+    # The parts add up to the ledger's time to detect.
+    parts = sum(v for v in b.parts().values() if v is not None)
+    assert parts == pytest.approx(detect_offset, abs=0.05), (b.describe(), detect_offset)

@@ -199,6 +199,13 @@ class Traces:
                 self.samples.append((time.time(), name, rules, len(procs)))
             self._stop.wait(0.3)
 
+    def wait_sampled_after(self, name: str, after: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(n == name and t > after for t, n, _, _ in list(self.samples)):
+                return
+            time.sleep(0.1)
+
     def during(self, name: str, start: float, end: float) -> list[tuple[int, int]]:
         return [(r, p) for t, n, r, p in self.samples if n == name and start <= t <= end]
 
@@ -207,6 +214,9 @@ class Traces:
         fault_healed: the operator's heal did it, not the container's dead-man (15 s later).
         Up to the next trial's fault, which may be in the same pod."""
         end = heal_wall + 6 if next_kill is None else min(heal_wall + 6, next_kill - 0.05)
+        # The last trial is checked as soon as the Campaign ends, which may be within 1.5 s of its
+        # heal: wait for the sampler to pass the window's start rather than read what it has so far.
+        self.wait_sampled_after(name, heal_wall + 1.5, timeout=15)
         after = self.during(name, heal_wall + 1.5, end)
         assert after, f"no trace sample of {name} after the heal"
         assert all(r == 0 for r, _ in after), ("rules still in place after the heal", after)

@@ -176,7 +176,12 @@ class ControlPlane:
 
     def wait_ready(self, cluster: testbed.Cluster, timeout: float = 120) -> None:
         def ready() -> bool:
-            proc = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
+            # A /readyz that takes longer than 10 s is a not-ready answer, asked again until the
+            # deadline: on a loaded machine (load 20) one such call raised and failed the module.
+            try:
+                proc = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
+            except subprocess.TimeoutExpired:
+                return False
             return proc.returncode == 0
 
         testbed.wait_for(ready, timeout, interval=0.3, what="API server /readyz")

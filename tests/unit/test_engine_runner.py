@@ -8,6 +8,7 @@ status and events say.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 from collections.abc import AsyncIterator, Mapping
@@ -32,7 +33,7 @@ from tests.unit.fakes import (
 from aftershock.chaos import victims as pod_kill
 from aftershock.endpoints import ServiceInfo
 from aftershock.engine.outcomes import InfraBackoff
-from aftershock.engine.ports import SubjectProbe
+from aftershock.engine.ports import ScaleApi, SubjectProbe
 from aftershock.engine.runner import CampaignRunner, RunnerSettings
 from aftershock.errors import ApiError, TransientApiError
 from aftershock.ledger import Ledger
@@ -43,6 +44,7 @@ from aftershock.model import (
     CampaignRef,
     CampaignSpec,
     Milestone,
+    NodeState,
     Outcome,
     Phase,
     Victim,
@@ -77,6 +79,7 @@ class Harness:
         ref: CampaignRef = REF,
         existing_status: Mapping[str, Any] | None = None,
         settings: RunnerSettings = SETTINGS,
+        scaler: ScaleApi | None = None,
     ) -> CampaignRunner:
         def probe_factory(spec: CampaignSpec, _namespace: str) -> SubjectProbe | None:
             self.opened.append(spec)
@@ -98,6 +101,7 @@ class Harness:
             clock=RealClock(),
             settings=settings,
             services=services,
+            scaler=scaler,
         )
 
     async def run(self, spec: Mapping[str, Any], *, ref: CampaignRef = REF, timeout: float = 10.0) -> Phase:
@@ -1005,3 +1009,76 @@ async def test_an_operator_not_allowed_to_read_services_says_what_to_grant(h: Ha
     assert phase is Phase.FAILED
     assert h.opened == []
     assert "needs `get` on services" in h.status_condition("SpecValid")["message"]
+
+
+# --- a baseline arm of node_failure: the remediator back only once the node is ----------------
+
+
+class NodeAfterHeal(FakeCluster):
+    """The in-memory cluster whose failed nodes the control plane shows NotReady (from the freeze)
+    until a moment after the thaw: the kubelet's next status update, as on a real node."""
+
+    back_after = 1.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        for i in range(3):
+            self.nodes[f"node-{i}"] = NodeState(f"node-{i}", {}, {}, (), ready="True")
+
+    async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        await FakeCluster.patch_node_annotations(self, name, annotations)
+        node = self.nodes[name]
+        if annotations.get("aftershock.dev/node-failure") is not None:
+            self.nodes[name] = dataclasses.replace(node, ready="Unknown")
+        elif "aftershock.dev/node-failure" in annotations:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.back_after, self._back, name)
+
+    def _back(self, name: str) -> None:
+        self.nodes[name] = dataclasses.replace(self.nodes[name], ready="True")
+
+
+@dataclass
+class RecordingScaler:
+    """The remediator's scale subresource; each write with the failed nodes' Ready then."""
+
+    cluster: FakeCluster
+    desired: int = 1
+    writes: list[tuple[int, dict[str, str | None]]] = field(default_factory=list)
+
+    async def get_replicas(self, kind: str, namespace: str, name: str) -> tuple[int, int]:
+        return self.desired, self.desired
+
+    async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        self.desired = replicas
+        self.writes.append((replicas, {n: node.ready for n, node in self.cluster.nodes.items()}))
+
+
+async def test_a_baseline_trial_of_node_failure_restores_the_remediator_once_the_node_is_ready(
+    ledger: Ledger,
+) -> None:
+    """Restored while its node was still NotReady (a healed node is, until its kubelet's next
+    status update), the baseline's remediator would act on the fault between trials: seen on the
+    real nodes, the member moved in the baseline's interval."""
+    cluster = NodeAfterHeal()
+    cluster.add_statefulset("tikv", 3)
+    scaler = RecordingScaler(cluster)
+    h = Harness(ledger=ledger, cluster=cluster)
+    spec = campaign(
+        chaos={"type": "node_failure", "durationSeconds": 1, "acknowledgeNodeFailure": True},
+        trials=2,
+        baseline=True,
+        remediator={"kind": "Deployment", "name": "healer"},
+        recovery={"timeoutSeconds": 10, "settleSeconds": 0},
+    )
+    runner = h.runner(spec, scaler=scaler)
+    try:
+        assert await asyncio.wait_for(runner.run(h.stop), 30) == Phase.SUCCEEDED, h.sink.last
+    finally:
+        await cluster.close()
+    records = await ledger.attempts(REF.uid)
+    assert [r.outcome for r in records] == [Outcome.RECOVERED, Outcome.RECOVERED]
+    # Per trial: down to 0 before the fault, back to 1 after, with every node Ready by then.
+    assert [n for n, _ in scaler.writes] == [0, 1, 0, 1]
+    for replicas, ready in scaler.writes:
+        assert set(ready.values()) == {"True"}, (replicas, ready)

@@ -4,6 +4,7 @@ the nodes it names."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
@@ -235,6 +236,51 @@ def test_the_kind_needs_a_duration_and_declares_cluster_scoped_node_rights() -> 
     assert "namespace" not in build_resource_attributes("db", rights[0])
 
 
+async def test_settled_waits_for_every_failed_node_ready_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A baseline trial restores its remediator only when this returns: every victim's node
+    Ready again as the control plane shows it (a healed node stays NotReady until its kubelet's
+    next status update), a node that is gone counting as settled."""
+    monkeypatch.setattr(node_failure, "SETTLE_POLL", 0.01)
+    cluster = FakeCluster()
+    cluster.nodes["real-1"] = dataclasses.replace(_node("real-1"), ready="False")
+    cluster.nodes["real-2"] = dataclasses.replace(_node("real-2"), ready="Unknown")
+    victims = (
+        Victim("etcd-1", "uid-1", "real-1", 0),
+        Victim("etcd-2", "uid-2", "real-2", 0),
+        Victim("etcd-3", "uid-3", "real-3", 0),  # its node deleted meanwhile
+    )
+    task = asyncio.create_task(node_failure.settled(victims, cluster, RealClock(), lambda: False))
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    cluster.nodes["real-1"] = _node("real-1")
+    await asyncio.sleep(0.1)
+    assert not task.done()  # real-2 still not Ready
+    cluster.nodes["real-2"] = _node("real-2")
+    assert await asyncio.wait_for(task, 5) is None
+    await cluster.close()
+
+
+async def test_settled_gives_up_at_its_deadline_naming_the_node_and_ends_when_stopping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(node_failure, "SETTLE_POLL", 0.01)
+    monkeypatch.setattr(node_failure, "SETTLE_TIMEOUT", 0.2)
+    cluster = FakeCluster()
+    cluster.nodes["real-1"] = dataclasses.replace(_node("real-1"), ready="False")
+    victims = (Victim("etcd-1", "uid-1", "real-1", 0),)
+    why = await asyncio.wait_for(node_failure.settled(victims, cluster, RealClock(), lambda: False), 5)
+    assert why == "real-1 not Ready 0.2s after the heal"
+    # A trial that must stop (the Campaign deleted, the operator exiting) does not wait.
+    monkeypatch.setattr(node_failure, "SETTLE_TIMEOUT", 60.0)
+    started = time.monotonic()
+    assert await node_failure.settled(victims, cluster, RealClock(), lambda: True) is None
+    assert time.monotonic() - started < 5
+    assert registry.KINDS["node_failure"].settled is node_failure.settled
+    # The others leave nothing for a remediator to act on once healed (or the cluster heals them).
+    assert [k for k, info in registry.KINDS.items() if info.settled is not None] == ["node_failure"]
+    await cluster.close()
+
+
 # --- the node agent's host side, on a /proc and a cgroup tree of the test's own ------------------
 
 
@@ -346,8 +392,10 @@ async def test_the_agent_thaws_at_the_deadline_by_itself(tmp_path: Path) -> None
         assert (pod / "freezer.state").read_text() == "FROZEN"
         assert kube.answers[-1]["state"] == "frozen"
         assert kube.answers[-1]["pods"] == ["ns/etcd-0"]  # never its own pod
-        # Nothing more from the API (the operator gone): the deadline alone brings it back.
-        await _until(lambda: _state(kubelet.pid) != "T")
+        # Nothing more from the API (the operator gone): the deadline alone brings it back. The
+        # answer is written after the kubelet is continued: wait for both (at load 20 the check
+        # once came between them).
+        await _until(lambda: _state(kubelet.pid) != "T" and kube.answers[-1]["state"] == "thawed")
         assert (pod / "freezer.state").read_text() == "THAWED"
         assert kube.answers[-1]["state"] == "thawed"
         assert "deadline" in kube.answers[-1]["note"]

@@ -14,7 +14,9 @@ A kind (`ChaosKindInfo`, listed once in `aftershock.chaos.registry`) declares:
   data by an admission policy that checks the Campaign's author holds them;
 - the **milestones** only it can see, in the order a recovery passes them, and the one at
   which every victim is back (`ChaosKindInfo.back`);
-- whether it needs a **fault duration** (`chaos.durationSeconds`).
+- whether it needs a **fault duration** (`chaos.durationSeconds`);
+- whether the cluster still shows the fault after the heal (`ChaosKindInfo.settled`): a
+  baseline trial's remediator is restored only once it does not.
 
 Rule: no Kubernetes client here (the engine hands `FaultApi` in); no clock but the one handed in.
 """
@@ -146,6 +148,10 @@ class Fault:
 #: Undo the fault; None when it is undone (or was never there), else why it could not be.
 Heal = Callable[[Fault, FaultApi], Awaitable[str | None]]
 
+#: Wait, bounded, until the cluster itself no longer shows the healed fault's aftermath (a
+#: failed node Ready again); None once it does, else why the wait ended without it.
+Settled = Callable[[Sequence[Victim], FaultApi, Clock, Stopping], Awaitable[str | None]]
+
 
 @dataclass(frozen=True)
 class ChaosKindInfo:
@@ -166,6 +172,11 @@ class ChaosKindInfo:
     inject: Inject
     #: None: the cluster undoes the fault by itself; nothing of ours is left to remove.
     heal: Heal | None = None
+    #: None: the heal leaves nothing for anyone to act on. Otherwise the cluster shows the
+    #: fault for a while after the heal (node_failure: the node NotReady until its kubelet's
+    #: next status update), and a baseline trial restores its remediator only once that is over:
+    #: restored sooner, it would act on the fault it was scaled down for, between trials.
+    settled: Settled | None = None
     #: True: the victims' processes start anew (the subject's judge waits for a new start);
     #: False: the same processes carry on once the fault is healed (a partition).
     restarts: bool = True

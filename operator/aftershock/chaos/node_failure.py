@@ -222,6 +222,38 @@ async def heal(fault: Fault, api: FaultApi) -> str | None:
     return "; ".join(problems) or None
 
 
+#: How long a baseline trial waits for its failed nodes to be Ready again before it restores
+#: the remediator anyway: a healed node is Ready at its kubelet's next status update (10 s by
+#: default), or its lease's next renewal.
+SETTLE_TIMEOUT = 120.0
+#: How often the nodes are read meanwhile (the operator watches no Node: a bounded, rare wait).
+SETTLE_POLL = 0.5
+
+
+async def settled(victims: Sequence[Victim], api: FaultApi, clock: Clock, stopping: Stopping) -> str | None:
+    """Every victim's node Ready again as the control plane shows it (what a remediator reads),
+    or gone. Ends early, with no complaint, when the trial must stop."""
+    waiting = list(dict.fromkeys(str(v.node) for v in victims if v.node))
+    deadline = clock.monotonic() + SETTLE_TIMEOUT
+    while waiting:
+        for name in list(waiting):
+            try:
+                node = await api.get_node(name)
+            except NotFoundError:
+                waiting.remove(name)
+                continue
+            except ApiError:
+                continue  # asked again on the next pass, until the deadline
+            if node.ready == "True":
+                waiting.remove(name)
+        if not waiting or stopping():
+            return None
+        if clock.monotonic() >= deadline:
+            return f"{', '.join(waiting)} not Ready {SETTLE_TIMEOUT:g}s after the heal"
+        await asyncio.sleep(SETTLE_POLL)
+    return None
+
+
 class _WallClock:
     """The heal has no clock handed in; waiting for the agent needs only a deadline."""
 
@@ -250,6 +282,7 @@ KIND = ChaosKindInfo(
     needs_duration=True,
     inject=inject,
     heal=heal,
+    settled=settled,
 )
 
 __all__ = ["KIND", "REQUEST", "STATE", "control_plane", "read_json"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ from aftershock.model import (
     Victim,
     after_recovery,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -320,6 +323,10 @@ class _Strike:
             return await self._kill_and_observe(stop)
         finally:
             if remediator is not None:
+                if self.kind.settled is not None:
+                    waited = await self.kind.settled(self.victims, t.pods, t.publisher.clock, stop.is_set)
+                    if waited is not None:
+                        log.warning("%s: restoring the remediator anyway: %s", self._label, waited)
                 await t.remediator.restore(remediator)
 
     async def _kill_and_observe(self, stop: StopSignal) -> TrialResult:
