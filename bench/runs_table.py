@@ -43,10 +43,15 @@ def _below(rows: dict[str, dict[str, Any]], prefix: str) -> str:
 
 def table(paths: list[Path]) -> str:
     out = [
-        "| run | tool | load start-end | error vs watch p50 / p95 / max (ms) | error vs audit log p50 / p95 / max (ms) |",
+        "| run | tool | load start-end | error vs watch p50 / p95 / max (ms) "
+        "| error vs audit log p50 / p95 / max (ms) |",
         "|---|---|---|---|---|",
     ]
-    verdicts = ["", "| run | ours below every peer (watch) | ours below every peer (audit log) |", "|---|---|---|"]
+    verdicts = [
+        "",
+        "| run | ours below every peer (watch) | ours below every peer (audit log) |",
+        "|---|---|---|",
+    ]
     for path in paths:
         data = json.loads(path.read_text())
         loads = {r["tool"]: r.get("load") for r in data.get("runs", [])}
