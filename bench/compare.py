@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import gc
 import json
 import os
 import resource
@@ -72,6 +73,8 @@ class Run:
     #: over the tool's run, and the run's wall seconds: how busy the stand-in's process was,
     #: i.e. how often a stand-in thread could have waited for the GIL.
     harness_cpu: tuple[float, float] = (0.0, 0.0)
+    #: wall - monotonic of the witness's events (its `Kill` stamps are monotonic).
+    witness_wall_offset: float | None = None
     #: Per kill (index into `kills`): the truth of what the tool measures from the API server's
     #: audit log (`audittruth`): the DELETE's commit -> the Ready status write's commit (and the
     #: store back, with PD), seconds; None where the log does not place both ends.
@@ -147,6 +150,10 @@ def _set_kills(
         found = [_with_store(k, reports) for k in found]
     run.kills = [k for k in found if k.by_tool]
     run.artifacts = len(found) - len(run.kills)
+    # The witness's monotonic clock on the wall clock (each event's own pair): its stamps can
+    # then be set beside the tool's ledger and the audit log, which are on the wall clock.
+    if events:
+        run.witness_wall_offset = statistics.median(e.wall - e.mono for e in events)
     _set_audit_truth(run, events, subject)
 
 
@@ -709,6 +716,14 @@ def _open_audit(bed: harness.Bed) -> None:
         print("no audit log on this test bed: no audit-log column", flush=True)
 
 
+def _freeze_heap() -> None:
+    """The witness's watch and the PD stand-in live in this process: a full collection of its
+    heap (50-100 ms here; it grows with every tool's events) stalls their stamps as much. What
+    exists before each tool runs is moved out of the collector's reach."""
+    gc.collect()
+    gc.freeze()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -765,6 +780,7 @@ def main() -> None:
         for tool in tools:
             load_before = os.getloadavg()[0]
             print(f"== {tool} (load average {load_before:.2f})", flush=True)
+            _freeze_heap()
             cpu0, wall0 = _self_cpu(), time.monotonic()
             runs.append(run_tool(bed, tool, args))
             runs[-1].load = (load_before, os.getloadavg()[0])
@@ -794,6 +810,7 @@ def main() -> None:
                 "kills": [k.__dict__ for k in r.kills],
                 "steps": r.steps,
                 "audit_truth": r.audit_truth,
+                "witness_wall_offset": r.witness_wall_offset,
             }
             for r in runs
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import gc
 import logging
 import os
 import time
@@ -227,6 +228,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             retention.prune_forever(memo["ledger"], config.keep_runs_days, config.sweep_interval, time.time),
             name="retention",
         )
+    # What exists now lives as long as the process (modules, clients, settings: ~50-75k objects).
+    # Moved out of the collector's reach, a full collection no longer walks them: such
+    # collections took 50-100 ms on the test bed's 2 cores and stalled the event loop, so a
+    # trial's kill or the pod events around it were stamped that much late (docs/performance.md).
+    gc.collect()
+    gc.freeze()
     log.info("aftershock started: ledger %s", config.db_path)
 
 

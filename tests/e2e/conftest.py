@@ -34,9 +34,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(REALNODE_GROUP)
         if item.get_closest_marker("kind") is not None:
             item.add_marker(KIND_GROUP)
-    # The kind test first: xdist hands out work in collection order, so the longest test starts
-    # at once on one worker instead of extending the run's tail (a stable sort keeps the rest).
-    items.sort(key=lambda i: i.get_closest_marker("kind") is None)
+
+    # The kind test first, then the real-node group: xdist hands out work in collection order,
+    # so the longest test and the longest group (one worker, one test after another) start at
+    # once instead of extending the run's tail (a stable sort keeps the rest in order).
+    def first(item: pytest.Item) -> tuple[bool, bool]:
+        grouped = any(m.args[:1] == ("realnode",) for m in item.iter_markers("xdist_group"))
+        return item.get_closest_marker("kind") is None, not grouped
+
+    items.sort(key=first)
     # Real-node tests fail, never skip, when the node is missing on a machine that can host it
     # (root, Debian). Only where it cannot exist are they deselected, with the reason printed.
     # The kind path's test (test_kind.py) needs the same: root to run dockerd, Debian's packages.

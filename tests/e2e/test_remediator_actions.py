@@ -326,6 +326,14 @@ def test_a_remediator_that_says_nothing_has_its_writes_recorded_from_audit_and_m
         )
         obj = wait_phase(cluster, namespace, "actions", {"Succeeded", "Failed"}, timeout=180, op=op)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]
+        # The last trial's label may be written a moment before the Campaign ends: the witness's
+        # own watch is given the time to see every label the remediator wrote (its times are
+        # what is compared below), not stopped the moment the Campaign ends.
+        testbed.wait_for(
+            lambda: {r[1] for r in list(remediator.labelled)} <= set(witness.seen.copy()),
+            30,
+            what="the test's own watch to see every label the remediator wrote",
+        )
     finally:
         witness.stop()
 

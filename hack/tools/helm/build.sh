@@ -28,6 +28,16 @@ if [ -x "$bin/helm" ]; then
   exit 0
 fi
 mkdir -p "$bin"
+# One build at a time: `make test`'s workers ask for helm at once (test_chart, test_helm,
+# test_pod_security), and on a cold cache each started its own build; the first to finish
+# moved the shared helm.tmp away under the others ("mv: cannot stat"). The others wait here and
+# find the binary built.
+exec 9>"$bin/.build.lock"
+flock 9
+if [ -x "$bin/helm" ]; then
+  echo "$bin/helm"
+  exit 0
+fi
 
 export GOFLAGS="-mod=readonly -buildvcs=false"
 export CGO_ENABLED=0

@@ -29,6 +29,13 @@ if [ -x "$bin/kstatus" ]; then
   exit 0
 fi
 mkdir -p "$bin"
+# One build at a time (parallel test workers may ask at once: see hack/tools/helm/build.sh).
+exec 9>"$bin/.build.lock"
+flock 9
+if [ -x "$bin/kstatus" ]; then
+  echo "$bin/kstatus"
+  exit 0
+fi
 
 export GOFLAGS="-mod=readonly -buildvcs=false"
 export CGO_ENABLED=0
