@@ -11,47 +11,16 @@ Usage: .venv/bin/python -m bench.onclock RESULTS.json WORKDIR [aftershock|afters
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.e2e import testbed
 
-
-def _ts(value: str) -> float:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _audit_writes(namespace: str) -> list[tuple[float, float, str, str, str, str]]:
-    """(received, completed, verb, pod, subresource, user) of every completed pod write."""
-    path = subprocess.run(
-        [str(testbed.TESTBED / "cluster.sh"), "audit-log"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if namespace not in line or '"ResponseComplete"' not in line:
-                continue
-            r = json.loads(line)
-            ref = r.get("objectRef") or {}
-            if ref.get("namespace") != namespace or ref.get("resource") != "pods":
-                continue
-            out.append(
-                (
-                    _ts(r["requestReceivedTimestamp"]),
-                    _ts(r["stageTimestamp"]),
-                    r["verb"],
-                    ref.get("name", ""),
-                    ref.get("subresource", ""),
-                    (r.get("user") or {}).get("username", ""),
-                )
-            )
-    return sorted(out)
+from bench import audittruth
 
 
 def _ms(x: float | None) -> str:
@@ -74,7 +43,10 @@ def main(argv: list[str]) -> None:
             "WHERE a.outcome = 'recovered' ORDER BY a.id"
         )
     ]
-    writes = _audit_writes(attempts[0]["ns"])
+    audit = audittruth.AuditLog.of_test_bed(testbed.TESTBED / "cluster.sh")
+    if audit is None:
+        sys.exit("this test bed keeps no audit log")
+    writes = audit.pod_writes(attempts[0]["ns"])
     by_uid = {json.loads(a["victims"])[0]["uid"]: a for a in attempts}
     print(
         "per kill, ms on the host's clock; w = the witness's stamp (first sight of the deletion, "
@@ -94,9 +66,12 @@ def main(argv: list[str]) -> None:
         deletes = [
             w
             for w in writes
-            if w[2] == "delete" and w[3] == kill["victim"] and not w[4] and sent - 0.05 <= w[0] <= sent + 1
+            if w.verb == "delete"
+            and w.name == kill["victim"]
+            and not w.subresource
+            and sent - 0.05 <= w.received <= sent + 1
         ]
-        done = deletes[0][1] - w_start if deletes else None
+        done = min(deletes, key=lambda w: w.received).completed - w_start if deletes else None
         starts.append(start - w_start)
         ends.append(end - w_end)
         print(

