@@ -6,14 +6,22 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import pytest
 
-from tests import run_state
+from tests import run_state, scheduling
 
 
 def _controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with the long groups kept alone on their workers (tests/scheduling.py)."""
+    if config.getoption("dist") == "loadgroup":
+        return scheduling.LongGroupsAlone(config, log)
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -20,6 +20,11 @@ REALNODE_GROUP = pytest.mark.xdist_group("realnode")
 #: The kind path's test (test_kind.py) runs on a worker of its own from the start of the run: it is
 #: the longest test (a cluster of its own, built and torn down), mostly waiting on its own dockerd.
 KIND_GROUP = pytest.mark.xdist_group("kind")
+#: The tests whose operator binds the test bed's audit webhook receiver (one fixed loopback port:
+#: the API server's webhook configuration names it), one after another on one worker. The
+#: remediator evaluation among them runs on real nodes of its own (real-2, real-3, real-4), so
+#: this group runs beside the real-node group, not after it in its worker (ADR 0017).
+AUDIT_WEBHOOK_GROUP = pytest.mark.xdist_group("audit-webhook")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks
@@ -27,20 +32,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-        # The tests whose operator binds the test bed's audit webhook receiver (one fixed port:
-        # the API server's webhook config names it) run in that same group: the remediator
-        # evaluation is both, and an item is in one xdist group only.
-        if item.get_closest_marker("realnode") or item.get_closest_marker("audit_webhook"):
+        # An item is in one xdist group only: the remediator evaluation is both real-node and
+        # audit webhook, and its nodes are its own (the audit webhook group's).
+        if item.get_closest_marker("audit_webhook"):
+            item.add_marker(AUDIT_WEBHOOK_GROUP)
+        elif item.get_closest_marker("realnode"):
             item.add_marker(REALNODE_GROUP)
         if item.get_closest_marker("kind") is not None:
             item.add_marker(KIND_GROUP)
 
-    # The kind test first, then the real-node group: xdist hands out work in collection order,
-    # so the longest test and the longest group (one worker, one test after another) start at
-    # once instead of extending the run's tail (a stable sort keeps the rest in order).
-    def first(item: pytest.Item) -> tuple[bool, bool]:
-        grouped = any(m.args[:1] == ("realnode",) for m in item.iter_markers("xdist_group"))
-        return item.get_closest_marker("kind") is None, not grouped
+    # The kind test first, then the real-node group, then the audit webhook group: xdist hands
+    # out the first unit of work to each worker in collection order, so the longest test and
+    # the two longest groups (one worker each, one test after another) start at once instead of
+    # extending the run's tail (a stable sort keeps the rest in order).
+    def first(item: pytest.Item) -> tuple[bool, bool, bool]:
+        groups = {m.args[0] for m in item.iter_markers("xdist_group") if m.args}
+        return (
+            item.get_closest_marker("kind") is None,
+            "realnode" not in groups,
+            "audit-webhook" not in groups,
+        )
 
     items.sort(key=first)
     # Real-node tests fail, never skip, when the node is missing on a machine that can host it
@@ -88,16 +99,32 @@ def real_node_1(cluster: testbed.Cluster, real_node: None) -> Iterator[None]:
         realnode.stop_second_node(cluster)
 
 
-@pytest.fixture(scope="session")
-def real_node_2(cluster: testbed.Cluster, real_node_1: None) -> Iterator[None]:
-    """A third real node, real-2 (opt-in, as real-1: only the remediator evaluation, whose
-    member moves real-1 -> real-2 -> real-1 ... trial after trial, pays for it)."""
-    with testbed.machine_lock("real-node-2"):
-        realnode.start_second_node(cluster, realnode.THIRD)
-    cluster.kubectl("wait", "--for=condition=Ready", f"node/{realnode.NODE_2}", "--timeout=120s")
+def _extra_node(cluster: testbed.Cluster, instance: dict[str, str]) -> Iterator[None]:
+    name = instance["AFTERSHOCK_REAL_NODE_NAME"]
+    with testbed.machine_lock(f"real-node-{name}"):
+        realnode.start_second_node(cluster, instance)
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{name}", "--timeout=120s")
     yield
     if os.environ.get("AFTERSHOCK_KEEP_CLUSTER") != "1":
-        realnode.stop_second_node(cluster, realnode.THIRD)
+        realnode.stop_second_node(cluster, instance)
+
+
+@pytest.fixture(scope="session")
+def real_node_2(cluster: testbed.Cluster, real_node: None) -> Iterator[None]:
+    """real-2, -3 and -4 (opt-in, as real-1: only the remediator evaluation pays for them): its
+    subject's fixed members on real-2 and its floating one moving real-3 -> real-4 -> real-3 ...
+    trial after trial, on nodes no other test touches."""
+    yield from _extra_node(cluster, realnode.THIRD)
+
+
+@pytest.fixture(scope="session")
+def real_node_3(cluster: testbed.Cluster, real_node: None) -> Iterator[None]:
+    yield from _extra_node(cluster, realnode.FOURTH)
+
+
+@pytest.fixture(scope="session")
+def real_node_4(cluster: testbed.Cluster, real_node: None) -> Iterator[None]:
+    yield from _extra_node(cluster, realnode.FIFTH)
 
 
 @pytest.fixture(scope="session")

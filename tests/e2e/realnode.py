@@ -64,6 +64,20 @@ NODE_2 = "real-2"
 NODE_2_TAINT = "aftershock.dev/real-node-2"
 THIRD = {"AFTERSHOCK_REAL_NODE_INSTANCE": "real2", "AFTERSHOCK_REAL_NODE_NAME": NODE_2}
 
+#: Two more (opt-in: `real_node_3`, `real_node_4`), for the remediator evaluation's floating
+#: member (real-3 -> real-4 -> real-3 ...), whose other members live on real-2: nodes of their
+#: own, so that it runs beside the real-node group (which kills real-0's kubelet and freezes
+#: real-1) on another worker. Instance names chosen, as real-2's, for slots of their own.
+NODE_3 = "real-3"
+FOURTH = {"AFTERSHOCK_REAL_NODE_INSTANCE": "real3", "AFTERSHOCK_REAL_NODE_NAME": NODE_3}
+NODE_4 = "real-4"
+FIFTH = {"AFTERSHOCK_REAL_NODE_INSTANCE": "real4", "AFTERSHOCK_REAL_NODE_NAME": NODE_4}
+
+
+def node_taint(node: str) -> str:
+    """The label and NoSchedule taint realnode.sh gives `node` (real-N, N > 0)."""
+    return f"aftershock.dev/real-node-{node.removeprefix('real-')}"
+
 
 def node_sh(
     instance: Mapping[str, str], *args: str, cluster: testbed.Cluster | None = None
@@ -193,6 +207,18 @@ def on_real_nodes(pod_spec: dict[str, Any]) -> dict[str, Any]:
         *spec.get("tolerations", []),
         {"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
         {"key": NODE_1_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    return spec
+
+
+def on_node(pod_spec: dict[str, Any], node: str) -> dict[str, Any]:
+    """The pod spec, placed on `node` (real-N, N > 0: its label, its taint tolerated)."""
+    spec = dict(pod_spec)
+    key = node_taint(node)
+    spec["nodeSelector"] = {**spec.get("nodeSelector", {}), key: "true"}
+    spec["tolerations"] = [
+        *spec.get("tolerations", []),
+        {"key": key, "operator": "Exists", "effect": "NoSchedule"},
     ]
     return spec
 

@@ -8,7 +8,7 @@ manager), with no `spec.remediator.signals`.
 Independent witnesses: the API server's audit log file (its other backend: the same audit events,
 written by the API server, not delivered to the operator) and the test's own pod watch, which saw
 each label appear. The operator binds the test bed's fixed audit webhook port: the tests that do
-are one xdist group (the real-node tests'). About 40 s on the test bed.
+are one xdist group (the audit webhook's). About 40 s on the test bed.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from tests.pdstub.kube_source import KubePodSource
 StartOperator = Callable[..., OperatorProcess]
 
 #: The operator binds the test bed's audit webhook port: one xdist group with every other test
-#: that does (tests/e2e/conftest.py: the real-node tests' group).
+#: that does (tests/e2e/conftest.py: the audit webhook group).
 pytestmark = [pytest.mark.audit_webhook]
 
 SA = "healer"

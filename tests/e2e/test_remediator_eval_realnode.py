@@ -4,17 +4,19 @@ remediator, ``remediators/out-of-service/``, running as the identity the Campaig
 trials each, on one operator; ``aftershock compare`` must say Improved for time to recover.
 
 The subject: 3 etcd members of one cluster, all with the subject's labels. Two (StatefulSet
-``etcd``) are pinned to real-0, the operator's own node, which the guard keeps safe. One
-(StatefulSet ``etcd-float``) may run on real-1 or real-2: each trial fails its node
-(``chaos.nodes: [real-1, real-2]``). In the baseline arm it stays there and is back when its
-node is; in the assisted arm the remediator taints the NotReady node out-of-service, the control
-plane force-deletes the pod, the StatefulSet makes it again on the other node, and the member
-moves: real-1 -> real-2 -> real-1 ... trial after trial.
+``etcd``) are pinned to real-2, the node the operator is told it runs on (``--node-name``), which
+the guard keeps safe; the remediator runs there too. One (StatefulSet ``etcd-float``) may run on
+real-3 or real-4: each trial fails its node (``chaos.nodes: [real-3, real-4]``). In the baseline
+arm it stays there and is back when its node is; in the assisted arm the remediator taints the
+NotReady node out-of-service, the control plane force-deletes the pod, the StatefulSet makes it
+again on the other node, and the member moves: real-3 -> real-4 -> real-3 ... trial after trial.
+These three nodes are the test's alone (real-0 and real-1 are the real-node group's, which kills
+real-0's kubelet and freezes real-1), so it runs on a worker of its own beside that group.
 
 What the test bed adds, and why (a real cluster's nodes have their own addresses and disks):
 - Every real node is a kubelet of this one host, sharing its loopback and filesystem. The frozen
   old process still holds its ports and its data dir's lock, so each node listens on its own
-  loopback address (real-1 127.0.2.1, real-2 127.0.3.1: all of 127/8 is on lo) and each pod has
+  loopback address (real-3 127.0.4.1, real-4 127.0.5.1: all of 127/8 is on lo) and each pod has
   a data dir of its own UID.
 - A moved member starts with no data: it takes the old member's place as a real etcd
   StatefulSet chart does (an init container removes the member by name, adds itself with its new
@@ -32,7 +34,7 @@ test's own: a watch of the nodes (the taint appearing and going, Ready), a watch
 member's new pod on the other node), and a poller of every member's ``/health`` (the recovery).
 Time to alert is split by the chain's own records (``tests/e2e/alertclock.py``).
 
-The operator binds the audit webhook's fixed port: one xdist group with the real-node tests.
+The operator binds the audit webhook's fixed port: the audit webhook's xdist group.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ START_MARGIN_S = 20.0
 #: 10 s) plus one remediator step (1 s): when the taint is removed.
 NODE_BACK_S = 11.0
 #: Each node's own loopback address (one host: see the module's docstring).
-ADDRESS = {realnode.NODE_1: "127.0.2.1", realnode.NODE_2: "127.0.3.1"}
+ADDRESS = {realnode.NODE_3: "127.0.4.1", realnode.NODE_4: "127.0.5.1"}
+#: Where the fixed members and the remediator run, and the operator says it runs (the guard).
+HOME_NODE = realnode.NODE_2
 #: The test's times agree with the ledger's within this (issue 20).
 AGREEMENT_S = 0.1
 PART = "aftershock.dev/e2e-part"
@@ -151,7 +155,7 @@ class Ports:
 
     def cluster(self) -> str:
         urls = [f"http://127.0.0.1:{self.peers[0]}", f"http://127.0.0.1:{self.peers[1]}"]
-        urls.append(f"http://{ADDRESS[realnode.NODE_1]}:{self.peers[2]}")
+        urls.append(f"http://{ADDRESS[realnode.NODE_3]}:{self.peers[2]}")
         return ",".join(f"{n}={u}" for n, u in zip(("etcd-0", "etcd-1", FLOAT), urls, strict=True))
 
 
@@ -229,11 +233,11 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
                     "nodeSelectorTerms": [
                         {
                             "matchExpressions": [
-                                # The bootstrap on real-1 (its address is in the initial cluster).
+                                # The bootstrap on real-3 (its address is in the initial cluster).
                                 {
                                     "key": "kubernetes.io/hostname",
                                     "operator": "In",
-                                    "values": [realnode.NODE_1],
+                                    "values": [realnode.NODE_3],
                                 }
                             ]
                         }
@@ -242,11 +246,11 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
             }
         }
         spec["tolerations"] = [
-            {"key": realnode.NODE_1_TAINT, "operator": "Exists", "effect": "NoSchedule"},
-            {"key": realnode.NODE_2_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+            {"key": realnode.node_taint(node), "operator": "Exists", "effect": "NoSchedule"}
+            for node in ADDRESS
         ]
     else:
-        spec = realnode.on_real_node(spec)
+        spec = realnode.on_node(spec, HOME_NODE)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -270,15 +274,15 @@ def subject_objects(ports: Ports, data_dir: Path) -> list[dict[str, Any]]:
 
 
 def after_bootstrap(cluster: testbed.Cluster, namespace: str) -> None:
-    """New pods join the running cluster from now on; the floating one may go to real-1 or
-    real-2 (OnDelete: the running pods keep the template they started with)."""
+    """New pods join the running cluster from now on; the floating one may go to real-3 or
+    real-4 (OnDelete: the running pods keep the template they started with)."""
     patch: list[dict[str, Any]] = [
         {"op": "replace", "path": "/spec/template/spec/containers/0/env/5/value", "value": "existing"},
         {"op": "replace", "path": "/spec/template/spec/initContainers/0/env/5/value", "value": "existing"},
     ]
     for name in ("etcd", "etcd-float"):
         cluster.kubectl("patch", "statefulset", name, "-n", namespace, "--type=json", "-p", json.dumps(patch))
-    values = [realnode.NODE_1, realnode.NODE_2]
+    values = list(ADDRESS)
     path = "/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
     patch = [
         {"op": "replace", "path": f"{path}/nodeSelectorTerms/0/matchExpressions/0/values", "value": values}
@@ -405,7 +409,9 @@ class Watches:
 
 @dataclass
 class HealthPoller:
-    """Every member's ``/health`` every 20 ms, a thread per endpoint: (sent, received, healthy)."""
+    """Each endpoint's ``/health`` every 20 ms, a thread per endpoint: (sent, received, healthy).
+    (etcd answers ``/health`` with a read through Raft: only the member the trials fail is
+    polled, so that three members at 50 Hz do not load the 2-core machine the other tests share.)"""
 
     endpoints: list[str]
     answers: dict[str, list[tuple[float, float, bool]]] = field(default_factory=dict)
@@ -504,7 +510,7 @@ def campaign(
                 "type": "node_failure",
                 "durationSeconds": duration,
                 "acknowledgeNodeFailure": True,
-                "nodes": [realnode.NODE_1, realnode.NODE_2],
+                "nodes": list(ADDRESS),
             },
             "trials": TRIALS,
             # A trial's node is Ready again before the next fault (the test checks it): the
@@ -521,7 +527,7 @@ def campaign(
 
 
 def remediator_objects(namespace: str, server: str) -> list[dict[str, Any]]:
-    """remediators/out-of-service/manifests.yaml in `namespace`, on real-0 with the test bed's
+    """remediators/out-of-service/manifests.yaml in `namespace`, on real-2 with the test bed's
     additions (the host's network: the API server is on 127.0.0.1), --after small."""
     objs = list(
         yaml.safe_load_all((testbed.REPO / "remediators" / "out-of-service" / "manifests.yaml").read_text())
@@ -537,7 +543,7 @@ def remediator_objects(namespace: str, server: str) -> list[dict[str, Any]]:
             obj["roleRef"]["name"] = f"{REMEDIATOR}-{namespace}"
             obj["subjects"][0]["namespace"] = namespace
         if obj["kind"] == "Deployment":
-            pod = realnode.on_real_node(obj["spec"]["template"]["spec"])
+            pod = realnode.on_node(obj["spec"]["template"]["spec"], HOME_NODE)
             pod["hostNetwork"] = True
             c = pod["containers"][0]
             c["imagePullPolicy"] = "Never"
@@ -550,8 +556,8 @@ def remediator_objects(namespace: str, server: str) -> list[dict[str, Any]]:
 
 
 def node_agent(namespace: str, server: str) -> list[dict[str, Any]]:
-    """The node agent on real-1 and real-2 (one DaemonSet)."""
-    objs = realnode.node_agent_objects(namespace, server, realnode.NODE_1)
+    """The node agent on real-3 and real-4 (one DaemonSet)."""
+    objs = realnode.node_agent_objects(namespace, server, realnode.NODE_3)
     for obj in objs:
         if obj["kind"] == "DaemonSet":
             pod = obj["spec"]["template"]["spec"]
@@ -608,9 +614,11 @@ def _ready_replicas(cluster: testbed.Cluster, namespace: str, name: str, want: i
     return ready
 
 
-def next_kill(trials: list[dict[str, Any]], i: int) -> float:
-    """When the trial after trial `i` failed its node (the arm's last: now)."""
-    return trials[i + 1]["milestones"]["kill_sent"] if i + 1 < len(trials) else time.time()
+def next_kill(arms: dict[str, list[dict[str, Any]]], arm: str, i: int) -> float:
+    """When the trial after trial `i` of `arm` failed its node: the arm's next, or the next
+    arm's first (the last arm's last: now). Never later: the next arm's remediator taints."""
+    after = [t for name in list(arms)[list(arms).index(arm) :] for t in arms[name]][i + 1 :]
+    return after[0]["milestones"]["kill_sent"] if after else time.time()
 
 
 def _p(values: list[float], q: float) -> float:
@@ -624,6 +632,8 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
     cluster: testbed.Cluster,
     namespace: str,
     real_node_2: None,
+    real_node_3: None,
+    real_node_4: None,
     start_operator: Callable[..., OperatorProcess],
     audit_webhook: list[str],  # noqa: F811
     tmp_path: Path,
@@ -647,7 +657,7 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
     endpoints = [f"http://127.0.0.1:{c}" for c in ports.clients]
     api = cluster.api_client()
     watches = Watches(api, namespace, forwarder)
-    poller = HealthPoller(endpoints)
+    poller = HealthPoller(endpoints[2:])  # the floating member, the one the trials fail
     agent = node_agent(namespace, server)
     remediator = remediator_objects(namespace, server)
     chain: monitoring.Chain | None = None
@@ -664,7 +674,9 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
             )
         after_bootstrap(cluster, namespace)
         testbed.run(
-            [str(testbed.REPO / "remediators" / "out-of-service" / "image.sh"), "import"], timeout=600
+            [str(testbed.REPO / "remediators" / "out-of-service" / "image.sh"), "import"],
+            timeout=600,
+            env={**cluster.env(), **realnode.THIRD},  # into real-2's containerd
         )
         # Running from the start: the baseline Campaign scales it to 0 for each trial and
         # restores it once the failed node is Ready again (restored sooner, it acted on the
@@ -678,7 +690,7 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
         token_file.chmod(0o600)
         receiver_port = free_port()
         op = start_operator(
-            "--probe-interval", "0.1", "--node-name", realnode.NODE,
+            "--probe-interval", "0.1", "--node-name", HOME_NODE,
             "--alert-receiver-port", str(receiver_port), "--alert-receiver-token-file", str(token_file),
             *audit_webhook,
         )  # fmt: skip
@@ -822,7 +834,7 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
                 # No remediator ran: no action, no taint, the member never moved, back with its node.
                 assert audited == [], actions
                 assert new == [], new
-                later = next_kill(trials, i)
+                later = next_kill(arms, arm, i)
                 assert watches.taint_changes(node, injected - 1, later) == []
                 assert recovered_at >= m["fault_healed"] - AGREEMENT_S, m
                 # No remediator pod existed while its node was NotReady, from the moment the

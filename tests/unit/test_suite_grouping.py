@@ -6,6 +6,7 @@ test` does, with a group added by a conftest hook as ours is, and checks where i
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,78 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
     assert len(ran) == 6, done.stdout
     assert len(set(ran)) == 1, ("the group's tests ran on several workers", ran)
     assert all("@together" in line for line in lines if "::test_grouped" in line), done.stdout
+
+
+LONG_CONFTEST = """
+import pytest
+
+from tests import scheduling
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("long"):
+            item.add_marker(pytest.mark.xdist_group("audit-webhook"))
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return scheduling.LongGroupsAlone(config, log) if {0} else None
+"""
+
+LONG_TESTS = """
+import os
+import time
+
+import pytest
+
+
+@pytest.mark.long
+def test_long_first():
+    time.sleep(4)  # the other worker runs every short test meanwhile
+    print("LONG", os.environ["PYTEST_XDIST_WORKER"])
+
+
+@pytest.mark.long
+def test_long_second():
+    print("LONG", os.environ["PYTEST_XDIST_WORKER"])
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_short(i):
+    time.sleep(0.1)
+    print("SHORT", i, os.environ["PYTEST_XDIST_WORKER"])
+"""
+
+
+def _long_group_run(tmp_path: Path, ours: bool) -> tuple[set[str], set[str]]:
+    """The workers of the long group's tests and of the short tests."""
+    tmp_path.mkdir()
+    (tmp_path / "conftest.py").write_text(LONG_CONFTEST.format(ours))
+    (tmp_path / "test_suite.py").write_text(LONG_TESTS)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    long: the long group\n")
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+         "-p", "no:randomly", "-rP", "test_suite.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    words = [line.split() for line in done.stdout.splitlines()]
+    long = {w[-1] for w in words if w[:1] == ["LONG"]}
+    short = {w[-1] for w in words if w[:1] == ["SHORT"]}
+    assert long, done.stdout
+    assert short, done.stdout
+    return long, short
+
+
+def test_a_worker_running_a_long_group_is_given_nothing_else(tmp_path: Path) -> None:
+    """tests/scheduling.py: xdist alone queues short tests behind the long group's (its worker's
+    queue is down to two), to run at the end; ours leaves them to the free worker."""
+    long, short = _long_group_run(tmp_path / "ours", True)
+    assert len(long) == 1, long
+    assert not (long & short), (long, short)
+    long, short = _long_group_run(tmp_path / "xdist", False)
+    assert long & short, ("plain loadgroup no longer queues short tests behind the group", long, short)
