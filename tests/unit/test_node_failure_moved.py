@@ -4,12 +4,18 @@ its node is (the heal), or sooner when someone replaced it with a new pod elsewh
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from tests.unit.fakes import make_pod
+from tests.unit.fakes import RealClock, Stop, make_pod
 
+from aftershock.engine import recovery
 from aftershock.engine.observe import RecoveryTracker
-from aftershock.model import Victim
+from aftershock.engine.view import Observation
+from aftershock.model import Milestone, Outcome, PodState, ProbeResult, Victim, parse_campaign_spec
+from aftershock.subjects.base import Look
 
 
 def _tracker() -> tuple[RecoveryTracker, float]:
@@ -57,3 +63,87 @@ def test_a_victim_replaced_on_another_node_is_back_before_the_heal() -> None:
     assert "fault_healed" not in tracker.milestones
     assert tracker.milestones["recovered"].offset == tracker.milestones["replacement_ready"].offset
     assert tracker.milestones["recovered"].offset == 5
+
+
+# --- the loop looks at the subject when the pods did their part --------------------------------
+
+
+class _Judge:
+    """The subject's own part holds at the first look after the replacement was Ready."""
+
+    def __init__(self) -> None:
+        self._done: Milestone | None = None
+
+    def probe_interval(self, replacement_ready: bool, normal: float) -> float | None:
+        return normal
+
+    def observe(self, look: Look) -> Mapping[str, Milestone]:
+        if look.replacement_ready and self._done is None:
+            self._done = look.answered
+            return {"member_healthy": self._done}
+        return {}
+
+    @property
+    def done(self) -> Milestone | None:
+        return self._done
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def clock_offset(self) -> float | None:
+        return None
+
+    def pending(self) -> Mapping[str, str]:
+        return {}
+
+
+class _Probe:
+    def __init__(self) -> None:
+        self.looks: list[float] = []
+
+    async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
+        self.looks.append(time.monotonic())
+        return ProbeResult(healthy=True)
+
+
+class _View:
+    def pods(self) -> list[PodState]:
+        return []
+
+
+async def test_the_replacement_ready_in_the_watch_is_looked_at_at_once_not_at_the_next_tick() -> None:
+    """Looks every 20 s (never sooner than 10 s with the jitter): the replacement's Ready in the
+    pod watch brings the look that completes the recovery at once (0.14 s late on the real node
+    with 0.1 s looks when it waited for the tick)."""
+    tracker, _ = _tracker()
+    tracker.judge = _Judge()
+    spec = parse_campaign_spec(
+        {
+            "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
+            "chaos": {"type": "pod_kill"},
+            "recovery": {"timeoutSeconds": 60, "settleSeconds": 0.1},
+        }
+    )
+    probe = _Probe()
+    w = recovery.Watch(spec, cast(Any, _View()), probe, RealClock(), 20.0)
+    queue: asyncio.Queue[Observation] = asyncio.Queue()
+    observing = asyncio.create_task(recovery.observe(w, tracker, queue, Stop()))
+    await asyncio.sleep(0.1)
+    assert len(probe.looks) == 1  # the first look, at once
+    new = "uid-etcd-1-moved"
+    for type_, pod in (
+        ("MODIFIED", make_pod("etcd-1", node="real-1", ready=False)),
+        ("DELETED", make_pod("etcd-1", node="real-1", ready=False)),
+        ("ADDED", make_pod("etcd-1", uid=new, node="real-2", ready=False)),
+    ):
+        queue.put_nowait(Observation(type_, pod, time.monotonic(), time.time()))
+    await asyncio.sleep(0.1)
+    ready = time.monotonic()
+    queue.put_nowait(Observation("MODIFIED", make_pod("etcd-1", uid=new, node="real-2"), ready, time.time()))
+    outcome, _ = await asyncio.wait_for(observing, 30)
+    assert outcome is Outcome.RECOVERED
+    assert len(probe.looks) == 2, probe.looks
+    assert probe.looks[1] - ready < 5.0  # not the tick's 10-30 s
+    assert tracker.milestones["recovered"] == tracker.milestones["member_healthy"]

@@ -185,6 +185,12 @@ def _verdict(
     return Outcome.UNRECOVERED, f"not recovered within {spec.recovery_timeout_seconds:g}s: {pending}"
 
 
+def _pods_part(tracker: RecoveryTracker) -> tuple[bool, bool]:
+    """What the pod watch completes of a recovery: every victim back (the kind's milestone),
+    the pods healthy."""
+    return tracker.back in tracker.milestones, tracker.pods_healthy()
+
+
 async def observe(
     w: Watch, tracker: RecoveryTracker, queue: asyncio.Queue[Observation], stop: StopSignal
 ) -> tuple[Outcome, str | None]:
@@ -196,11 +202,20 @@ async def observe(
     # Pods other than the victims going, and when the namespace may next be looked at.
     going, next_look = False, 0.0
     announced = False
+    pods_part = _pods_part(tracker)
     while True:
         while not queue.empty():
             queued = queue.get_nowait()
             tracker.observe_pod(queued.type, queued.pod, queued.mono, queued.wall)
             going = going or _goes(tracker, queued)
+        now_part = _pods_part(tracker)
+        if any(now and not before for before, now in zip(pods_part, now_part, strict=True)):
+            # The pods just did their part (a victim back, the pods healthy): look at the
+            # subject now, not at the next tick, so that the recovery is stamped when the watch
+            # says so and not up to an interval and a half later (0.14 s late on the real node
+            # with 0.1 s looks, against a watch of the test's own). Once per such change.
+            last_probe = None
+        pods_part = now_part
         if going and clock.monotonic() >= next_look:
             # Before the verdict: the namespace controller's deletes are not a relapse.
             going, next_look = False, clock.monotonic() + NAMESPACE_LOOK_INTERVAL
