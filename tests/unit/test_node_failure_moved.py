@@ -127,7 +127,7 @@ async def test_the_replacement_ready_in_the_watch_is_looked_at_at_once_not_at_th
         }
     )
     probe = _Probe()
-    w = recovery.Watch(spec, cast(Any, _View()), probe, RealClock(), 20.0)
+    w = recovery.Watch(spec, cast(Any, _View()), cast(Any, probe), RealClock(), 20.0)
     queue: asyncio.Queue[Observation] = asyncio.Queue()
     observing = asyncio.create_task(recovery.observe(w, tracker, queue, Stop()))
     await asyncio.sleep(0.1)
