@@ -100,11 +100,18 @@ class _Judge:
 
 
 class _Probe:
-    def __init__(self) -> None:
+    def __init__(self, slow: float = 0.0) -> None:
         self.looks: list[float] = []
+        self.answers: list[float] = []
+        self.slow = slow  # every look after the first takes this long
+        self.second_out = asyncio.Event()
 
     async def check(self, pods: Sequence[PodState], now: float) -> ProbeResult:
         self.looks.append(time.monotonic())
+        if len(self.looks) > 1:
+            self.second_out.set()
+            await asyncio.sleep(self.slow)
+        self.answers.append(time.time())
         return ProbeResult(healthy=True)
 
 
@@ -147,3 +154,35 @@ async def test_the_replacement_ready_in_the_watch_is_looked_at_at_once_not_at_th
     assert len(probe.looks) == 2, probe.looks
     assert probe.looks[1] - ready < 5.0  # not the tick's 10-30 s
     assert tracker.milestones["recovered"] == tracker.milestones["member_healthy"]
+
+
+async def test_a_replacement_ready_while_a_look_is_out_counts_at_that_look() -> None:
+    """The look's answer is judged with the pods as they are when it is in: a Ready that came
+    while it was out completes the recovery at its answer, not one more look later."""
+    tracker, _ = _tracker()
+    tracker.judge = _Judge()
+    spec = parse_campaign_spec(
+        {
+            "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
+            "chaos": {"type": "pod_kill"},
+            "recovery": {"timeoutSeconds": 60, "settleSeconds": 0.1},
+        }
+    )
+    probe = _Probe(slow=1.0)
+    w = recovery.Watch(spec, cast(Any, _View()), cast(Any, probe), RealClock(), 0.05)
+    queue: asyncio.Queue[Observation] = asyncio.Queue()
+    new = "uid-etcd-1-moved"
+    for type_, pod in (
+        ("DELETED", make_pod("etcd-1", node="real-1", ready=False)),
+        ("ADDED", make_pod("etcd-1", uid=new, node="real-2", ready=False)),
+    ):
+        queue.put_nowait(Observation(type_, pod, time.monotonic(), time.time()))
+    observing = asyncio.create_task(recovery.observe(w, tracker, queue, Stop()))
+    await asyncio.wait_for(probe.second_out.wait(), 30)  # the second look is out (for a second)
+    assert not probe.answers[1:]
+    ready = make_pod("etcd-1", uid=new, node="real-2")
+    queue.put_nowait(Observation("MODIFIED", ready, time.monotonic(), time.time()))
+    outcome, _ = await asyncio.wait_for(observing, 30)
+    assert outcome is Outcome.RECOVERED
+    # Stamped as that answer was in (not the next look's, a second later).
+    assert abs(tracker.milestones["member_healthy"].wall - probe.answers[1]) < 0.5, probe.answers
