@@ -1,11 +1,16 @@
 """`make test`'s xdist scheduler: `--dist loadgroup`, except that a worker running one of the long
-groups (the kind test, the real-node group, the audit webhook group) is handed nothing else until
-that group is done.
+groups (the kind test, the real-node group, the audit webhook group) is handed nothing from the
+front of the queue until that group is done.
 
-pytest-xdist tops up a worker whose queue is down to two tests or fewer, whatever those are. A
-group of two tests that lasts 20 minutes (the audit webhook group: the remediator evaluation)
-would take one or two short tests into its queue at the start and run them only 20 minutes
-later, at the run's tail, while the other workers had long run out of work.
+pytest-xdist tops up a worker whose queue is down to two tests or fewer, whatever those are, from
+the front of its queue. A group of two tests that lasts 20 minutes (the audit webhook group: the
+remediator evaluation) took a short test or two into its queue at the start, to run them only 20
+minutes later, at the run's tail, while the other workers had long run out of work.
+
+One thing a worker must always have: a test after the one it runs. It holds its last test back
+until it is sent another or told to stop (pytest needs the next item to know what to tear down),
+so a worker left with only its group's last test would never run it. That worker gets one unit
+from the tail of the queue (the unit tests, a fraction of a second each), run after the group.
 """
 
 from __future__ import annotations
@@ -19,10 +24,17 @@ LONG_GROUPS = frozenset({"kind", "realnode", "audit-webhook"})
 
 class LongGroupsAlone(LoadGroupScheduling):
     def _reschedule(self, node: WorkerController) -> None:
-        busy = any(
-            scope in LONG_GROUPS and not all(work.values())
-            for scope, work in self.assigned_work.get(node, {}).items()
-        )
-        if busy and self.workqueue:
-            return  # more once the group is done (an empty queue: let xdist shut it down)
-        super()._reschedule(node)
+        if node.shutting_down:
+            return
+        assigned = self.assigned_work.get(node, {})
+        busy = any(scope in LONG_GROUPS and not all(work.values()) for scope, work in assigned.items())
+        if not (busy and self.workqueue):
+            super()._reschedule(node)  # (an empty queue: xdist tells the worker to stop)
+            return
+        if self._pending_of(assigned) <= 1:
+            # Its last test would be held back without a next one: the cheapest unit there is.
+            scope, unit = self.workqueue.popitem(last=True)
+            assigned[scope] = unit
+            self.assigned_work[node] = assigned
+            collection = self.registered_collections[node]
+            node.send_runtest_some([collection.index(nodeid) for nodeid, done in unit.items() if not done])

@@ -88,24 +88,27 @@ import pytest
 
 @pytest.mark.long
 def test_long_first():
-    time.sleep(4)  # the other worker runs every short test meanwhile
-    print("LONG", os.environ["PYTEST_XDIST_WORKER"])
+    time.sleep(1)
+    print("LONG", time.time(), 0, os.environ["PYTEST_XDIST_WORKER"])
 
 
 @pytest.mark.long
 def test_long_second():
-    print("LONG", os.environ["PYTEST_XDIST_WORKER"])
+    time.sleep(1)
+    print("LONG", time.time(), 1, os.environ["PYTEST_XDIST_WORKER"])
 
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(12))
 def test_short(i):
-    time.sleep(0.1)
-    print("SHORT", i, os.environ["PYTEST_XDIST_WORKER"])
+    time.sleep(0.3)  # 12 of them: 3.6 s on one worker, longer than the long group's 2 s
+    print("SHORT", time.time(), i, os.environ["PYTEST_XDIST_WORKER"])
 """
 
 
-def _long_group_run(tmp_path: Path, ours: bool) -> tuple[set[str], set[str]]:
-    """The workers of the long group's tests and of the short tests."""
+def _long_group_run(
+    tmp_path: Path, ours: bool
+) -> tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]]:
+    """(end, index, worker) of the long group's tests and of the short tests."""
     tmp_path.mkdir()
     (tmp_path / "conftest.py").write_text(LONG_CONFTEST.format(ours))
     (tmp_path / "test_suite.py").write_text(LONG_TESTS)
@@ -119,18 +122,32 @@ def _long_group_run(tmp_path: Path, ours: bool) -> tuple[set[str], set[str]]:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     words = [line.split() for line in done.stdout.splitlines()]
-    long = {w[-1] for w in words if w[:1] == ["LONG"]}
-    short = {w[-1] for w in words if w[:1] == ["SHORT"]}
-    assert long, done.stdout
-    assert short, done.stdout
+    long = sorted((float(w[1]), int(w[2]), w[3]) for w in words if w[:1] == ["LONG"])
+    short = sorted((float(w[1]), int(w[2]), w[3]) for w in words if w[:1] == ["SHORT"])
+    assert len(long) == 2, done.stdout
+    assert len(short) == 12, done.stdout
     return long, short
 
 
-def test_a_worker_running_a_long_group_is_given_nothing_else(tmp_path: Path) -> None:
-    """tests/scheduling.py: xdist alone queues short tests behind the long group's (its worker's
-    queue is down to two), to run at the end; ours leaves them to the free worker."""
+def test_a_worker_running_a_long_group_is_given_nothing_from_the_front_of_the_queue(tmp_path: Path) -> None:
+    """tests/scheduling.py: xdist alone gives the long group's worker tests from the front of the
+    queue at the start, to run only after the group; ours leaves them to the free worker. A
+    worker holds its last test back until it has a next one, so ours gives the group's worker
+    one unit from the queue's tail (in `make test` a unit test) once the group is down to its
+    last test; without it that test would wait for the end of the run."""
     long, short = _long_group_run(tmp_path / "ours", True)
-    assert len(long) == 1, long
-    assert not (long & short), (long, short)
+    (worker,) = {w for _, _, w in long}
+    beside = [(t, i) for t, i, w in short if w == worker]
+    assert beside, (long, short)
+    assert beside[0][1] == 11, (long, short)  # the tail's, and the first there
+    assert all(t > long[-1][0] for t, _ in beside), (long, short)  # after the group
+    assert long[-1][0] < short[-1][0], (long, short)  # its last test not held back to the end
     long, short = _long_group_run(tmp_path / "xdist", False)
-    assert long & short, ("plain loadgroup no longer queues short tests behind the group", long, short)
+    (worker,) = {w for _, _, w in long}
+    beside = [(t, i) for t, i, w in short if w == worker]
+    assert beside, (long, short)
+    assert beside[0][1] < 11, (
+        "plain loadgroup no longer queues from the front behind the group",
+        long,
+        short,
+    )
