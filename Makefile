@@ -77,9 +77,9 @@ test-unit: venv ## unit tests only (no cluster)
 # pytest-xdist workers for `make test` (tests run one namespace each; the real-node tests, which
 # share one kubelet and containerd, run one after another on one worker: --dist loadgroup).
 # Four on two cores: the e2e tests mostly wait on the API server, and three long units each keep
-# a worker to themselves (the kind test ~6 min, the real-node group ~15, the audit webhook group
-# with the remediator evaluation ~23: tests/scheduling.py), so a fourth runs the kwok tests from
-# the start (with three they waited for the kind test's worker: ~30 min in all).
+# a worker to themselves (the kind test ~5 min, the real-node group ~15, the audit webhook group,
+# ~23 with the opt-in remediator evaluation: tests/scheduling.py), so a fourth runs the kwok tests
+# from the start.
 TEST_WORKERS ?= 4
 
 # The kind test's node image (hack/kind/node/build.sh; minutes cold, nothing warm) is started in

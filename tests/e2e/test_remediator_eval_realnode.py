@@ -64,7 +64,7 @@ from tests.e2e.test_etcd_realnode import LABELS, create_campaign
 from tests.e2e.test_node_failure_realnode import node_monitor_seconds
 from tests.e2e.test_remediator_actions import audit_webhook  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.realnode, pytest.mark.audit_webhook]
+pytestmark = [pytest.mark.realnode, pytest.mark.audit_webhook, pytest.mark.remediator_eval]
 
 TRIALS = 5
 ALERT = "EtcdMemberDown"
