@@ -32,9 +32,7 @@ class LongGroupsAlone(LoadGroupScheduling):
             super()._reschedule(node)  # (an empty queue: xdist tells the worker to stop)
             return
         if self._pending_of(assigned) <= 1:
-            # Its last test would be held back without a next one: the cheapest unit there is.
-            scope, unit = self.workqueue.popitem(last=True)
-            assigned[scope] = unit
-            self.assigned_work[node] = assigned
-            collection = self.registered_collections[node]
-            node.send_runtest_some([collection.index(nodeid) for nodeid, done in unit.items() if not done])
+            # Its last test would be held back without a next one: the cheapest unit there is,
+            # the queue's last, moved to the front for xdist's own assignment.
+            self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            self._assign_work_unit(node)

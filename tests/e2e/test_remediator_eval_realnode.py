@@ -159,6 +159,12 @@ class Ports:
         return ",".join(f"{n}={u}" for n, u in zip(("etcd-0", "etcd-1", FLOAT), urls, strict=True))
 
 
+def on_hostnames(nodes: list[str]) -> dict[str, Any]:
+    """A required node affinity to `nodes` by hostname."""
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
 def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict[str, Any]:
     labels = {**LABELS, PART: name}
     index = "${POD_NAME##*-}" if not floating else "2"
@@ -227,24 +233,8 @@ def _statefulset(name: str, replicas: int, ports: Ports, floating: bool) -> dict
         ],
     }
     if floating:
-        spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                # The bootstrap on real-3 (its address is in the initial cluster).
-                                {
-                                    "key": "kubernetes.io/hostname",
-                                    "operator": "In",
-                                    "values": [realnode.NODE_3],
-                                }
-                            ]
-                        }
-                    ]
-                }
-            }
-        }
+        # The bootstrap on real-3 (its address is in the initial cluster).
+        spec["affinity"] = on_hostnames([realnode.NODE_3])
         spec["tolerations"] = [
             {"key": realnode.node_taint(node), "operator": "Exists", "effect": "NoSchedule"}
             for node in ADDRESS
@@ -562,23 +552,7 @@ def node_agent(namespace: str, server: str) -> list[dict[str, Any]]:
         if obj["kind"] == "DaemonSet":
             pod = obj["spec"]["template"]["spec"]
             pod.pop("nodeSelector")
-            pod["affinity"] = {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": list(ADDRESS),
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
-            }
+            pod["affinity"] = on_hostnames(list(ADDRESS))
     return objs
 
 

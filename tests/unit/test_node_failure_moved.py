@@ -120,12 +120,8 @@ class _View:
         return []
 
 
-async def test_the_replacement_ready_in_the_watch_is_looked_at_at_once_not_at_the_next_tick() -> None:
-    """Looks every 20 s (never sooner than 10 s with the jitter): the replacement's Ready in the
-    pod watch brings the look that completes the recovery at once (0.14 s late on the real node
-    with 0.1 s looks when it waited for the tick)."""
-    tracker, _ = _tracker()
-    tracker.judge = _Judge()
+def _watch(probe: _Probe, probe_interval: float) -> recovery.Watch:
+    """The recovery loop's inputs: looks every `probe_interval` (jittered), a 0.1 s settle window."""
     spec = parse_campaign_spec(
         {
             "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
@@ -133,8 +129,17 @@ async def test_the_replacement_ready_in_the_watch_is_looked_at_at_once_not_at_th
             "recovery": {"timeoutSeconds": 60, "settleSeconds": 0.1},
         }
     )
+    return recovery.Watch(spec, cast(Any, _View()), cast(Any, probe), RealClock(), probe_interval)
+
+
+async def test_the_replacement_ready_in_the_watch_is_looked_at_at_once_not_at_the_next_tick() -> None:
+    """Looks every 20 s (never sooner than 10 s with the jitter): the replacement's Ready in the
+    pod watch brings the look that completes the recovery at once (0.14 s late on the real node
+    with 0.1 s looks when it waited for the tick)."""
+    tracker, _ = _tracker()
+    tracker.judge = _Judge()
     probe = _Probe()
-    w = recovery.Watch(spec, cast(Any, _View()), cast(Any, probe), RealClock(), 20.0)
+    w = _watch(probe, 20.0)
     queue: asyncio.Queue[Observation] = asyncio.Queue()
     observing = asyncio.create_task(recovery.observe(w, tracker, queue, Stop()))
     await asyncio.sleep(0.1)
@@ -161,15 +166,8 @@ async def test_a_replacement_ready_while_a_look_is_out_counts_at_that_look() -> 
     while it was out completes the recovery at its answer, not one more look later."""
     tracker, _ = _tracker()
     tracker.judge = _Judge()
-    spec = parse_campaign_spec(
-        {
-            "subject": {"kind": "TiKV", "selector": {"matchLabels": {"app": "tikv"}}},
-            "chaos": {"type": "pod_kill"},
-            "recovery": {"timeoutSeconds": 60, "settleSeconds": 0.1},
-        }
-    )
     probe = _Probe(slow=1.0)
-    w = recovery.Watch(spec, cast(Any, _View()), cast(Any, probe), RealClock(), 0.05)
+    w = _watch(probe, 0.05)
     queue: asyncio.Queue[Observation] = asyncio.Queue()
     new = "uid-etcd-1-moved"
     for type_, pod in (
