@@ -36,9 +36,13 @@ LABELS = {"app.kubernetes.io/name": "etcd-e2e"}
 #: election holds up, so the next look, the one that saw the new term, began up to 0.3 s after
 #: the members had it (the witness, a thread per member, had it within 10-30 ms). Since: all ten
 #: within 100 ms in 4 runs at load 8-10 (max 97, 49, 43, 49 ms); at load 17 one trial of ten was
-#: 280 ms late, the operator's event loop short of CPU.
+#: 280 ms late, the operator's event loop short of CPU, and in make test's busiest minutes (the
+#: kind image build beside three workers) one trial of three 321 ms and, in CI, 413 ms late with
+#: the other two at 0. So the accuracy is the median's bound here and the benchmarks' (bench/),
+#: and a single trial's bound only tells this election from another event: the kill lies at
+#: least the election timeout (1 s, --election-timeout above) before the election it causes.
 ELECTION_AGREEMENT_S = 0.1
-ELECTION_BOUND_S = 0.3
+ELECTION_BOUND_S = 0.8
 
 
 def etcd_statefulset(
