@@ -31,10 +31,11 @@ pytestmark = pytest.mark.realnode
 StartOperator = Callable[..., OperatorProcess]
 #: Milestones from the ledger and from the independent watch agree to this (the issue's bound),
 #: at the median; a single look may lag by up to OUTLIER_S on a loaded 2-core machine (seen:
-#: 54 ms while parallel workers ran), which is the machine's scheduling, not a wrong milestone
-#: (a wrong event is off by the kubelet's ~1 s). bench/ measures the accuracy itself.
+#: 54 ms while parallel workers ran; the etcd tests' operator, in make test's busiest minutes, up
+#: to 413 ms), which is the machine's scheduling, not a wrong milestone (a wrong event is off by
+#: the kubelet's ~1 s). bench/ measures the accuracy itself.
 AGREEMENT_S = 0.05
-OUTLIER_S = 3 * AGREEMENT_S
+OUTLIER_S = 0.5
 #: PD's and TiKV's intervals at 1/20: 0.5 s heartbeats, Disconnected after 1 s.
 FAST = 0.05
 
