@@ -238,16 +238,29 @@ kubelet_kubeconfig() {
 }
 
 # The kubelet refuses a cgroup root that does not exist (an instance's is a folder of the top).
+# Its CPU weight: a real node's pods have the node's CPUs to themselves; here they share the
+# host's two with the test runner (pytest workers, builds), each process of which weighs 1024 in
+# the top cgroup, as much as an instance's whole folder by default. An etcd member starved for its election
+# timeout (1 s) loses its leader: a relapse the test bed made, not the subject (seen in session
+# 9: all three members of the remediator evaluation unanswering at once while three workers ran
+# the unit tests). So the folder weighs as much as 8 busy processes: its pods run first when they
+# want CPU (etcd wants little), as on a node of their own. real-0's pods are in the top kubepods,
+# whose weight its kubelet sets (2048, its allocatable CPUs).
+instance_cpu_shares=8192
 make_cgroup_root() {
   [ -n "$instance" ] || return 0
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     mkdir -p "/sys/fs/cgroup$cgroup_root"
+    # cgroup v2's weight for v1's shares (the kernel's and runc's conversion)
+    echo $(( 1 + ((instance_cpu_shares - 2) * 9999) / 262142 )) > "/sys/fs/cgroup$cgroup_root/cpu.weight" 2>/dev/null || true
     return 0
   fi
   local hier
   for hier in /sys/fs/cgroup/*/; do
     [ -L "${hier%/}" ] || mkdir -p "${hier%/}$cgroup_root" 2>/dev/null || true
   done
+  [ -f "/sys/fs/cgroup/cpu$cgroup_root/cpu.shares" ] &&
+    echo "$instance_cpu_shares" > "/sys/fs/cgroup/cpu$cgroup_root/cpu.shares" || true
 }
 
 start_containerd() {
