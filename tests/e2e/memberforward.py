@@ -39,7 +39,9 @@ async def main(port: int) -> None:
         except (OSError, TimeoutError):
             writer.close()
             return
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        # (cancelled when the test ends and the loop closes: connections end with the process)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
 
     stdin = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
