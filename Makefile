@@ -65,8 +65,8 @@ verify-crd: venv ## fail when a CRD copy (or the subject.kind enum) drifted from
 
 .PHONY: lint
 lint: venv verify-crd ## ruff, mypy --strict, import-linter (layer rules), CRD copies in step
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy --strict
 	$(VENV)/bin/lint-imports
 

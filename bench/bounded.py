@@ -123,7 +123,7 @@ def measure(
     op = OperatorProcess(
         kubeconfig=kubeconfig,
         db=workdir / f"ledger-{code}.db",
-        namespaces=None,  # type: ignore[arg-type]  # None: --all-namespaces, the cluster-wide install
+        namespaces=None,  # --all-namespaces: the cluster-wide install
         log_path=workdir / f"operator-{code}.log",
         # The bench's own ServiceAccount has the operator's ClusterRole only, not the author
         # check's SubjectAccessReview right (ClusterRole aftershock-author-check): the check is

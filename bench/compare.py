@@ -423,7 +423,9 @@ def run_chaostoolkit(bed: harness.Bed, trials: int, *, tool: str, wait_for_disru
             )
             run.cpu += fin.cpu
             rss.append(fin.max_rss_mib)
-            rec = read_journal(json.loads(journal.read_text())) if journal.exists() else {"recovery": None}
+            rec: dict[str, Any] = (
+                read_journal(json.loads(journal.read_text())) if journal.exists() else {"recovery": None}
+            )
             rec["returncode"] = fin.returncode
             rec["victim"] = (rec.get("victims") or [None])[0]
             run.records.append(rec)
@@ -816,7 +818,7 @@ def main() -> None:
         ],
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
-    png = chart.write(rows, out.with_suffix(".png"), title=raw["title"])
+    png = chart.write(rows, out.with_suffix(".png"), title=_title(versions))
     print()
     print(text)
     print(f"\nwritten: {out} (+ .json{', ' + png.name if png else ''}); work files: {workdir}")

@@ -61,7 +61,9 @@ def main() -> None:
         final = wait_phase(cluster, ns, "cost", {"Succeeded", "Failed"}, timeout=60 + 10 * args.trials, op=op)
         print("campaign:", final["status"]["phase"], final["status"]["verdict"], final["status"]["message"])
         assert op.proc is not None
-        rss_kb = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{op.proc.pid}/status").read_text()).group(1))
+        hwm = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{op.proc.pid}/status").read_text())
+        assert hwm is not None, "no VmHWM in the operator's /proc status"
+        rss_kb = int(hwm.group(1))
         report = json.loads(
             testbed.run(
                 [

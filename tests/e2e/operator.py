@@ -71,7 +71,7 @@ TIKV_LABELS = {"app.kubernetes.io/component": "tikv", "app.kubernetes.io/instanc
 class OperatorProcess:
     kubeconfig: str
     db: Path
-    namespaces: list[str]
+    namespaces: list[str] | None  # None: --all-namespaces
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
