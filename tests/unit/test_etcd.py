@@ -144,6 +144,21 @@ def test_the_member_is_back_only_once_it_has_applied_what_the_leader_had_a_look_
     assert "leader_lost" not in reached  # a follower's death elects nobody
 
 
+def test_health_is_stamped_at_the_looks_middle_not_when_the_slowest_member_let_it_end() -> None:
+    # A look from 2.0 to 2.3 (offsets): every member answered /health somewhere in it; stamped
+    # at its end the recovery was as late as the look was long (150 ms on the loaded test bed).
+    judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
+    others = (status("etcd-0", "etcd-0", index=200), status("etcd-1", "etcd-0", index=200))
+    behind = look(*others, status("etcd-2", "etcd-0", applied=150), healthy=True)
+    judge.observe(Look(behind, 1.9, 2.9, stamp, replacement_ready=True, asked=Milestone(2.8, 1.8)))
+    caught_up = look(*others, status("etcd-2", "etcd-0", applied=200), healthy=True)
+    asked = Milestone(3.0, 2.0)
+    reached = judge.observe(Look(caught_up, 2.3, 3.3, stamp, replacement_ready=True, asked=asked))
+    middle = Milestone(pytest.approx(3.15), pytest.approx(2.15))
+    assert reached == {"member_healthy": middle, "cluster_healthy": middle}
+    assert judge.done == middle
+
+
 def test_a_healthy_answer_before_the_replacement_is_ready_is_the_old_process_not_a_recovery() -> None:
     judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2")], old_leader="etcd-0")
     fine = look(
