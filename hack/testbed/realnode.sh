@@ -243,10 +243,11 @@ kubelet_kubeconfig() {
 # the top cgroup, as much as an instance's whole folder by default. An etcd member starved for its election
 # timeout (1 s) loses its leader: a relapse the test bed made, not the subject (seen in session
 # 9: all three members of the remediator evaluation unanswering at once while three workers ran
-# the unit tests). So the folder weighs as much as 8 busy processes: its pods run first when they
-# want CPU (etcd wants little), as on a node of their own. real-0's pods are in the top kubepods,
-# whose weight its kubelet sets (2048, its allocatable CPUs).
-instance_cpu_shares=8192
+# the unit tests). So the folder weighs what a kubelet gives a node's pods: real-0's pods are in
+# the top kubepods, which its kubelet weighs by its allocatable CPUs (2 x 1024), and so does each
+# extra node's, every node alike (a heavier one took CPU from real-0's timing tests). Idle, they
+# take nothing.
+instance_cpu_shares=2048
 make_cgroup_root() {
   [ -n "$instance" ] || return 0
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
