@@ -23,7 +23,9 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, watch
@@ -158,6 +160,17 @@ class Gatekeeper:
             self.ungated.append(name)
 
 
+@dataclass(frozen=True)
+class Emitted:
+    """One Event the test remediator created: what, about which pod, and the wall clock just
+    before it asked the API server and just after the API server answered."""
+
+    reason: str
+    pod: str
+    before: float
+    after: float
+
+
 class TestRemediator:
     """Detects a lost member, ungates its replacement at once, says so with Events; only while
     its Deployment `deployment` has replicas > 0."""
@@ -170,7 +183,7 @@ class TestRemediator:
         self._apps = client.AppsV1Api(api)
         self._pods = _PodWatch(api, namespace, selector, self._on_pod)
         self._open: dict[str, Any] = {}  # pod name -> the pod the incident is about
-        self.emitted: list[tuple[str, str]] = []  # (reason, pod name), in order
+        self.emitted: list[Emitted] = []  # in order
 
     def start(self) -> TestRemediator:
         self._pods.start()
@@ -206,8 +219,9 @@ class TestRemediator:
             self._emit(pod, RESOLVED, f"member {name} is Ready again")
 
     def _emit(self, pod: Any, reason: str, message: str) -> None:
+        before = time.time()
         emit(self._pods.v1, self.namespace, pod.metadata.name, pod.metadata.uid, reason, message)
-        self.emitted.append((reason, pod.metadata.name))
+        self.emitted.append(Emitted(reason, pod.metadata.name, before, time.time()))
 
 
 def emit(v1: client.CoreV1Api, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
