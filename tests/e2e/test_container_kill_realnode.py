@@ -153,14 +153,6 @@ class Containers:
             return self.processes.get(container_id.removeprefix("containerd://"))
 
 
-def started_wall(process: realnode.Process) -> float:
-    """When the process started, unix seconds, to a clock tick (10 ms). The start time counts
-    ticks of the boot-time clock; /proc/stat's btime is whole seconds, too coarse for a container
-    that restarts within one, so the boot's wall time comes from CLOCK_BOOTTIME instead."""
-    booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-    return booted + process.start_ticks / realnode.CLOCK_TICKS
-
-
 def shared_pid_namespace(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for obj in objs:
         if obj["kind"] == "StatefulSet":
@@ -206,7 +198,7 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
         assert {s.restart_count for s in new} == {chaos["restartCountAfter"]}
         started = containers.process(after)
         assert started is not None, f"no process seen for the new container {after}"
-        assert started_wall(started[0]) >= kill - 0.02, started_wall(started[0]) - kill
+        assert realnode.started_wall(started[0]) >= kill - 0.02, realnode.started_wall(started[0]) - kill
         first_run = min(s.wall for s in new if s.running)
         first_ready = min(s.wall for s in new if s.ready)
         own = trial["own"]
@@ -215,7 +207,7 @@ def check_trials_against_the_witness(trials: list[dict[str, Any]], containers: C
         # operator's stamps are bounded above by the watch plus AGREEMENT_S and below by what
         # cannot come earlier: the new process's own start in the host's process table
         # (10 ms ticks) for "started", "started" for "ready".
-        born = started_wall(started[0])
+        born = realnode.started_wall(started[0])
         own_started, own_ready = own["container_started"][0], own["container_ready"][0]
         assert born - 0.02 <= own_started <= first_run + LATE_S, (own, born, first_run)
         assert own_started <= own_ready <= first_ready + LATE_S, (own, first_ready)

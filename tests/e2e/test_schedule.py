@@ -56,14 +56,40 @@ class PodKills:
         self._thread.start()
 
     def _run(self) -> None:
+        # Each watch resumes where the last one ended (its resourceVersion): a fresh watch from
+        # "now" missed a pod deleted between two (kwok finalises a deletion at once), which CI
+        # saw as a kill the witness never did. Only if the version expired is the namespace
+        # listed again, and a pod known before and gone from the list counts as deleted.
+        alive: set[str] = set()
+        version: str | None = None
         while not self._stop.is_set():
+            if version is None:
+                listed = self._api.list_namespaced_pod(self._namespace)
+                now = {p.metadata.uid for p in listed.items}
+                self.deleted |= alive - now
+                self.deleted |= {p.metadata.uid for p in listed.items if p.metadata.deletion_timestamp}
+                alive, version = now, listed.metadata.resource_version
             w = k8s_watch.Watch()
-            for event in w.stream(self._api.list_namespaced_pod, self._namespace, timeout_seconds=5):
-                pod = event["object"]
-                if event["type"] == "DELETED" or pod.metadata.deletion_timestamp is not None:
-                    self.deleted.add(pod.metadata.uid)
-                if self._stop.is_set():
-                    w.stop()
+            try:
+                for event in w.stream(
+                    self._api.list_namespaced_pod,
+                    self._namespace,
+                    resource_version=version,
+                    timeout_seconds=5,
+                ):
+                    pod = event["object"]
+                    version = pod.metadata.resource_version
+                    alive.add(pod.metadata.uid)
+                    if event["type"] == "DELETED" or pod.metadata.deletion_timestamp is not None:
+                        self.deleted.add(pod.metadata.uid)
+                    if event["type"] == "DELETED":
+                        alive.discard(pod.metadata.uid)
+                    if self._stop.is_set():
+                        w.stop()
+            except k8s.ApiException as exc:
+                if exc.status != 410:
+                    raise
+                version = None  # expired: list again
 
     def close(self) -> None:
         self._stop.set()
