@@ -78,7 +78,7 @@ WATCH_BOUND = 1.0
 class GatedSubject(Subject):
     """The subject, with the test remediator that speaks for it (the witness of what it said)."""
 
-    remediator: double.TestRemediator | None = None
+    remediator: double.TestRemediator
 
 
 @pytest.fixture
@@ -121,7 +121,6 @@ def test_compare_says_the_remediator_helped_and_the_report_shows_when_it_detecte
     start_operator: StartOperator,
 ) -> None:
     subject = gated_subject
-    assert subject.remediator is not None
     op = start_operator()
     for name, baseline in (("baseline", True), ("assisted", False)):
         cluster.apply(

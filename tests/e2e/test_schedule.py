@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import datetime
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
-
 from aftershock import cron
 from tests.e2e import testbed
 from tests.e2e.operator import OperatorProcess, Subject, campaign, condition, get_campaign, wait_until
 from tests.pdstub import Timing
-from tests.reliability.watchers import AuditLog
+from tests.reliability.watchers import AuditLog, PodWatch
 
 StartOperator = Callable[..., OperatorProcess]
 
@@ -44,68 +40,21 @@ EVERY_MINUTE = cron.parse("* * * * *")
 NEVER_SOON = "0 0 1 1 *"  # once a year: parks the schedule while the test needs no tick
 
 
-class PodKills:
-    """Pods deleted in the namespace, seen by a watch of the test's own (not the operator's word)."""
-
-    def __init__(self, cluster: testbed.Cluster, namespace: str) -> None:
-        self.deleted: set[str] = set()
-        self._api = k8s.CoreV1Api(cluster.api_client())
-        self._namespace = namespace
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # Each watch resumes where the last one ended (its resourceVersion): a fresh watch from
-        # "now" missed a pod deleted between two (kwok finalises a deletion at once), which CI
-        # saw as a kill the witness never did. Only if the version expired is the namespace
-        # listed again, and a pod known before and gone from the list counts as deleted.
-        alive: set[str] = set()
-        version: str | None = None
-        while not self._stop.is_set():
-            if version is None:
-                listed = self._api.list_namespaced_pod(self._namespace)
-                now = {p.metadata.uid for p in listed.items}
-                self.deleted |= alive - now
-                self.deleted |= {p.metadata.uid for p in listed.items if p.metadata.deletion_timestamp}
-                alive, version = now, listed.metadata.resource_version
-            w = k8s_watch.Watch()
-            try:
-                for event in w.stream(
-                    self._api.list_namespaced_pod,
-                    self._namespace,
-                    resource_version=version,
-                    timeout_seconds=5,
-                ):
-                    pod = event["object"]
-                    version = pod.metadata.resource_version
-                    alive.add(pod.metadata.uid)
-                    if event["type"] == "DELETED" or pod.metadata.deletion_timestamp is not None:
-                        self.deleted.add(pod.metadata.uid)
-                    if event["type"] == "DELETED":
-                        alive.discard(pod.metadata.uid)
-                    if self._stop.is_set():
-                        w.stop()
-            except k8s.ApiException as exc:
-                if exc.status != 410:
-                    raise
-                version = None  # expired: list again
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+def _deleted(pods: PodWatch) -> set[str]:
+    """The UIDs of the pods the test's own watch saw go (not the operator's word)."""
+    return {g.uid for g in pods.gone}
 
 
-def _pods_gone_are_the_victims(kills: PodKills, audit: AuditLog, namespace: str, victims: set[str]) -> None:
+def _pods_gone_are_the_victims(kills: PodWatch, audit: AuditLog, namespace: str, victims: set[str]) -> None:
     """The pods the test's own watch saw deleted are the ledger's victims (by UID), and the
     operator's effective DELETEs in the audit log number exactly those victims. A pod seen
     deleted beyond them must match a kwok-controller delete: kwok finalises a deleted pod by
     name and can catch the StatefulSet's replacement of the same name (ADR 0005), a simulator
     artifact a real kubelet does not make."""
-    wait_until(lambda: kills.deleted >= victims, 30, "the watch to see every kill")
+    wait_until(lambda: _deleted(kills) >= victims, 30, "the watch to see every kill")
     deletes = [d for d in audit.pod_deletes(namespace) if d.effective]
     assert len([d for d in deletes if d.by_operator]) == len(victims), deletes
-    extra = kills.deleted - victims
+    extra = _deleted(kills) - victims
     assert len(extra) <= len([d for d in deletes if d.by_kwok]), (extra, deletes)
 
 
@@ -153,7 +102,7 @@ def test_a_scheduled_campaign_runs_at_its_ticks_skips_one_catches_up_once_and_fl
 
     audit = AuditLog(Path(testbed.run([str(testbed.TESTBED / "cluster.sh"), "audit-log"]).stdout.strip()))
     audit.mark()
-    kills = PodKills(cluster, namespace)
+    kills = PodWatch(cluster.api_client(), namespace).start()
     subject.pd.set_timing(Timing.fast(0.02))  # a restarted store reports Up 0.2 s after Ready
     subject.pd.set_fault("error500")  # run 1 waits at its gate until the test lets it go
     op = start_operator("--schedule-clock", f"{origin}:{SPEED}")
@@ -182,7 +131,7 @@ def test_a_scheduled_campaign_runs_at_its_ticks_skips_one_catches_up_once_and_fl
             "the skipped tick recorded",
         )
         assert _status(cluster, namespace)["run"]["number"] == 1
-        assert kills.deleted == set()  # still at the gate: nothing killed
+        assert _deleted(kills) == set()  # still at the gate: nothing killed
         subject.pd.set_fault("none")
         one = _run_is(cluster, namespace, op, 1, "Succeeded")
         assert one["status"]["lastScheduleTime"] == first_tick
@@ -284,7 +233,7 @@ def test_a_scheduled_campaign_runs_at_its_ticks_skips_one_catches_up_once_and_fl
         ]
         assert testbed.run(cmd, check=False).returncode == 1
     finally:
-        kills.close()
+        kills.stop()
     print(f"\n[measured] test_schedule: {time.monotonic() - began:.0f}s")
 
 
