@@ -22,13 +22,21 @@ Standard library only (one file, any Python 3.9+ image). In a pod it uses its Se
 
 from __future__ import annotations
 
+import signal
+import sys
+
+# As a container's PID 1, SIGTERM has no default action: without a handler the pod lingers its
+# whole grace period after a scale to zero (a baseline trial), still acting meanwhile. Installed
+# before anything else is imported, so a pod stopped right after it started still exits at once
+# (as a script only: a test that imports the module keeps its own handlers).
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
 import argparse
 import json
 import logging
 import os
-import signal
 import ssl
-import sys
 import threading
 import time
 import urllib.error
@@ -197,9 +205,6 @@ def main() -> None:
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # As a container's PID 1, SIGTERM has no default action: without this the pod lingers its
-    # whole grace period after a scale to zero (a baseline trial), still acting meanwhile.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     Remediator(Api(), args.namespace, args.selector, args.after, args.name).run(args.interval)
 
 

@@ -137,6 +137,8 @@ class PodWatch:
     namespace: str
     gone: list[PodGone] = field(default_factory=list)
     seen_uids: dict[str, str] = field(default_factory=dict)  # uid -> name
+    #: uid -> when the watch first saw the pod marked for deletion (still running until then).
+    terminating: dict[str, float] = field(default_factory=dict)
     relists: int = 0
     _pods: dict[str, Any] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -195,6 +197,8 @@ class PodWatch:
                         elif event["type"] in ("ADDED", "MODIFIED"):
                             self._pods[pod.metadata.uid] = pod
                             self.seen_uids[pod.metadata.uid] = pod.metadata.name
+                            if pod.metadata.deletion_timestamp is not None:
+                                self.terminating.setdefault(pod.metadata.uid, time.time())
             except Exception:
                 if self._stop.wait(0.3):
                     return

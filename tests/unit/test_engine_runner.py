@@ -1054,6 +1054,9 @@ class RecordingScaler:
         self.desired = replicas
         self.writes.append((replicas, {n: node.ready for n, node in self.cluster.nodes.items()}))
 
+    async def pods_gone(self, kind: str, namespace: str, name: str, timeout: float) -> int:
+        return 0
+
 
 async def test_a_baseline_trial_of_node_failure_restores_the_remediator_once_the_node_is_ready(
     ledger: Ledger,
@@ -1083,3 +1086,84 @@ async def test_a_baseline_trial_of_node_failure_restores_the_remediator_once_the
     assert [n for n, _ in scaler.writes] == [0, 1, 0, 1]
     for replicas, ready in scaler.writes:
         assert set(ready.values()) == {"True"}, (replicas, ready)
+
+
+# --- a baseline trial's fault only once the remediator's pods are gone -------------------------
+
+
+@dataclass
+class LingeringRemediator:
+    """The remediator's workload whose pod outlives the scale to zero by `linger` seconds (a
+    process that ignores SIGTERM, or had not installed its handler yet, runs its whole grace
+    period), or never goes (`linger` None). Every step in `log`, in order."""
+
+    log: list[str]
+    linger: float | None
+    desired: int = 1
+
+    async def get_replicas(self, kind: str, namespace: str, name: str) -> tuple[int, int]:
+        # The scale subresource's status does not count a terminating pod: 0 at once.
+        return self.desired, self.desired
+
+    async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        self.desired = replicas
+        self.log.append(f"scaled to {replicas}")
+
+    async def pods_gone(self, kind: str, namespace: str, name: str, timeout: float) -> int:
+        if self.linger is None:
+            self.log.append(f"pod still there after {timeout:g}s")
+            return 1
+        await asyncio.sleep(self.linger)
+        self.log.append("pods gone")
+        return 0
+
+
+class KillLog(FakeCluster):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def delete_pod(self, namespace: str, name: str, uid: str, grace_period_seconds: int) -> None:
+        self.log.append(f"kill {name}")
+        await super().delete_pod(namespace, name, uid, grace_period_seconds)
+
+
+async def test_a_baseline_trial_kills_only_once_the_remediators_pods_are_gone(ledger: Ledger) -> None:
+    """Seen on the real nodes: the remediator restored after one trial and scaled down for the
+    next within 2 s, before its process had installed its SIGTERM handler; its pod terminated
+    for its whole 30 s grace period, alive through the fault, while the scale subresource
+    already said 0."""
+    log: list[str] = []
+    cluster = KillLog(log)
+    cluster.add_statefulset("tikv", 3)
+    h = Harness(ledger=ledger, cluster=cluster)
+    spec = campaign(trials=2, baseline=True, remediator={"kind": "Deployment", "name": "healer"})
+    runner = h.runner(spec, scaler=LingeringRemediator(log, linger=0.3))
+    assert await asyncio.wait_for(runner.run(h.stop), 30) == Phase.SUCCEEDED, h.sink.last
+    kills = [e for e in log if e.startswith("kill ")]
+    assert len(kills) == 2, log
+    assert [e if not e.startswith("kill ") else "kill" for e in log] == [
+        "scaled to 0", "pods gone", "kill", "scaled to 1",
+        "scaled to 0", "pods gone", "kill", "scaled to 1",
+    ]  # fmt: skip
+
+
+async def test_a_remediator_that_does_not_stop_is_an_infrastructure_error_and_nothing_is_killed(
+    ledger: Ledger,
+) -> None:
+    log: list[str] = []
+    cluster = KillLog(log)
+    cluster.add_statefulset("tikv", 3)
+    h = Harness(ledger=ledger, cluster=cluster)
+    settings = dataclasses.replace(SETTINGS, infra=InfraBackoff(max_consecutive=2, initial=0.01, max=0.02))
+    spec = campaign(trials=1, baseline=True, remediator={"kind": "Deployment", "name": "healer"})
+    runner = h.runner(spec, settings=settings, scaler=LingeringRemediator(log, linger=None))
+    assert await asyncio.wait_for(runner.run(h.stop), 30) == Phase.FAILED
+    assert cluster.deleted == [], log
+    assert not any(e.startswith("kill ") for e in log), log
+    # Restored after each refused attempt.
+    assert log == ["scaled to 0", "pod still there after 90s", "scaled to 1"] * 2, log
+    attempts = await ledger.attempts(REF.uid)
+    assert [a.outcome for a in attempts] == [Outcome.INFRA_ERROR, Outcome.INFRA_ERROR]
+    assert "still has 1 pod(s) 90s after scaling it to 0" in (attempts[0].error or ""), attempts[0]
+    assert "SIGTERM" in h.sink.last["message"], h.sink.last

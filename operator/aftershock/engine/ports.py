@@ -178,6 +178,10 @@ class ScaleApi(Protocol):
 
     async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None: ...
 
+    async def pods_gone(self, kind: str, namespace: str, name: str, timeout: float) -> int:
+        """Wait until none of the workload's pods exist, terminating ones included; how many are
+        left after `timeout` seconds."""
+
 
 class WorkloadApi(Protocol):
     async def service_account(self, kind: str, namespace: str, name: str) -> str:

@@ -19,6 +19,10 @@ from aftershock.model import Remediator
 
 log = logging.getLogger(__name__)
 
+#: How long a baseline trial waits for the scaled-down remediator's pods to be gone: the
+#: default 30 s grace period of a process that ignores SIGTERM, with room to spare.
+STOP_WAIT_S = 90.0
+
 
 @dataclass(frozen=True)
 class RemediatorScaler:
@@ -33,22 +37,29 @@ class RemediatorScaler:
         return {"kind": remediator.kind.value, "name": remediator.name, "replicas": desired}
 
     async def scale_down(self, remediator: Mapping[str, Any]) -> str | None:
-        """Scale to zero and wait until its pods are gone (the scale subresource's status).
-        Checked every 0.25 s for at most 60 s: a bounded wait on a rare step, not a hot loop.
-        Returns an error text or None."""
+        """Scale to zero and wait until its pods are gone, terminating ones included (a pod
+        marked for deletion runs, and may act, until its containers exit), for at most
+        `STOP_WAIT_S`. Returns an error text or None."""
         assert self.scaler is not None
         kind, name = str(remediator["kind"]), str(remediator["name"])
+        started = self.clock.monotonic()
         try:
             await self.scaler.set_replicas(kind, self.namespace, name, 0)
-            deadline = self.clock.monotonic() + 60
-            while self.clock.monotonic() < deadline:
-                _, current = await self.scaler.get_replicas(kind, self.namespace, name)
-                if current == 0:
-                    return None
-                await asyncio.sleep(0.25)
+            left = await self.scaler.pods_gone(kind, self.namespace, name, STOP_WAIT_S)
         except ApiError as exc:
             return f"scaling the remediator {kind} {name} to 0 failed: {exc}"
-        return f"the remediator {kind} {name} still has pods 60s after scaling it to 0"
+        if left:
+            return (
+                f"the remediator {kind} {name} still has {left} pod(s) {STOP_WAIT_S:g}s after scaling "
+                "it to 0: make it exit on SIGTERM or shorten its terminationGracePeriodSeconds"
+            )
+        log.info(
+            "remediator %s %s stopped (no pod left) %.1fs after scaling it to 0",
+            kind,
+            name,
+            self.clock.monotonic() - started,
+        )
+        return None
 
     async def restore(self, remediator: Mapping[str, Any]) -> None:
         if self.scaler is None:

@@ -395,6 +395,13 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
             (data.get("status") or {}).get("replicas") or 0
         )
 
+    async def get_pod_selector(self, kind: str, namespace: str, name: str) -> str:
+        """``status.selector`` of the workload's scale subresource: its pods' label selector as
+        a string (what an HPA reads), empty until its controller has reported."""
+        read, _ = self._scale_calls(kind)
+        data = await self._json("get", f"get scale of {kind} {namespace}/{name}", read, name, namespace)
+        return str((data.get("status") or {}).get("selector") or "")
+
     async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None:
         _, patch = self._scale_calls(kind)
         await self._json(

@@ -6,14 +6,20 @@ to 0 it records, on the workload, the replicas it had and which Campaign scaled 
 ``aftershock.dev/scaled-down=true`` so the sweeper can list them), and scaling it back up
 removes them. A remediator left at 0 (its Campaign deleted while the operator was down, a
 restore that failed) is then found and restored by the sweeper, even without the ledger.
+
+`pods_gone` is how a baseline trial knows the remediator has stopped: its pods deleted, not only
+marked for deletion (a terminating pod runs until its containers exit).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 from aftershock.kube.client import Kube
+from aftershock.kube.errors import KubeError, KubeGoneError, KubeUnavailableError
 
 ORIGINAL_REPLICAS = "aftershock.dev/original-replicas"
 SCALED_DOWN_BY = "aftershock.dev/scaled-down-by"
@@ -46,6 +52,38 @@ class AnnotatingScaler:
         await self._kube.set_replicas(kind, namespace, name, replicas)
         if replicas > 0:
             await clear_record(self._kube, kind, namespace, name)
+
+    async def pods_gone(self, kind: str, namespace: str, name: str, timeout: float) -> int:
+        """Wait until none of the workload's pods exist, terminating ones included; the number
+        still there after `timeout` seconds (0: all gone).
+
+        The scale subresource's ``status.replicas`` does not count a pod once it is marked for
+        deletion, yet that pod's containers run on through their grace period (all of it when
+        the process ignores SIGTERM, or has not installed its handler yet): a remediator that
+        could still act. So its pods are listed by the workload's own selector and watched
+        until the last one is deleted."""
+        selector = await self._kube.get_pod_selector(kind, namespace, name)
+        if not selector:
+            raise KubeError(f"{kind} {namespace}/{name} reports no pod selector yet (status.selector)")
+        left: set[str] = set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while True:
+                    pods, version = await self._kube.list_pods(namespace, selector)
+                    left = {p.uid for p in pods}
+                    if not left:
+                        return 0
+                    try:
+                        async for event in self._kube.watch_pods(namespace, selector, version):
+                            if event.type == "DELETED":
+                                left.discard(event.pod.uid)
+                            elif event.type in ("ADDED", "MODIFIED"):
+                                left.add(event.pod.uid)
+                            if not left:
+                                return 0
+                    except (KubeGoneError, KubeUnavailableError):
+                        await asyncio.sleep(0.5)  # listed again: the watch cannot resume
+        return len(left)
 
 
 async def clear_record(kube: Kube, kind: str, namespace: str, name: str) -> None:
