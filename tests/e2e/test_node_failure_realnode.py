@@ -26,6 +26,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -158,7 +159,7 @@ class Bed:
 
 
 @pytest.fixture
-def bed(cluster: testbed.Cluster, namespace: str, real_node_1: None) -> Iterator[Bed]:
+def bed(cluster: testbed.Cluster, namespace: str, real_node_1: None, tmp_path: Path) -> Iterator[Bed]:
     server = cluster.kubectl(
         "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
     ).stdout
@@ -189,6 +190,10 @@ def bed(cluster: testbed.Cluster, namespace: str, real_node_1: None) -> Iterator
     yield Bed([f"http://127.0.0.1:{p}" for p in clients], nodes, pods, realnode.cgroup_root(realnode.SECOND))
     nodes.stop()
     pods.stop()
+    # The members' own logs, kept beside the test's ledger: what etcd said when a trial went wrong.
+    for i in range(3):
+        logs = cluster.kubectl("logs", f"etcd-{i}", "-n", namespace, "--tail=3000", check=False)
+        (tmp_path / f"etcd-{i}.log").write_text(logs.stdout + logs.stderr)
     # Whatever happened, real-1 is not left failed for the next test (the agent's own thaw).
     cluster.kubectl("annotate", "node", realnode.NODE_1, f"{REQUEST}-", check=False)
     cluster.kubectl("label", "node", realnode.NODE_1, "node-role.kubernetes.io/control-plane-", check=False)
@@ -277,6 +282,20 @@ def ledger(db: Path, namespace: str, name: str) -> tuple[list[dict[str, Any]], l
         conn.close()
 
 
+def _members_say(endpoints: list[str]) -> dict[str, str]:
+    """Each member's own /health answer (its reason when false), for a failure's message."""
+    said: dict[str, str] = {}
+    for e in endpoints:
+        try:
+            with urllib.request.urlopen(f"{e}/health", timeout=5) as r:
+                said[e] = r.read().decode()
+        except urllib.error.HTTPError as exc:  # unhealthy: 503 with the reason in the body
+            said[e] = f"{exc.code} {exc.read().decode(errors='replace')}"
+        except Exception as exc:  # a member that does not answer says so by failing
+            said[e] = repr(exc)
+    return said
+
+
 def refused(cluster: testbed.Cluster, namespace: str, name: str, op: OperatorProcess, why: str) -> None:
     done = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=180, op=op)
     assert done["status"]["phase"] == "Failed", done["status"]
@@ -340,7 +359,7 @@ def test_node_failure_of_real_1_nothing_replaced_node_back_and_the_guards(
     assert stopped_seen
     assert realnode.frozen_cgroups(bed.cgroup_root), "no pod cgroup of real-1 frozen"
     done = wait_phase(cluster, namespace, "fail", {"Succeeded", "Failed"}, timeout=duration + 400, op=op)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["phase"] == "Succeeded", (done["status"], _members_say(bed.endpoints))
 
     attempts, faults = ledger(op.db, namespace, "fail")
     (attempt,) = attempts

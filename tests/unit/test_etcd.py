@@ -369,6 +369,40 @@ def test_the_killed_leader_re_elected_in_a_later_term_is_an_election() -> None:
     }
 
 
+def test_a_frozen_leader_that_resumes_in_its_own_term_ends_the_election() -> None:
+    # node_failure: etcd-0 (the leader) frozen with its node; etcd-1 and etcd-2 stop following it
+    # (pre-candidates: no leader), and none wins before the thaw, where etcd-0 leads on in term 5.
+    gate = look(*(status_in(n, "etcd-0", 5) for n in IDS), healthy=True)
+    subject = EtcdSubject(EtcdClient(ENDPOINTS))
+    judge = subject.judge([Victim("etcd-0", "uid-etcd-0", role="Leader")], gate)
+    assert isinstance(judge, ElectionRecovery)
+    frozen = look(
+        status_in("etcd-0", None, 0, up=False),
+        status_in("etcd-1", None, 5),
+        status_in("etcd-2", None, 5),
+    )
+    assert judge.observe(Look(frozen, 0.5, 1.5, stamp, replacement_ready=False)) == {
+        "leader_lost": Milestone(1.5, 0.5)
+    }
+    assert judge.electing
+    resumed = look(*(status_in(n, "etcd-0", 5) for n in IDS))
+    assert judge.observe(Look(resumed, 55.0, 56.0, stamp, replacement_ready=True)) == {
+        "leader_elected": Milestone(56.0, 55.0)
+    }
+    # Out of the election looks: the next look asks every member's /health again.
+    assert not judge.electing
+    assert judge.probe_interval(True, 0.5) == 0.5
+
+
+def test_the_old_leader_still_followed_in_its_term_is_no_election_before_a_loss() -> None:
+    gate = look(*(status_in(n, "etcd-0", 5) for n in IDS), healthy=True)
+    judge = EtcdSubject(EtcdClient(ENDPOINTS)).judge([Victim("etcd-0", "uid-etcd-0", role="Leader")], gate)
+    assert isinstance(judge, ElectionRecovery)
+    still = look(*(status_in(n, "etcd-0", 5) for n in IDS))
+    assert judge.observe(Look(still, 0.5, 1.5, stamp, replacement_ready=False)) == {}
+    assert judge.electing
+
+
 def test_a_member_whose_health_hangs_is_reachable_and_not_healthy_and_holds_no_look_back() -> None:
     """/health waits for a linearizable read, which an election holds up; the status does not.
     They are asked at once, and the client's timeout bounds each whole request."""

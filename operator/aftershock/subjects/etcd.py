@@ -14,7 +14,8 @@ Milestones of a trial, after kill sent and pod gone (the engine's): ``leader_los
 was the leader and a majority of the members no longer follows it), ``leader_elected`` (a
 majority of the members follows a leader in a later raft term than the one the killed leader
 led in: another member, or the killed one itself, back in place before the others' election
-timeout ran out), then the replacement pod Ready (the engine's;
+timeout ran out; or, once lost, the old leader followed again in its own term: frozen with its
+node and thawed before anyone won, it leads on), then the replacement pod Ready (the engine's;
 for a partition: the heal, ``fault_healed``), ``rejoined_as_follower`` (a partition only: each
 victim's member follows the cluster's leader again),
 ``member_healthy`` (the victim's member answers healthy and has applied everything the leader
@@ -439,11 +440,20 @@ class ElectionRecovery:
             # over first, so "lost" and "elected" are then the same look); elected once a
             # majority follows a leader in a later term (without the gate's term: another
             # member). A member lagging one heartbeat behind does not hold either back.
+            #
+            # Or the old leader resumed: once lost, a majority following a leader again, even the
+            # old one in its own term, ends the election. A leader frozen with its node
+            # (node_failure) and thawed before a survivor's election timer fired leads on in its
+            # term; no later term ever comes (seen on the real nodes under load). Without this the
+            # trial stayed in its election looks, which ask no /health, so no member was ever
+            # healthy and a recovered cluster was judged unrecovered after the whole timeout.
             led = view.leadership()
+            lost_before = "leader_lost" in self._reached
             if led is None or led[0] != self.old_leader or self._later_term(led[1]):
                 self._mark("leader_lost", began)
             if led is not None and (
-                self._later_term(led[1]) if self.old_term is not None else led[0] not in victims
+                lost_before
+                or (self._later_term(led[1]) if self.old_term is not None else led[0] not in victims)
             ):
                 self._mark("leader_elected", began)
         by_name = view.by_name()
@@ -566,7 +576,10 @@ KIND = SubjectKindInfo(
     kind="Etcd",
     milestones=(
         ("leader_lost", "a majority of the etcd members no longer follows the killed leader"),
-        ("leader_elected", "a majority of the members follows a leader in a later raft term"),
+        (
+            "leader_elected",
+            "a majority of the members follows a leader again (a later raft term, or the old leader resumed)",
+        ),
         ("member_healthy", "the victim's member is healthy and has applied what the leader had"),
         (
             "rejoined_as_follower",
