@@ -394,6 +394,53 @@ def test_a_frozen_leader_that_resumes_in_its_own_term_ends_the_election() -> Non
     assert judge.probe_interval(True, 0.5) == 0.5
 
 
+def _kept(old_term: int = 5) -> ElectionRecovery:
+    """A fault that keeps the victim's process (partition, node failure): etcd-0, the leader."""
+    return ElectionRecovery(
+        [Victim("etcd-0", "uid-etcd-0", role="Leader")], "etcd-0", old_term, restarts=False
+    )
+
+
+def test_a_resumed_leader_is_back_in_the_cluster_and_the_trial_recovers() -> None:
+    judge = _kept()
+    frozen = look(
+        status_in("etcd-0", None, 0, up=False), status_in("etcd-1", None, 5), status_in("etcd-2", None, 5)
+    )
+    judge.observe(Look(frozen, 0.5, 1.5, stamp, replacement_ready=False))
+    assert "etcd-0" in judge.pending()
+    resumed = look(*(status_in(n, "etcd-0", 5) for n in IDS), healthy=True)
+    assert set(judge.observe(Look(resumed, 55.0, 55.2, stamp, replacement_ready=True))) == {"leader_elected"}
+    # A look later (caught up with what the leader had then) and healthy: recovered, with no
+    # "rejoined as a follower" (it leads).
+    reached = judge.observe(Look(resumed, 55.3, 55.5, stamp, replacement_ready=True))
+    assert set(reached) == {"member_healthy", "cluster_healthy"}, reached
+    assert judge.done is not None
+    assert judge.pending() == {}
+
+
+def test_a_partitioned_leader_is_back_once_it_follows_the_majoritys_new_leader() -> None:
+    judge = _kept()
+    cut = look(
+        status_in("etcd-0", "etcd-0", 5), status_in("etcd-1", "etcd-1", 6), status_in("etcd-2", "etcd-1", 6)
+    )
+    assert set(judge.observe(Look(cut, 2.0, 2.1, stamp, replacement_ready=True))) == {
+        "leader_lost",
+        "leader_elected",
+    }
+    # Healed, but still leading a term of its own: healthy answers or not, not back yet.
+    stale = look(
+        status_in("etcd-0", "etcd-0", 5), status_in("etcd-1", "etcd-1", 6), status_in("etcd-2", "etcd-1", 6),
+        healthy=True,
+    )  # fmt: skip
+    assert "rejoined_as_follower" not in judge.observe(Look(stale, 10.0, 10.1, stamp, replacement_ready=True))
+    assert judge.done is None
+    assert "etcd-0" in judge.pending()
+    back = look(*(status_in(n, "etcd-1", 6) for n in IDS), healthy=True)
+    reached = judge.observe(Look(back, 11.0, 11.2, stamp, replacement_ready=True))
+    assert {"rejoined_as_follower", "cluster_healthy"} <= set(reached), reached
+    assert judge.done is not None
+
+
 def test_the_old_leader_still_followed_in_its_term_is_no_election_before_a_loss() -> None:
     gate = look(*(status_in(n, "etcd-0", 5) for n in IDS), healthy=True)
     judge = EtcdSubject(EtcdClient(ENDPOINTS)).judge([Victim("etcd-0", "uid-etcd-0", role="Leader")], gate)

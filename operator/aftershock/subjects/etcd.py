@@ -385,6 +385,9 @@ class ElectionRecovery:
     _reached: dict[str, Milestone] = field(default_factory=dict)
     _last_leader_index: int | None = None
     _done: Milestone | None = None
+    #: Every victim's member seen back in the cluster (`restarts` False): following the
+    #: majority's leader, or leading it.
+    _rejoined: bool = False
 
     @property
     def _leader_killed(self) -> bool:
@@ -468,25 +471,25 @@ class ElectionRecovery:
         if caught_up:
             self._mark("member_healthy", healthy_at)
         leader_id = next((s.member_id for s in view.statuses if s.name == view.leader_name()), 0)
-        rejoined = (
+        # Back in the cluster: each victim's member follows the majority's leader, or is that
+        # leader (a leader frozen with its node that resumed in its term: the others follow it
+        # again). A follower in a minority of its own follows nobody the majority follows.
+        in_cluster = (
             not self.restarts
             and look.replacement_ready
             and leader_id != 0
             and all(
-                (m := by_name.get(name)) is not None
-                and m.reachable
-                and m.leader_id == leader_id
-                and m.member_id != leader_id
+                (m := by_name.get(name)) is not None and m.reachable and m.leader_id == leader_id
                 for name in victims
             )
         )
-        if rejoined:
-            self._mark("rejoined_as_follower", began)
+        if in_cluster:
+            self._rejoined = True
+            if all((m := by_name.get(name)) is not None and m.member_id != leader_id for name in victims):
+                self._mark("rejoined_as_follower", began)
         if leader_now is not None:
             self._last_leader_index = leader_now.raft_index
-        back = "member_healthy" in self._reached and (
-            self.restarts or "rejoined_as_follower" in self._reached
-        )
+        back = "member_healthy" in self._reached and (self.restarts or self._rejoined)
         if back and look.result.healthy and self._done is None:
             self._done = healthy_at
             self._reached["cluster_healthy"] = healthy_at
@@ -496,8 +499,13 @@ class ElectionRecovery:
         waiting: dict[str, str] = {}
         if self._leader_killed and "leader_elected" not in self._reached:
             waiting[""] = "no new etcd leader elected"
-        if not self.restarts and "rejoined_as_follower" not in self._reached:
-            waiting.update({v.name: "etcd member not back as a follower of the leader" for v in self.victims})
+        if not self.restarts and not self._rejoined:
+            waiting.update(
+                {
+                    v.name: "etcd member not back in the cluster (following its leader, or leading it)"
+                    for v in self.victims
+                }
+            )
         if "member_healthy" not in self._reached:
             waiting.update({v.name: "etcd member not healthy and caught up" for v in self.victims})
         return waiting
