@@ -162,3 +162,22 @@ async def test_pod_watches_take_bookmarks_and_resume_from_the_last_one() -> None
     assert [a["resource_version"] for a in asked] == ["100", "150"]
     assert changes == []  # a bookmark changes no pod
     assert loop.relists == 0
+
+
+async def test_a_consistent_list_names_no_version() -> None:
+    """`consistent`: the server answers at least as new as every write before the request (a
+    baseline trial must see the remediator pod a restore created a moment ago)."""
+    asked: list[dict[str, Any]] = []
+
+    async def list_namespaced_pod(namespace: str, **kwargs: Any) -> _Response:
+        asked.append({k: v for k, v in kwargs.items() if not k.startswith("_")})
+        return _Response({"metadata": {"resourceVersion": "7"}, "items": [_pod("a")]})
+
+    kube = Kube(k8s.ApiClient())
+    try:
+        kube._core.list_namespaced_pod = list_namespaced_pod
+        pods, version = await kube.list_pods("db", "app=x", consistent=True)
+    finally:
+        await kube.close()
+    assert ([p.name for p in pods], version) == (["a"], "7")
+    assert asked == [{"label_selector": "app=x", "limit": LIST_PAGE}]

@@ -127,19 +127,27 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
 
     # --- pods ----------------------------------------------------------------------------
 
-    async def list_pods(self, namespace: str | None, selector: str) -> tuple[list[PodState], str]:
+    async def list_pods(
+        self, namespace: str | None, selector: str, *, consistent: bool = False
+    ) -> tuple[list[PodState], str]:
         """The pods of `namespace` (None: of every namespace) that `selector` matches, in pages
-        from the API server's watch cache (`_list_pages`), each page decoded as it comes."""
+        from the API server's watch cache (`_list_pages`), each page decoded as it comes.
+        `consistent`: at least as new as every write before the call (a list with no
+        resourceVersion), for a caller that must not miss a pod created a moment ago."""
         pods: list[PodState] = []
         if namespace is None:
             pages = self._list_pages(
-                "list pods in all namespaces", self._core.list_pod_for_all_namespaces, label_selector=selector
+                "list pods in all namespaces",
+                self._core.list_pod_for_all_namespaces,
+                consistent=consistent,
+                label_selector=selector,
             )
         else:
             pages = self._list_pages(
                 f"list pods in {namespace}",
                 self._core.list_namespaced_pod,
                 namespace,
+                consistent=consistent,
                 label_selector=selector,
             )
         version = ""
@@ -149,11 +157,12 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
         return pods, version
 
     async def _list_pages(
-        self, what: str, call: Any, *args: Any, **kwargs: Any
+        self, what: str, call: Any, *args: Any, consistent: bool = False, **kwargs: Any
     ) -> AsyncIterator[tuple[list[Mapping[str, Any]], str]]:
         """A list in pages of `LIST_PAGE` items, (items, the list's resourceVersion) per page.
 
-        The first page asks for ``resourceVersion=0`` with ``resourceVersionMatch=NotOlderThan``:
+        The first page asks (unless `consistent`: no version, as new as every write before it)
+        for ``resourceVersion=0`` with ``resourceVersionMatch=NotOlderThan``:
         any state at least as new as the server's cache, served from the API server's watch
         cache instead of a quorum read of etcd; the watch that follows from the list's version
         catches up from there, as an informer does. The next pages follow the ``continue``
@@ -165,7 +174,7 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
             paging: dict[str, Any] = {"limit": LIST_PAGE}
             if token:
                 paging["_continue"] = token
-            else:
+            elif not consistent:
                 paging.update(resource_version="0", resource_version_match="NotOlderThan")
             data = await self._json("list", what, call, *args, **paging, **kwargs)
             meta = data.get("metadata") or {}

@@ -69,7 +69,9 @@ class AnnotatingScaler:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while True:
-                    pods, version = await self._kube.list_pods(namespace, selector)
+                    # Consistent, not from the cache: the pod a restore created a moment ago
+                    # (the case that made this wait necessary) must be in the list.
+                    pods, version = await self._kube.list_pods(namespace, selector, consistent=True)
                     left = {p.uid for p in pods}
                     if not left:
                         return 0
