@@ -861,8 +861,11 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
             # audited write (its stageTimestamp: the API server's own).
             changes = watches.taint_changes(node, injected)
             assert [c[1] for c in changes[:2]] == [True, False], changes
+            # Either way within 100 ms: the audit's stageTimestamp is stamped as the response
+            # completes, and the watch event can leave the API server's watch cache first (seen
+            # 18 ms before it under load, session 12).
             for action, (seen, _on) in zip((add, remove), changes, strict=False):
-                assert -0.01 <= seen - action["wall"] <= AGREEMENT_S, (action, changes)
+                assert -AGREEMENT_S <= seen - action["wall"] <= AGREEMENT_S, (action, changes)
                 taint_seen.append(seen - action["wall"])
             assert add["wall"] < recovered_at < remove["wall"], (add, recovered_at, remove)
             assert remove["wall"] >= m["fault_healed"], (remove, m)
