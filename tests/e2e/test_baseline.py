@@ -16,21 +16,22 @@ from tests.reliability.watchers import PodWatch
 StartOperator = Callable[..., OperatorProcess]
 
 
-def _healer() -> dict[str, Any]:
-    labels = {"app": "healer"}
+def _deployment(name: str, replicas: int, pod: dict[str, Any]) -> dict[str, Any]:
+    labels = {"app": name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "healer"},
+        "metadata": {"name": name},
         "spec": {
-            "replicas": 2,
+            "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "agent", "image": "example.invalid/healer:1"}]},
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+
+
+def _healer() -> dict[str, Any]:
+    return _deployment("healer", 2, {"containers": [{"name": "agent", "image": "example.invalid/healer:1"}]})
 
 
 def _replicas(cluster: testbed.Cluster, namespace: str) -> int:
@@ -108,7 +109,6 @@ def _stubborn_healer() -> dict[str, Any]:
     """A remediator that ignores SIGTERM (as a PID 1 that never installed a handler does, or one
     killed before it had): each of its pods runs its whole grace period after a scale to zero.
     On the real node, where a pod is deleted only once its containers have exited."""
-    labels = {"app": "stubborn-healer"}
     ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(10**6)"
     pod = realnode.on_real_node(
         {
@@ -123,16 +123,7 @@ def _stubborn_healer() -> dict[str, Any]:
             ],
         }
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "stubborn-healer"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    return _deployment("stubborn-healer", 1, pod)
 
 
 @pytest.mark.realnode

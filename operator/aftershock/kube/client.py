@@ -396,10 +396,16 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
             )
         raise KubeError(f"cannot scale a {kind}")
 
+    async def _read_scale(self, kind: str, namespace: str, name: str) -> Mapping[str, Any]:
+        read, _ = self._scale_calls(kind)
+        data: Mapping[str, Any] = await self._json(
+            "get", f"get scale of {kind} {namespace}/{name}", read, name, namespace
+        )
+        return data
+
     async def get_replicas(self, kind: str, namespace: str, name: str) -> tuple[int, int]:
         """(spec.replicas, status.replicas) of the workload's scale subresource."""
-        read, _ = self._scale_calls(kind)
-        data = await self._json("get", f"get scale of {kind} {namespace}/{name}", read, name, namespace)
+        data = await self._read_scale(kind, namespace, name)
         return int((data.get("spec") or {}).get("replicas") or 0), int(
             (data.get("status") or {}).get("replicas") or 0
         )
@@ -407,8 +413,7 @@ class Kube(_Volumes, _Access, _Execs, _Nodes, _Ephemerals):
     async def get_pod_selector(self, kind: str, namespace: str, name: str) -> str:
         """``status.selector`` of the workload's scale subresource: its pods' label selector as
         a string (what an HPA reads), empty until its controller has reported."""
-        read, _ = self._scale_calls(kind)
-        data = await self._json("get", f"get scale of {kind} {namespace}/{name}", read, name, namespace)
+        data = await self._read_scale(kind, namespace, name)
         return str((data.get("status") or {}).get("selector") or "")
 
     async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> None:
