@@ -92,6 +92,12 @@ ADDRESS = {realnode.NODE_3: "127.0.4.1", realnode.NODE_4: "127.0.5.1"}
 HOME_NODE = realnode.NODE_2
 #: The test's times agree with the ledger's within this (issue 20).
 AGREEMENT_S = 0.1
+#: How many of the ten recoveries may lie more than AGREEMENT_S after the witnesses' (each inside
+#: the operator's own span, which must meet theirs).
+MAY_LAG = 2
+#: The widest span a recovery seen by a look may have: the look before it and this one, each at
+#: most the client's bound (1.2 s), and the probe interval between them.
+LOOK_SPAN_S = 3.0
 PART = "aftershock.dev/e2e-part"
 
 
@@ -758,6 +764,7 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
     table: dict[str, dict[str, list[float]]] = {}
     taint_seen: list[float] = []  # the node watch's taint changes after their audited writes
     gaps: list[float] = []  # how far the ledger's recovery lay outside the witnesses' bracket
+    spans_s: list[float] = []  # how wide the operator's own bracket was
     for arm, trials in arms.items():
         assert len(trials) == TRIALS, trials
         clocks: dict[str, list[float]] = {"alert": [], "first action": [], "recover": []}
@@ -807,14 +814,23 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
             if arm == "baseline":
                 # By definition the member is back no sooner than its node (the heal).
                 high = max(high, m["fault_healed"])
-            assert low - AGREEMENT_S <= recovered_at <= high + AGREEMENT_S, (
-                arm,
-                i,
-                back,
-                changes,
-                recovered_at,
-            )
+            # The operator's own span for it (`recoveryBracket`): after its last look that did
+            # not find the member back, by the answer of the one that did. Both spans hold the
+            # moment the member was back, so they meet; and the ledger never says it before the
+            # witnesses saw it. Later than their first healthy answer only as far as the
+            # operator's own looks were apart (a look held up by the member's /health, a read
+            # through Raft that a thawed member retries after half a second: 0.41 s once in CI).
+            span = t["final"]["recoveryBracket"]
+            assert span is not None, (arm, i)
+            not_before, by = span["notBeforeWall"], span["byWall"]
+            witnessed = (arm, i, back, changes, recovered_at, (not_before, by))
+            assert not_before <= recovered_at <= by, witnessed
+            assert by - not_before <= LOOK_SPAN_S, witnessed
+            assert low - AGREEMENT_S <= recovered_at, witnessed
+            assert not_before - AGREEMENT_S <= high, witnessed
+            assert low <= by + AGREEMENT_S, witnessed
             gaps.append(max(0.0, low - recovered_at, recovered_at - high))
+            spans_s.append(by - not_before)
             # The ledger's clocks (aftershock.clocks: what compare judges), read with our SQL.
             clocks["alert"].append(m["alert_firing"] - m["kill_sent"])
             # Recovery from the first sign the fault took effect (ADR 0008).
@@ -880,6 +896,10 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
         table[arm] = clocks
 
     # The member never moved while the baseline Campaign ran, between trials included.
+    # Most stamps within 100 ms of the witnesses: a later one is the exception its own span
+    # accounts for, not the rule.
+    close = sum(g <= AGREEMENT_S for g in gaps)
+    assert close >= len(gaps) - MAY_LAG, (gaps, spans_s)
     moved_in_baseline = [
         p for p in watches.pods.values()
         if p["name"] == FLOAT and spans["baseline"][0] <= p["first"] <= spans["baseline"][1]
@@ -892,7 +912,8 @@ def test_the_reference_remediator_improves_recovery_from_a_node_failure(
     lines = [
         f"remediator evaluation: grace {grace:g}s, period {period:g}s, durationSeconds {duration}, "
         f"quietSeconds {quiet}; setup {setup_s:.0f}s, total {time.time() - started:.0f}s; "
-        f"recovery outside the witnesses' bracket by at most {max(gaps) * 1000:.0f} ms, the taint's "
+        f"recovery outside the witnesses' bracket by {sorted(round(g * 1000) for g in gaps)} ms "
+        f"(the operator's own span {min(spans_s) * 1000:.0f}-{max(spans_s) * 1000:.0f} ms), the taint's "
         f"watch after its audited write by {[round(d * 1000) for d in taint_seen]} ms",
         f"{'arm':9} {'clock':13} {'p50':>7} {'p95':>7}  values",
     ]

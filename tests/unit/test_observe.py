@@ -299,6 +299,64 @@ def test_with_pd_recovered_also_needs_pd_to_call_the_subject_healthy() -> None:
     assert offsets(t)["recovered"] == 4.0
 
 
+def bracket(t: RecoveryTracker) -> tuple[float, float]:
+    b = t.recovery_bracket
+    assert b is not None
+    return round(b[0].offset, 6), round(b[1].offset, 6)
+
+
+def test_a_recovery_seen_by_a_look_lies_between_the_last_look_that_did_not_see_it_and_its_answer() -> None:
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    new = statefulset_recovery(t, pods[0], "uid-new", 0.5)
+    live = [new, pods[1], pods[2]]
+    starts = {"tikv-0": 777, "tikv-1": 500, "tikv-2": 500}
+    assert t.recovery_bracket is None
+    t.observe_probe(healthy_probe(live, starts, healthy=False), *at(1.0), asked=at(0.9))
+    # A look held up by a slow answer: asked at 1.1, answered at 2.2, still not recovered.
+    t.observe_probe(healthy_probe(live, starts, healthy=False), *at(2.2), asked=at(1.1))
+    assert t.recovery_bracket is None
+    assert t.unseen_why == "PD: 1 region has a down peer"
+    t.observe_probe(healthy_probe(live, starts), *at(2.5), asked=at(2.3))
+    assert offsets(t)["recovered"] == 2.5
+    # Not before the slow look was asked: the subject may have recovered while it waited.
+    assert bracket(t) == (1.1, 2.5)
+    # Later looks change nothing.
+    t.observe_probe(healthy_probe(live, starts), *at(3.0), asked=at(2.9))
+    assert bracket(t) == (1.1, 2.5)
+
+
+def test_a_recovery_completed_by_the_pod_watch_is_exact() -> None:
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    old = pods[0]
+    t.observe_pod("DELETED", dataclasses.replace(old, deleting=True), *at(0.1))
+    new = replacement(old, "uid-new", node="node-9")
+    t.observe_pod("ADDED", new, *at(0.2))
+    live = [new, pods[1], pods[2]]
+    # PD already healthy, the store up with its new start, before the pod's Ready.
+    t.observe_probe(
+        healthy_probe(live, {"tikv-0": 777, "tikv-1": 500, "tikv-2": 500}), *at(1.0), asked=at(0.9)
+    )
+    assert not t.recovered
+    t.observe_pod("MODIFIED", dataclasses.replace(new, ready=True, phase="Running"), *at(1.7))
+    assert offsets(t)["recovered"] == 1.7
+    assert bracket(t) == (1.7, 1.7)
+
+
+def test_without_a_look_before_it_the_recovery_is_not_before_the_kill() -> None:
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    new = statefulset_recovery(t, pods[0], "uid-new", 0.5)
+    live = [new, pods[1], pods[2]]
+    t.observe_probe(
+        healthy_probe(live, {"tikv-0": 777, "tikv-1": 500, "tikv-2": 500}), *at(1.2), asked=at(1.0)
+    )
+    assert offsets(t)["recovered"] == 1.2
+    # The pod watch's part came at 0.9 (Ready); the subject's part somewhere before the answer.
+    assert bracket(t) == (0.9, 1.2)
+
+
 def test_without_pd_the_probe_is_not_waited_for() -> None:
     pods = cluster()
     t = tracker(pods, [pods[0]], probe=False)

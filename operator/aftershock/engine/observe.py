@@ -82,6 +82,12 @@ class RecoveryTracker:
         self.pods = {p.uid: p for p in self.initial_pods}
         self._pods_healthy_since: Milestone | None = None
         self._recovered_seen_mono: float | None = None
+        #: When the last look that did not find the subject recovered was asked.
+        self._unseen_at: Milestone | None = None
+        #: What that look still waited for, in words.
+        self._unseen_why: str | None = None
+        #: Where the recovery lies, as far as the tracker's evidence goes (`recovery_bracket`).
+        self._bracket: tuple[Milestone, Milestone] | None = None
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -107,6 +113,23 @@ class RecoveryTracker:
         """When the tracker first judged the subject recovered (monotonic; for the settle window,
         which runs from that moment even when "recovered" itself is stamped earlier)."""
         return self._recovered_seen_mono
+
+    @property
+    def recovery_bracket(self) -> tuple[Milestone, Milestone] | None:
+        """(Not before, by): the span the recovery lies in, as far as the evidence goes; None
+        until recovered. Completed by the pod watch (a victim back, the pods healthy) or by the
+        heal: the moment the event was received, both ends the ``recovered`` stamp. Completed
+        by a look at the subject's API: after the last look that did not find it recovered
+        was asked, and by the answer of the one that did; ``recovered`` lies between. A look
+        held up by a slow member (etcd's ``/health`` waits for a read through Raft; a thawed
+        member's can wait half a second for a retry) makes the span wide: the stamp cannot be
+        closer to the truth than the looks were to each other, and the ledger says so."""
+        return self._bracket
+
+    @property
+    def unseen_why(self) -> str | None:
+        """What the last look that did not find the subject recovered still waited for."""
+        return self._unseen_why
 
     @property
     def relapsed(self) -> bool:
@@ -279,7 +302,31 @@ class RecoveryTracker:
                 self.milestones["recovered"] = max(stamps, key=lambda m: m.offset)
                 self.sources["recovered"] = self.sources.get(finishing[0], SOURCE_OBSERVED)
                 self._recovered_seen_mono = mono
+        seen_before = self._bracket is not None
         self._check(mono, wall)
+        if self.recovered and not seen_before:
+            self._bracket_from_look(self._stamp(mono, wall))
+        elif not self.recovered:
+            self._unseen_at = self._stamp(*asked) if asked is not None else self._stamp(mono, wall)
+            self._unseen_why = "; ".join(self.pending()) or None
+
+    def _bracket_from_look(self, answered: Milestone) -> None:
+        """The recovery was first seen in a look at the subject's API answered at `answered`.
+        Its span: what the pod watch and the heal stamped, if they completed it; else from the
+        last look that did not find it (or the kill, when no look had) to this answer."""
+        recovered = self.milestones["recovered"]
+        watched = [m for m in (self._victims_back(), self._pods_healthy_since) if m is not None]
+        latest = max(watched, key=lambda m: m.offset, default=None)
+        if latest is not None and latest.offset >= recovered.offset:
+            self._bracket = (recovered, recovered)
+            return
+        unseen = self._unseen_at or Milestone(wall=self.kill_sent_wall, offset=0.0)
+        candidates = [unseen, *([latest] if latest is not None else [])]
+        not_before = max(candidates, key=lambda m: m.offset)
+        if not_before.offset > recovered.offset:  # a judge's own earlier stamp (PD's heartbeat)
+            not_before = recovered
+        by = answered if answered.offset >= recovered.offset else recovered
+        self._bracket = (not_before, by)
 
     def _recovers_now(self) -> bool:
         return (
@@ -312,6 +359,10 @@ class RecoveryTracker:
             return
         self._mark("recovered", mono, wall)
         self._recovered_seen_mono = mono
+        # Seen in the pod watch or at the heal: exact. (`observe_probe` widens it when a look
+        # completed it.)
+        recovered = self.milestones["recovered"]
+        self._bracket = (recovered, recovered)
 
     def _check_relapse(self, mono: float, wall: float) -> None:
         if self.relapsed:

@@ -483,6 +483,7 @@ class _Strike:
             "probe": dict(tracker.probe.summary) if tracker.probe is not None else None,
             "milestoneSources": dict(tracker.sources),
             "clockOffsetSeconds": tracker.clock_offset,
+            "recoveryBracket": _bracket_json(tracker.recovery_bracket, tracker.unseen_why),
         }
         why = "the trial was stopped" if stop.is_set() else "the trial ended"
         await self._record_fault(fault, why, tracker, killed.details, kill_mono, milestones, final_state)
@@ -594,3 +595,19 @@ class _Strike:
             return TrialResult(outcome, record)
         await emit("Warning", REASON_TRIAL_INTERRUPTED, f"{label}: {error}")
         return dataclasses.replace(TrialResult(outcome, record), interrupted=True)
+
+
+def _bracket_json(bracket: tuple[Milestone, Milestone] | None, why: str | None) -> dict[str, Any] | None:
+    """``final_state["recoveryBracket"]``: where the recovery lies as far as the operator's
+    evidence goes (`RecoveryTracker.recovery_bracket`), and what the last look that did not
+    find it waited for; None: not recovered."""
+    if bracket is None:
+        return None
+    not_before, by = bracket
+    return {
+        "notBeforeWall": not_before.wall,
+        "notBeforeOffset": not_before.offset,
+        "byWall": by.wall,
+        "byOffset": by.offset,
+        "lastLookWaitedFor": why,
+    }
