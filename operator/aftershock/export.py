@@ -113,6 +113,17 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
         "actionsAfterRecovery",
         "how many of the remediator's actions came after the recovery (empty: its actions not watched)",
     ),
+    (
+        "recoveredNotBeforeSeconds",
+        "how exact the recovery is: seconds (monotonic) from the kill to the earliest the subject can "
+        "have recovered, as far as the operator's evidence goes (its last look that did not find it; "
+        "empty: not recovered, or recorded before this was)",
+    ),
+    (
+        "recoveredBySeconds",
+        "seconds (monotonic) from the kill to the latest the subject can have recovered (the answer "
+        "of the look that found it; the recovery's own offset when the pod watch or the heal completed it)",
+    ),
 )
 COLUMN_NAMES: Final = tuple(name for name, _ in COLUMNS)
 _DOCUMENTED: Final = frozenset(COLUMN_NAMES)
@@ -182,7 +193,16 @@ def attempt_row(campaign: CampaignRow, attempt: AttemptRecord) -> Row:
         if "remediatorActions" in attempt.final_state
         else None
     )
+    span = attempt.final_state.get("recoveryBracket")
+    span = span if isinstance(span, dict) else {}
+    row["recoveredNotBeforeSeconds"] = _number(span.get("notBeforeOffset"))
+    row["recoveredBySeconds"] = _number(span.get("byOffset"))
     return row
+
+
+def _number(value: Any) -> float | None:
+    """A float from the ledger's JSON, or None (absent, or not a number: never trusted blindly)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 #: Milestones with documented columns: TiKV's v1 chain, and the remediator's (timeToDetect/Resolve).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -49,7 +50,7 @@ class TestColumns:
             "recoverySeconds",
         )
         # New columns go at the end.
-        assert export.COLUMN_NAMES[-11:] == (
+        assert export.COLUMN_NAMES[-13:] == (
             "error",
             "run",
             "timeToDetectSeconds",
@@ -61,6 +62,8 @@ class TestColumns:
             "detectSource",
             "firstActionSeconds",
             "actionsAfterRecovery",
+            "recoveredNotBeforeSeconds",
+            "recoveredBySeconds",
         )
         assert len(set(export.COLUMN_NAMES)) == len(export.COLUMN_NAMES)
 
@@ -407,3 +410,21 @@ def _campaign_row() -> CampaignRow:
         HELPED, {"remediator": {"kind": "Deployment", "name": "h"}}, 5, "7", Phase.SUCCEEDED,
         Verdict.PASS, T0, T0, T0 + 1,
     )  # fmt: skip
+
+
+def test_the_recovery_bracket_is_exported_and_a_malformed_one_is_not_trusted() -> None:
+    """`recoveredNotBeforeSeconds`/`recoveredBySeconds` come from the ledger's
+    ``final_state.recoveryBracket`` offsets; anything else there is an empty cell."""
+    base = etcd_trials.attempt("uid-b", 0, Outcome.RECOVERED, etcd_trials.LEADER, "Leader")
+    bracket = {"notBeforeOffset": 1.25, "byOffset": 1.72, "notBeforeWall": 0.0, "byWall": 0.0}
+    row = export.attempt_row(
+        _campaign_row(), dataclasses.replace(base, final_state={"recoveryBracket": bracket})
+    )
+    assert (row["recoveredNotBeforeSeconds"], row["recoveredBySeconds"]) == (1.25, 1.72)
+    odd = {"recoveryBracket": {"notBeforeOffset": "1.2", "byOffset": True}}
+    row = export.attempt_row(_campaign_row(), dataclasses.replace(base, final_state=odd))
+    assert (row["recoveredNotBeforeSeconds"], row["recoveredBySeconds"]) == (None, None)
+    row = export.attempt_row(
+        _campaign_row(), dataclasses.replace(base, final_state={"recoveryBracket": None})
+    )
+    assert row["recoveredNotBeforeSeconds"] is None

@@ -220,6 +220,8 @@ def expected_row(p: Planned, ref: CampaignRef = REF) -> dict[str, Any]:
     # Neither, so no clock but the recovery (recoverySeconds); actions not watched.
     row["detectSeconds"] = row["detectSource"] = row["firstActionSeconds"] = None
     row["actionsAfterRecovery"] = None
+    # Plans carry no recovery bracket (a ledger from before it): empty.
+    row["recoveredNotBeforeSeconds"] = row["recoveredBySeconds"] = None
     return row
 
 
