@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -159,6 +160,59 @@ def test_health_is_stamped_at_the_looks_middle_not_when_the_slowest_member_let_i
         assert at is not None
         assert at.wall == pytest.approx(3.15)
         assert at.offset == pytest.approx(2.15)
+
+
+def test_a_member_that_turns_healthy_is_stamped_when_its_health_answer_came_not_at_the_middle() -> None:
+    # A thawed member holds its /health (a read through Raft) until it has caught up: a look
+    # from 2.0 to 3.3 whose victim answered healthy 1.25 s in. The middle (2.65) was 0.6 s early
+    # against the test's own poller of /health; the answer's arrival is when it was healthy.
+    judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
+    others = (
+        dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.01),
+        dataclasses.replace(status("etcd-1", "etcd-0", index=200), health_after=0.02),
+    )
+    down = dataclasses.replace(status("etcd-2", "etcd-0", applied=150), healthy=False)
+    judge.observe(
+        Look(look(*others, down), 1.9, 2.9, stamp, replacement_ready=True, asked=Milestone(2.8, 1.8))
+    )
+    back = dataclasses.replace(status("etcd-2", "etcd-0", applied=200), health_after=1.25)
+    asked = Milestone(3.0, 2.0)
+    reached = judge.observe(
+        Look(look(*others, back, healthy=True), 3.3, 4.3, stamp, replacement_ready=True, asked=asked)
+    )
+    assert set(reached) == {"member_healthy", "cluster_healthy"}
+    for at in (*reached.values(), judge.done):
+        assert at is not None
+        assert at.wall == pytest.approx(4.25)
+        assert at.offset == pytest.approx(3.25)
+
+
+def test_members_healthy_all_along_do_not_move_the_stamp_and_an_election_look_forgets_nothing() -> None:
+    # Only a member that was not healthy when last asked says when health came back: the others'
+    # answers are just their round trips. An election's quick look asks no /health, so it says
+    # nothing about who was healthy.
+    judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
+    slow_others = (
+        dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.9),
+        dataclasses.replace(status("etcd-1", "etcd-0", index=200), health_after=0.95),
+    )
+    down = dataclasses.replace(status("etcd-2", "etcd-0", applied=150), healthy=False)
+    judge.observe(
+        Look(look(*slow_others, down), 1.0, 2.0, stamp, replacement_ready=True, asked=Milestone(1.9, 0.9))
+    )
+    quick = tuple(
+        dataclasses.replace(s, healthy=False, health_after=None, health_asked=False) for s in slow_others
+    )
+    judge.observe(
+        Look(look(*quick, down), 1.5, 2.5, stamp, replacement_ready=True, asked=Milestone(2.45, 1.45))
+    )
+    back = dataclasses.replace(status("etcd-2", "etcd-0", applied=200), health_after=0.3)
+    asked = Milestone(3.0, 2.0)
+    judge.observe(
+        Look(look(*slow_others, back, healthy=True), 3.0, 4.0, stamp, replacement_ready=True, asked=asked)
+    )
+    assert judge.done is not None
+    assert judge.done.offset == pytest.approx(2.3)  # the victim's answer, not the others' 0.95
 
 
 def test_a_healthy_answer_before_the_replacement_is_ready_is_the_old_process_not_a_recovery() -> None:
@@ -469,11 +523,41 @@ def test_a_member_whose_health_hangs_is_reachable_and_not_healthy_and_holds_no_l
 
     view, took = asyncio.run(run())
     assert took < 1
+    # When each healthy answer came, from the look's start; none from the member that hung.
+    fast = view.by_name()["etcd-0"]
+    assert fast.health_after is not None
+    assert 0 <= fast.health_after < 0.2
     slow = view.by_name()["etcd-2"]
+    assert slow.health_after is None
     assert (slow.reachable, slow.healthy, slow.leader_id) == (True, False, IDS["etcd-1"])
     assert "no answer within 0.24s" in str(slow.error)
     assert view.leadership() == ("etcd-1", 5)
     assert any("etcd member etcd-2 is not healthy" in r for r in judge_cluster(view, PODS))
+
+
+def test_a_health_answer_that_was_held_says_when_it_came() -> None:
+    """A member that holds its /health (catching up) answers healthy late: `health_after` is
+    when that answer was in, from the look's start."""
+
+    async def app(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health" and request.url.port == 2381:
+            await asyncio.sleep(0.3)
+        return etcd_app("etcd-1")(request)
+
+    async def run() -> ClusterView:
+        c = EtcdClient(ENDPOINTS, timeout=1.0)
+        c._http = httpx.AsyncClient(transport=httpx.MockTransport(app))
+        await c.view()  # the member list, once
+        return await c.view()
+
+    view = asyncio.run(run())
+    held = view.by_name()["etcd-2"]
+    assert held.healthy
+    assert held.health_after is not None
+    assert 0.3 <= held.health_after < 0.9
+    quick = view.by_name()["etcd-0"].health_after
+    assert quick is not None
+    assert quick < 0.3
 
 
 def _electing_subject(app: Callable[[httpx.Request], Any]) -> EtcdSubject:

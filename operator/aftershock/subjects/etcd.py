@@ -65,6 +65,12 @@ class MemberStatus:
     applied_index: int
     healthy: bool
     error: str | None = None
+    #: Seconds from the look's start until this member's /health answer was in (None: not
+    #: asked, or no answer). /health is a read through Raft: a member catching up holds it until
+    #: it can serve it, so a healthy answer after a wait says when the member became healthy.
+    health_after: float | None = None
+    #: False: /health was not asked (an election's quick look), so `healthy` says nothing.
+    health_asked: bool = True
 
     @classmethod
     def unreachable(cls, endpoint: str, error: str) -> MemberStatus:
@@ -189,19 +195,42 @@ class EtcdClient:
     ) -> Any:
         return await self._request("POST", endpoint, path, body, timeout)
 
+    async def _health(self, endpoint: str, timeout: float, since: float) -> tuple[Any, float]:
+        """The member's /health answer (or why there was none) and when it was in: seconds
+        since `since`, on the event loop's clock."""
+        loop = asyncio.get_running_loop()
+        try:
+            said: Any = await self._request("GET", endpoint, "/health", None, timeout)
+        except ProbeUnavailableError as exc:
+            said = exc
+        return said, loop.time() - since
+
     async def _status(
-        self, endpoint: str, members: Mapping[int, str], timeout: float, health: bool = True
+        self,
+        endpoint: str,
+        members: Mapping[int, str],
+        timeout: float,
+        health: bool = True,
+        since: float | None = None,
     ) -> MemberStatus:
         """The member's status and its health, asked at once: /health waits for a linearizable
         read, which an election holds up, and must not hold up the status (who leads, in which
         term). A member whose status answers is reachable; one whose /health does not is
-        reachable and not healthy. `health` False: not asked (not healthy, by want of asking)."""
-        asks = [self._post(endpoint, "/v3/maintenance/status", {}, timeout)]
+        reachable and not healthy. `health` False: not asked (not healthy, by want of asking).
+        `since`: the look's start (the loop's clock), for `MemberStatus.health_after`."""
+        started = asyncio.get_running_loop().time() if since is None else since
+        asks: list[Any] = [self._post(endpoint, "/v3/maintenance/status", {}, timeout)]
         if health:
-            asks.append(self._request("GET", endpoint, "/health", None, timeout))
+            asks.append(self._health(endpoint, timeout, started))
         answers: list[Any] = await asyncio.gather(*asks, return_exceptions=True)
         raw = answers[0]
-        said = answers[1] if health else ProbeUnavailableError("/health not asked during an election")
+        after: float | None = None
+        if not health:
+            said: Any = ProbeUnavailableError("/health not asked during an election")
+        elif isinstance(answers[1], BaseException):
+            said = answers[1]
+        else:
+            said, after = answers[1]
         if isinstance(raw, BaseException):
             if not isinstance(raw, ProbeUnavailableError):
                 raise raw
@@ -222,6 +251,8 @@ class EtcdClient:
             applied_index=_uint(raw, "raftAppliedIndex"),
             healthy=healthy,
             error=None if healthy else f"/health: {said}",
+            health_after=after if isinstance(said, dict) else None,
+            health_asked=health,
         )
 
     async def _member_list(self) -> dict[int, str]:
@@ -249,21 +280,24 @@ class EtcdClient:
         dying member that accepts and does not answer holds it back no longer, and a machine
         too loaded to answer within `quick` gets a look that waits for a majority instead of
         one that fails."""
+        since = asyncio.get_running_loop().time()
         if not self._members:
             self._members = await self._member_list()
-        statuses = await self._statuses(quick)
+        statuses = await self._statuses(quick, since)
         if any(s.reachable and s.name is None for s in statuses):
             self._members = await self._member_list()
-            statuses = await self._statuses(quick)
+            statuses = await self._statuses(quick, since)
         if not any(s.reachable for s in statuses):
             raise ProbeUnavailableError(
                 "no etcd endpoint answered: " + "; ".join(str(s.error) for s in statuses)
             )
         return ClusterView(dict(self._members), tuple(statuses))
 
-    async def _statuses(self, quick: float | None) -> list[MemberStatus]:
+    async def _statuses(self, quick: float | None, since: float) -> list[MemberStatus]:
         tasks = [
-            asyncio.create_task(self._status(e, self._members, self._timeout, health=quick is None))
+            asyncio.create_task(
+                self._status(e, self._members, self._timeout, health=quick is None, since=since)
+            )
             for e in self._endpoints
         ]
         try:
@@ -388,6 +422,8 @@ class ElectionRecovery:
     #: Every victim's member seen back in the cluster (`restarts` False): following the
     #: majority's leader, or leading it.
     _rejoined: bool = False
+    #: The members whose /health answered healthy when last asked.
+    _healthy: set[str] = field(default_factory=set)
 
     @property
     def _leader_killed(self) -> bool:
@@ -429,13 +465,7 @@ class ElectionRecovery:
         # moment they were asked, and a dying member can hold the look's end back by its
         # timeout (seen on the real node: 0.2 s late).
         began = look.asked or now
-        # Health at the look's middle: each member answers /health (a linearizable read, which
-        # takes a raft round of its own) somewhere between the look's start and its end, and the
-        # end waits for the slowest of the members. Stamped at the end, a recovery was as late as
-        # the look was long (150 ms on the loaded test bed, against a watch of the pods and a
-        # poller of the member's /health); at the middle the error is at most half the look,
-        # early or late.
-        healthy_at = now if look.asked is None else _middle(look.asked, now)
+        healthy_at = self._health_stamp(look, view)
         victims = {v.name for v in self.victims}
         if self._leader_killed and any(s.reachable for s in view.statuses):
             # As etcd's members see it, by majority of the cluster: the old leader lost once a
@@ -493,7 +523,33 @@ class ElectionRecovery:
         if back and look.result.healthy and self._done is None:
             self._done = healthy_at
             self._reached["cluster_healthy"] = healthy_at
+        for status in view.statuses:
+            if status.name is not None and (status.health_asked or not status.reachable):
+                (self._healthy.add if status.healthy else self._healthy.discard)(status.name)
         return {n: m for n, m in self._reached.items() if n not in before}
+
+    def _health_stamp(self, look: Look, view: ClusterView) -> Milestone:
+        """When what this look found healthy became so. A member that was not healthy when last
+        asked and answers healthy now: when its /health answer came in. /health is a read
+        through Raft, which a member catching up holds until it can serve it: the answer comes
+        when the member is healthy (a thawed member's was held 1.2 s, and the look's middle
+        then stamped a recovery 0.6 s early against the test's own poller of /health).
+        Nothing turned healthy (the change was in the status: who leads, how far applied): the
+        look's middle. The members answer their status at once, somewhere between the look's
+        start and its end, and the end waits for the slowest of them (stamped at the end, 150 ms
+        late on the loaded test bed)."""
+        now = look.answered
+        if look.asked is None:
+            return now
+        turned = [
+            s.health_after
+            for s in view.statuses
+            if s.healthy and s.health_after is not None and s.name is not None and s.name not in self._healthy
+        ]
+        if not turned:
+            return _middle(look.asked, now)
+        after = min(max(turned), now.offset - look.asked.offset)
+        return Milestone(wall=look.asked.wall + after, offset=look.asked.offset + after)
 
     def pending(self) -> Mapping[str, str]:
         waiting: dict[str, str] = {}
