@@ -164,8 +164,9 @@ def test_health_is_stamped_at_the_looks_middle_not_when_the_slowest_member_let_i
 
 def test_a_member_that_turns_healthy_is_stamped_when_its_health_answer_came_not_at_the_middle() -> None:
     # A thawed member holds its /health (a read through Raft) until it has caught up: a look
-    # from 2.0 to 3.3 whose victim answered healthy 1.25 s in. The middle (2.65) was 0.6 s early
-    # against the test's own poller of /health; the answer's arrival is when it was healthy.
+    # from 2.0 to 3.3 whose victim answered healthy 1.25 s in, the others in 0.01-0.02 s. The
+    # middle (2.65) was 0.6 s early against the test's own poller of /health: the member was
+    # healthy when it served the read, just before its answer came in.
     judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
     others = (
         dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.01),
@@ -181,10 +182,39 @@ def test_a_member_that_turns_healthy_is_stamped_when_its_health_answer_came_not_
         Look(look(*others, back, healthy=True), 3.3, 4.3, stamp, replacement_ready=True, asked=asked)
     )
     assert set(reached) == {"member_healthy", "cluster_healthy"}
+    # Served half the quickest round trip (0.01 s) before its answer came in.
     for at in (*reached.values(), judge.done):
         assert at is not None
-        assert at.wall == pytest.approx(4.25)
-        assert at.offset == pytest.approx(3.25)
+        assert at.wall == pytest.approx(4.245)
+        assert at.offset == pytest.approx(3.245)
+
+
+def test_a_member_whose_health_was_not_held_is_stamped_at_the_middle_of_its_own_request() -> None:
+    # A loaded machine: every /health takes 0.2 s, the victim's too. Nothing held it: it was
+    # served somewhere in its own request, stamped at its middle (the answer's arrival was 0.1 s
+    # late against the test's own watch of the pod's Ready, which needs /health healthy).
+    judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
+    others = (
+        dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.2),
+        dataclasses.replace(status("etcd-1", "etcd-0", index=200), health_after=0.21),
+    )
+    down = dataclasses.replace(status("etcd-2", "etcd-0", applied=150), healthy=False)
+    judge.observe(
+        Look(look(*others, down), 1.9, 2.9, stamp, replacement_ready=True, asked=Milestone(2.7, 1.7))
+    )
+    back = dataclasses.replace(status("etcd-2", "etcd-0", applied=200), health_after=0.22)
+    judge.observe(
+        Look(
+            look(*others, back, healthy=True),
+            2.23,
+            3.23,
+            stamp,
+            replacement_ready=True,
+            asked=Milestone(3.0, 2.0),
+        )
+    )
+    assert judge.done is not None
+    assert judge.done.offset == pytest.approx(2.12)  # 0.22 - 0.2 / 2, not the answer's 2.22
 
 
 def test_members_healthy_all_along_do_not_move_the_stamp_and_an_election_look_forgets_nothing() -> None:
@@ -212,7 +242,8 @@ def test_members_healthy_all_along_do_not_move_the_stamp_and_an_election_look_fo
         Look(look(*slow_others, back, healthy=True), 3.0, 4.0, stamp, replacement_ready=True, asked=asked)
     )
     assert judge.done is not None
-    assert judge.done.offset == pytest.approx(2.3)  # the victim's answer, not the others' 0.95
+    # The victim's own answer (the quickest: the middle of its request), not the others' 0.95.
+    assert judge.done.offset == pytest.approx(2.15)
 
 
 def test_a_healthy_answer_before_the_replacement_is_ready_is_the_old_process_not_a_recovery() -> None:

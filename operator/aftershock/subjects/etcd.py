@@ -529,11 +529,17 @@ class ElectionRecovery:
         return {n: m for n, m in self._reached.items() if n not in before}
 
     def _health_stamp(self, look: Look, view: ClusterView) -> Milestone:
-        """When what this look found healthy became so. A member that was not healthy when last
-        asked and answers healthy now: when its /health answer came in. /health is a read
-        through Raft, which a member catching up holds until it can serve it: the answer comes
-        when the member is healthy (a thawed member's was held 1.2 s, and the look's middle
-        then stamped a recovery 0.6 s early against the test's own poller of /health).
+        """When what this look found healthy became so.
+
+        A member that was not healthy when last asked and answers healthy now: when it served
+        that /health. /health is a read through Raft, which a member catching up holds until it
+        can serve it: a held answer comes when the member is healthy, less its way back (a
+        thawed member's was held 1.2 s; the look's middle stamped it 0.6 s early against the
+        test's own poller of /health). How long the way is, the quickest /health of this look
+        says (a round trip with nothing held, under the same load): a member's answer d seconds
+        in, against a quickest r, was served about max(d/2, d - r/2) in: the middle of its own
+        request when nothing held it (d = r), the answer less half a round trip when held.
+
         Nothing turned healthy (the change was in the status: who leads, how far applied): the
         look's middle. The members answer their status at once, somewhere between the look's
         start and its end, and the end waits for the slowest of them (stamped at the end, 150 ms
@@ -541,6 +547,7 @@ class ElectionRecovery:
         now = look.answered
         if look.asked is None:
             return now
+        answers = [s.health_after for s in view.statuses if s.healthy and s.health_after is not None]
         turned = [
             s.health_after
             for s in view.statuses
@@ -548,7 +555,9 @@ class ElectionRecovery:
         ]
         if not turned:
             return _middle(look.asked, now)
-        after = min(max(turned), now.offset - look.asked.offset)
+        latest, quickest = max(turned), min(answers)
+        served = max(latest / 2, latest - quickest / 2)
+        after = min(served, now.offset - look.asked.offset)
         return Milestone(wall=look.asked.wall + after, offset=look.asked.offset + after)
 
     def pending(self) -> Mapping[str, str]:
