@@ -341,7 +341,28 @@ def test_a_recovery_completed_by_the_pod_watch_is_exact() -> None:
     assert not t.recovered
     t.observe_pod("MODIFIED", dataclasses.replace(new, ready=True, phase="Running"), *at(1.7))
     assert offsets(t)["recovered"] == 1.7
-    assert bracket(t) == (1.7, 1.7)
+    assert bracket(t) == (1.7, 1.7)  # no Ready transition time in the event: at the event
+
+
+def test_a_recovery_completed_by_a_pods_ready_is_not_before_its_ready_transition() -> None:
+    # The watch delivers late under load: the Ready condition's lastTransitionTime (to the second,
+    # the kubelet's) is the earliest the pod can have turned Ready.
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=False)
+    old = pods[0]
+    t.observe_pod("DELETED", dataclasses.replace(old, deleting=True), *at(0.1))
+    new = replacement(old, "uid-new", node="node-9")
+    t.observe_pod("ADDED", new, *at(0.2))
+    ready = dataclasses.replace(new, ready=True, phase="Running", ready_at=KILL_WALL + 2.0)
+    t.observe_pod("MODIFIED", ready, *at(2.35))
+    assert offsets(t)["recovered"] == 2.35
+    assert bracket(t) == (2.0, 2.35)
+    # A Ready transition from before the kill says nothing about this recovery.
+    t2 = tracker(pods, [pods[0]], probe=False)
+    t2.observe_pod("DELETED", dataclasses.replace(old, deleting=True), *at(0.1))
+    t2.observe_pod("ADDED", new, *at(0.2))
+    t2.observe_pod("MODIFIED", dataclasses.replace(ready, ready_at=KILL_WALL - 5), *at(2.35))
+    assert bracket(t2) == (2.35, 2.35)
 
 
 def test_without_a_look_before_it_the_recovery_is_not_before_the_kill() -> None:

@@ -117,8 +117,9 @@ class RecoveryTracker:
     @property
     def recovery_bracket(self) -> tuple[Milestone, Milestone] | None:
         """(Not before, by): the span the recovery lies in, as far as the evidence goes; None
-        until recovered. Completed by the pod watch (a victim back, the pods healthy) or by the
-        heal: the moment the event was received, both ends the ``recovered`` stamp. Completed
+        until recovered. Completed by the heal: the moment it was done, both ends. Completed by
+        the pod watch: by the event's arrival, not before the pod's Ready transition (the API's,
+        to the second) when the event is a pod turning Ready (`_bracket_from_ready`). Completed
         by a look at the subject's API: after the last look that did not find it recovered
         was asked, and by the answer of the one that did; ``recovered`` lies between. A look
         held up by a slow member (etcd's ``/health`` waits for a read through Raft; a thawed
@@ -188,7 +189,22 @@ class RecoveryTracker:
                 self._pods_healthy_since = self._stamp(mono, wall)
         else:
             self._pods_healthy_since = None
+        seen_before = self._bracket is not None
         self._check(mono, wall)
+        if self._bracket is not None and not seen_before:
+            self._bracket_from_ready(pod)
+
+    def _bracket_from_ready(self, pod: PodState) -> None:
+        """The recovery was completed by this pod event, stamped when it arrived. A watch event
+        is late by its delivery, more than 100 ms on a loaded machine (two watches of one pod's
+        Ready 155 ms apart in a rehearsal): when the event is the pod turning Ready, its Ready
+        condition's lastTransitionTime (the kubelet's, to the second) is the earliest it can
+        have happened. Anything else keeps the span at the event."""
+        recovered = self.milestones["recovered"]
+        since = pod.ready_at
+        if not pod.ready or since is None or since < self.kill_sent_wall or since >= recovered.wall:
+            return
+        self._bracket = (Milestone(wall=since, offset=recovered.offset - (recovered.wall - since)), recovered)
 
     def _replacement_for(self, pod: PodState) -> _VictimTrack | None:
         # A StatefulSet replaces a pod under the same name. The newest pod of that name is the
