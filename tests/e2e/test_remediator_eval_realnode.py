@@ -96,8 +96,9 @@ AGREEMENT_S = 0.1
 #: tests/e2e/test_realnode.py's OUTLIER_S): the machine's scheduling, not a wrong milestone.
 SCHEDULING_S = 0.5
 #: The widest span a recovery seen by a look may have: the look before it and this one, each at
-#: most the client's bound (1.2 s), and the probe interval between them.
-LOOK_SPAN_S = 3.0
+#: most the client's bound (1.2 s), the probe interval between them, and the loaded machine's
+#: scheduling (2.4 s seen in a rehearsal).
+LOOK_SPAN_S = 4.0
 PART = "aftershock.dev/e2e-part"
 
 
