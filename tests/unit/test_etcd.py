@@ -98,12 +98,28 @@ async def test_no_member_answering_is_an_infrastructure_error_not_a_verdict() ->
 
 
 def status(
-    name: str, leader: str | None, *, applied: int = 100, index: int = 100, up: bool = True
+    name: str,
+    leader: str | None,
+    *,
+    applied: int = 100,
+    index: int = 100,
+    up: bool = True,
+    healthy: bool = True,
+    health_after: float | None = None,
 ) -> MemberStatus:
     if not up:
         return MemberStatus.unreachable(ENDPOINTS[int(name[-1])], "refused")
     return MemberStatus(
-        ENDPOINTS[int(name[-1])], True, name, IDS[name], IDS[leader] if leader else 0, 5, index, applied, True
+        ENDPOINTS[int(name[-1])], True, name, IDS[name], IDS[leader] if leader else 0, 5, index, applied,
+        healthy, health_after=health_after,
+    )  # fmt: skip
+
+
+def followers_answering(first: float, second: float) -> tuple[MemberStatus, MemberStatus]:
+    """etcd-0 (leading) and etcd-1, healthy, their /health in `first` and `second` seconds."""
+    return (
+        status("etcd-0", "etcd-0", index=200, health_after=first),
+        status("etcd-1", "etcd-0", index=200, health_after=second),
     )
 
 
@@ -168,15 +184,12 @@ def test_a_member_that_turns_healthy_is_stamped_when_its_health_answer_came_not_
     # middle (2.65) was 0.6 s early against the test's own poller of /health: the member was
     # healthy when it served the read, just before its answer came in.
     judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
-    others = (
-        dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.01),
-        dataclasses.replace(status("etcd-1", "etcd-0", index=200), health_after=0.02),
-    )
-    down = dataclasses.replace(status("etcd-2", "etcd-0", applied=150), healthy=False)
+    others = followers_answering(0.01, 0.02)
+    down = status("etcd-2", "etcd-0", applied=150, healthy=False)
     judge.observe(
         Look(look(*others, down), 1.9, 2.9, stamp, replacement_ready=True, asked=Milestone(2.8, 1.8))
     )
-    back = dataclasses.replace(status("etcd-2", "etcd-0", applied=200), health_after=1.25)
+    back = status("etcd-2", "etcd-0", applied=200, health_after=1.25)
     asked = Milestone(3.0, 2.0)
     reached = judge.observe(
         Look(look(*others, back, healthy=True), 3.3, 4.3, stamp, replacement_ready=True, asked=asked)
@@ -194,15 +207,12 @@ def test_a_member_whose_health_was_not_held_is_stamped_at_the_middle_of_its_own_
     # served somewhere in its own request, stamped at its middle (the answer's arrival was 0.1 s
     # late against the test's own watch of the pod's Ready, which needs /health healthy).
     judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
-    others = (
-        dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.2),
-        dataclasses.replace(status("etcd-1", "etcd-0", index=200), health_after=0.21),
-    )
-    down = dataclasses.replace(status("etcd-2", "etcd-0", applied=150), healthy=False)
+    others = followers_answering(0.2, 0.21)
+    down = status("etcd-2", "etcd-0", applied=150, healthy=False)
     judge.observe(
         Look(look(*others, down), 1.9, 2.9, stamp, replacement_ready=True, asked=Milestone(2.7, 1.7))
     )
-    back = dataclasses.replace(status("etcd-2", "etcd-0", applied=200), health_after=0.22)
+    back = status("etcd-2", "etcd-0", applied=200, health_after=0.22)
     judge.observe(
         Look(
             look(*others, back, healthy=True),
@@ -222,11 +232,8 @@ def test_members_healthy_all_along_do_not_move_the_stamp_and_an_election_look_fo
     # answers are just their round trips. An election's quick look asks no /health, so it says
     # nothing about who was healthy.
     judge = ElectionRecovery([Victim("etcd-2", "uid-etcd-2", role="Follower")], old_leader="etcd-0")
-    slow_others = (
-        dataclasses.replace(status("etcd-0", "etcd-0", index=200), health_after=0.9),
-        dataclasses.replace(status("etcd-1", "etcd-0", index=200), health_after=0.95),
-    )
-    down = dataclasses.replace(status("etcd-2", "etcd-0", applied=150), healthy=False)
+    slow_others = followers_answering(0.9, 0.95)
+    down = status("etcd-2", "etcd-0", applied=150, healthy=False)
     judge.observe(
         Look(look(*slow_others, down), 1.0, 2.0, stamp, replacement_ready=True, asked=Milestone(1.9, 0.9))
     )
@@ -236,7 +243,7 @@ def test_members_healthy_all_along_do_not_move_the_stamp_and_an_election_look_fo
     judge.observe(
         Look(look(*quick, down), 1.5, 2.5, stamp, replacement_ready=True, asked=Milestone(2.45, 1.45))
     )
-    back = dataclasses.replace(status("etcd-2", "etcd-0", applied=200), health_after=0.3)
+    back = status("etcd-2", "etcd-0", applied=200, health_after=0.3)
     asked = Milestone(3.0, 2.0)
     judge.observe(
         Look(look(*slow_others, back, healthy=True), 3.0, 4.0, stamp, replacement_ready=True, asked=asked)

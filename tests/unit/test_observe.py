@@ -326,13 +326,19 @@ def test_a_recovery_seen_by_a_look_lies_between_the_last_look_that_did_not_see_i
     assert bracket(t) == (1.1, 2.5)
 
 
-def test_a_recovery_completed_by_the_pod_watch_is_exact() -> None:
-    pods = cluster()
-    t = tracker(pods, [pods[0]], probe=True)
-    old = pods[0]
+def replaced_not_ready(t: RecoveryTracker, old: PodState) -> PodState:
+    """`old` deleted at 0.1 s, its replacement on node-9 at 0.2 s, not Ready yet."""
     t.observe_pod("DELETED", dataclasses.replace(old, deleting=True), *at(0.1))
     new = replacement(old, "uid-new", node="node-9")
     t.observe_pod("ADDED", new, *at(0.2))
+    return new
+
+
+def test_a_recovery_completed_by_the_pod_watch_ends_at_the_event() -> None:
+    pods = cluster()
+    t = tracker(pods, [pods[0]], probe=True)
+    old = pods[0]
+    new = replaced_not_ready(t, old)
     live = [new, pods[1], pods[2]]
     # PD already healthy, the store up with its new start, before the pod's Ready.
     t.observe_probe(
@@ -350,17 +356,14 @@ def test_a_recovery_completed_by_a_pods_ready_is_not_before_its_ready_transition
     pods = cluster()
     t = tracker(pods, [pods[0]], probe=False)
     old = pods[0]
-    t.observe_pod("DELETED", dataclasses.replace(old, deleting=True), *at(0.1))
-    new = replacement(old, "uid-new", node="node-9")
-    t.observe_pod("ADDED", new, *at(0.2))
+    new = replaced_not_ready(t, old)
     ready = dataclasses.replace(new, ready=True, phase="Running", ready_at=KILL_WALL + 2.0)
     t.observe_pod("MODIFIED", ready, *at(2.35))
     assert offsets(t)["recovered"] == 2.35
     assert bracket(t) == (2.0, 2.35)
     # A Ready transition from before the kill says nothing about this recovery.
     t2 = tracker(pods, [pods[0]], probe=False)
-    t2.observe_pod("DELETED", dataclasses.replace(old, deleting=True), *at(0.1))
-    t2.observe_pod("ADDED", new, *at(0.2))
+    replaced_not_ready(t2, old)
     t2.observe_pod("MODIFIED", dataclasses.replace(ready, ready_at=KILL_WALL - 5), *at(2.35))
     assert bracket(t2) == (2.35, 2.35)
 

@@ -206,22 +206,16 @@ class EtcdClient:
         return said, loop.time() - since
 
     async def _status(
-        self,
-        endpoint: str,
-        members: Mapping[int, str],
-        timeout: float,
-        health: bool = True,
-        since: float | None = None,
+        self, endpoint: str, members: Mapping[int, str], timeout: float, health: bool, since: float
     ) -> MemberStatus:
         """The member's status and its health, asked at once: /health waits for a linearizable
         read, which an election holds up, and must not hold up the status (who leads, in which
         term). A member whose status answers is reachable; one whose /health does not is
         reachable and not healthy. `health` False: not asked (not healthy, by want of asking).
         `since`: the look's start (the loop's clock), for `MemberStatus.health_after`."""
-        started = asyncio.get_running_loop().time() if since is None else since
         asks: list[Any] = [self._post(endpoint, "/v3/maintenance/status", {}, timeout)]
         if health:
-            asks.append(self._health(endpoint, timeout, started))
+            asks.append(self._health(endpoint, timeout, since))
         answers: list[Any] = await asyncio.gather(*asks, return_exceptions=True)
         raw = answers[0]
         after: float | None = None
@@ -295,9 +289,7 @@ class EtcdClient:
 
     async def _statuses(self, quick: float | None, since: float) -> list[MemberStatus]:
         tasks = [
-            asyncio.create_task(
-                self._status(e, self._members, self._timeout, health=quick is None, since=since)
-            )
+            asyncio.create_task(self._status(e, self._members, self._timeout, quick is None, since))
             for e in self._endpoints
         ]
         try:
